@@ -1,0 +1,324 @@
+//! Operator's reads and controls over the queue: job lookup and listing,
+//! statistics, open consumers, retry, cancel, purge, pause and resume.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use tracing::{debug, info};
+use uuid::Uuid;
+
+use super::job::{JobState, JobView, Seq};
+use super::{Queue, QueueState, remove_ready};
+use crate::clock::Timestamp;
+use crate::error::QueueError;
+
+/// Counters of one queue since the broker started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Jobs enqueued (duplicates not counted).
+    pub enqueued: u64,
+    /// Attempts acknowledged.
+    pub acked: u64,
+    /// Attempts failed by Nack.
+    pub nacked: u64,
+    /// Leases that expired.
+    pub expired: u64,
+    /// Jobs that went DEAD.
+    pub dead: u64,
+}
+
+/// One queue's statistics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Queue name.
+    pub queue: String,
+    /// Hands out nothing while paused.
+    pub paused: bool,
+    /// Jobs in each state, by [`JobState::index`].
+    pub counts: [u64; 6],
+    /// Counters since start.
+    pub counters: Counters,
+}
+
+impl QueueStats {
+    /// Jobs in `state` now.
+    pub fn count(&self, state: JobState) -> u64 {
+        self.counts[state.index()]
+    }
+}
+
+/// One open consumer, for ListWorkers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    /// Who opened it.
+    pub worker_id: Arc<str>,
+    /// Queues it takes from.
+    pub queues: Vec<String>,
+    /// Types it takes; empty for any.
+    pub job_types: Vec<String>,
+    /// Unresolved jobs leased on it.
+    pub in_flight: u32,
+    /// Its limit.
+    pub max_in_flight: u32,
+    /// When it opened.
+    pub connected_since: Timestamp,
+}
+
+/// Which jobs ListJobs returns.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this state.
+    pub state: Option<JobState>,
+}
+
+/// A page of ListJobs.
+#[derive(Debug)]
+pub struct ListPage<'a> {
+    /// The matching jobs, in creation order.
+    pub jobs: Vec<JobView<'a>>,
+    /// Where the next page starts; `None` at the end.
+    pub next: Option<u64>,
+}
+
+/// Jobs looked at per ListJobs page or PurgeQueue step at most, so that one
+/// call never holds the queue for long.
+pub const SCAN_BUDGET: usize = 10_000;
+
+impl Queue {
+    /// The job `job_id`.
+    ///
+    /// # Errors
+    /// [`QueueError::UnknownJob`].
+    pub fn job(&self, job_id: Uuid) -> Result<JobView<'_>, QueueError> {
+        let &seq = self
+            .ids
+            .get(&job_id)
+            .ok_or(QueueError::UnknownJob { job_id })?;
+        Ok(self.view(seq))
+    }
+
+    /// Up to `limit` jobs matching `filter` after position `after`, looking
+    /// at no more than [`SCAN_BUDGET`] jobs: a page may be short while more follow.
+    pub fn list(&self, filter: &JobFilter, after: Option<u64>, limit: usize) -> ListPage<'_> {
+        let queue = match &filter.queue {
+            Some(name) => match self.names.get(name) {
+                Some(id) => Some(id),
+                None => {
+                    return ListPage {
+                        jobs: Vec::new(),
+                        next: None,
+                    };
+                }
+            },
+            None => None,
+        };
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut jobs = Vec::new();
+        let mut last = None;
+        for (scanned, (&seq, job)) in self.jobs.range((start, Bound::Unbounded)).enumerate() {
+            if jobs.len() == limit || scanned == SCAN_BUDGET {
+                return ListPage { jobs, next: last };
+            }
+            last = Some(seq);
+            if queue.is_none_or(|q| job.queue == q) && filter.state.is_none_or(|s| job.state == s) {
+                jobs.push(self.view(seq));
+            }
+        }
+        ListPage { jobs, next: None }
+    }
+
+    /// Every known queue's statistics, by name.
+    pub fn stats(&self) -> Vec<QueueStats> {
+        let mut stats: Vec<QueueStats> = self
+            .queues
+            .iter()
+            .map(|(&id, qs)| QueueStats {
+                queue: self.names.name(id).to_owned(),
+                paused: qs.paused,
+                counts: qs.counts,
+                counters: qs.counters,
+            })
+            .collect();
+        stats.sort_by(|a, b| a.queue.cmp(&b.queue));
+        stats
+    }
+
+    /// The open consumers, oldest first.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.consumers
+            .values()
+            .map(|c| WorkerInfo {
+                worker_id: c.worker_id.clone(),
+                queues: c
+                    .queues
+                    .iter()
+                    .map(|&q| self.names.name(q).to_owned())
+                    .collect(),
+                job_types: c
+                    .job_types
+                    .iter()
+                    .flatten()
+                    .map(|&t| self.names.name(t).to_owned())
+                    .collect(),
+                in_flight: c.in_flight,
+                max_in_flight: c.max_in_flight,
+                connected_since: c.connected_since,
+            })
+            .collect()
+    }
+
+    /// A DEAD or CANCELLED job runs again: READY, attempts reset.
+    ///
+    /// # Errors
+    /// [`QueueError::UnknownJob`]; [`QueueError::WrongState`] for any other state.
+    pub fn retry(&mut self, job_id: Uuid, now: Timestamp) -> Result<(), QueueError> {
+        let &seq = self
+            .ids
+            .get(&job_id)
+            .ok_or(QueueError::UnknownJob { job_id })?;
+        let job = self.jobs.get_mut(&seq).expect("ids and jobs agree");
+        let state = job.state;
+        if !matches!(state, JobState::Dead | JobState::Cancelled) {
+            return Err(QueueError::WrongState {
+                job_id,
+                state,
+                action: "RetryJob",
+                allowed: "DEAD or CANCELLED",
+            });
+        }
+        if state == JobState::Cancelled {
+            let until = job
+                .finished_at
+                .unwrap_or_default()
+                .saturating_add(self.config.retention);
+            self.retained.remove(&(until, seq));
+        }
+        job.attempt = 0;
+        job.cancel_requested = false;
+        job.finished_at = None;
+        job.run_at = now;
+        let view = self.view(seq);
+        debug!(job_id = %job_id, job_type = view.job_type, queue = view.queue, attempt = 0, "job retried");
+        self.set_state(seq, JobState::Ready);
+        self.make_ready(seq, now);
+        Ok(())
+    }
+
+    /// Cancels a job: at once unless leased; a leased job is marked, its
+    /// worker learns it on Extend and it ends CANCELLED when the worker
+    /// resolves it (an Ack still records SUCCEEDED).
+    ///
+    /// # Errors
+    /// [`QueueError::UnknownJob`]; [`QueueError::WrongState`] for a finished job.
+    pub fn cancel(&mut self, job_id: Uuid, now: Timestamp) -> Result<JobState, QueueError> {
+        let &seq = self
+            .ids
+            .get(&job_id)
+            .ok_or(QueueError::UnknownJob { job_id })?;
+        let job = self.jobs.get_mut(&seq).expect("ids and jobs agree");
+        let view_state = job.state;
+        match view_state {
+            JobState::Leased => {
+                job.cancel_requested = true;
+            }
+            JobState::Scheduled => {
+                self.scheduled.remove(&(job.run_at, seq));
+                self.finish(seq, JobState::Cancelled, now);
+            }
+            JobState::Ready => {
+                let key = (std::cmp::Reverse(job.priority), job.run_at, seq);
+                let job_type = job.job_type;
+                let qs = self
+                    .queues
+                    .get_mut(&job.queue)
+                    .expect("job's queue is known");
+                remove_ready(qs, job_type, &key);
+                self.finish(seq, JobState::Cancelled, now);
+            }
+            state @ (JobState::Succeeded | JobState::Dead | JobState::Cancelled) => {
+                return Err(QueueError::WrongState {
+                    job_id,
+                    state,
+                    action: "CancelJob",
+                    allowed: "SCHEDULED, READY or LEASED",
+                });
+            }
+        }
+        let view = self.view(seq);
+        info!(job_id = %job_id, job_type = view.job_type, queue = view.queue, attempt = view.attempt,
+            cancel_requested = view.cancel_requested, "job cancelled by operator");
+        Ok(if view_state == JobState::Leased {
+            JobState::Leased
+        } else {
+            JobState::Cancelled
+        })
+    }
+
+    /// Deletes up to [`SCAN_BUDGET`] looked-at jobs of `queue` in `state`
+    /// (every state but LEASED when `None`), starting after `after`.
+    /// Returns how many were deleted and where to go on, `None` when done.
+    ///
+    /// # Errors
+    /// [`QueueError::UnknownQueue`]; [`QueueError::PurgeLeased`] for state LEASED.
+    pub fn purge_step(
+        &mut self,
+        queue: &str,
+        state: Option<JobState>,
+        after: Option<u64>,
+    ) -> Result<(u64, Option<u64>), QueueError> {
+        if state == Some(JobState::Leased) {
+            return Err(QueueError::PurgeLeased);
+        }
+        let queue_id = self
+            .names
+            .get(queue)
+            .filter(|id| self.queues.contains_key(id))
+            .ok_or_else(|| QueueError::UnknownQueue {
+                queue: queue.to_owned(),
+            })?;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut doomed: Vec<Seq> = Vec::new();
+        let mut next = None;
+        for (scanned, (&seq, job)) in self.jobs.range((start, Bound::Unbounded)).enumerate() {
+            if scanned == SCAN_BUDGET {
+                break;
+            }
+            next = Some(seq);
+            let wanted = state.map_or(job.state != JobState::Leased, |s| job.state == s);
+            if job.queue == queue_id && wanted {
+                doomed.push(seq);
+            }
+        }
+        if next.is_some_and(|last| self.jobs.range(last + 1..).next().is_none()) {
+            next = None;
+        }
+        let purged = doomed.len() as u64;
+        for seq in doomed {
+            self.remove_job(seq);
+        }
+        if purged > 0 {
+            info!(queue, state = ?state, purged, "jobs purged");
+        }
+        Ok((purged, next))
+    }
+
+    /// Stops handing out the queue's jobs; enqueues still land.
+    pub fn pause(&mut self, queue: &str) {
+        let id = self.names.intern(queue);
+        self.queues.entry(id).or_default().paused = true;
+        info!(queue, "queue paused");
+    }
+
+    /// Hands out the queue's jobs again.
+    pub fn resume(&mut self, queue: &str, now: Timestamp) {
+        let id = self.names.intern(queue);
+        let qs: &mut QueueState = self.queues.entry(id).or_default();
+        qs.paused = false;
+        info!(queue, "queue resumed");
+        for consumer in qs.consumers.clone() {
+            self.fill(consumer, now);
+        }
+    }
+}

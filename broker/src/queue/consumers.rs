@@ -1,0 +1,203 @@
+//! Consumers (open Lease streams) and how ready jobs are matched to their
+//! free slots.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::job::{ConsumerId, JobState, Lease, Seq};
+use super::names::NameId;
+use super::{Queue, ReadyKey, remove_ready};
+use crate::clock::Timestamp;
+
+/// What a Lease stream asks for, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    /// Who is asking.
+    pub worker_id: String,
+    /// Queues to take jobs from; not empty.
+    pub queues: Vec<String>,
+    /// Job types to take; empty for any.
+    pub job_types: Vec<String>,
+    /// Most unresolved jobs at once; at least 1.
+    pub max_in_flight: u32,
+    /// Lease length; `None` for the configured default.
+    pub lease_duration: Option<Duration>,
+}
+
+/// An open Lease stream.
+#[derive(Debug)]
+pub(super) struct Consumer {
+    pub worker_id: Arc<str>,
+    pub queues: Vec<NameId>,
+    /// `None` takes any type.
+    pub job_types: Option<Vec<NameId>>,
+    pub max_in_flight: u32,
+    /// Jobs leased on this stream and not resolved yet.
+    pub in_flight: u32,
+    pub lease_duration: Duration,
+    pub connected_since: Timestamp,
+}
+
+impl Consumer {
+    fn has_slot(&self) -> bool {
+        self.in_flight < self.max_in_flight
+    }
+
+    fn accepts(&self, job_type: NameId) -> bool {
+        self.job_types
+            .as_ref()
+            .is_none_or(|types| types.contains(&job_type))
+    }
+}
+
+impl Queue {
+    /// Opens a consumer and leases it ready jobs up to its `max_in_flight`.
+    pub fn open_consumer(&mut self, spec: ConsumerSpec, now: Timestamp) -> ConsumerId {
+        let id = ConsumerId(self.next_consumer);
+        self.next_consumer += 1;
+        let queues: Vec<NameId> = spec.queues.iter().map(|q| self.names.intern(q)).collect();
+        let job_types = (!spec.job_types.is_empty()).then(|| {
+            spec.job_types
+                .iter()
+                .map(|t| self.names.intern(t))
+                .collect()
+        });
+        for &queue in &queues {
+            self.queues.entry(queue).or_default().consumers.push(id);
+        }
+        self.consumers.insert(
+            id,
+            Consumer {
+                worker_id: spec.worker_id.into(),
+                queues,
+                job_types,
+                max_in_flight: spec.max_in_flight,
+                in_flight: 0,
+                lease_duration: spec.lease_duration.unwrap_or(self.config.lease_duration),
+                connected_since: now,
+            },
+        );
+        self.fill(id, now);
+        id
+    }
+
+    /// Closes a consumer. Its jobs keep their leases until resolved or
+    /// expired: a draining worker may still Ack them.
+    pub fn close_consumer(&mut self, id: ConsumerId) {
+        let Some(consumer) = self.consumers.remove(&id) else {
+            return;
+        };
+        for queue in consumer.queues {
+            if let Some(qs) = self.queues.get_mut(&queue) {
+                qs.consumers.retain(|&c| c != id);
+            }
+        }
+    }
+
+    /// Every open consumer.
+    pub fn consumer_ids(&self) -> Vec<ConsumerId> {
+        self.consumers.keys().copied().collect()
+    }
+
+    /// A consumer of `queue` with a free slot that takes `job_type`, chosen
+    /// round-robin so that streams share the work.
+    pub(super) fn consumer_with_slot_for(
+        &mut self,
+        queue: NameId,
+        job_type: NameId,
+    ) -> Option<ConsumerId> {
+        let qs = self.queues.get_mut(&queue)?;
+        if qs.paused {
+            return None;
+        }
+        let n = qs.consumers.len();
+        for i in 0..n {
+            let id = qs.consumers[(qs.cursor + i) % n];
+            let consumer = &self.consumers[&id];
+            if consumer.has_slot() && consumer.accepts(job_type) {
+                qs.cursor = (qs.cursor + i + 1) % n;
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// A slot of `consumer` freed (a lease ended): fill it, if the consumer is still open.
+    pub(super) fn free_slot(&mut self, consumer: ConsumerId, now: Timestamp) {
+        if let Some(c) = self.consumers.get_mut(&consumer) {
+            c.in_flight -= 1;
+            self.fill(consumer, now);
+        }
+    }
+
+    /// Leases ready jobs to `consumer` until it has no free slot or nothing it takes is ready.
+    pub(super) fn fill(&mut self, consumer: ConsumerId, now: Timestamp) {
+        while self
+            .consumers
+            .get(&consumer)
+            .is_some_and(Consumer::has_slot)
+        {
+            let Some(seq) = self.best_ready_for(consumer) else {
+                return;
+            };
+            self.lease_to(consumer, seq, now);
+        }
+    }
+
+    /// Every queue (not paused) and type the consumer takes is looked at:
+    /// the first key in ReadyKey order wins.
+    fn best_ready_for(&self, consumer: ConsumerId) -> Option<Seq> {
+        let c = &self.consumers[&consumer];
+        let mut best: Option<&ReadyKey> = None;
+        for queue in &c.queues {
+            let Some(qs) = self.queues.get(queue).filter(|qs| !qs.paused) else {
+                continue;
+            };
+            let firsts: Box<dyn Iterator<Item = &ReadyKey>> = match &c.job_types {
+                None => Box::new(qs.ready.values().filter_map(|set| set.first())),
+                Some(types) => Box::new(types.iter().filter_map(|t| qs.ready.get(t)?.first())),
+            };
+            for key in firsts {
+                if best.is_none_or(|b| key < b) {
+                    best = Some(key);
+                }
+            }
+        }
+        best.map(|&(_, _, seq)| seq)
+    }
+
+    /// Leases a READY job to a consumer with a free slot and queues its delivery.
+    pub(super) fn lease_to(&mut self, consumer: ConsumerId, seq: Seq, now: Timestamp) {
+        let c = self.consumers.get_mut(&consumer).expect("consumer is open");
+        c.in_flight += 1;
+        let expires_at = now.saturating_add(c.lease_duration);
+        let worker_id = c.worker_id.clone();
+        let lease_id = self.new_uuid();
+        let job = self.jobs.get_mut(&seq).expect("job is known");
+        debug_assert_eq!(job.state, JobState::Ready);
+        job.attempt += 1;
+        job.lease = Some(Box::new(Lease {
+            id: lease_id,
+            consumer,
+            worker_id,
+            expires_at,
+        }));
+        let (queue, job_type, key) = (
+            job.queue,
+            job.job_type,
+            (Reverse(job.priority), job.run_at, seq),
+        );
+        let qs = self.queues.get_mut(&queue).expect("job's queue is known");
+        remove_ready(qs, job_type, &key);
+        self.set_state(seq, JobState::Leased);
+        self.leases.insert((expires_at, seq));
+        self.outbox.push(super::Delivery { consumer, seq });
+        let job = self.view(seq);
+        let lease = job.lease.expect("just leased");
+        debug!(job_id = %job.id, job_type = job.job_type, queue = job.queue, attempt = job.attempt,
+            worker_id = &*lease.worker_id, lease_id = %lease.id, "job leased");
+    }
+}

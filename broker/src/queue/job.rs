@@ -1,0 +1,155 @@
+//! A job's record in the queue and its state: what is stored per job, kept
+//! compact because a broker holds millions of them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::names::NameId;
+use crate::clock::Timestamp;
+
+/// The queue's internal key of a job: its enqueue sequence number. Unique for
+/// the life of the broker and increasing, so it also orders jobs by creation.
+pub type Seq = u64;
+
+/// Where a job is in its life. See `sluice.v1.JobState`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum JobState {
+    /// Waiting for its `run_at`.
+    Scheduled,
+    /// Due, waiting for a consumer.
+    Ready,
+    /// Held by a consumer under a lease.
+    Leased,
+    /// An attempt was acknowledged.
+    Succeeded,
+    /// Out of attempts, or failed as dead.
+    Dead,
+    /// Cancelled by an operator.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state, in the order of [`JobState::index`].
+    pub const ALL: [JobState; 6] = [
+        JobState::Scheduled,
+        JobState::Ready,
+        JobState::Leased,
+        JobState::Succeeded,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    /// A dense index, for per-state counters.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// A job in this state will run again without an operator's help.
+    pub const fn is_unfinished(self) -> bool {
+        matches!(
+            self,
+            JobState::Scheduled | JobState::Ready | JobState::Leased
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            JobState::Scheduled => "SCHEDULED",
+            JobState::Ready => "READY",
+            JobState::Leased => "LEASED",
+            JobState::Succeeded => "SUCCEEDED",
+            JobState::Dead => "DEAD",
+            JobState::Cancelled => "CANCELLED",
+        };
+        f.write_str(name)
+    }
+}
+
+/// The consumer (open Lease stream) a job was handed to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConsumerId(pub(crate) u64);
+
+/// The lease of a job in [`JobState::Leased`].
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// Names this lease; any other id is stale.
+    pub id: Uuid,
+    /// The stream it was handed out on; its slot frees when the lease ends.
+    pub consumer: ConsumerId,
+    /// Who holds it, shared with the consumer record.
+    pub worker_id: Arc<str>,
+    /// When the attempt fails unless resolved or extended.
+    pub expires_at: Timestamp,
+}
+
+/// One job as stored. Optional parts are boxed or `Option` so that a plain
+/// job with no headers, error or lease pays a word for each, not a struct.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub id: Uuid,
+    pub queue: NameId,
+    pub job_type: NameId,
+    pub state: JobState,
+    pub priority: i32,
+    /// Attempts started: 0 before the first lease.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub cancel_requested: bool,
+    pub timeout: Duration,
+    pub payload: Bytes,
+    pub headers: Option<Box<Headers>>,
+    pub created_at: Timestamp,
+    /// When the job is next due (SCHEDULED) or became due; READY jobs run in
+    /// this order within a priority, so a job given back keeps its place.
+    pub run_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub last_error: Option<Box<str>>,
+    pub lease: Option<Box<Lease>>,
+    pub idempotency_key: Option<Box<str>>,
+}
+
+/// Job headers, in the order the producer sent them.
+pub type Headers = Vec<(String, String)>;
+
+/// A read-only view of a job with its names resolved, for the service layer.
+#[derive(Debug, Clone, Copy)]
+pub struct JobView<'a> {
+    /// The job's public id.
+    pub id: Uuid,
+    /// Queue name.
+    pub queue: &'a str,
+    /// Job type name.
+    pub job_type: &'a str,
+    /// Current state.
+    pub state: JobState,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Attempts started so far.
+    pub attempt: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// An operator asked to cancel it while leased.
+    pub cancel_requested: bool,
+    /// Per-attempt run limit.
+    pub timeout: Duration,
+    /// Opaque payload.
+    pub payload: &'a Bytes,
+    /// Headers, empty if none.
+    pub headers: &'a [(String, String)],
+    /// When it was enqueued.
+    pub created_at: Timestamp,
+    /// When it is next due, or became due.
+    pub run_at: Timestamp,
+    /// When it finished, if it did.
+    pub finished_at: Option<Timestamp>,
+    /// Error of the last failed attempt.
+    pub last_error: Option<&'a str>,
+    /// The current lease, while leased.
+    pub lease: Option<&'a Lease>,
+}

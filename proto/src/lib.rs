@@ -1,0 +1,15 @@
+//! The `sluice.v1` contract: generated messages, clients and servers, and the
+//! encoded file descriptor set that gRPC reflection serves.
+//!
+//! The `.proto` files beside this crate are the source of truth; clients in
+//! other languages generate their stubs from them.
+
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+/// Package `sluice.v1`.
+pub mod v1 {
+    tonic::include_proto!("sluice.v1");
+}
+
+/// The encoded `FileDescriptorSet` of `sluice.v1`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sluice_descriptor");
