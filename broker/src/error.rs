@@ -107,3 +107,20 @@ impl From<RequestError> for Status {
         Status::new(code, err.to_string())
     }
 }
+
+/// Why the server could not run or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The reflection service could not read the descriptors.
+    #[error("building gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("serving: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The serving task panicked or was cancelled.
+    #[error("serving task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The server stopped without being asked to.
+    #[error("the server stopped before shutdown was requested")]
+    StoppedEarly,
+}

@@ -6,6 +6,8 @@
 //! [`server::run`], which tests call too.
 
 pub mod clock;
-
+pub mod config;
 pub mod error;
 pub mod queue;
+pub mod server;
+pub mod service;

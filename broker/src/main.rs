@@ -1,1 +1,163 @@
-fn main() {}
+//! `sluice-broker`: reads flags (each also an environment variable), sets up
+//! logging and signals, and runs [`sluice_broker::server::run`].
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use sluice_broker::config::Config;
+use sluice_broker::queue::{Backoff, QueueConfig};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// The Sluice job broker (memory-only).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "SLUICE_ADDR", default_value = "127.0.0.1:50051")]
+    addr: SocketAddr,
+    /// Attempts for a job that does not set max_attempts (the first try plus retries).
+    #[arg(long, env = "SLUICE_MAX_ATTEMPTS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: u32,
+    /// Per-attempt run limit for a job that does not set timeout.
+    #[arg(long, env = "SLUICE_DEFAULT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    default_timeout: Duration,
+    /// Lease length for a Lease stream that does not set lease_duration.
+    #[arg(long, env = "SLUICE_LEASE_DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+    /// Retry delay after the first failed attempt; doubles per failure.
+    #[arg(long, env = "SLUICE_BACKOFF_INITIAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    backoff_initial: Duration,
+    /// Longest retry delay, before jitter.
+    #[arg(long, env = "SLUICE_BACKOFF_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
+    backoff_max: Duration,
+    /// Retry delays are spread by up to this fraction either way.
+    #[arg(long, env = "SLUICE_BACKOFF_JITTER", default_value_t = 0.25)]
+    backoff_jitter: f64,
+    /// How long SUCCEEDED and CANCELLED jobs stay visible.
+    #[arg(long, env = "SLUICE_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
+    retention: Duration,
+    /// Most SUCCEEDED and CANCELLED jobs kept at once; the oldest are forgotten first.
+    #[arg(long, env = "SLUICE_MAX_RETAINED", default_value_t = 1_000_000)]
+    max_retained: usize,
+    /// Most unfinished (scheduled, ready, leased) jobs per queue; unbounded if unset.
+    #[arg(long, env = "SLUICE_MAX_QUEUE_SIZE")]
+    max_queue_size: Option<u64>,
+    /// Largest payload accepted, in bytes.
+    #[arg(long, env = "SLUICE_MAX_PAYLOAD", default_value_t = 1024 * 1024)]
+    max_payload: usize,
+    /// How long a drain (SIGTERM/SIGINT) waits for leased jobs to be resolved.
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Log format.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Args {
+    fn config(&self) -> anyhow::Result<Config> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.backoff_jitter),
+            "--backoff-jitter must be between 0 and 1, got {}",
+            self.backoff_jitter
+        );
+        anyhow::ensure!(
+            self.backoff_initial <= self.backoff_max,
+            "--backoff-initial must not exceed --backoff-max"
+        );
+        anyhow::ensure!(
+            !self.lease_duration.is_zero(),
+            "--lease-duration must be above zero"
+        );
+        Ok(Config {
+            queue: QueueConfig {
+                max_attempts: self.max_attempts,
+                default_timeout: self.default_timeout,
+                lease_duration: self.lease_duration,
+                backoff: Backoff {
+                    initial: self.backoff_initial,
+                    max: self.backoff_max,
+                    jitter: self.backoff_jitter,
+                },
+                retention: self.retention,
+                max_retained: self.max_retained,
+                max_queue_size: self.max_queue_size,
+            },
+            max_payload: self.max_payload,
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; exits at once on the second.
+fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        for n in 0.. {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if n == 0 {
+                info!(
+                    signal = name,
+                    "shutdown requested: draining (send again to exit at once)"
+                );
+                shutdown.cancel();
+            } else {
+                error!(signal = name, "second signal: exiting without draining");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "broker failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("listening on {}", args.addr))?;
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone())?;
+    info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");
+    warn!("memory-only: jobs do not survive a restart of the broker");
+    sluice_broker::server::run(listener, config, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Runs the broker on a listener: the Broker and Admin services, gRPC health
+//! and reflection (v1 and v1alpha), the scheduler task, and the drain.
+//!
+//! Drain, on `shutdown`: health turns NOT_SERVING, Enqueue and Lease are
+//! refused with UNAVAILABLE, every Lease stream ends, and the listener keeps
+//! serving Ack/Nack/Extend/Release (over old and new connections) until no
+//! job is leased or the drain timeout passes. Then the server stops, bounded
+//! by a deadline of its own because graceful HTTP/2 shutdown waits for
+//! every open call.
+
+use std::time::Duration;
+
+use sluice_proto::v1::admin_server::AdminServer;
+use sluice_proto::v1::broker_server::BrokerServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::clock::TokioClock;
+use crate::config::Config;
+use crate::error::ServerError;
+use crate::queue::Queue;
+use crate::service::convert::Limits;
+use crate::service::{AdminService, BrokerService, SharedQueue, scheduler};
+
+/// How long the server may take to close its connections after the drain.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the drain left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Jobs still leased when the drain timeout passed.
+    pub still_leased: usize,
+    /// Jobs scheduled, ready or leased at exit: lost with a memory-only broker.
+    pub unfinished: u64,
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then drains.
+///
+/// # Errors
+/// [`ServerError`] when reflection cannot be built or the server fails.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<DrainReport, ServerError> {
+    let shared = SharedQueue::new(
+        Queue::new(config.queue.clone(), rand::random()),
+        TokioClock::new(),
+    );
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    // Room for the largest payload plus the rest of the message.
+    let max_message = config.max_payload.saturating_add(64 * 1024);
+    let limits = Limits {
+        max_payload: config.max_payload,
+    };
+    let broker = BrokerServer::new(BrokerService::new(shared.clone(), limits))
+        .max_decoding_message_size(max_message);
+    let admin = AdminServer::new(AdminService::new(shared.clone()));
+
+    let tasks = TaskTracker::new();
+    let stop_scheduler = CancellationToken::new();
+    tasks.spawn(scheduler::run(shared.clone(), stop_scheduler.clone()));
+
+    let stop_serving = CancellationToken::new();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let serve = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(broker)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(incoming, stop_serving.clone().cancelled_owned());
+    let mut serving = tokio::spawn(serve);
+    info!("broker serving");
+
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => {}
+        result = &mut serving => {
+            stop_scheduler.cancel();
+            return Err(match result {
+                Ok(Ok(())) => ServerError::StoppedEarly,
+                Ok(Err(e)) => ServerError::Transport(e),
+                Err(e) => ServerError::Task(e),
+            });
+        }
+    }
+
+    info!(drain_timeout = %humantime::format_duration(config.drain_timeout), "draining: no new work, waiting for leased jobs");
+    set_health(&health, ServingStatus::NotServing).await;
+    shared.begin_drain();
+    let still_leased = shared
+        .leases_resolved(tokio::time::Instant::now() + config.drain_timeout)
+        .await;
+    let unfinished = shared.with_queue(|queue, _| queue.unfinished_count());
+    if still_leased > 0 {
+        warn!(still_leased, "drain timeout passed with jobs still leased");
+    }
+    if unfinished > 0 {
+        warn!(
+            unfinished,
+            "memory-only broker: unfinished jobs are lost with this process"
+        );
+    }
+
+    stop_serving.cancel();
+    if tokio::time::timeout(STOP_TIMEOUT, &mut serving)
+        .await
+        .is_err()
+    {
+        warn!("connections still open after the drain; closing them");
+        serving.abort();
+    }
+    stop_scheduler.cancel();
+    tasks.close();
+    tasks.wait().await;
+    info!(still_leased, unfinished, "broker stopped");
+    Ok(DrainReport {
+        still_leased,
+        unfinished,
+    })
+}
+
+/// Sets the overall status ("") and `sluice.v1.Broker`'s alike.
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <BrokerServer<BrokerService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}

@@ -1,0 +1,231 @@
+//! `sluice.v1.Admin`: the operator's view and controls, translated to the
+//! queue's admin operations.
+
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_server::Admin;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use super::respond;
+use super::shared_queue::SharedQueue;
+use crate::error::RequestError;
+use crate::queue::{JobFilter, JobState};
+
+type Result<T> = std::result::Result<T, RequestError>;
+
+/// The `sluice.v1.Admin` service.
+#[derive(Clone)]
+pub struct AdminService {
+    shared: SharedQueue,
+}
+
+impl AdminService {
+    /// Serves `shared`.
+    pub fn new(shared: SharedQueue) -> Self {
+        Self { shared }
+    }
+
+    fn handle_get_job(&self, req: pb::GetJobRequest) -> Result<pb::Job> {
+        let job_id = convert::uuid(&req.job_id, "job_id")?;
+        Ok(self
+            .shared
+            .with_queue(|queue, _| queue.job(job_id).map(convert::job_to_pb))?)
+    }
+
+    fn handle_list_jobs(&self, req: pb::ListJobsRequest) -> Result<pb::ListJobsResponse> {
+        let filter = JobFilter {
+            queue: (!req.queue.is_empty())
+                .then(|| convert::queue_name(req.queue, "queue"))
+                .transpose()?,
+            state: convert::state_filter(req.state, "state")?,
+        };
+        let page_size = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n <= MAX_PAGE_SIZE => n,
+            n => {
+                return Err(RequestError::invalid(
+                    "page_size",
+                    format!("{n} is over {MAX_PAGE_SIZE}"),
+                ));
+            }
+        };
+        let after = page_token(&req.page_token)?;
+        Ok(self.shared.with_queue(|queue, _| {
+            let page = queue.list(&filter, after, page_size as usize);
+            pb::ListJobsResponse {
+                jobs: page.jobs.into_iter().map(convert::job_to_pb).collect(),
+                next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default(),
+            }
+        }))
+    }
+
+    fn handle_stats(&self) -> pb::StatsResponse {
+        let stats = self.shared.with_queue(|queue, _| queue.stats());
+        pb::StatsResponse {
+            queues: stats
+                .into_iter()
+                .map(|s| pb::QueueStats {
+                    paused: s.paused,
+                    scheduled: s.count(JobState::Scheduled),
+                    ready: s.count(JobState::Ready),
+                    leased: s.count(JobState::Leased),
+                    succeeded: s.count(JobState::Succeeded),
+                    dead: s.count(JobState::Dead),
+                    cancelled: s.count(JobState::Cancelled),
+                    enqueued_total: s.counters.enqueued,
+                    acked_total: s.counters.acked,
+                    nacked_total: s.counters.nacked,
+                    expired_total: s.counters.expired,
+                    dead_total: s.counters.dead,
+                    queue: s.queue,
+                })
+                .collect(),
+        }
+    }
+
+    fn handle_list_workers(&self) -> pb::ListWorkersResponse {
+        let workers = self.shared.with_queue(|queue, _| queue.workers());
+        pb::ListWorkersResponse {
+            workers: workers
+                .into_iter()
+                .map(|w| pb::WorkerInfo {
+                    worker_id: w.worker_id.to_string(),
+                    queues: w.queues,
+                    job_types: w.job_types,
+                    in_flight: w.in_flight,
+                    max_in_flight: w.max_in_flight,
+                    connected_since: Some(convert::timestamp_to_pb(w.connected_since)),
+                })
+                .collect(),
+        }
+    }
+
+    fn handle_retry_job(&self, req: pb::RetryJobRequest) -> Result<pb::RetryJobResponse> {
+        let job_id = convert::uuid(&req.job_id, "job_id")?;
+        self.shared
+            .with_queue(|queue, now| queue.retry(job_id, now))?;
+        Ok(pb::RetryJobResponse {})
+    }
+
+    fn handle_cancel_job(&self, req: pb::CancelJobRequest) -> Result<pb::CancelJobResponse> {
+        let job_id = convert::uuid(&req.job_id, "job_id")?;
+        let state = self
+            .shared
+            .with_queue(|queue, now| queue.cancel(job_id, now))?;
+        Ok(pb::CancelJobResponse {
+            state: convert::state_to_pb(state).into(),
+        })
+    }
+
+    /// Purges in bounded steps, releasing the queue between them so that a
+    /// large purge does not stall the data path.
+    async fn handle_purge_queue(
+        &self,
+        req: pb::PurgeQueueRequest,
+    ) -> Result<pb::PurgeQueueResponse> {
+        let queue_name = convert::queue_name(req.queue, "queue")?;
+        let state = convert::state_filter(req.state, "state")?;
+        let mut purged = 0;
+        let mut after = None;
+        loop {
+            let (n, next) = self
+                .shared
+                .with_queue(|queue, _| queue.purge_step(&queue_name, state, after))?;
+            purged += n;
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(pb::PurgeQueueResponse { purged }),
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn handle_pause_queue(&self, req: pb::PauseQueueRequest) -> Result<pb::PauseQueueResponse> {
+        let name = convert::queue_name(req.queue, "queue")?;
+        self.shared.with_queue(|queue, _| queue.pause(&name));
+        Ok(pb::PauseQueueResponse {})
+    }
+
+    fn handle_resume_queue(&self, req: pb::ResumeQueueRequest) -> Result<pb::ResumeQueueResponse> {
+        let name = convert::queue_name(req.queue, "queue")?;
+        self.shared
+            .with_queue(|queue, now| queue.resume(&name, now));
+        Ok(pb::ResumeQueueResponse {})
+    }
+}
+
+fn page_token(token: &str) -> Result<Option<u64>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .parse()
+        .map(Some)
+        .map_err(|_| RequestError::invalid("page_token", "is not a token from a previous ListJobs"))
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> std::result::Result<Response<pb::Job>, Status> {
+        respond(self.handle_get_job(request.into_inner()))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> std::result::Result<Response<pb::ListJobsResponse>, Status> {
+        respond(self.handle_list_jobs(request.into_inner()))
+    }
+
+    async fn stats(
+        &self,
+        _: Request<pb::StatsRequest>,
+    ) -> std::result::Result<Response<pb::StatsResponse>, Status> {
+        Ok(Response::new(self.handle_stats()))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<pb::ListWorkersRequest>,
+    ) -> std::result::Result<Response<pb::ListWorkersResponse>, Status> {
+        Ok(Response::new(self.handle_list_workers()))
+    }
+
+    async fn retry_job(
+        &self,
+        request: Request<pb::RetryJobRequest>,
+    ) -> std::result::Result<Response<pb::RetryJobResponse>, Status> {
+        respond(self.handle_retry_job(request.into_inner()))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> std::result::Result<Response<pb::CancelJobResponse>, Status> {
+        respond(self.handle_cancel_job(request.into_inner()))
+    }
+
+    async fn purge_queue(
+        &self,
+        request: Request<pb::PurgeQueueRequest>,
+    ) -> std::result::Result<Response<pb::PurgeQueueResponse>, Status> {
+        respond(self.handle_purge_queue(request.into_inner()).await)
+    }
+
+    async fn pause_queue(
+        &self,
+        request: Request<pb::PauseQueueRequest>,
+    ) -> std::result::Result<Response<pb::PauseQueueResponse>, Status> {
+        respond(self.handle_pause_queue(request.into_inner()))
+    }
+
+    async fn resume_queue(
+        &self,
+        request: Request<pb::ResumeQueueRequest>,
+    ) -> std::result::Result<Response<pb::ResumeQueueResponse>, Status> {
+        respond(self.handle_resume_queue(request.into_inner()))
+    }
+}

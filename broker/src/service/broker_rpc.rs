@@ -1,0 +1,152 @@
+//! `sluice.v1.Broker`: the data path. Each method validates its request
+//! (`convert`), runs one queue operation, and its result goes through
+//! [`respond`], the one mapping of errors to statuses.
+
+use std::time::Duration;
+
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::broker_server::Broker;
+use tonic::{Request, Response, Status};
+
+use super::convert::{self, Limits};
+use super::lease_stream::LeaseStream;
+use super::respond;
+use super::shared_queue::SharedQueue;
+use crate::error::RequestError;
+use crate::queue::Failure;
+
+type Result<T> = std::result::Result<T, RequestError>;
+
+/// The `sluice.v1.Broker` service.
+#[derive(Clone)]
+pub struct BrokerService {
+    shared: SharedQueue,
+    limits: Limits,
+}
+
+impl BrokerService {
+    /// Serves `shared` with the given limits.
+    pub fn new(shared: SharedQueue, limits: Limits) -> Self {
+        Self { shared, limits }
+    }
+
+    fn handle_enqueue(&self, req: pb::EnqueueRequest) -> Result<pb::EnqueueResponse> {
+        let enqueued =
+            self.shared
+                .with_queue_unless_draining("Enqueue is refused", |queue, now| {
+                    let job = convert::new_job(req, self.limits, now)?;
+                    Ok::<_, RequestError>(queue.enqueue(job, now)?)
+                })??;
+        Ok(pb::EnqueueResponse {
+            job_id: enqueued.job_id.to_string(),
+            duplicate: enqueued.duplicate,
+        })
+    }
+
+    fn handle_lease(&self, req: pb::LeaseRequest) -> Result<LeaseStream> {
+        let spec = convert::consumer_spec(req)?;
+        let (consumer, outlet) = self.shared.open_consumer(spec)?;
+        Ok(LeaseStream::new(consumer, outlet, self.shared.clone()))
+    }
+
+    fn handle_ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse> {
+        let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
+        self.shared
+            .with_queue(|queue, now| queue.ack(job_id, lease_id, now))?;
+        Ok(pb::AckResponse {})
+    }
+
+    fn handle_nack(&self, req: pb::NackRequest) -> Result<pb::NackResponse> {
+        let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
+        let failure = Failure {
+            error: req.error,
+            retry_after: convert::duration_in(req.retry_after, "retry_after", Duration::ZERO)?,
+            dead: req.dead,
+        };
+        let resolution = self
+            .shared
+            .with_queue(|queue, now| queue.nack(job_id, lease_id, failure, now))?;
+        Ok(pb::NackResponse {
+            state: convert::state_to_pb(resolution.state).into(),
+            next_attempt_at: resolution.next_attempt_at.map(convert::timestamp_to_pb),
+        })
+    }
+
+    fn handle_extend(&self, req: pb::ExtendRequest) -> Result<pb::ExtendResponse> {
+        let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
+        let by = convert::duration_in(req.extend_by, "extend_by", Duration::ZERO)?;
+        let extended = self.shared.with_queue(|queue, now| {
+            let by = by.unwrap_or(queue.config().lease_duration);
+            queue.extend(job_id, lease_id, by, now)
+        })?;
+        Ok(pb::ExtendResponse {
+            lease_expires_at: Some(convert::timestamp_to_pb(extended.expires_at)),
+            cancel_requested: extended.cancel_requested,
+        })
+    }
+
+    fn handle_release(&self, req: pb::ReleaseRequest) -> Result<pb::ReleaseResponse> {
+        let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
+        let delay = convert::duration_in(req.delay, "delay", Duration::ZERO)?.unwrap_or_default();
+        let state = self
+            .shared
+            .with_queue(|queue, now| queue.release(job_id, lease_id, delay, now))?;
+        Ok(pb::ReleaseResponse {
+            state: convert::state_to_pb(state).into(),
+        })
+    }
+}
+
+fn lease_ids(job_id: &str, lease_id: &str) -> Result<(uuid::Uuid, uuid::Uuid)> {
+    Ok((
+        convert::uuid(job_id, "job_id")?,
+        convert::uuid(lease_id, "lease_id")?,
+    ))
+}
+
+#[tonic::async_trait]
+impl Broker for BrokerService {
+    async fn enqueue(
+        &self,
+        request: Request<pb::EnqueueRequest>,
+    ) -> std::result::Result<Response<pb::EnqueueResponse>, Status> {
+        respond(self.handle_enqueue(request.into_inner()))
+    }
+
+    type LeaseStream = LeaseStream;
+
+    async fn lease(
+        &self,
+        request: Request<pb::LeaseRequest>,
+    ) -> std::result::Result<Response<LeaseStream>, Status> {
+        respond(self.handle_lease(request.into_inner()))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<pb::AckRequest>,
+    ) -> std::result::Result<Response<pb::AckResponse>, Status> {
+        respond(self.handle_ack(request.into_inner()))
+    }
+
+    async fn nack(
+        &self,
+        request: Request<pb::NackRequest>,
+    ) -> std::result::Result<Response<pb::NackResponse>, Status> {
+        respond(self.handle_nack(request.into_inner()))
+    }
+
+    async fn extend(
+        &self,
+        request: Request<pb::ExtendRequest>,
+    ) -> std::result::Result<Response<pb::ExtendResponse>, Status> {
+        respond(self.handle_extend(request.into_inner()))
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ReleaseRequest>,
+    ) -> std::result::Result<Response<pb::ReleaseResponse>, Status> {
+        respond(self.handle_release(request.into_inner()))
+    }
+}

@@ -1,0 +1,451 @@
+//! Translation between `sluice.v1` messages and the queue's types, with
+//! the validation of every field a client sends. A refused field is named
+//! in the error; nothing reaches the queue unvalidated.
+
+use std::time::Duration;
+
+use prost_types::{Duration as PbDuration, Timestamp as PbTimestamp};
+use sluice_proto::v1 as pb;
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+use crate::error::RequestError;
+use crate::queue::{ConsumerSpec, Headers, JobState, JobView, NewJob};
+
+/// The queue used when a request names none.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Longest queue name, job type, worker id or header name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+/// Most headers on one job.
+pub const MAX_HEADERS: usize = 64;
+/// Longest header value, in bytes.
+pub const MAX_HEADER_VALUE_LEN: usize = 4096;
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+/// Most queues or job types one Lease stream may name.
+pub const MAX_LEASE_FILTERS: usize = 256;
+/// Largest `max_in_flight` of one Lease stream.
+pub const MAX_IN_FLIGHT: u32 = 65_536;
+/// Longest duration accepted anywhere.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Shortest lease or per-attempt timeout.
+pub const MIN_RUN_LIMIT: Duration = Duration::from_secs(1);
+/// Furthest ahead a job may be scheduled.
+pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Largest ListJobs page.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// ListJobs page size when the request says 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+
+/// Limits set by flags rather than by the contract.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest payload, in bytes.
+    pub max_payload: usize,
+}
+
+type Result<T> = std::result::Result<T, RequestError>;
+
+/// A validated Enqueue.
+pub fn new_job(req: pb::EnqueueRequest, limits: Limits, now: Timestamp) -> Result<NewJob> {
+    let queue = queue_name(req.queue, "queue")?;
+    let job_type = name(req.job_type, "job_type")?;
+    if req.payload.len() > limits.max_payload {
+        return Err(RequestError::invalid(
+            "payload",
+            format!(
+                "{} bytes is over the limit of {} bytes (--max-payload)",
+                req.payload.len(),
+                limits.max_payload
+            ),
+        ));
+    }
+    if req.headers.len() > MAX_HEADERS {
+        return Err(RequestError::invalid(
+            "headers",
+            format!(
+                "{} headers is over the limit of {MAX_HEADERS}",
+                req.headers.len()
+            ),
+        ));
+    }
+    let mut headers: Headers = Vec::with_capacity(req.headers.len());
+    for (key, value) in req.headers {
+        let key = name(key, "headers")?;
+        if value.len() > MAX_HEADER_VALUE_LEN {
+            return Err(RequestError::invalid(
+                "headers",
+                format!("the value of {key:?} is over {MAX_HEADER_VALUE_LEN} bytes"),
+            ));
+        }
+        headers.push((key, value));
+    }
+    headers.sort();
+    let run_at = match req.run_at {
+        None => None,
+        Some(t) => {
+            let t = timestamp_from_pb(t, "run_at")?;
+            if t > now.saturating_add(MAX_SCHEDULE_AHEAD) {
+                return Err(RequestError::invalid("run_at", "is more than a year ahead"));
+            }
+            Some(t)
+        }
+    };
+    if req.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(RequestError::invalid(
+            "idempotency_key",
+            format!("is over {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
+        ));
+    }
+    Ok(NewJob {
+        queue,
+        job_type,
+        payload: req.payload,
+        headers,
+        priority: req.priority,
+        max_attempts: (req.max_attempts > 0).then_some(req.max_attempts),
+        timeout: duration_in(req.timeout, "timeout", MIN_RUN_LIMIT)?,
+        run_at,
+        idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
+    })
+}
+
+/// A validated Lease.
+pub fn consumer_spec(req: pb::LeaseRequest) -> Result<ConsumerSpec> {
+    let worker_id = name(req.worker_id, "worker_id")?;
+    if req.max_in_flight == 0 || req.max_in_flight > MAX_IN_FLIGHT {
+        return Err(RequestError::invalid(
+            "max_in_flight",
+            format!("must be 1 to {MAX_IN_FLIGHT}, got {}", req.max_in_flight),
+        ));
+    }
+    if req.queues.len() > MAX_LEASE_FILTERS || req.job_types.len() > MAX_LEASE_FILTERS {
+        return Err(RequestError::invalid(
+            "queues",
+            format!("at most {MAX_LEASE_FILTERS} queues and {MAX_LEASE_FILTERS} job types"),
+        ));
+    }
+    let mut queues = req
+        .queues
+        .into_iter()
+        .map(|q| queue_name(q, "queues"))
+        .collect::<Result<Vec<_>>>()?;
+    if queues.is_empty() {
+        queues.push(DEFAULT_QUEUE.to_owned());
+    }
+    queues.sort();
+    queues.dedup();
+    let mut job_types = req
+        .job_types
+        .into_iter()
+        .map(|t| name(t, "job_types"))
+        .collect::<Result<Vec<_>>>()?;
+    job_types.sort();
+    job_types.dedup();
+    Ok(ConsumerSpec {
+        worker_id,
+        queues,
+        job_types,
+        max_in_flight: req.max_in_flight,
+        lease_duration: duration_in(req.lease_duration, "lease_duration", MIN_RUN_LIMIT)?,
+    })
+}
+
+/// A queue name: empty means [`DEFAULT_QUEUE`]; else 1-128 of `[A-Za-z0-9._:-]`.
+pub fn queue_name(queue: String, field: &'static str) -> Result<String> {
+    if queue.is_empty() {
+        return Ok(DEFAULT_QUEUE.to_owned());
+    }
+    if queue.len() > MAX_NAME_LEN {
+        return Err(RequestError::invalid(
+            field,
+            format!("queue name is over {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if let Some(c) = queue
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(RequestError::invalid(
+            field,
+            format!("queue name {queue:?} has {c:?}; allowed are A-Z a-z 0-9 . _ : -"),
+        ));
+    }
+    Ok(queue)
+}
+
+/// A required name (job type, worker id, header name): 1-128 bytes, no control characters.
+fn name(value: String, field: &'static str) -> Result<String> {
+    if value.is_empty() {
+        return Err(RequestError::invalid(field, "is required"));
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(RequestError::invalid(
+            field,
+            format!("is over {MAX_NAME_LEN} bytes"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(RequestError::invalid(field, "has control characters"));
+    }
+    Ok(value)
+}
+
+/// A job id or lease id.
+pub fn uuid(value: &str, field: &'static str) -> Result<Uuid> {
+    Uuid::parse_str(value)
+        .map_err(|_| RequestError::invalid(field, format!("{value:?} is not a UUID")))
+}
+
+/// An optional duration from `min` to [`MAX_DURATION`].
+pub fn duration_in(
+    value: Option<PbDuration>,
+    field: &'static str,
+    min: Duration,
+) -> Result<Option<Duration>> {
+    let Some(d) = value else {
+        return Ok(None);
+    };
+    let d = Duration::try_from(d)
+        .map_err(|_| RequestError::invalid(field, "is negative or malformed"))?;
+    if d < min || d > MAX_DURATION {
+        return Err(RequestError::invalid(
+            field,
+            format!(
+                "{} is out of range {} to {}",
+                fmt(d),
+                fmt(min),
+                fmt(MAX_DURATION)
+            ),
+        ));
+    }
+    Ok(Some(d))
+}
+
+fn fmt(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(d)
+}
+
+/// A job state filter: UNSPECIFIED means any.
+pub fn state_filter(value: i32, field: &'static str) -> Result<Option<JobState>> {
+    match pb::JobState::try_from(value) {
+        Ok(pb::JobState::Unspecified) => Ok(None),
+        Ok(pb::JobState::Scheduled) => Ok(Some(JobState::Scheduled)),
+        Ok(pb::JobState::Ready) => Ok(Some(JobState::Ready)),
+        Ok(pb::JobState::Leased) => Ok(Some(JobState::Leased)),
+        Ok(pb::JobState::Succeeded) => Ok(Some(JobState::Succeeded)),
+        Ok(pb::JobState::Dead) => Ok(Some(JobState::Dead)),
+        Ok(pb::JobState::Cancelled) => Ok(Some(JobState::Cancelled)),
+        Err(_) => Err(RequestError::invalid(
+            field,
+            format!("{value} is not a JobState"),
+        )),
+    }
+}
+
+/// The wire value of a state.
+pub fn state_to_pb(state: JobState) -> pb::JobState {
+    match state {
+        JobState::Scheduled => pb::JobState::Scheduled,
+        JobState::Ready => pb::JobState::Ready,
+        JobState::Leased => pb::JobState::Leased,
+        JobState::Succeeded => pb::JobState::Succeeded,
+        JobState::Dead => pb::JobState::Dead,
+        JobState::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+fn timestamp_from_pb(t: PbTimestamp, field: &'static str) -> Result<Timestamp> {
+    let invalid = || RequestError::invalid(field, "is before 1970 or malformed");
+    let secs = u64::try_from(t.seconds).map_err(|_| invalid())?;
+    let nanos = u64::try_from(t.nanos)
+        .ok()
+        .filter(|&n| n < 1_000_000_000)
+        .ok_or_else(invalid)?;
+    let micros = secs
+        .checked_mul(1_000_000)
+        .and_then(|m| m.checked_add(nanos / 1000))
+        .ok_or_else(invalid)?;
+    Ok(Timestamp::from_micros(micros))
+}
+
+/// A timestamp on the wire.
+pub fn timestamp_to_pb(t: Timestamp) -> PbTimestamp {
+    let (seconds, nanos) = t.to_unix_parts();
+    PbTimestamp { seconds, nanos }
+}
+
+/// A duration on the wire.
+pub fn duration_to_pb(d: Duration) -> PbDuration {
+    PbDuration::try_from(d).unwrap_or(PbDuration {
+        seconds: i64::MAX,
+        nanos: 0,
+    })
+}
+
+/// A job on the wire.
+pub fn job_to_pb(job: JobView<'_>) -> pb::Job {
+    pb::Job {
+        id: job.id.to_string(),
+        queue: job.queue.to_owned(),
+        job_type: job.job_type.to_owned(),
+        payload: job.payload.clone(),
+        headers: job.headers.iter().cloned().collect(),
+        priority: job.priority,
+        state: state_to_pb(job.state).into(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        timeout: Some(duration_to_pb(job.timeout)),
+        created_at: Some(timestamp_to_pb(job.created_at)),
+        run_at: Some(timestamp_to_pb(job.run_at)),
+        last_error: job.last_error.unwrap_or_default().to_owned(),
+        lease_expires_at: job.lease.map(|l| timestamp_to_pb(l.expires_at)),
+        worker_id: job
+            .lease
+            .map(|l| l.worker_id.to_string())
+            .unwrap_or_default(),
+        cancel_requested: job.cancel_requested,
+        finished_at: job.finished_at.map(timestamp_to_pb),
+    }
+}
+
+/// A leased job on the wire.
+pub fn leased_job_to_pb(job: JobView<'_>) -> pb::LeasedJob {
+    let lease = job.lease.expect("a delivered job is leased");
+    pb::LeasedJob {
+        lease_id: lease.id.to_string(),
+        lease_expires_at: Some(timestamp_to_pb(lease.expires_at)),
+        job: Some(job_to_pb(job)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits { max_payload: 16 };
+
+    fn enqueue(f: impl FnOnce(&mut pb::EnqueueRequest)) -> Result<NewJob> {
+        let mut req = pb::EnqueueRequest {
+            job_type: "email".into(),
+            ..Default::default()
+        };
+        f(&mut req);
+        new_job(req, LIMITS, Timestamp::from_micros(0))
+    }
+
+    fn field_of(r: Result<impl std::fmt::Debug>) -> &'static str {
+        match r {
+            Err(RequestError::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_queue_means_default() {
+        assert_eq!(enqueue(|_| {}).unwrap().queue, DEFAULT_QUEUE);
+    }
+
+    #[test]
+    fn bad_enqueue_fields_are_named() {
+        assert_eq!(field_of(enqueue(|r| r.job_type.clear())), "job_type");
+        assert_eq!(
+            field_of(enqueue(|r| r.job_type = "x".repeat(129))),
+            "job_type"
+        );
+        assert_eq!(field_of(enqueue(|r| r.queue = "a b".into())), "queue");
+        assert_eq!(field_of(enqueue(|r| r.queue = "q".repeat(129))), "queue");
+        assert_eq!(
+            field_of(enqueue(|r| r.payload = vec![0; 17].into())),
+            "payload"
+        );
+        assert_eq!(
+            field_of(enqueue(|r| r.timeout = Some(PbDuration {
+                seconds: 0,
+                nanos: 5
+            }))),
+            "timeout"
+        );
+        assert_eq!(
+            field_of(enqueue(|r| r.timeout = Some(PbDuration {
+                seconds: 86_401,
+                nanos: 0
+            }))),
+            "timeout"
+        );
+        assert_eq!(
+            field_of(enqueue(|r| r.timeout = Some(PbDuration {
+                seconds: -1,
+                nanos: 0
+            }))),
+            "timeout"
+        );
+        let year_and_a_half = 548 * 24 * 3600;
+        assert_eq!(
+            field_of(enqueue(|r| r.run_at = Some(PbTimestamp {
+                seconds: year_and_a_half,
+                nanos: 0
+            }))),
+            "run_at"
+        );
+        assert_eq!(
+            field_of(enqueue(|r| {
+                r.headers.insert(String::new(), "v".into());
+            })),
+            "headers"
+        );
+    }
+
+    #[test]
+    fn duration_bounds_are_inclusive() {
+        let one_sec = Some(PbDuration {
+            seconds: 1,
+            nanos: 0,
+        });
+        assert_eq!(
+            enqueue(|r| r.timeout = one_sec).unwrap().timeout,
+            Some(Duration::from_secs(1))
+        );
+        let day = Some(PbDuration {
+            seconds: 86_400,
+            nanos: 0,
+        });
+        assert_eq!(
+            duration_in(day, "x", Duration::ZERO).unwrap(),
+            Some(MAX_DURATION)
+        );
+        assert_eq!(
+            duration_in(Some(PbDuration::default()), "x", Duration::ZERO).unwrap(),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn lease_request_is_validated_and_defaults_to_default_queue() {
+        let req = |max_in_flight| pb::LeaseRequest {
+            worker_id: "w".into(),
+            max_in_flight,
+            ..Default::default()
+        };
+        assert_eq!(consumer_spec(req(1)).unwrap().queues, [DEFAULT_QUEUE]);
+        assert_eq!(field_of(consumer_spec(req(0))), "max_in_flight");
+        assert_eq!(
+            field_of(consumer_spec(req(MAX_IN_FLIGHT + 1))),
+            "max_in_flight"
+        );
+        assert_eq!(
+            field_of(consumer_spec(pb::LeaseRequest {
+                worker_id: String::new(),
+                ..req(1)
+            })),
+            "worker_id"
+        );
+    }
+
+    #[test]
+    fn state_filter_refuses_unknown_numbers() {
+        assert_eq!(state_filter(0, "state").unwrap(), None);
+        assert_eq!(state_filter(5, "state").unwrap(), Some(JobState::Dead));
+        assert_eq!(field_of(state_filter(42, "state")), "state");
+    }
+}

@@ -1,0 +1,243 @@
+//! The queue shared by every RPC: one [`Queue`] behind a `std::sync::Mutex`,
+//! locked in short synchronous sections and never across `.await`, with the
+//! senders of the open Lease streams and the wake-ups for the scheduler and
+//! for the drain.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Notify, mpsc};
+use tracing::error;
+
+use super::convert;
+use crate::clock::{Clock, Timestamp, TokioClock};
+use crate::error::RequestError;
+use crate::queue::{ConsumerId, ConsumerSpec, Delivery, Queue};
+use sluice_proto::v1 as pb;
+
+/// What a Lease stream's channel carries: the message, and the delivery to
+/// give back if the stream is gone before it is sent.
+pub(super) struct Outgoing {
+    pub delivery: Delivery,
+    pub message: pb::LeasedJob,
+}
+
+/// The receiving end of one Lease stream.
+pub(super) type Outlet = mpsc::Receiver<Outgoing>;
+
+/// A cheap handle to the shared queue.
+#[derive(Clone)]
+pub struct SharedQueue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    clock: TokioClock,
+    /// Wakes the scheduler when a deadline earlier than the one it sleeps
+    /// towards appears.
+    scheduler: Notify,
+    /// Wakes drain waiters whenever the count of leased jobs may have dropped.
+    lease_ended: Notify,
+}
+
+struct State {
+    queue: Queue,
+    /// The sending ends of open Lease streams. Their capacity is the
+    /// stream's max_in_flight, and the queue never leases more than that to a
+    /// stream, so `try_send` never meets a full channel.
+    outlets: HashMap<ConsumerId, mpsc::Sender<Outgoing>>,
+    /// Reused buffer for deliveries.
+    deliveries: Vec<Delivery>,
+    /// The deadline the scheduler sleeps towards.
+    scheduler_wakes_at: Option<Timestamp>,
+    /// No new work: Enqueue and Lease are refused.
+    draining: bool,
+}
+
+impl SharedQueue {
+    /// Shares `queue`, reading time from `clock`.
+    pub fn new(queue: Queue, clock: TokioClock) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(State {
+                    queue,
+                    outlets: HashMap::new(),
+                    deliveries: Vec::new(),
+                    scheduler_wakes_at: None,
+                    draining: false,
+                }),
+                clock,
+                scheduler: Notify::new(),
+                lease_ended: Notify::new(),
+            }),
+        }
+    }
+
+    /// Runs `op` on the queue at the current time, then sends the jobs it
+    /// leased and wakes whoever its changes concern.
+    pub fn with_queue<T>(&self, op: impl FnOnce(&mut Queue, Timestamp) -> T) -> T {
+        let mut state = self.lock();
+        self.apply(&mut state, op)
+    }
+
+    /// Like [`SharedQueue::with_queue`] for new work: refused while draining,
+    /// with `what` saying what is refused.
+    pub fn with_queue_unless_draining<T>(
+        &self,
+        what: &'static str,
+        op: impl FnOnce(&mut Queue, Timestamp) -> T,
+    ) -> Result<T, RequestError> {
+        let mut state = self.lock();
+        if state.draining {
+            return Err(RequestError::ShuttingDown(what));
+        }
+        Ok(self.apply(&mut state, op))
+    }
+
+    /// Opens a consumer whose jobs are sent to the returned channel.
+    pub(super) fn open_consumer(
+        &self,
+        spec: ConsumerSpec,
+    ) -> Result<(ConsumerId, Outlet), RequestError> {
+        let mut state = self.lock();
+        if state.draining {
+            return Err(RequestError::ShuttingDown(
+                "no new Lease streams are opened",
+            ));
+        }
+        let now = self.inner.clock.now();
+        let (tx, rx) = mpsc::channel(spec.max_in_flight as usize);
+        let leased_before = state.queue.leased_count();
+        let id = state.queue.open_consumer(spec, now);
+        state.outlets.insert(id, tx);
+        self.settle(&mut state, now, leased_before);
+        Ok((id, rx))
+    }
+
+    /// Closes a consumer whose stream ended, giving back what it had not sent.
+    pub(super) fn close_consumer(&self, id: ConsumerId, outlet: &mut Outlet) {
+        let mut state = self.lock();
+        let now = self.inner.clock.now();
+        let leased_before = state.queue.leased_count();
+        state.queue.close_consumer(id);
+        state.outlets.remove(&id);
+        outlet.close();
+        while let Ok(outgoing) = outlet.try_recv() {
+            state.queue.return_undelivered(outgoing.delivery, now);
+        }
+        self.settle(&mut state, now, leased_before);
+    }
+
+    /// Refuses new work from now on and ends every Lease stream (once each
+    /// has sent what it holds). Leased jobs can still be resolved.
+    pub fn begin_drain(&self) {
+        let mut state = self.lock();
+        state.draining = true;
+        for id in state.queue.consumer_ids() {
+            state.queue.close_consumer(id);
+        }
+        // Dropping the senders ends the streams.
+        state.outlets.clear();
+    }
+
+    /// Waits until no job is leased, or `deadline`. Returns the count still leased.
+    pub async fn leases_resolved(&self, deadline: tokio::time::Instant) -> usize {
+        loop {
+            let ended = self.inner.lease_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let leased = self.lock().queue.leased_count();
+            if leased == 0 {
+                return 0;
+            }
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(deadline) => return leased,
+                () = ended => {}
+            }
+        }
+    }
+
+    /// Expires what is due, then returns when to come back: the tokio
+    /// instant of the next deadline, if any.
+    pub(super) fn tick(&self) -> Option<tokio::time::Instant> {
+        let mut state = self.lock();
+        let now = self.inner.clock.now();
+        let leased_before = state.queue.leased_count();
+        state.queue.expire(now);
+        self.settle(&mut state, now, leased_before);
+        let next = state.queue.next_deadline();
+        state.scheduler_wakes_at = next;
+        next.map(|t| self.inner.clock.instant_at(t))
+    }
+
+    /// Resolves when a deadline earlier than the last [`SharedQueue::tick`]'s appeared.
+    pub(super) async fn deadline_moved(&self) {
+        self.inner.scheduler.notified().await;
+    }
+
+    fn apply<T>(&self, state: &mut State, op: impl FnOnce(&mut Queue, Timestamp) -> T) -> T {
+        let now = self.inner.clock.now();
+        let leased_before = state.queue.leased_count();
+        let out = op(&mut state.queue, now);
+        self.settle(state, now, leased_before);
+        out
+    }
+
+    /// Sends what the last operation leased, then wakes the scheduler and
+    /// drain waiters if the operation concerns them.
+    fn settle(&self, state: &mut State, now: Timestamp, leased_before: usize) {
+        let mut deliveries = std::mem::take(&mut state.deliveries);
+        loop {
+            state.queue.drain_deliveries(&mut deliveries);
+            if deliveries.is_empty() {
+                break;
+            }
+            for delivery in deliveries.drain(..) {
+                let outgoing = Outgoing {
+                    delivery,
+                    message: convert::leased_job_to_pb(state.queue.delivered_job(delivery)),
+                };
+                let sent = match state.outlets.get(&delivery.consumer) {
+                    Some(tx) => tx.try_send(outgoing).map_err(|e| match e {
+                        mpsc::error::TrySendError::Full(_) => "full",
+                        mpsc::error::TrySendError::Closed(_) => "closed",
+                    }),
+                    None => Err("gone"),
+                };
+                if let Err(why) = sent {
+                    if why == "full" {
+                        error!(consumer = ?delivery.consumer, "lease stream channel full: max_in_flight accounting is broken");
+                    }
+                    // The stream is going away; its Drop closes the consumer.
+                    // Until then, keep the job out of its hands.
+                    state.queue.close_consumer(delivery.consumer);
+                    state.outlets.remove(&delivery.consumer);
+                    state.queue.return_undelivered(delivery, now);
+                }
+            }
+        }
+        state.deliveries = deliveries;
+        if state
+            .queue
+            .next_deadline()
+            .is_some_and(|next| state.scheduler_wakes_at.is_none_or(|at| next < at))
+        {
+            state.scheduler_wakes_at = state.queue.next_deadline();
+            self.inner.scheduler.notify_one();
+        }
+        if state.queue.leased_count() < leased_before {
+            self.inner.lease_ended.notify_waiters();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Poisoned only by a panic on a broken invariant, which was reported
+        // then; keep serving rather than fail every later call.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
