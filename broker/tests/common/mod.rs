@@ -1,0 +1,215 @@
+//! In-process broker on an ephemeral port, with generated clients.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sluice_broker::config::Config;
+use sluice_broker::server::{self, DrainReport};
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_client::AdminClient;
+use sluice_proto::v1::broker_client::BrokerClient;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Streaming};
+
+/// Longest any single wait in a test may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A broker serving on 127.0.0.1:0; stopped (without waiting) on drop.
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    pub broker: BrokerClient<Channel>,
+    pub admin: AdminClient<Channel>,
+    pub channel: Channel,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<DrainReport>>,
+}
+
+/// Test settings: short backoff so retries are quick, everything else default.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.queue.backoff.initial = Duration::from_millis(50);
+    config.queue.backoff.max = Duration::from_millis(200);
+    config.drain_timeout = Duration::from_secs(5);
+    config
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        Self::with_config(test_config()).await
+    }
+
+    pub async fn with_config(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server::run(listener, config, shutdown.clone()));
+        let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
+        let channel = connect(addr).await;
+        Self {
+            addr,
+            broker: BrokerClient::new(channel.clone()),
+            admin: AdminClient::new(channel.clone()),
+            channel,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Starts the drain, as SIGTERM does.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits for the broker to finish draining.
+    pub async fn stopped(mut self) -> DrainReport {
+        within(self.task.take().unwrap()).await.unwrap()
+    }
+
+    pub async fn enqueue(&self, job_type: &str) -> String {
+        self.enqueue_req(pb::EnqueueRequest {
+            job_type: job_type.into(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn enqueue_req(&self, req: pb::EnqueueRequest) -> String {
+        self.broker
+            .clone()
+            .enqueue(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .job_id
+    }
+
+    pub async fn lease(&self, worker_id: &str, max_in_flight: u32) -> Streaming<pb::LeasedJob> {
+        self.lease_req(pb::LeaseRequest {
+            worker_id: worker_id.into(),
+            max_in_flight,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn lease_req(&self, req: pb::LeaseRequest) -> Streaming<pb::LeasedJob> {
+        self.broker.clone().lease(req).await.unwrap().into_inner()
+    }
+
+    pub async fn job(&self, job_id: &str) -> pb::Job {
+        self.admin
+            .clone()
+            .get_job(pb::GetJobRequest {
+                job_id: job_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn state(&self, job_id: &str) -> pb::JobState {
+        self.job(job_id).await.state()
+    }
+
+    pub async fn ack(&self, leased: &pb::LeasedJob) -> Result<(), tonic::Status> {
+        let req = pb::AckRequest {
+            job_id: job_id(leased).into(),
+            lease_id: leased.lease_id.clone(),
+        };
+        self.broker.clone().ack(req).await.map(|_| ())
+    }
+
+    pub async fn nack(
+        &self,
+        leased: &pb::LeasedJob,
+        error: &str,
+    ) -> Result<pb::NackResponse, tonic::Status> {
+        let req = pb::NackRequest {
+            job_id: job_id(leased).into(),
+            lease_id: leased.lease_id.clone(),
+            error: error.into(),
+            ..Default::default()
+        };
+        self.broker.clone().nack(req).await.map(|r| r.into_inner())
+    }
+
+    pub async fn queue_stats(&self, queue: &str) -> pb::QueueStats {
+        let stats = self
+            .admin
+            .clone()
+            .stats(pb::StatsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        stats
+            .queues
+            .into_iter()
+            .find(|q| q.queue == queue)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(WAIT)
+        .connect()
+        .await
+        .unwrap()
+}
+
+pub fn job_id(leased: &pb::LeasedJob) -> &str {
+    &leased.job.as_ref().unwrap().id
+}
+
+/// The next job on a stream, waiting at most [`WAIT`].
+pub async fn next_job(stream: &mut Streaming<pb::LeasedJob>) -> pb::LeasedJob {
+    within(stream.message())
+        .await
+        .unwrap()
+        .expect("stream ended")
+}
+
+/// Asserts that nothing arrives on the stream for `quiet`.
+pub async fn assert_quiet(stream: &mut Streaming<pb::LeasedJob>, quiet: Duration) {
+    if let Ok(msg) = tokio::time::timeout(quiet, stream.message()).await {
+        panic!("expected nothing on the stream, got {msg:?}");
+    }
+}
+
+/// `fut`, failing the test if it takes longer than [`WAIT`].
+pub async fn within<T>(fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, fut).await.expect("timed out")
+}
+
+/// Polls `check` until it returns true, failing after [`WAIT`].
+pub async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    within(async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+pub fn code<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Code {
+    result.expect_err("expected an error status").code()
+}

@@ -1,0 +1,158 @@
+//! Lease streams: push delivery, ordering, max_in_flight, type filters,
+//! closing streams.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use sluice_proto::v1 as pb;
+
+#[tokio::test]
+async fn waiting_stream_receives_job_enqueued_after_it_started() {
+    let b = TestBroker::start().await;
+    let mut stream = b.lease("w1", 1).await;
+    assert_quiet(&mut stream, Duration::from_millis(100)).await;
+    let id = b.enqueue("email").await;
+    let leased = next_job(&mut stream).await;
+    assert_eq!(job_id(&leased), id);
+    let job = leased.job.as_ref().unwrap();
+    assert_eq!(
+        (job.state(), job.attempt, job.worker_id.as_str()),
+        (pb::JobState::Leased, 1, "w1")
+    );
+    assert!(leased.lease_expires_at.is_some());
+}
+
+#[tokio::test]
+async fn max_in_flight_holds_exactly() {
+    let b = TestBroker::start().await;
+    for _ in 0..5 {
+        b.enqueue("t").await;
+    }
+    let mut stream = b.lease("w1", 2).await;
+    let first = next_job(&mut stream).await;
+    let _second = next_job(&mut stream).await;
+    assert_quiet(&mut stream, Duration::from_millis(200)).await;
+    let workers = b
+        .admin
+        .clone()
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            workers.workers[0].in_flight,
+            workers.workers[0].max_in_flight
+        ),
+        (2, 2)
+    );
+    b.ack(&first).await.unwrap();
+    let _third = next_job(&mut stream).await;
+    assert_quiet(&mut stream, Duration::from_millis(200)).await;
+    assert_eq!(b.queue_stats("default").await.leased, 2);
+}
+
+#[tokio::test]
+async fn priority_then_fifo_order() {
+    let b = TestBroker::start().await;
+    let low1 = b.enqueue("t").await;
+    let high = b
+        .enqueue_req(pb::EnqueueRequest {
+            job_type: "t".into(),
+            priority: 9,
+            ..Default::default()
+        })
+        .await;
+    let low2 = b.enqueue("t").await;
+    let mut stream = b.lease("w1", 3).await;
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        order.push(job_id(&next_job(&mut stream).await).to_owned());
+    }
+    assert_eq!(order, [high, low1, low2]);
+}
+
+#[tokio::test]
+async fn job_types_filter_hands_out_only_those_types() {
+    let b = TestBroker::start().await;
+    let resize = b.enqueue("resize").await;
+    let email = b.enqueue("email").await;
+    let mut stream = b
+        .lease_req(pb::LeaseRequest {
+            worker_id: "mailer".into(),
+            job_types: vec!["email".into()],
+            max_in_flight: 5,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(job_id(&next_job(&mut stream).await), email);
+    assert_quiet(&mut stream, Duration::from_millis(200)).await;
+    assert_eq!(b.state(&resize).await, pb::JobState::Ready);
+}
+
+#[tokio::test]
+async fn streams_take_only_their_queues() {
+    let b = TestBroker::start().await;
+    let other = b
+        .enqueue_req(pb::EnqueueRequest {
+            queue: "other".into(),
+            job_type: "t".into(),
+            ..Default::default()
+        })
+        .await;
+    let mut default_stream = b.lease("w1", 5).await;
+    let mut other_stream = b
+        .lease_req(pb::LeaseRequest {
+            worker_id: "w2".into(),
+            queues: vec!["other".into()],
+            max_in_flight: 5,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(job_id(&next_job(&mut other_stream).await), other);
+    assert_quiet(&mut default_stream, Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn closed_stream_keeps_its_leases_so_a_draining_worker_can_ack() {
+    let b = TestBroker::start().await;
+    let id = b.enqueue("t").await;
+    let mut stream = b.lease("w1", 1).await;
+    let leased = next_job(&mut stream).await;
+    drop(stream);
+    eventually(|| async {
+        b.admin
+            .clone()
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers
+            .is_empty()
+    })
+    .await;
+    assert_eq!(b.state(&id).await, pb::JobState::Leased);
+    b.ack(&leased).await.unwrap();
+    assert_eq!(b.state(&id).await, pb::JobState::Succeeded);
+}
+
+#[tokio::test]
+async fn jobs_are_shared_between_streams_and_each_runs_once() {
+    let b = TestBroker::start().await;
+    let mut s1 = b.lease("w1", 4).await;
+    let mut s2 = b.lease("w2", 4).await;
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(b.enqueue("t").await);
+    }
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(job_id(&next_job(&mut s1).await).to_owned());
+        got.push(job_id(&next_job(&mut s2).await).to_owned());
+    }
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+}
