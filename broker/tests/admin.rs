@@ -1,6 +1,8 @@
 //! Admin RPCs and the enqueue options they reveal: scheduling, idempotency,
 //! pause/resume, cancel, purge, listing and stats.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::{Duration, SystemTime};

@@ -1,6 +1,8 @@
 //! What operators rely on: health, reflection (v1 and v1alpha), and the
 //! drain that shutdown starts.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

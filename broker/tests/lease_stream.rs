@@ -1,6 +1,8 @@
 //! Lease streams: push delivery, ordering, max_in_flight, type filters,
 //! closing streams.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Resolving leases: ack, nack with backoff and dead letters, extend,
 //! release, expiry and stale leases.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Bad input is refused with INVALID_ARGUMENT naming the field, or with the
 //! documented status, and the broker keeps serving.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -224,22 +224,22 @@ impl Queue {
     pub fn enqueue(&mut self, new: NewJob, now: Timestamp) -> Result<Enqueued, QueueError> {
         let queue = self.names.intern(&new.queue);
         let qs = self.queues.entry(queue).or_default();
-        if let Some(key) = &new.idempotency_key {
-            if let Some(seq) = self.idempotency.get(&(queue, key.as_str().into())) {
-                let job_id = self.jobs[seq].id;
-                return Ok(Enqueued {
-                    job_id,
-                    duplicate: true,
-                });
-            }
+        if let Some(key) = &new.idempotency_key
+            && let Some(seq) = self.idempotency.get(&(queue, key.as_str().into()))
+        {
+            let job_id = self.jobs[seq].id;
+            return Ok(Enqueued {
+                job_id,
+                duplicate: true,
+            });
         }
-        if let Some(limit) = self.config.max_queue_size {
-            if qs.unfinished() >= limit {
-                return Err(QueueError::QueueFull {
-                    queue: new.queue,
-                    limit,
-                });
-            }
+        if let Some(limit) = self.config.max_queue_size
+            && qs.unfinished() >= limit
+        {
+            return Err(QueueError::QueueFull {
+                queue: new.queue,
+                limit,
+            });
         }
         qs.counters.enqueued += 1;
         let seq = self.next_seq;
