@@ -32,6 +32,10 @@ use crate::service::{AdminService, BrokerService, SharedQueue, scheduler};
 /// nothing is owed to it by then, so the wait is short.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How often an idle connection is pinged, and how long the answer may take.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the drain left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainReport {
@@ -80,6 +84,10 @@ pub async fn run(
     let stop_serving = CancellationToken::new();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = Server::builder()
+        // A worker whose host vanished leaves a half-open connection; pings
+        // find it so that its Lease stream closes and stops taking jobs.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

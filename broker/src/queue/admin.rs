@@ -4,7 +4,7 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use tracing::{debug, info};
+use tracing::info;
 use uuid::Uuid;
 
 use super::job::{JobState, JobView, Seq};
@@ -199,8 +199,7 @@ impl Queue {
         job.cancel_requested = false;
         job.finished_at = None;
         job.run_at = now;
-        let view = self.view(seq);
-        debug!(job_id = %job_id, job_type = view.job_type, queue = view.queue, attempt = 0, "job retried");
+        self.log_job(seq, None, false, "job retried");
         self.set_state(seq, JobState::Ready);
         self.make_ready(seq, now);
         Ok(())

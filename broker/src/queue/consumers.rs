@@ -5,8 +5,6 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::debug;
-
 use super::job::{ConsumerId, JobState, Lease, Seq};
 use super::names::NameId;
 use super::{Queue, ReadyKey, remove_ready};
@@ -195,9 +193,6 @@ impl Queue {
         self.set_state(seq, JobState::Leased);
         self.leases.insert((expires_at, seq));
         self.outbox.push(super::Delivery { consumer, seq });
-        let job = self.view(seq);
-        let lease = job.lease.expect("just leased");
-        debug!(job_id = %job.id, job_type = job.job_type, queue = job.queue, attempt = job.attempt,
-            worker_id = &*lease.worker_id, lease_id = %lease.id, "job leased");
+        self.log_job(seq, self.jobs[&seq].lease.as_deref(), false, "job leased");
     }
 }

@@ -272,7 +272,7 @@ impl Queue {
         };
         self.jobs.insert(seq, job);
         self.ids.insert(id, seq);
-        debug!(job_id = %id, job_type = new.job_type, queue = new.queue, attempt = 0, "job enqueued");
+        self.log_job(seq, None, false, "job enqueued");
         if run_at > now {
             self.count_new(seq, JobState::Scheduled);
             self.scheduled.insert((run_at, seq));
@@ -294,7 +294,7 @@ impl Queue {
         let seq = self.leased(job_id, lease_id)?;
         let lease = self.end_lease(seq);
         self.queue_state(seq).counters.acked += 1;
-        self.trace_lease_end(seq, &lease, "job acked");
+        self.log_job(seq, Some(&lease), false, "job acked");
         self.finish(seq, JobState::Succeeded, now);
         self.free_slot(lease.consumer, now);
         Ok(())
@@ -358,7 +358,7 @@ impl Queue {
     ) -> Result<JobState, QueueError> {
         let seq = self.leased(job_id, lease_id)?;
         let lease = self.end_lease(seq);
-        self.trace_lease_end(seq, &lease, "job released");
+        self.log_job(seq, Some(&lease), false, "job released");
         let job = self.jobs.get_mut(&seq).expect("leased() found it");
         job.attempt -= 1;
         let state = if job.cancel_requested {
@@ -385,6 +385,7 @@ impl Queue {
                 break;
             }
             self.scheduled.pop_first();
+            self.log_job(seq, None, false, "job due");
             self.set_state(seq, JobState::Ready);
             self.make_ready(seq, now);
         }
@@ -497,7 +498,7 @@ impl Queue {
         );
         let attempt = job.attempt;
         if cancelled {
-            self.trace_lease_end(seq, lease, "job cancelled");
+            self.log_job(seq, Some(lease), false, "job cancelled");
             self.finish(seq, JobState::Cancelled, now);
             return Resolution {
                 state: JobState::Cancelled,
@@ -506,14 +507,14 @@ impl Queue {
         }
         if out_of_attempts {
             self.queue_state(seq).counters.dead += 1;
-            self.trace_failure(seq, lease, "job dead");
+            self.log_job(seq, Some(lease), true, "job dead");
             self.finish(seq, JobState::Dead, now);
             return Resolution {
                 state: JobState::Dead,
                 next_attempt_at: None,
             };
         }
-        self.trace_failure(seq, lease, "job attempt failed");
+        self.log_job(seq, Some(lease), true, "job attempt failed");
         let unit = self.rng.random::<f64>();
         let delay = failure
             .retry_after
@@ -572,9 +573,11 @@ impl Queue {
 
     /// Forgets a job that is not leased, with every index entry it has.
     fn remove_job(&mut self, seq: Seq) {
-        let Some(job) = self.jobs.remove(&seq) else {
+        if !self.jobs.contains_key(&seq) {
             return;
-        };
+        }
+        self.log_job(seq, None, false, "job forgotten");
+        let job = self.jobs.remove(&seq).expect("just checked");
         debug_assert!(job.lease.is_none(), "leased jobs are never removed");
         self.ids.remove(&job.id);
         if let Some(key) = job.idempotency_key {
@@ -657,16 +660,19 @@ impl Queue {
         }
     }
 
-    fn trace_lease_end(&self, seq: Seq, lease: &Lease, message: &'static str) {
+    /// Logs a transition of job `seq`, with the lease it concerns if any:
+    /// debug, or warn for a failed attempt (with its error).
+    fn log_job(&self, seq: Seq, lease: Option<&Lease>, failed: bool, message: &'static str) {
         let job = self.view(seq);
-        debug!(job_id = %job.id, job_type = job.job_type, queue = job.queue, attempt = job.attempt,
-            worker_id = &*lease.worker_id, lease_id = %lease.id, "{message}");
-    }
-
-    fn trace_failure(&self, seq: Seq, lease: &Lease, message: &'static str) {
-        let job = self.view(seq);
-        warn!(job_id = %job.id, job_type = job.job_type, queue = job.queue, attempt = job.attempt,
-            worker_id = &*lease.worker_id, lease_id = %lease.id, error = job.last_error, "{message}");
+        let worker_id = lease.map(|l| &*l.worker_id);
+        let lease_id = lease.map(|l| tracing::field::display(l.id));
+        if failed {
+            warn!(job_id = %job.id, job_type = job.job_type, queue = job.queue, attempt = job.attempt,
+                worker_id, lease_id, error = job.last_error, "{message}");
+        } else {
+            debug!(job_id = %job.id, job_type = job.job_type, queue = job.queue, attempt = job.attempt,
+                worker_id, lease_id, "{message}");
+        }
     }
 }
 
