@@ -208,14 +208,7 @@ async fn stats_and_workers_describe_the_broker() {
         ),
         (1, 1, 2, false)
     );
-    let workers = b
-        .admin
-        .clone()
-        .list_workers(pb::ListWorkersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .workers;
+    let workers = b.workers().await;
     assert_eq!(workers.len(), 1);
     assert_eq!(
         (workers[0].worker_id.as_str(), workers[0].queues.as_slice()),

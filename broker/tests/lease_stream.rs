@@ -36,20 +36,8 @@ async fn max_in_flight_holds_exactly() {
     let first = next_job(&mut stream).await;
     let _second = next_job(&mut stream).await;
     assert_quiet(&mut stream, Duration::from_millis(200)).await;
-    let workers = b
-        .admin
-        .clone()
-        .list_workers(pb::ListWorkersRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (
-            workers.workers[0].in_flight,
-            workers.workers[0].max_in_flight
-        ),
-        (2, 2)
-    );
+    let workers = b.workers().await;
+    assert_eq!((workers[0].in_flight, workers[0].max_in_flight), (2, 2));
     b.ack(&first).await.unwrap();
     let _third = next_job(&mut stream).await;
     assert_quiet(&mut stream, Duration::from_millis(200)).await;
@@ -124,17 +112,7 @@ async fn closed_stream_keeps_its_leases_so_a_draining_worker_can_ack() {
     let mut stream = b.lease("w1", 1).await;
     let leased = next_job(&mut stream).await;
     drop(stream);
-    eventually(|| async {
-        b.admin
-            .clone()
-            .list_workers(pb::ListWorkersRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .workers
-            .is_empty()
-    })
-    .await;
+    eventually(|| async { b.workers().await.is_empty() }).await;
     assert_eq!(b.state(&id).await, pb::JobState::Leased);
     b.ack(&leased).await.unwrap();
     assert_eq!(b.state(&id).await, pb::JobState::Succeeded);

@@ -35,6 +35,14 @@ fn job(job_type: &str) -> NewJob {
     }
 }
 
+/// A job of type "t" due at `at(secs)`.
+fn job_at(secs: u64) -> NewJob {
+    NewJob {
+        run_at: Some(at(secs)),
+        ..job("t")
+    }
+}
+
 fn consumer(max_in_flight: u32) -> ConsumerSpec {
     ConsumerSpec {
         worker_id: "w1".into(),
@@ -123,14 +131,7 @@ fn max_in_flight_holds_and_ack_frees_one_slot() {
 fn scheduled_job_waits_for_run_at() {
     let mut q = Queue::new(config(), 1);
     q.open_consumer(consumer(1), at(0));
-    let id = enqueue(
-        &mut q,
-        NewJob {
-            run_at: Some(at(10)),
-            ..job("t")
-        },
-        at(0),
-    );
+    let id = enqueue(&mut q, job_at(10), at(0));
     assert_eq!(state(&q, id), JobState::Scheduled);
     assert_eq!(q.next_deadline(), Some(at(10)));
     q.expire(at(9));
@@ -142,14 +143,7 @@ fn scheduled_job_waits_for_run_at() {
 #[test]
 fn past_run_at_counts_as_now() {
     let mut q = Queue::new(config(), 1);
-    let id = enqueue(
-        &mut q,
-        NewJob {
-            run_at: Some(at(1)),
-            ..job("t")
-        },
-        at(5),
-    );
+    let id = enqueue(&mut q, job_at(1), at(5));
     let view = q.job(id).unwrap();
     assert_eq!((view.state, view.run_at), (JobState::Ready, at(5)));
 }
@@ -447,14 +441,7 @@ fn paused_queue_accepts_but_hands_out_nothing_until_resumed() {
 fn cancel_ready_is_immediate_and_cancel_leased_waits_for_worker() {
     let mut q = Queue::new(config(), 1);
     let ready = enqueue(&mut q, job("t"), at(0));
-    let scheduled = enqueue(
-        &mut q,
-        NewJob {
-            run_at: Some(at(9)),
-            ..job("t")
-        },
-        at(0),
-    );
+    let scheduled = enqueue(&mut q, job_at(9), at(0));
     assert_eq!(q.cancel(ready, at(1)).unwrap(), JobState::Cancelled);
     assert_eq!(q.cancel(scheduled, at(1)).unwrap(), JobState::Cancelled);
     assert_eq!(
@@ -608,14 +595,7 @@ fn full_queue_refuses_until_a_job_finishes() {
         1,
     );
     enqueue(&mut q, job("t"), at(0));
-    enqueue(
-        &mut q,
-        NewJob {
-            run_at: Some(at(5)),
-            ..job("t")
-        },
-        at(0),
-    );
+    enqueue(&mut q, job_at(5), at(0));
     let err = q.enqueue(job("t"), at(0)).unwrap_err();
     assert_eq!(
         err,
@@ -674,14 +654,7 @@ fn purge_deletes_one_state_and_never_leased_jobs() {
     let mut q = Queue::new(config(), 1);
     let a = enqueue(&mut q, job("t"), at(0));
     let b = enqueue(&mut q, job("t"), at(0));
-    let scheduled = enqueue(
-        &mut q,
-        NewJob {
-            run_at: Some(at(9)),
-            ..job("t")
-        },
-        at(0),
-    );
+    let scheduled = enqueue(&mut q, job_at(9), at(0));
     q.open_consumer(consumer(1), at(0));
     let (leased, _) = delivered(&mut q)[0];
     assert_eq!(leased, a);
@@ -731,14 +704,7 @@ fn list_pages_through_jobs_in_creation_order() {
 fn stats_count_states_per_queue() {
     let mut q = Queue::new(config(), 1);
     enqueue(&mut q, job("t"), at(0));
-    enqueue(
-        &mut q,
-        NewJob {
-            run_at: Some(at(5)),
-            ..job("t")
-        },
-        at(0),
-    );
+    enqueue(&mut q, job_at(5), at(0));
     enqueue(
         &mut q,
         NewJob {

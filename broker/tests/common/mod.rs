@@ -138,6 +138,17 @@ impl TestBroker {
         self.broker.clone().nack(req).await.map(|r| r.into_inner())
     }
 
+    pub async fn workers(&self) -> Vec<pb::WorkerInfo> {
+        let req = pb::ListWorkersRequest {};
+        self.admin
+            .clone()
+            .list_workers(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .workers
+    }
+
     pub async fn queue_stats(&self, queue: &str) -> pb::QueueStats {
         let stats = self
             .admin
