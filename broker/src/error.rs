@@ -56,6 +56,12 @@ pub enum QueueError {
         /// The queue asked for.
         queue: String,
     },
+    /// Too many distinct queue names and job types.
+    #[error("the broker holds {limit} distinct queue names and job types already")]
+    TooManyNames {
+        /// The limit.
+        limit: usize,
+    },
     /// Leased jobs belong to their worker until resolved or expired.
     #[error("state: leased jobs are never purged")]
     PurgeLeased,
@@ -100,7 +106,9 @@ impl From<RequestError> for Status {
                 QueueError::StaleLease { .. } | QueueError::WrongState { .. } => {
                     Code::FailedPrecondition
                 }
-                QueueError::QueueFull { .. } => Code::ResourceExhausted,
+                QueueError::QueueFull { .. } | QueueError::TooManyNames { .. } => {
+                    Code::ResourceExhausted
+                }
                 QueueError::PurgeLeased => Code::InvalidArgument,
             },
         };

@@ -43,8 +43,8 @@ struct Args {
     #[arg(long, env = "SLUICE_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
     retention: Duration,
     /// Most SUCCEEDED and CANCELLED jobs kept at once; the oldest are forgotten first.
-    #[arg(long, env = "SLUICE_MAX_RETAINED", default_value_t = 1_000_000)]
-    max_retained: usize,
+    #[arg(long, env = "SLUICE_MAX_RETAINED", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_retained: u64,
     /// Most unfinished (scheduled, ready, leased) jobs per queue; unbounded if unset.
     #[arg(long, env = "SLUICE_MAX_QUEUE_SIZE")]
     max_queue_size: Option<u64>,
@@ -91,7 +91,7 @@ impl Args {
                     jitter: self.backoff_jitter,
                 },
                 retention: self.retention,
-                max_retained: self.max_retained,
+                max_retained: usize::try_from(self.max_retained).unwrap_or(usize::MAX),
                 max_queue_size: self.max_queue_size,
             },
             max_payload: self.max_payload,

@@ -68,8 +68,10 @@ pub async fn run(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    // Room for the largest payload plus the rest of the message.
-    let max_message = config.max_payload.saturating_add(64 * 1024);
+    // Room for the largest payload plus the largest valid rest of an
+    // Enqueue (64 headers of up to 4 KiB, names, key): a bigger message is
+    // refused by gRPC itself with OUT_OF_RANGE.
+    let max_message = config.max_payload.saturating_add(512 * 1024);
     let limits = Limits {
         max_payload: config.max_payload,
     };

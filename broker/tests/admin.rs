@@ -158,9 +158,17 @@ async fn purge_deletes_a_state_and_spares_leased_jobs() {
     assert_eq!(b.state(&leased).await, pb::JobState::Leased);
     let unknown = pb::PurgeQueueRequest {
         queue: "nope".into(),
-        state: 0,
+        state: pb::JobState::Ready.into(),
     };
     assert_eq!(code(admin.purge_queue(unknown).await), Code::NotFound);
+    let no_state = pb::PurgeQueueRequest {
+        queue: "default".into(),
+        state: 0,
+    };
+    assert_eq!(
+        code(admin.purge_queue(no_state).await),
+        Code::InvalidArgument
+    );
 }
 
 #[tokio::test]

@@ -121,8 +121,9 @@ async fn closed_stream_keeps_its_leases_so_a_draining_worker_can_ack() {
 #[tokio::test]
 async fn jobs_are_shared_between_streams_and_each_runs_once() {
     let b = TestBroker::start().await;
-    let mut s1 = b.lease("w1", 4).await;
-    let mut s2 = b.lease("w2", 4).await;
+    // Room for all 8 on either stream: the even split is the broker's doing.
+    let mut s1 = b.lease("w1", 8).await;
+    let mut s2 = b.lease("w2", 8).await;
     let mut ids = Vec::new();
     for _ in 0..8 {
         ids.push(b.enqueue("t").await);
@@ -132,6 +133,8 @@ async fn jobs_are_shared_between_streams_and_each_runs_once() {
         got.push(job_id(&next_job(&mut s1).await).to_owned());
         got.push(job_id(&next_job(&mut s2).await).to_owned());
     }
+    assert_quiet(&mut s1, Duration::from_millis(100)).await;
+    assert_quiet(&mut s2, Duration::from_millis(100)).await;
     got.sort();
     ids.sort();
     assert_eq!(got, ids);

@@ -8,7 +8,7 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::job::{JobState, JobView, Seq};
-use super::{Queue, QueueState, remove_ready};
+use super::{LogLevel, Queue, remove_ready};
 use crate::clock::Timestamp;
 use crate::error::QueueError;
 
@@ -129,11 +129,12 @@ impl Queue {
         ListPage { jobs, next: None }
     }
 
-    /// Every known queue's statistics, by name.
+    /// Statistics of every queue that holds or held a job or is paused, by name.
     pub fn stats(&self) -> Vec<QueueStats> {
         let mut stats: Vec<QueueStats> = self
             .queues
             .iter()
+            .filter(|(_, qs)| qs.paused || qs.counters.enqueued > 0)
             .map(|(&id, qs)| QueueStats {
                 queue: self.names.name(id).to_owned(),
                 paused: qs.paused,
@@ -172,13 +173,14 @@ impl Queue {
     /// A DEAD or CANCELLED job runs again: READY, attempts reset.
     ///
     /// # Errors
-    /// [`QueueError::UnknownJob`]; [`QueueError::WrongState`] for any other state.
+    /// [`QueueError::UnknownJob`]; [`QueueError::WrongState`] for any other
+    /// state; [`QueueError::QueueFull`] when its queue is full.
     pub fn retry(&mut self, job_id: Uuid, now: Timestamp) -> Result<(), QueueError> {
         let &seq = self
             .ids
             .get(&job_id)
             .ok_or(QueueError::UnknownJob { job_id })?;
-        let job = self.jobs.get_mut(&seq).expect("ids and jobs agree");
+        let job = &self.jobs[&seq];
         let state = job.state;
         if !matches!(state, JobState::Dead | JobState::Cancelled) {
             return Err(QueueError::WrongState {
@@ -188,6 +190,7 @@ impl Queue {
                 allowed: "DEAD or CANCELLED",
             });
         }
+        self.check_room(job.queue)?;
         if state == JobState::Cancelled {
             let until = job
                 .finished_at
@@ -195,11 +198,12 @@ impl Queue {
                 .saturating_add(self.config.retention);
             self.retained.remove(&(until, seq));
         }
+        let job = self.jobs.get_mut(&seq).expect("ids and jobs agree");
         job.attempt = 0;
         job.cancel_requested = false;
         job.finished_at = None;
         job.run_at = now;
-        self.log_job(seq, None, false, "job retried");
+        self.log_job(seq, None, LogLevel::Info, "job retried by operator");
         self.set_state(seq, JobState::Ready);
         self.make_ready(seq, now);
         Ok(())
@@ -217,57 +221,55 @@ impl Queue {
             .get(&job_id)
             .ok_or(QueueError::UnknownJob { job_id })?;
         let job = self.jobs.get_mut(&seq).expect("ids and jobs agree");
-        let view_state = job.state;
-        match view_state {
-            JobState::Leased => {
-                job.cancel_requested = true;
-            }
+        let state = job.state;
+        if !state.is_unfinished() {
+            return Err(QueueError::WrongState {
+                job_id,
+                state,
+                action: "CancelJob",
+                allowed: "SCHEDULED, READY or LEASED",
+            });
+        }
+        if state == JobState::Leased {
+            job.cancel_requested = true;
+        }
+        let (run_at, key, job_type, queue) = (
+            job.run_at,
+            (std::cmp::Reverse(job.priority), job.run_at, seq),
+            job.job_type,
+            job.queue,
+        );
+        self.log_job(seq, None, LogLevel::Info, "job cancelled by operator");
+        match state {
             JobState::Scheduled => {
-                self.scheduled.remove(&(job.run_at, seq));
-                self.finish(seq, JobState::Cancelled, now);
+                self.scheduled.remove(&(run_at, seq));
             }
             JobState::Ready => {
-                let key = (std::cmp::Reverse(job.priority), job.run_at, seq);
-                let job_type = job.job_type;
-                let qs = self
-                    .queues
-                    .get_mut(&job.queue)
-                    .expect("job's queue is known");
+                let qs = self.queues.get_mut(&queue).expect("job's queue is known");
                 remove_ready(qs, job_type, &key);
-                self.finish(seq, JobState::Cancelled, now);
             }
-            state @ (JobState::Succeeded | JobState::Dead | JobState::Cancelled) => {
-                return Err(QueueError::WrongState {
-                    job_id,
-                    state,
-                    action: "CancelJob",
-                    allowed: "SCHEDULED, READY or LEASED",
-                });
-            }
+            _ => return Ok(JobState::Leased),
         }
-        let view = self.view(seq);
-        info!(job_id = %job_id, job_type = view.job_type, queue = view.queue, attempt = view.attempt,
-            cancel_requested = view.cancel_requested, "job cancelled by operator");
-        Ok(if view_state == JobState::Leased {
-            JobState::Leased
-        } else {
-            JobState::Cancelled
-        })
+        self.finish(seq, JobState::Cancelled, now);
+        Ok(JobState::Cancelled)
     }
 
-    /// Deletes up to [`SCAN_BUDGET`] looked-at jobs of `queue` in `state`
-    /// (every state but LEASED when `None`), starting after `after`.
-    /// Returns how many were deleted and where to go on, `None` when done.
+    /// Deletes the jobs of `queue` in `state` created before `until` (a
+    /// [`Queue::horizon`] taken when the purge began, so that jobs enqueued
+    /// during it are spared), looking at no more than [`SCAN_BUDGET`] jobs
+    /// after `after`. Returns how many were deleted and where to go on,
+    /// `None` when done.
     ///
     /// # Errors
     /// [`QueueError::UnknownQueue`]; [`QueueError::PurgeLeased`] for state LEASED.
     pub fn purge_step(
         &mut self,
         queue: &str,
-        state: Option<JobState>,
+        state: JobState,
         after: Option<u64>,
+        until: u64,
     ) -> Result<(u64, Option<u64>), QueueError> {
-        if state == Some(JobState::Leased) {
+        if state == JobState::Leased {
             return Err(QueueError::PurgeLeased);
         }
         let queue_id = self
@@ -280,17 +282,16 @@ impl Queue {
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut doomed: Vec<Seq> = Vec::new();
         let mut next = None;
-        for (scanned, (&seq, job)) in self.jobs.range((start, Bound::Unbounded)).enumerate() {
+        for (scanned, (&seq, job)) in self.jobs.range((start, Bound::Excluded(until))).enumerate() {
             if scanned == SCAN_BUDGET {
                 break;
             }
             next = Some(seq);
-            let wanted = state.map_or(job.state != JobState::Leased, |s| job.state == s);
-            if job.queue == queue_id && wanted {
+            if job.queue == queue_id && job.state == state {
                 doomed.push(seq);
             }
         }
-        if next.is_some_and(|last| self.jobs.range(last + 1..).next().is_none()) {
+        if next.is_some_and(|last| self.jobs.range(last + 1..until).next().is_none()) {
             next = None;
         }
         let purged = doomed.len() as u64;
@@ -298,22 +299,36 @@ impl Queue {
             self.remove_job(seq);
         }
         if purged > 0 {
-            info!(queue, state = ?state, purged, "jobs purged");
+            info!(queue, %state, purged, "jobs purged");
         }
         Ok((purged, next))
     }
 
-    /// Stops handing out the queue's jobs; enqueues still land.
-    pub fn pause(&mut self, queue: &str) {
-        let id = self.names.intern(queue);
-        self.queues.entry(id).or_default().paused = true;
-        info!(queue, "queue paused");
+    /// The position after the newest job: a purge stops there.
+    pub fn horizon(&self) -> u64 {
+        self.next_seq
     }
 
-    /// Hands out the queue's jobs again.
+    /// Stops handing out the queue's jobs; enqueues still land.
+    ///
+    /// # Errors
+    /// [`QueueError::TooManyNames`] for a new queue when the broker holds too many names.
+    pub fn pause(&mut self, queue: &str) -> Result<(), QueueError> {
+        let id = self.names.intern(queue)?;
+        self.queues.entry(id).or_default().paused = true;
+        info!(queue, "queue paused");
+        Ok(())
+    }
+
+    /// Hands out the queue's jobs again. Resuming a queue never paused does nothing.
     pub fn resume(&mut self, queue: &str, now: Timestamp) {
-        let id = self.names.intern(queue);
-        let qs: &mut QueueState = self.queues.entry(id).or_default();
+        let Some(qs) = self
+            .names
+            .get(queue)
+            .and_then(|id| self.queues.get_mut(&id))
+        else {
+            return;
+        };
         qs.paused = false;
         info!(queue, "queue resumed");
         for consumer in qs.consumers.clone() {

@@ -5,10 +5,13 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::Duration;
 
+use uuid::Uuid;
+
 use super::job::{ConsumerId, JobState, Lease, Seq};
 use super::names::NameId;
 use super::{Queue, ReadyKey, remove_ready};
 use crate::clock::Timestamp;
+use crate::error::QueueError;
 
 /// What a Lease stream asks for, validated by the caller.
 #[derive(Debug, Clone)]
@@ -23,6 +26,8 @@ pub struct ConsumerSpec {
     pub max_in_flight: u32,
     /// Lease length; `None` for the configured default.
     pub lease_duration: Option<Duration>,
+    /// (job id, lease id) of jobs the worker holds from an earlier stream.
+    pub held_leases: Vec<(Uuid, Uuid)>,
 }
 
 /// An open Lease stream.
@@ -52,17 +57,34 @@ impl Consumer {
 }
 
 impl Queue {
-    /// Opens a consumer and leases it ready jobs up to its `max_in_flight`.
-    pub fn open_consumer(&mut self, spec: ConsumerSpec, now: Timestamp) -> ConsumerId {
+    /// Opens a consumer, adopts the current ones of its held leases, and
+    /// leases it ready jobs up to its `max_in_flight`.
+    ///
+    /// # Errors
+    /// [`QueueError::TooManyNames`] when its queues or types are new and the
+    /// broker holds too many names already.
+    pub fn open_consumer(
+        &mut self,
+        spec: ConsumerSpec,
+        now: Timestamp,
+    ) -> Result<ConsumerId, QueueError> {
+        let queues = spec
+            .queues
+            .iter()
+            .map(|q| self.names.intern(q))
+            .collect::<Result<Vec<NameId>, _>>()?;
+        let job_types = if spec.job_types.is_empty() {
+            None
+        } else {
+            Some(
+                spec.job_types
+                    .iter()
+                    .map(|t| self.names.intern(t))
+                    .collect::<Result<Vec<NameId>, _>>()?,
+            )
+        };
         let id = ConsumerId(self.next_consumer);
         self.next_consumer += 1;
-        let queues: Vec<NameId> = spec.queues.iter().map(|q| self.names.intern(q)).collect();
-        let job_types = (!spec.job_types.is_empty()).then(|| {
-            spec.job_types
-                .iter()
-                .map(|t| self.names.intern(t))
-                .collect()
-        });
         for &queue in &queues {
             self.queues.entry(queue).or_default().consumers.push(id);
         }
@@ -78,8 +100,31 @@ impl Queue {
                 connected_since: now,
             },
         );
+        for (job_id, lease_id) in spec.held_leases {
+            self.adopt_lease(id, job_id, lease_id, now);
+        }
         self.fill(id, now);
-        id
+        Ok(id)
+    }
+
+    /// Moves a current lease of the same worker to `consumer` if it has a
+    /// free slot for it; other held leases stay where they are.
+    fn adopt_lease(&mut self, consumer: ConsumerId, job_id: Uuid, lease_id: Uuid, now: Timestamp) {
+        let Ok(seq) = self.leased(job_id, lease_id) else {
+            return;
+        };
+        let c = self.consumers.get_mut(&consumer).expect("consumer is open");
+        let lease = self
+            .jobs
+            .get_mut(&seq)
+            .and_then(|j| j.lease.as_mut())
+            .expect("leased() checked");
+        if lease.consumer == consumer || lease.worker_id != c.worker_id || !c.has_slot() {
+            return;
+        }
+        c.in_flight += 1;
+        let previous = std::mem::replace(&mut lease.consumer, consumer);
+        self.free_slot(previous, now);
     }
 
     /// Closes a consumer. Its jobs keep their leases until resolved or
@@ -171,7 +216,8 @@ impl Queue {
     pub(super) fn lease_to(&mut self, consumer: ConsumerId, seq: Seq, now: Timestamp) {
         let c = self.consumers.get_mut(&consumer).expect("consumer is open");
         c.in_flight += 1;
-        let expires_at = now.saturating_add(c.lease_duration);
+        let lease_duration = c.lease_duration;
+        let expires_at = now.saturating_add(lease_duration);
         let worker_id = c.worker_id.clone();
         let lease_id = self.new_uuid();
         let job = self.jobs.get_mut(&seq).expect("job is known");
@@ -182,6 +228,7 @@ impl Queue {
             consumer,
             worker_id,
             expires_at,
+            duration: lease_duration,
         }));
         let (queue, job_type, key) = (
             job.queue,
@@ -192,7 +239,16 @@ impl Queue {
         remove_ready(qs, job_type, &key);
         self.set_state(seq, JobState::Leased);
         self.leases.insert((expires_at, seq));
-        self.outbox.push(super::Delivery { consumer, seq });
-        self.log_job(seq, self.jobs[&seq].lease.as_deref(), false, "job leased");
+        self.outbox.push(super::Delivery {
+            consumer,
+            seq,
+            lease_id,
+        });
+        self.log_job(
+            seq,
+            self.jobs[&seq].lease.as_deref(),
+            super::LogLevel::Debug,
+            "job leased",
+        );
     }
 }

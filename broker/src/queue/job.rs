@@ -86,6 +86,8 @@ pub struct Lease {
     pub worker_id: Arc<str>,
     /// When the attempt fails unless resolved or extended.
     pub expires_at: Timestamp,
+    /// The length asked for; an Extend without a length extends by it.
+    pub duration: Duration,
 }
 
 /// One job as stored. Optional parts are boxed or `Option` so that a plain

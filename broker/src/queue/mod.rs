@@ -32,7 +32,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 pub use self::admin::{JobFilter, ListPage, QueueStats, WorkerInfo};
@@ -138,6 +138,16 @@ pub struct Delivery {
     /// The stream to send it on.
     pub consumer: ConsumerId,
     seq: Seq,
+    lease_id: Uuid,
+}
+
+/// How loud a job transition is: debug for the data path, info for
+/// operator actions, warn for failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogLevel {
+    Debug,
+    Info,
+    Warn,
 }
 
 /// Ready jobs of one (queue, type) in the order they are handed out:
@@ -220,10 +230,11 @@ impl Queue {
     /// Adds a job: READY now, or SCHEDULED when `run_at` is in the future.
     ///
     /// # Errors
-    /// [`QueueError::QueueFull`] when the queue holds `max_queue_size` unfinished jobs.
+    /// [`QueueError::QueueFull`] when the queue holds `max_queue_size`
+    /// unfinished jobs; [`QueueError::TooManyNames`] for a new name past the limit.
     pub fn enqueue(&mut self, new: NewJob, now: Timestamp) -> Result<Enqueued, QueueError> {
-        let queue = self.names.intern(&new.queue);
-        let qs = self.queues.entry(queue).or_default();
+        let queue = self.names.intern(&new.queue)?;
+        let job_type = self.names.intern(&new.job_type)?;
         if let Some(key) = &new.idempotency_key
             && let Some(seq) = self.idempotency.get(&(queue, key.as_str().into()))
         {
@@ -233,20 +244,12 @@ impl Queue {
                 duplicate: true,
             });
         }
-        if let Some(limit) = self.config.max_queue_size
-            && qs.unfinished() >= limit
-        {
-            return Err(QueueError::QueueFull {
-                queue: new.queue,
-                limit,
-            });
-        }
-        qs.counters.enqueued += 1;
+        self.check_room(queue)?;
+        self.queues.entry(queue).or_default().counters.enqueued += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
         let id = self.new_uuid();
         let run_at = new.run_at.map_or(now, |t| t.max(now));
-        let job_type = self.names.intern(&new.job_type);
         if let Some(key) = &new.idempotency_key {
             self.idempotency.insert((queue, key.as_str().into()), seq);
         }
@@ -272,7 +275,7 @@ impl Queue {
         };
         self.jobs.insert(seq, job);
         self.ids.insert(id, seq);
-        self.log_job(seq, None, false, "job enqueued");
+        self.log_job(seq, None, LogLevel::Debug, "job enqueued");
         if run_at > now {
             self.count_new(seq, JobState::Scheduled);
             self.scheduled.insert((run_at, seq));
@@ -294,7 +297,7 @@ impl Queue {
         let seq = self.leased(job_id, lease_id)?;
         let lease = self.end_lease(seq);
         self.queue_state(seq).counters.acked += 1;
-        self.log_job(seq, Some(&lease), false, "job acked");
+        self.log_job(seq, Some(&lease), LogLevel::Debug, "job acked");
         self.finish(seq, JobState::Succeeded, now);
         self.free_slot(lease.consumer, now);
         Ok(())
@@ -320,7 +323,8 @@ impl Queue {
         Ok(resolution)
     }
 
-    /// Heartbeat: the lease now expires at `now + by`.
+    /// Heartbeat: the lease now expires at `now + by`, or `now` plus the
+    /// length it was granted with when `by` is `None`.
     ///
     /// # Errors
     /// [`QueueError::UnknownJob`], or [`QueueError::StaleLease`] when the lease is not current.
@@ -328,13 +332,13 @@ impl Queue {
         &mut self,
         job_id: Uuid,
         lease_id: Uuid,
-        by: Duration,
+        by: Option<Duration>,
         now: Timestamp,
     ) -> Result<Extended, QueueError> {
         let seq = self.leased(job_id, lease_id)?;
         let job = self.jobs.get_mut(&seq).expect("leased() found it");
         let lease = job.lease.as_mut().expect("leased() checked the lease");
-        let expires_at = now.saturating_add(by);
+        let expires_at = now.saturating_add(by.unwrap_or(lease.duration));
         self.leases.remove(&(lease.expires_at, seq));
         self.leases.insert((expires_at, seq));
         lease.expires_at = expires_at;
@@ -358,7 +362,7 @@ impl Queue {
     ) -> Result<JobState, QueueError> {
         let seq = self.leased(job_id, lease_id)?;
         let lease = self.end_lease(seq);
-        self.log_job(seq, Some(&lease), false, "job released");
+        self.log_job(seq, Some(&lease), LogLevel::Debug, "job released");
         let job = self.jobs.get_mut(&seq).expect("leased() found it");
         job.attempt -= 1;
         let state = if job.cancel_requested {
@@ -385,7 +389,7 @@ impl Queue {
                 break;
             }
             self.scheduled.pop_first();
-            self.log_job(seq, None, false, "job due");
+            self.log_job(seq, None, LogLevel::Debug, "job due");
             self.set_state(seq, JobState::Ready);
             self.make_ready(seq, now);
         }
@@ -428,19 +432,23 @@ impl Queue {
         self.view(delivery.seq)
     }
 
-    /// A delivery could not be sent (its stream is gone): the job is ready
-    /// again in its old place, with no attempt used.
+    /// A delivery could not be sent (its stream is gone): if its lease is
+    /// still current, the job is ready again in its old place, with no
+    /// attempt used. A delivery whose lease ended meanwhile is ignored.
     pub fn return_undelivered(&mut self, delivery: Delivery, now: Timestamp) {
-        let job = &self.jobs[&delivery.seq];
-        if let Some(lease) = job
-            .lease
-            .as_ref()
-            .filter(|l| l.consumer == delivery.consumer)
-        {
-            let (job_id, lease_id) = (job.id, lease.id);
+        if self.is_current(delivery) {
+            let job_id = self.jobs[&delivery.seq].id;
             // Cannot fail: the lease was just checked to be current.
-            let _ = self.release(job_id, lease_id, Duration::ZERO, now);
+            let _ = self.release(job_id, delivery.lease_id, Duration::ZERO, now);
         }
+    }
+
+    /// Whether the lease of a delivery is still the job's current one.
+    pub fn is_current(&self, delivery: Delivery) -> bool {
+        self.jobs
+            .get(&delivery.seq)
+            .and_then(|job| job.lease.as_ref())
+            .is_some_and(|l| l.id == delivery.lease_id)
     }
 
     /// Jobs currently leased.
@@ -498,7 +506,7 @@ impl Queue {
         );
         let attempt = job.attempt;
         if cancelled {
-            self.log_job(seq, Some(lease), false, "job cancelled");
+            self.log_job(seq, Some(lease), LogLevel::Debug, "job cancelled");
             self.finish(seq, JobState::Cancelled, now);
             return Resolution {
                 state: JobState::Cancelled,
@@ -507,14 +515,14 @@ impl Queue {
         }
         if out_of_attempts {
             self.queue_state(seq).counters.dead += 1;
-            self.log_job(seq, Some(lease), true, "job dead");
+            self.log_job(seq, Some(lease), LogLevel::Warn, "job dead");
             self.finish(seq, JobState::Dead, now);
             return Resolution {
                 state: JobState::Dead,
                 next_attempt_at: None,
             };
         }
-        self.log_job(seq, Some(lease), true, "job attempt failed");
+        self.log_job(seq, Some(lease), LogLevel::Warn, "job attempt failed");
         let unit = self.rng.random::<f64>();
         let delay = failure
             .retry_after
@@ -576,7 +584,7 @@ impl Queue {
         if !self.jobs.contains_key(&seq) {
             return;
         }
-        self.log_job(seq, None, false, "job forgotten");
+        self.log_job(seq, None, LogLevel::Debug, "job forgotten");
         let job = self.jobs.remove(&seq).expect("just checked");
         debug_assert!(job.lease.is_none(), "leased jobs are never removed");
         self.ids.remove(&job.id);
@@ -603,6 +611,18 @@ impl Queue {
                 self.retained.remove(&(until, seq));
             }
             JobState::Leased | JobState::Dead => {}
+        }
+    }
+
+    /// Refuses new work for a queue that holds `max_queue_size` unfinished jobs.
+    fn check_room(&self, queue: NameId) -> Result<(), QueueError> {
+        let unfinished = self.queues.get(&queue).map_or(0, QueueState::unfinished);
+        match self.config.max_queue_size {
+            Some(limit) if unfinished >= limit => Err(QueueError::QueueFull {
+                queue: self.names.name(queue).to_owned(),
+                limit,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -660,18 +680,19 @@ impl Queue {
         }
     }
 
-    /// Logs a transition of job `seq`, with the lease it concerns if any:
-    /// debug, or warn for a failed attempt (with its error).
-    fn log_job(&self, seq: Seq, lease: Option<&Lease>, failed: bool, message: &'static str) {
+    /// Logs a transition of job `seq`, with the lease it concerns if any
+    /// (and the job's last error at [`LogLevel::Warn`]).
+    fn log_job(&self, seq: Seq, lease: Option<&Lease>, level: LogLevel, message: &'static str) {
         let job = self.view(seq);
         let worker_id = lease.map(|l| &*l.worker_id);
         let lease_id = lease.map(|l| tracing::field::display(l.id));
-        if failed {
-            warn!(job_id = %job.id, job_type = job.job_type, queue = job.queue, attempt = job.attempt,
-                worker_id, lease_id, error = job.last_error, "{message}");
-        } else {
-            debug!(job_id = %job.id, job_type = job.job_type, queue = job.queue, attempt = job.attempt,
-                worker_id, lease_id, "{message}");
+        match level {
+            LogLevel::Debug => debug!(job_id = %job.id, job_type = job.job_type, queue = job.queue,
+                attempt = job.attempt, worker_id, lease_id, "{message}"),
+            LogLevel::Info => info!(job_id = %job.id, job_type = job.job_type, queue = job.queue,
+                attempt = job.attempt, worker_id, lease_id, "{message}"),
+            LogLevel::Warn => warn!(job_id = %job.id, job_type = job.job_type, queue = job.queue,
+                attempt = job.attempt, worker_id, lease_id, error = job.last_error, "{message}"),
         }
     }
 }

@@ -4,6 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::error::QueueError;
+
+/// Most distinct queue names and job types, together: names come from
+/// clients, and each costs memory for the life of the broker.
+pub const MAX_NAMES: usize = 100_000;
+
 /// The id of an interned name.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NameId(u32);
@@ -19,15 +25,21 @@ pub struct Names {
 
 impl Names {
     /// The id of `name`, interning it if new.
-    pub fn intern(&mut self, name: &str) -> NameId {
+    ///
+    /// # Errors
+    /// [`QueueError::TooManyNames`] when [`MAX_NAMES`] are interned already.
+    pub fn intern(&mut self, name: &str) -> Result<NameId, QueueError> {
         if let Some(&id) = self.ids.get(name) {
-            return id;
+            return Ok(id);
         }
-        let id = NameId(u32::try_from(self.by_id.len()).expect("fewer than 2^32 distinct names"));
+        if self.by_id.len() >= MAX_NAMES {
+            return Err(QueueError::TooManyNames { limit: MAX_NAMES });
+        }
+        let id = NameId(self.by_id.len() as u32);
         let name: Arc<str> = Arc::from(name);
         self.by_id.push(name.clone());
         self.ids.insert(name, id);
-        id
+        Ok(id)
     }
 
     /// The id of `name` if it was ever interned.

@@ -50,6 +50,7 @@ fn consumer(max_in_flight: u32) -> ConsumerSpec {
         job_types: vec![],
         max_in_flight,
         lease_duration: None,
+        held_leases: vec![],
     }
 }
 
@@ -76,7 +77,7 @@ fn state(q: &Queue, id: Uuid) -> JobState {
 #[test]
 fn waiting_consumer_receives_job_enqueued_later() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     assert!(delivered(&mut q).is_empty());
     let id = enqueue(&mut q, job("email"), at(1));
     let got = delivered(&mut q);
@@ -102,7 +103,7 @@ fn higher_priority_first_then_fifo() {
         at(1),
     );
     let low2 = enqueue(&mut q, job("other"), at(2));
-    q.open_consumer(consumer(3), at(3));
+    q.open_consumer(consumer(3), at(3)).unwrap();
     let order: Vec<Uuid> = delivered(&mut q).into_iter().map(|d| d.0).collect();
     assert_eq!(order, vec![high, low1, low2]);
 }
@@ -113,7 +114,7 @@ fn max_in_flight_holds_and_ack_frees_one_slot() {
     for _ in 0..5 {
         enqueue(&mut q, job("t"), at(0));
     }
-    q.open_consumer(consumer(2), at(0));
+    q.open_consumer(consumer(2), at(0)).unwrap();
     let first = delivered(&mut q);
     assert_eq!(first.len(), 2);
     assert_eq!(q.leased_count(), 2);
@@ -130,7 +131,7 @@ fn max_in_flight_holds_and_ack_frees_one_slot() {
 #[test]
 fn scheduled_job_waits_for_run_at() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(&mut q, job_at(10), at(0));
     assert_eq!(state(&q, id), JobState::Scheduled);
     assert_eq!(q.next_deadline(), Some(at(10)));
@@ -151,7 +152,7 @@ fn past_run_at_counts_as_now() {
 #[test]
 fn nack_schedules_retry_after_jittered_backoff_then_dead() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     let failure = Failure {
@@ -209,7 +210,7 @@ fn nack_schedules_retry_after_jittered_backoff_then_dead() {
 #[test]
 fn nack_dead_skips_remaining_attempts_and_retry_after_overrides_backoff() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(2), at(0));
+    q.open_consumer(consumer(2), at(0)).unwrap();
     let a = enqueue(&mut q, job("t"), at(0));
     let b = enqueue(&mut q, job("t"), at(0));
     let leases = delivered(&mut q);
@@ -237,7 +238,7 @@ fn nack_dead_skips_remaining_attempts_and_retry_after_overrides_backoff() {
 #[test]
 fn nack_with_zero_retry_after_is_ready_at_once() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     let failure = Failure {
@@ -254,7 +255,7 @@ fn nack_with_zero_retry_after_is_ready_at_once() {
 #[test]
 fn expired_lease_is_redelivered_with_an_attempt_counted() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     q.expire(at(29));
@@ -280,7 +281,7 @@ fn expired_lease_is_redelivered_with_an_attempt_counted() {
 #[test]
 fn expired_leases_exhaust_attempts() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(
         &mut q,
         NewJob {
@@ -297,11 +298,11 @@ fn expired_leases_exhaust_attempts() {
 #[test]
 fn extend_pushes_back_expiry_and_reports_cancel() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     let e = q
-        .extend(id, lease, Duration::from_secs(30), at(20))
+        .extend(id, lease, Some(Duration::from_secs(30)), at(20))
         .unwrap();
     assert_eq!(
         e,
@@ -314,7 +315,7 @@ fn extend_pushes_back_expiry_and_reports_cancel() {
     assert_eq!(state(&q, id), JobState::Leased);
     assert_eq!(q.cancel(id, at(49)).unwrap(), JobState::Leased);
     assert!(
-        q.extend(id, lease, Duration::from_secs(30), at(49))
+        q.extend(id, lease, Some(Duration::from_secs(30)), at(49))
             .unwrap()
             .cancel_requested
     );
@@ -323,7 +324,7 @@ fn extend_pushes_back_expiry_and_reports_cancel() {
 #[test]
 fn stale_and_unknown_leases_are_refused_without_change() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     let wrong = Uuid::from_u128(7);
@@ -353,7 +354,7 @@ fn stale_and_unknown_leases_are_refused_without_change() {
         "{again:?}"
     );
     assert!(q.nack(id, lease, Failure::default(), at(2)).is_err());
-    assert!(q.extend(id, lease, Duration::ZERO, at(2)).is_err());
+    assert!(q.extend(id, lease, None, at(2)).is_err());
     assert_eq!(q.stats()[0].counters.acked, 1);
 }
 
@@ -361,7 +362,7 @@ fn stale_and_unknown_leases_are_refused_without_change() {
 fn release_gives_back_without_using_an_attempt_and_keeps_place() {
     let mut q = Queue::new(config(), 1);
     let first = enqueue(&mut q, job("t"), at(0));
-    let c = q.open_consumer(consumer(1), at(0));
+    let c = q.open_consumer(consumer(1), at(0)).unwrap();
     let (_, lease) = delivered(&mut q)[0];
     let second = enqueue(&mut q, job("t"), at(1));
     q.close_consumer(c);
@@ -370,7 +371,7 @@ fn release_gives_back_without_using_an_attempt_and_keeps_place() {
         JobState::Ready
     );
     assert_eq!(q.job(first).unwrap().attempt, 0);
-    q.open_consumer(consumer(1), at(3));
+    q.open_consumer(consumer(1), at(3)).unwrap();
     assert_eq!(
         delivered(&mut q)[0].0,
         first,
@@ -382,7 +383,7 @@ fn release_gives_back_without_using_an_attempt_and_keeps_place() {
 fn release_with_delay_schedules() {
     let mut q = Queue::new(config(), 1);
     let id = enqueue(&mut q, job("t"), at(0));
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let (_, lease) = delivered(&mut q)[0];
     assert_eq!(
         q.release(id, lease, Duration::from_secs(5), at(1)).unwrap(),
@@ -402,7 +403,8 @@ fn type_filter_only_hands_out_those_types() {
             ..consumer(5)
         },
         at(0),
-    );
+    )
+    .unwrap();
     let got = delivered(&mut q);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, email);
@@ -413,8 +415,8 @@ fn type_filter_only_hands_out_those_types() {
 #[test]
 fn consumers_share_jobs_round_robin() {
     let mut q = Queue::new(config(), 1);
-    let a = q.open_consumer(consumer(10), at(0));
-    let b = q.open_consumer(consumer(10), at(0));
+    let a = q.open_consumer(consumer(10), at(0)).unwrap();
+    let b = q.open_consumer(consumer(10), at(0)).unwrap();
     for _ in 0..4 {
         enqueue(&mut q, job("t"), at(0));
     }
@@ -428,8 +430,8 @@ fn consumers_share_jobs_round_robin() {
 #[test]
 fn paused_queue_accepts_but_hands_out_nothing_until_resumed() {
     let mut q = Queue::new(config(), 1);
-    q.pause("default");
-    q.open_consumer(consumer(1), at(0));
+    q.pause("default").unwrap();
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(&mut q, job("t"), at(0));
     assert!(delivered(&mut q).is_empty());
     assert!(q.stats()[0].paused);
@@ -454,7 +456,7 @@ fn cancel_ready_is_immediate_and_cancel_leased_waits_for_worker() {
         Err(QueueError::WrongState { .. })
     ));
 
-    q.open_consumer(consumer(2), at(2));
+    q.open_consumer(consumer(2), at(2)).unwrap();
     let nacked = enqueue(&mut q, job("t"), at(2));
     let acked = enqueue(&mut q, job("t"), at(2));
     let leases = delivered(&mut q);
@@ -476,7 +478,7 @@ fn cancel_ready_is_immediate_and_cancel_leased_waits_for_worker() {
 #[test]
 fn release_of_cancelled_job_ends_it_cancelled() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     q.cancel(id, at(1)).unwrap();
@@ -489,7 +491,7 @@ fn release_of_cancelled_job_ends_it_cancelled() {
 #[test]
 fn retry_revives_dead_and_cancelled_with_attempts_reset() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     q.nack(
@@ -614,7 +616,7 @@ fn full_queue_refuses_until_a_job_finishes() {
         )
         .is_ok()
     );
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let (id, lease) = delivered(&mut q)[0];
     assert!(q.enqueue(job("t"), at(0)).is_err(), "leased jobs count");
     q.ack(id, lease, at(1)).unwrap();
@@ -624,7 +626,7 @@ fn full_queue_refuses_until_a_job_finishes() {
 #[test]
 fn closed_consumer_keeps_its_leases_and_gets_nothing_new() {
     let mut q = Queue::new(config(), 1);
-    let c = q.open_consumer(consumer(1), at(0));
+    let c = q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     q.close_consumer(c);
@@ -638,7 +640,7 @@ fn closed_consumer_keeps_its_leases_and_gets_nothing_new() {
 #[test]
 fn undelivered_job_returns_to_ready_without_an_attempt() {
     let mut q = Queue::new(config(), 1);
-    let c = q.open_consumer(consumer(1), at(0));
+    let c = q.open_consumer(consumer(1), at(0)).unwrap();
     let id = enqueue(&mut q, job("t"), at(0));
     let mut out = Vec::new();
     q.drain_deliveries(&mut out);
@@ -655,25 +657,38 @@ fn purge_deletes_one_state_and_never_leased_jobs() {
     let a = enqueue(&mut q, job("t"), at(0));
     let b = enqueue(&mut q, job("t"), at(0));
     let scheduled = enqueue(&mut q, job_at(9), at(0));
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let (leased, _) = delivered(&mut q)[0];
     assert_eq!(leased, a);
     assert_eq!(
-        q.purge_step("default", Some(JobState::Leased), None),
+        q.purge_step("default", JobState::Leased, None, q.horizon()),
         Err(QueueError::PurgeLeased)
     );
     assert!(matches!(
-        q.purge_step("nope", None, None),
+        q.purge_step("nope", JobState::Ready, None, q.horizon()),
         Err(QueueError::UnknownQueue { .. })
     ));
     assert_eq!(
-        q.purge_step("default", Some(JobState::Ready), None),
+        q.purge_step("default", JobState::Ready, None, q.horizon()),
         Ok((1, None))
     );
     assert!(q.job(b).is_err());
-    assert_eq!(q.purge_step("default", None, None), Ok((1, None)));
+    let until = q.horizon();
+    let late = enqueue(&mut q, job_at(20), at(1));
+    assert_eq!(
+        q.purge_step("default", JobState::Scheduled, None, until),
+        Ok((1, None))
+    );
+    assert!(
+        q.job(late).is_ok(),
+        "jobs enqueued after the purge began are spared"
+    );
     assert!(q.job(scheduled).is_err());
-    assert_eq!(q.next_deadline(), Some(at(30)), "only the lease remains");
+    assert_eq!(
+        q.next_deadline(),
+        Some(at(20)),
+        "the spared job, then the lease at 30"
+    );
     assert_eq!(state(&q, a), JobState::Leased);
 }
 
@@ -713,7 +728,7 @@ fn stats_count_states_per_queue() {
         },
         at(0),
     );
-    q.open_consumer(consumer(1), at(0));
+    q.open_consumer(consumer(1), at(0)).unwrap();
     let stats = q.stats();
     assert_eq!(
         stats.iter().map(|s| s.queue.as_str()).collect::<Vec<_>>(),
@@ -738,4 +753,145 @@ fn long_errors_keep_their_end() {
     let kept = truncate_error(long);
     assert!(kept.len() <= MAX_ERROR_BYTES);
     assert!(kept.ends_with("the cause"));
+}
+
+#[test]
+fn reconnecting_consumer_adopts_its_held_leases() {
+    let mut q = Queue::new(config(), 1);
+    let old = q.open_consumer(consumer(2), at(0)).unwrap();
+    let a = enqueue(&mut q, job("t"), at(0));
+    let (_, lease_a) = delivered(&mut q)[0];
+    q.close_consumer(old);
+    for _ in 0..3 {
+        enqueue(&mut q, job("t"), at(1));
+    }
+    let stale = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let new = q
+        .open_consumer(
+            ConsumerSpec {
+                held_leases: vec![(a, lease_a), stale],
+                ..consumer(2)
+            },
+            at(2),
+        )
+        .unwrap();
+    assert_eq!(
+        delivered(&mut q).len(),
+        1,
+        "the held job takes one of the two slots"
+    );
+    assert_eq!(q.job(a).unwrap().lease.unwrap().consumer, new);
+    q.ack(a, lease_a, at(3)).unwrap();
+    assert_eq!(
+        delivered(&mut q).len(),
+        1,
+        "acking the held job frees a slot on the new stream"
+    );
+}
+
+#[test]
+fn stale_delivery_is_not_returned_and_a_lost_job_does_not_panic() {
+    let mut q = Queue::new(
+        QueueConfig {
+            max_retained: 1,
+            ..config()
+        },
+        1,
+    );
+    let c = q.open_consumer(consumer(1), at(0)).unwrap();
+    let id = enqueue(
+        &mut q,
+        NewJob {
+            max_attempts: Some(1),
+            ..job("t")
+        },
+        at(0),
+    );
+    let mut out = Vec::new();
+    q.drain_deliveries(&mut out);
+    q.expire(at(30));
+    assert_eq!(state(&q, id), JobState::Dead);
+    assert!(!q.is_current(out[0]));
+    q.return_undelivered(out[0], at(31));
+    assert_eq!(
+        state(&q, id),
+        JobState::Dead,
+        "a stale delivery changes nothing"
+    );
+    q.purge_step("default", JobState::Dead, None, q.horizon())
+        .unwrap();
+    q.close_consumer(c);
+    q.return_undelivered(out[0], at(32));
+}
+
+#[test]
+fn extend_without_length_uses_the_leases_own() {
+    let mut q = Queue::new(config(), 1);
+    let spec = ConsumerSpec {
+        lease_duration: Some(Duration::from_secs(300)),
+        ..consumer(1)
+    };
+    q.open_consumer(spec, at(0)).unwrap();
+    let id = enqueue(&mut q, job("t"), at(0));
+    let (_, lease) = delivered(&mut q)[0];
+    assert_eq!(
+        q.extend(id, lease, None, at(10)).unwrap().expires_at,
+        at(310)
+    );
+}
+
+#[test]
+fn retry_respects_max_queue_size_and_cancel_survives_zero_retention() {
+    let mut q = Queue::new(
+        QueueConfig {
+            max_queue_size: Some(1),
+            max_retained: 1,
+            ..config()
+        },
+        1,
+    );
+    let a = enqueue(&mut q, job("t"), at(0));
+    q.cancel(a, at(1)).unwrap();
+    let b = enqueue(&mut q, job("t"), at(1));
+    assert!(matches!(
+        q.retry(a, at(2)),
+        Err(QueueError::QueueFull { .. })
+    ));
+    assert_eq!(q.cancel(b, at(3)).unwrap(), JobState::Cancelled);
+    assert!(
+        q.job(a).is_err(),
+        "max_retained 1 forgot the older cancelled job"
+    );
+}
+
+#[test]
+fn held_leases_beyond_the_limit_or_of_other_workers_are_not_adopted() {
+    let mut q = Queue::new(config(), 1);
+    let old = q.open_consumer(consumer(2), at(0)).unwrap();
+    let a = enqueue(&mut q, job("t"), at(0));
+    let b = enqueue(&mut q, job("t"), at(0));
+    let leases = delivered(&mut q);
+    q.close_consumer(old);
+    let held: Vec<(Uuid, Uuid)> = leases.clone();
+    let other = ConsumerSpec {
+        worker_id: "w2".into(),
+        held_leases: held.clone(),
+        ..consumer(5)
+    };
+    let c2 = q.open_consumer(other, at(1)).unwrap();
+    assert_ne!(
+        q.job(a).unwrap().lease.unwrap().consumer,
+        c2,
+        "another worker cannot adopt"
+    );
+    let narrow = ConsumerSpec {
+        held_leases: held,
+        ..consumer(1)
+    };
+    let c3 = q.open_consumer(narrow, at(1)).unwrap();
+    let adopted = [a, b]
+        .iter()
+        .filter(|&&id| q.job(id).unwrap().lease.unwrap().consumer == c3)
+        .count();
+    assert_eq!(adopted, 1, "no more than max_in_flight");
 }

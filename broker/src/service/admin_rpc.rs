@@ -124,13 +124,16 @@ impl AdminService {
         req: pb::PurgeQueueRequest,
     ) -> Result<pb::PurgeQueueResponse> {
         let queue_name = convert::queue_name(req.queue, "queue")?;
-        let state = convert::state_filter(req.state, "state")?;
+        let state = convert::state_filter(req.state, "state")?.ok_or_else(|| {
+            RequestError::invalid("state", "is required: the state of the jobs to delete")
+        })?;
+        let until = self.shared.with_queue(|queue, _| queue.horizon());
         let mut purged = 0;
         let mut after = None;
         loop {
             let (n, next) = self
                 .shared
-                .with_queue(|queue, _| queue.purge_step(&queue_name, state, after))?;
+                .with_queue(|queue, _| queue.purge_step(&queue_name, state, after, until))?;
             purged += n;
             match next {
                 Some(next) => after = Some(next),
@@ -142,7 +145,7 @@ impl AdminService {
 
     fn handle_pause_queue(&self, req: pb::PauseQueueRequest) -> Result<pb::PauseQueueResponse> {
         let name = convert::queue_name(req.queue, "queue")?;
-        self.shared.with_queue(|queue, _| queue.pause(&name));
+        self.shared.with_queue(|queue, _| queue.pause(&name))?;
         Ok(pb::PauseQueueResponse {})
     }
 

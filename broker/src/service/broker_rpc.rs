@@ -75,10 +75,9 @@ impl BrokerService {
     fn handle_extend(&self, req: pb::ExtendRequest) -> Result<pb::ExtendResponse> {
         let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
         let by = convert::duration_in(req.extend_by, "extend_by", Duration::ZERO)?;
-        let extended = self.shared.with_queue(|queue, now| {
-            let by = by.unwrap_or(queue.config().lease_duration);
-            queue.extend(job_id, lease_id, by, now)
-        })?;
+        let extended = self
+            .shared
+            .with_queue(|queue, now| queue.extend(job_id, lease_id, by, now))?;
         Ok(pb::ExtendResponse {
             lease_expires_at: Some(convert::timestamp_to_pb(extended.expires_at)),
             cancel_requested: extended.cancel_requested,

@@ -142,12 +142,29 @@ pub fn consumer_spec(req: pb::LeaseRequest) -> Result<ConsumerSpec> {
         .collect::<Result<Vec<_>>>()?;
     job_types.sort();
     job_types.dedup();
+    if req.held_leases.len() > MAX_IN_FLIGHT as usize {
+        return Err(RequestError::invalid(
+            "held_leases",
+            format!("at most {MAX_IN_FLIGHT}"),
+        ));
+    }
+    let held_leases = req
+        .held_leases
+        .iter()
+        .map(|h| {
+            Ok((
+                uuid(&h.job_id, "held_leases")?,
+                uuid(&h.lease_id, "held_leases")?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(ConsumerSpec {
         worker_id,
         queues,
         job_types,
         max_in_flight: req.max_in_flight,
         lease_duration: duration_in(req.lease_duration, "lease_duration", MIN_RUN_LIMIT)?,
+        held_leases,
     })
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, mpsc};
-use tracing::error;
+use tracing::warn;
 
 use super::convert;
 use crate::clock::{Clock, Timestamp, TokioClock};
@@ -43,9 +43,11 @@ struct Inner {
 
 struct State {
     queue: Queue,
-    /// The sending ends of open Lease streams. Their capacity is the
-    /// stream's max_in_flight, and the queue never leases more than that to a
-    /// stream, so `try_send` never meets a full channel.
+    /// The sending ends of open Lease streams. Jobs are leased first and
+    /// sent after, under the same lock, so `tx.reserve()` cannot come first;
+    /// instead each channel holds the stream's max_in_flight, which the queue
+    /// never exceeds, so `try_send` meets a full channel only when leases
+    /// expired while their messages sat unread (the stream is then closed).
     outlets: HashMap<ConsumerId, mpsc::Sender<Outgoing>>,
     /// Reused buffer for deliveries.
     deliveries: Vec<Delivery>,
@@ -109,7 +111,7 @@ impl SharedQueue {
         let now = self.inner.clock.now();
         let (tx, rx) = mpsc::channel(spec.max_in_flight as usize);
         let leased_before = state.queue.leased_count();
-        let id = state.queue.open_consumer(spec, now);
+        let id = state.queue.open_consumer(spec, now)?;
         state.outlets.insert(id, tx);
         self.settle(&mut state, now, leased_before);
         Ok((id, rx))
@@ -208,10 +210,13 @@ impl SharedQueue {
                 };
                 if let Err(why) = sent {
                     if why == "full" {
-                        error!(consumer = ?delivery.consumer, "lease stream channel full: max_in_flight accounting is broken");
+                        // Only stale messages (leases that expired unsent)
+                        // fill a channel sized to max_in_flight: the client
+                        // has not read its stream for a lease duration.
+                        warn!(consumer = ?delivery.consumer, "lease stream not read for a lease duration: closing it");
                     }
-                    // The stream is going away; its Drop closes the consumer.
-                    // Until then, keep the job out of its hands.
+                    // The stream is going (or must go) away; its Drop closes
+                    // the consumer too. Keep the job out of its hands.
                     state.queue.close_consumer(delivery.consumer);
                     state.outlets.remove(&delivery.consumer);
                     state.queue.return_undelivered(delivery, now);
