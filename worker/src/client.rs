@@ -1,0 +1,204 @@
+//! The worker's connection to the broker: the Lease stream and the calls
+//! that resolve or extend leases, with retries across connection loss.
+
+use std::time::Duration;
+
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::broker_client::BrokerClient;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status, Streaming};
+use tracing::debug;
+
+use crate::backoff;
+use crate::error::WorkerError;
+
+/// Longest a single unary call may take before it is retried.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a finished attempt is reported.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// It succeeded.
+    Ack,
+    /// It failed.
+    Nack {
+        /// The job's new `last_error`.
+        error: String,
+        /// Overrides the backoff.
+        retry_after: Option<Duration>,
+        /// No more attempts.
+        dead: bool,
+    },
+    /// Give it back without using an attempt.
+    Release,
+}
+
+/// What became of a resolved job, from the broker's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    /// Acked.
+    Succeeded,
+    /// Nacked and scheduled to run again.
+    Retried,
+    /// Nacked with no attempt left, dead, or cancelled.
+    Failed,
+    /// Given back.
+    Released,
+}
+
+/// A cheap, cloneable handle on the broker's `sluice.v1.Broker` service.
+/// The connection is made lazily and re-made after it breaks.
+#[derive(Clone)]
+pub struct BrokerLink {
+    client: BrokerClient<Channel>,
+}
+
+impl BrokerLink {
+    /// A link to `url` (e.g. `http://127.0.0.1:50051`); connects on first use.
+    ///
+    /// # Errors
+    /// [`WorkerError::BrokerUrl`] when `url` is not a valid URI.
+    pub fn new(url: &str) -> Result<Self, WorkerError> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| WorkerError::BrokerUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(CALL_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        Ok(Self {
+            client: BrokerClient::new(endpoint.connect_lazy()),
+        })
+    }
+
+    /// Opens a Lease stream.
+    ///
+    /// # Errors
+    /// The broker's status, or UNAVAILABLE when it cannot be reached.
+    pub async fn lease(&self, req: pb::LeaseRequest) -> Result<Streaming<pb::LeasedJob>, Status> {
+        Ok(self.client.clone().lease(req).await?.into_inner())
+    }
+
+    /// Extends a lease to `by` from now.
+    ///
+    /// # Errors
+    /// The broker's status: FAILED_PRECONDITION or NOT_FOUND when the lease was lost.
+    pub async fn extend(
+        &self,
+        job_id: &str,
+        lease_id: &str,
+        by: Duration,
+    ) -> Result<pb::ExtendResponse, Status> {
+        let req = pb::ExtendRequest {
+            job_id: job_id.to_owned(),
+            lease_id: lease_id.to_owned(),
+            extend_by: Some(duration_to_pb(by)),
+        };
+        Ok(self.client.clone().extend(timed(req)).await?.into_inner())
+    }
+
+    /// Reports an attempt's end, retrying through connection loss until
+    /// `give_up_at` (when the lease would have expired anyway).
+    ///
+    /// # Errors
+    /// The broker's refusal (e.g. FAILED_PRECONDITION for a lost lease), or
+    /// the last transient error once `give_up_at` passed.
+    pub async fn resolve(
+        &self,
+        job_id: &str,
+        lease_id: &str,
+        resolution: &Resolution,
+        give_up_at: Instant,
+    ) -> Result<Resolved, Status> {
+        let mut attempt = 0;
+        loop {
+            match self.resolve_once(job_id, lease_id, resolution).await {
+                Err(status) if is_transient(&status) && Instant::now() < give_up_at => {
+                    let delay = backoff::delay(attempt);
+                    debug!(job_id, attempt, error = %status, "resolution not delivered, retrying");
+                    tokio::time::sleep(
+                        delay.min(give_up_at.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn resolve_once(
+        &self,
+        job_id: &str,
+        lease_id: &str,
+        resolution: &Resolution,
+    ) -> Result<Resolved, Status> {
+        let mut client = self.client.clone();
+        let (job_id, lease_id) = (job_id.to_owned(), lease_id.to_owned());
+        match resolution {
+            Resolution::Ack => {
+                client
+                    .ack(timed(pb::AckRequest { job_id, lease_id }))
+                    .await?;
+                Ok(Resolved::Succeeded)
+            }
+            Resolution::Nack {
+                error,
+                retry_after,
+                dead,
+            } => {
+                let req = pb::NackRequest {
+                    job_id,
+                    lease_id,
+                    error: error.clone(),
+                    retry_after: retry_after.map(duration_to_pb),
+                    dead: *dead,
+                };
+                let state = client.nack(timed(req)).await?.into_inner().state();
+                Ok(match state {
+                    pb::JobState::Scheduled | pb::JobState::Ready => Resolved::Retried,
+                    _ => Resolved::Failed,
+                })
+            }
+            Resolution::Release => {
+                let req = pb::ReleaseRequest {
+                    job_id,
+                    lease_id,
+                    delay: None,
+                };
+                client.release(timed(req)).await?;
+                Ok(Resolved::Released)
+            }
+        }
+    }
+}
+
+/// Errors that a retry over a new connection may cure.
+pub fn is_transient(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Aborted
+    )
+}
+
+fn timed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
+/// A duration on the wire (clamped, as ours are never near the limits).
+pub fn duration_to_pb(d: Duration) -> prost_types::Duration {
+    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration {
+        seconds: i64::MAX,
+        nanos: 0,
+    })
+}

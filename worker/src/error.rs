@@ -1,0 +1,25 @@
+//! Errors of the worker library.
+
+/// Why a worker could not be built or could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The broker address is not a URI.
+    #[error("broker URL {url:?}: {reason}")]
+    BrokerUrl {
+        /// What was given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No handler was registered, so there is nothing to lease.
+    #[error("no handlers registered: a worker needs at least one job type to run")]
+    NoHandlers,
+    /// A setting is out of range.
+    #[error("{setting}: {reason}")]
+    InvalidSetting {
+        /// The builder setting or flag.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}

@@ -1,0 +1,167 @@
+//! What user code implements: a [`Handler`] per job type, given the [`Job`]
+//! and a [`JobContext`], returning `Ok(())` or a [`JobError`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::client::BrokerLink;
+
+/// A job as a handler sees it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The broker's id for the job.
+    pub id: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its type, which chose the handler.
+    pub job_type: String,
+    /// Opaque payload from the producer.
+    pub payload: Bytes,
+    /// Headers from the producer.
+    pub headers: HashMap<String, String>,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// How long this attempt may run before it is cancelled.
+    pub timeout: Duration,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    /// Kept by the broker as the job's `last_error`.
+    pub message: String,
+    /// No further attempt can help: the job goes DEAD at once.
+    pub permanent: bool,
+    /// Run again after this delay instead of the broker's backoff.
+    pub retry_after: Option<Duration>,
+}
+
+impl JobError {
+    /// A failure worth retrying (the default for errors converted with `?`).
+    pub fn retry(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            permanent: false,
+            retry_after: None,
+        }
+    }
+
+    /// A failure that no retry can fix: the job goes DEAD.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            permanent: true,
+            retry_after: None,
+        }
+    }
+
+    /// Retries after `delay` instead of the broker's backoff.
+    #[must_use]
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Any error converts into a retryable [`JobError`], so handlers can use `?`.
+impl<E: std::error::Error> From<E> for JobError {
+    fn from(err: E) -> Self {
+        Self::retry(err.to_string())
+    }
+}
+
+/// The result of one attempt.
+pub type JobResult = Result<(), JobError>;
+
+/// A boxed handler future.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = JobResult> + Send + 'static>>;
+
+/// Runs jobs of one type. Implemented for every
+/// `Fn(Job, JobContext) -> impl Future<Output = JobResult>`, so an async
+/// closure is a handler.
+pub trait Handler: Send + Sync + 'static {
+    /// Runs one attempt. It should return soon after `ctx` is cancelled; if it
+    /// does not, its future is dropped at the deadline anyway.
+    fn call(&self, job: Job, ctx: JobContext) -> HandlerFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Job, JobContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = JobResult> + Send + 'static,
+{
+    fn call(&self, job: Job, ctx: JobContext) -> HandlerFuture {
+        Box::pin(self(job, ctx))
+    }
+}
+
+/// Handlers by job type.
+pub type Registry = HashMap<String, Arc<dyn Handler>>;
+
+/// What a running handler can do besides its work: notice cancellation
+/// (timeout, operator cancel, forced shutdown) and extend its lease.
+#[derive(Clone)]
+pub struct JobContext {
+    cancel: CancellationToken,
+    link: BrokerLink,
+    job_id: String,
+    lease_id: String,
+}
+
+impl JobContext {
+    pub(crate) fn new(
+        cancel: CancellationToken,
+        link: BrokerLink,
+        job_id: String,
+        lease_id: String,
+    ) -> Self {
+        Self {
+            cancel,
+            link,
+            job_id,
+            lease_id,
+        }
+    }
+
+    /// Resolves when the attempt must stop.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    /// Whether the attempt must stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// The token that is cancelled when the attempt must stop.
+    pub fn token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Extends the lease to `by` from now, beyond the worker's own
+    /// heartbeats (which already keep a running job leased).
+    ///
+    /// # Errors
+    /// The broker's status, e.g. FAILED_PRECONDITION when the lease was lost.
+    pub async fn extend_lease(&self, by: Duration) -> Result<(), tonic::Status> {
+        self.link
+            .extend(&self.job_id, &self.lease_id, by)
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,156 @@
+//! `sluice-worker`: runs shell commands as handlers (`--exec TYPE=COMMAND`)
+//! for jobs leased from a Sluice broker. Reads flags (each also an
+//! environment variable), sets up logging and signals, and runs the
+//! [`sluice_worker::Worker`].
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use sluice_worker::exec::ExecHandler;
+use sluice_worker::{Worker, supervisor};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// A Sluice worker that runs a shell command for each job.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The broker's URL.
+    #[arg(long, env = "SLUICE_BROKER", default_value = "http://127.0.0.1:50051")]
+    broker: String,
+    /// Queues to take jobs from, comma-separated.
+    #[arg(
+        long,
+        env = "SLUICE_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
+    queues: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 1)]
+    concurrency: usize,
+    /// Lease asked for each job; heartbeats extend it every third of it.
+    #[arg(long, env = "SLUICE_LEASE_DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
+    /// How long SIGTERM/SIGINT waits for running jobs before releasing them.
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Names this worker in the broker (default: hostname-pid).
+    #[arg(long, env = "SLUICE_WORKER_ID")]
+    worker_id: Option<String>,
+    /// Log format.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Runs COMMAND with `sh -c` for each job of TYPE. Repeatable; in the
+    /// environment variable, one TYPE=COMMAND per line.
+    #[arg(long = "exec", env = "SLUICE_EXEC", value_name = "TYPE=COMMAND", value_delimiter = '\n', value_parser = parse_exec)]
+    exec: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_exec(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((job_type, command)) if !job_type.is_empty() && !command.trim().is_empty() => {
+            Ok((job_type.to_owned(), command.to_owned()))
+        }
+        _ => Err(format!("expected TYPE=COMMAND, got {s:?}")),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; exits at once on the second.
+fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        for n in 0.. {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            if n == 0 {
+                info!(
+                    signal = name,
+                    "shutdown requested: draining (send again to exit at once)"
+                );
+                shutdown.cancel();
+            } else {
+                // Handler process groups die with us: their supervisors
+                // hold a parent-death signal.
+                error!(signal = name, "second signal: exiting without draining");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // A handler's supervisor is this same executable: it never returns from here.
+    supervisor::run_if_requested();
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "worker failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.exec.is_empty(),
+        "no handlers: give at least one --exec TYPE=COMMAND (or SLUICE_EXEC), \
+         e.g. --exec 'email=./send-email.sh'; a worker without handlers could run no job"
+    );
+    let mut builder = Worker::builder(&args.broker)
+        .queues(args.queues)
+        .concurrency(args.concurrency)
+        .lease_duration(args.lease_duration)
+        .drain_timeout(args.drain_timeout);
+    if let Some(id) = args.worker_id {
+        builder = builder.worker_id(id);
+    }
+    for (job_type, command) in args.exec {
+        info!(job_type, command, "exec handler");
+        builder = builder.handler(
+            job_type,
+            ExecHandler::new(command).context("locating this executable")?,
+        );
+    }
+    let worker = builder.build()?;
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone())?;
+    worker.run(shutdown).await;
+    Ok(())
+}
