@@ -294,6 +294,41 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
     true
 }
 
+/// Whether any live (not zombie) process has process group `pgid`.
+pub fn group_alive(pgid: i32) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // After the parenthesised name: state, ppid, pgrp.
+                let mut fields = stat
+                    .rsplit_once(')')
+                    .map_or("", |(_, rest)| rest)
+                    .split_whitespace();
+                let state = fields.next();
+                state != Some("Z") && fields.nth(1) == Some(pgid.to_string().as_str())
+            })
+        })
+}
+
+/// Waits until no live process is left in group `pgid`; false after `timeout`.
+pub fn wait_group_gone(pgid: i32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while group_alive(pgid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Reads a number a handler wrote to `path`, waiting for it.
+pub fn read_number(path: &Path) -> i32 {
+    wait_for_file(path).trim().parse().unwrap()
+}
+
 /// Waits until `path` exists and holds a line; returns its content.
 pub fn wait_for_file(path: &Path) -> String {
     let deadline = Instant::now() + WAIT;

@@ -4,22 +4,24 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use sluice_e2e::{BrokerProcess, WorkerProcess, job, scratch_dir, wait_for_file, wait_gone};
+use sluice_e2e::{BrokerProcess, WorkerProcess, group_alive, job, read_number, scratch_dir};
 use sluice_proto::v1 as pb;
 
 #[tokio::test]
 async fn many_jobs_across_two_workers_each_run_exactly_once() {
     let dir = scratch_dir("exactly-once");
     let broker = BrokerProcess::start(&[]);
-    // One short line per run, appended atomically (O_APPEND, far below PIPE_BUF).
-    let exec = format!(
-        "email=echo \"$SLUICE_JOB_ID $(cat)\" >> {}/runs",
-        dir.display()
-    );
-    let _w1 = WorkerProcess::start(&broker, &["--concurrency", "4", "--exec", &exec]);
-    let _w2 = WorkerProcess::start(&broker, &["--concurrency", "4", "--exec", &exec]);
+    // One short line per run, appended atomically (O_APPEND, far below
+    // PIPE_BUF): worker, job, start and end in ns, payload.
+    let exec = |tag: &str| {
+        format!(
+            "email=s=$(date +%s%N); sleep 0.1; echo \"{tag} $SLUICE_JOB_ID $s $(date +%s%N) $(cat)\" >> {}/runs",
+            dir.display()
+        )
+    };
+    let _w1 = WorkerProcess::start(&broker, &["--concurrency", "4", "--exec", &exec("w1")]);
+    let _w2 = WorkerProcess::start(&broker, &["--concurrency", "4", "--exec", &exec("w2")]);
     let mut ids = Vec::new();
     for i in 0..60 {
         ids.push(
@@ -33,8 +35,14 @@ async fn many_jobs_across_two_workers_each_run_exactly_once() {
     }
     let runs = std::fs::read_to_string(dir.join("runs")).unwrap();
     let mut counts: HashMap<&str, usize> = HashMap::new();
+    let mut spans: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
     for line in runs.lines() {
-        *counts.entry(line.split(' ').next().unwrap()).or_default() += 1;
+        let fields: Vec<&str> = line.split(' ').collect();
+        *counts.entry(fields[1]).or_default() += 1;
+        spans
+            .entry(fields[0])
+            .or_default()
+            .push((fields[2].parse().unwrap(), fields[3].parse().unwrap()));
     }
     assert_eq!(counts.len(), ids.len(), "{runs}");
     assert!(
@@ -45,6 +53,27 @@ async fn many_jobs_across_two_workers_each_run_exactly_once() {
         runs.contains("payload-59"),
         "the payload reaches standard input"
     );
+    assert_eq!(spans.len(), 2, "both workers ran jobs");
+    for (worker, spans) in spans {
+        let most = max_overlap(&spans);
+        assert!(
+            most <= 4,
+            "{worker} ran {most} jobs at once with --concurrency 4"
+        );
+    }
+}
+
+/// The most intervals that overlap at any instant.
+fn max_overlap(spans: &[(u64, u64)]) -> usize {
+    let mut events: Vec<(u64, i32)> = spans.iter().flat_map(|&(s, e)| [(s, 1), (e, -1)]).collect();
+    // Ends before starts at the same instant.
+    events.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, delta) in events {
+        now += delta;
+        most = most.max(now);
+    }
+    most as usize
 }
 
 #[tokio::test]
@@ -91,7 +120,10 @@ async fn failing_handlers_retry_then_succeed_or_die() {
 async fn job_over_its_timeout_is_nacked_and_its_process_group_is_gone() {
     let dir = scratch_dir("timeout");
     let broker = BrokerProcess::start(&[]);
-    let exec = format!("slow=sleep 30 & echo $! > {}/pid; wait", dir.display());
+    let exec = format!(
+        "slow=sleep 30 & echo $! > {dir}/pid; cut -d' ' -f5 /proc/$$/stat > {dir}/pgid; wait",
+        dir = dir.display()
+    );
     let _worker = WorkerProcess::start(&broker, &["--exec", &exec]);
     let mut req = job("slow", b"");
     req.timeout = Some(prost_types::Duration {
@@ -100,11 +132,17 @@ async fn job_over_its_timeout_is_nacked_and_its_process_group_is_gone() {
     });
     req.max_attempts = 1;
     let id = broker.enqueue(req).await;
-    let pid: i32 = wait_for_file(&dir.join("pid")).trim().parse().unwrap();
+    let pgid = read_number(&dir.join("pgid"));
+    let pid = read_number(&dir.join("pid"));
     let dead = broker.wait_for_state(&id, pb::JobState::Dead).await;
     assert_eq!(dead.last_error, "timed out after 1s");
+    // Stopped before the Nack: nothing of the group is left by then.
     assert!(
-        wait_gone(pid, Duration::from_secs(5)),
+        !group_alive(pgid),
+        "the handler's group {pgid} outlived its job"
+    );
+    assert!(
+        !sluice_e2e::is_alive(pid),
         "the handler's child {pid} outlived its job"
     );
 }

@@ -1,6 +1,7 @@
 //! The real `sluice-worker` through deploys and failures: SIGTERM drain,
-//! SIGKILL, a second signal, a broker restart, long jobs kept alive by
-//! heartbeats, operator cancel, and refusing to start without handlers.
+//! SIGKILL, a second signal, the drain timeout, broker restarts, long jobs
+//! kept alive by heartbeats, operator cancel, and refusing to start without
+//! handlers.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,44 +9,65 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use sluice_e2e::{BrokerProcess, WAIT, WorkerProcess, job, scratch_dir, wait_for_file, wait_gone};
+use sluice_e2e::{
+    BrokerProcess, WAIT, WorkerProcess, group_alive, job, read_number, scratch_dir, wait_gone,
+    wait_group_gone,
+};
 use sluice_proto::v1 as pb;
 
-/// A command that records its pid and its attempt, then sleeps `secs`
-/// (in a child, as real scripts do) before succeeding.
+/// A command that records its attempt, the pid of the `sleep {secs}` it
+/// then waits for (in a child, as real scripts do), and its process group,
+/// before succeeding. `pgid-N` is written last: once it exists, all are.
 fn sleeper(dir: &Path, secs: &str) -> String {
     format!(
-        "sleep {secs} & echo $! > {dir}/pid-$SLUICE_ATTEMPT; echo $SLUICE_ATTEMPT >> {dir}/attempts; wait",
+        "echo $SLUICE_ATTEMPT >> {dir}/attempts; sleep {secs} & echo $! > {dir}/pid-$SLUICE_ATTEMPT; \
+         cut -d' ' -f5 /proc/$$/stat > {dir}/pgid-$SLUICE_ATTEMPT; wait",
         dir = dir.display()
     )
 }
 
+/// The sleep's pid and the process group of attempt `n`, once it runs.
+fn handler_of(dir: &Path, n: u32) -> (i32, i32) {
+    let pgid = read_number(&dir.join(format!("pgid-{n}")));
+    (read_number(&dir.join(format!("pid-{n}"))), pgid)
+}
+
+fn attempts(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("attempts")).unwrap_or_default()
+}
+
 #[tokio::test]
-async fn sigterm_lets_the_running_job_finish_and_leaves_the_rest_ready() {
+async fn sigterm_lets_running_jobs_finish_and_leaves_the_rest_ready() {
     let dir = scratch_dir("sigterm");
     let broker = BrokerProcess::start(&[]);
-    let mut worker = WorkerProcess::start(
-        &broker,
-        &["--exec", &format!("work={}", sleeper(&dir, "1.5"))],
-    );
-    let running = broker.enqueue(job("work", b"")).await;
+    let exec = format!("work={}", sleeper(&dir, "1.5"));
+    let mut worker = WorkerProcess::start(&broker, &["--concurrency", "2", "--exec", &exec]);
+    let running = [
+        broker.enqueue(job("work", b"")).await,
+        broker.enqueue(job("work", b"")).await,
+    ];
     let waiting = broker.enqueue(job("work", b"")).await;
-    wait_for_file(&dir.join("pid-1"));
+    // Both slots busy, so the third job is not leased.
+    while attempts(&dir).lines().count() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let signalled = Instant::now();
     worker.process.signal(Signal::SIGTERM);
     let status = worker
         .process
         .wait_exit(WAIT)
-        .expect("worker should exit after its job");
+        .expect("worker should exit after its jobs");
     assert!(status.success(), "{status:?}\n{}", worker.process.log());
     assert!(
         signalled.elapsed() < Duration::from_secs(5),
-        "exit within the job's remaining time"
+        "exit within the jobs' remaining time"
     );
 
-    let done = broker.job(&running).await;
-    assert_eq!((done.state(), done.attempt), (pb::JobState::Succeeded, 1));
+    for id in &running {
+        let done = broker.job(id).await;
+        assert_eq!((done.state(), done.attempt), (pb::JobState::Succeeded, 1));
+    }
     let untouched = broker.job(&waiting).await;
     assert_eq!(
         (untouched.state(), untouched.attempt),
@@ -53,7 +75,7 @@ async fn sigterm_lets_the_running_job_finish_and_leaves_the_rest_ready() {
     );
     let log = worker.process.log();
     assert!(
-        log.contains("worker stopped processed=1 failed=0 retried=0 released=0"),
+        log.contains("worker stopped processed=2 failed=0 retried=0 released=0"),
         "{log}"
     );
 }
@@ -65,22 +87,26 @@ async fn sigkilled_worker_takes_its_handler_along_and_the_job_comes_back() {
     let exec = format!("work={}", sleeper(&dir, "30"));
     let first = WorkerProcess::start(&broker, &["--lease-duration", "2s", "--exec", &exec]);
     let id = broker.enqueue(job("work", b"")).await;
-    let pid: i32 = wait_for_file(&dir.join("pid-1")).trim().parse().unwrap();
+    let (pid, pgid) = handler_of(&dir, 1);
 
     first.process.signal(Signal::SIGKILL);
     assert!(
         wait_gone(pid, Duration::from_secs(3)),
         "handler {pid} outlived its SIGKILLed worker"
     );
+    assert!(
+        wait_group_gone(pgid, Duration::from_secs(1)),
+        "group {pgid} outlived its worker"
+    );
 
     let quick = format!("work=echo $SLUICE_ATTEMPT >> {}/attempts", dir.display());
     let _second = WorkerProcess::start(&broker, &["--exec", &quick]);
     let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
-    assert_eq!(done.attempt, 2);
     assert_eq!(
-        std::fs::read_to_string(dir.join("attempts")).unwrap(),
-        "1\n2\n"
+        (done.attempt, done.last_error.as_str()),
+        (2, "lease expired")
     );
+    assert_eq!(attempts(&dir), "1\n2\n");
 }
 
 #[tokio::test]
@@ -92,7 +118,7 @@ async fn second_signal_exits_at_once_with_failure() {
         &["--exec", &format!("work={}", sleeper(&dir, "30"))],
     );
     broker.enqueue(job("work", b"")).await;
-    let pid: i32 = wait_for_file(&dir.join("pid-1")).trim().parse().unwrap();
+    let (_, pgid) = handler_of(&dir, 1);
     worker.process.signal(Signal::SIGTERM);
     worker.process.wait_for_log("draining");
     worker.process.signal(Signal::SIGINT);
@@ -102,33 +128,34 @@ async fn second_signal_exits_at_once_with_failure() {
         .expect("second signal should exit at once");
     assert!(!status.success(), "{status:?}");
     assert!(
-        wait_gone(pid, Duration::from_secs(3)),
-        "handler {pid} outlived its worker"
+        wait_group_gone(pgid, Duration::from_secs(3)),
+        "handler group {pgid} outlived its worker"
     );
 }
 
 #[tokio::test]
-async fn drain_timeout_releases_jobs_still_running() {
+async fn drain_timeout_stops_and_releases_jobs_still_running() {
     let dir = scratch_dir("drain-timeout");
     let broker = BrokerProcess::start(&[]);
     let exec = format!("work={}", sleeper(&dir, "30"));
     let mut worker = WorkerProcess::start(&broker, &["--drain-timeout", "500ms", "--exec", &exec]);
     let id = broker.enqueue(job("work", b"")).await;
-    let pid: i32 = wait_for_file(&dir.join("pid-1")).trim().parse().unwrap();
+    let (_, pgid) = handler_of(&dir, 1);
     worker.process.signal(Signal::SIGTERM);
     let status = worker
         .process
         .wait_exit(WAIT)
         .expect("worker should exit after the drain timeout");
     assert!(status.success(), "{status:?}");
+    // The handler is stopped before the job is released.
+    assert!(
+        !group_alive(pgid),
+        "handler group {pgid} outlived the release"
+    );
     let released = broker.job(&id).await;
     assert_eq!(
         (released.state(), released.attempt),
         (pb::JobState::Ready, 0)
-    );
-    assert!(
-        wait_gone(pid, Duration::from_secs(3)),
-        "handler {pid} outlived the release"
     );
     assert!(
         worker.process.log().contains("released=1"),
@@ -138,7 +165,7 @@ async fn drain_timeout_releases_jobs_still_running() {
 }
 
 #[tokio::test]
-async fn worker_reconnects_after_the_broker_restarts() {
+async fn idle_worker_reconnects_after_the_broker_restarts() {
     let dir = scratch_dir("restart");
     let mut broker = BrokerProcess::start(&[]);
     let exec = format!("work=echo $SLUICE_JOB_ID >> {}/runs", dir.display());
@@ -162,18 +189,42 @@ async fn worker_reconnects_after_the_broker_restarts() {
 }
 
 #[tokio::test]
+async fn busy_worker_survives_a_broker_restart_and_frees_its_slot() {
+    let dir = scratch_dir("restart-busy");
+    let mut broker = BrokerProcess::start(&[]);
+    let exec = format!("work={}", sleeper(&dir, "1"));
+    let worker = WorkerProcess::start(&broker, &["--exec", &exec]);
+    broker.enqueue(job("work", b"")).await;
+    handler_of(&dir, 1);
+
+    // The memory-only broker forgets the running job; the worker's report
+    // of it fails, and its slot must not stay taken.
+    let addr = broker.addr.clone();
+    broker.signal(Signal::SIGKILL);
+    broker.wait_exit(WAIT).unwrap();
+    let broker = BrokerProcess::start_on(&addr, &[]);
+    let after = broker.enqueue(job("work", b"")).await;
+    let done = broker.wait_for_state(&after, pb::JobState::Succeeded).await;
+    assert_eq!(done.attempt, 1);
+    assert_eq!(attempts(&dir), "1\n1\n");
+    let log = worker.process.log();
+    assert!(
+        log.contains("could not report") || log.contains("lease lost"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
 async fn long_job_is_kept_alive_by_heartbeats_and_runs_once() {
     let dir = scratch_dir("heartbeat");
     let broker = BrokerProcess::start(&[]);
-    let exec = format!("work={}", sleeper(&dir, "3.5"));
-    let _worker = WorkerProcess::start(&broker, &["--lease-duration", "1s", "--exec", &exec]);
+    // More than three lease durations long.
+    let exec = format!("work={}", sleeper(&dir, "6.5"));
+    let _worker = WorkerProcess::start(&broker, &["--lease-duration", "2s", "--exec", &exec]);
     let id = broker.enqueue(job("work", b"")).await;
     let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
     assert_eq!(done.attempt, 1);
-    assert_eq!(
-        std::fs::read_to_string(dir.join("attempts")).unwrap(),
-        "1\n"
-    );
+    assert_eq!(attempts(&dir), "1\n");
     let stats = broker
         .admin()
         .await
@@ -181,7 +232,8 @@ async fn long_job_is_kept_alive_by_heartbeats_and_runs_once() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(stats.queues[0].expired_total, 0);
+    let default = stats.queues.iter().find(|q| q.queue == "default").unwrap();
+    assert_eq!(default.expired_total, 0);
 }
 
 #[tokio::test]
@@ -191,21 +243,21 @@ async fn cancel_job_stops_a_running_job_within_a_heartbeat() {
     let exec = format!("work={}", sleeper(&dir, "30"));
     let _worker = WorkerProcess::start(&broker, &["--lease-duration", "1500ms", "--exec", &exec]);
     let id = broker.enqueue(job("work", b"")).await;
-    let pid: i32 = wait_for_file(&dir.join("pid-1")).trim().parse().unwrap();
+    let (_, pgid) = handler_of(&dir, 1);
     let cancelled_at = Instant::now();
     let req = pb::CancelJobRequest { job_id: id.clone() };
     broker.admin().await.cancel_job(req).await.unwrap();
     let job = broker.wait_for_state(&id, pb::JobState::Cancelled).await;
     assert_eq!(job.last_error, "cancelled");
-    // A heartbeat comes every 500ms; allow for scheduling on a busy machine.
+    // A heartbeat comes every 500ms; the margin is for a busy machine.
     assert!(
-        cancelled_at.elapsed() < Duration::from_secs(3),
+        cancelled_at.elapsed() < Duration::from_secs(4),
         "took {:?}",
         cancelled_at.elapsed()
     );
     assert!(
-        wait_gone(pid, Duration::from_secs(3)),
-        "handler {pid} outlived the cancel"
+        !group_alive(pgid),
+        "handler group {pgid} outlived the cancel"
     );
 }
 
@@ -215,12 +267,22 @@ async fn worker_without_handlers_refuses_to_start() {
     let mut worker = WorkerProcess::spawn(&broker, &[]);
     let status = worker.process.wait_exit(WAIT).expect("should exit");
     assert!(!status.success());
+    let log = worker.process.log();
     assert!(
-        worker
-            .process
-            .log()
-            .contains("no handlers: give at least one --exec TYPE=COMMAND"),
-        "{}",
-        worker.process.log()
+        log.contains("no handlers: give at least one --exec TYPE=COMMAND"),
+        "{log}"
     );
+}
+
+#[tokio::test]
+async fn worker_with_a_setting_the_broker_would_refuse_does_not_start() {
+    let broker = BrokerProcess::start(&[]);
+    // The broker grants leases of 24h at most: rather than retry forever,
+    // the worker refuses at once.
+    let mut worker =
+        WorkerProcess::spawn(&broker, &["--lease-duration", "48h", "--exec", "t=true"]);
+    let status = worker.process.wait_exit(WAIT).expect("should exit");
+    assert!(!status.success());
+    let log = worker.process.log();
+    assert!(log.contains("lease_duration: must be 1s to 24h"), "{log}");
 }

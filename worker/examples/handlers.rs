@@ -62,7 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             on_signal.cancel();
         }
     });
-    let summary = worker.run(shutdown).await;
+    let summary = worker.run(shutdown).await?;
     println!("{summary:?}");
     Ok(())
 }

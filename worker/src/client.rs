@@ -13,7 +13,8 @@ use tracing::debug;
 use crate::backoff;
 use crate::error::WorkerError;
 
-/// Longest a single unary call may take before it is retried.
+/// Longest a single unary call may take, enforced here (the grpc-timeout
+/// header alone is enforced only by the server).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a finished attempt is reported.
@@ -80,7 +81,7 @@ impl BrokerLink {
     /// # Errors
     /// The broker's status, or UNAVAILABLE when it cannot be reached.
     pub async fn lease(&self, req: pb::LeaseRequest) -> Result<Streaming<pb::LeasedJob>, Status> {
-        Ok(self.client.clone().lease(req).await?.into_inner())
+        Ok(bounded(self.client.clone().lease(req)).await?.into_inner())
     }
 
     /// Extends a lease to `by` from now.
@@ -98,7 +99,9 @@ impl BrokerLink {
             lease_id: lease_id.to_owned(),
             extend_by: Some(duration_to_pb(by)),
         };
-        Ok(self.client.clone().extend(timed(req)).await?.into_inner())
+        Ok(bounded(self.client.clone().extend(timed(req)))
+            .await?
+            .into_inner())
     }
 
     /// Reports an attempt's end, retrying through connection loss until
@@ -141,9 +144,7 @@ impl BrokerLink {
         let (job_id, lease_id) = (job_id.to_owned(), lease_id.to_owned());
         match resolution {
             Resolution::Ack => {
-                client
-                    .ack(timed(pb::AckRequest { job_id, lease_id }))
-                    .await?;
+                bounded(client.ack(timed(pb::AckRequest { job_id, lease_id }))).await?;
                 Ok(Resolved::Succeeded)
             }
             Resolution::Nack {
@@ -158,7 +159,7 @@ impl BrokerLink {
                     retry_after: retry_after.map(duration_to_pb),
                     dead: *dead,
                 };
-                let state = client.nack(timed(req)).await?.into_inner().state();
+                let state = bounded(client.nack(timed(req))).await?.into_inner().state();
                 Ok(match state {
                     pb::JobState::Scheduled | pb::JobState::Ready => Resolved::Retried,
                     _ => Resolved::Failed,
@@ -170,7 +171,7 @@ impl BrokerLink {
                     lease_id,
                     delay: None,
                 };
-                client.release(timed(req)).await?;
+                bounded(client.release(timed(req))).await?;
                 Ok(Resolved::Released)
             }
         }
@@ -187,6 +188,19 @@ pub fn is_transient(status: &Status) -> bool {
             | Code::Cancelled
             | Code::Aborted
     )
+}
+
+/// `call`, failing with DEADLINE_EXCEEDED after [`CALL_TIMEOUT`].
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(
+                "no answer from the broker in time",
+            ))
+        })
 }
 
 fn timed<T>(message: T) -> tonic::Request<T> {

@@ -14,6 +14,9 @@ pub enum WorkerError {
     /// No handler was registered, so there is nothing to lease.
     #[error("no handlers registered: a worker needs at least one job type to run")]
     NoHandlers,
+    /// The broker refused the Lease request with a status no retry can cure.
+    #[error("the broker refused the lease stream: {}", .0.message())]
+    Refused(tonic::Status),
     /// A setting is out of range.
     #[error("{setting}: {reason}")]
     InvalidSetting {

@@ -8,8 +8,8 @@
 //! acks; exit 65 (`EX_DATAERR`) fails the job for good; any other exit or a
 //! signal fails the attempt; the last 4 KiB of standard error become the
 //! error. When the attempt is stopped (timeout, cancel, shutdown) the group
-//! gets SIGTERM, then SIGKILL after a grace; when the command exits, what is
-//! left of its group is killed.
+//! gets SIGTERM, then SIGKILL after a grace; when the command exits, the
+//! supervisor kills what is left of its group.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -149,13 +149,13 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
                 }
             };
             group.exited = true;
-            group.signal(Signal::SIGKILL);
             return Err(JobError::retry(format!("stopped: {}", status.map_or_else(|e| e.to_string(), |s| s.to_string()))));
         }
     };
+    // The supervisor killed what the command left running in its group;
+    // once it is reaped its pid (the group's id) may be reused, so the
+    // group is not signalled again.
     group.exited = true;
-    // Whatever the command left running in its group goes with it.
-    group.signal(Signal::SIGKILL);
     let status = status.map_err(|e| JobError::retry(format!("waiting for the handler: {e}")))?;
     let tail = match tokio::time::timeout(Duration::from_secs(1), tail).await {
         Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).trim().to_owned(),

@@ -1,21 +1,28 @@
-//! One attempt of one job: runs its handler in a task of its own (so a panic
-//! is caught), enforces the job's timeout, keeps the lease alive with
-//! heartbeats, and reports the outcome to the broker.
+//! One attempt of one job: waits for a concurrency slot, runs the handler
+//! in a task of its own (so a panic is caught), enforces the job's timeout,
+//! keeps the lease alive with heartbeats, stops the handler when it must,
+//! and reports the outcome to the broker once the handler has ended.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_proto::v1 as pb;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tracing::{Instrument as _, info, info_span, warn};
+use tracing::{Instrument as _, error, info, info_span, warn};
 
 use crate::client::{BrokerLink, Resolution, Resolved};
-use crate::handler::{Job, JobContext, JobError, Registry};
+use crate::handler::{Handler, Job, JobContext, JobError, Registry};
 use crate::summary::Counters;
+
+/// How long a stopped handler gets to return on its own (an exec handler
+/// signals its process group and waits for it) before its future is dropped.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// What every job task shares with the runner.
 #[derive(Clone)]
@@ -24,10 +31,15 @@ pub(crate) struct Shared {
     pub handlers: Arc<Registry>,
     pub worker_id: Arc<str>,
     pub lease_duration: Duration,
-    /// Leases of the jobs running now, by job id: sent as held leases when
-    /// the Lease stream reconnects.
+    /// Concurrency slots: a job runs only while it holds one.
+    pub slots: Arc<Semaphore>,
+    /// Leases of the jobs this worker holds now, by job id: sent as held
+    /// leases when the Lease stream reconnects.
     pub running: Arc<Mutex<HashMap<String, String>>>,
     pub counters: Arc<Counters>,
+    /// Cancelled when the worker stops leasing: jobs still waiting for a
+    /// slot are given back at once.
+    pub stop_leasing: CancellationToken,
     /// Cancelled at the drain deadline: running jobs stop and are released.
     pub force_stop: CancellationToken,
 }
@@ -35,14 +47,16 @@ pub(crate) struct Shared {
 /// How an attempt ended, before it is reported.
 enum Outcome {
     Report(Resolution),
-    /// The broker no longer knows this lease (it expired, or the broker
-    /// restarted): nothing to report, the job is someone else's now.
-    LeaseLost(tonic::Status),
+    /// The lease is gone (expired, or the broker restarted): nothing to
+    /// report, the job is someone else's now.
+    LeaseLost(String),
 }
 
-/// Runs one leased job to its end. `permit` is the concurrency slot it
-/// occupies, freed as soon as the handler is done.
-pub(crate) async fn run(leased: pb::LeasedJob, permit: OwnedSemaphorePermit, shared: Shared) {
+type Extending =
+    Pin<Box<dyn Future<Output = (Instant, Result<pb::ExtendResponse, tonic::Status>)> + Send>>;
+
+/// Runs one leased job to its end.
+pub(crate) async fn run(leased: pb::LeasedJob, shared: Shared) {
     let Some(job) = leased.job.map(job_from_pb) else {
         warn!(
             lease_id = leased.lease_id,
@@ -58,73 +72,55 @@ pub(crate) async fn run(leased: pb::LeasedJob, permit: OwnedSemaphorePermit, sha
         attempt = job.attempt,
         worker_id = &*shared.worker_id
     );
-    run_attempt(job, leased.lease_id, permit, shared)
+    run_attempt(job, leased.lease_id, shared)
         .instrument(span)
         .await;
 }
 
-async fn run_attempt(job: Job, lease_id: String, permit: OwnedSemaphorePermit, shared: Shared) {
-    let started = Instant::now();
+async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
+    let received = Instant::now();
     let job_id = job.id.clone();
     lock(&shared.running).insert(job_id.clone(), lease_id.clone());
-    let mut lease_expires = started + shared.lease_duration;
+    let mut lease_expires = received + shared.lease_duration;
 
-    let outcome = match shared.handlers.get(&job.job_type).cloned() {
+    let handler = shared.handlers.get(&job.job_type).cloned();
+    let outcome = match handler {
         None => {
             warn!("no handler for this job type; giving it back");
             Outcome::Report(Resolution::Release)
         }
         Some(handler) => {
-            let cancel = CancellationToken::new();
-            let ctx = JobContext::new(
-                cancel.clone(),
-                shared.link.clone(),
-                job_id.clone(),
-                lease_id.clone(),
-            );
-            let timeout = job.timeout;
-            let mut task = tokio::spawn(handler.call(job, ctx));
-            let deadline = started + timeout;
-            let beat = shared.lease_duration / 3;
-            let mut heartbeat = tokio::time::interval_at(started + beat, beat);
-            let outcome = loop {
-                tokio::select! {
-                    biased;
-                    () = shared.force_stop.cancelled() => break Outcome::Report(Resolution::Release),
-                    joined = &mut task => break Outcome::Report(finished(joined)),
-                    () = tokio::time::sleep_until(deadline) => {
-                        break Outcome::Report(nack(format!("timed out after {}", humantime::format_duration(timeout)), false));
-                    }
-                    _ = heartbeat.tick() => {
-                        match shared.link.extend(&job_id, &lease_id, shared.lease_duration).await {
-                            Ok(reply) if reply.cancel_requested => break Outcome::Report(nack("cancelled".into(), true)),
-                            Ok(_) => lease_expires = Instant::now() + shared.lease_duration,
-                            Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
-                                break Outcome::LeaseLost(status);
-                            }
-                            Err(status) => warn!(error = %status, "heartbeat failed; the job keeps running"),
-                        }
-                    }
-                }
+            // A slot is normally free at once: the broker sends no more jobs
+            // than the worker's concurrency. It is not after a broker restart
+            // or a lease that expired under a running job, until the job
+            // holding the slot notices that its lease is gone.
+            let permit = tokio::select! {
+                biased;
+                permit = shared.slots.clone().acquire_owned() => permit.ok(),
+                () = shared.stop_leasing.cancelled() => None,
             };
-            // Stops the handler if it is still running: its token first, then its future.
-            cancel.cancel();
-            task.abort();
-            outcome
+            match permit {
+                None => Outcome::Report(Resolution::Release),
+                Some(_permit) => {
+                    attempt(job, handler, &lease_id, &shared, &mut lease_expires).await
+                }
+            }
         }
     };
-    drop(permit);
 
     let resolution = match outcome {
-        Outcome::LeaseLost(status) => {
+        Outcome::LeaseLost(why) => {
             lock(&shared.running).remove(&job_id);
-            warn!(error = %status, "lease lost; the handler was stopped and the job is not reported");
+            warn!(
+                error = why,
+                "lease lost; the handler was stopped and the job is not reported"
+            );
             return;
         }
         Outcome::Report(resolution) => resolution,
     };
-    // Past the lease's expiry the broker has moved on; a release on forced
-    // shutdown must not hold up the exit either.
+    // Past the lease's expiry the broker has moved on; a release on shutdown
+    // must not hold up the exit either.
     let give_up_at = if resolution == Resolution::Release {
         lease_expires.min(Instant::now() + Duration::from_secs(2))
     } else {
@@ -135,9 +131,9 @@ async fn run_attempt(job: Job, lease_id: String, permit: OwnedSemaphorePermit, s
         .resolve(&job_id, &lease_id, &resolution, give_up_at)
         .await;
     lock(&shared.running).remove(&job_id);
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    match (&resolution, result) {
-        (_, Ok(resolved)) => {
+    let elapsed_ms = u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match result {
+        Ok(resolved) => {
             shared.counters.record(resolved);
             match (&resolution, resolved) {
                 (Resolution::Nack { error, .. }, Resolved::Failed) => {
@@ -151,10 +147,89 @@ async fn run_attempt(job: Job, lease_id: String, permit: OwnedSemaphorePermit, s
                 (Resolution::Ack, _) => info!(outcome = "succeeded", elapsed_ms, "job succeeded"),
             }
         }
-        (_, Err(status)) => {
+        Err(status) => {
             warn!(error = %status, elapsed_ms, "could not report the job's outcome; its lease will expire")
         }
     }
+}
+
+/// Runs the handler until it returns or must stop, then makes sure it has
+/// stopped before the outcome is reported.
+async fn attempt(
+    job: Job,
+    handler: Arc<dyn Handler>,
+    lease_id: &str,
+    shared: &Shared,
+    lease_expires: &mut Instant,
+) -> Outcome {
+    let started = Instant::now();
+    let timeout = job.timeout;
+    let deadline = started
+        .checked_add(timeout)
+        .unwrap_or(started + Duration::from_secs(86_400));
+    let cancel = CancellationToken::new();
+    let ctx = JobContext::new(
+        cancel.clone(),
+        shared.link.clone(),
+        job.id.clone(),
+        lease_id.to_owned(),
+    );
+    let job_id = job.id.clone();
+    // The call itself inside the task, so that a panic in its synchronous
+    // part is caught too.
+    let mut task = tokio::spawn(async move { handler.call(job, ctx).await });
+
+    let beat = shared.lease_duration / 3;
+    let next_beat = tokio::time::sleep_until(started + beat);
+    tokio::pin!(next_beat);
+    let mut extending: Option<Extending> = None;
+    let stop = loop {
+        tokio::select! {
+            biased;
+            joined = &mut task => return Outcome::Report(finished(joined)),
+            () = shared.force_stop.cancelled() => break Outcome::Report(Resolution::Release),
+            () = tokio::time::sleep_until(deadline) => {
+                break Outcome::Report(nack(format!("timed out after {}", humantime::format_duration(timeout)), false));
+            }
+            () = tokio::time::sleep_until(*lease_expires) => {
+                break Outcome::LeaseLost("the lease ran out before a heartbeat reached the broker".into());
+            }
+            (sent_at, reply) = async { extending.as_mut().expect("guarded").await }, if extending.is_some() => {
+                extending = None;
+                match reply {
+                    Ok(reply) if reply.cancel_requested => break Outcome::Report(nack("cancelled".into(), true)),
+                    Ok(_) => *lease_expires = sent_at + shared.lease_duration,
+                    Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
+                        break Outcome::LeaseLost(status.message().to_owned());
+                    }
+                    Err(status) => warn!(error = %status, "heartbeat failed; the job keeps running"),
+                }
+            }
+            () = &mut next_beat, if extending.is_none() => {
+                next_beat.as_mut().reset(Instant::now() + beat);
+                let (link, job_id, lease_id, by) = (shared.link.clone(), job_id.clone(), lease_id.to_owned(), shared.lease_duration);
+                extending = Some(Box::pin(async move {
+                    let sent_at = Instant::now();
+                    (sent_at, link.extend(&job_id, &lease_id, by).await)
+                }));
+            }
+        }
+    };
+    // Stop the handler: its token first; a handler that does not return
+    // within the grace has its future dropped.
+    cancel.cancel();
+    if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+        task.abort();
+        if tokio::time::timeout(Duration::from_secs(1), &mut task)
+            .await
+            .is_err()
+        {
+            error!(
+                "the handler ignores cancellation and blocks its thread; reporting the job anyway"
+            );
+        }
+    }
+    stop
 }
 
 /// The resolution for a handler task that ended.

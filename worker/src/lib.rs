@@ -17,7 +17,7 @@
 //!     .handler("email", send_email)
 //!     .build()?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
-//! let summary = worker.run(shutdown).await;
+//! let summary = worker.run(shutdown).await?;
 //! # Ok(()) }
 //! ```
 //!

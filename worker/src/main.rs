@@ -118,7 +118,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let result = runtime.block_on(run(args));
+    // Bounded: a blocking task (a DNS lookup) must not hold up the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = format!("{e:#}"), "worker failed");
@@ -151,6 +154,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let worker = builder.build()?;
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone())?;
-    worker.run(shutdown).await;
+    worker.run(shutdown).await?;
     Ok(())
 }

@@ -10,17 +10,20 @@ use sluice_proto::v1 as pb;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tonic::Streaming;
+use tracing::{error, info, warn};
 
 use crate::backoff;
-use crate::client::{BrokerLink, Resolution};
+use crate::client::{BrokerLink, Resolution, duration_to_pb, is_transient};
 use crate::error::WorkerError;
 use crate::handler::{Handler, Registry};
 use crate::job_task::{self, Shared, lock};
 use crate::summary::{Counters, Summary};
 
-/// How long jobs still running at the drain deadline get to be released.
-const RELEASE_GRACE: Duration = Duration::from_secs(3);
+/// How long jobs still running at the drain deadline get to stop and be released.
+const RELEASE_GRACE: Duration = Duration::from_secs(4);
+/// Longest lease the broker grants.
+const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
 
 /// Builds a [`Worker`].
 pub struct WorkerBuilder {
@@ -68,7 +71,8 @@ impl WorkerBuilder {
         self
     }
 
-    /// Lease asked for each job (default 30s); heartbeats extend it every third of it.
+    /// Lease asked for each job, 1s to 24h (default 30s); heartbeats extend
+    /// it every third of it.
     #[must_use]
     pub fn lease_duration(mut self, d: Duration) -> Self {
         self.lease_duration = d;
@@ -89,23 +93,41 @@ impl WorkerBuilder {
         self
     }
 
+    /// Checks the settings the broker would refuse, so that a bad setting
+    /// fails here rather than on every reconnect.
+    ///
     /// # Errors
     /// [`WorkerError`] for a bad URL, no handlers, or settings out of range.
     pub fn build(self) -> Result<Worker, WorkerError> {
+        let invalid = |setting, reason: String| WorkerError::InvalidSetting { setting, reason };
         if self.handlers.is_empty() {
             return Err(WorkerError::NoHandlers);
         }
         if self.concurrency == 0 || self.concurrency > 65_536 {
-            return Err(WorkerError::InvalidSetting {
-                setting: "concurrency",
-                reason: format!("must be 1 to 65536, got {}", self.concurrency),
-            });
+            return Err(invalid(
+                "concurrency",
+                format!("must be 1 to 65536, got {}", self.concurrency),
+            ));
         }
-        if self.lease_duration < Duration::from_secs(1) {
-            return Err(WorkerError::InvalidSetting {
-                setting: "lease_duration",
-                reason: "must be at least 1s".into(),
-            });
+        if self.lease_duration < Duration::from_secs(1) || self.lease_duration > MAX_LEASE {
+            return Err(invalid("lease_duration", "must be 1s to 24h".into()));
+        }
+        for queue in &self.queues {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
+            if queue.is_empty() || queue.len() > 128 || !queue.chars().all(allowed) {
+                return Err(invalid(
+                    "queues",
+                    format!("{queue:?}: 1-128 of A-Z a-z 0-9 . _ : -"),
+                ));
+            }
+        }
+        for name in self.handlers.keys().chain(self.worker_id.iter()) {
+            if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                return Err(invalid(
+                    "job type or worker id",
+                    format!("{name:?}: 1-128 bytes, no control characters"),
+                ));
+            }
         }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         Ok(Worker {
@@ -147,16 +169,22 @@ impl Worker {
     }
 
     /// Runs jobs until `shutdown` is cancelled, then drains: stops leasing,
-    /// lets running jobs finish within the drain timeout, releases those
-    /// still running at the deadline, and returns what it did.
-    pub async fn run(self, shutdown: CancellationToken) -> Summary {
+    /// lets running jobs finish within the drain timeout, stops and releases
+    /// those still running at the deadline, and returns what it did.
+    ///
+    /// # Errors
+    /// [`WorkerError::Refused`] when the broker refuses the Lease request
+    /// for good (e.g. INVALID_ARGUMENT); running jobs are drained first.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<Summary, WorkerError> {
         let shared = Shared {
             link: self.link.clone(),
             handlers: self.handlers.clone(),
             worker_id: self.worker_id.clone(),
             lease_duration: self.lease_duration,
+            slots: Arc::new(Semaphore::new(self.concurrency)),
             running: Arc::new(Mutex::new(HashMap::new())),
             counters: Arc::new(Counters::default()),
+            stop_leasing: CancellationToken::new(),
             force_stop: CancellationToken::new(),
         };
         let tasks = TaskTracker::new();
@@ -169,9 +197,11 @@ impl Worker {
             "worker started"
         );
 
-        self.lease_until(&shutdown, &shared, &tasks, job_types)
+        let leased = self
+            .lease_until(&shutdown, &shared, &tasks, job_types)
             .await;
 
+        shared.stop_leasing.cancel();
         let running = lock(&shared.running).len();
         info!(running, drain_timeout = %humantime::format_duration(self.drain_timeout),
             "draining: stopped leasing, waiting for running jobs");
@@ -191,7 +221,7 @@ impl Worker {
                 .is_err()
             {
                 warn!(
-                    "some releases did not reach the broker; those jobs return when their leases expire"
+                    "some jobs did not stop or their release did not reach the broker; they return when their leases expire"
                 );
             }
         }
@@ -203,60 +233,49 @@ impl Worker {
             released = summary.released,
             "worker stopped"
         );
-        summary
+        leased.map(|()| summary)
     }
 
     /// Keeps one Lease stream open and starts each job it delivers, until
-    /// `shutdown`.
+    /// `shutdown`, or until the broker refuses the stream for good.
     async fn lease_until(
         &self,
         shutdown: &CancellationToken,
         shared: &Shared,
         tasks: &TaskTracker,
         job_types: Vec<String>,
-    ) {
-        let slots = Arc::new(Semaphore::new(self.concurrency));
+    ) -> Result<(), WorkerError> {
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            let held_leases = lock(&shared.running)
-                .iter()
-                .map(|(job_id, lease_id)| pb::HeldLease {
-                    job_id: job_id.clone(),
-                    lease_id: lease_id.clone(),
-                })
-                .collect();
-            let request = pb::LeaseRequest {
-                worker_id: self.worker_id.to_string(),
-                queues: self.queues.clone(),
-                job_types: job_types.clone(),
-                // The broker never holds more unresolved jobs on the stream
-                // than this, held leases included: every job it sends can start.
-                max_in_flight: u32::try_from(self.concurrency).unwrap_or(u32::MAX),
-                lease_duration: Some(crate::client::duration_to_pb(self.lease_duration)),
-                held_leases,
-            };
+            let request = self.lease_request(shared, &job_types);
             let opened = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
                 opened = shared.link.lease(request) => opened,
             };
             match opened {
+                Err(status) if !is_transient(&status) => {
+                    error!(error = %status, "the broker refuses the lease stream");
+                    return Err(WorkerError::Refused(status));
+                }
                 Err(status) => {
                     warn!(attempt = failures + 1, error = %status, "could not open the lease stream")
                 }
                 Ok(mut stream) => {
                     info!("lease stream open");
+                    failures = 0;
                     loop {
                         let message = tokio::select! {
                             biased;
-                            // Dropping the stream closes it: the broker takes back what it has not sent.
-                            () = shutdown.cancelled() => return,
+                            () = shutdown.cancelled() => {
+                                self.close_stream(stream, shared, tasks);
+                                return Ok(());
+                            }
                             message = stream.message() => message,
                         };
                         match message {
                             Ok(Some(leased)) => {
-                                failures = 0;
-                                self.start(leased, &slots, shared, tasks);
+                                tasks.spawn(job_task::run(leased, shared.clone()));
                             }
                             Ok(None) => {
                                 warn!("the broker ended the lease stream");
@@ -275,36 +294,74 @@ impl Worker {
             info!(attempt = failures, delay = %humantime::format_duration(delay), "reconnecting to the broker");
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return Ok(()),
                 () = tokio::time::sleep(delay) => {}
             }
         }
+        Ok(())
     }
 
-    fn start(
+    fn lease_request(&self, shared: &Shared, job_types: &[String]) -> pb::LeaseRequest {
+        let held_leases = lock(&shared.running)
+            .iter()
+            .map(|(job_id, lease_id)| pb::HeldLease {
+                job_id: job_id.clone(),
+                lease_id: lease_id.clone(),
+            })
+            .collect();
+        pb::LeaseRequest {
+            worker_id: self.worker_id.to_string(),
+            queues: self.queues.clone(),
+            job_types: job_types.to_vec(),
+            // Jobs still running from an earlier stream are held leases: the
+            // broker counts them, so every job it sends can start at once.
+            max_in_flight: u32::try_from(self.concurrency).unwrap_or(u32::MAX),
+            lease_duration: Some(duration_to_pb(self.lease_duration)),
+            held_leases,
+        }
+    }
+
+    /// Closes the stream on shutdown. Jobs that already reached this side
+    /// are taken off it first and given back once it is closed (closing it
+    /// first means the broker cannot hand them straight back to it); jobs
+    /// the broker had not sent yet it takes back itself.
+    fn close_stream(
         &self,
-        leased: pb::LeasedJob,
-        slots: &Arc<Semaphore>,
+        mut stream: Streaming<pb::LeasedJob>,
         shared: &Shared,
         tasks: &TaskTracker,
     ) {
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                tasks.spawn(job_task::run(leased, permit, shared.clone()));
-            }
-            Err(_) => {
-                // Only when the broker freed a slot we still use (a lease
-                // expired while its job runs): give the job back untouched.
-                let job_id = leased.job.map(|j| j.id).unwrap_or_default();
-                warn!(job_id, "no free slot for a delivered job; releasing it");
-                let (link, lease_id) = (shared.link.clone(), leased.lease_id);
-                let give_up_at = tokio::time::Instant::now() + self.lease_duration;
-                tasks.spawn(async move {
-                    let _ = link
-                        .resolve(&job_id, &lease_id, &Resolution::Release, give_up_at)
-                        .await;
-                });
-            }
+        let mut arrived = Vec::new();
+        while let Some(Ok(Some(leased))) = futures_now(stream.message()) {
+            arrived.push(leased);
         }
+        drop(stream);
+        for leased in arrived {
+            let (link, lease_id) = (shared.link.clone(), leased.lease_id);
+            let job_id = leased.job.map(|j| j.id).unwrap_or_default();
+            let give_up_at = tokio::time::Instant::now() + Duration::from_secs(2);
+            tasks.spawn(async move {
+                if link
+                    .resolve(&job_id, &lease_id, &Resolution::Release, give_up_at)
+                    .await
+                    .is_ok()
+                {
+                    info!(job_id, "job released unstarted");
+                }
+            });
+        }
+    }
+}
+
+/// The output of `future` if it is ready without waiting.
+fn futures_now<F: std::future::Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let waker = std::task::Waker::noop();
+    match future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(waker))
+    {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
     }
 }

@@ -8,7 +8,10 @@
 //! which takes down `sh` and everything `sh` forked (Debian's dash forks
 //! even the last command, so a parent-death signal on `sh` alone would
 //! miss its children). It ignores SIGTERM sent to the group, waits for the
-//! command, and exits with its status (128 + N for signal N) for the worker.
+//! command, kills what the command left running in the group, reaps it (it
+//! is a child subreaper, so orphans of the command become its children
+//! rather than init's, which in a container may be the worker itself), and
+//! exits with the command's status (128 + N for signal N) for the worker.
 //!
 //! What remains possible: a process that leaves the group (`setsid`,
 //! `setpgid`, a daemonizing double fork into a new session) escapes both
@@ -16,8 +19,9 @@
 
 use std::ffi::OsString;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::{Pid, getpgrp, getppid};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, getpgrp, getpid, getppid};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The first argument that turns an executable into a supervisor.
@@ -65,6 +69,8 @@ fn supervise(command: &[OsString]) -> i32 {
         if nix::sys::prctl::set_pdeathsig(Some(Signal::SIGUSR1)).is_err() || parent_is_gone() {
             kill_group();
         }
+        // Best effort: without it, orphans are reaped by init instead.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
         let mut child = match tokio::process::Command::new(program).args(args).spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -74,7 +80,10 @@ fn supervise(command: &[OsString]) -> i32 {
         };
         loop {
             tokio::select! {
-                status = child.wait() => return status.map_or(1, exit_code),
+                status = child.wait() => {
+                    sweep_group();
+                    return status.map_or(1, exit_code);
+                }
                 _ = parent_died.recv() => kill_group(),
                 // Sent to the whole group by the worker: the command gets it
                 // too; the supervisor stays to report its status.
@@ -98,6 +107,50 @@ fn parent_is_gone() -> bool {
         .ok()
         .and_then(|p| p.parse::<i32>().ok());
     expected.is_some_and(|pid| getppid() != Pid::from_raw(pid))
+}
+
+/// Kills every other live process of this process group and reaps the
+/// children this supervisor has (its command's orphans included).
+fn sweep_group() {
+    let (me, group) = (getpid(), getpgrp());
+    for pid in group_members(group) {
+        if pid != me {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The live (not zombie) processes whose process group is `group`, from /proc.
+fn group_members(group: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                // After the parenthesised name: state, ppid, pgrp.
+                let mut fields = stat
+                    .rsplit_once(')')
+                    .map_or("", |(_, rest)| rest)
+                    .split_whitespace();
+                let state = fields.next();
+                let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
+                state != Some("Z") && pgrp == Some(group.as_raw())
+            })
+        })
+        .map(Pid::from_raw)
+        .collect()
 }
 
 fn kill_group() -> ! {
