@@ -1,16 +1,15 @@
 //! `sluice-broker`: reads flags (each also an environment variable), sets up
 //! logging and signals, and runs [`sluice_broker::server::run`].
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use sluice_broker::config::Config;
 use sluice_broker::queue::{Backoff, QueueConfig};
-use tokio::signal::unix::{SignalKind, signal};
+use sluice_cli::LogFormat;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -59,12 +58,6 @@ struct Args {
     log_format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 impl Args {
     fn config(&self) -> anyhow::Result<Config> {
         anyhow::ensure!(
@@ -100,48 +93,10 @@ impl Args {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Cancels `shutdown` on the first SIGTERM or SIGINT; exits at once on the second.
-fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::spawn(async move {
-        for n in 0.. {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            if n == 0 {
-                info!(
-                    signal = name,
-                    "shutdown requested: draining (send again to exit at once)"
-                );
-                shutdown.cancel();
-            } else {
-                error!(signal = name, "second signal: exiting without draining");
-                std::process::exit(130);
-            }
-        }
-    });
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(args.log_format);
+    sluice_cli::init_tracing(args.log_format);
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -157,7 +112,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.addr))?;
     let shutdown = CancellationToken::new();
-    watch_signals(shutdown.clone())?;
+    sluice_cli::watch_signals(shutdown.clone()).context("installing signal handlers")?;
     info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");
     warn!("memory-only: jobs do not survive a restart of the broker");
     sluice_broker::server::run(listener, config, shutdown).await?;

@@ -3,15 +3,14 @@
 //! environment variable), sets up logging and signals, and runs the
 //! [`sluice_worker::Worker`].
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use sluice_cli::LogFormat;
 use sluice_worker::exec::ExecHandler;
 use sluice_worker::{Worker, supervisor};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -51,12 +50,6 @@ struct Args {
     exec: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn parse_exec(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((job_type, command)) if !job_type.is_empty() && !command.trim().is_empty() => {
@@ -66,51 +59,11 @@ fn parse_exec(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-/// Cancels `shutdown` on the first SIGTERM or SIGINT; exits at once on the second.
-fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::spawn(async move {
-        for n in 0.. {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            if n == 0 {
-                info!(
-                    signal = name,
-                    "shutdown requested: draining (send again to exit at once)"
-                );
-                shutdown.cancel();
-            } else {
-                // Handler process groups die with us: their supervisors
-                // hold a parent-death signal.
-                error!(signal = name, "second signal: exiting without draining");
-                std::process::exit(130);
-            }
-        }
-    });
-    Ok(())
-}
-
 fn main() -> ExitCode {
     // A handler's supervisor is this same executable: it never returns from here.
     supervisor::run_if_requested();
     let args = Args::parse();
-    init_tracing(args.log_format);
+    sluice_cli::init_tracing(args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -153,7 +106,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let worker = builder.build()?;
     let shutdown = CancellationToken::new();
-    watch_signals(shutdown.clone())?;
+    sluice_cli::watch_signals(shutdown.clone()).context("installing signal handlers")?;
     worker.run(shutdown).await?;
     Ok(())
 }
