@@ -27,6 +27,8 @@ mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -187,7 +189,9 @@ pub struct Queue {
     next_seq: Seq,
     /// Every known job, in creation order (ListJobs pages through it).
     jobs: BTreeMap<Seq, Job>,
-    ids: HashMap<Uuid, Seq>,
+    /// Job ids are random and made by the broker, never by clients, so a
+    /// fast non-keyed hash is safe.
+    ids: FxHashMap<Uuid, Seq>,
     queues: HashMap<NameId, QueueState>,
     /// SCHEDULED jobs by due time.
     scheduled: BTreeSet<(Timestamp, Seq)>,
@@ -210,7 +214,7 @@ impl Queue {
             names: Names::default(),
             next_seq: 0,
             jobs: BTreeMap::new(),
-            ids: HashMap::new(),
+            ids: FxHashMap::default(),
             queues: HashMap::new(),
             scheduled: BTreeSet::new(),
             leases: BTreeSet::new(),
@@ -683,6 +687,15 @@ impl Queue {
     /// Logs a transition of job `seq`, with the lease it concerns if any
     /// (and the job's last error at [`LogLevel::Warn`]).
     fn log_job(&self, seq: Seq, lease: Option<&Lease>, level: LogLevel, message: &'static str) {
+        // Resolving the view costs more than a disabled event: skip both.
+        let enabled = match level {
+            LogLevel::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            LogLevel::Info => tracing::enabled!(tracing::Level::INFO),
+            LogLevel::Warn => tracing::enabled!(tracing::Level::WARN),
+        };
+        if !enabled {
+            return;
+        }
         let job = self.view(seq);
         let worker_id = lease.map(|l| &*l.worker_id);
         let lease_id = lease.map(|l| tracing::field::display(l.id));

@@ -9,7 +9,7 @@ use sluice_proto::v1::broker_server::Broker;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, Limits};
-use super::lease_stream::LeaseStream;
+use super::lease_stream::{LeaseBatchStream, LeaseStream};
 use super::respond;
 use super::shared_queue::SharedQueue;
 use crate::error::RequestError;
@@ -47,6 +47,62 @@ impl BrokerService {
         let spec = convert::consumer_spec(req)?;
         let (consumer, outlet) = self.shared.open_consumer(spec)?;
         Ok(LeaseStream::new(consumer, outlet, self.shared.clone()))
+    }
+
+    fn handle_enqueue_batch(
+        &self,
+        req: pb::EnqueueBatchRequest,
+    ) -> Result<pb::EnqueueBatchResponse> {
+        check_batch(req.jobs.len(), "jobs")?;
+        let limits = self.limits;
+        let results =
+            self.shared
+                .with_queue_unless_draining("EnqueueBatch is refused", |queue, now| {
+                    req.jobs
+                        .into_iter()
+                        .map(|job| {
+                            let enqueued = convert::new_job(job, limits, now)
+                                .and_then(|job| Ok(queue.enqueue(job, now)?));
+                            match enqueued {
+                                Ok(e) => pb::EnqueueResult {
+                                    job_id: e.job_id.to_string(),
+                                    duplicate: e.duplicate,
+                                    ..Default::default()
+                                },
+                                Err(err) => {
+                                    let (code, message) = item_status(Err(err));
+                                    pb::EnqueueResult {
+                                        code,
+                                        message,
+                                        ..Default::default()
+                                    }
+                                }
+                            }
+                        })
+                        .collect()
+                })?;
+        Ok(pb::EnqueueBatchResponse { results })
+    }
+
+    fn handle_ack_batch(&self, req: pb::AckBatchRequest) -> Result<pb::AckBatchResponse> {
+        check_batch(req.acks.len(), "acks")?;
+        let parsed: Vec<Result<(uuid::Uuid, uuid::Uuid)>> = req
+            .acks
+            .iter()
+            .map(|a| lease_ids(&a.job_id, &a.lease_id))
+            .collect();
+        let results = self.shared.with_queue(|queue, now| {
+            parsed
+                .into_iter()
+                .map(|ids| {
+                    let (code, message) = item_status(
+                        ids.and_then(|(job_id, lease_id)| Ok(queue.ack(job_id, lease_id, now)?)),
+                    );
+                    pb::ResolveResult { code, message }
+                })
+                .collect()
+        });
+        Ok(pb::AckBatchResponse { results })
     }
 
     fn handle_ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse> {
@@ -96,6 +152,30 @@ impl BrokerService {
     }
 }
 
+/// Most jobs or acks in one batch call.
+pub const MAX_BATCH: usize = 10_000;
+
+fn check_batch(len: usize, field: &'static str) -> Result<()> {
+    if len > MAX_BATCH {
+        return Err(RequestError::invalid(
+            field,
+            format!("{len} items is over the limit of {MAX_BATCH}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A per-item status of a batch, as its unary call would have answered.
+fn item_status(result: Result<()>) -> (i32, String) {
+    match result {
+        Ok(()) => (0, String::new()),
+        Err(err) => {
+            let status = Status::from(err);
+            (status.code() as i32, status.message().to_owned())
+        }
+    }
+}
+
 fn lease_ids(job_id: &str, lease_id: &str) -> Result<(uuid::Uuid, uuid::Uuid)> {
     Ok((
         convert::uuid(job_id, "job_id")?,
@@ -110,6 +190,32 @@ impl Broker for BrokerService {
         request: Request<pb::EnqueueRequest>,
     ) -> std::result::Result<Response<pb::EnqueueResponse>, Status> {
         respond(self.handle_enqueue(request.into_inner()))
+    }
+
+    async fn enqueue_batch(
+        &self,
+        request: Request<pb::EnqueueBatchRequest>,
+    ) -> std::result::Result<Response<pb::EnqueueBatchResponse>, Status> {
+        respond(self.handle_enqueue_batch(request.into_inner()))
+    }
+
+    async fn ack_batch(
+        &self,
+        request: Request<pb::AckBatchRequest>,
+    ) -> std::result::Result<Response<pb::AckBatchResponse>, Status> {
+        respond(self.handle_ack_batch(request.into_inner()))
+    }
+
+    type LeaseBatchesStream = LeaseBatchStream;
+
+    async fn lease_batches(
+        &self,
+        request: Request<pb::LeaseRequest>,
+    ) -> std::result::Result<Response<LeaseBatchStream>, Status> {
+        respond(
+            self.handle_lease(request.into_inner())
+                .map(LeaseBatchStream::new),
+        )
     }
 
     type LeaseStream = LeaseStream;

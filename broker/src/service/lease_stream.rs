@@ -46,3 +46,47 @@ impl Drop for LeaseStream {
         self.shared.close_consumer(self.consumer, &mut self.outlet);
     }
 }
+
+/// Most jobs packed into one [`pb::LeasedJobBatch`].
+const MAX_BATCH: usize = 1024;
+
+/// The same jobs as [`LeaseStream`], with those ready at the same moment
+/// packed into one message: one gRPC message (and often one HTTP/2 frame)
+/// for many jobs.
+pub struct LeaseBatchStream {
+    inner: LeaseStream,
+    buffer: Vec<super::shared_queue::Outgoing>,
+}
+
+impl LeaseBatchStream {
+    pub(super) fn new(inner: LeaseStream) -> Self {
+        Self {
+            inner,
+            buffer: Vec::new(),
+        }
+    }
+}
+
+impl Stream for LeaseBatchStream {
+    type Item = Result<pb::LeasedJobBatch, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this
+            .inner
+            .outlet
+            .poll_recv_many(cx, &mut this.buffer, MAX_BATCH)
+        {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(0) => Poll::Ready(None),
+            Poll::Ready(_) => {
+                let jobs = this
+                    .buffer
+                    .drain(..)
+                    .map(|outgoing| outgoing.message)
+                    .collect();
+                Poll::Ready(Some(Ok(pb::LeasedJobBatch { jobs })))
+            }
+        }
+    }
+}

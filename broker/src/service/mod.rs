@@ -11,7 +11,7 @@ mod shared_queue;
 
 pub use admin_rpc::AdminService;
 pub use broker_rpc::BrokerService;
-pub use lease_stream::LeaseStream;
+pub use lease_stream::{LeaseBatchStream, LeaseStream};
 pub use shared_queue::SharedQueue;
 
 use tonic::{Response, Status};

@@ -17,7 +17,7 @@ use sluice_proto::v1 as pb;
 
 /// What a Lease stream's channel carries: the message, and the delivery to
 /// give back if the stream is gone before it is sent.
-pub(super) struct Outgoing {
+pub struct Outgoing {
     pub delivery: Delivery,
     pub message: pb::LeasedJob,
 }

@@ -1,0 +1,143 @@
+//! The batched paths: EnqueueBatch, AckBatch and LeaseBatches.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use sluice_proto::v1 as pb;
+use tonic::Code;
+
+fn job(job_type: &str) -> pb::EnqueueRequest {
+    pb::EnqueueRequest {
+        job_type: job_type.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn enqueue_batch_answers_each_job_in_order() {
+    let b = TestBroker::start().await;
+    let jobs = vec![job("a"), job(""), job("c")];
+    let results = b
+        .broker
+        .clone()
+        .enqueue_batch(pb::EnqueueBatchRequest { jobs })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0].code, 0);
+    assert_eq!(results[1].code, Code::InvalidArgument as i32);
+    assert!(
+        results[1].message.starts_with("job_type"),
+        "{}",
+        results[1].message
+    );
+    assert!(results[1].job_id.is_empty());
+    assert_eq!(b.state(&results[2].job_id).await, pb::JobState::Ready);
+    assert_eq!(b.queue_stats("default").await.enqueued_total, 2);
+}
+
+#[tokio::test]
+async fn batches_over_the_limit_are_refused_whole() {
+    let b = TestBroker::start().await;
+    let jobs = vec![job("a"); 10_001];
+    let status = b
+        .broker
+        .clone()
+        .enqueue_batch(pb::EnqueueBatchRequest { jobs })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("jobs"), "{}", status.message());
+    assert_eq!(b.queue_stats("default").await.enqueued_total, 0);
+}
+
+#[tokio::test]
+async fn lease_batches_pack_ready_jobs_and_ack_batch_resolves_them() {
+    let b = TestBroker::start().await;
+    let jobs = vec![job("t"); 5];
+    let ids: Vec<String> = b
+        .broker
+        .clone()
+        .enqueue_batch(pb::EnqueueBatchRequest { jobs })
+        .await
+        .unwrap()
+        .into_inner()
+        .results
+        .into_iter()
+        .map(|r| r.job_id)
+        .collect();
+    let req = pb::LeaseRequest {
+        worker_id: "w".into(),
+        max_in_flight: 10,
+        ..Default::default()
+    };
+    let mut stream = b
+        .broker
+        .clone()
+        .lease_batches(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let batch = within(stream.message()).await.unwrap().unwrap();
+    let leased: Vec<&str> = batch.jobs.iter().map(job_id).collect();
+    assert_eq!(
+        leased,
+        ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        "all five in one message, in order"
+    );
+
+    let mut acks: Vec<pb::AckRequest> = batch
+        .jobs
+        .iter()
+        .map(|j| pb::AckRequest {
+            job_id: job_id(j).into(),
+            lease_id: j.lease_id.clone(),
+        })
+        .collect();
+    acks.push(acks[0].clone());
+    acks.push(pb::AckRequest {
+        job_id: "nope".into(),
+        lease_id: "nope".into(),
+    });
+    let results = b
+        .broker
+        .clone()
+        .ack_batch(pb::AckBatchRequest { acks })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
+    let (ok, stale, bad) = (
+        0,
+        Code::FailedPrecondition as i32,
+        Code::InvalidArgument as i32,
+    );
+    assert_eq!(codes, [ok, ok, ok, ok, ok, stale, bad]);
+    for id in &ids {
+        assert_eq!(b.state(id).await, pb::JobState::Succeeded);
+    }
+}
+
+#[tokio::test]
+async fn enqueue_batch_is_refused_while_draining() {
+    let b = TestBroker::start().await;
+    let mut stream = b.lease("w", 1).await;
+    b.enqueue("t").await;
+    next_job(&mut stream).await;
+    b.begin_shutdown();
+    assert!(within(stream.message()).await.unwrap().is_none());
+    let status = b
+        .broker
+        .clone()
+        .enqueue_batch(pb::EnqueueBatchRequest {
+            jobs: vec![job("t")],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+}
