@@ -1,10 +1,12 @@
 //! The worker's connection to the broker: the Lease stream and the calls
 //! that resolve or extend leases, with retries across connection loss.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::broker_client::BrokerClient;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
@@ -48,11 +50,24 @@ pub enum Resolved {
     Released,
 }
 
+/// Most acks in one AckBatch call.
+const MAX_ACK_BATCH: usize = 1024;
+
+/// An ack waiting for the batcher, with where to send its result.
+struct PendingAck {
+    ack: pb::AckRequest,
+    reply: oneshot::Sender<Result<(), Status>>,
+}
+
 /// A cheap, cloneable handle on the broker's `sluice.v1.Broker` service.
 /// The connection is made lazily and re-made after it breaks.
 #[derive(Clone)]
 pub struct BrokerLink {
     client: BrokerClient<Channel>,
+    /// Acks go to one batcher task, started on first use: while one
+    /// AckBatch call is in flight the next acks gather, so a busy worker
+    /// sends many per call and an idle one waits for none.
+    acks: Arc<OnceLock<mpsc::Sender<PendingAck>>>,
 }
 
 impl BrokerLink {
@@ -73,7 +88,38 @@ impl BrokerLink {
             .keep_alive_while_idle(true);
         Ok(Self {
             client: BrokerClient::new(endpoint.connect_lazy()),
+            acks: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Opens a Lease stream whose messages carry every job ready at once.
+    ///
+    /// # Errors
+    /// The broker's status, or UNAVAILABLE when it cannot be reached.
+    pub async fn lease_batches(
+        &self,
+        req: pb::LeaseRequest,
+    ) -> Result<Streaming<pb::LeasedJobBatch>, Status> {
+        Ok(bounded(self.client.clone().lease_batches(req))
+            .await?
+            .into_inner())
+    }
+
+    /// Acks through the batcher.
+    async fn ack(&self, ack: pb::AckRequest) -> Result<(), Status> {
+        let sender = self.acks.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(4 * MAX_ACK_BATCH);
+            tokio::spawn(batch_acks(self.client.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(PendingAck { ack, reply })
+            .await
+            .map_err(|_| Status::unavailable("the ack batcher stopped"))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the ack batcher stopped"))?
     }
 
     /// Opens a Lease stream.
@@ -144,7 +190,7 @@ impl BrokerLink {
         let (job_id, lease_id) = (job_id.to_owned(), lease_id.to_owned());
         match resolution {
             Resolution::Ack => {
-                bounded(client.ack(timed(pb::AckRequest { job_id, lease_id }))).await?;
+                self.ack(pb::AckRequest { job_id, lease_id }).await?;
                 Ok(Resolved::Succeeded)
             }
             Resolution::Nack {
@@ -173,6 +219,37 @@ impl BrokerLink {
                 };
                 bounded(client.release(timed(req))).await?;
                 Ok(Resolved::Released)
+            }
+        }
+    }
+}
+
+/// Sends the acks that arrive as AckBatch calls, one call at a time, each
+/// with every ack that gathered meanwhile, and answers each ack with its
+/// own result.
+async fn batch_acks(client: BrokerClient<Channel>, mut pending: mpsc::Receiver<PendingAck>) {
+    let mut batch = Vec::with_capacity(MAX_ACK_BATCH);
+    while pending.recv_many(&mut batch, MAX_ACK_BATCH).await > 0 {
+        let (acks, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.ack, p.reply)).unzip();
+        let request = timed(pb::AckBatchRequest { acks });
+        match bounded(client.clone().ack_batch(request)).await {
+            Ok(response) => {
+                let results = response.into_inner().results;
+                for (i, reply) in replies.into_iter().enumerate() {
+                    let result = match results.get(i) {
+                        Some(r) if r.code == 0 => Ok(()),
+                        Some(r) => Err(Status::new(Code::from(r.code), r.message.clone())),
+                        None => Err(Status::internal(
+                            "AckBatch answered fewer results than acks",
+                        )),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+            Err(status) => {
+                for reply in replies {
+                    let _ = reply.send(Err(status.clone()));
+                }
             }
         }
     }

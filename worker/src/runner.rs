@@ -251,7 +251,7 @@ impl Worker {
             let opened = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
-                opened = shared.link.lease(request) => opened,
+                opened = shared.link.lease_batches(request) => opened,
             };
             match opened {
                 Err(status) if !is_transient(&status) => {
@@ -274,8 +274,10 @@ impl Worker {
                             message = stream.message() => message,
                         };
                         match message {
-                            Ok(Some(leased)) => {
-                                tasks.spawn(job_task::run(leased, shared.clone()));
+                            Ok(Some(batch)) => {
+                                for leased in batch.jobs {
+                                    tasks.spawn(job_task::run(leased, shared.clone()));
+                                }
                             }
                             Ok(None) => {
                                 warn!("the broker ended the lease stream");
@@ -327,13 +329,13 @@ impl Worker {
     /// the broker had not sent yet it takes back itself.
     fn close_stream(
         &self,
-        mut stream: Streaming<pb::LeasedJob>,
+        mut stream: Streaming<pb::LeasedJobBatch>,
         shared: &Shared,
         tasks: &TaskTracker,
     ) {
         let mut arrived = Vec::new();
-        while let Some(Ok(Some(leased))) = futures_now(stream.message()) {
-            arrived.push(leased);
+        while let Some(Ok(Some(batch))) = futures_now(stream.message()) {
+            arrived.extend(batch.jobs);
         }
         drop(stream);
         for leased in arrived {
