@@ -92,10 +92,7 @@ impl Queue {
     /// # Errors
     /// [`QueueError::UnknownJob`].
     pub fn job(&self, job_id: Uuid) -> Result<JobView<'_>, QueueError> {
-        let &seq = self
-            .ids
-            .get(&job_id)
-            .ok_or(QueueError::UnknownJob { job_id })?;
+        let seq = self.seq_of(job_id)?;
         Ok(self.view(seq))
     }
 
@@ -176,10 +173,7 @@ impl Queue {
     /// [`QueueError::UnknownJob`]; [`QueueError::WrongState`] for any other
     /// state; [`QueueError::QueueFull`] when its queue is full.
     pub fn retry(&mut self, job_id: Uuid, now: Timestamp) -> Result<(), QueueError> {
-        let &seq = self
-            .ids
-            .get(&job_id)
-            .ok_or(QueueError::UnknownJob { job_id })?;
+        let seq = self.seq_of(job_id)?;
         let job = &self.jobs[&seq];
         let state = job.state;
         if !matches!(state, JobState::Dead | JobState::Cancelled) {
@@ -192,16 +186,13 @@ impl Queue {
         }
         self.check_room(job.queue)?;
         if state == JobState::Cancelled {
-            let until = job
-                .finished_at
-                .unwrap_or_default()
-                .saturating_add(self.config.retention);
+            let until = job.finished_at.saturating_add(self.config.retention);
             self.retained.remove(&(until, seq));
         }
         let job = self.jobs.get_mut(&seq).expect("ids and jobs agree");
         job.attempt = 0;
         job.cancel_requested = false;
-        job.finished_at = None;
+        job.finished_at = Timestamp::default();
         job.run_at = now;
         self.log_job(seq, None, LogLevel::Info, "job retried by operator");
         self.set_state(seq, JobState::Ready);
@@ -216,10 +207,7 @@ impl Queue {
     /// # Errors
     /// [`QueueError::UnknownJob`]; [`QueueError::WrongState`] for a finished job.
     pub fn cancel(&mut self, job_id: Uuid, now: Timestamp) -> Result<JobState, QueueError> {
-        let &seq = self
-            .ids
-            .get(&job_id)
-            .ok_or(QueueError::UnknownJob { job_id })?;
+        let seq = self.seq_of(job_id)?;
         let job = self.jobs.get_mut(&seq).expect("ids and jobs agree");
         let state = job.state;
         if !state.is_unfinished() {

@@ -90,30 +90,56 @@ pub struct Lease {
     pub duration: Duration,
 }
 
-/// One job as stored. Optional parts are boxed or `Option` so that a plain
-/// job with no headers, error or lease pays a word for each, not a struct.
+/// One job as stored, kept small because a broker holds millions: the
+/// rarely present parts (headers, an error, an idempotency key) share one
+/// box, and a plain job pays one word for all of them.
 #[derive(Debug)]
 pub(crate) struct Job {
-    pub id: Uuid,
     pub queue: NameId,
     pub job_type: NameId,
     pub state: JobState,
+    pub cancel_requested: bool,
     pub priority: i32,
     /// Attempts started: 0 before the first lease.
     pub attempt: u32,
     pub max_attempts: u32,
-    pub cancel_requested: bool,
-    pub timeout: Duration,
+    /// Per-attempt run limit in milliseconds (at most 24h, validated).
+    pub timeout_ms: u32,
     pub payload: Bytes,
-    pub headers: Option<Box<Headers>>,
     pub created_at: Timestamp,
     /// When the job is next due (SCHEDULED) or became due; READY jobs run in
     /// this order within a priority, so a job given back keeps its place.
     pub run_at: Timestamp,
-    pub finished_at: Option<Timestamp>,
-    pub last_error: Option<Box<str>>,
+    /// When it finished; [`Timestamp::default`] while it has not.
+    pub finished_at: Timestamp,
     pub lease: Option<Box<Lease>>,
+    pub extras: Option<Box<Extras>>,
+}
+
+/// The parts of a job that most jobs do not have.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    pub headers: Headers,
+    pub last_error: Option<Box<str>>,
     pub idempotency_key: Option<Box<str>>,
+}
+
+impl Job {
+    pub fn headers(&self) -> &[(String, String)] {
+        self.extras.as_deref().map_or(&[], |e| e.headers.as_slice())
+    }
+
+    pub fn last_error(&self) -> Option<&str> {
+        self.extras.as_deref().and_then(|e| e.last_error.as_deref())
+    }
+
+    pub fn set_last_error(&mut self, error: Box<str>) {
+        self.extras.get_or_insert_default().last_error = Some(error);
+    }
+
+    pub fn finished(&self) -> Option<Timestamp> {
+        (self.finished_at != Timestamp::default()).then_some(self.finished_at)
+    }
 }
 
 /// Job headers, in the order the producer sent them.

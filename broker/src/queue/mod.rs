@@ -28,7 +28,6 @@ mod tests;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use rustc_hash::FxHashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -42,7 +41,7 @@ pub use self::backoff::Backoff;
 use self::consumers::Consumer;
 pub use self::consumers::ConsumerSpec;
 pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease};
-use self::job::{Job, Seq};
+use self::job::{Extras, Job, Seq};
 use self::names::{NameId, Names};
 use crate::clock::Timestamp;
 use crate::error::QueueError;
@@ -188,10 +187,10 @@ pub struct Queue {
     names: Names,
     next_seq: Seq,
     /// Every known job, in creation order (ListJobs pages through it).
-    jobs: BTreeMap<Seq, Job>,
-    /// Job ids are random and made by the broker, never by clients, so a
-    /// fast non-keyed hash is safe.
-    ids: FxHashMap<Uuid, Seq>,
+    jobs: BTreeMap<Seq, Box<Job>>,
+    /// The first half of every job id this broker makes; the second half is
+    /// the job's seq. So an id leads to its job without a map of ids.
+    instance: [u8; 8],
     queues: HashMap<NameId, QueueState>,
     /// SCHEDULED jobs by due time.
     scheduled: BTreeSet<(Timestamp, Seq)>,
@@ -208,13 +207,13 @@ pub struct Queue {
 impl Queue {
     /// An empty queue whose ids and jitter come from a generator seeded with `seed`.
     pub fn new(config: QueueConfig, seed: u64) -> Self {
-        Self {
+        let mut queue = Self {
             config,
             rng: SmallRng::seed_from_u64(seed),
             names: Names::default(),
             next_seq: 0,
             jobs: BTreeMap::new(),
-            ids: FxHashMap::default(),
+            instance: [0; 8],
             queues: HashMap::new(),
             scheduled: BTreeSet::new(),
             leases: BTreeSet::new(),
@@ -223,6 +222,31 @@ impl Queue {
             consumers: BTreeMap::new(),
             next_consumer: 0,
             outbox: Vec::new(),
+        };
+        queue.instance = queue.rng.random();
+        queue
+    }
+
+    /// The public id of job `seq`: a version-8 UUID of this broker's
+    /// instance bytes and the seq (its top two bits hold the variant, so
+    /// seqs stay below 2^62).
+    fn job_id(&self, seq: Seq) -> Uuid {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.instance);
+        bytes[8..].copy_from_slice(&seq.to_be_bytes());
+        uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    }
+
+    /// The seq of a known job with id `job_id`.
+    fn seq_of(&self, job_id: Uuid) -> Result<Seq, QueueError> {
+        let bytes = job_id.as_bytes();
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&bytes[8..]);
+        let seq = u64::from_be_bytes(low) & ((1 << 62) - 1);
+        if self.job_id(seq) == job_id && self.jobs.contains_key(&seq) {
+            Ok(seq)
+        } else {
+            Err(QueueError::UnknownJob { job_id })
         }
     }
 
@@ -242,7 +266,7 @@ impl Queue {
         if let Some(key) = &new.idempotency_key
             && let Some(seq) = self.idempotency.get(&(queue, key.as_str().into()))
         {
-            let job_id = self.jobs[seq].id;
+            let job_id = self.job_id(*seq);
             return Ok(Enqueued {
                 job_id,
                 duplicate: true,
@@ -252,13 +276,12 @@ impl Queue {
         self.queues.entry(queue).or_default().counters.enqueued += 1;
         let seq = self.next_seq;
         self.next_seq += 1;
-        let id = self.new_uuid();
+        let id = self.job_id(seq);
         let run_at = new.run_at.map_or(now, |t| t.max(now));
         if let Some(key) = &new.idempotency_key {
             self.idempotency.insert((queue, key.as_str().into()), seq);
         }
         let job = Job {
-            id,
             queue,
             job_type,
             // Counted as it enters its first real state below.
@@ -267,18 +290,26 @@ impl Queue {
             attempt: 0,
             max_attempts: new.max_attempts.unwrap_or(self.config.max_attempts).max(1),
             cancel_requested: false,
-            timeout: new.timeout.unwrap_or(self.config.default_timeout),
+            timeout_ms: u32::try_from(
+                new.timeout
+                    .unwrap_or(self.config.default_timeout)
+                    .as_millis(),
+            )
+            .unwrap_or(u32::MAX),
             payload: new.payload,
-            headers: (!new.headers.is_empty()).then(|| Box::new(new.headers)),
+            extras: (!new.headers.is_empty() || new.idempotency_key.is_some()).then(|| {
+                Box::new(Extras {
+                    headers: new.headers,
+                    last_error: None,
+                    idempotency_key: new.idempotency_key.map(String::into_boxed_str),
+                })
+            }),
             created_at: now,
             run_at,
-            finished_at: None,
-            last_error: None,
+            finished_at: Timestamp::default(),
             lease: None,
-            idempotency_key: new.idempotency_key.map(String::into_boxed_str),
         };
-        self.jobs.insert(seq, job);
-        self.ids.insert(id, seq);
+        self.jobs.insert(seq, Box::new(job));
         self.log_job(seq, None, LogLevel::Debug, "job enqueued");
         if run_at > now {
             self.count_new(seq, JobState::Scheduled);
@@ -441,7 +472,7 @@ impl Queue {
     /// attempt used. A delivery whose lease ended meanwhile is ignored.
     pub fn return_undelivered(&mut self, delivery: Delivery, now: Timestamp) {
         if self.is_current(delivery) {
-            let job_id = self.jobs[&delivery.seq].id;
+            let job_id = self.job_id(delivery.seq);
             // Cannot fail: the lease was just checked to be current.
             let _ = self.release(job_id, delivery.lease_id, Duration::ZERO, now);
         }
@@ -469,10 +500,7 @@ impl Queue {
 
     /// The job `job_id` if `lease_id` is its current lease.
     fn leased(&self, job_id: Uuid, lease_id: Uuid) -> Result<Seq, QueueError> {
-        let &seq = self
-            .ids
-            .get(&job_id)
-            .ok_or(QueueError::UnknownJob { job_id })?;
+        let seq = self.seq_of(job_id)?;
         let job = &self.jobs[&seq];
         match &job.lease {
             Some(lease) if lease.id == lease_id => Ok(seq),
@@ -503,7 +531,7 @@ impl Queue {
         now: Timestamp,
     ) -> Resolution {
         let job = self.jobs.get_mut(&seq).expect("job is known");
-        job.last_error = Some(truncate_error(failure.error));
+        job.set_last_error(truncate_error(failure.error));
         let (cancelled, out_of_attempts) = (
             job.cancel_requested,
             failure.dead || job.attempt >= job.max_attempts,
@@ -571,7 +599,7 @@ impl Queue {
     /// SUCCEEDED, DEAD or CANCELLED: no lease, no deadline but retention.
     fn finish(&mut self, seq: Seq, state: JobState, now: Timestamp) {
         self.set_state(seq, state);
-        self.jobs.get_mut(&seq).expect("job is known").finished_at = Some(now);
+        self.jobs.get_mut(&seq).expect("job is known").finished_at = now;
         if state != JobState::Dead {
             self.retained
                 .insert((now.saturating_add(self.config.retention), seq));
@@ -591,8 +619,7 @@ impl Queue {
         self.log_job(seq, None, LogLevel::Debug, "job forgotten");
         let job = self.jobs.remove(&seq).expect("just checked");
         debug_assert!(job.lease.is_none(), "leased jobs are never removed");
-        self.ids.remove(&job.id);
-        if let Some(key) = job.idempotency_key {
+        if let Some(key) = job.extras.and_then(|e| e.idempotency_key) {
             self.idempotency.remove(&(job.queue, key));
         }
         let qs = self
@@ -608,10 +635,7 @@ impl Queue {
                 remove_ready(qs, job.job_type, &(Reverse(job.priority), job.run_at, seq))
             }
             JobState::Succeeded | JobState::Cancelled => {
-                let until = job
-                    .finished_at
-                    .unwrap_or_default()
-                    .saturating_add(self.config.retention);
+                let until = job.finished_at.saturating_add(self.config.retention);
                 self.retained.remove(&(until, seq));
             }
             JobState::Leased | JobState::Dead => {}
@@ -665,7 +689,7 @@ impl Queue {
     fn view(&self, seq: Seq) -> JobView<'_> {
         let job = &self.jobs[&seq];
         JobView {
-            id: job.id,
+            id: self.job_id(seq),
             queue: self.names.name(job.queue),
             job_type: self.names.name(job.job_type),
             state: job.state,
@@ -673,13 +697,13 @@ impl Queue {
             attempt: job.attempt,
             max_attempts: job.max_attempts,
             cancel_requested: job.cancel_requested,
-            timeout: job.timeout,
+            timeout: Duration::from_millis(u64::from(job.timeout_ms)),
             payload: &job.payload,
-            headers: job.headers.as_deref().map_or(&[], Vec::as_slice),
+            headers: job.headers(),
             created_at: job.created_at,
             run_at: job.run_at,
-            finished_at: job.finished_at,
-            last_error: job.last_error.as_deref(),
+            finished_at: job.finished(),
+            last_error: job.last_error(),
             lease: job.lease.as_deref(),
         }
     }

@@ -895,3 +895,24 @@ fn held_leases_beyond_the_limit_or_of_other_workers_are_not_adopted() {
         .count();
     assert_eq!(adopted, 1, "no more than max_in_flight");
 }
+
+#[test]
+fn job_ids_lead_to_their_job_and_no_other() {
+    let mut q = Queue::new(config(), 1);
+    let id = enqueue(&mut q, job("t"), at(0));
+    assert_eq!(id.get_version_num(), 8);
+    assert_eq!(q.job(id).unwrap().id, id);
+    // Same instance, a seq that was never used.
+    let mut forged = *id.as_bytes();
+    forged[15] ^= 0x40;
+    let forged = Uuid::from_bytes(forged);
+    assert_eq!(
+        q.job(forged).unwrap_err(),
+        QueueError::UnknownJob { job_id: forged }
+    );
+    // Another broker's id for the same seq.
+    let mut theirs = Queue::new(config(), 2);
+    let their_id = enqueue(&mut theirs, job("t"), at(0));
+    assert!(q.job(their_id).is_err());
+    assert!(q.job(Uuid::new_v4()).is_err());
+}
