@@ -35,6 +35,14 @@ fn job(job_type: &str) -> NewJob {
     }
 }
 
+/// A job of type "t" with a single attempt.
+fn one_attempt() -> NewJob {
+    NewJob {
+        max_attempts: Some(1),
+        ..job("t")
+    }
+}
+
 /// A job of type "t" due at `at(secs)`.
 fn job_at(secs: u64) -> NewJob {
     NewJob {
@@ -282,14 +290,7 @@ fn expired_lease_is_redelivered_with_an_attempt_counted() {
 fn expired_leases_exhaust_attempts() {
     let mut q = Queue::new(config(), 1);
     q.open_consumer(consumer(1), at(0)).unwrap();
-    let id = enqueue(
-        &mut q,
-        NewJob {
-            max_attempts: Some(1),
-            ..job("t")
-        },
-        at(0),
-    );
+    let id = enqueue(&mut q, one_attempt(), at(0));
     q.expire(at(30));
     assert_eq!(state(&q, id), JobState::Dead);
     assert_eq!(q.job(id).unwrap().last_error, Some(LEASE_EXPIRED));
@@ -799,14 +800,7 @@ fn stale_delivery_is_not_returned_and_a_lost_job_does_not_panic() {
         1,
     );
     let c = q.open_consumer(consumer(1), at(0)).unwrap();
-    let id = enqueue(
-        &mut q,
-        NewJob {
-            max_attempts: Some(1),
-            ..job("t")
-        },
-        at(0),
-    );
+    let id = enqueue(&mut q, one_attempt(), at(0));
     let mut out = Vec::new();
     q.drain_deliveries(&mut out);
     q.expire(at(30));
