@@ -56,6 +56,9 @@ pub struct Measured {
     pub latency_us: Histogram<u64>,
 }
 
+/// How late an open-loop send may be before it counts as a stall.
+const STALL: Duration = Duration::from_millis(5);
+
 struct Progress {
     acked: AtomicU64,
     /// Cancelled once every job is acked (level-triggered: no missed wake-up).
@@ -143,10 +146,10 @@ async fn wait_for_workers(addr: &str, n: usize) -> anyhow::Result<()> {
     bail!("consumers did not register within 5s")
 }
 
-fn payload(size: usize, epoch: Instant) -> bytes::Bytes {
+/// A payload stamped with `at`, nanoseconds since the run's epoch.
+fn payload(size: usize, at: u64) -> bytes::Bytes {
     let mut p = vec![0u8; size.max(8)];
-    let sent = epoch.elapsed().as_nanos() as u64;
-    p[..8].copy_from_slice(&sent.to_le_bytes());
+    p[..8].copy_from_slice(&at.to_le_bytes());
     p.into()
 }
 
@@ -171,11 +174,23 @@ async fn produce(
     let interval = load
         .rate
         .map(|rate| Duration::from_secs_f64(load.producers as f64 / rate));
-    let request = |epoch| pb::EnqueueRequest {
+    let request = |at: u64| pb::EnqueueRequest {
         queue: load.queue.clone(),
         job_type: "bench".into(),
-        payload: payload(load.payload, epoch),
+        payload: payload(load.payload, at),
         ..Default::default()
+    };
+    // Stamped when sent, as peerbench does. Open loop: a job sent more than
+    // STALL after it was due (timer slop stays well under it) is stamped
+    // with its due time instead, so a producer held up by the broker shows
+    // in the latency rather than quietly offering less.
+    let stamp = |sent: u64| {
+        let now = epoch.elapsed();
+        let due = interval.map(|i| (started + i.mul_f64(sent as f64)).duration_since(epoch));
+        match due {
+            Some(due) if now > due + STALL => due.as_nanos() as u64,
+            _ => now.as_nanos() as u64,
+        }
     };
     let mut sent = 0u64;
     while sent < count {
@@ -188,13 +203,13 @@ async fn produce(
         match load.api {
             Api::Unary => {
                 let mut c = client.clone();
-                let req = request(epoch);
+                let req = request(stamp(sent));
                 calls.spawn(async move { c.enqueue(req).await.map(|_| ()).context("Enqueue") });
                 sent += 1;
             }
             Api::Batch => {
                 let n = (count - sent).min(load.batch as u64);
-                let jobs = (0..n).map(|_| request(epoch)).collect();
+                let jobs = (0..n).map(|_| request(stamp(sent))).collect();
                 let mut c = client.clone();
                 calls.spawn(async move {
                     let results = c

@@ -141,3 +141,38 @@ async fn enqueue_batch_is_refused_while_draining() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
 }
+
+#[tokio::test]
+async fn lease_batches_stay_small_enough_for_default_clients() {
+    let b = TestBroker::start().await;
+    let big = pb::EnqueueRequest {
+        job_type: "t".into(),
+        payload: vec![7u8; 600 * 1024].into(),
+        ..Default::default()
+    };
+    for _ in 0..5 {
+        b.enqueue_req(big.clone()).await;
+    }
+    let req = pb::LeaseRequest {
+        worker_id: "w".into(),
+        max_in_flight: 10,
+        ..Default::default()
+    };
+    let mut stream = b
+        .broker
+        .clone()
+        .lease_batches(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut received = 0;
+    while received < 5 {
+        let batch = within(stream.message()).await.unwrap().unwrap();
+        assert_eq!(
+            batch.jobs.len(),
+            1,
+            "two 600 KiB jobs would pass the 1 MiB batch size"
+        );
+        received += batch.jobs.len();
+    }
+}

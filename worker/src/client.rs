@@ -50,6 +50,9 @@ pub enum Resolved {
     Released,
 }
 
+/// Largest message accepted from the broker.
+const MAX_MESSAGE: usize = 256 << 20;
+
 /// Most acks in one AckBatch call.
 const MAX_ACK_BATCH: usize = 1024;
 
@@ -87,7 +90,9 @@ impl BrokerLink {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         Ok(Self {
-            client: BrokerClient::new(endpoint.connect_lazy()),
+            // A leased job is as large as the broker's --max-payload allows.
+            client: BrokerClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(MAX_MESSAGE),
             acks: Arc::new(OnceLock::new()),
         })
     }
@@ -113,13 +118,24 @@ impl BrokerLink {
             tx
         });
         let (reply, answer) = oneshot::channel();
-        sender
-            .send(PendingAck { ack, reply })
+        // Queued behind other batches: bounded like a call of its own, so a
+        // broker that stopped answering does not hold the job's retries up.
+        let queued = async {
+            sender
+                .send(PendingAck { ack, reply })
+                .await
+                .map_err(|_| Status::unavailable("the ack batcher stopped"))?;
+            answer
+                .await
+                .map_err(|_| Status::unavailable("the ack batcher stopped"))?
+        };
+        tokio::time::timeout(2 * CALL_TIMEOUT, queued)
             .await
-            .map_err(|_| Status::unavailable("the ack batcher stopped"))?;
-        answer
-            .await
-            .map_err(|_| Status::unavailable("the ack batcher stopped"))?
+            .unwrap_or_else(|_| {
+                Err(Status::deadline_exceeded(
+                    "the ack was not answered in time",
+                ))
+            })
     }
 
     /// Opens a Lease stream.

@@ -275,6 +275,8 @@ impl Queue {
         self.check_room(queue)?;
         self.queues.entry(queue).or_default().counters.enqueued += 1;
         let seq = self.next_seq;
+        // 2^62 jobs: 146,000 years at a million a second.
+        assert!(seq < 1 << 62, "job sequence space exhausted");
         self.next_seq += 1;
         let id = self.job_id(seq);
         let run_at = new.run_at.map_or(now, |t| t.max(now));

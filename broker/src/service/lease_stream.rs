@@ -11,13 +11,17 @@ use sluice_proto::v1 as pb;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use super::shared_queue::{Outlet, SharedQueue};
+use prost::Message as _;
+
+use super::shared_queue::{Outgoing, Outlet, SharedQueue};
 use crate::queue::ConsumerId;
 
 /// Jobs leased to one consumer, in the order leased.
 pub struct LeaseStream {
     consumer: ConsumerId,
     outlet: Outlet,
+    /// Taken off the channel but not sent yet (batching only).
+    pending: Vec<Outgoing>,
     shared: SharedQueue,
 }
 
@@ -26,6 +30,7 @@ impl LeaseStream {
         Self {
             consumer,
             outlet,
+            pending: Vec::new(),
             shared,
         }
     }
@@ -43,27 +48,28 @@ impl Stream for LeaseStream {
 
 impl Drop for LeaseStream {
     fn drop(&mut self) {
-        self.shared.close_consumer(self.consumer, &mut self.outlet);
+        let pending = std::mem::take(&mut self.pending);
+        self.shared
+            .close_consumer(self.consumer, &mut self.outlet, pending);
     }
 }
 
 /// Most jobs packed into one [`pb::LeasedJobBatch`].
 const MAX_BATCH: usize = 1024;
+/// A batch stops growing at this encoded size (unless it holds one job):
+/// clients refuse messages over 4 MiB unless told otherwise.
+const MAX_BATCH_BYTES: usize = 1 << 20;
 
 /// The same jobs as [`LeaseStream`], with those ready at the same moment
 /// packed into one message: one gRPC message (and often one HTTP/2 frame)
 /// for many jobs.
 pub struct LeaseBatchStream {
     inner: LeaseStream,
-    buffer: Vec<super::shared_queue::Outgoing>,
 }
 
 impl LeaseBatchStream {
     pub(super) fn new(inner: LeaseStream) -> Self {
-        Self {
-            inner,
-            buffer: Vec::new(),
-        }
+        Self { inner }
     }
 }
 
@@ -71,22 +77,32 @@ impl Stream for LeaseBatchStream {
     type Item = Result<pb::LeasedJobBatch, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        match this
-            .inner
-            .outlet
-            .poll_recv_many(cx, &mut this.buffer, MAX_BATCH)
-        {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(0) => Poll::Ready(None),
-            Poll::Ready(_) => {
-                let jobs = this
-                    .buffer
-                    .drain(..)
-                    .map(|outgoing| outgoing.message)
-                    .collect();
-                Poll::Ready(Some(Ok(pb::LeasedJobBatch { jobs })))
+        let inner = &mut self.inner;
+        if inner.pending.is_empty() {
+            match inner
+                .outlet
+                .poll_recv_many(cx, &mut inner.pending, MAX_BATCH)
+            {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(0) => return Poll::Ready(None),
+                Poll::Ready(_) => {}
             }
         }
+        let mut size = 0;
+        let take = inner
+            .pending
+            .iter()
+            .take_while(|outgoing| {
+                size += outgoing.message.encoded_len();
+                size <= MAX_BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        let jobs = inner
+            .pending
+            .drain(..take)
+            .map(|outgoing| outgoing.message)
+            .collect();
+        Poll::Ready(Some(Ok(pb::LeasedJobBatch { jobs })))
     }
 }

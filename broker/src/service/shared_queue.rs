@@ -117,14 +117,23 @@ impl SharedQueue {
         Ok((id, rx))
     }
 
-    /// Closes a consumer whose stream ended, giving back what it had not sent.
-    pub(super) fn close_consumer(&self, id: ConsumerId, outlet: &mut Outlet) {
+    /// Closes a consumer whose stream ended, giving back what it had not
+    /// sent: `pending` (taken off the channel already) and the channel's rest.
+    pub(super) fn close_consumer(
+        &self,
+        id: ConsumerId,
+        outlet: &mut Outlet,
+        pending: Vec<Outgoing>,
+    ) {
         let mut state = self.lock();
         let now = self.inner.clock.now();
         let leased_before = state.queue.leased_count();
         state.queue.close_consumer(id);
         state.outlets.remove(&id);
         outlet.close();
+        for outgoing in pending {
+            state.queue.return_undelivered(outgoing.delivery, now);
+        }
         while let Ok(outgoing) = outlet.try_recv() {
             state.queue.return_undelivered(outgoing.delivery, now);
         }
