@@ -8,7 +8,8 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::job::{JobState, JobView, Seq};
-use super::{LogLevel, Queue, remove_ready};
+use super::transitions::remove_ready;
+use super::{LogLevel, Queue};
 use crate::clock::Timestamp;
 use crate::error::QueueError;
 

@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::job::{ConsumerId, JobState, Lease, Seq};
 use super::names::NameId;
-use super::{Queue, ReadyKey, remove_ready};
+use super::transitions::remove_ready;
+use super::{Queue, ReadyKey};
 use crate::clock::Timestamp;
 use crate::error::QueueError;
 

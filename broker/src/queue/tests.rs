@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::transitions::truncate_error;
 use super::*;
 
 const SEC: u64 = 1_000_000;

@@ -1,0 +1,283 @@
+//! The internal steps every queue operation is made of: finding a job by
+//! its lease, ending leases, failing and finishing attempts, moving jobs
+//! between states and indexes with their counts, and logging transitions.
+//! Nothing here is called from outside the queue.
+
+use std::cmp::Reverse;
+use std::time::Duration;
+
+use rand::Rng;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use super::job::{JobState, JobView, Lease, Seq};
+use super::names::NameId;
+use super::{Failure, LogLevel, MAX_ERROR_BYTES, Queue, QueueState, ReadyKey, Resolution};
+use crate::clock::Timestamp;
+use crate::error::QueueError;
+
+impl Queue {
+    /// The job `job_id` if `lease_id` is its current lease.
+    pub(super) fn leased(&self, job_id: Uuid, lease_id: Uuid) -> Result<Seq, QueueError> {
+        let seq = self.seq_of(job_id)?;
+        let job = &self.jobs[&seq];
+        match &job.lease {
+            Some(lease) if lease.id == lease_id => Ok(seq),
+            _ => Err(QueueError::StaleLease {
+                job_id,
+                lease_id,
+                state: job.state,
+            }),
+        }
+    }
+
+    /// Takes the lease off a leased job; the caller then gives it a new state
+    /// and frees the consumer's slot.
+    pub(super) fn end_lease(&mut self, seq: Seq) -> Box<Lease> {
+        let job = self.jobs.get_mut(&seq).expect("job is known");
+        let lease = job.lease.take().expect("job is leased");
+        self.leases.remove(&(lease.expires_at, seq));
+        lease
+    }
+
+    /// After a failed attempt: SCHEDULED for a retry, or DEAD, or CANCELLED
+    /// if an operator asked for it.
+    pub(super) fn fail_attempt(
+        &mut self,
+        seq: Seq,
+        lease: &Lease,
+        failure: Failure,
+        now: Timestamp,
+    ) -> Resolution {
+        let job = self.jobs.get_mut(&seq).expect("job is known");
+        job.set_last_error(truncate_error(failure.error));
+        let (cancelled, out_of_attempts) = (
+            job.cancel_requested,
+            failure.dead || job.attempt >= job.max_attempts,
+        );
+        let attempt = job.attempt;
+        if cancelled {
+            self.log_job(seq, Some(lease), LogLevel::Debug, "job cancelled");
+            self.finish(seq, JobState::Cancelled, now);
+            return Resolution {
+                state: JobState::Cancelled,
+                next_attempt_at: None,
+            };
+        }
+        if out_of_attempts {
+            self.queue_state(seq).counters.dead += 1;
+            self.log_job(seq, Some(lease), LogLevel::Warn, "job dead");
+            self.finish(seq, JobState::Dead, now);
+            return Resolution {
+                state: JobState::Dead,
+                next_attempt_at: None,
+            };
+        }
+        self.log_job(seq, Some(lease), LogLevel::Warn, "job attempt failed");
+        let unit = self.rng.random::<f64>();
+        let delay = failure
+            .retry_after
+            .unwrap_or_else(|| self.config.backoff.delay(attempt, unit));
+        let at = now.saturating_add(delay);
+        if delay.is_zero() {
+            self.jobs.get_mut(&seq).expect("job is known").run_at = now;
+            self.set_state(seq, JobState::Ready);
+            self.make_ready(seq, now);
+            // It may have been leased again at once; it was READY when due.
+            return Resolution {
+                state: JobState::Ready,
+                next_attempt_at: Some(now),
+            };
+        }
+        self.schedule(seq, at);
+        Resolution {
+            state: JobState::Scheduled,
+            next_attempt_at: Some(at),
+        }
+    }
+
+    pub(super) fn schedule(&mut self, seq: Seq, at: Timestamp) {
+        self.jobs.get_mut(&seq).expect("job is known").run_at = at;
+        self.set_state(seq, JobState::Scheduled);
+        self.scheduled.insert((at, seq));
+    }
+
+    /// Puts a job that is counted as READY into its ready set, and leases it
+    /// at once if a consumer has a free slot for it.
+    pub(super) fn make_ready(&mut self, seq: Seq, now: Timestamp) {
+        let job = &self.jobs[&seq];
+        let (queue, job_type) = (job.queue, job.job_type);
+        let key = (Reverse(job.priority), job.run_at, seq);
+        let qs = self.queues.get_mut(&queue).expect("job's queue is known");
+        qs.ready.entry(job_type).or_default().insert(key);
+        if let Some(consumer) = self.consumer_with_slot_for(queue, job_type) {
+            self.lease_to(consumer, seq, now);
+        }
+    }
+
+    /// SUCCEEDED, DEAD or CANCELLED: no lease, no deadline but retention.
+    pub(super) fn finish(&mut self, seq: Seq, state: JobState, now: Timestamp) {
+        self.set_state(seq, state);
+        self.jobs.get_mut(&seq).expect("job is known").finished_at = now;
+        if state != JobState::Dead {
+            self.retained
+                .insert((now.saturating_add(self.config.retention), seq));
+            while self.retained.len() > self.config.max_retained {
+                if let Some((_, oldest)) = self.retained.pop_first() {
+                    self.remove_job(oldest);
+                }
+            }
+        }
+    }
+
+    /// Forgets a job that is not leased, with every index entry it has.
+    pub(super) fn remove_job(&mut self, seq: Seq) {
+        if !self.jobs.contains_key(&seq) {
+            return;
+        }
+        self.log_job(seq, None, LogLevel::Debug, "job forgotten");
+        let job = self.jobs.remove(&seq).expect("just checked");
+        debug_assert!(job.lease.is_none(), "leased jobs are never removed");
+        if let Some(key) = job.extras.and_then(|e| e.idempotency_key) {
+            self.idempotency.remove(&(job.queue, key));
+        }
+        let qs = self
+            .queues
+            .get_mut(&job.queue)
+            .expect("job's queue is known");
+        qs.counts[job.state.index()] -= 1;
+        match job.state {
+            JobState::Scheduled => {
+                self.scheduled.remove(&(job.run_at, seq));
+            }
+            JobState::Ready => {
+                remove_ready(qs, job.job_type, &(Reverse(job.priority), job.run_at, seq))
+            }
+            JobState::Succeeded | JobState::Cancelled => {
+                let until = job.finished_at.saturating_add(self.config.retention);
+                self.retained.remove(&(until, seq));
+            }
+            JobState::Leased | JobState::Dead => {}
+        }
+    }
+
+    /// Refuses new work for a queue that holds `max_queue_size` unfinished jobs.
+    pub(super) fn check_room(&self, queue: NameId) -> Result<(), QueueError> {
+        let unfinished = self.queues.get(&queue).map_or(0, QueueState::unfinished);
+        match self.config.max_queue_size {
+            Some(limit) if unfinished >= limit => Err(QueueError::QueueFull {
+                queue: self.names.name(queue).to_owned(),
+                limit,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a new job's first state in its queue's counts.
+    pub(super) fn count_new(&mut self, seq: Seq, state: JobState) {
+        let job = self.jobs.get_mut(&seq).expect("job is known");
+        job.state = state;
+        let qs = self
+            .queues
+            .get_mut(&job.queue)
+            .expect("job's queue is known");
+        qs.counts[state.index()] += 1;
+    }
+
+    /// Moves a job to `state`, keeping its queue's counts.
+    pub(super) fn set_state(&mut self, seq: Seq, state: JobState) {
+        let job = self.jobs.get_mut(&seq).expect("job is known");
+        let qs = self
+            .queues
+            .get_mut(&job.queue)
+            .expect("job's queue is known");
+        qs.counts[job.state.index()] -= 1;
+        qs.counts[state.index()] += 1;
+        job.state = state;
+    }
+
+    pub(super) fn queue_state(&mut self, seq: Seq) -> &mut QueueState {
+        let queue = self.jobs[&seq].queue;
+        self.queues.get_mut(&queue).expect("job's queue is known")
+    }
+
+    pub(super) fn new_uuid(&mut self) -> Uuid {
+        uuid::Builder::from_random_bytes(self.rng.random()).into_uuid()
+    }
+
+    pub(super) fn view(&self, seq: Seq) -> JobView<'_> {
+        let job = &self.jobs[&seq];
+        JobView {
+            id: self.job_id(seq),
+            queue: self.names.name(job.queue),
+            job_type: self.names.name(job.job_type),
+            state: job.state,
+            priority: job.priority,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            cancel_requested: job.cancel_requested,
+            timeout: Duration::from_millis(u64::from(job.timeout_ms)),
+            payload: &job.payload,
+            headers: job.headers(),
+            created_at: job.created_at,
+            run_at: job.run_at,
+            finished_at: job.finished(),
+            last_error: job.last_error(),
+            lease: job.lease.as_deref(),
+        }
+    }
+
+    /// Logs a transition of job `seq`, with the lease it concerns if any
+    /// (and the job's last error at [`LogLevel::Warn`]).
+    pub(super) fn log_job(
+        &self,
+        seq: Seq,
+        lease: Option<&Lease>,
+        level: LogLevel,
+        message: &'static str,
+    ) {
+        // Resolving the view costs more than a disabled event: skip both.
+        let enabled = match level {
+            LogLevel::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            LogLevel::Info => tracing::enabled!(tracing::Level::INFO),
+            LogLevel::Warn => tracing::enabled!(tracing::Level::WARN),
+        };
+        if !enabled {
+            return;
+        }
+        let job = self.view(seq);
+        let worker_id = lease.map(|l| &*l.worker_id);
+        let lease_id = lease.map(|l| tracing::field::display(l.id));
+        match level {
+            LogLevel::Debug => debug!(job_id = %job.id, job_type = job.job_type, queue = job.queue,
+                attempt = job.attempt, worker_id, lease_id, "{message}"),
+            LogLevel::Info => info!(job_id = %job.id, job_type = job.job_type, queue = job.queue,
+                attempt = job.attempt, worker_id, lease_id, "{message}"),
+            LogLevel::Warn => warn!(job_id = %job.id, job_type = job.job_type, queue = job.queue,
+                attempt = job.attempt, worker_id, lease_id, error = job.last_error, "{message}"),
+        }
+    }
+}
+
+/// Removes one key from a queue's ready set of `job_type`, dropping the set
+/// when it empties so that consumers without a type filter skip it.
+pub(super) fn remove_ready(qs: &mut QueueState, job_type: NameId, key: &ReadyKey) {
+    if let Some(set) = qs.ready.get_mut(&job_type) {
+        set.remove(key);
+        if set.is_empty() {
+            qs.ready.remove(&job_type);
+        }
+    }
+}
+
+/// Keeps at most [`MAX_ERROR_BYTES`] of an error: its end, on a char boundary.
+pub(super) fn truncate_error(error: String) -> Box<str> {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error.into_boxed_str();
+    }
+    let mut start = error.len() - MAX_ERROR_BYTES;
+    while !error.is_char_boundary(start) {
+        start += 1;
+    }
+    error[start..].into()
+}
