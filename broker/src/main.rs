@@ -27,7 +27,7 @@ struct Args {
     #[arg(long, env = "SLUICE_ADDR", default_value = "127.0.0.1:50051")]
     addr: SocketAddr,
     /// Attempts for a job that does not set max_attempts (the first try plus retries).
-    #[arg(long, env = "SLUICE_MAX_ATTEMPTS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "SLUICE_MAX_ATTEMPTS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_attempts: u32,
     /// Per-attempt run limit for a job that does not set timeout.
     #[arg(long, env = "SLUICE_DEFAULT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]

@@ -222,12 +222,8 @@ impl Queue {
         if state == JobState::Leased {
             job.cancel_requested = true;
         }
-        let (run_at, key, job_type, queue) = (
-            job.run_at,
-            (std::cmp::Reverse(job.priority), job.run_at, seq),
-            job.job_type,
-            job.queue,
-        );
+        let (run_at, key, job_type, queue) =
+            (job.run_at, job.ready_key(seq), job.job_type, job.queue);
         self.log_job(seq, None, LogLevel::Info, "job cancelled by operator");
         match state {
             JobState::Scheduled => {

@@ -1,7 +1,6 @@
 //! Consumers (open Lease streams) and how ready jobs are matched to their
 //! free slots.
 
-use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,7 +209,7 @@ impl Queue {
                 }
             }
         }
-        best.map(|&(_, _, seq)| seq)
+        best.map(|key| key.seq())
     }
 
     /// Leases a READY job to a consumer with a free slot and queues its delivery.
@@ -231,11 +230,7 @@ impl Queue {
             expires_at,
             duration: lease_duration,
         }));
-        let (queue, job_type, key) = (
-            job.queue,
-            job.job_type,
-            (Reverse(job.priority), job.run_at, seq),
-        );
+        let (queue, job_type, key) = (job.queue, job.job_type, job.ready_key(seq));
         let qs = self.queues.get_mut(&queue).expect("job's queue is known");
         remove_ready(qs, job_type, &key);
         self.set_state(seq, JobState::Leased);

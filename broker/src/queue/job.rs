@@ -100,9 +100,10 @@ pub(crate) struct Job {
     pub state: JobState,
     pub cancel_requested: bool,
     pub priority: i32,
-    /// Attempts started: 0 before the first lease.
-    pub attempt: u32,
-    pub max_attempts: u32,
+    /// Attempts started: 0 before the first lease; never above max_attempts.
+    pub attempt: u16,
+    /// At most [`super::MAX_ATTEMPTS`].
+    pub max_attempts: u16,
     /// Per-attempt run limit in milliseconds (at most 24h, validated).
     pub timeout_ms: u32,
     pub payload: Bytes,
@@ -137,8 +138,41 @@ impl Job {
         self.extras.get_or_insert_default().last_error = Some(error);
     }
 
+    /// Its place among the ready jobs of its queue and type.
+    pub fn ready_key(&self, seq: Seq) -> ReadyKey {
+        ReadyKey::new(self.priority, self.run_at, seq)
+    }
+
     pub fn finished(&self) -> Option<Timestamp> {
         (self.finished_at != Timestamp::default()).then_some(self.finished_at)
+    }
+}
+
+/// A ready job's place: highest priority first, then earliest due, then
+/// first enqueued, packed into 16 bytes (priority 32 bits, due time in
+/// milliseconds 42 bits, until the year 2109; seq 54 bits) because the
+/// ready index holds one per ready job.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct ReadyKey(u128);
+
+impl ReadyKey {
+    const SEQ_BITS: u32 = 54;
+    const TIME_BITS: u32 = 42;
+
+    pub fn new(priority: i32, run_at: Timestamp, seq: Seq) -> Self {
+        // Order-preserving i32 -> u32, inverted so the highest comes first.
+        let priority = !((priority as u32) ^ 0x8000_0000);
+        let millis = (run_at.as_micros() / 1000).min((1 << Self::TIME_BITS) - 1);
+        let seq = seq & ((1 << Self::SEQ_BITS) - 1);
+        Self(
+            (u128::from(priority) << (Self::TIME_BITS + Self::SEQ_BITS))
+                | (u128::from(millis) << Self::SEQ_BITS)
+                | u128::from(seq),
+        )
+    }
+
+    pub fn seq(self) -> Seq {
+        (self.0 & ((1 << Self::SEQ_BITS) - 1)) as Seq
     }
 }
 
@@ -180,4 +214,38 @@ pub struct JobView<'a> {
     pub last_error: Option<&'a str>,
     /// The current lease, while leased.
     pub lease: Option<&'a Lease>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_keys_order_by_priority_then_due_time_then_seq() {
+        let t = |ms: u64| Timestamp::from_micros(ms * 1000);
+        let mut keys = [
+            (ReadyKey::new(0, t(5), 1), "p0 late"),
+            (ReadyKey::new(0, t(1), 9), "p0 early"),
+            (ReadyKey::new(-3, t(0), 0), "negative"),
+            (ReadyKey::new(i32::MAX, t(9), 7), "max"),
+            (ReadyKey::new(0, t(1), 10), "p0 early, later seq"),
+            (ReadyKey::new(i32::MIN, t(0), 0), "min"),
+            (ReadyKey::new(1, t(1_800_000_000_000), 3), "p1 in 2027"),
+        ];
+        keys.sort();
+        let order: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        assert_eq!(
+            order,
+            [
+                "max",
+                "p1 in 2027",
+                "p0 early",
+                "p0 early, later seq",
+                "p0 late",
+                "negative",
+                "min"
+            ]
+        );
+        assert_eq!(ReadyKey::new(7, t(3), (1 << 54) - 1).seq(), (1 << 54) - 1);
+    }
 }

@@ -26,7 +26,6 @@ mod names;
 mod tests;
 mod transitions;
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use std::time::Duration;
@@ -50,6 +49,9 @@ use crate::error::QueueError;
 /// Longest `last_error` kept; longer errors keep their end, where the cause
 /// usually is.
 pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// Most attempts a job may have (validated by the service and the flags).
+pub const MAX_ATTEMPTS: u32 = 10_000;
 
 /// The error recorded when a lease runs out.
 pub const LEASE_EXPIRED: &str = "lease expired";
@@ -152,9 +154,7 @@ enum LogLevel {
     Warn,
 }
 
-/// Ready jobs of one (queue, type) in the order they are handed out:
-/// highest priority, then earliest due, then first enqueued.
-type ReadyKey = (Reverse<i32>, Timestamp, Seq);
+use self::job::ReadyKey;
 
 /// What the queue keeps per queue name.
 #[derive(Debug, Default)]
@@ -276,8 +276,8 @@ impl Queue {
         self.check_room(queue)?;
         self.queues.entry(queue).or_default().counters.enqueued += 1;
         let seq = self.next_seq;
-        // 2^62 jobs: 146,000 years at a million a second.
-        assert!(seq < 1 << 62, "job sequence space exhausted");
+        // 2^54 jobs (the ready key's seq bits): 570 years at a million a second.
+        assert!(seq < 1 << 54, "job sequence space exhausted");
         self.next_seq += 1;
         let id = self.job_id(seq);
         let run_at = new.run_at.map_or(now, |t| t.max(now));
@@ -291,7 +291,12 @@ impl Queue {
             state: JobState::Scheduled,
             priority: new.priority,
             attempt: 0,
-            max_attempts: new.max_attempts.unwrap_or(self.config.max_attempts).max(1),
+            max_attempts: u16::try_from(
+                new.max_attempts
+                    .unwrap_or(self.config.max_attempts)
+                    .clamp(1, MAX_ATTEMPTS),
+            )
+            .unwrap_or(u16::MAX),
             cancel_requested: false,
             timeout_ms: u32::try_from(
                 new.timeout

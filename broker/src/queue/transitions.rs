@@ -3,7 +3,6 @@
 //! between states and indexes with their counts, and logging transitions.
 //! Nothing here is called from outside the queue.
 
-use std::cmp::Reverse;
 use std::time::Duration;
 
 use rand::Rng;
@@ -77,7 +76,7 @@ impl Queue {
         let unit = self.rng.random::<f64>();
         let delay = failure
             .retry_after
-            .unwrap_or_else(|| self.config.backoff.delay(attempt, unit));
+            .unwrap_or_else(|| self.config.backoff.delay(u32::from(attempt), unit));
         let at = now.saturating_add(delay);
         if delay.is_zero() {
             self.jobs.get_mut(&seq).expect("job is known").run_at = now;
@@ -107,7 +106,7 @@ impl Queue {
     pub(super) fn make_ready(&mut self, seq: Seq, now: Timestamp) {
         let job = &self.jobs[&seq];
         let (queue, job_type) = (job.queue, job.job_type);
-        let key = (Reverse(job.priority), job.run_at, seq);
+        let key = job.ready_key(seq);
         let qs = self.queues.get_mut(&queue).expect("job's queue is known");
         qs.ready.entry(job_type).or_default().insert(key);
         if let Some(consumer) = self.consumer_with_slot_for(queue, job_type) {
@@ -138,6 +137,7 @@ impl Queue {
         self.log_job(seq, None, LogLevel::Debug, "job forgotten");
         let job = self.jobs.remove(&seq).expect("just checked");
         debug_assert!(job.lease.is_none(), "leased jobs are never removed");
+        let ready_key = job.ready_key(seq);
         if let Some(key) = job.extras.and_then(|e| e.idempotency_key) {
             self.idempotency.remove(&(job.queue, key));
         }
@@ -150,9 +150,7 @@ impl Queue {
             JobState::Scheduled => {
                 self.scheduled.remove(&(job.run_at, seq));
             }
-            JobState::Ready => {
-                remove_ready(qs, job.job_type, &(Reverse(job.priority), job.run_at, seq))
-            }
+            JobState::Ready => remove_ready(qs, job.job_type, &ready_key),
             JobState::Succeeded | JobState::Cancelled => {
                 let until = job.finished_at.saturating_add(self.config.retention);
                 self.retained.remove(&(until, seq));
@@ -213,8 +211,8 @@ impl Queue {
             job_type: self.names.name(job.job_type),
             state: job.state,
             priority: job.priority,
-            attempt: job.attempt,
-            max_attempts: job.max_attempts,
+            attempt: u32::from(job.attempt),
+            max_attempts: u32::from(job.max_attempts),
             cancel_requested: job.cancel_requested,
             timeout: Duration::from_millis(u64::from(job.timeout_ms)),
             payload: &job.payload,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::clock::Timestamp;
 use crate::error::RequestError;
-use crate::queue::{ConsumerSpec, Headers, JobState, JobView, NewJob};
+use crate::queue::{ConsumerSpec, Headers, JobState, JobView, MAX_ATTEMPTS, NewJob};
 
 /// The queue used when a request names none.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -106,7 +106,16 @@ pub fn new_job(req: pb::EnqueueRequest, limits: Limits, now: Timestamp) -> Resul
         payload: bytes::Bytes::copy_from_slice(&req.payload),
         headers,
         priority: req.priority,
-        max_attempts: (req.max_attempts > 0).then_some(req.max_attempts),
+        max_attempts: match req.max_attempts {
+            0 => None,
+            n if n <= MAX_ATTEMPTS => Some(n),
+            n => {
+                return Err(RequestError::invalid(
+                    "max_attempts",
+                    format!("{n} is over the limit of {MAX_ATTEMPTS}"),
+                ));
+            }
+        },
         timeout: duration_in(req.timeout, "timeout", MIN_RUN_LIMIT)?,
         run_at,
         idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
@@ -369,6 +378,10 @@ mod tests {
     #[test]
     fn bad_enqueue_fields_are_named() {
         assert_eq!(field_of(enqueue(|r| r.job_type.clear())), "job_type");
+        assert_eq!(
+            field_of(enqueue(|r| r.max_attempts = 10_001)),
+            "max_attempts"
+        );
         assert_eq!(
             field_of(enqueue(|r| r.job_type = "x".repeat(129))),
             "job_type"
