@@ -190,7 +190,7 @@ impl Queue {
             let until = job.finished_at.saturating_add(self.config.retention);
             self.retained.remove(&(until, seq));
         }
-        let job = self.jobs.get_mut(&seq).expect("ids and jobs agree");
+        let job = self.jobs.get_mut(&seq).expect("seq_of() found it");
         job.attempt = 0;
         job.cancel_requested = false;
         job.finished_at = Timestamp::default();
@@ -209,7 +209,7 @@ impl Queue {
     /// [`QueueError::UnknownJob`]; [`QueueError::WrongState`] for a finished job.
     pub fn cancel(&mut self, job_id: Uuid, now: Timestamp) -> Result<JobState, QueueError> {
         let seq = self.seq_of(job_id)?;
-        let job = self.jobs.get_mut(&seq).expect("ids and jobs agree");
+        let job = self.jobs.get_mut(&seq).expect("seq_of() found it");
         let state = job.state;
         if !state.is_unfinished() {
             return Err(QueueError::WrongState {
