@@ -97,13 +97,24 @@ pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
         result??;
     }
     let enqueue = started.elapsed();
-    let waited = tokio::time::timeout(Duration::from_secs(300), progress.done.cancelled()).await;
-    if waited.is_err() {
-        bail!(
+    // A consumer that fails ends the run with its error, not a timeout.
+    let waited = tokio::time::timeout(Duration::from_secs(300), async {
+        tokio::select! {
+            () = progress.done.cancelled() => Ok(()),
+            Some(result) = consumers.join_next() => match result? {
+                Err(e) => Err(e),
+                Ok(_) => Err(anyhow::anyhow!("a consumer's stream ended before every job was acked")),
+            },
+        }
+    })
+    .await;
+    match waited {
+        Err(_) => bail!(
             "only {} of {} jobs acked within 300s",
             progress.acked.load(Ordering::Acquire),
             load.jobs
-        );
+        ),
+        Ok(result) => result?,
     }
     let end_to_end = started.elapsed();
     let mut latency_us = Histogram::<u64>::new(3)?;

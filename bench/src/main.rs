@@ -123,6 +123,10 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         args.producers > 0 && args.consumers > 0 && args.jobs > 0,
         "jobs, producers and consumers must be above 0"
     );
+    anyhow::ensure!(
+        args.rate.is_none() || args.api == Api::Unary || args.batch == 1,
+        "--rate paces job by job: use --api unary, or --batch 1"
+    );
     let (addr, broker) = args.target.start()?;
     let load = Load {
         jobs: args.jobs,
@@ -216,9 +220,11 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<()> {
     let (before, _) = broker_process::memory(broker.pid())?;
     let started = Instant::now();
     let payload = bytes::Bytes::from(vec![b'x'; args.payload]);
+    // Batches of about 1 MiB stay within the broker's request size limit.
+    let per_batch = ((1u64 << 20) / (args.payload as u64 + 64)).clamp(1, 10_000);
     let mut left = args.jobs;
     while left > 0 {
-        let n = left.min(5000);
+        let n = left.min(per_batch);
         let jobs = (0..n)
             .map(|_| pb::EnqueueRequest {
                 queue: "memory".into(),
@@ -227,9 +233,14 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<()> {
                 ..Default::default()
             })
             .collect();
-        client
+        let results = client
             .enqueue_batch(pb::EnqueueBatchRequest { jobs })
-            .await?;
+            .await?
+            .into_inner()
+            .results;
+        if let Some(failed) = results.iter().find(|r| r.code != 0) {
+            anyhow::bail!("the broker refused a job: {}", failed.message);
+        }
         left -= n;
     }
     let (after, peak) = broker_process::memory(broker.pid())?;
