@@ -75,10 +75,17 @@ impl Args {
             self.backoff_initial <= self.backoff_max,
             "--backoff-initial must not exceed --backoff-max"
         );
-        anyhow::ensure!(
-            !self.lease_duration.is_zero(),
-            "--lease-duration must be above zero"
-        );
+        let day = Duration::from_secs(24 * 3600);
+        for (flag, d) in [
+            ("--lease-duration", self.lease_duration),
+            ("--default-timeout", self.default_timeout),
+        ] {
+            anyhow::ensure!(
+                (Duration::from_secs(1)..=day).contains(&d),
+                "{flag} must be 1s to 24h, got {}",
+                humantime::format_duration(d)
+            );
+        }
         Ok(Config {
             queue: QueueConfig {
                 max_attempts: self.max_attempts,
