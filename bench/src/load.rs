@@ -43,6 +43,9 @@ pub struct Load {
     /// Open loop: total jobs per second, spread over the producers.
     pub rate: Option<f64>,
     pub api: Api,
+    /// Consumers are sluice-worker library workers with this handler time
+    /// (`None`: raw clients that ack each job as it arrives).
+    pub worker_handler: Option<Duration>,
     pub queue: String,
 }
 
@@ -77,9 +80,27 @@ pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
     for id in 0..load.consumers {
         let client = BrokerClient::new(connect(addr).await?);
         let (load, progress) = (load.clone(), progress.clone());
-        consumers.spawn(consume(client, id, load, progress, epoch));
+        match load.worker_handler {
+            None => consumers.spawn(consume(client, id, load, progress, epoch)),
+            Some(work) => consumers.spawn(consume_with_worker(
+                addr.to_owned(),
+                id,
+                load,
+                progress,
+                epoch,
+                work,
+            )),
+        };
     }
     wait_for_workers(addr, load.consumers).await?;
+    if load.worker_handler.is_some() {
+        // The library acks on its own: the broker's count says when all are.
+        tokio::spawn(watch_acks(
+            addr.to_owned(),
+            load.queue.clone(),
+            progress.clone(),
+        ));
+    }
 
     let started = Instant::now();
     let mut producers = JoinSet::new();
@@ -306,5 +327,68 @@ async fn consume(
             }
         }
     }
+    Ok(latency)
+}
+
+/// Cancels `progress.done` once the broker counts every job of the queue acked.
+async fn watch_acks(addr: String, queue: String, progress: Arc<Progress>) -> anyhow::Result<()> {
+    let mut admin = AdminClient::new(connect(&addr).await?);
+    while !progress.done.is_cancelled() {
+        let stats = admin.stats(pb::StatsRequest {}).await?.into_inner();
+        let acked = stats
+            .queues
+            .iter()
+            .find(|q| q.queue == queue)
+            .map_or(0, |q| q.acked_total);
+        progress.acked.store(acked, Ordering::Release);
+        if acked >= progress.target {
+            progress.done.cancel();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
+/// A sluice-worker library worker with K slots whose handler records the
+/// job's latency, then works for `work` (nothing when zero).
+async fn consume_with_worker(
+    addr: String,
+    id: usize,
+    load: Load,
+    progress: Arc<Progress>,
+    epoch: Instant,
+    work: Duration,
+) -> anyhow::Result<Histogram<u64>> {
+    let latency = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3)?));
+    let recorder = latency.clone();
+    let worker = sluice_worker::Worker::builder(format!("http://{addr}"))
+        .worker_id(format!("bench-{id}"))
+        .queues([load.queue.clone()])
+        .concurrency(load.in_flight as usize)
+        .handler(
+            "bench",
+            move |job: sluice_worker::Job, _ctx: sluice_worker::JobContext| {
+                let now = epoch.elapsed().as_nanos() as u64;
+                let sent = job
+                    .payload
+                    .get(..8)
+                    .map_or(now, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+                if let Ok(mut h) = recorder.lock() {
+                    let _ = h.record(now.saturating_sub(sent) / 1000);
+                }
+                async move {
+                    if !work.is_zero() {
+                        tokio::time::sleep(work).await;
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .build()?;
+    worker.run(progress.done.clone()).await?;
+    let latency = latency
+        .lock()
+        .map_err(|_| anyhow::anyhow!("latency histogram poisoned"))?
+        .clone();
     Ok(latency)
 }

@@ -82,6 +82,18 @@ struct LoadArgs {
     rate: Option<f64>,
     #[arg(long, value_enum, default_value_t = Api::Batch)]
     api: Api,
+    /// Consumers are sluice-worker library workers (K slots each) whose
+    /// handler takes this long, e.g. 0ms; without it, raw clients that ack
+    /// each job as it arrives with the calls of --api.
+    #[arg(long, value_parser = humantime_duration)]
+    worker_handler: Option<std::time::Duration>,
+}
+
+fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
+    match s.strip_suffix("ms").and_then(|n| n.parse::<u64>().ok()) {
+        Some(ms) => Ok(std::time::Duration::from_millis(ms)),
+        None => Err(format!("expected milliseconds like 0ms or 5ms, got {s:?}")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +154,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         payload: args.payload,
         rate: args.rate,
         api: args.api,
+        worker_handler: args.worker_handler,
         queue: format!("bench-{}", std::process::id()),
     };
     let cpu_before = broker
@@ -162,6 +175,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let e2e_secs = measured.end_to_end.as_secs_f64();
     let report = json!({
         "api": format!("{:?}", args.api).to_lowercase(),
+        "consumer": args.worker_handler.map_or("raw".to_owned(), |d| format!("worker handler {}ms", d.as_millis())),
         "jobs": args.jobs, "producers": args.producers, "consumers": args.consumers,
         "in_flight": args.in_flight, "window": args.window, "batch": args.batch,
         "payload": args.payload, "rate": args.rate,
@@ -176,8 +190,9 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         println!("{report}");
     } else {
         println!(
-            "api={} n={} p={} c={} k={} w={} batch={} payload={}B rate={}",
+            "api={} consumer={} n={} p={} c={} k={} w={} batch={} payload={}B rate={}",
             report["api"].as_str().unwrap_or("?"),
+            report["consumer"].as_str().unwrap_or("?"),
             args.jobs,
             args.producers,
             args.consumers,
