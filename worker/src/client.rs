@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::broker_client::BrokerClient;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status, Streaming};
@@ -53,6 +53,10 @@ pub enum Resolved {
 /// Largest message accepted from the broker.
 const MAX_MESSAGE: usize = 256 << 20;
 
+/// AckBatch calls in flight at once: while some wait for the broker, the
+/// next acks go out instead of waiting a round trip.
+const ACK_CALLS_IN_FLIGHT: usize = 4;
+
 /// Most acks in one AckBatch call.
 const MAX_ACK_BATCH: usize = 1024;
 
@@ -67,8 +71,8 @@ struct PendingAck {
 #[derive(Clone)]
 pub struct BrokerLink {
     client: BrokerClient<Channel>,
-    /// Acks go to one batcher task, started on first use: while one
-    /// AckBatch call is in flight the next acks gather, so a busy worker
+    /// Acks go to one batcher task, started on first use: while its
+    /// AckBatch calls are in flight the next acks gather, so a busy worker
     /// sends many per call and an idle one waits for none.
     acks: Arc<OnceLock<mpsc::Sender<PendingAck>>>,
 }
@@ -240,32 +244,52 @@ impl BrokerLink {
     }
 }
 
-/// Sends the acks that arrive as AckBatch calls, one call at a time, each
-/// with every ack that gathered meanwhile, and answers each ack with its
-/// own result.
+/// Sends the acks that arrive as AckBatch calls, each with every ack that
+/// gathered since the last call went out, at most [`ACK_CALLS_IN_FLIGHT`]
+/// calls at a time, and answers each ack with its own result.
 async fn batch_acks(client: BrokerClient<Channel>, mut pending: mpsc::Receiver<PendingAck>) {
+    let calls = Arc::new(Semaphore::new(ACK_CALLS_IN_FLIGHT));
     let mut batch = Vec::with_capacity(MAX_ACK_BATCH);
-    while pending.recv_many(&mut batch, MAX_ACK_BATCH).await > 0 {
+    loop {
+        // A free call first, so that acks keep gathering while all are busy.
+        let Ok(call) = calls.clone().acquire_owned().await else {
+            return;
+        };
+        if pending.recv_many(&mut batch, MAX_ACK_BATCH).await == 0 {
+            return;
+        }
         let (acks, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.ack, p.reply)).unzip();
-        let request = timed(pb::AckBatchRequest { acks });
-        match bounded(client.clone().ack_batch(request)).await {
-            Ok(response) => {
-                let results = response.into_inner().results;
-                for (i, reply) in replies.into_iter().enumerate() {
-                    let result = match results.get(i) {
-                        Some(r) if r.code == 0 => Ok(()),
-                        Some(r) => Err(Status::new(Code::from(r.code), r.message.clone())),
-                        None => Err(Status::internal(
-                            "AckBatch answered fewer results than acks",
-                        )),
-                    };
-                    let _ = reply.send(result);
-                }
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let _call = call;
+            let answer = bounded(client.ack_batch(timed(pb::AckBatchRequest { acks }))).await;
+            answer_acks(replies, answer);
+        });
+    }
+}
+
+/// Answers each ack of a batch with its item of the AckBatch response.
+fn answer_acks(
+    replies: Vec<oneshot::Sender<Result<(), Status>>>,
+    answer: Result<tonic::Response<pb::AckBatchResponse>, Status>,
+) {
+    match answer {
+        Ok(response) => {
+            let results = response.into_inner().results;
+            for (i, reply) in replies.into_iter().enumerate() {
+                let result = match results.get(i) {
+                    Some(r) if r.code == 0 => Ok(()),
+                    Some(r) => Err(Status::new(Code::from(r.code), r.message.clone())),
+                    None => Err(Status::internal(
+                        "AckBatch answered fewer results than acks",
+                    )),
+                };
+                let _ = reply.send(result);
             }
-            Err(status) => {
-                for reply in replies {
-                    let _ = reply.send(Err(status.clone()));
-                }
+        }
+        Err(status) => {
+            for reply in replies {
+                let _ = reply.send(Err(status.clone()));
             }
         }
     }
