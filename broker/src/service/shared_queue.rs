@@ -80,7 +80,7 @@ impl SharedQueue {
     /// leased and wakes whoever its changes concern.
     pub fn with_queue<T>(&self, op: impl FnOnce(&mut Queue, Timestamp) -> T) -> T {
         let mut state = self.lock();
-        self.apply(&mut state, op)
+        self.apply(&mut state, |state, now| op(&mut state.queue, now))
     }
 
     /// Like [`SharedQueue::with_queue`] for new work: refused while draining,
@@ -94,7 +94,7 @@ impl SharedQueue {
         if state.draining {
             return Err(RequestError::ShuttingDown(what));
         }
-        Ok(self.apply(&mut state, op))
+        Ok(self.apply(&mut state, |state, now| op(&mut state.queue, now)))
     }
 
     /// Opens a consumer whose jobs are sent to the returned channel.
@@ -108,12 +108,13 @@ impl SharedQueue {
                 "no new Lease streams are opened",
             ));
         }
-        let now = self.inner.clock.now();
         let (tx, rx) = mpsc::channel(spec.max_in_flight as usize);
-        let leased_before = state.queue.leased_count();
-        let id = state.queue.open_consumer(spec, now)?;
-        state.outlets.insert(id, tx);
-        self.settle(&mut state, now, leased_before);
+        let id = self.apply(&mut state, |state, now| {
+            let id = state.queue.open_consumer(spec, now)?;
+            // Registered before `apply` sends what the consumer was leased.
+            state.outlets.insert(id, tx);
+            Ok::<_, RequestError>(id)
+        })?;
         Ok((id, rx))
     }
 
@@ -126,18 +127,17 @@ impl SharedQueue {
         pending: Vec<Outgoing>,
     ) {
         let mut state = self.lock();
-        let now = self.inner.clock.now();
-        let leased_before = state.queue.leased_count();
-        state.queue.close_consumer(id);
-        state.outlets.remove(&id);
-        outlet.close();
-        for outgoing in pending {
-            state.queue.return_undelivered(outgoing.delivery, now);
-        }
-        while let Ok(outgoing) = outlet.try_recv() {
-            state.queue.return_undelivered(outgoing.delivery, now);
-        }
-        self.settle(&mut state, now, leased_before);
+        self.apply(&mut state, |state, now| {
+            state.queue.close_consumer(id);
+            state.outlets.remove(&id);
+            outlet.close();
+            for outgoing in pending {
+                state.queue.return_undelivered(outgoing.delivery, now);
+            }
+            while let Ok(outgoing) = outlet.try_recv() {
+                state.queue.return_undelivered(outgoing.delivery, now);
+            }
+        });
     }
 
     /// Refuses new work from now on and ends every Lease stream (once each
@@ -174,10 +174,7 @@ impl SharedQueue {
     /// instant of the next deadline, if any.
     pub(super) fn tick(&self) -> Option<tokio::time::Instant> {
         let mut state = self.lock();
-        let now = self.inner.clock.now();
-        let leased_before = state.queue.leased_count();
-        state.queue.expire(now);
-        self.settle(&mut state, now, leased_before);
+        self.apply(&mut state, |state, now| state.queue.expire(now));
         let next = state.queue.next_deadline();
         state.scheduler_wakes_at = next;
         next.map(|t| self.inner.clock.instant_at(t))
@@ -188,10 +185,12 @@ impl SharedQueue {
         self.inner.scheduler.notified().await;
     }
 
-    fn apply<T>(&self, state: &mut State, op: impl FnOnce(&mut Queue, Timestamp) -> T) -> T {
+    /// Runs `op` on the locked state at the current time, then settles:
+    /// sends what it leased and wakes whoever its changes concern.
+    fn apply<T>(&self, state: &mut State, op: impl FnOnce(&mut State, Timestamp) -> T) -> T {
         let now = self.inner.clock.now();
         let leased_before = state.queue.leased_count();
-        let out = op(&mut state.queue, now);
+        let out = op(state, now);
         self.settle(state, now, leased_before);
         out
     }
