@@ -187,8 +187,8 @@ impl Queue {
         }
         self.check_room(job.queue)?;
         if state == JobState::Cancelled {
-            let until = job.finished_at.saturating_add(self.config.retention);
-            self.retained.remove(&(until, seq));
+            self.retained
+                .remove(&job.retention_key(seq, self.config.retention));
         }
         let job = self.jobs.get_mut(&seq).expect("seq_of() found it");
         job.attempt = 0;
@@ -196,7 +196,6 @@ impl Queue {
         job.finished_at = Timestamp::default();
         job.run_at = now;
         self.log_job(seq, None, LogLevel::Info, "job retried by operator");
-        self.set_state(seq, JobState::Ready);
         self.make_ready(seq, now);
         Ok(())
     }

@@ -138,6 +138,11 @@ impl Job {
         self.extras.get_or_insert_default().last_error = Some(error);
     }
 
+    /// Its key in the retention set: when a finished job is forgotten.
+    pub fn retention_key(&self, seq: Seq, retention: Duration) -> (Timestamp, Seq) {
+        (self.finished_at.saturating_add(retention), seq)
+    }
+
     /// Its place among the ready jobs of its queue and type.
     pub fn ready_key(&self, seq: Seq) -> ReadyKey {
         ReadyKey::new(self.priority, self.run_at, seq)

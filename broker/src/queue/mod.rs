@@ -323,6 +323,7 @@ impl Queue {
             self.count_new(seq, JobState::Scheduled);
             self.scheduled.insert((run_at, seq));
         } else {
+            // Counted as READY, which make_ready keeps it.
             self.count_new(seq, JobState::Ready);
             self.make_ready(seq, now);
         }
@@ -413,7 +414,6 @@ impl Queue {
             JobState::Cancelled
         } else if delay.is_zero() {
             // Keeps its run_at, and so its place among the ready jobs.
-            self.set_state(seq, JobState::Ready);
             self.make_ready(seq, now);
             JobState::Ready
         } else {
@@ -433,7 +433,6 @@ impl Queue {
             }
             self.scheduled.pop_first();
             self.log_job(seq, None, LogLevel::Debug, "job due");
-            self.set_state(seq, JobState::Ready);
             self.make_ready(seq, now);
         }
         while let Some(&(at, seq)) = self.leases.first() {

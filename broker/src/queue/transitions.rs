@@ -80,7 +80,6 @@ impl Queue {
         let at = now.saturating_add(delay);
         if delay.is_zero() {
             self.jobs.get_mut(&seq).expect("job is known").run_at = now;
-            self.set_state(seq, JobState::Ready);
             self.make_ready(seq, now);
             // It may have been leased again at once; it was READY when due.
             return Resolution {
@@ -101,9 +100,10 @@ impl Queue {
         self.scheduled.insert((at, seq));
     }
 
-    /// Puts a job that is counted as READY into its ready set, and leases it
-    /// at once if a consumer has a free slot for it.
+    /// Makes a job READY in its ready set, and leases it at once if a
+    /// consumer has a free slot for it.
     pub(super) fn make_ready(&mut self, seq: Seq, now: Timestamp) {
+        self.set_state(seq, JobState::Ready);
         let job = &self.jobs[&seq];
         let (queue, job_type) = (job.queue, job.job_type);
         let key = job.ready_key(seq);
@@ -117,10 +117,11 @@ impl Queue {
     /// SUCCEEDED, DEAD or CANCELLED: no lease, no deadline but retention.
     pub(super) fn finish(&mut self, seq: Seq, state: JobState, now: Timestamp) {
         self.set_state(seq, state);
-        self.jobs.get_mut(&seq).expect("job is known").finished_at = now;
+        let job = self.jobs.get_mut(&seq).expect("job is known");
+        job.finished_at = now;
         if state != JobState::Dead {
             self.retained
-                .insert((now.saturating_add(self.config.retention), seq));
+                .insert(job.retention_key(seq, self.config.retention));
             while self.retained.len() > self.config.max_retained {
                 if let Some((_, oldest)) = self.retained.pop_first() {
                     self.remove_job(oldest);
@@ -137,7 +138,10 @@ impl Queue {
         self.log_job(seq, None, LogLevel::Debug, "job forgotten");
         let job = self.jobs.remove(&seq).expect("just checked");
         debug_assert!(job.lease.is_none(), "leased jobs are never removed");
-        let ready_key = job.ready_key(seq);
+        let (ready_key, retention_key) = (
+            job.ready_key(seq),
+            job.retention_key(seq, self.config.retention),
+        );
         if let Some(key) = job.extras.and_then(|e| e.idempotency_key) {
             self.idempotency.remove(&(job.queue, key));
         }
@@ -152,8 +156,7 @@ impl Queue {
             }
             JobState::Ready => remove_ready(qs, job.job_type, &ready_key),
             JobState::Succeeded | JobState::Cancelled => {
-                let until = job.finished_at.saturating_add(self.config.retention);
-                self.retained.remove(&(until, seq));
+                self.retained.remove(&retention_key);
             }
             JobState::Leased | JobState::Dead => {}
         }
