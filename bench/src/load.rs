@@ -185,14 +185,20 @@ fn payload(size: usize, at: u64) -> bytes::Bytes {
     p.into()
 }
 
-fn latency_of(job: &pb::LeasedJob, epoch: Instant) -> u64 {
+/// Microseconds from the send time stamped in `payload` until now.
+fn latency_us(payload: &[u8], epoch: Instant) -> u64 {
     let now = epoch.elapsed().as_nanos() as u64;
-    let sent = job
-        .job
-        .as_ref()
-        .and_then(|j| j.payload.get(..8))
+    let sent = payload
+        .get(..8)
         .map_or(now, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
     now.saturating_sub(sent) / 1000
+}
+
+/// [`latency_us`] of a leased job.
+fn latency_of(job: &pb::LeasedJob, epoch: Instant) -> u64 {
+    job.job
+        .as_ref()
+        .map_or(0, |j| latency_us(&j.payload, epoch))
 }
 
 async fn produce(
@@ -368,13 +374,8 @@ async fn consume_with_worker(
         .handler(
             "bench",
             move |job: sluice_worker::Job, _ctx: sluice_worker::JobContext| {
-                let now = epoch.elapsed().as_nanos() as u64;
-                let sent = job
-                    .payload
-                    .get(..8)
-                    .map_or(now, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
                 if let Ok(mut h) = recorder.lock() {
-                    let _ = h.record(now.saturating_sub(sent) / 1000);
+                    let _ = h.record(latency_us(&job.payload, epoch));
                 }
                 async move {
                     if !work.is_zero() {
