@@ -251,11 +251,6 @@ impl Queue {
         }
     }
 
-    /// The rules this queue applies.
-    pub fn config(&self) -> &QueueConfig {
-        &self.config
-    }
-
     /// Adds a job: READY now, or SCHEDULED when `run_at` is in the future.
     ///
     /// # Errors
