@@ -57,6 +57,8 @@ pub struct Measured {
     pub end_to_end: Duration,
     /// Enqueue (send) to receipt by a consumer, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// Enqueue or EnqueueBatch calls, send to answer, in microseconds.
+    pub enqueue_call_us: Histogram<u64>,
 }
 
 /// How late an open-loop send may be before it counts as a stall.
@@ -114,13 +116,17 @@ pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
         let client = BrokerClient::new(connect(addr).await?);
         producers.spawn(produce(client, count, load.clone(), epoch, started));
     }
+    let mut enqueue_call_us = Histogram::<u64>::new(3)?;
     while let Some(result) = producers.join_next().await {
-        result??;
+        enqueue_call_us.add(result??)?;
     }
     let enqueue = started.elapsed();
     // A consumer that fails ends the run with its error, not a timeout.
     let waited = tokio::time::timeout(Duration::from_secs(300), async {
+        // Biased: a consumer returns right after `done` fires, and that is
+        // the end of the run, not an early end of its stream.
         tokio::select! {
+            biased;
             () = progress.done.cancelled() => Ok(()),
             Some(result) = consumers.join_next() => match result? {
                 Err(e) => Err(e),
@@ -146,6 +152,7 @@ pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
         enqueue,
         end_to_end,
         latency_us,
+        enqueue_call_us,
     })
 }
 
@@ -207,8 +214,9 @@ async fn produce(
     load: Load,
     epoch: Instant,
     started: Instant,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Histogram<u64>> {
     let mut calls = JoinSet::new();
+    let mut call_us = Histogram::<u64>::new(3)?;
     let interval = load
         .rate
         .map(|rate| Duration::from_secs_f64(load.producers as f64 / rate));
@@ -233,7 +241,7 @@ async fn produce(
     let mut sent = 0u64;
     while sent < count {
         if calls.len() >= load.window {
-            calls.join_next().await.context("a call")???;
+            call_us.record(calls.join_next().await.context("a call")???)?;
         }
         if let Some(interval) = interval {
             tokio::time::sleep_until(started + interval.mul_f64(sent as f64)).await;
@@ -242,7 +250,11 @@ async fn produce(
             Api::Unary => {
                 let mut c = client.clone();
                 let req = request(stamp(sent));
-                calls.spawn(async move { c.enqueue(req).await.map(|_| ()).context("Enqueue") });
+                calls.spawn(async move {
+                    let at = Instant::now();
+                    c.enqueue(req).await.context("Enqueue")?;
+                    Ok(at.elapsed().as_micros() as u64)
+                });
                 sent += 1;
             }
             Api::Batch => {
@@ -250,13 +262,14 @@ async fn produce(
                 let jobs = (0..n).map(|_| request(stamp(sent))).collect();
                 let mut c = client.clone();
                 calls.spawn(async move {
+                    let at = Instant::now();
                     let results = c
                         .enqueue_batch(pb::EnqueueBatchRequest { jobs })
                         .await
                         .context("EnqueueBatch")?;
                     match results.into_inner().results.iter().find(|r| r.code != 0) {
                         Some(failed) => bail!("EnqueueBatch item failed: {}", failed.message),
-                        None => Ok(()),
+                        None => Ok(at.elapsed().as_micros() as u64),
                     }
                 });
                 sent += n;
@@ -264,9 +277,9 @@ async fn produce(
         }
     }
     while let Some(result) = calls.join_next().await {
-        result??;
+        call_us.record(result??)?;
     }
-    Ok(())
+    Ok(call_us)
 }
 
 async fn consume(
