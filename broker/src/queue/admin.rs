@@ -115,7 +115,7 @@ impl Queue {
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut jobs = Vec::new();
         let mut last = None;
-        for (scanned, (&seq, job)) in self.jobs.range((start, Bound::Unbounded)).enumerate() {
+        for (scanned, (seq, job)) in self.jobs.range((start, Bound::Unbounded)).enumerate() {
             if jobs.len() == limit || scanned == SCAN_BUDGET {
                 return ListPage { jobs, next: last };
             }
@@ -175,7 +175,7 @@ impl Queue {
     /// state; [`QueueError::QueueFull`] when its queue is full.
     pub fn retry(&mut self, job_id: Uuid, now: Timestamp) -> Result<(), QueueError> {
         let seq = self.seq_of(job_id)?;
-        let job = &self.jobs[&seq];
+        let job = &self.jobs[seq];
         let state = job.state;
         if !matches!(state, JobState::Dead | JobState::Cancelled) {
             return Err(QueueError::WrongState {
@@ -190,7 +190,7 @@ impl Queue {
             self.retained
                 .remove(&job.retention_key(seq, self.config.retention));
         }
-        let job = self.jobs.get_mut(&seq).expect("seq_of() found it");
+        let job = self.jobs.get_mut(seq).expect("seq_of() found it");
         job.attempt = 0;
         job.cancel_requested = false;
         job.finished_at = Timestamp::default();
@@ -208,7 +208,7 @@ impl Queue {
     /// [`QueueError::UnknownJob`]; [`QueueError::WrongState`] for a finished job.
     pub fn cancel(&mut self, job_id: Uuid, now: Timestamp) -> Result<JobState, QueueError> {
         let seq = self.seq_of(job_id)?;
-        let job = self.jobs.get_mut(&seq).expect("seq_of() found it");
+        let job = self.jobs.get_mut(seq).expect("seq_of() found it");
         let state = job.state;
         if !state.is_unfinished() {
             return Err(QueueError::WrongState {
@@ -266,7 +266,7 @@ impl Queue {
         let start = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut doomed: Vec<Seq> = Vec::new();
         let mut next = None;
-        for (scanned, (&seq, job)) in self.jobs.range((start, Bound::Excluded(until))).enumerate() {
+        for (scanned, (seq, job)) in self.jobs.range((start, Bound::Excluded(until))).enumerate() {
             if scanned == SCAN_BUDGET {
                 break;
             }

@@ -116,7 +116,7 @@ impl Queue {
         let c = self.consumers.get_mut(&consumer).expect("consumer is open");
         let lease = self
             .jobs
-            .get_mut(&seq)
+            .get_mut(seq)
             .and_then(|j| j.lease.as_mut())
             .expect("leased() checked");
         if lease.consumer == consumer || lease.worker_id != c.worker_id || !c.has_slot() {
@@ -220,7 +220,7 @@ impl Queue {
         let expires_at = now.saturating_add(lease_duration);
         let worker_id = c.worker_id.clone();
         let lease_id = self.new_uuid();
-        let job = self.jobs.get_mut(&seq).expect("job is known");
+        let job = self.jobs.get_mut(seq).expect("job is known");
         debug_assert_eq!(job.state, JobState::Ready);
         job.attempt += 1;
         job.lease = Some(Box::new(Lease {
@@ -242,7 +242,7 @@ impl Queue {
         });
         self.log_job(
             seq,
-            self.jobs[&seq].lease.as_deref(),
+            self.jobs[seq].lease.as_deref(),
             super::LogLevel::Debug,
             "job leased",
         );

@@ -21,7 +21,9 @@ mod admin;
 mod backoff;
 mod consumers;
 mod job;
+mod job_table;
 mod names;
+mod ready_set;
 #[cfg(test)]
 mod tests;
 mod transitions;
@@ -42,7 +44,9 @@ use self::consumers::Consumer;
 pub use self::consumers::ConsumerSpec;
 pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease};
 use self::job::{Extras, Job, Seq};
+use self::job_table::JobTable;
 use self::names::{NameId, Names};
+use self::ready_set::ReadySet;
 use crate::clock::Timestamp;
 use crate::error::QueueError;
 
@@ -164,7 +168,7 @@ struct QueueState {
     counts: [u64; 6],
     counters: admin::Counters,
     /// Ready jobs by type; a type's set is removed when it empties.
-    ready: HashMap<NameId, BTreeSet<ReadyKey>>,
+    ready: HashMap<NameId, ReadySet>,
     /// Consumers listening on this queue, tried round-robin from `cursor`.
     consumers: Vec<ConsumerId>,
     cursor: usize,
@@ -188,7 +192,7 @@ pub struct Queue {
     names: Names,
     next_seq: Seq,
     /// Every known job, in creation order (ListJobs pages through it).
-    jobs: BTreeMap<Seq, Box<Job>>,
+    jobs: JobTable,
     /// The first half of every job id this broker makes; the second half is
     /// the job's seq. So an id leads to its job without a map of ids.
     instance: [u8; 8],
@@ -213,7 +217,7 @@ impl Queue {
             rng: SmallRng::seed_from_u64(seed),
             names: Names::default(),
             next_seq: 0,
-            jobs: BTreeMap::new(),
+            jobs: JobTable::default(),
             instance: [0; 8],
             queues: HashMap::new(),
             scheduled: BTreeSet::new(),
@@ -244,7 +248,7 @@ impl Queue {
         let mut low = [0u8; 8];
         low.copy_from_slice(&bytes[8..]);
         let seq = u64::from_be_bytes(low) & ((1 << 62) - 1);
-        if self.job_id(seq) == job_id && self.jobs.contains_key(&seq) {
+        if self.job_id(seq) == job_id && self.jobs.contains(seq) {
             Ok(seq)
         } else {
             Err(QueueError::UnknownJob { job_id })
@@ -312,7 +316,7 @@ impl Queue {
             finished_at: Timestamp::default(),
             lease: None,
         };
-        self.jobs.insert(seq, Box::new(job));
+        self.jobs.insert(seq, job);
         self.log_job(seq, None, LogLevel::Debug, "job enqueued");
         if run_at > now {
             self.count_new(seq, JobState::Scheduled);
@@ -375,7 +379,7 @@ impl Queue {
         now: Timestamp,
     ) -> Result<Extended, QueueError> {
         let seq = self.leased(job_id, lease_id)?;
-        let job = self.jobs.get_mut(&seq).expect("leased() found it");
+        let job = self.jobs.get_mut(seq).expect("leased() found it");
         let lease = job.lease.as_mut().expect("leased() checked the lease");
         let expires_at = now.saturating_add(by.unwrap_or(lease.duration));
         self.leases.remove(&(lease.expires_at, seq));
@@ -402,7 +406,7 @@ impl Queue {
         let seq = self.leased(job_id, lease_id)?;
         let lease = self.end_lease(seq);
         self.log_job(seq, Some(&lease), LogLevel::Debug, "job released");
-        let job = self.jobs.get_mut(&seq).expect("leased() found it");
+        let job = self.jobs.get_mut(seq).expect("leased() found it");
         job.attempt -= 1;
         let state = if job.cancel_requested {
             self.finish(seq, JobState::Cancelled, now);
@@ -483,7 +487,7 @@ impl Queue {
     /// Whether the lease of a delivery is still the job's current one.
     pub fn is_current(&self, delivery: Delivery) -> bool {
         self.jobs
-            .get(&delivery.seq)
+            .get(delivery.seq)
             .and_then(|job| job.lease.as_ref())
             .is_some_and(|l| l.id == delivery.lease_id)
     }

@@ -19,7 +19,7 @@ impl Queue {
     /// The job `job_id` if `lease_id` is its current lease.
     pub(super) fn leased(&self, job_id: Uuid, lease_id: Uuid) -> Result<Seq, QueueError> {
         let seq = self.seq_of(job_id)?;
-        let job = &self.jobs[&seq];
+        let job = &self.jobs[seq];
         match &job.lease {
             Some(lease) if lease.id == lease_id => Ok(seq),
             _ => Err(QueueError::StaleLease {
@@ -33,7 +33,7 @@ impl Queue {
     /// Takes the lease off a leased job; the caller then gives it a new state
     /// and frees the consumer's slot.
     pub(super) fn end_lease(&mut self, seq: Seq) -> Box<Lease> {
-        let job = self.jobs.get_mut(&seq).expect("job is known");
+        let job = self.jobs.get_mut(seq).expect("job is known");
         let lease = job.lease.take().expect("job is leased");
         self.leases.remove(&(lease.expires_at, seq));
         lease
@@ -48,7 +48,7 @@ impl Queue {
         failure: Failure,
         now: Timestamp,
     ) -> Resolution {
-        let job = self.jobs.get_mut(&seq).expect("job is known");
+        let job = self.jobs.get_mut(seq).expect("job is known");
         job.set_last_error(truncate_error(failure.error));
         let (cancelled, out_of_attempts) = (
             job.cancel_requested,
@@ -79,7 +79,7 @@ impl Queue {
             .unwrap_or_else(|| self.config.backoff.delay(u32::from(attempt), unit));
         let at = now.saturating_add(delay);
         if delay.is_zero() {
-            self.jobs.get_mut(&seq).expect("job is known").run_at = now;
+            self.jobs.get_mut(seq).expect("job is known").run_at = now;
             self.make_ready(seq, now);
             // It may have been leased again at once; it was READY when due.
             return Resolution {
@@ -95,7 +95,7 @@ impl Queue {
     }
 
     pub(super) fn schedule(&mut self, seq: Seq, at: Timestamp) {
-        self.jobs.get_mut(&seq).expect("job is known").run_at = at;
+        self.jobs.get_mut(seq).expect("job is known").run_at = at;
         self.set_state(seq, JobState::Scheduled);
         self.scheduled.insert((at, seq));
     }
@@ -104,7 +104,7 @@ impl Queue {
     /// consumer has a free slot for it.
     pub(super) fn make_ready(&mut self, seq: Seq, now: Timestamp) {
         self.set_state(seq, JobState::Ready);
-        let job = &self.jobs[&seq];
+        let job = &self.jobs[seq];
         let (queue, job_type) = (job.queue, job.job_type);
         let key = job.ready_key(seq);
         let qs = self.queues.get_mut(&queue).expect("job's queue is known");
@@ -117,7 +117,7 @@ impl Queue {
     /// SUCCEEDED, DEAD or CANCELLED: no lease, no deadline but retention.
     pub(super) fn finish(&mut self, seq: Seq, state: JobState, now: Timestamp) {
         self.set_state(seq, state);
-        let job = self.jobs.get_mut(&seq).expect("job is known");
+        let job = self.jobs.get_mut(seq).expect("job is known");
         job.finished_at = now;
         if state != JobState::Dead {
             self.retained
@@ -132,11 +132,11 @@ impl Queue {
 
     /// Forgets a job that is not leased, with every index entry it has.
     pub(super) fn remove_job(&mut self, seq: Seq) {
-        if !self.jobs.contains_key(&seq) {
+        if !self.jobs.contains(seq) {
             return;
         }
         self.log_job(seq, None, LogLevel::Debug, "job forgotten");
-        let job = self.jobs.remove(&seq).expect("just checked");
+        let job = self.jobs.remove(seq).expect("just checked");
         debug_assert!(job.lease.is_none(), "leased jobs are never removed");
         let (ready_key, retention_key) = (
             job.ready_key(seq),
@@ -176,7 +176,7 @@ impl Queue {
 
     /// Records a new job's first state in its queue's counts.
     pub(super) fn count_new(&mut self, seq: Seq, state: JobState) {
-        let job = self.jobs.get_mut(&seq).expect("job is known");
+        let job = self.jobs.get_mut(seq).expect("job is known");
         job.state = state;
         let qs = self
             .queues
@@ -187,7 +187,7 @@ impl Queue {
 
     /// Moves a job to `state`, keeping its queue's counts.
     pub(super) fn set_state(&mut self, seq: Seq, state: JobState) {
-        let job = self.jobs.get_mut(&seq).expect("job is known");
+        let job = self.jobs.get_mut(seq).expect("job is known");
         let qs = self
             .queues
             .get_mut(&job.queue)
@@ -198,7 +198,7 @@ impl Queue {
     }
 
     pub(super) fn queue_state(&mut self, seq: Seq) -> &mut QueueState {
-        let queue = self.jobs[&seq].queue;
+        let queue = self.jobs[seq].queue;
         self.queues.get_mut(&queue).expect("job's queue is known")
     }
 
@@ -207,7 +207,7 @@ impl Queue {
     }
 
     pub(super) fn view(&self, seq: Seq) -> JobView<'_> {
-        let job = &self.jobs[&seq];
+        let job = &self.jobs[seq];
         JobView {
             id: self.job_id(seq),
             queue: self.names.name(job.queue),
