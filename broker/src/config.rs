@@ -1,6 +1,7 @@
 //! The broker's settings, with their defaults. Only `main.rs` reads flags
 //! and environment variables into it; tests build it directly.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::queue::{Backoff, QueueConfig};
@@ -14,6 +15,8 @@ pub struct Config {
     pub max_payload: usize,
     /// How long a drain waits for leased jobs to be resolved.
     pub drain_timeout: Duration,
+    /// Where jobs are kept across restarts; `None` for memory only.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             },
             max_payload: 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
+            data_dir: None,
         }
     }
 }

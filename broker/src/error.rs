@@ -84,6 +84,10 @@ pub enum RequestError {
     /// The queue refused it.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The change could not be made durable: the data directory failed and
+    /// the broker is stopping.
+    #[error("the broker could not make this change durable ({0}); it is stopping")]
+    StoreFailed(std::sync::Arc<str>),
 }
 
 impl RequestError {
@@ -100,7 +104,7 @@ impl From<RequestError> for Status {
     fn from(err: RequestError) -> Self {
         let code = match &err {
             RequestError::InvalidArgument { .. } => Code::InvalidArgument,
-            RequestError::ShuttingDown(_) => Code::Unavailable,
+            RequestError::ShuttingDown(_) | RequestError::StoreFailed(_) => Code::Unavailable,
             RequestError::Queue(q) => match q {
                 QueueError::UnknownJob { .. } | QueueError::UnknownQueue { .. } => Code::NotFound,
                 QueueError::StaleLease { .. } | QueueError::WrongState { .. } => {
@@ -131,4 +135,13 @@ pub enum ServerError {
     /// The server stopped without being asked to.
     #[error("the server stopped before shutdown was requested")]
     StoppedEarly,
+    /// The data directory could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::storage::StoreError),
+    /// The data directory holds what the queue cannot take back.
+    #[error("restoring the data directory: {0}")]
+    Restore(QueueError),
+    /// The data directory failed while serving.
+    #[error("the data directory failed: {0}")]
+    StoreFailed(std::sync::Arc<str>),
 }

@@ -11,3 +11,4 @@ pub mod error;
 pub mod queue;
 pub mod server;
 pub mod service;
+pub mod storage;

@@ -2,6 +2,7 @@
 //! logging and signals, and runs [`sluice_broker::server::run`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use sluice_broker::config::Config;
 use sluice_broker::queue::{Backoff, QueueConfig};
 use sluice_cli::LogFormat;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 /// tonic allocates and frees codec buffers for every call; with mimalloc the
 /// broker spends about 10% less CPU per job than with glibc's malloc
@@ -59,6 +60,11 @@ struct Args {
     /// How long a drain (SIGTERM/SIGINT) waits for leased jobs to be resolved.
     #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Keep jobs in this directory (created if missing) so that they survive
+    /// a restart or a crash; every acknowledged change is fsynced first.
+    /// Without it the broker is memory-only.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -102,6 +108,7 @@ impl Args {
             },
             max_payload: self.max_payload,
             drain_timeout: self.drain_timeout,
+            data_dir: self.data_dir.clone(),
         })
     }
 }
@@ -127,7 +134,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     sluice_cli::watch_signals(shutdown.clone()).context("installing signal handlers")?;
     info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");
-    warn!("memory-only: jobs do not survive a restart of the broker");
     sluice_broker::server::run(listener, config, shutdown).await?;
     Ok(())
 }

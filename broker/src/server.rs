@@ -20,12 +20,13 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::clock::TokioClock;
+use crate::clock::{Clock, TokioClock};
 use crate::config::Config;
 use crate::error::ServerError;
 use crate::queue::Queue;
 use crate::service::convert::Limits;
 use crate::service::{AdminService, BrokerService, SharedQueue, scheduler};
+use crate::storage::Store;
 
 /// How long the server may take to close its connections after the drain.
 /// A client that keeps an ended stream unread holds its connection open;
@@ -45,7 +46,8 @@ const CONNECTION_WINDOW: u32 = 8 << 20;
 pub struct DrainReport {
     /// Jobs still leased when the drain timeout passed.
     pub still_leased: usize,
-    /// Jobs scheduled, ready or leased at exit: lost with a memory-only broker.
+    /// Jobs scheduled, ready or leased at exit: lost with a memory-only
+    /// broker, kept in the data directory otherwise.
     pub unfinished: u64,
 }
 
@@ -58,10 +60,10 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<DrainReport, ServerError> {
-    let shared = SharedQueue::new(
-        Queue::new(config.queue.clone(), rand::random()),
-        TokioClock::new(),
-    );
+    let clock = TokioClock::new();
+    let (queue, store) = open_queue(&config, &clock, &shutdown).await?;
+    let durable = store.is_some();
+    let shared = SharedQueue::new(queue, clock, store);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -120,17 +122,22 @@ pub async fn run(
         }
     }
 
-    info!(drain_timeout = %humantime::format_duration(config.drain_timeout), "draining: no new work, waiting for leased jobs");
     set_health(&health, ServingStatus::NotServing).await;
     shared.begin_drain();
-    let still_leased = shared
-        .leases_resolved(tokio::time::Instant::now() + config.drain_timeout)
-        .await;
+    // A failed store resolves nothing any more: stop at once.
+    let drain_deadline = match shared.store_failure() {
+        Some(_) => tokio::time::Instant::now(),
+        None => {
+            info!(drain_timeout = %humantime::format_duration(config.drain_timeout), "draining: no new work, waiting for leased jobs");
+            tokio::time::Instant::now() + config.drain_timeout
+        }
+    };
+    let still_leased = shared.leases_resolved(drain_deadline).await;
     let unfinished = shared.with_queue(|queue, _| queue.unfinished_count());
     if still_leased > 0 {
-        warn!(still_leased, "drain timeout passed with jobs still leased");
+        warn!(still_leased, "drain ended with jobs still leased");
     }
-    if unfinished > 0 {
+    if unfinished > 0 && !durable {
         warn!(
             unfinished,
             "memory-only broker: unfinished jobs are lost with this process"
@@ -148,11 +155,47 @@ pub async fn run(
     stop_scheduler.cancel();
     tasks.close();
     tasks.wait().await;
+    let closing = shared.clone();
+    tokio::task::spawn_blocking(move || closing.close_store()).await?;
+    if let Some(why) = shared.store_failure() {
+        return Err(ServerError::StoreFailed(why));
+    }
     info!(still_leased, unfinished, "broker stopped");
     Ok(DrainReport {
         still_leased,
         unfinished,
     })
+}
+
+/// The queue to serve: rebuilt from the data directory, or empty and
+/// memory-only without one.
+async fn open_queue(
+    config: &Config,
+    clock: &TokioClock,
+    shutdown: &CancellationToken,
+) -> Result<(Queue, Option<Store>), ServerError> {
+    let Some(dir) = config.data_dir.clone() else {
+        warn!("memory-only (no --data-dir): jobs do not survive a restart of the broker");
+        return Ok((Queue::new(config.queue.clone(), rand::random()), None));
+    };
+    let started = std::time::Instant::now();
+    let on_failure = shutdown.clone();
+    let opened = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Store::open(&dir, rand::random(), on_failure)).await?
+    };
+    let (store, snapshot) = opened?;
+    let recovered = snapshot.jobs.len();
+    let queue = Queue::restore(config.queue.clone(), rand::random(), snapshot, clock.now())
+        .map_err(ServerError::Restore)?;
+    info!(
+        data_dir = %dir.display(),
+        recovered_jobs = recovered,
+        unfinished = queue.unfinished_count(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered the data directory"
+    );
+    Ok((queue, Some(store)))
 }
 
 /// Sets the overall status ("") and `sluice.v1.Broker`'s alike.

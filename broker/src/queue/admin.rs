@@ -300,17 +300,18 @@ impl Queue {
     pub fn pause(&mut self, queue: &str) -> Result<(), QueueError> {
         let id = self.names.intern(queue)?;
         self.queues.entry(id).or_default().paused = true;
+        self.note_paused(id);
         info!(queue, "queue paused");
         Ok(())
     }
 
     /// Hands out the queue's jobs again. Resuming a queue never paused does nothing.
     pub fn resume(&mut self, queue: &str, now: Timestamp) {
-        let Some(qs) = self
-            .names
-            .get(queue)
-            .and_then(|id| self.queues.get_mut(&id))
-        else {
+        let Some(id) = self.names.get(queue) else {
+            return;
+        };
+        self.note_paused(id);
+        let Some(qs) = self.queues.get_mut(&id) else {
             return;
         };
         qs.paused = false;

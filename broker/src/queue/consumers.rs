@@ -116,7 +116,7 @@ impl Queue {
         let c = self.consumers.get_mut(&consumer).expect("consumer is open");
         let lease = self
             .jobs
-            .get_mut(seq)
+            .get_mut_untracked(seq)
             .and_then(|j| j.lease.as_mut())
             .expect("leased() checked");
         if lease.consumer == consumer || lease.worker_id != c.worker_id || !c.has_slot() {
@@ -220,7 +220,8 @@ impl Queue {
         let expires_at = now.saturating_add(lease_duration);
         let worker_id = c.worker_id.clone();
         let lease_id = self.new_uuid();
-        let job = self.jobs.get_mut(seq).expect("job is known");
+        // Not durable (see `durable`): the job's record stays as it was.
+        let job = self.jobs.get_mut_untracked(seq).expect("job is known");
         debug_assert_eq!(job.state, JobState::Ready);
         job.attempt += 1;
         job.lease = Some(Box::new(Lease {
@@ -233,7 +234,7 @@ impl Queue {
         let (queue, job_type, key) = (job.queue, job.job_type, job.ready_key(seq));
         let qs = self.queues.get_mut(&queue).expect("job's queue is known");
         remove_ready(qs, job_type, &key);
-        self.set_state(seq, JobState::Leased);
+        self.set_state_untracked(seq, JobState::Leased);
         self.leases.insert((expires_at, seq));
         self.outbox.push(super::Delivery {
             consumer,

@@ -26,6 +26,9 @@ struct Page {
 #[derive(Debug, Default)]
 pub(crate) struct JobTable {
     pages: BTreeMap<u64, Box<Page>>,
+    /// With tracking on: every seq inserted (`true`), changed or removed
+    /// since the last `take_changes`, repeats included.
+    changes: Option<Vec<(Seq, bool)>>,
 }
 
 /// The page of `seq` and its slot in it.
@@ -39,9 +42,50 @@ impl JobTable {
         self.pages.get(&page)?.slots[slot].as_deref()
     }
 
+    /// The job, noted as changed.
     pub fn get_mut(&mut self, seq: Seq) -> Option<&mut Job> {
+        self.note(seq, false);
+        self.get_mut_untracked(seq)
+    }
+
+    /// The job, for a change the durable view does not show (its lease).
+    pub fn get_mut_untracked(&mut self, seq: Seq) -> Option<&mut Job> {
         let (page, slot) = split(seq);
         self.pages.get_mut(&page)?.slots[slot].as_deref_mut()
+    }
+
+    pub fn track_changes(&mut self) {
+        self.changes.get_or_insert_default();
+    }
+
+    /// The seqs noted since the last call, each once, in seq order, with
+    /// whether it was inserted meanwhile.
+    pub fn take_changes(&mut self) -> Vec<(Seq, bool)> {
+        let Some(changes) = self.changes.as_mut() else {
+            return Vec::new();
+        };
+        let mut taken = std::mem::take(changes);
+        taken.sort_unstable();
+        // Sorted by (seq, inserted): the last of each seq says if it was inserted.
+        taken.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                earlier.1 |= later.1;
+            }
+            same
+        });
+        taken
+    }
+
+    /// Notes a change made through [`JobTable::get_mut_untracked`] after all.
+    pub fn note_changed(&mut self, seq: Seq) {
+        self.note(seq, false);
+    }
+
+    fn note(&mut self, seq: Seq, inserted: bool) {
+        if let Some(changes) = self.changes.as_mut() {
+            changes.push((seq, inserted));
+        }
     }
 
     pub fn contains(&self, seq: Seq) -> bool {
@@ -55,12 +99,16 @@ impl JobTable {
         let previous = page.slots[slot].replace(Box::new(job));
         assert!(previous.is_none(), "seq {seq} is taken");
         page.len += 1;
+        self.note(seq, true);
     }
 
     pub fn remove(&mut self, seq: Seq) -> Option<Box<Job>> {
         let (number, slot) = split(seq);
         let page = self.pages.get_mut(&number)?;
         let job = page.slots[slot].take()?;
+        if let Some(changes) = self.changes.as_mut() {
+            changes.push((seq, false));
+        }
         page.len -= 1;
         if page.len == 0 {
             self.pages.remove(&number);

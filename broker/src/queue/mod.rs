@@ -20,6 +20,7 @@
 mod admin;
 mod backoff;
 mod consumers;
+mod durable;
 mod job;
 mod job_table;
 mod names;
@@ -42,6 +43,7 @@ pub use self::admin::{JobFilter, ListPage, QueueStats, WorkerInfo};
 pub use self::backoff::Backoff;
 use self::consumers::Consumer;
 pub use self::consumers::ConsumerSpec;
+pub use self::durable::{Change, JobRecord, Snapshot};
 pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease};
 use self::job::{Extras, Job, Seq};
 use self::job_table::JobTable;
@@ -207,6 +209,10 @@ pub struct Queue {
     consumers: BTreeMap<ConsumerId, Consumer>,
     next_consumer: u64,
     outbox: Vec<Delivery>,
+    /// Changes are noted for a store (see `durable`).
+    tracking: bool,
+    /// Queues paused or resumed since the last `take_changes`.
+    paused_changed: Vec<NameId>,
 }
 
 impl Queue {
@@ -227,6 +233,8 @@ impl Queue {
             consumers: BTreeMap::new(),
             next_consumer: 0,
             outbox: Vec::new(),
+            tracking: false,
+            paused_changed: Vec::new(),
         };
         queue.instance = queue.rng.random();
         queue
@@ -379,7 +387,7 @@ impl Queue {
         now: Timestamp,
     ) -> Result<Extended, QueueError> {
         let seq = self.leased(job_id, lease_id)?;
-        let job = self.jobs.get_mut(seq).expect("leased() found it");
+        let job = self.jobs.get_mut_untracked(seq).expect("leased() found it");
         let lease = job.lease.as_mut().expect("leased() checked the lease");
         let expires_at = now.saturating_add(by.unwrap_or(lease.duration));
         self.leases.remove(&(lease.expires_at, seq));

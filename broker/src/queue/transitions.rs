@@ -33,7 +33,7 @@ impl Queue {
     /// Takes the lease off a leased job; the caller then gives it a new state
     /// and frees the consumer's slot.
     pub(super) fn end_lease(&mut self, seq: Seq) -> Box<Lease> {
-        let job = self.jobs.get_mut(seq).expect("job is known");
+        let job = self.jobs.get_mut_untracked(seq).expect("job is known");
         let lease = job.lease.take().expect("job is leased");
         self.leases.remove(&(lease.expires_at, seq));
         lease
@@ -187,7 +187,14 @@ impl Queue {
 
     /// Moves a job to `state`, keeping its queue's counts.
     pub(super) fn set_state(&mut self, seq: Seq, state: JobState) {
-        let job = self.jobs.get_mut(seq).expect("job is known");
+        self.jobs.note_changed(seq);
+        self.set_state_untracked(seq, state);
+    }
+
+    /// [`Queue::set_state`] for a move the durable view does not show
+    /// (READY to LEASED: a lease is not durable).
+    pub(super) fn set_state_untracked(&mut self, seq: Seq, state: JobState) {
+        let job = self.jobs.get_mut_untracked(seq).expect("job is known");
         let qs = self
             .queues
             .get_mut(&job.queue)

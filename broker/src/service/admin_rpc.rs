@@ -100,18 +100,20 @@ impl AdminService {
         }
     }
 
-    fn handle_retry_job(&self, req: pb::RetryJobRequest) -> Result<pb::RetryJobResponse> {
+    async fn handle_retry_job(&self, req: pb::RetryJobRequest) -> Result<pb::RetryJobResponse> {
         let job_id = convert::uuid(&req.job_id, "job_id")?;
         self.shared
-            .with_queue(|queue, now| queue.retry(job_id, now))?;
+            .write(|queue, now| queue.retry(job_id, now))
+            .await??;
         Ok(pb::RetryJobResponse {})
     }
 
-    fn handle_cancel_job(&self, req: pb::CancelJobRequest) -> Result<pb::CancelJobResponse> {
+    async fn handle_cancel_job(&self, req: pb::CancelJobRequest) -> Result<pb::CancelJobResponse> {
         let job_id = convert::uuid(&req.job_id, "job_id")?;
         let state = self
             .shared
-            .with_queue(|queue, now| queue.cancel(job_id, now))?;
+            .write(|queue, now| queue.cancel(job_id, now))
+            .await??;
         Ok(pb::CancelJobResponse {
             state: convert::state_to_pb(state).into(),
         })
@@ -133,7 +135,8 @@ impl AdminService {
         loop {
             let (n, next) = self
                 .shared
-                .with_queue(|queue, _| queue.purge_step(&queue_name, state, after, until))?;
+                .write(|queue, _| queue.purge_step(&queue_name, state, after, until))
+                .await??;
             purged += n;
             match next {
                 Some(next) => after = Some(next),
@@ -143,16 +146,23 @@ impl AdminService {
         }
     }
 
-    fn handle_pause_queue(&self, req: pb::PauseQueueRequest) -> Result<pb::PauseQueueResponse> {
+    async fn handle_pause_queue(
+        &self,
+        req: pb::PauseQueueRequest,
+    ) -> Result<pb::PauseQueueResponse> {
         let name = convert::queue_name(req.queue, "queue")?;
-        self.shared.with_queue(|queue, _| queue.pause(&name))?;
+        self.shared.write(|queue, _| queue.pause(&name)).await??;
         Ok(pb::PauseQueueResponse {})
     }
 
-    fn handle_resume_queue(&self, req: pb::ResumeQueueRequest) -> Result<pb::ResumeQueueResponse> {
+    async fn handle_resume_queue(
+        &self,
+        req: pb::ResumeQueueRequest,
+    ) -> Result<pb::ResumeQueueResponse> {
         let name = convert::queue_name(req.queue, "queue")?;
         self.shared
-            .with_queue(|queue, now| queue.resume(&name, now));
+            .write(|queue, now| queue.resume(&name, now))
+            .await?;
         Ok(pb::ResumeQueueResponse {})
     }
 }
@@ -201,14 +211,14 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RetryJobRequest>,
     ) -> std::result::Result<Response<pb::RetryJobResponse>, Status> {
-        respond(self.handle_retry_job(request.into_inner()))
+        respond(self.handle_retry_job(request.into_inner()).await)
     }
 
     async fn cancel_job(
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> std::result::Result<Response<pb::CancelJobResponse>, Status> {
-        respond(self.handle_cancel_job(request.into_inner()))
+        respond(self.handle_cancel_job(request.into_inner()).await)
     }
 
     async fn purge_queue(
@@ -222,13 +232,13 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::PauseQueueRequest>,
     ) -> std::result::Result<Response<pb::PauseQueueResponse>, Status> {
-        respond(self.handle_pause_queue(request.into_inner()))
+        respond(self.handle_pause_queue(request.into_inner()).await)
     }
 
     async fn resume_queue(
         &self,
         request: Request<pb::ResumeQueueRequest>,
     ) -> std::result::Result<Response<pb::ResumeQueueResponse>, Status> {
-        respond(self.handle_resume_queue(request.into_inner()))
+        respond(self.handle_resume_queue(request.into_inner()).await)
     }
 }

@@ -30,13 +30,14 @@ impl BrokerService {
         Self { shared, limits }
     }
 
-    fn handle_enqueue(&self, req: pb::EnqueueRequest) -> Result<pb::EnqueueResponse> {
-        let enqueued =
-            self.shared
-                .with_queue_unless_draining("Enqueue is refused", |queue, now| {
-                    let job = convert::new_job(req, self.limits, now)?;
-                    Ok::<_, RequestError>(queue.enqueue(job, now)?)
-                })??;
+    async fn handle_enqueue(&self, req: pb::EnqueueRequest) -> Result<pb::EnqueueResponse> {
+        let enqueued = self
+            .shared
+            .write_unless_draining("Enqueue is refused", |queue, now| {
+                let job = convert::new_job(req, self.limits, now)?;
+                Ok::<_, RequestError>(queue.enqueue(job, now)?)
+            })
+            .await??;
         Ok(pb::EnqueueResponse {
             job_id: enqueued.job_id.to_string(),
             duplicate: enqueued.duplicate,
@@ -49,49 +50,50 @@ impl BrokerService {
         Ok(LeaseStream::new(consumer, outlet, self.shared.clone()))
     }
 
-    fn handle_enqueue_batch(
+    async fn handle_enqueue_batch(
         &self,
         req: pb::EnqueueBatchRequest,
     ) -> Result<pb::EnqueueBatchResponse> {
         check_batch(req.jobs.len(), "jobs")?;
         let limits = self.limits;
-        let results =
-            self.shared
-                .with_queue_unless_draining("EnqueueBatch is refused", |queue, now| {
-                    req.jobs
-                        .into_iter()
-                        .map(|job| {
-                            let enqueued = convert::new_job(job, limits, now)
-                                .and_then(|job| Ok(queue.enqueue(job, now)?));
-                            match enqueued {
-                                Ok(e) => pb::EnqueueResult {
-                                    job_id: e.job_id.to_string(),
-                                    duplicate: e.duplicate,
+        let results = self
+            .shared
+            .write_unless_draining("EnqueueBatch is refused", |queue, now| {
+                req.jobs
+                    .into_iter()
+                    .map(|job| {
+                        let enqueued = convert::new_job(job, limits, now)
+                            .and_then(|job| Ok(queue.enqueue(job, now)?));
+                        match enqueued {
+                            Ok(e) => pb::EnqueueResult {
+                                job_id: e.job_id.to_string(),
+                                duplicate: e.duplicate,
+                                ..Default::default()
+                            },
+                            Err(err) => {
+                                let (code, message) = item_status(Err(err));
+                                pb::EnqueueResult {
+                                    code,
+                                    message,
                                     ..Default::default()
-                                },
-                                Err(err) => {
-                                    let (code, message) = item_status(Err(err));
-                                    pb::EnqueueResult {
-                                        code,
-                                        message,
-                                        ..Default::default()
-                                    }
                                 }
                             }
-                        })
-                        .collect()
-                })?;
+                        }
+                    })
+                    .collect()
+            })
+            .await?;
         Ok(pb::EnqueueBatchResponse { results })
     }
 
-    fn handle_ack_batch(&self, req: pb::AckBatchRequest) -> Result<pb::AckBatchResponse> {
+    async fn handle_ack_batch(&self, req: pb::AckBatchRequest) -> Result<pb::AckBatchResponse> {
         check_batch(req.acks.len(), "acks")?;
         let parsed: Vec<Result<(uuid::Uuid, uuid::Uuid)>> = req
             .acks
             .iter()
             .map(|a| lease_ids(&a.job_id, &a.lease_id))
             .collect();
-        let results = self.shared.with_queue(|queue, now| {
+        let results = self.shared.write(|queue, now| {
             parsed
                 .into_iter()
                 .map(|ids| {
@@ -102,17 +104,20 @@ impl BrokerService {
                 })
                 .collect()
         });
-        Ok(pb::AckBatchResponse { results })
+        Ok(pb::AckBatchResponse {
+            results: results.await?,
+        })
     }
 
-    fn handle_ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse> {
+    async fn handle_ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse> {
         let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
         self.shared
-            .with_queue(|queue, now| queue.ack(job_id, lease_id, now))?;
+            .write(|queue, now| queue.ack(job_id, lease_id, now))
+            .await??;
         Ok(pb::AckResponse {})
     }
 
-    fn handle_nack(&self, req: pb::NackRequest) -> Result<pb::NackResponse> {
+    async fn handle_nack(&self, req: pb::NackRequest) -> Result<pb::NackResponse> {
         let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
         let failure = Failure {
             error: req.error,
@@ -121,7 +126,8 @@ impl BrokerService {
         };
         let resolution = self
             .shared
-            .with_queue(|queue, now| queue.nack(job_id, lease_id, failure, now))?;
+            .write(|queue, now| queue.nack(job_id, lease_id, failure, now))
+            .await??;
         Ok(pb::NackResponse {
             state: convert::state_to_pb(resolution.state).into(),
             next_attempt_at: resolution.next_attempt_at.map(convert::timestamp_to_pb),
@@ -140,12 +146,13 @@ impl BrokerService {
         })
     }
 
-    fn handle_release(&self, req: pb::ReleaseRequest) -> Result<pb::ReleaseResponse> {
+    async fn handle_release(&self, req: pb::ReleaseRequest) -> Result<pb::ReleaseResponse> {
         let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
         let delay = convert::duration_in(req.delay, "delay", Duration::ZERO)?.unwrap_or_default();
         let state = self
             .shared
-            .with_queue(|queue, now| queue.release(job_id, lease_id, delay, now))?;
+            .write(|queue, now| queue.release(job_id, lease_id, delay, now))
+            .await??;
         Ok(pb::ReleaseResponse {
             state: convert::state_to_pb(state).into(),
         })
@@ -189,21 +196,21 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::EnqueueRequest>,
     ) -> std::result::Result<Response<pb::EnqueueResponse>, Status> {
-        respond(self.handle_enqueue(request.into_inner()))
+        respond(self.handle_enqueue(request.into_inner()).await)
     }
 
     async fn enqueue_batch(
         &self,
         request: Request<pb::EnqueueBatchRequest>,
     ) -> std::result::Result<Response<pb::EnqueueBatchResponse>, Status> {
-        respond(self.handle_enqueue_batch(request.into_inner()))
+        respond(self.handle_enqueue_batch(request.into_inner()).await)
     }
 
     async fn ack_batch(
         &self,
         request: Request<pb::AckBatchRequest>,
     ) -> std::result::Result<Response<pb::AckBatchResponse>, Status> {
-        respond(self.handle_ack_batch(request.into_inner()))
+        respond(self.handle_ack_batch(request.into_inner()).await)
     }
 
     type LeaseBatchesStream = LeaseBatchStream;
@@ -231,14 +238,14 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::AckRequest>,
     ) -> std::result::Result<Response<pb::AckResponse>, Status> {
-        respond(self.handle_ack(request.into_inner()))
+        respond(self.handle_ack(request.into_inner()).await)
     }
 
     async fn nack(
         &self,
         request: Request<pb::NackRequest>,
     ) -> std::result::Result<Response<pb::NackResponse>, Status> {
-        respond(self.handle_nack(request.into_inner()))
+        respond(self.handle_nack(request.into_inner()).await)
     }
 
     async fn extend(
@@ -252,6 +259,6 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> std::result::Result<Response<pb::ReleaseResponse>, Status> {
-        respond(self.handle_release(request.into_inner()))
+        respond(self.handle_release(request.into_inner()).await)
     }
 }

@@ -1,7 +1,11 @@
 //! The queue shared by every RPC: one [`Queue`] behind a `std::sync::Mutex`,
 //! locked in short synchronous sections and never across `.await`, with the
-//! senders of the open Lease streams and the wake-ups for the scheduler and
-//! for the drain.
+//! senders of the open Lease streams, the wake-ups for the scheduler and
+//! for the drain, and the store of `--data-dir`.
+//!
+//! With a store, every operation hands the queue's changes to it under the
+//! lock (so the store sees them in order), and [`SharedQueue::write`] waits,
+//! after unlocking, for the commit that holds them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,6 +17,7 @@ use super::convert;
 use crate::clock::{Clock, Timestamp, TokioClock};
 use crate::error::RequestError;
 use crate::queue::{ConsumerId, ConsumerSpec, Delivery, Queue};
+use crate::storage::{Commit, Store};
 use sluice_proto::v1 as pb;
 
 /// What a Lease stream's channel carries: the message, and the delivery to
@@ -39,6 +44,8 @@ struct Inner {
     scheduler: Notify,
     /// Wakes drain waiters whenever the count of leased jobs may have dropped.
     lease_ended: Notify,
+    /// Where changes go with `--data-dir`; the queue then tracks them.
+    store: Option<Store>,
 }
 
 struct State {
@@ -58,8 +65,9 @@ struct State {
 }
 
 impl SharedQueue {
-    /// Shares `queue`, reading time from `clock`.
-    pub fn new(queue: Queue, clock: TokioClock) -> Self {
+    /// Shares `queue`, reading time from `clock`, keeping its changes in
+    /// `store` if there is one (the queue must track changes then).
+    pub fn new(queue: Queue, clock: TokioClock, store: Option<Store>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -72,6 +80,7 @@ impl SharedQueue {
                 clock,
                 scheduler: Notify::new(),
                 lease_ended: Notify::new(),
+                store,
             }),
         }
     }
@@ -83,18 +92,67 @@ impl SharedQueue {
         self.apply(&mut state, |state, now| op(&mut state.queue, now))
     }
 
-    /// Like [`SharedQueue::with_queue`] for new work: refused while draining,
+    /// Like [`SharedQueue::with_queue`] for an operation whose changes the
+    /// client is told of: returns once they are durable (at once without a
+    /// store).
+    ///
+    /// # Errors
+    /// [`RequestError::StoreFailed`] when the store failed before or during
+    /// the commit: the change may not be on disk.
+    pub async fn write<T>(
+        &self,
+        op: impl FnOnce(&mut Queue, Timestamp) -> T,
+    ) -> Result<T, RequestError> {
+        self.write_checked(None, op).await
+    }
+
+    /// Like [`SharedQueue::write`] for new work: refused while draining,
     /// with `what` saying what is refused.
-    pub fn with_queue_unless_draining<T>(
+    ///
+    /// # Errors
+    /// [`RequestError::ShuttingDown`] while draining, or as [`SharedQueue::write`].
+    pub async fn write_unless_draining<T>(
         &self,
         what: &'static str,
         op: impl FnOnce(&mut Queue, Timestamp) -> T,
     ) -> Result<T, RequestError> {
-        let mut state = self.lock();
-        if state.draining {
-            return Err(RequestError::ShuttingDown(what));
+        self.write_checked(Some(what), op).await
+    }
+
+    async fn write_checked<T>(
+        &self,
+        refused_while_draining: Option<&'static str>,
+        op: impl FnOnce(&mut Queue, Timestamp) -> T,
+    ) -> Result<T, RequestError> {
+        let (out, commit) = {
+            let mut state = self.lock();
+            if let Some(what) = refused_while_draining.filter(|_| state.draining) {
+                return Err(RequestError::ShuttingDown(what));
+            }
+            if let Some(why) = self.inner.store.as_ref().and_then(Store::failure) {
+                return Err(RequestError::StoreFailed(why));
+            }
+            self.apply_with(&mut state, true, |state, now| op(&mut state.queue, now))
+        };
+        if let Some(commit) = commit? {
+            commit
+                .await
+                .unwrap_or_else(|_| Err("the store stopped".into()))
+                .map_err(RequestError::StoreFailed)?;
         }
-        Ok(self.apply(&mut state, |state, now| op(&mut state.queue, now)))
+        Ok(out)
+    }
+
+    /// Writes what was submitted to the store and closes it. Blocks.
+    pub fn close_store(&self) {
+        if let Some(store) = &self.inner.store {
+            store.close();
+        }
+    }
+
+    /// Why the store failed, if it did.
+    pub fn store_failure(&self) -> Option<std::sync::Arc<str>> {
+        self.inner.store.as_ref().and_then(Store::failure)
     }
 
     /// Opens a consumer whose jobs are sent to the returned channel.
@@ -186,13 +244,37 @@ impl SharedQueue {
     }
 
     /// Runs `op` on the locked state at the current time, then settles:
-    /// sends what it leased and wakes whoever its changes concern.
+    /// sends what it leased, wakes whoever its changes concern, and hands
+    /// the changes to the store without waiting for them.
     fn apply<T>(&self, state: &mut State, op: impl FnOnce(&mut State, Timestamp) -> T) -> T {
+        // A failed store has stopped the broker already; nothing to add here.
+        let (out, _) = self.apply_with(state, false, op);
+        out
+    }
+
+    /// [`SharedQueue::apply`], returning with `wait` the commit to await.
+    fn apply_with<T>(
+        &self,
+        state: &mut State,
+        wait: bool,
+        op: impl FnOnce(&mut State, Timestamp) -> T,
+    ) -> (T, Result<Option<Commit>, RequestError>) {
         let now = self.inner.clock.now();
         let leased_before = state.queue.leased_count();
         let out = op(state, now);
         self.settle(state, now, leased_before);
-        out
+        let commit = match &self.inner.store {
+            None => Ok(None),
+            Some(store) => {
+                let mut changes = Vec::new();
+                state.queue.take_changes(&mut changes);
+                store.submit(changes, wait).map_err(|e| match e {
+                    crate::storage::StoreError::Failed(why) => RequestError::StoreFailed(why),
+                    other => RequestError::StoreFailed(other.to_string().into()),
+                })
+            }
+        };
+        (out, commit)
     }
 
     /// Sends what the last operation leased, then wakes the scheduler and

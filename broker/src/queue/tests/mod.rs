@@ -3,6 +3,7 @@
 
 mod admin;
 mod delivery;
+mod durable;
 mod resolution;
 
 use std::time::Duration;

@@ -1,0 +1,263 @@
+//! The queue's durable view: what must survive a restart, the changes to it
+//! in the order they happened, and rebuilding a queue from it.
+//!
+//! The queue never calls a store. With [`Queue::track_changes`] on, it notes
+//! every job and queue it touches; the service layer takes those notes with
+//! [`Queue::take_changes`] after each operation, under the same lock, and
+//! hands them to the store, so the store sees changes in queue order.
+//!
+//! Leases are not durable: a leased job is recorded as it was before its
+//! lease (READY, that attempt not counted), so after a crash it runs again
+//! without the broker's failure costing it an attempt.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::job::{Extras, Headers, Job, JobState, Seq};
+use super::{Queue, QueueConfig};
+use crate::clock::Timestamp;
+use crate::error::QueueError;
+
+/// A job as it must survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// The job's seq: the low half of its id.
+    pub seq: Seq,
+    /// Queue name.
+    pub queue: String,
+    /// Job type name.
+    pub job_type: String,
+    /// Stored once, with the job's first record.
+    pub payload: Bytes,
+    /// Headers, if any.
+    pub headers: Headers,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Never LEASED.
+    pub state: JobState,
+    /// Attempts started (a leased job's current one not counted).
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Per-attempt run limit.
+    pub timeout: Duration,
+    /// When it was enqueued.
+    pub created_at: Timestamp,
+    /// When it is next due, or became due.
+    pub run_at: Timestamp,
+    /// When it finished, if it did.
+    pub finished_at: Option<Timestamp>,
+    /// Error of the last failed attempt.
+    pub last_error: Option<String>,
+    /// Deduplicates enqueues within the queue.
+    pub idempotency_key: Option<String>,
+    /// An operator cancelled it while it was leased.
+    pub cancel_requested: bool,
+}
+
+/// One change to the durable view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The job's record is now this. `new`: it was just enqueued, so its
+    /// payload is not stored yet (records of known jobs leave it alone).
+    Put {
+        /// The job as it is now.
+        record: JobRecord,
+        /// Just enqueued: the payload is to be stored too.
+        new: bool,
+    },
+    /// The job is gone.
+    Delete {
+        /// Its seq.
+        seq: Seq,
+    },
+    /// A queue was paused or resumed.
+    Paused {
+        /// Queue name.
+        queue: String,
+        /// Paused now.
+        paused: bool,
+    },
+}
+
+/// What a store gives back on start to rebuild the queue.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The first half of every job id; `None` for a new store.
+    pub instance: Option<[u8; 8]>,
+    /// Above every seq ever handed out.
+    pub next_seq: Seq,
+    /// Every stored job, in any order.
+    pub jobs: Vec<JobRecord>,
+    /// Paused queues.
+    pub paused: Vec<String>,
+}
+
+impl Queue {
+    /// Rebuilds a queue from `snapshot` at `now`, tracking changes: jobs
+    /// keep their ids, states, attempts, errors, schedules and idempotency
+    /// keys, and finished jobs their retention; a job cancelled while leased
+    /// is CANCELLED.
+    ///
+    /// # Errors
+    /// [`QueueError::TooManyNames`] if the snapshot holds more names than
+    /// the broker allows.
+    pub fn restore(
+        config: QueueConfig,
+        seed: u64,
+        mut snapshot: Snapshot,
+        now: Timestamp,
+    ) -> Result<Self, QueueError> {
+        let mut queue = Queue::new(config, seed);
+        if let Some(instance) = snapshot.instance {
+            queue.instance = instance;
+        }
+        snapshot.jobs.sort_unstable_by_key(|r| r.seq);
+        let highest = snapshot.jobs.last().map_or(0, |r| r.seq + 1);
+        queue.next_seq = snapshot.next_seq.max(highest);
+        for name in &snapshot.paused {
+            queue.pause(name)?;
+        }
+        let mut cancelled = Vec::new();
+        for record in snapshot.jobs {
+            if record.state.is_unfinished() && record.cancel_requested {
+                cancelled.push(record.seq);
+            }
+            queue.restore_job(record, now)?;
+        }
+        // What changes from here on must reach the store too.
+        queue.track_changes();
+        for seq in cancelled {
+            queue.finish(seq, JobState::Cancelled, now);
+        }
+        while queue.retained.len() > queue.config.max_retained {
+            if let Some((_, oldest)) = queue.retained.pop_first() {
+                queue.remove_job(oldest);
+            }
+        }
+        Ok(queue)
+    }
+
+    fn restore_job(&mut self, r: JobRecord, now: Timestamp) -> Result<(), QueueError> {
+        let queue = self.names.intern(&r.queue)?;
+        let job_type = self.names.intern(&r.job_type)?;
+        let seq = r.seq;
+        self.queues.entry(queue).or_default();
+        if let Some(key) = &r.idempotency_key {
+            self.idempotency.insert((queue, key.as_str().into()), seq);
+        }
+        let extras = (!r.headers.is_empty()
+            || r.last_error.is_some()
+            || r.idempotency_key.is_some())
+        .then(|| {
+            Box::new(Extras {
+                headers: r.headers,
+                last_error: r.last_error.map(String::into_boxed_str),
+                idempotency_key: r.idempotency_key.map(String::into_boxed_str),
+            })
+        });
+        let job = Job {
+            queue,
+            job_type,
+            state: JobState::Scheduled,
+            cancel_requested: false,
+            priority: r.priority,
+            attempt: u16::try_from(r.attempt).unwrap_or(u16::MAX),
+            max_attempts: u16::try_from(r.max_attempts).unwrap_or(u16::MAX),
+            timeout_ms: u32::try_from(r.timeout.as_millis()).unwrap_or(u32::MAX),
+            payload: r.payload,
+            created_at: r.created_at,
+            run_at: r.run_at,
+            finished_at: r.finished_at.unwrap_or_default(),
+            lease: None,
+            extras,
+        };
+        self.jobs.insert(seq, job);
+        let unfinished = r.state.is_unfinished();
+        match r.state {
+            // Finished by `restore` once it tracks changes.
+            _ if unfinished && r.cancel_requested => self.count_new(seq, JobState::Scheduled),
+            _ if unfinished && r.run_at > now => {
+                self.count_new(seq, JobState::Scheduled);
+                self.scheduled.insert((r.run_at, seq));
+            }
+            JobState::Scheduled | JobState::Ready | JobState::Leased => {
+                self.count_new(seq, JobState::Ready);
+                self.make_ready(seq, now);
+            }
+            JobState::Succeeded | JobState::Cancelled => {
+                self.count_new(seq, r.state);
+                let key = self.jobs[seq].retention_key(seq, self.config.retention);
+                self.retained.insert(key);
+            }
+            JobState::Dead => self.count_new(seq, JobState::Dead),
+        }
+        Ok(())
+    }
+
+    /// From now on, notes every change for [`Queue::take_changes`].
+    pub fn track_changes(&mut self) {
+        self.jobs.track_changes();
+        self.tracking = true;
+    }
+
+    /// Notes that queue `id` was paused or resumed.
+    pub(super) fn note_paused(&mut self, id: super::names::NameId) {
+        if self.tracking {
+            self.paused_changed.push(id);
+        }
+    }
+
+    /// Moves the changes noted since the last call to `out`.
+    pub fn take_changes(&mut self, out: &mut Vec<Change>) {
+        for (seq, new) in self.jobs.take_changes() {
+            match self.record(seq) {
+                Some(record) => out.push(Change::Put { record, new }),
+                // Enqueued and gone before it was ever stored.
+                None if new => {}
+                None => out.push(Change::Delete { seq }),
+            }
+        }
+        for queue in self.paused_changed.drain(..) {
+            let paused = self.queues.get(&queue).is_some_and(|qs| qs.paused);
+            out.push(Change::Paused {
+                queue: self.names.name(queue).to_owned(),
+                paused,
+            });
+        }
+    }
+
+    /// The first half of every job id this queue makes.
+    pub fn instance(&self) -> [u8; 8] {
+        self.instance
+    }
+
+    /// The durable view of job `seq`.
+    fn record(&self, seq: Seq) -> Option<JobRecord> {
+        let job = self.jobs.get(seq)?;
+        let (state, attempt) = match job.state {
+            JobState::Leased => (JobState::Ready, job.attempt.saturating_sub(1)),
+            state => (state, job.attempt),
+        };
+        let extras = job.extras.as_deref();
+        Some(JobRecord {
+            seq,
+            queue: self.names.name(job.queue).to_owned(),
+            job_type: self.names.name(job.job_type).to_owned(),
+            payload: job.payload.clone(),
+            headers: job.headers().to_vec(),
+            priority: job.priority,
+            state,
+            attempt: u32::from(attempt),
+            max_attempts: u32::from(job.max_attempts),
+            timeout: Duration::from_millis(u64::from(job.timeout_ms)),
+            created_at: job.created_at,
+            run_at: job.run_at,
+            finished_at: job.finished(),
+            last_error: job.last_error().map(str::to_owned),
+            idempotency_key: extras.and_then(|e| e.idempotency_key.as_deref().map(str::to_owned)),
+            cancel_requested: job.cancel_requested,
+        })
+    }
+}

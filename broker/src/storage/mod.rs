@@ -1,0 +1,339 @@
+//! Persistence for `--data-dir`: the queue's durable view (see
+//! [`crate::queue::Change`]) in one redb file, written with group commit.
+//!
+//! The in-memory queue stays the source of truth for reads; the store only
+//! takes changes and gives them back on start. One writer thread takes every
+//! batch of changes waiting, writes them in one transaction, and commits it
+//! with an fsync, so concurrent requests share one fsync. A request that
+//! changed something is answered only after the commit holding its changes
+//! returned (the service awaits the [`Commit`]).
+//!
+//! A failed write or fsync is never retried: the store fails every waiting
+//! and later commit, cancels the shutdown token, and the broker exits with an
+//! error, because going on would answer OK for changes not on disk.
+//!
+//! Corruption: the file is opened with redb's integrity check, which verifies
+//! the checksum of every page; a damaged file, or a record that does not
+//! decode, stops the start with an error naming it. The broker never starts
+//! empty on a damaged directory.
+
+mod codec;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use crate::queue::{Change, Snapshot};
+
+/// Job records by seq (see `codec`).
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+/// Payloads by seq, written once per job.
+const PAYLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("payloads");
+/// Paused queues.
+const PAUSED: TableDefinition<&str, ()> = TableDefinition::new("paused");
+/// `instance` (8 bytes) and `next_seq` (u64, big-endian).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The file in the data directory.
+pub const FILE_NAME: &str = "sluice.redb";
+
+/// Most changes written in one transaction; more wait for the next.
+const MAX_GROUP_CHANGES: usize = 200_000;
+
+/// Why the store could not open, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The directory or file could not be created or opened.
+    #[error("opening {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The file is damaged.
+    #[error(
+        "{path} is damaged ({what}); the broker will not start on it: move it aside to start empty, or restore a copy"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        what: String,
+    },
+    /// A write or fsync failed; nothing is acknowledged any more.
+    #[error("the data directory failed: {0}")]
+    Failed(Arc<str>),
+}
+
+/// Resolves once the changes submitted with it are on disk, or the store failed.
+pub type Commit = oneshot::Receiver<Result<(), Arc<str>>>;
+
+struct Batch {
+    changes: Vec<Change>,
+    done: Option<oneshot::Sender<Result<(), Arc<str>>>>,
+}
+
+/// The open store. See the module docs.
+pub struct Store {
+    tx: Mutex<Option<mpsc::Sender<Batch>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    failure: Arc<OnceLock<Arc<str>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and reads it back. A new store
+    /// keeps `new_instance` as the first half of its job ids. A failure of
+    /// the store later cancels `on_failure`.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] or [`StoreError::Corrupt`].
+    pub fn open(
+        dir: &Path,
+        new_instance: [u8; 8],
+        on_failure: CancellationToken,
+    ) -> Result<(Store, Snapshot), StoreError> {
+        let path = dir.join(FILE_NAME);
+        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(e.into()))?;
+        let corrupt = |what: String| StoreError::Corrupt {
+            path: path.clone(),
+            what,
+        };
+        // redb takes an empty file for a new database: here it can only be
+        // one that lost its contents.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(corrupt("the file is empty".into()));
+        }
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => corrupt(what),
+                redb::DatabaseError::Storage(redb::StorageError::Io(e)) => open_err(e.into()),
+                other => corrupt(other.to_string()),
+            })?;
+        let snapshot = read_snapshot(&db, new_instance).map_err(|e| match e {
+            ReadError::Corrupt(what) => corrupt(what),
+            ReadError::Redb(e) => corrupt(e.to_string()),
+        })?;
+        let (tx, rx) = mpsc::channel();
+        let failure = Arc::new(OnceLock::new());
+        let writer = {
+            let failure = failure.clone();
+            std::thread::Builder::new()
+                .name("sluice-store".into())
+                .spawn(move || write_loop(&db, &rx, &failure, &on_failure))
+                .map_err(|e| open_err(e.into()))?
+        };
+        Ok((
+            Store {
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+                failure,
+            },
+            snapshot,
+        ))
+    }
+
+    /// Queues `changes` for the next commit; with `wait`, the returned
+    /// [`Commit`] says when they are on disk.
+    ///
+    /// # Errors
+    /// [`StoreError::Failed`] once a write failed, or after [`Store::close`].
+    pub fn submit(&self, changes: Vec<Change>, wait: bool) -> Result<Option<Commit>, StoreError> {
+        if let Some(why) = self.failure() {
+            return Err(StoreError::Failed(why));
+        }
+        if changes.is_empty() && !wait {
+            return Ok(None);
+        }
+        let (done, commit) = if wait {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let sent = lock(&self.tx)
+            .as_ref()
+            .is_some_and(|tx| tx.send(Batch { changes, done }).is_ok());
+        if !sent {
+            return Err(StoreError::Failed("the store is closed".into()));
+        }
+        Ok(commit)
+    }
+
+    /// Why the store failed, if it did.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.failure.get().cloned()
+    }
+
+    /// Writes what was submitted, then stops the writer. Blocks.
+    pub fn close(&self) {
+        lock(&self.tx).take();
+        if let Some(writer) = lock(&self.writer).take()
+            && writer.join().is_err()
+        {
+            error!("the store's writer thread panicked");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+enum ReadError {
+    Corrupt(String),
+    Redb(redb::Error),
+}
+
+impl<E: Into<redb::Error>> From<E> for ReadError {
+    fn from(e: E) -> Self {
+        ReadError::Redb(e.into())
+    }
+}
+
+/// Creates the tables if new, keeps `new_instance` if there is none, and
+/// reads everything back.
+fn read_snapshot(db: &Database, new_instance: [u8; 8]) -> Result<Snapshot, ReadError> {
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(JOBS)?;
+        txn.open_table(PAYLOADS)?;
+        txn.open_table(PAUSED)?;
+        let mut meta = txn.open_table(META)?;
+        if meta.get("instance")?.is_none() {
+            meta.insert("instance", new_instance.as_slice())?;
+        }
+    }
+    txn.commit()?;
+
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let read_meta = |key: &str| -> Result<Option<[u8; 8]>, ReadError> {
+        match meta.get(key)? {
+            None => Ok(None),
+            Some(v) => v
+                .value()
+                .try_into()
+                .map(Some)
+                .map_err(|_| ReadError::Corrupt(format!("meta {key} is not 8 bytes"))),
+        }
+    };
+    let instance = read_meta("instance")?;
+    let next_seq = read_meta("next_seq")?.map_or(0, u64::from_be_bytes);
+    let payloads = txn.open_table(PAYLOADS)?;
+    let mut jobs = Vec::new();
+    for entry in txn.open_table(JOBS)?.iter()? {
+        let (seq, bytes) = entry?;
+        let seq = seq.value();
+        let payload = payloads
+            .get(seq)?
+            .map(|p| Bytes::copy_from_slice(p.value()))
+            .ok_or_else(|| ReadError::Corrupt(format!("job {seq} has no payload")))?;
+        let record = codec::decode(seq, bytes.value(), payload)
+            .map_err(|e| ReadError::Corrupt(format!("job {seq}: {e}")))?;
+        jobs.push(record);
+    }
+    let mut paused = Vec::new();
+    for entry in txn.open_table(PAUSED)?.iter()? {
+        paused.push(entry?.0.value().to_owned());
+    }
+    Ok(Snapshot {
+        instance,
+        next_seq,
+        jobs,
+        paused,
+    })
+}
+
+/// The writer thread: one transaction and one fsync per group of batches.
+fn write_loop(
+    db: &Database,
+    rx: &mpsc::Receiver<Batch>,
+    failure: &OnceLock<Arc<str>>,
+    on_failure: &CancellationToken,
+) {
+    let mut group = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut changes = first.changes.len();
+        group.push(first);
+        while changes < MAX_GROUP_CHANGES {
+            match rx.try_recv() {
+                Ok(batch) => {
+                    changes += batch.changes.len();
+                    group.push(batch);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = match failure.get() {
+            Some(why) => Err(why.clone()),
+            None => commit(db, &group).map_err(|e| {
+                let why: Arc<str> = e.to_string().into();
+                error!(error = %why, "writing the data directory failed: no change is acknowledged from now on; stopping");
+                let _ = failure.set(why.clone());
+                on_failure.cancel();
+                why
+            }),
+        };
+        for batch in group.drain(..) {
+            if let Some(done) = batch.done {
+                // The caller may have gone (client cancelled): nothing to tell.
+                let _ = done.send(result.clone());
+            }
+        }
+    }
+}
+
+fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut jobs = txn.open_table(JOBS)?;
+        let mut payloads = txn.open_table(PAYLOADS)?;
+        let mut paused = txn.open_table(PAUSED)?;
+        let mut next_seq = None;
+        for change in group.iter().flat_map(|b| &b.changes) {
+            match change {
+                Change::Put { record, new } => {
+                    jobs.insert(record.seq, codec::encode(record).as_slice())?;
+                    if *new {
+                        payloads.insert(record.seq, record.payload.as_ref())?;
+                        next_seq = next_seq.max(Some(record.seq + 1));
+                    }
+                }
+                Change::Delete { seq } => {
+                    jobs.remove(seq)?;
+                    payloads.remove(seq)?;
+                }
+                Change::Paused {
+                    queue,
+                    paused: true,
+                } => {
+                    paused.insert(queue.as_str(), ())?;
+                }
+                Change::Paused { queue, .. } => {
+                    paused.remove(queue.as_str())?;
+                }
+            }
+        }
+        if let Some(next_seq) = next_seq {
+            txn.open_table(META)?
+                .insert("next_seq", next_seq.to_be_bytes().as_slice())?;
+        }
+    }
+    // Durability::Immediate (the default): returns once fsynced.
+    txn.commit()?;
+    Ok(())
+}
