@@ -28,7 +28,7 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::error;
+use tracing::{debug, error, warn};
 
 use crate::queue::{Change, Snapshot};
 
@@ -46,6 +46,10 @@ pub const FILE_NAME: &str = "sluice.redb";
 
 /// Most changes written in one transaction; more wait for the next.
 const MAX_GROUP_CHANGES: usize = 200_000;
+
+/// Jobs removed before the writer, once idle for [`IDLE`], compacts the file.
+const COMPACT_AFTER_REMOVALS: usize = 100_000;
+const IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why the store could not open, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +137,7 @@ impl Store {
             let failure = failure.clone();
             std::thread::Builder::new()
                 .name("sluice-store".into())
-                .spawn(move || write_loop(&db, &rx, &failure, &on_failure))
+                .spawn(move || write_loop(db, &rx, &failure, &on_failure))
                 .map_err(|e| open_err(e.into()))?
         };
         Ok((
@@ -260,13 +264,28 @@ fn read_snapshot(db: &Database, new_instance: [u8; 8]) -> Result<Snapshot, ReadE
 
 /// The writer thread: one transaction and one fsync per group of batches.
 fn write_loop(
-    db: &Database,
+    mut db: Database,
     rx: &mpsc::Receiver<Batch>,
     failure: &OnceLock<Arc<str>>,
     on_failure: &CancellationToken,
 ) {
     let mut group = Vec::new();
-    while let Ok(first) = rx.recv() {
+    let mut removed = 0;
+    loop {
+        let first = match rx.recv_timeout(IDLE) {
+            Ok(batch) => batch,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Idle: give the space of finished jobs back to the disk.
+                // (Under load the file keeps its high-water mark; redb
+                // reuses its free pages.)
+                if removed >= COMPACT_AFTER_REMOVALS && failure.get().is_none() {
+                    compact(&mut db);
+                    removed = 0;
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut changes = first.changes.len();
         group.push(first);
         while changes < MAX_GROUP_CHANGES {
@@ -278,9 +297,14 @@ fn write_loop(
                 Err(_) => break,
             }
         }
+        removed += group
+            .iter()
+            .flat_map(|b| &b.changes)
+            .filter(|c| matches!(c, Change::Delete { .. }))
+            .count();
         let result = match failure.get() {
             Some(why) => Err(why.clone()),
-            None => commit(db, &group).map_err(|e| {
+            None => commit(&db, &group).map_err(|e| {
                 let why: Arc<str> = e.to_string().into();
                 error!(error = %why, "writing the data directory failed: no change is acknowledged from now on; stopping");
                 let _ = failure.set(why.clone());
@@ -295,6 +319,29 @@ fn write_loop(
             }
         }
     }
+    if failure.get().is_none() {
+        compact(&mut db);
+    }
+}
+
+/// Moves live pages to the front of the file and truncates it.
+fn compact(db: &mut Database) {
+    let started = std::time::Instant::now();
+    loop {
+        match db.compact() {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                // Only space is lost: the data is intact.
+                warn!(error = %e, "compacting the data directory failed");
+                break;
+            }
+        }
+    }
+    debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "data directory compacted"
+    );
 }
 
 fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
