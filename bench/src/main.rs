@@ -6,9 +6,12 @@
 //! percentiles, and the broker's CPU time and peak memory. `--rate` makes
 //! the producers open-loop, so stalls show in the latency instead of
 //! slowing the offer. `sluice-bench memory` measures the broker's bytes per
-//! queued job. Output is a table, or JSON with `--json`.
+//! queued job. `sluice-bench durable` measures the disk's fsync rate and
+//! compares a memory-only broker with one on `--data-dir`. Output is a
+//! table, or JSON with `--json`.
 
 mod broker_process;
+mod durable;
 mod load;
 
 use std::path::PathBuf;
@@ -36,6 +39,9 @@ enum Command {
     Load(LoadArgs),
     /// Broker memory per queued job.
     Memory(MemoryArgs),
+    /// The disk's fsync rate, then memory-only against --data-dir at 1, 8
+    /// and 64 producers and with batched enqueue.
+    Durable(DurableArgs),
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +114,22 @@ struct MemoryArgs {
     payload: usize,
 }
 
+#[derive(Debug, Args)]
+struct DurableArgs {
+    /// The broker binary (default: sluice-broker beside this one).
+    #[arg(long)]
+    broker_bin: Option<PathBuf>,
+    /// Where the data directories go (default: a fresh one under the temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Jobs per unary run; batched runs take ten times as many.
+    #[arg(short = 'n', long, default_value_t = 20_000)]
+    jobs: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 impl Target {
     fn start(&self) -> anyhow::Result<(String, Option<BrokerProcess>)> {
         if let Some(addr) = &self.addr {
@@ -127,6 +149,19 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Load(args) => load(args).await,
         Command::Memory(args) => memory(args).await,
+        Command::Durable(args) => {
+            let broker_bin = match args.broker_bin {
+                Some(path) => path,
+                None => std::env::current_exe()?.with_file_name("sluice-broker"),
+            };
+            let ours = args.dir.is_none();
+            let dir = durable::work_dir(args.dir);
+            let result = durable::run(&broker_bin, &dir, args.jobs, args.json).await;
+            if ours {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            result
+        }
     }
 }
 
