@@ -105,28 +105,46 @@ impl Store {
         on_failure: CancellationToken,
     ) -> Result<(Store, Snapshot), StoreError> {
         let path = dir.join(FILE_NAME);
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Err(StoreError::Open {
+                path,
+                source: e.into(),
+            });
+        }
+        // redb takes an empty file for a new database: here it can only be
+        // one that lost its contents.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::Corrupt {
+                path,
+                what: "the file is empty".into(),
+            });
+        }
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(&path);
+        Self::start(path, db, new_instance, on_failure)
+    }
+
+    /// Reads back the database `db` opened at `path` and starts its writer.
+    fn start(
+        path: PathBuf,
+        db: Result<Database, redb::DatabaseError>,
+        new_instance: [u8; 8],
+        on_failure: CancellationToken,
+    ) -> Result<(Store, Snapshot), StoreError> {
         let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.into()))?;
         let corrupt = |what: String| StoreError::Corrupt {
             path: path.clone(),
             what,
         };
-        // redb takes an empty file for a new database: here it can only be
-        // one that lost its contents.
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
-            return Err(corrupt("the file is empty".into()));
-        }
-        let db = Database::builder()
-            .set_check_integrity_on_open(true)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => corrupt(what),
-                redb::DatabaseError::Storage(redb::StorageError::Io(e)) => open_err(e.into()),
-                other => corrupt(other.to_string()),
-            })?;
+        let db = db.map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => corrupt(what),
+            redb::DatabaseError::Storage(redb::StorageError::Io(e)) => open_err(e.into()),
+            other => corrupt(other.to_string()),
+        })?;
         let snapshot = read_snapshot(&db, new_instance).map_err(|e| match e {
             ReadError::Corrupt(what) => corrupt(what),
             ReadError::Redb(e) => corrupt(e.to_string()),
@@ -383,4 +401,101 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
     // Durability::Immediate (the default): returns once fsynced.
     txn.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use redb::StorageBackend;
+    use redb::backends::InMemoryBackend;
+
+    use super::*;
+    use crate::clock::Timestamp;
+    use crate::queue::{JobRecord, JobState};
+
+    /// Memory that refuses every fsync once `fail` is set.
+    #[derive(Debug, Default)]
+    struct FailingDisk {
+        memory: InMemoryBackend,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl StorageBackend for FailingDisk {
+        fn len(&self) -> std::io::Result<u64> {
+            self.memory.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.memory.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.memory.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected fsync failure"));
+            }
+            self.memory.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.memory.write(offset, data)
+        }
+    }
+
+    fn put(seq: u64) -> Vec<Change> {
+        let record = JobRecord {
+            seq,
+            queue: "q".into(),
+            job_type: "t".into(),
+            payload: Bytes::from_static(b"p"),
+            headers: Vec::new(),
+            priority: 0,
+            state: JobState::Ready,
+            attempt: 0,
+            max_attempts: 1,
+            timeout: std::time::Duration::from_secs(1),
+            created_at: Timestamp::default(),
+            run_at: Timestamp::default(),
+            finished_at: None,
+            last_error: None,
+            idempotency_key: None,
+            cancel_requested: false,
+        };
+        vec![Change::Put { record, new: true }]
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_fails_the_commit_and_every_later_one() {
+        let disk = FailingDisk::default();
+        let fail = disk.fail.clone();
+        let stopped = CancellationToken::new();
+        let db = Database::builder().create_with_backend(disk);
+        let (store, snapshot) =
+            Store::start("memory".into(), db, [7; 8], stopped.clone()).expect("opens");
+        assert_eq!(snapshot.instance, Some([7; 8]));
+
+        let commit = store
+            .submit(put(0), true)
+            .expect("accepted")
+            .expect("a commit");
+        assert_eq!(commit.await.expect("answered"), Ok(()));
+        assert!(!stopped.is_cancelled());
+
+        fail.store(true, Ordering::SeqCst);
+        let commit = store
+            .submit(put(1), true)
+            .expect("accepted")
+            .expect("a commit");
+        let failed = commit.await.expect("answered");
+        assert!(failed.is_err_and(|why| why.contains("injected fsync failure")));
+        assert!(stopped.is_cancelled(), "the broker is told to stop");
+        // Never retried as if it had worked, even once the disk recovers.
+        fail.store(false, Ordering::SeqCst);
+        assert!(matches!(
+            store.submit(put(2), true),
+            Err(StoreError::Failed(_))
+        ));
+        assert!(store.failure().is_some());
+        store.close();
+    }
 }
