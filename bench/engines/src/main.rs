@@ -14,9 +14,12 @@ use std::time::Instant;
 
 const RECORD: usize = 160; // about a job's record plus a 64-byte payload
 
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
 trait Engine {
     fn name(&self) -> &'static str;
-    fn commit(&mut self, puts: &[u64], deletes: &[u64]);
+    /// Writes `puts`, removes `deletes`, and returns once that is on disk.
+    fn commit(&mut self, puts: &[u64], deletes: &[u64]) -> Result<()>;
 }
 
 struct Redb(redb::Database);
@@ -26,19 +29,21 @@ impl Engine for Redb {
     fn name(&self) -> &'static str {
         "redb 4"
     }
-    fn commit(&mut self, puts: &[u64], deletes: &[u64]) {
+    fn commit(&mut self, puts: &[u64], deletes: &[u64]) -> Result<()> {
         let value = [7u8; RECORD];
-        let txn = self.0.begin_write().expect("begin");
+        let txn = self.0.begin_write()?;
         {
-            let mut table = txn.open_table(TABLE).expect("table");
+            let mut table = txn.open_table(TABLE)?;
             for &k in puts {
-                table.insert(k, value.as_slice()).expect("insert");
+                table.insert(k, value.as_slice())?;
             }
             for k in deletes {
-                table.remove(k).expect("remove");
+                table.remove(k)?;
             }
         }
-        txn.commit().expect("commit");
+        // Durability::Immediate, the default.
+        txn.commit()?;
+        Ok(())
     }
 }
 
@@ -51,7 +56,7 @@ impl Engine for Fjall {
     fn name(&self) -> &'static str {
         "fjall 3"
     }
-    fn commit(&mut self, puts: &[u64], deletes: &[u64]) {
+    fn commit(&mut self, puts: &[u64], deletes: &[u64]) -> Result<()> {
         let value = [7u8; RECORD];
         let mut batch = self.db.batch();
         for &k in puts {
@@ -60,46 +65,44 @@ impl Engine for Fjall {
         for &k in deletes {
             batch.remove(&self.jobs, k.to_be_bytes());
         }
-        batch.commit().expect("commit");
-        self.db.persist(fjall::PersistMode::SyncAll).expect("fsync");
+        batch.commit()?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
     }
 }
 
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| {
-                    let meta = e
-                        .metadata()
-                        .map(|m| (m.is_dir(), m.len()))
-                        .unwrap_or((false, 0));
-                    if meta.0 { dir_size(&e.path()) } else { meta.1 }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+/// Bytes of every file under `dir`.
+fn dir_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
 }
 
-fn run(engine: &mut dyn Engine, dir: &Path, group: u64, jobs: u64) -> (f64, u64, u64) {
+/// Enqueues then acks `jobs` records, `group` per commit: jobs/s through
+/// both, and the bytes on disk at the peak and at the end.
+fn run(engine: &mut dyn Engine, dir: &Path, group: u64, jobs: u64) -> Result<(f64, u64, u64)> {
     let started = Instant::now();
     let keys: Vec<u64> = (0..jobs).collect();
     for chunk in keys.chunks(group as usize) {
-        engine.commit(chunk, &[]);
+        engine.commit(chunk, &[])?;
     }
-    let peak = dir_size(dir);
+    let peak = dir_size(dir)?;
     for chunk in keys.chunks(group as usize) {
-        engine.commit(&[], chunk);
+        engine.commit(&[], chunk)?;
     }
-    (
-        jobs as f64 / started.elapsed().as_secs_f64(),
-        peak,
-        dir_size(dir),
-    )
+    let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    Ok((rate, peak, dir_size(dir)?))
 }
 
-fn main() {
+fn main() -> Result<()> {
     let base: PathBuf = std::env::args().nth(1).map_or_else(
         || std::env::temp_dir().join("sluice-engines-bench"),
         PathBuf::from,
@@ -112,19 +115,15 @@ fn main() {
         for which in ["redb", "fjall"] {
             let dir = base.join(format!("{which}-{group}"));
             let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("dir");
+            std::fs::create_dir_all(&dir)?;
             let mut engine: Box<dyn Engine> = if which == "redb" {
-                Box::new(Redb(
-                    redb::Database::create(dir.join("db.redb")).expect("redb"),
-                ))
+                Box::new(Redb(redb::Database::create(dir.join("db.redb"))?))
             } else {
-                let db = fjall::Database::builder(&dir).open().expect("fjall");
-                let jobs = db
-                    .keyspace("jobs", fjall::KeyspaceCreateOptions::default)
-                    .expect("keyspace");
+                let db = fjall::Database::builder(&dir).open()?;
+                let jobs = db.keyspace("jobs", fjall::KeyspaceCreateOptions::default)?;
                 Box::new(Fjall { db, jobs })
             };
-            let (rate, peak, after) = run(engine.as_mut(), &dir, group, jobs);
+            let (rate, peak, after) = run(engine.as_mut(), &dir, group, jobs)?;
             println!(
                 "{:<8} {:>6} {:>8} {:>12.0} {:>12} {:>12}",
                 engine.name(),
@@ -138,4 +137,5 @@ fn main() {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+    Ok(())
 }
