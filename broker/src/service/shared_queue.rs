@@ -66,8 +66,11 @@ struct State {
 
 impl SharedQueue {
     /// Shares `queue`, reading time from `clock`, keeping its changes in
-    /// `store` if there is one (the queue must track changes then).
-    pub fn new(queue: Queue, clock: TokioClock, store: Option<Store>) -> Self {
+    /// `store` if there is one.
+    pub fn new(mut queue: Queue, clock: TokioClock, store: Option<Store>) -> Self {
+        if store.is_some() {
+            queue.track_changes();
+        }
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -268,10 +271,9 @@ impl SharedQueue {
             Some(store) => {
                 let mut changes = Vec::new();
                 state.queue.take_changes(&mut changes);
-                store.submit(changes, wait).map_err(|e| match e {
-                    crate::storage::StoreError::Failed(why) => RequestError::StoreFailed(why),
-                    other => RequestError::StoreFailed(other.to_string().into()),
-                })
+                store
+                    .submit(changes, wait)
+                    .map_err(RequestError::StoreFailed)
             }
         };
         (out, commit)

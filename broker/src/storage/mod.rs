@@ -72,9 +72,6 @@ pub enum StoreError {
         /// What was found.
         what: String,
     },
-    /// A write or fsync failed; nothing is acknowledged any more.
-    #[error("the data directory failed: {0}")]
-    Failed(Arc<str>),
 }
 
 /// Resolves once the changes submitted with it are on disk, or the store failed.
@@ -172,10 +169,10 @@ impl Store {
     /// [`Commit`] says when they are on disk.
     ///
     /// # Errors
-    /// [`StoreError::Failed`] once a write failed, or after [`Store::close`].
-    pub fn submit(&self, changes: Vec<Change>, wait: bool) -> Result<Option<Commit>, StoreError> {
+    /// Why the store failed, once a write failed or after [`Store::close`].
+    pub fn submit(&self, changes: Vec<Change>, wait: bool) -> Result<Option<Commit>, Arc<str>> {
         if let Some(why) = self.failure() {
-            return Err(StoreError::Failed(why));
+            return Err(why);
         }
         if changes.is_empty() && !wait {
             return Ok(None);
@@ -190,7 +187,7 @@ impl Store {
             .as_ref()
             .is_some_and(|tx| tx.send(Batch { changes, done }).is_ok());
         if !sent {
-            return Err(StoreError::Failed("the store is closed".into()));
+            return Err("the store is closed".into());
         }
         Ok(commit)
     }
@@ -494,10 +491,7 @@ mod tests {
         assert!(stopped.is_cancelled(), "the broker is told to stop");
         // Never retried as if it had worked, even once the disk recovers.
         fail.store(false, Ordering::SeqCst);
-        assert!(matches!(
-            store.submit(put(2), true),
-            Err(StoreError::Failed(_))
-        ));
+        assert!(store.submit(put(2), true).is_err());
         assert!(store.failure().is_some());
         store.close();
     }
