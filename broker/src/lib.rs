@@ -1,6 +1,7 @@
 //! Sluice's broker: the queue state machine ([`queue`]), the gRPC service
-//! that translates to it ([`service`]), and the server that runs them with
-//! health, reflection and drain ([`server`]).
+//! that translates to it ([`service`]), the store that keeps its durable
+//! view with `--data-dir` ([`storage`]), and the server that runs them with
+//! health, reflection, recovery and drain ([`server`]).
 //!
 //! `main.rs` only reads flags into a [`config::Config`] and calls
 //! [`server::run`], which tests call too.

@@ -1,12 +1,15 @@
-//! Runs the broker on a listener: the Broker and Admin services, gRPC health
-//! and reflection (v1 and v1alpha), the scheduler task, and the drain.
+//! Runs the broker on a listener: recovery from the data directory (if
+//! any), the Broker and Admin services, gRPC health and reflection (v1 and
+//! v1alpha), the scheduler task, and the drain.
 //!
 //! Drain, on `shutdown`: health turns NOT_SERVING, Enqueue and Lease are
 //! refused with UNAVAILABLE, every Lease stream ends, and the listener keeps
 //! serving Ack/Nack/Extend/Release (over old and new connections) until no
 //! job is leased or the drain timeout passes. Then the server stops, bounded
 //! by a deadline of its own because graceful HTTP/2 shutdown waits for
-//! every open call.
+//! every open call, and the store writes what it holds and closes. A failed
+//! store cancels `shutdown` itself: the drain then ends at once and `run`
+//! returns an error.
 
 use std::time::Duration;
 
