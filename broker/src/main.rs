@@ -11,6 +11,7 @@ use clap::Parser;
 use sluice_broker::config::Config;
 use sluice_broker::queue::{Backoff, QueueConfig};
 use sluice_cli::LogFormat;
+use tokio::signal::unix::SignalKind;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -133,6 +134,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.addr))?;
     let shutdown = CancellationToken::new();
     sluice_cli::watch_signals(shutdown.clone()).context("installing signal handlers")?;
+    // A write past the file-size limit (RLIMIT_FSIZE) raises SIGXFSZ, which
+    // kills a process mid-write by default. Handled (and ignored), the write
+    // fails with EFBIG instead and the store stops the broker cleanly, as
+    // PostgreSQL does.
+    let _file_size_signal = tokio::signal::unix::signal(SignalKind::from_raw(
+        nix::sys::signal::Signal::SIGXFSZ as i32,
+    ))
+    .context("installing the SIGXFSZ handler")?;
     info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");
     sluice_broker::server::run(listener, config, shutdown).await?;
     Ok(())

@@ -141,6 +141,11 @@ impl BrokerProcess {
             .args(["--addr", addr])
             .args(args)
             .env("RUST_LOG", "info,sluice_broker=debug");
+        Self::spawn(command)
+    }
+
+    /// Runs `command`, which starts the broker, and waits until it listens.
+    pub fn spawn(command: Command) -> Self {
         let process = Process::spawn(command);
         let line = process.wait_for_log("sluice broker listening");
         let addr = line

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use sluice_e2e::{BrokerProcess, Process, binary, scratch_dir};
+use sluice_e2e::{BrokerProcess, binary, scratch_dir};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::broker_client::BrokerClient;
 use tonic::transport::{Channel, Endpoint};
@@ -46,14 +46,9 @@ fn start(addr: &str, dir: &Path) -> (BrokerProcess, Duration) {
     command
         .args(["--addr", addr, "--data-dir", dir.to_str().unwrap()])
         .env("RUST_LOG", "info");
-    let process = Process::spawn(command);
-    process.wait_for_log("broker serving");
-    let serving = started.elapsed();
-    let broker = BrokerProcess {
-        process,
-        addr: addr.to_owned(),
-    };
-    (broker, serving)
+    let broker = BrokerProcess::spawn(command);
+    broker.wait_for_log("broker serving");
+    (broker, started.elapsed())
 }
 
 fn client(addr: &str) -> BrokerClient<Channel> {

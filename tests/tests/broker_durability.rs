@@ -6,8 +6,10 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use std::process::Command;
+
 use nix::sys::signal::Signal;
-use sluice_e2e::{BrokerProcess, WAIT, scratch_dir};
+use sluice_e2e::{BrokerProcess, WAIT, binary, scratch_dir};
 use sluice_proto::v1 as pb;
 use tonic::Code;
 
@@ -275,6 +277,56 @@ async fn a_damaged_data_directory_stops_the_start() {
     let broker = start(&dir);
     assert!(
         broker.log().contains("recovered_jobs=200"),
+        "{}",
+        broker.log()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_refuses_work_stops_the_broker_and_keeps_what_was_acknowledged() {
+    let dir = scratch_dir("durable-full");
+    // The file may not grow past 3 MB: writes beyond fail (EFBIG), as on a
+    // full disk.
+    let mut command = Command::new("prlimit");
+    command
+        .arg("--fsize=3000000")
+        .arg(binary("sluice-broker"))
+        .args(["--addr", "127.0.0.1:0", "--data-dir", dir.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    let mut broker = BrokerProcess::spawn(command);
+    broker.wait_for_log("broker serving");
+    let mut client = broker.broker().await;
+    let mut acknowledged = Vec::new();
+    let refused = loop {
+        assert!(acknowledged.len() < 100, "3 MB never filled up");
+        let req = pb::EnqueueRequest {
+            job_type: "big".into(),
+            payload: vec![7; 100_000].into(),
+            ..Default::default()
+        };
+        match client.enqueue(req).await {
+            Ok(r) => acknowledged.push(r.into_inner().job_id),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("durable"), "{refused:?}");
+    let status = broker.wait_exit(WAIT).expect("the broker stops");
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        broker.log().contains("writing the data directory failed"),
+        "{}",
+        broker.log()
+    );
+
+    let broker = start(&dir);
+    for id in &acknowledged {
+        assert_eq!(broker.job(id).await.state(), pb::JobState::Ready);
+    }
+    assert!(
+        broker
+            .log()
+            .contains(&format!("recovered_jobs={}", acknowledged.len())),
         "{}",
         broker.log()
     );
