@@ -44,6 +44,11 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// The file in the data directory.
 pub const FILE_NAME: &str = "sluice.redb";
 
+/// redb's page cache. The store is read once, on start; after that only
+/// the pages a commit touches matter (redb's default is 1 GiB, which kept
+/// a copy of the whole file in the broker's memory).
+const CACHE_BYTES: usize = 64 << 20;
+
 /// Most changes written in one transaction; more wait for the next.
 const MAX_GROUP_CHANGES: usize = 200_000;
 
@@ -118,6 +123,7 @@ impl Store {
         }
         let db = Database::builder()
             .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_BYTES)
             .create(&path);
         Self::start(path, db, new_instance, on_failure)
     }
