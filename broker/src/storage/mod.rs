@@ -290,6 +290,10 @@ fn write_loop(
     failure: &OnceLock<Arc<str>>,
     on_failure: &CancellationToken,
 ) {
+    let _guard = FailOnPanic {
+        failure,
+        on_failure,
+    };
     let mut group = Vec::new();
     let mut removed = 0;
     loop {
@@ -345,6 +349,24 @@ fn write_loop(
     }
     if failure.get().is_none() {
         compact(&mut db);
+    }
+}
+
+/// Fails the store if the writer thread panics (redb panics on some
+/// damage it finds late), so that the broker stops instead of refusing
+/// every change forever.
+struct FailOnPanic<'a> {
+    failure: &'a OnceLock<Arc<str>>,
+    on_failure: &'a CancellationToken,
+}
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            error!("the store's writer panicked: stopping");
+            let _ = self.failure.set("the store's writer panicked".into());
+            self.on_failure.cancel();
+        }
     }
 }
 
