@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::clock::{Clock, TokioClock};
 use crate::config::Config;
 use crate::error::ServerError;
-use crate::queue::Queue;
+use crate::queue::{Queue, Restorer};
 use crate::service::convert::Limits;
 use crate::service::{AdminService, BrokerService, SharedQueue, scheduler};
 use crate::storage::Store;
@@ -183,14 +183,21 @@ async fn open_queue(
     };
     let started = std::time::Instant::now();
     let on_failure = shutdown.clone();
+    let mut restorer = Restorer::new(config.queue.clone(), rand::random(), clock.now());
     let opened = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || Store::open(&dir, rand::random(), on_failure)).await?
+        tokio::task::spawn_blocking(move || {
+            let mut recovered = 0u64;
+            let opened = Store::open(&dir, rand::random(), on_failure, |job| {
+                recovered += 1;
+                restorer.add(job)
+            });
+            opened.map(|(store, meta)| (store, meta, restorer, recovered))
+        })
+        .await?
     };
-    let (store, snapshot) = opened?;
-    let recovered = snapshot.jobs.len();
-    let queue = Queue::restore(config.queue.clone(), rand::random(), snapshot, clock.now())
-        .map_err(ServerError::Restore)?;
+    let (store, meta, restorer, recovered) = opened?;
+    let queue = restorer.finish(meta).map_err(ServerError::Restore)?;
     info!(
         data_dir = %dir.display(),
         recovered_jobs = recovered,

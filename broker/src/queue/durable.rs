@@ -4,7 +4,8 @@
 //! The queue never calls a store. With [`Queue::track_changes`] on, it notes
 //! every job and queue it touches; the service layer takes those notes with
 //! [`Queue::take_changes`] after each operation, under the same lock, and
-//! hands them to the store, so the store sees changes in queue order.
+//! hands them to the store, so the store sees changes in queue order. On
+//! start, a [`Restorer`] rebuilds the queue from what the store read back.
 //!
 //! Leases are not durable: a leased job is recorded as it was before its
 //! lease (READY, that attempt not counted), so after a crash it runs again
@@ -81,50 +82,70 @@ pub enum Change {
     },
 }
 
-/// What a store gives back on start to rebuild the queue.
+/// What a store keeps besides its jobs, given back on start.
 #[derive(Debug, Default)]
-pub struct Snapshot {
+pub struct StoreMeta {
     /// The first half of every job id; `None` for a new store.
     pub instance: Option<[u8; 8]>,
     /// Above every seq ever handed out.
     pub next_seq: Seq,
-    /// Every stored job, in any order.
-    pub jobs: Vec<JobRecord>,
     /// Paused queues.
     pub paused: Vec<String>,
 }
 
-impl Queue {
-    /// Rebuilds a queue from `snapshot` at `now`, tracking changes: jobs
-    /// keep their ids, states, attempts, errors, schedules and idempotency
-    /// keys, and finished jobs their retention; a job cancelled while leased
-    /// is CANCELLED.
+/// Rebuilds a queue from a store, one job at a time, so that recovery
+/// never holds every record at once beside the queue.
+#[derive(Debug)]
+pub struct Restorer {
+    queue: Queue,
+    /// Unfinished jobs cancelled while leased: CANCELLED once all are in.
+    cancelled: Vec<Seq>,
+    now: Timestamp,
+}
+
+impl Restorer {
+    /// Starts rebuilding, at `now`, a queue with `config` whose ids and
+    /// jitter come from `seed`.
+    pub fn new(config: QueueConfig, seed: u64, now: Timestamp) -> Self {
+        Self {
+            queue: Queue::new(config, seed),
+            cancelled: Vec::new(),
+            now,
+        }
+    }
+
+    /// Adds one stored job: it keeps its id, state, attempts, error,
+    /// schedule and idempotency key, and a finished job its retention.
     ///
     /// # Errors
-    /// [`QueueError::TooManyNames`] if the snapshot holds more names than
-    /// the broker allows.
-    pub fn restore(
-        config: QueueConfig,
-        seed: u64,
-        mut snapshot: Snapshot,
-        now: Timestamp,
-    ) -> Result<Self, QueueError> {
-        let mut queue = Queue::new(config, seed);
-        if let Some(instance) = snapshot.instance {
+    /// [`QueueError::TooManyNames`] if the store holds more names than the
+    /// broker allows.
+    pub fn add(&mut self, record: JobRecord) -> Result<(), QueueError> {
+        let seq = record.seq;
+        if record.state.is_unfinished() && record.cancel_requested {
+            self.cancelled.push(seq);
+        }
+        self.queue.next_seq = self.queue.next_seq.max(seq + 1);
+        self.queue.restore_job(record, self.now)
+    }
+
+    /// The rebuilt queue, tracking changes: `meta` applied, jobs cancelled
+    /// while leased CANCELLED, and retention trimmed to `max_retained`.
+    ///
+    /// # Errors
+    /// [`QueueError::TooManyNames`] for a paused queue past the limit.
+    pub fn finish(self, meta: StoreMeta) -> Result<Queue, QueueError> {
+        let Restorer {
+            mut queue,
+            cancelled,
+            now,
+        } = self;
+        if let Some(instance) = meta.instance {
             queue.instance = instance;
         }
-        snapshot.jobs.sort_unstable_by_key(|r| r.seq);
-        let highest = snapshot.jobs.last().map_or(0, |r| r.seq + 1);
-        queue.next_seq = snapshot.next_seq.max(highest);
-        for name in &snapshot.paused {
+        queue.next_seq = queue.next_seq.max(meta.next_seq);
+        for name in &meta.paused {
             queue.pause(name)?;
-        }
-        let mut cancelled = Vec::new();
-        for record in snapshot.jobs {
-            if record.state.is_unfinished() && record.cancel_requested {
-                cancelled.push(record.seq);
-            }
-            queue.restore_job(record, now)?;
         }
         // What changes from here on must reach the store too.
         queue.track_changes();
@@ -138,7 +159,9 @@ impl Queue {
         }
         Ok(queue)
     }
+}
 
+impl Queue {
     fn restore_job(&mut self, r: JobRecord, now: Timestamp) -> Result<(), QueueError> {
         let queue = self.names.intern(&r.queue)?;
         let job_type = self.names.intern(&r.job_type)?;
@@ -176,7 +199,7 @@ impl Queue {
         self.jobs.insert(seq, job);
         let unfinished = r.state.is_unfinished();
         match r.state {
-            // Finished by `restore` once it tracks changes.
+            // Finished by `Restorer::finish` once it tracks changes.
             _ if unfinished && r.cancel_requested => self.count_new(seq, JobState::Scheduled),
             _ if unfinished && r.run_at > now => {
                 self.count_new(seq, JobState::Scheduled);

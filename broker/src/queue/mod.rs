@@ -43,7 +43,7 @@ pub use self::admin::{JobFilter, ListPage, QueueStats, WorkerInfo};
 pub use self::backoff::Backoff;
 use self::consumers::Consumer;
 pub use self::consumers::ConsumerSpec;
-pub use self::durable::{Change, JobRecord, Snapshot};
+pub use self::durable::{Change, JobRecord, Restorer, StoreMeta};
 pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease};
 use self::job::{Extras, Job, Seq};
 use self::job_table::JobTable;

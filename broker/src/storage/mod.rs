@@ -30,7 +30,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use crate::queue::{Change, Snapshot};
+use crate::error::QueueError;
+use crate::queue::{Change, JobRecord, StoreMeta};
 
 /// Job records by seq (see `codec`).
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
@@ -67,6 +68,9 @@ pub enum StoreError {
         /// Why.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The queue cannot take back what the file holds.
+    #[error("restoring the data directory: {0}")]
+    Restore(#[from] QueueError),
     /// The file is damaged.
     #[error(
         "{path} is damaged ({what}); the broker will not start on it: move it aside to start empty, or restore a copy"
@@ -95,17 +99,20 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` and reads it back. A new store
-    /// keeps `new_instance` as the first half of its job ids. A failure of
-    /// the store later cancels `on_failure`.
+    /// Opens (or creates) the store in `dir` and reads it back: each stored
+    /// job goes to `on_job`, in seq order, and the rest is returned. A new
+    /// store keeps `new_instance` as the first half of its job ids. A
+    /// failure of the store later cancels `on_failure`.
     ///
     /// # Errors
-    /// [`StoreError::Open`] or [`StoreError::Corrupt`].
+    /// [`StoreError::Open`], [`StoreError::Corrupt`], or
+    /// [`StoreError::Restore`] from `on_job`.
     pub fn open(
         dir: &Path,
         new_instance: [u8; 8],
         on_failure: CancellationToken,
-    ) -> Result<(Store, Snapshot), StoreError> {
+        on_job: impl FnMut(JobRecord) -> Result<(), QueueError>,
+    ) -> Result<(Store, StoreMeta), StoreError> {
         let path = dir.join(FILE_NAME);
         if let Err(e) = std::fs::create_dir_all(dir) {
             return Err(StoreError::Open {
@@ -125,7 +132,7 @@ impl Store {
             .set_check_integrity_on_open(true)
             .set_cache_size(CACHE_BYTES)
             .create(&path);
-        Self::start(path, db, new_instance, on_failure)
+        Self::start(path, db, new_instance, on_failure, on_job)
     }
 
     /// Reads back the database `db` opened at `path` and starts its writer.
@@ -134,7 +141,8 @@ impl Store {
         db: Result<Database, redb::DatabaseError>,
         new_instance: [u8; 8],
         on_failure: CancellationToken,
-    ) -> Result<(Store, Snapshot), StoreError> {
+        on_job: impl FnMut(JobRecord) -> Result<(), QueueError>,
+    ) -> Result<(Store, StoreMeta), StoreError> {
         let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: path.clone(),
             source,
@@ -148,9 +156,10 @@ impl Store {
             redb::DatabaseError::Storage(redb::StorageError::Io(e)) => open_err(e.into()),
             other => corrupt(other.to_string()),
         })?;
-        let snapshot = read_snapshot(&db, new_instance).map_err(|e| match e {
+        let meta = read_back(&db, new_instance, on_job).map_err(|e| match e {
             ReadError::Corrupt(what) => corrupt(what),
             ReadError::Redb(e) => corrupt(e.to_string()),
+            ReadError::Restore(e) => StoreError::Restore(e),
         })?;
         let (tx, rx) = mpsc::channel();
         let failure = Arc::new(OnceLock::new());
@@ -167,7 +176,7 @@ impl Store {
                 writer: Mutex::new(Some(writer)),
                 failure,
             },
-            snapshot,
+            meta,
         ))
     }
 
@@ -221,6 +230,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 enum ReadError {
     Corrupt(String),
     Redb(redb::Error),
+    Restore(QueueError),
 }
 
 impl<E: Into<redb::Error>> From<E> for ReadError {
@@ -230,8 +240,12 @@ impl<E: Into<redb::Error>> From<E> for ReadError {
 }
 
 /// Creates the tables if new, keeps `new_instance` if there is none, and
-/// reads everything back.
-fn read_snapshot(db: &Database, new_instance: [u8; 8]) -> Result<Snapshot, ReadError> {
+/// reads everything back: jobs to `on_job`, the rest returned.
+fn read_back(
+    db: &Database,
+    new_instance: [u8; 8],
+    mut on_job: impl FnMut(JobRecord) -> Result<(), QueueError>,
+) -> Result<StoreMeta, ReadError> {
     let txn = db.begin_write()?;
     {
         txn.open_table(JOBS)?;
@@ -259,7 +273,6 @@ fn read_snapshot(db: &Database, new_instance: [u8; 8]) -> Result<Snapshot, ReadE
     let instance = read_meta("instance")?;
     let next_seq = read_meta("next_seq")?.map_or(0, u64::from_be_bytes);
     let payloads = txn.open_table(PAYLOADS)?;
-    let mut jobs = Vec::new();
     for entry in txn.open_table(JOBS)?.iter()? {
         let (seq, bytes) = entry?;
         let seq = seq.value();
@@ -269,16 +282,15 @@ fn read_snapshot(db: &Database, new_instance: [u8; 8]) -> Result<Snapshot, ReadE
             .ok_or_else(|| ReadError::Corrupt(format!("job {seq} has no payload")))?;
         let record = codec::decode(seq, bytes.value(), payload)
             .map_err(|e| ReadError::Corrupt(format!("job {seq}: {e}")))?;
-        jobs.push(record);
+        on_job(record).map_err(ReadError::Restore)?;
     }
     let mut paused = Vec::new();
     for entry in txn.open_table(PAUSED)?.iter()? {
         paused.push(entry?.0.value().to_owned());
     }
-    Ok(Snapshot {
+    Ok(StoreMeta {
         instance,
         next_seq,
-        jobs,
         paused,
     })
 }
@@ -498,9 +510,9 @@ mod tests {
         let fail = disk.fail.clone();
         let stopped = CancellationToken::new();
         let db = Database::builder().create_with_backend(disk);
-        let (store, snapshot) =
-            Store::start("memory".into(), db, [7; 8], stopped.clone()).expect("opens");
-        assert_eq!(snapshot.instance, Some([7; 8]));
+        let (store, meta) =
+            Store::start("memory".into(), db, [7; 8], stopped.clone(), |_| Ok(())).expect("opens");
+        assert_eq!(meta.instance, Some([7; 8]));
 
         let commit = store
             .submit(put(0), true)

@@ -43,13 +43,19 @@ impl MapStore {
         }
     }
 
-    fn snapshot(&self, q: &Queue) -> Snapshot {
-        Snapshot {
-            instance: Some(q.instance()),
-            next_seq: 0,
-            jobs: self.jobs.values().cloned().collect(),
-            paused: self.paused.iter().cloned().collect(),
+    /// The queue a restart at `now` rebuilds from this store, as the
+    /// broker does: each record through a [`Restorer`].
+    fn restore(&self, instance: [u8; 8], now: Timestamp) -> Queue {
+        let mut restorer = Restorer::new(config(), 9, now);
+        for record in self.jobs.values() {
+            restorer.add(record.clone()).unwrap();
         }
+        let meta = StoreMeta {
+            instance: Some(instance),
+            next_seq: 0,
+            paused: self.paused.iter().cloned().collect(),
+        };
+        restorer.finish(meta).unwrap()
     }
 }
 
@@ -120,7 +126,7 @@ fn replaying_the_changes_rebuilds_every_state() {
     assert_eq!(store.payloads_written, 8, "each payload is written once");
 
     // Restored before the failed job's retry is due.
-    let restored = Queue::restore(config(), 9, store.snapshot(&q), at(2)).unwrap();
+    let restored = store.restore(q.instance(), at(2));
     let expected: Vec<_> = jobs_of(&q)
         .into_iter()
         .map(|job| match job {
