@@ -142,15 +142,21 @@ async fn no_acknowledged_job_is_lost_across_kills() {
     }
     let consumer = tokio::spawn(consume(addr.clone(), ran.clone(), stop.clone()));
 
-    // Kill at random moments spread over the run, each after the broker
-    // served for a while, so that kills land mid-enqueue and mid-ack.
+    // Kills spread over the whole run: kill k waits until k/(kills+1) of
+    // the jobs have run, then a random 0-300 ms more, so that kills land
+    // mid-enqueue and mid-ack from the first jobs to the last.
     let mut seed = u64::from(port) | 1;
     let mut slowest_restart = Duration::ZERO;
-    for _ in 0..kills {
+    for k in 1..=kills {
+        let mark = (k * jobs / (kills + 1)) as usize;
+        let waited = Instant::now();
+        while ran.lock().unwrap().len() < mark && waited.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        tokio::time::sleep(Duration::from_millis(150 + seed % 500)).await;
+        tokio::time::sleep(Duration::from_millis(seed % 300)).await;
         broker.signal(Signal::SIGKILL);
         broker.wait_exit(Duration::from_secs(10)).unwrap();
         let (restarted, serving) = start(&addr, &dir);
