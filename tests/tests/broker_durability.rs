@@ -59,6 +59,30 @@ async fn lease(broker: &BrokerProcess, job_type: &str) -> pb::LeasedJob {
         .unwrap()
 }
 
+/// Enqueues a job of `job_type`, leases it and Nacks it with `error`.
+async fn enqueue_and_fail(
+    broker: &BrokerProcess,
+    job_type: &str,
+    error: &str,
+    dead: bool,
+) -> String {
+    let job_id = broker.enqueue(job(job_type)).await;
+    let leased = lease(broker, job_type).await;
+    broker
+        .broker()
+        .await
+        .nack(pb::NackRequest {
+            job_id: job_id.clone(),
+            lease_id: leased.lease_id,
+            error: error.into(),
+            dead,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    job_id
+}
+
 /// What a restart must keep of a job.
 fn essentials(
     job: &pb::Job,
@@ -101,30 +125,8 @@ async fn restart_keeps_every_job_as_it_was() {
         })
         .await;
 
-    let failed = broker.enqueue(job("failed")).await;
-    let leased = lease(&broker, "failed").await;
-    client
-        .nack(pb::NackRequest {
-            job_id: failed.clone(),
-            lease_id: leased.lease_id,
-            error: "smtp timeout".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-
-    let dead = broker.enqueue(job("dead")).await;
-    let leased = lease(&broker, "dead").await;
-    client
-        .nack(pb::NackRequest {
-            job_id: dead.clone(),
-            lease_id: leased.lease_id,
-            error: "bad input".into(),
-            dead: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let failed = enqueue_and_fail(&broker, "failed", "smtp timeout", false).await;
+    let dead = enqueue_and_fail(&broker, "dead", "bad input", true).await;
 
     let succeeded = broker.enqueue(job("succeeded")).await;
     let leased = lease(&broker, "succeeded").await;
