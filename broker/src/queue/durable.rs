@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::job::{Extras, Headers, Job, JobState, Seq};
+use super::job::{self, Extras, Headers, Job, JobState, Seq};
 use super::{Queue, QueueConfig};
 use crate::clock::Timestamp;
 use crate::error::QueueError;
@@ -152,11 +152,7 @@ impl Restorer {
         for seq in cancelled {
             queue.finish(seq, JobState::Cancelled, now);
         }
-        while queue.retained.len() > queue.config.max_retained {
-            if let Some((_, oldest)) = queue.retained.pop_first() {
-                queue.remove_job(oldest);
-            }
-        }
+        queue.trim_retained();
         Ok(queue)
     }
 }
@@ -170,16 +166,7 @@ impl Queue {
         if let Some(key) = &r.idempotency_key {
             self.idempotency.insert((queue, key.as_str().into()), seq);
         }
-        let extras = (!r.headers.is_empty()
-            || r.last_error.is_some()
-            || r.idempotency_key.is_some())
-        .then(|| {
-            Box::new(Extras {
-                headers: r.headers,
-                last_error: r.last_error.map(String::into_boxed_str),
-                idempotency_key: r.idempotency_key.map(String::into_boxed_str),
-            })
-        });
+        let unfinished = r.state.is_unfinished();
         let job = Job {
             queue,
             job_type,
@@ -188,27 +175,19 @@ impl Queue {
             priority: r.priority,
             attempt: u16::try_from(r.attempt).unwrap_or(u16::MAX),
             max_attempts: u16::try_from(r.max_attempts).unwrap_or(u16::MAX),
-            timeout_ms: u32::try_from(r.timeout.as_millis()).unwrap_or(u32::MAX),
+            timeout_ms: job::millis_u32(r.timeout),
             payload: r.payload,
             created_at: r.created_at,
             run_at: r.run_at,
             finished_at: r.finished_at.unwrap_or_default(),
             lease: None,
-            extras,
+            extras: Extras::boxed_if_any(r.headers, r.last_error, r.idempotency_key),
         };
         self.jobs.insert(seq, job);
-        let unfinished = r.state.is_unfinished();
         match r.state {
             // Finished by `Restorer::finish` once it tracks changes.
             _ if unfinished && r.cancel_requested => self.count_new(seq, JobState::Scheduled),
-            _ if unfinished && r.run_at > now => {
-                self.count_new(seq, JobState::Scheduled);
-                self.scheduled.insert((r.run_at, seq));
-            }
-            JobState::Scheduled | JobState::Ready | JobState::Leased => {
-                self.count_new(seq, JobState::Ready);
-                self.make_ready(seq, now);
-            }
+            JobState::Scheduled | JobState::Ready | JobState::Leased => self.admit(seq, now),
             JobState::Succeeded | JobState::Cancelled => {
                 self.count_new(seq, r.state);
                 let key = self.jobs[seq].retention_key(seq, self.config.retention);
@@ -222,12 +201,11 @@ impl Queue {
     /// From now on, notes every change for [`Queue::take_changes`].
     pub fn track_changes(&mut self) {
         self.jobs.track_changes();
-        self.tracking = true;
     }
 
     /// Notes that queue `id` was paused or resumed.
     pub(super) fn note_paused(&mut self, id: super::names::NameId) {
-        if self.tracking {
+        if self.jobs.is_tracking() {
             self.paused_changed.push(id);
         }
     }

@@ -125,6 +125,29 @@ pub(crate) struct Extras {
     pub idempotency_key: Option<Box<str>>,
 }
 
+impl Extras {
+    /// The box of a job that has any of these; `None` for a plain job.
+    pub fn boxed_if_any(
+        headers: Headers,
+        last_error: Option<String>,
+        idempotency_key: Option<String>,
+    ) -> Option<Box<Extras>> {
+        (!headers.is_empty() || last_error.is_some() || idempotency_key.is_some()).then(|| {
+            Box::new(Extras {
+                headers,
+                last_error: last_error.map(String::into_boxed_str),
+                idempotency_key: idempotency_key.map(String::into_boxed_str),
+            })
+        })
+    }
+}
+
+/// A per-attempt run limit as stored in a job: whole milliseconds (the
+/// service allows at most 24h, far below `u32::MAX` ms).
+pub(crate) fn millis_u32(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
 impl Job {
     pub fn headers(&self) -> &[(String, String)] {
         self.extras.as_deref().map_or(&[], |e| e.headers.as_slice())

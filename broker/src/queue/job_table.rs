@@ -58,6 +58,10 @@ impl JobTable {
         self.changes.get_or_insert_default();
     }
 
+    pub fn is_tracking(&self) -> bool {
+        self.changes.is_some()
+    }
+
     /// The seqs noted since the last call, each once, in seq order, with
     /// whether it was inserted meanwhile.
     pub fn take_changes(&mut self) -> Vec<(Seq, bool)> {
@@ -66,7 +70,7 @@ impl JobTable {
         };
         let mut taken = std::mem::take(changes);
         taken.sort_unstable();
-        // Sorted by (seq, inserted): the last of each seq says if it was inserted.
+        // One entry per seq, new if any of its notes was the insert.
         taken.dedup_by(|later, earlier| {
             let same = later.0 == earlier.0;
             if same {
@@ -106,13 +110,11 @@ impl JobTable {
         let (number, slot) = split(seq);
         let page = self.pages.get_mut(&number)?;
         let job = page.slots[slot].take()?;
-        if let Some(changes) = self.changes.as_mut() {
-            changes.push((seq, false));
-        }
         page.len -= 1;
         if page.len == 0 {
             self.pages.remove(&number);
         }
+        self.note(seq, false);
         Some(job)
     }
 

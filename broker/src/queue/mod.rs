@@ -209,8 +209,6 @@ pub struct Queue {
     consumers: BTreeMap<ConsumerId, Consumer>,
     next_consumer: u64,
     outbox: Vec<Delivery>,
-    /// Changes are noted for a store (see `durable`).
-    tracking: bool,
     /// Queues paused or resumed since the last `take_changes`.
     paused_changed: Vec<NameId>,
 }
@@ -233,7 +231,6 @@ impl Queue {
             consumers: BTreeMap::new(),
             next_consumer: 0,
             outbox: Vec::new(),
-            tracking: false,
             paused_changed: Vec::new(),
         };
         queue.instance = queue.rng.random();
@@ -305,20 +302,9 @@ impl Queue {
             )
             .unwrap_or(u16::MAX),
             cancel_requested: false,
-            timeout_ms: u32::try_from(
-                new.timeout
-                    .unwrap_or(self.config.default_timeout)
-                    .as_millis(),
-            )
-            .unwrap_or(u32::MAX),
+            timeout_ms: job::millis_u32(new.timeout.unwrap_or(self.config.default_timeout)),
             payload: new.payload,
-            extras: (!new.headers.is_empty() || new.idempotency_key.is_some()).then(|| {
-                Box::new(Extras {
-                    headers: new.headers,
-                    last_error: None,
-                    idempotency_key: new.idempotency_key.map(String::into_boxed_str),
-                })
-            }),
+            extras: Extras::boxed_if_any(new.headers, None, new.idempotency_key),
             created_at: now,
             run_at,
             finished_at: Timestamp::default(),
@@ -326,14 +312,7 @@ impl Queue {
         };
         self.jobs.insert(seq, job);
         self.log_job(seq, None, LogLevel::Debug, "job enqueued");
-        if run_at > now {
-            self.count_new(seq, JobState::Scheduled);
-            self.scheduled.insert((run_at, seq));
-        } else {
-            // Counted as READY, which make_ready keeps it.
-            self.count_new(seq, JobState::Ready);
-            self.make_ready(seq, now);
-        }
+        self.admit(seq, now);
         Ok(Enqueued {
             job_id: id,
             duplicate: false,

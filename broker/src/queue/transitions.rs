@@ -122,11 +122,30 @@ impl Queue {
         if state != JobState::Dead {
             self.retained
                 .insert(job.retention_key(seq, self.config.retention));
-            while self.retained.len() > self.config.max_retained {
-                if let Some((_, oldest)) = self.retained.pop_first() {
-                    self.remove_job(oldest);
-                }
+            self.trim_retained();
+        }
+    }
+
+    /// Forgets the oldest retained jobs beyond `max_retained`.
+    pub(super) fn trim_retained(&mut self) {
+        while self.retained.len() > self.config.max_retained {
+            if let Some((_, oldest)) = self.retained.pop_first() {
+                self.remove_job(oldest);
             }
+        }
+    }
+
+    /// Counts a new job in its first state: SCHEDULED until its `run_at`,
+    /// else READY (and leased at once if a consumer has room).
+    pub(super) fn admit(&mut self, seq: Seq, now: Timestamp) {
+        let run_at = self.jobs[seq].run_at;
+        if run_at > now {
+            self.count_new(seq, JobState::Scheduled);
+            self.scheduled.insert((run_at, seq));
+        } else {
+            // Counted as READY, which make_ready keeps it.
+            self.count_new(seq, JobState::Ready);
+            self.make_ready(seq, now);
         }
     }
 
