@@ -67,18 +67,7 @@ async fn lease_batches_pack_ready_jobs_and_ack_batch_resolves_them() {
         .into_iter()
         .map(|r| r.job_id)
         .collect();
-    let req = pb::LeaseRequest {
-        worker_id: "w".into(),
-        max_in_flight: 10,
-        ..Default::default()
-    };
-    let mut stream = b
-        .broker
-        .clone()
-        .lease_batches(req)
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = b.lease_batches("w", 10).await;
     let batch = within(stream.message()).await.unwrap().unwrap();
     let leased: Vec<&str> = batch.jobs.iter().map(job_id).collect();
     assert_eq!(
@@ -143,18 +132,7 @@ async fn lease_batches_stay_small_enough_for_default_clients() {
     for _ in 0..5 {
         b.enqueue_req(big.clone()).await;
     }
-    let req = pb::LeaseRequest {
-        worker_id: "w".into(),
-        max_in_flight: 10,
-        ..Default::default()
-    };
-    let mut stream = b
-        .broker
-        .clone()
-        .lease_batches(req)
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = b.lease_batches("w", 10).await;
     let mut received = 0;
     while received < 5 {
         let batch = within(stream.message()).await.unwrap().unwrap();

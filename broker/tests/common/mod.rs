@@ -101,6 +101,25 @@ impl TestBroker {
         self.broker.clone().lease(req).await.unwrap().into_inner()
     }
 
+    /// Like [`TestBroker::lease`], on a LeaseBatches stream.
+    pub async fn lease_batches(
+        &self,
+        worker_id: &str,
+        max_in_flight: u32,
+    ) -> Streaming<pb::LeasedJobBatch> {
+        let req = pb::LeaseRequest {
+            worker_id: worker_id.into(),
+            max_in_flight,
+            ..Default::default()
+        };
+        self.broker
+            .clone()
+            .lease_batches(req)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn job(&self, job_id: &str) -> pb::Job {
         self.admin
             .clone()
