@@ -136,15 +136,20 @@ struct DurableArgs {
     json: bool,
 }
 
+/// The broker binary to start: `given`, or sluice-broker beside this one.
+fn broker_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path),
+        None => Ok(std::env::current_exe()?.with_file_name("sluice-broker")),
+    }
+}
+
 impl Target {
     fn start(&self) -> anyhow::Result<(String, Option<BrokerProcess>)> {
         if let Some(addr) = &self.addr {
             return Ok((addr.clone(), None));
         }
-        let binary = match &self.broker_bin {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()?.with_file_name("sluice-broker"),
-        };
+        let binary = broker_binary(self.broker_bin.clone())?;
         let broker = BrokerProcess::start(&binary.to_string_lossy(), &self.broker_args)?;
         Ok((broker.addr.clone(), Some(broker)))
     }
@@ -156,10 +161,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Load(args) => load(args).await,
         Command::Memory(args) => memory(args).await,
         Command::Durable(args) => {
-            let broker_bin = match args.broker_bin {
-                Some(path) => path,
-                None => std::env::current_exe()?.with_file_name("sluice-broker"),
-            };
+            let broker_bin = broker_binary(args.broker_bin)?;
             let ours = args.dir.is_none();
             let dir = durable::work_dir(args.dir);
             let result = durable::run(&broker_bin, &dir, args.jobs, args.json).await;
