@@ -1,10 +1,18 @@
 //! The broker's settings, with their defaults. Only `main.rs` reads flags
 //! and environment variables into it; tests build it directly.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::queue::{Backoff, QueueConfig};
+use sluice_queue::QueueConfig;
+
+/// Where the broker listens unless `--addr` says otherwise: loopback, so a
+/// broker started without thought is not reachable from other hosts.
+pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    50051,
+));
 
 /// Everything [`crate::server::run`] needs besides its listener.
 #[derive(Debug, Clone)]
@@ -22,19 +30,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            queue: QueueConfig {
-                max_attempts: 4,
-                default_timeout: Duration::from_secs(60),
-                lease_duration: Duration::from_secs(30),
-                backoff: Backoff {
-                    initial: Duration::from_millis(500),
-                    max: Duration::from_secs(30),
-                    jitter: 0.25,
-                },
-                retention: Duration::from_secs(3600),
-                max_retained: 1_000_000,
-                max_queue_size: None,
-            },
+            queue: QueueConfig::default(),
             max_payload: 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
             data_dir: None,

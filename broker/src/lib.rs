@@ -1,15 +1,15 @@
-//! Sluice's broker: the queue state machine ([`queue`]), the gRPC service
-//! that translates to it ([`service`]), the store that keeps its durable
-//! view with `--data-dir` ([`storage`]), and the server that runs them with
-//! health, reflection, recovery and drain ([`server`]).
+//! Sluice's broker around its queue state machine (the `sluice-queue`
+//! crate in `broker/queue/`, which depends on nothing here): the gRPC
+//! service that translates to it ([`service`]), the store that keeps its
+//! durable view with `--data-dir` ([`storage`]), and the server that runs
+//! them with health, reflection, recovery and drain ([`server`]).
 //!
 //! `main.rs` only reads flags into a [`config::Config`] and calls
 //! [`server::run`], which tests call too.
 
 pub mod clock;
 pub mod config;
-pub mod error;
-pub mod queue;
+pub mod fatal;
 pub mod server;
 pub mod service;
 pub mod storage;

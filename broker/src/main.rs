@@ -4,13 +4,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use sluice_broker::config::Config;
-use sluice_broker::queue::{Backoff, QueueConfig};
+use humantime::Duration as Human;
+use sluice_broker::config::{Config, DEFAULT_ADDR};
 use sluice_cli::LogFormat;
+use sluice_queue::{Backoff, QueueConfig};
 use tokio::signal::unix::SignalKind;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -21,46 +21,55 @@ use tracing::{error, info};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The Sluice job broker (memory-only).
+/// The defaults of every flag: the broker's and the queue's `Default`s, so
+/// that a default is written once (the README's tables are checked against
+/// `--help` by a test).
+fn defaults() -> Config {
+    Config::default()
+}
+
+/// The Sluice job broker.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     /// Address to listen on.
-    #[arg(long, env = "SLUICE_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "SLUICE_ADDR", default_value_t = DEFAULT_ADDR)]
     addr: SocketAddr,
     /// Attempts for a job that does not set max_attempts (the first try plus retries).
-    #[arg(long, env = "SLUICE_MAX_ATTEMPTS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "SLUICE_MAX_ATTEMPTS", default_value_t = defaults().queue.max_attempts,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(sluice_limits::MAX_ATTEMPTS)))]
     max_attempts: u32,
     /// Per-attempt run limit for a job that does not set timeout.
-    #[arg(long, env = "SLUICE_DEFAULT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
-    default_timeout: Duration,
+    #[arg(long, env = "SLUICE_DEFAULT_TIMEOUT", default_value_t = Human::from(defaults().queue.default_timeout))]
+    default_timeout: Human,
     /// Lease length for a Lease stream that does not set lease_duration.
-    #[arg(long, env = "SLUICE_LEASE_DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    lease_duration: Duration,
+    #[arg(long, env = "SLUICE_LEASE_DURATION", default_value_t = Human::from(defaults().queue.lease_duration))]
+    lease_duration: Human,
     /// Retry delay after the first failed attempt; doubles per failure.
-    #[arg(long, env = "SLUICE_BACKOFF_INITIAL", default_value = "500ms", value_parser = humantime::parse_duration)]
-    backoff_initial: Duration,
+    #[arg(long, env = "SLUICE_BACKOFF_INITIAL", default_value_t = Human::from(defaults().queue.backoff.initial))]
+    backoff_initial: Human,
     /// Longest retry delay, before jitter.
-    #[arg(long, env = "SLUICE_BACKOFF_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
-    backoff_max: Duration,
+    #[arg(long, env = "SLUICE_BACKOFF_MAX", default_value_t = Human::from(defaults().queue.backoff.max))]
+    backoff_max: Human,
     /// Retry delays are spread by up to this fraction either way.
-    #[arg(long, env = "SLUICE_BACKOFF_JITTER", default_value_t = 0.25)]
+    #[arg(long, env = "SLUICE_BACKOFF_JITTER", default_value_t = defaults().queue.backoff.jitter)]
     backoff_jitter: f64,
     /// How long SUCCEEDED and CANCELLED jobs stay visible.
-    #[arg(long, env = "SLUICE_RETENTION", default_value = "1h", value_parser = humantime::parse_duration)]
-    retention: Duration,
+    #[arg(long, env = "SLUICE_RETENTION", default_value_t = Human::from(defaults().queue.retention))]
+    retention: Human,
     /// Most SUCCEEDED and CANCELLED jobs kept at once; the oldest are forgotten first.
-    #[arg(long, env = "SLUICE_MAX_RETAINED", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SLUICE_MAX_RETAINED", default_value_t = defaults().queue.max_retained as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
     max_retained: u64,
     /// Most unfinished (scheduled, ready, leased) jobs per queue; unbounded if unset.
     #[arg(long, env = "SLUICE_MAX_QUEUE_SIZE")]
     max_queue_size: Option<u64>,
     /// Largest payload accepted, in bytes.
-    #[arg(long, env = "SLUICE_MAX_PAYLOAD", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "SLUICE_MAX_PAYLOAD", default_value_t = defaults().max_payload)]
     max_payload: usize,
     /// How long a drain (SIGTERM/SIGINT) waits for leased jobs to be resolved.
-    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    drain_timeout: Duration,
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value_t = Human::from(defaults().drain_timeout))]
+    drain_timeout: Human,
     /// Keep jobs in this directory (created if missing) so that they survive
     /// a restart or a crash; every acknowledged change is fsynced first.
     /// Without it the broker is memory-only.
@@ -79,36 +88,33 @@ impl Args {
             self.backoff_jitter
         );
         anyhow::ensure!(
-            self.backoff_initial <= self.backoff_max,
+            *self.backoff_initial <= *self.backoff_max,
             "--backoff-initial must not exceed --backoff-max"
         );
-        let day = Duration::from_secs(24 * 3600);
         for (flag, d) in [
             ("--lease-duration", self.lease_duration),
             ("--default-timeout", self.default_timeout),
         ] {
-            anyhow::ensure!(
-                (Duration::from_secs(1)..=day).contains(&d),
-                "{flag} must be 1s to 24h, got {}",
-                humantime::format_duration(d)
-            );
+            if let Err(reason) = sluice_limits::check_run_limit(*d) {
+                anyhow::bail!("{flag} {reason}, got {d}");
+            }
         }
         Ok(Config {
             queue: QueueConfig {
                 max_attempts: self.max_attempts,
-                default_timeout: self.default_timeout,
-                lease_duration: self.lease_duration,
+                default_timeout: self.default_timeout.into(),
+                lease_duration: self.lease_duration.into(),
                 backoff: Backoff {
-                    initial: self.backoff_initial,
-                    max: self.backoff_max,
+                    initial: self.backoff_initial.into(),
+                    max: self.backoff_max.into(),
                     jitter: self.backoff_jitter,
                 },
-                retention: self.retention,
+                retention: self.retention.into(),
                 max_retained: usize::try_from(self.max_retained).unwrap_or(usize::MAX),
                 max_queue_size: self.max_queue_size,
             },
             max_payload: self.max_payload,
-            drain_timeout: self.drain_timeout,
+            drain_timeout: self.drain_timeout.into(),
             data_dir: self.data_dir.clone(),
         })
     }

@@ -11,5 +11,14 @@ pub mod v1 {
     tonic::include_proto!("sluice.v1");
 }
 
+/// A duration on the wire; one past protobuf's range (about 292 billion
+/// years) is clamped to its end.
+pub fn duration_to_pb(d: std::time::Duration) -> prost_types::Duration {
+    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration {
+        seconds: i64::MAX,
+        nanos: 0,
+    })
+}
+
 /// The encoded `FileDescriptorSet` of `sluice.v1`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("sluice_descriptor");

@@ -163,7 +163,7 @@ impl BrokerLink {
         let req = pb::ExtendRequest {
             job_id: job_id.to_owned(),
             lease_id: lease_id.to_owned(),
-            extend_by: Some(duration_to_pb(by)),
+            extend_by: Some(sluice_proto::duration_to_pb(by)),
         };
         Ok(bounded(self.client.clone().extend(timed(req)))
             .await?
@@ -222,7 +222,7 @@ impl BrokerLink {
                     job_id,
                     lease_id,
                     error: error.clone(),
-                    retry_after: retry_after.map(duration_to_pb),
+                    retry_after: retry_after.map(sluice_proto::duration_to_pb),
                     dead: *dead,
                 };
                 let state = bounded(client.nack(timed(req))).await?.into_inner().state();
@@ -324,12 +324,4 @@ fn timed<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(CALL_TIMEOUT);
     request
-}
-
-/// A duration on the wire (clamped, as ours are never near the limits).
-pub fn duration_to_pb(d: Duration) -> prost_types::Duration {
-    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration {
-        seconds: i64::MAX,
-        nanos: 0,
-    })
 }

@@ -25,11 +25,13 @@
 //! - [`runner`]: the [`Worker`]: lease stream, concurrency, drain.
 //! - `job_task`: one attempt: timeout, heartbeats, panic capture, reporting.
 //! - [`client`]: calls to the broker, with retries across connection loss.
+//! - [`defaults`]: the default of every setting.
 //! - [`exec`] and [`supervisor`]: running a program per job, as the
 //!   `sluice-worker` binary does.
 
 mod backoff;
 pub mod client;
+pub mod defaults;
 pub mod error;
 pub mod exec;
 pub mod handler;

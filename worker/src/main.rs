@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use humantime::Duration as Human;
 use sluice_cli::LogFormat;
 use sluice_worker::exec::ExecHandler;
-use sluice_worker::{Worker, supervisor};
+use sluice_worker::{Worker, defaults, supervisor};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -19,25 +20,25 @@ use tracing::{error, info};
 #[command(version, about)]
 struct Args {
     /// The broker's URL.
-    #[arg(long, env = "SLUICE_BROKER", default_value = "http://127.0.0.1:50051")]
+    #[arg(long, env = "SLUICE_BROKER", default_value = defaults::BROKER_URL)]
     broker: String,
     /// Queues to take jobs from, comma-separated.
     #[arg(
         long,
         env = "SLUICE_QUEUES",
         value_delimiter = ',',
-        default_value = "default"
+        default_value = sluice_limits::DEFAULT_QUEUE
     )]
     queues: Vec<String>,
     /// Jobs run at once.
-    #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = 1)]
+    #[arg(long, env = "SLUICE_CONCURRENCY", default_value_t = defaults::CONCURRENCY)]
     concurrency: usize,
     /// Lease asked for each job; heartbeats extend it every third of it.
-    #[arg(long, env = "SLUICE_LEASE_DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    lease_duration: Duration,
+    #[arg(long, env = "SLUICE_LEASE_DURATION", default_value_t = Human::from(defaults::LEASE_DURATION))]
+    lease_duration: Human,
     /// How long SIGTERM/SIGINT waits for running jobs before releasing them.
-    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "25s", value_parser = humantime::parse_duration)]
-    drain_timeout: Duration,
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value_t = Human::from(defaults::DRAIN_TIMEOUT))]
+    drain_timeout: Human,
     /// Names this worker in the broker (default: hostname-pid).
     #[arg(long, env = "SLUICE_WORKER_ID")]
     worker_id: Option<String>,
@@ -92,8 +93,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut builder = Worker::builder(&args.broker)
         .queues(args.queues)
         .concurrency(args.concurrency)
-        .lease_duration(args.lease_duration)
-        .drain_timeout(args.drain_timeout);
+        .lease_duration(args.lease_duration.into())
+        .drain_timeout(args.drain_timeout.into());
     if let Some(id) = args.worker_id {
         builder = builder.worker_id(id);
     }

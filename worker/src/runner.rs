@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sluice_limits as limits;
 use sluice_proto::v1 as pb;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -14,16 +15,16 @@ use tonic::Streaming;
 use tracing::{error, info, warn};
 
 use crate::backoff;
-use crate::client::{BrokerLink, Resolution, duration_to_pb, is_transient};
+use crate::client::{BrokerLink, Resolution, is_transient};
+use crate::defaults;
 use crate::error::WorkerError;
 use crate::handler::{Handler, Registry};
 use crate::job_task::{self, Shared, lock};
 use crate::summary::{Counters, Summary};
+use sluice_proto::duration_to_pb;
 
 /// How long jobs still running at the drain deadline get to stop and be released.
 const RELEASE_GRACE: Duration = Duration::from_secs(4);
-/// Longest lease the broker grants.
-const MAX_LEASE: Duration = Duration::from_secs(24 * 3600);
 
 /// Builds a [`Worker`].
 pub struct WorkerBuilder {
@@ -43,9 +44,9 @@ impl WorkerBuilder {
             broker_url: broker_url.into(),
             worker_id: None,
             queues: Vec::new(),
-            concurrency: 1,
-            lease_duration: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(25),
+            concurrency: defaults::CONCURRENCY,
+            lease_duration: defaults::LEASE_DURATION,
+            drain_timeout: defaults::DRAIN_TIMEOUT,
             handlers: HashMap::new(),
         }
     }
@@ -103,31 +104,17 @@ impl WorkerBuilder {
         if self.handlers.is_empty() {
             return Err(WorkerError::NoHandlers);
         }
-        if self.concurrency == 0 || self.concurrency > 65_536 {
-            return Err(invalid(
-                "concurrency",
-                format!("must be 1 to 65536, got {}", self.concurrency),
-            ));
-        }
-        if self.lease_duration < Duration::from_secs(1) || self.lease_duration > MAX_LEASE {
-            return Err(invalid("lease_duration", "must be 1s to 24h".into()));
-        }
+        let concurrency = u64::try_from(self.concurrency).unwrap_or(u64::MAX);
+        limits::check_max_in_flight(concurrency)
+            .map_err(|reason| invalid("concurrency", reason))?;
+        limits::check_run_limit(self.lease_duration)
+            .map_err(|reason| invalid("lease_duration", reason))?;
         for queue in &self.queues {
-            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
-            if queue.is_empty() || queue.len() > 128 || !queue.chars().all(allowed) {
-                return Err(invalid(
-                    "queues",
-                    format!("{queue:?}: 1-128 of A-Z a-z 0-9 . _ : -"),
-                ));
-            }
+            limits::check_queue_name(queue).map_err(|reason| invalid("queues", reason))?;
         }
         for name in self.handlers.keys().chain(self.worker_id.iter()) {
-            if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-                return Err(invalid(
-                    "job type or worker id",
-                    format!("{name:?}: 1-128 bytes, no control characters"),
-                ));
-            }
+            limits::check_name(name)
+                .map_err(|reason| invalid("job type or worker id", format!("{name:?} {reason}")))?;
         }
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         Ok(Worker {

@@ -5,11 +5,13 @@ use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
-use super::convert::{self, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+use sluice_limits::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+
+use super::convert;
+use super::error::RequestError;
 use super::respond;
 use super::shared_queue::SharedQueue;
-use crate::error::RequestError;
-use crate::queue::{JobFilter, JobState};
+use sluice_queue::{JobFilter, JobState};
 
 type Result<T> = std::result::Result<T, RequestError>;
 
@@ -29,7 +31,7 @@ impl AdminService {
         let job_id = convert::uuid(&req.job_id, "job_id")?;
         Ok(self
             .shared
-            .with_queue(|queue, _| queue.job(job_id).map(convert::job_to_pb))?)
+            .with_queue(|queue, _| queue.job(job_id).map(convert::job_to_pb))??)
     }
 
     fn handle_list_jobs(&self, req: pb::ListJobsRequest) -> Result<pb::ListJobsResponse> {
@@ -50,18 +52,18 @@ impl AdminService {
             }
         };
         let after = page_token(&req.page_token)?;
-        Ok(self.shared.with_queue(|queue, _| {
+        self.shared.with_queue(|queue, _| {
             let page = queue.list(&filter, after, page_size as usize);
             pb::ListJobsResponse {
                 jobs: page.jobs.into_iter().map(convert::job_to_pb).collect(),
                 next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default(),
             }
-        }))
+        })
     }
 
-    fn handle_stats(&self) -> pb::StatsResponse {
-        let stats = self.shared.with_queue(|queue, _| queue.stats());
-        pb::StatsResponse {
+    fn handle_stats(&self) -> Result<pb::StatsResponse> {
+        let stats = self.shared.with_queue(|queue, _| queue.stats())?;
+        Ok(pb::StatsResponse {
             queues: stats
                 .into_iter()
                 .map(|s| pb::QueueStats {
@@ -80,12 +82,12 @@ impl AdminService {
                     queue: s.queue,
                 })
                 .collect(),
-        }
+        })
     }
 
-    fn handle_list_workers(&self) -> pb::ListWorkersResponse {
-        let workers = self.shared.with_queue(|queue, _| queue.workers());
-        pb::ListWorkersResponse {
+    fn handle_list_workers(&self) -> Result<pb::ListWorkersResponse> {
+        let workers = self.shared.with_queue(|queue, _| queue.workers())?;
+        Ok(pb::ListWorkersResponse {
             workers: workers
                 .into_iter()
                 .map(|w| pb::WorkerInfo {
@@ -97,7 +99,7 @@ impl AdminService {
                     connected_since: Some(convert::timestamp_to_pb(w.connected_since)),
                 })
                 .collect(),
-        }
+        })
     }
 
     async fn handle_retry_job(&self, req: pb::RetryJobRequest) -> Result<pb::RetryJobResponse> {
@@ -129,7 +131,7 @@ impl AdminService {
         let state = convert::state_filter(req.state, "state")?.ok_or_else(|| {
             RequestError::invalid("state", "is required: the state of the jobs to delete")
         })?;
-        let until = self.shared.with_queue(|queue, _| queue.horizon());
+        let until = self.shared.with_queue(|queue, _| queue.horizon())?;
         let mut purged = 0;
         let mut after = None;
         loop {
@@ -197,14 +199,14 @@ impl Admin for AdminService {
         &self,
         _: Request<pb::StatsRequest>,
     ) -> std::result::Result<Response<pb::StatsResponse>, Status> {
-        Ok(Response::new(self.handle_stats()))
+        respond(self.handle_stats())
     }
 
     async fn list_workers(
         &self,
         _: Request<pb::ListWorkersRequest>,
     ) -> std::result::Result<Response<pb::ListWorkersResponse>, Status> {
-        Ok(Response::new(self.handle_list_workers()))
+        respond(self.handle_list_workers())
     }
 
     async fn retry_job(

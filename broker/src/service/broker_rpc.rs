@@ -9,11 +9,11 @@ use sluice_proto::v1::broker_server::Broker;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, Limits};
+use super::error::RequestError;
 use super::lease_stream::{LeaseBatchStream, LeaseStream};
 use super::respond;
 use super::shared_queue::SharedQueue;
-use crate::error::RequestError;
-use crate::queue::Failure;
+use sluice_queue::Failure;
 
 type Result<T> = std::result::Result<T, RequestError>;
 
@@ -46,8 +46,8 @@ impl BrokerService {
 
     fn handle_lease(&self, req: pb::LeaseRequest) -> Result<LeaseStream> {
         let spec = convert::consumer_spec(req)?;
-        let (consumer, outlet) = self.shared.open_consumer(spec)?;
-        Ok(LeaseStream::new(consumer, outlet, self.shared.clone()))
+        let (consumer, receiver) = self.shared.open_consumer(spec)?;
+        Ok(LeaseStream::new(consumer, receiver, self.shared.clone()))
     }
 
     async fn handle_enqueue_batch(
@@ -124,13 +124,13 @@ impl BrokerService {
             retry_after: convert::duration_in(req.retry_after, "retry_after", Duration::ZERO)?,
             dead: req.dead,
         };
-        let resolution = self
+        let outcome = self
             .shared
             .write(|queue, now| queue.nack(job_id, lease_id, failure, now))
             .await??;
         Ok(pb::NackResponse {
-            state: convert::state_to_pb(resolution.state).into(),
-            next_attempt_at: resolution.next_attempt_at.map(convert::timestamp_to_pb),
+            state: convert::state_to_pb(outcome.state).into(),
+            next_attempt_at: outcome.next_attempt_at.map(convert::timestamp_to_pb),
         })
     }
 
@@ -139,7 +139,7 @@ impl BrokerService {
         let by = convert::duration_in(req.extend_by, "extend_by", Duration::ZERO)?;
         let extended = self
             .shared
-            .with_queue(|queue, now| queue.extend(job_id, lease_id, by, now))?;
+            .with_queue(|queue, now| queue.extend(job_id, lease_id, by, now))??;
         Ok(pb::ExtendResponse {
             lease_expires_at: Some(convert::timestamp_to_pb(extended.expires_at)),
             cancel_requested: extended.cancel_requested,
@@ -159,10 +159,8 @@ impl BrokerService {
     }
 }
 
-/// Most jobs or acks in one batch call.
-pub const MAX_BATCH: usize = 10_000;
-
 fn check_batch(len: usize, field: &'static str) -> Result<()> {
+    use sluice_limits::MAX_BATCH;
     if len > MAX_BATCH {
         return Err(RequestError::invalid(
             field,

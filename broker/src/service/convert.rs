@@ -8,34 +8,13 @@ use prost_types::{Duration as PbDuration, Timestamp as PbTimestamp};
 use sluice_proto::v1 as pb;
 use uuid::Uuid;
 
+use super::error::RequestError;
 use crate::clock::Timestamp;
-use crate::error::RequestError;
-use crate::queue::{ConsumerSpec, Headers, JobState, JobView, MAX_ATTEMPTS, NewJob};
-
-/// The queue used when a request names none.
-pub const DEFAULT_QUEUE: &str = "default";
-/// Longest queue name, job type, worker id or header name, in bytes.
-pub const MAX_NAME_LEN: usize = 128;
-/// Most headers on one job.
-pub const MAX_HEADERS: usize = 64;
-/// Longest header value, in bytes.
-pub const MAX_HEADER_VALUE_LEN: usize = 4096;
-/// Longest idempotency key, in bytes.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
-/// Most queues or job types one Lease stream may name.
-pub const MAX_LEASE_FILTERS: usize = 256;
-/// Largest `max_in_flight` of one Lease stream.
-pub const MAX_IN_FLIGHT: u32 = 65_536;
-/// Longest duration accepted anywhere.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-/// Shortest lease or per-attempt timeout.
-pub const MIN_RUN_LIMIT: Duration = Duration::from_secs(1);
-/// Furthest ahead a job may be scheduled.
-pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(366 * 24 * 3600);
-/// Largest ListJobs page.
-pub const MAX_PAGE_SIZE: u32 = 1000;
-/// ListJobs page size when the request says 0.
-pub const DEFAULT_PAGE_SIZE: u32 = 100;
+use sluice_limits::{
+    DEFAULT_QUEUE, MAX_ATTEMPTS, MAX_DURATION, MAX_HEADER_VALUE_LEN, MAX_HEADERS,
+    MAX_IDEMPOTENCY_KEY_LEN, MAX_IN_FLIGHT, MAX_LEASE_FILTERS, MAX_SCHEDULE_AHEAD, MIN_RUN_LIMIT,
+};
+use sluice_queue::{ConsumerSpec, Headers, JobState, JobView, NewJob};
 
 /// Limits set by flags rather than by the contract.
 #[derive(Debug, Clone, Copy)]
@@ -125,12 +104,8 @@ pub fn new_job(req: pb::EnqueueRequest, limits: Limits, now: Timestamp) -> Resul
 /// A validated Lease.
 pub fn consumer_spec(req: pb::LeaseRequest) -> Result<ConsumerSpec> {
     let worker_id = name(req.worker_id, "worker_id")?;
-    if req.max_in_flight == 0 || req.max_in_flight > MAX_IN_FLIGHT {
-        return Err(RequestError::invalid(
-            "max_in_flight",
-            format!("must be 1 to {MAX_IN_FLIGHT}, got {}", req.max_in_flight),
-        ));
-    }
+    sluice_limits::check_max_in_flight(req.max_in_flight.into())
+        .map_err(|reason| RequestError::invalid("max_in_flight", reason))?;
     if req.queues.len() > MAX_LEASE_FILTERS || req.job_types.len() > MAX_LEASE_FILTERS {
         return Err(RequestError::invalid(
             "queues",
@@ -180,43 +155,19 @@ pub fn consumer_spec(req: pb::LeaseRequest) -> Result<ConsumerSpec> {
     })
 }
 
-/// A queue name: empty means [`DEFAULT_QUEUE`]; else 1-128 of `[A-Za-z0-9._:-]`.
+/// A queue name: empty means [`DEFAULT_QUEUE`]; else as [`sluice_limits::check_queue_name`].
 pub fn queue_name(queue: String, field: &'static str) -> Result<String> {
     if queue.is_empty() {
         return Ok(DEFAULT_QUEUE.to_owned());
     }
-    if queue.len() > MAX_NAME_LEN {
-        return Err(RequestError::invalid(
-            field,
-            format!("queue name is over {MAX_NAME_LEN} bytes"),
-        ));
-    }
-    if let Some(c) = queue
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
-    {
-        return Err(RequestError::invalid(
-            field,
-            format!("queue name {queue:?} has {c:?}; allowed are A-Z a-z 0-9 . _ : -"),
-        ));
-    }
+    sluice_limits::check_queue_name(&queue)
+        .map_err(|reason| RequestError::invalid(field, reason))?;
     Ok(queue)
 }
 
-/// A required name (job type, worker id, header name): 1-128 bytes, no control characters.
+/// A required name (job type, worker id, header name), as [`sluice_limits::check_name`].
 fn name(value: String, field: &'static str) -> Result<String> {
-    if value.is_empty() {
-        return Err(RequestError::invalid(field, "is required"));
-    }
-    if value.len() > MAX_NAME_LEN {
-        return Err(RequestError::invalid(
-            field,
-            format!("is over {MAX_NAME_LEN} bytes"),
-        ));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(RequestError::invalid(field, "has control characters"));
-    }
+    sluice_limits::check_name(&value).map_err(|reason| RequestError::invalid(field, reason))?;
     Ok(value)
 }
 
@@ -304,14 +255,6 @@ pub fn timestamp_to_pb(t: Timestamp) -> PbTimestamp {
     PbTimestamp { seconds, nanos }
 }
 
-/// A duration on the wire.
-pub fn duration_to_pb(d: Duration) -> PbDuration {
-    PbDuration::try_from(d).unwrap_or(PbDuration {
-        seconds: i64::MAX,
-        nanos: 0,
-    })
-}
-
 /// A job on the wire.
 pub fn job_to_pb(job: JobView<'_>) -> pb::Job {
     pb::Job {
@@ -324,7 +267,7 @@ pub fn job_to_pb(job: JobView<'_>) -> pb::Job {
         state: state_to_pb(job.state).into(),
         attempt: job.attempt,
         max_attempts: job.max_attempts,
-        timeout: Some(duration_to_pb(job.timeout)),
+        timeout: Some(sluice_proto::duration_to_pb(job.timeout)),
         created_at: Some(timestamp_to_pb(job.created_at)),
         run_at: Some(timestamp_to_pb(job.run_at)),
         last_error: job.last_error.unwrap_or_default().to_owned(),

@@ -13,23 +13,23 @@ use tonic::Status;
 
 use prost::Message as _;
 
-use super::shared_queue::{Outgoing, Outlet, SharedQueue};
-use crate::queue::ConsumerId;
+use super::shared_queue::{JobReceiver, Outgoing, SharedQueue};
+use sluice_queue::ConsumerId;
 
 /// Jobs leased to one consumer, in the order leased.
 pub struct LeaseStream {
     consumer: ConsumerId,
-    outlet: Outlet,
+    receiver: JobReceiver,
     /// Taken off the channel but not sent yet (batching only).
     pending: Vec<Outgoing>,
     shared: SharedQueue,
 }
 
 impl LeaseStream {
-    pub(super) fn new(consumer: ConsumerId, outlet: Outlet, shared: SharedQueue) -> Self {
+    pub(super) fn new(consumer: ConsumerId, receiver: JobReceiver, shared: SharedQueue) -> Self {
         Self {
             consumer,
-            outlet,
+            receiver,
             pending: Vec::new(),
             shared,
         }
@@ -40,7 +40,7 @@ impl Stream for LeaseStream {
     type Item = Result<pb::LeasedJob, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.outlet
+        self.receiver
             .poll_recv(cx)
             .map(|item| item.map(|outgoing| Ok(outgoing.message)))
     }
@@ -50,7 +50,7 @@ impl Drop for LeaseStream {
     fn drop(&mut self) {
         let pending = std::mem::take(&mut self.pending);
         self.shared
-            .close_consumer(self.consumer, &mut self.outlet, pending);
+            .close_consumer(self.consumer, &mut self.receiver, pending);
     }
 }
 
@@ -80,7 +80,7 @@ impl Stream for LeaseBatchStream {
         let inner = &mut self.inner;
         if inner.pending.is_empty() {
             match inner
-                .outlet
+                .receiver
                 .poll_recv_many(cx, &mut inner.pending, MAX_BATCH)
             {
                 Poll::Pending => return Poll::Pending,

@@ -1,22 +1,23 @@
 //! The gRPC layer: glue between `sluice.v1` and the queue. It validates and
 //! converts requests, runs each operation on the shared queue, and maps
-//! errors to statuses in one place ([`respond`]). No queue rule lives here.
+//! errors to statuses in one place (`error.rs`, applied by [`respond`]).
+//! No queue rule lives here.
 
 mod admin_rpc;
 mod broker_rpc;
 pub mod convert;
+mod error;
 mod lease_stream;
 pub mod scheduler;
 mod shared_queue;
 
 pub use admin_rpc::AdminService;
 pub use broker_rpc::BrokerService;
+pub use error::RequestError;
 pub use lease_stream::{LeaseBatchStream, LeaseStream};
 pub use shared_queue::SharedQueue;
 
 use tonic::{Response, Status};
-
-use crate::error::RequestError;
 
 /// An RPC's result on the wire.
 fn respond<T>(result: Result<T, RequestError>) -> Result<Response<T>, Status> {

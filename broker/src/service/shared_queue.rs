@@ -6,19 +6,26 @@
 //! With a store, every operation hands the queue's changes to it under the
 //! lock (so the store sees them in order), and [`SharedQueue::write`] waits,
 //! after unlocking, for the commit that holds them.
+//!
+//! A panic while the lock is held may leave the queue half-updated: the
+//! lock is then poisoned, and taking it fails the broker (see
+//! [`crate::fatal`]) instead of serving that queue.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use sluice_queue::Timestamp;
 
 use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
 use super::convert;
-use crate::clock::{Clock, Timestamp, TokioClock};
-use crate::error::RequestError;
-use crate::queue::{ConsumerId, ConsumerSpec, Delivery, Queue};
+use super::error::RequestError;
+use crate::clock::{Clock, TokioClock};
+use crate::fatal::Fatal;
 use crate::storage::{Commit, Store};
 use sluice_proto::v1 as pb;
+use sluice_queue::{ConsumerId, ConsumerSpec, Delivery, Queue};
 
 /// What a Lease stream's channel carries: the message, and the delivery to
 /// give back if the stream is gone before it is sent.
@@ -28,7 +35,7 @@ pub struct Outgoing {
 }
 
 /// The receiving end of one Lease stream.
-pub(super) type Outlet = mpsc::Receiver<Outgoing>;
+pub(super) type JobReceiver = mpsc::Receiver<Outgoing>;
 
 /// A cheap handle to the shared queue.
 #[derive(Clone)]
@@ -46,6 +53,8 @@ struct Inner {
     lease_ended: Notify,
     /// Where changes go with `--data-dir`; the queue then tracks them.
     store: Option<Store>,
+    /// The broker's failure: once set, no change is made or acknowledged.
+    fatal: Fatal,
 }
 
 struct State {
@@ -55,7 +64,7 @@ struct State {
     /// instead each channel holds the stream's max_in_flight, which the queue
     /// never exceeds, so `try_send` meets a full channel only when leases
     /// expired while their messages sat unread (the stream is then closed).
-    outlets: HashMap<ConsumerId, mpsc::Sender<Outgoing>>,
+    senders: HashMap<ConsumerId, mpsc::Sender<Outgoing>>,
     /// Reused buffer for deliveries.
     deliveries: Vec<Delivery>,
     /// The deadline the scheduler sleeps towards.
@@ -66,8 +75,8 @@ struct State {
 
 impl SharedQueue {
     /// Shares `queue`, reading time from `clock`, keeping its changes in
-    /// `store` if there is one.
-    pub fn new(mut queue: Queue, clock: TokioClock, store: Option<Store>) -> Self {
+    /// `store` if there is one; a poisoned lock fails the broker through `fatal`.
+    pub fn new(mut queue: Queue, clock: TokioClock, store: Option<Store>, fatal: Fatal) -> Self {
         if store.is_some() {
             queue.track_changes();
         }
@@ -75,7 +84,7 @@ impl SharedQueue {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     queue,
-                    outlets: HashMap::new(),
+                    senders: HashMap::new(),
                     deliveries: Vec::new(),
                     scheduler_wakes_at: None,
                     draining: false,
@@ -84,15 +93,22 @@ impl SharedQueue {
                 scheduler: Notify::new(),
                 lease_ended: Notify::new(),
                 store,
+                fatal,
             }),
         }
     }
 
     /// Runs `op` on the queue at the current time, then sends the jobs it
     /// leased and wakes whoever its changes concern.
-    pub fn with_queue<T>(&self, op: impl FnOnce(&mut Queue, Timestamp) -> T) -> T {
-        let mut state = self.lock();
-        self.apply(&mut state, |state, now| op(&mut state.queue, now))
+    ///
+    /// # Errors
+    /// [`RequestError::Failed`] once the broker failed.
+    pub fn with_queue<T>(
+        &self,
+        op: impl FnOnce(&mut Queue, Timestamp) -> T,
+    ) -> Result<T, RequestError> {
+        let mut state = self.lock()?;
+        Ok(self.apply(&mut state, |state, now| op(&mut state.queue, now)))
     }
 
     /// Like [`SharedQueue::with_queue`] for an operation whose changes the
@@ -100,8 +116,8 @@ impl SharedQueue {
     /// store).
     ///
     /// # Errors
-    /// [`RequestError::StoreFailed`] when the store failed before or during
-    /// the commit: the change may not be on disk.
+    /// [`RequestError::Failed`] when the broker failed before or during
+    /// the commit (a failed store): the change may not be on disk.
     pub async fn write<T>(
         &self,
         op: impl FnOnce(&mut Queue, Timestamp) -> T,
@@ -128,12 +144,12 @@ impl SharedQueue {
         op: impl FnOnce(&mut Queue, Timestamp) -> T,
     ) -> Result<T, RequestError> {
         let (out, commit) = {
-            let mut state = self.lock();
+            let mut state = self.lock()?;
             if let Some(what) = refused_while_draining.filter(|_| state.draining) {
                 return Err(RequestError::ShuttingDown(what));
             }
-            if let Some(why) = self.inner.store.as_ref().and_then(Store::failure) {
-                return Err(RequestError::StoreFailed(why));
+            if let Some(why) = self.inner.fatal.reason() {
+                return Err(RequestError::Failed(why));
             }
             self.apply_with(&mut state, true, |state, now| op(&mut state.queue, now))
         };
@@ -141,7 +157,7 @@ impl SharedQueue {
             commit
                 .await
                 .unwrap_or_else(|_| Err("the store stopped".into()))
-                .map_err(RequestError::StoreFailed)?;
+                .map_err(RequestError::Failed)?;
         }
         Ok(out)
     }
@@ -153,17 +169,17 @@ impl SharedQueue {
         }
     }
 
-    /// Why the store failed, if it did.
-    pub fn store_failure(&self) -> Option<std::sync::Arc<str>> {
-        self.inner.store.as_ref().and_then(Store::failure)
+    /// Why the broker failed, if it did.
+    pub fn failure(&self) -> Option<Arc<str>> {
+        self.inner.fatal.reason()
     }
 
     /// Opens a consumer whose jobs are sent to the returned channel.
     pub(super) fn open_consumer(
         &self,
         spec: ConsumerSpec,
-    ) -> Result<(ConsumerId, Outlet), RequestError> {
-        let mut state = self.lock();
+    ) -> Result<(ConsumerId, JobReceiver), RequestError> {
+        let mut state = self.lock()?;
         if state.draining {
             return Err(RequestError::ShuttingDown(
                 "no new Lease streams are opened",
@@ -173,7 +189,7 @@ impl SharedQueue {
         let id = self.apply(&mut state, |state, now| {
             let id = state.queue.open_consumer(spec, now)?;
             // Registered before `apply` sends what the consumer was leased.
-            state.outlets.insert(id, tx);
+            state.senders.insert(id, tx);
             Ok::<_, RequestError>(id)
         })?;
         Ok((id, rx))
@@ -184,18 +200,19 @@ impl SharedQueue {
     pub(super) fn close_consumer(
         &self,
         id: ConsumerId,
-        outlet: &mut Outlet,
+        receiver: &mut JobReceiver,
         pending: Vec<Outgoing>,
     ) {
-        let mut state = self.lock();
+        // A failed broker serves nothing more: there is nothing to give back.
+        let Ok(mut state) = self.lock() else { return };
         self.apply(&mut state, |state, now| {
             state.queue.close_consumer(id);
-            state.outlets.remove(&id);
-            outlet.close();
+            state.senders.remove(&id);
+            receiver.close();
             for outgoing in pending {
                 state.queue.return_undelivered(outgoing.delivery, now);
             }
-            while let Ok(outgoing) = outlet.try_recv() {
+            while let Ok(outgoing) = receiver.try_recv() {
                 state.queue.return_undelivered(outgoing.delivery, now);
             }
         });
@@ -204,22 +221,25 @@ impl SharedQueue {
     /// Refuses new work from now on and ends every Lease stream (once each
     /// has sent what it holds). Leased jobs can still be resolved.
     pub fn begin_drain(&self) {
-        let mut state = self.lock();
+        let Ok(mut state) = self.lock() else { return };
         state.draining = true;
         for id in state.queue.consumer_ids() {
             state.queue.close_consumer(id);
         }
         // Dropping the senders ends the streams.
-        state.outlets.clear();
+        state.senders.clear();
     }
 
-    /// Waits until no job is leased, or `deadline`. Returns the count still leased.
+    /// Waits until no job is leased, or `deadline`. Returns the count still
+    /// leased (none once the broker failed: it resolves nothing more).
     pub async fn leases_resolved(&self, deadline: tokio::time::Instant) -> usize {
         loop {
             let ended = self.inner.lease_ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
-            let leased = self.lock().queue.leased_count();
+            let Ok(leased) = self.lock().map(|state| state.queue.leased_count()) else {
+                return 0;
+            };
             if leased == 0 {
                 return 0;
             }
@@ -234,7 +254,7 @@ impl SharedQueue {
     /// Expires what is due, then returns when to come back: the tokio
     /// instant of the next deadline, if any.
     pub(super) fn tick(&self) -> Option<tokio::time::Instant> {
-        let mut state = self.lock();
+        let mut state = self.lock().ok()?;
         self.apply(&mut state, |state, now| state.queue.expire(now));
         let next = state.queue.next_deadline();
         state.scheduler_wakes_at = next;
@@ -271,9 +291,7 @@ impl SharedQueue {
             Some(store) => {
                 let mut changes = Vec::new();
                 state.queue.take_changes(&mut changes);
-                store
-                    .submit(changes, wait)
-                    .map_err(RequestError::StoreFailed)
+                store.submit(changes, wait).map_err(RequestError::Failed)
             }
         };
         (out, commit)
@@ -293,7 +311,7 @@ impl SharedQueue {
                     delivery,
                     message: convert::leased_job_to_pb(state.queue.delivered_job(delivery)),
                 };
-                let sent = match state.outlets.get(&delivery.consumer) {
+                let sent = match state.senders.get(&delivery.consumer) {
                     Some(tx) => tx.try_send(outgoing).map_err(|e| match e {
                         mpsc::error::TrySendError::Full(_) => "full",
                         mpsc::error::TrySendError::Closed(_) => "closed",
@@ -310,7 +328,7 @@ impl SharedQueue {
                     // The stream is going (or must go) away; its Drop closes
                     // the consumer too. Keep the job out of its hands.
                     state.queue.close_consumer(delivery.consumer);
-                    state.outlets.remove(&delivery.consumer);
+                    state.senders.remove(&delivery.consumer);
                     state.queue.return_undelivered(delivery, now);
                 }
             }
@@ -329,12 +347,10 @@ impl SharedQueue {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Poisoned only by a panic on a broken invariant, which was reported
-        // then; keep serving rather than fail every later call.
+    fn lock(&self) -> Result<MutexGuard<'_, State>, RequestError> {
         self.inner
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .fatal
+            .lock(&self.inner.state, "the queue")
+            .map_err(RequestError::Failed)
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::clock::Timestamp;
-use crate::queue::{JobRecord, JobState};
+use sluice_queue::Timestamp;
+use sluice_queue::{JobRecord, JobState};
 
 #[derive(Clone, PartialEq, Message)]
 struct StoredJob {

@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::job::{JobState, JobView, Seq};
 use super::transitions::remove_ready;
 use super::{LogLevel, Queue};
-use crate::clock::Timestamp;
-use crate::error::QueueError;
+use crate::QueueError;
+use crate::Timestamp;
 
 /// Counters of one queue since the broker started.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

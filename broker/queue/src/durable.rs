@@ -17,8 +17,8 @@ use bytes::Bytes;
 
 use super::job::{self, Extras, Headers, Job, JobState, Seq};
 use super::{Queue, QueueConfig};
-use crate::clock::Timestamp;
-use crate::error::QueueError;
+use crate::QueueError;
+use crate::Timestamp;
 
 /// A job as it must survive a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,9 +7,12 @@
 //! serving Ack/Nack/Extend/Release (over old and new connections) until no
 //! job is leased or the drain timeout passes. Then the server stops, bounded
 //! by a deadline of its own because graceful HTTP/2 shutdown waits for
-//! every open call, and the store writes what it holds and closes. A failed
-//! store cancels `shutdown` itself: the drain then ends at once and `run`
-//! returns an error.
+//! every open call, and the store writes what it holds and closes. A
+//! failure of the broker (see [`crate::fatal`]) cancels `shutdown` itself:
+//! the drain then ends at once and `run` returns an error.
+//!
+//! `recovery.rs` opens the data directory and rebuilds the queue from it;
+//! `error.rs` holds [`ServerError`].
 
 use std::time::Duration;
 
@@ -23,13 +26,16 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::clock::{Clock, TokioClock};
+use crate::clock::TokioClock;
 use crate::config::Config;
-use crate::error::ServerError;
-use crate::queue::{Queue, Restorer};
+use crate::fatal::Fatal;
 use crate::service::convert::Limits;
 use crate::service::{AdminService, BrokerService, SharedQueue, scheduler};
-use crate::storage::Store;
+
+mod error;
+mod recovery;
+
+pub use error::ServerError;
 
 /// How long the server may take to close its connections after the drain.
 /// A client that keeps an ended stream unread holds its connection open;
@@ -64,9 +70,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<DrainReport, ServerError> {
     let clock = TokioClock::new();
-    let (queue, store) = open_queue(&config, &clock, &shutdown).await?;
+    let fatal = Fatal::new(shutdown.clone());
+    let (queue, store) = recovery::open_queue(&config, &clock, &fatal).await?;
     let durable = store.is_some();
-    let shared = SharedQueue::new(queue, clock, store);
+    let shared = SharedQueue::new(queue, clock, store, fatal);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -127,8 +134,8 @@ pub async fn run(
 
     set_health(&health, ServingStatus::NotServing).await;
     shared.begin_drain();
-    // A failed store resolves nothing any more: stop at once.
-    let drain_deadline = match shared.store_failure() {
+    // A failed broker resolves nothing any more: stop at once.
+    let drain_deadline = match shared.failure() {
         Some(_) => tokio::time::Instant::now(),
         None => {
             info!(drain_timeout = %humantime::format_duration(config.drain_timeout), "draining: no new work, waiting for leased jobs");
@@ -136,7 +143,9 @@ pub async fn run(
         }
     };
     let still_leased = shared.leases_resolved(drain_deadline).await;
-    let unfinished = shared.with_queue(|queue, _| queue.unfinished_count());
+    let unfinished = shared
+        .with_queue(|queue, _| queue.unfinished_count())
+        .unwrap_or_default();
     if still_leased > 0 {
         warn!(still_leased, "drain ended with jobs still leased");
     }
@@ -160,52 +169,14 @@ pub async fn run(
     tasks.wait().await;
     let closing = shared.clone();
     tokio::task::spawn_blocking(move || closing.close_store()).await?;
-    if let Some(why) = shared.store_failure() {
-        return Err(ServerError::StoreFailed(why));
+    if let Some(why) = shared.failure() {
+        return Err(ServerError::Failed(why));
     }
     info!(still_leased, unfinished, "broker stopped");
     Ok(DrainReport {
         still_leased,
         unfinished,
     })
-}
-
-/// The queue to serve: rebuilt from the data directory, or empty and
-/// memory-only without one.
-async fn open_queue(
-    config: &Config,
-    clock: &TokioClock,
-    shutdown: &CancellationToken,
-) -> Result<(Queue, Option<Store>), ServerError> {
-    let Some(dir) = config.data_dir.clone() else {
-        warn!("memory-only (no --data-dir): jobs do not survive a restart of the broker");
-        return Ok((Queue::new(config.queue.clone(), rand::random()), None));
-    };
-    let started = std::time::Instant::now();
-    let on_failure = shutdown.clone();
-    let mut restorer = Restorer::new(config.queue.clone(), rand::random(), clock.now());
-    let opened = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut recovered = 0u64;
-            let opened = Store::open(&dir, rand::random(), on_failure, |job| {
-                recovered += 1;
-                restorer.add(job)
-            });
-            opened.map(|(store, meta)| (store, meta, restorer, recovered))
-        })
-        .await?
-    };
-    let (store, meta, restorer, recovered) = opened?;
-    let queue = restorer.finish(meta).map_err(ServerError::Restore)?;
-    info!(
-        data_dir = %dir.display(),
-        recovered_jobs = recovered,
-        unfinished = queue.unfinished_count(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "recovered the data directory"
-    );
-    Ok((queue, Some(store)))
 }
 
 /// Sets the overall status ("") and `sluice.v1.Broker`'s alike.

@@ -11,9 +11,11 @@ use uuid::Uuid;
 
 use super::job::{JobState, JobView, Lease, Seq};
 use super::names::NameId;
-use super::{Failure, LogLevel, MAX_ERROR_BYTES, Queue, QueueState, ReadyKey, Resolution};
-use crate::clock::Timestamp;
-use crate::error::QueueError;
+use sluice_limits::MAX_ERROR_BYTES;
+
+use super::{Failure, FailureOutcome, LogLevel, Queue, QueueState, ReadyKey};
+use crate::QueueError;
+use crate::Timestamp;
 
 impl Queue {
     /// The job `job_id` if `lease_id` is its current lease.
@@ -47,7 +49,7 @@ impl Queue {
         lease: &Lease,
         failure: Failure,
         now: Timestamp,
-    ) -> Resolution {
+    ) -> FailureOutcome {
         let job = self.jobs.get_mut(seq).expect("job is known");
         job.set_last_error(truncate_error(failure.error));
         let (cancelled, out_of_attempts) = (
@@ -58,7 +60,7 @@ impl Queue {
         if cancelled {
             self.log_job(seq, Some(lease), LogLevel::Debug, "job cancelled");
             self.finish(seq, JobState::Cancelled, now);
-            return Resolution {
+            return FailureOutcome {
                 state: JobState::Cancelled,
                 next_attempt_at: None,
             };
@@ -67,7 +69,7 @@ impl Queue {
             self.queue_state(seq).counters.dead += 1;
             self.log_job(seq, Some(lease), LogLevel::Warn, "job dead");
             self.finish(seq, JobState::Dead, now);
-            return Resolution {
+            return FailureOutcome {
                 state: JobState::Dead,
                 next_attempt_at: None,
             };
@@ -82,13 +84,13 @@ impl Queue {
             self.jobs.get_mut(seq).expect("job is known").run_at = now;
             self.make_ready(seq, now);
             // It may have been leased again at once; it was READY when due.
-            return Resolution {
+            return FailureOutcome {
                 state: JobState::Ready,
                 next_attempt_at: Some(now),
             };
         }
         self.schedule(seq, at);
-        Resolution {
+        FailureOutcome {
             state: JobState::Scheduled,
             next_attempt_at: Some(at),
         }

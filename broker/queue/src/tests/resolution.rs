@@ -2,6 +2,7 @@
 //! release, and the errors kept.
 
 use super::*;
+use sluice_limits::MAX_ERROR_BYTES;
 
 #[test]
 fn nack_schedules_retry_after_jittered_backoff_then_dead() {
@@ -47,7 +48,7 @@ fn nack_schedules_retry_after_jittered_backoff_then_dead() {
         .unwrap();
     assert_eq!(
         r,
-        Resolution {
+        FailureOutcome {
             state: JobState::Dead,
             next_attempt_at: None
         }

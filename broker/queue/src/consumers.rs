@@ -10,8 +10,8 @@ use super::job::{ConsumerId, JobState, Lease, Seq};
 use super::names::NameId;
 use super::transitions::remove_ready;
 use super::{Queue, ReadyKey};
-use crate::clock::Timestamp;
-use crate::error::QueueError;
+use crate::QueueError;
+use crate::Timestamp;
 
 /// What a Lease stream asks for, validated by the caller.
 #[derive(Debug, Clone)]

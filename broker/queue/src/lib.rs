@@ -19,14 +19,17 @@
 
 mod admin;
 mod backoff;
+mod config;
 mod consumers;
 mod durable;
+mod error;
 mod job;
 mod job_table;
 mod names;
 mod ready_set;
 #[cfg(test)]
 mod tests;
+mod time;
 mod transitions;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -41,45 +44,20 @@ use uuid::Uuid;
 
 pub use self::admin::{JobFilter, ListPage, QueueStats, WorkerInfo};
 pub use self::backoff::Backoff;
+pub use self::config::QueueConfig;
 use self::consumers::Consumer;
 pub use self::consumers::ConsumerSpec;
 pub use self::durable::{Change, JobRecord, Restorer, StoreMeta};
+pub use self::error::QueueError;
 pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease};
 use self::job::{Extras, Job, Seq};
 use self::job_table::JobTable;
 use self::names::{NameId, Names};
 use self::ready_set::ReadySet;
-use crate::clock::Timestamp;
-use crate::error::QueueError;
-
-/// Longest `last_error` kept; longer errors keep their end, where the cause
-/// usually is.
-pub const MAX_ERROR_BYTES: usize = 4096;
-
-/// Most attempts a job may have (validated by the service and the flags).
-pub const MAX_ATTEMPTS: u32 = 10_000;
+pub use self::time::Timestamp;
 
 /// The error recorded when a lease runs out.
 pub const LEASE_EXPIRED: &str = "lease expired";
-
-/// Rules the queue applies; see the broker's flags for their meaning.
-#[derive(Debug, Clone)]
-pub struct QueueConfig {
-    /// Attempts for a job that does not say.
-    pub max_attempts: u32,
-    /// Per-attempt run limit for a job that does not say.
-    pub default_timeout: Duration,
-    /// Lease length for a consumer that does not say.
-    pub lease_duration: Duration,
-    /// Delay before a failed job runs again.
-    pub backoff: Backoff,
-    /// How long SUCCEEDED and CANCELLED jobs stay visible.
-    pub retention: Duration,
-    /// Most SUCCEEDED and CANCELLED jobs kept at once; the oldest go first.
-    pub max_retained: usize,
-    /// Most unfinished jobs per queue; `None` for no limit.
-    pub max_queue_size: Option<u64>,
-}
 
 /// A job to enqueue, validated by the caller.
 #[derive(Debug, Clone, Default)]
@@ -126,7 +104,7 @@ pub struct Failure {
 
 /// Where a job went when its lease ended without success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resolution {
+pub struct FailureOutcome {
     /// READY or SCHEDULED (to run again), DEAD or CANCELLED.
     pub state: JobState,
     /// When it runs again, if it does.
@@ -298,7 +276,7 @@ impl Queue {
             max_attempts: u16::try_from(
                 new.max_attempts
                     .unwrap_or(self.config.max_attempts)
-                    .clamp(1, MAX_ATTEMPTS),
+                    .clamp(1, sluice_limits::MAX_ATTEMPTS),
             )
             .unwrap_or(u16::MAX),
             cancel_requested: false,
@@ -344,13 +322,13 @@ impl Queue {
         lease_id: Uuid,
         failure: Failure,
         now: Timestamp,
-    ) -> Result<Resolution, QueueError> {
+    ) -> Result<FailureOutcome, QueueError> {
         let seq = self.leased(job_id, lease_id)?;
         let lease = self.end_lease(seq);
         self.queue_state(seq).counters.nacked += 1;
-        let resolution = self.fail_attempt(seq, &lease, failure, now);
+        let outcome = self.fail_attempt(seq, &lease, failure, now);
         self.free_slot(lease.consumer, now);
-        Ok(resolution)
+        Ok(outcome)
     }
 
     /// Heartbeat: the lease now expires at `now + by`, or `now` plus the

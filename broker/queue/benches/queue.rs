@@ -2,15 +2,14 @@
 //! with 1k, 100k and 1M jobs queued, to show that each operation stays
 //! O(log n). One core, no I/O, no clock.
 //!
-//!     cargo bench -p sluice-broker --bench queue
+//!     cargo bench -p sluice-queue --bench queue
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_broker::clock::Timestamp;
-use sluice_broker::config::Config;
-use sluice_broker::queue::{ConsumerSpec, NewJob, Queue};
+use sluice_queue::Timestamp;
+use sluice_queue::{ConsumerSpec, NewJob, Queue, QueueConfig};
 
 const CYCLES: u64 = 1_000_000;
 
@@ -25,8 +24,10 @@ fn main() {
     println!("{:>10}  {:>12}  {:>10}", "queued", "cycles/s", "ns/cycle");
     for depth in [1_000u64, 100_000, 1_000_000] {
         // Keep no finished jobs: the queue then holds `depth` jobs throughout.
-        let mut config = Config::default().queue;
-        config.max_retained = 1;
+        let config = QueueConfig {
+            max_retained: 1,
+            ..QueueConfig::default()
+        };
         let mut queue = Queue::new(config, 1);
         let mut micros = 1_000_000u64;
         let mut now = || {

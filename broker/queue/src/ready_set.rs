@@ -75,7 +75,7 @@ impl ReadySet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::Timestamp;
+    use crate::Timestamp;
 
     fn key(priority: i32, seq: u64) -> ReadyKey {
         ReadyKey::new(priority, Timestamp::default(), seq)

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::error::QueueError;
+use crate::QueueError;
 
 /// Most distinct queue names and job types, together: names come from
 /// clients, and each costs memory for the life of the broker.

@@ -161,8 +161,8 @@ impl std::ops::Index<Seq> for JobTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::job::JobState;
-    use crate::queue::names::Names;
+    use crate::job::JobState;
+    use crate::names::Names;
 
     fn job(priority: i32) -> Job {
         let mut names = Names::default();

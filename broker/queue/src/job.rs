@@ -9,7 +9,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use super::names::NameId;
-use crate::clock::Timestamp;
+use crate::Timestamp;
 
 /// The queue's internal key of a job: its enqueue sequence number. Unique for
 /// the life of the broker and increasing, so it also orders jobs by creation.
@@ -102,7 +102,7 @@ pub(crate) struct Job {
     pub priority: i32,
     /// Attempts started: 0 before the first lease; never above max_attempts.
     pub attempt: u16,
-    /// At most [`super::MAX_ATTEMPTS`].
+    /// At most [`sluice_limits::MAX_ATTEMPTS`].
     pub max_attempts: u16,
     /// Per-attempt run limit in milliseconds (at most 24h, validated).
     pub timeout_ms: u32,

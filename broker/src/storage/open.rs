@@ -1,0 +1,165 @@
+//! Opening the data directory and reading it back (recovery): the
+//! integrity check, the tables, and every record handed to the caller in
+//! seq order, so the records never all sit in memory at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc;
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable};
+use sluice_queue::{JobRecord, StoreMeta};
+
+use super::writer::write_loop;
+use super::{CACHE_BYTES, FILE_NAME, JOBS, META, PAUSED, PAYLOADS, Store, StoreError, codec};
+use crate::fatal::Fatal;
+
+impl Store {
+    /// Opens (or creates) the store in `dir` and reads it back: each stored
+    /// job goes to `on_job`, in seq order, and the rest is returned. A new
+    /// store keeps `new_instance` as the first half of its job ids. A
+    /// failure of the store later fails the broker through `fatal`.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`], [`StoreError::Corrupt`], or
+    /// [`StoreError::Restore`] from `on_job`.
+    pub fn open<E: std::error::Error + Send + Sync + 'static>(
+        dir: &Path,
+        new_instance: [u8; 8],
+        fatal: Fatal,
+        on_job: impl FnMut(JobRecord) -> Result<(), E>,
+    ) -> Result<(Store, StoreMeta), StoreError> {
+        let path = dir.join(FILE_NAME);
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return Err(StoreError::Open {
+                path,
+                source: e.into(),
+            });
+        }
+        // redb takes an empty file for a new database: here it can only be
+        // one that lost its contents.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(StoreError::Corrupt {
+                path,
+                what: "the file is empty".into(),
+            });
+        }
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_BYTES)
+            .create(&path);
+        Self::start(path, db, new_instance, fatal, on_job)
+    }
+
+    /// Reads back the database `db` opened at `path` and starts its writer.
+    pub(super) fn start<E: std::error::Error + Send + Sync + 'static>(
+        path: PathBuf,
+        db: Result<Database, redb::DatabaseError>,
+        new_instance: [u8; 8],
+        fatal: Fatal,
+        on_job: impl FnMut(JobRecord) -> Result<(), E>,
+    ) -> Result<(Store, StoreMeta), StoreError> {
+        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let corrupt = |what: String| StoreError::Corrupt {
+            path: path.clone(),
+            what,
+        };
+        let db = db.map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(what)) => corrupt(what),
+            redb::DatabaseError::Storage(redb::StorageError::Io(e)) => open_err(e.into()),
+            other => corrupt(other.to_string()),
+        })?;
+        let meta = read_back(&db, new_instance, on_job).map_err(|e| match e {
+            ReadError::Corrupt(what) => corrupt(what),
+            ReadError::Redb(e) => corrupt(e.to_string()),
+            ReadError::Restore(e) => StoreError::Restore(e.into()),
+        })?;
+        let (tx, rx) = mpsc::channel();
+        let writer = {
+            let fatal = fatal.clone();
+            std::thread::Builder::new()
+                .name("sluice-store".into())
+                .spawn(move || write_loop(db, &rx, &fatal))
+                .map_err(|e| open_err(e.into()))?
+        };
+        Ok((
+            Store {
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+                fatal,
+            },
+            meta,
+        ))
+    }
+}
+
+enum ReadError<E> {
+    Corrupt(String),
+    Redb(redb::Error),
+    Restore(E),
+}
+
+impl<T: Into<redb::Error>, E> From<T> for ReadError<E> {
+    fn from(e: T) -> Self {
+        ReadError::Redb(e.into())
+    }
+}
+
+/// Creates the tables if new, keeps `new_instance` if there is none, and
+/// reads everything back: jobs to `on_job`, the rest returned.
+fn read_back<E>(
+    db: &Database,
+    new_instance: [u8; 8],
+    mut on_job: impl FnMut(JobRecord) -> Result<(), E>,
+) -> Result<StoreMeta, ReadError<E>> {
+    let txn = db.begin_write()?;
+    {
+        txn.open_table(JOBS)?;
+        txn.open_table(PAYLOADS)?;
+        txn.open_table(PAUSED)?;
+        let mut meta = txn.open_table(META)?;
+        if meta.get("instance")?.is_none() {
+            meta.insert("instance", new_instance.as_slice())?;
+        }
+    }
+    txn.commit()?;
+
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META)?;
+    let read_meta = |key: &str| -> Result<Option<[u8; 8]>, ReadError<E>> {
+        match meta.get(key)? {
+            None => Ok(None),
+            Some(v) => v
+                .value()
+                .try_into()
+                .map(Some)
+                .map_err(|_| ReadError::Corrupt(format!("meta {key} is not 8 bytes"))),
+        }
+    };
+    let instance = read_meta("instance")?;
+    let next_seq = read_meta("next_seq")?.map_or(0, u64::from_be_bytes);
+    let payloads = txn.open_table(PAYLOADS)?;
+    for entry in txn.open_table(JOBS)?.iter()? {
+        let (seq, bytes) = entry?;
+        let seq = seq.value();
+        let payload = payloads
+            .get(seq)?
+            .map(|p| Bytes::copy_from_slice(p.value()))
+            .ok_or_else(|| ReadError::Corrupt(format!("job {seq} has no payload")))?;
+        let record = codec::decode(seq, bytes.value(), payload)
+            .map_err(|e| ReadError::Corrupt(format!("job {seq}: {e}")))?;
+        on_job(record).map_err(ReadError::Restore)?;
+    }
+    let mut paused = Vec::new();
+    for entry in txn.open_table(PAUSED)?.iter()? {
+        paused.push(entry?.0.value().to_owned());
+    }
+    Ok(StoreMeta {
+        instance,
+        next_seq,
+        paused,
+    })
+}

@@ -1,0 +1,177 @@
+//! The limits of the `sluice.v1` contract and the rules for names, in one
+//! place for every side: the broker validates requests with them, the
+//! worker checks its settings with them before it connects, and both
+//! binaries bound their flags with them. The README's Limits table
+//! documents these values.
+//!
+//! This crate has no dependencies, so the queue state machine can use it
+//! without pulling in gRPC. Validators return the reason a value is
+//! refused; the caller names the field or flag.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+/// The queue used when a request names none.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Longest queue name, job type, worker id or header name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+/// Most headers on one job.
+pub const MAX_HEADERS: usize = 64;
+/// Longest header value, in bytes.
+pub const MAX_HEADER_VALUE_LEN: usize = 4096;
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+/// Most attempts a job may have.
+pub const MAX_ATTEMPTS: u32 = 10_000;
+/// Most queues or job types one Lease stream may name.
+pub const MAX_LEASE_FILTERS: usize = 256;
+/// Largest `max_in_flight` of one Lease stream, and so a worker's concurrency.
+pub const MAX_IN_FLIGHT: u32 = 65_536;
+/// Longest duration accepted anywhere (timeouts, leases, delays).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Shortest lease or per-attempt timeout.
+pub const MIN_RUN_LIMIT: Duration = Duration::from_secs(1);
+/// The range of a lease or a per-attempt timeout: [`MIN_RUN_LIMIT`] to [`MAX_DURATION`].
+pub const RUN_LIMIT: RangeInclusive<Duration> = MIN_RUN_LIMIT..=MAX_DURATION;
+/// Furthest ahead a job may be scheduled.
+pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(366 * 24 * 3600);
+/// Most jobs or acks in one batch call (EnqueueBatch, AckBatch).
+pub const MAX_BATCH: usize = 10_000;
+/// Largest ListJobs page.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+/// ListJobs page size when the request says 0.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Longest `last_error` kept; longer errors keep their end, where the cause usually is.
+pub const MAX_ERROR_BYTES: usize = 4096;
+
+/// The characters a queue name may hold, as the README and messages say them.
+pub const QUEUE_NAME_CHARS: &str = "A-Z a-z 0-9 . _ : -";
+
+/// Checks a queue name: 1 to [`MAX_NAME_LEN`] bytes of [`QUEUE_NAME_CHARS`].
+/// (An empty name in a request means [`DEFAULT_QUEUE`]; callers map it first.)
+///
+/// # Errors
+/// Why the name is refused.
+pub fn check_queue_name(queue: &str) -> Result<(), String> {
+    if queue.is_empty() {
+        return Err("queue name is empty".to_owned());
+    }
+    if queue.len() > MAX_NAME_LEN {
+        return Err(format!("queue name is over {MAX_NAME_LEN} bytes"));
+    }
+    if let Some(c) = queue
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
+        return Err(format!(
+            "queue name {queue:?} has {c:?}; allowed are {QUEUE_NAME_CHARS}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a required name (job type, worker id, header name): 1 to
+/// [`MAX_NAME_LEN`] bytes, no control characters.
+///
+/// # Errors
+/// Why the name is refused.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is required".to_owned());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("is over {MAX_NAME_LEN} bytes"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("has control characters".to_owned());
+    }
+    Ok(())
+}
+
+/// Checks a lease or per-attempt timeout against [`RUN_LIMIT`].
+///
+/// # Errors
+/// Why the value is refused: `must be 1s to 24h`.
+pub fn check_run_limit(d: Duration) -> Result<(), String> {
+    if RUN_LIMIT.contains(&d) {
+        return Ok(());
+    }
+    Err(format!(
+        "must be {} to {}",
+        whole_unit(*RUN_LIMIT.start()),
+        whole_unit(*RUN_LIMIT.end())
+    ))
+}
+
+/// `d` in its largest whole unit (`500ms`, `1s`, `24h`), as the README writes limits.
+fn whole_unit(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 {
+        format!("{}ms", d.as_millis())
+    } else if secs > 0 && secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs > 0 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// Checks a Lease stream's `max_in_flight` (a worker's concurrency): 1 to [`MAX_IN_FLIGHT`].
+///
+/// # Errors
+/// Why the value is refused.
+pub fn check_max_in_flight(n: u64) -> Result<(), String> {
+    if n == 0 || n > u64::from(MAX_IN_FLIGHT) {
+        return Err(format!("must be 1 to {MAX_IN_FLIGHT}, got {n}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_allow_only_the_documented_characters() {
+        assert!(check_queue_name("emails.eu-1:high_prio").is_ok());
+        assert!(check_queue_name(&"q".repeat(MAX_NAME_LEN)).is_ok());
+        assert!(check_queue_name(&"q".repeat(MAX_NAME_LEN + 1)).is_err());
+        assert!(check_queue_name("").is_err());
+        let refused = check_queue_name("a b").unwrap_err();
+        assert!(
+            refused.contains("' '") && refused.contains(QUEUE_NAME_CHARS),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn names_are_required_bounded_and_free_of_control_characters() {
+        assert!(check_name("resize image ✓").is_ok());
+        assert_eq!(check_name("").unwrap_err(), "is required");
+        assert!(check_name(&"x".repeat(MAX_NAME_LEN + 1)).is_err());
+        assert_eq!(check_name("a\nb").unwrap_err(), "has control characters");
+    }
+
+    #[test]
+    fn max_in_flight_bounds_are_inclusive() {
+        assert!(check_max_in_flight(1).is_ok());
+        assert!(check_max_in_flight(u64::from(MAX_IN_FLIGHT)).is_ok());
+        assert!(check_max_in_flight(0).is_err());
+        assert!(check_max_in_flight(u64::from(MAX_IN_FLIGHT) + 1).is_err());
+    }
+
+    #[test]
+    fn run_limits_span_a_second_to_a_day() {
+        assert!(check_run_limit(Duration::from_secs(1)).is_ok());
+        assert!(check_run_limit(Duration::from_secs(86_400)).is_ok());
+        assert_eq!(
+            check_run_limit(Duration::from_millis(999)).unwrap_err(),
+            "must be 1s to 24h"
+        );
+        assert!(check_run_limit(Duration::from_secs(86_401)).is_err());
+        assert_eq!(whole_unit(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(whole_unit(Duration::from_secs(90)), "90s");
+        assert_eq!(whole_unit(Duration::from_secs(120)), "2m");
+    }
+}
