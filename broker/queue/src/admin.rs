@@ -8,7 +8,6 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::job::{JobState, JobView, Seq};
-use super::transitions::remove_ready;
 use super::{LogLevel, Queue};
 use crate::QueueError;
 use crate::Timestamp;
@@ -186,10 +185,7 @@ impl Queue {
             });
         }
         self.check_room(job.queue)?;
-        if state == JobState::Cancelled {
-            self.retained
-                .remove(&job.retention_key(seq, self.config.retention));
-        }
+        self.unindex(seq);
         let job = self.jobs.get_mut(seq).expect("seq_of() found it");
         job.attempt = 0;
         job.cancel_requested = false;
@@ -221,19 +217,11 @@ impl Queue {
         if state == JobState::Leased {
             job.cancel_requested = true;
         }
-        let (run_at, key, job_type, queue) =
-            (job.run_at, job.ready_key(seq), job.job_type, job.queue);
         self.log_job(seq, None, LogLevel::Info, "job cancelled by operator");
-        match state {
-            JobState::Scheduled => {
-                self.scheduled.remove(&(run_at, seq));
-            }
-            JobState::Ready => {
-                let qs = self.queues.get_mut(&queue).expect("job's queue is known");
-                remove_ready(qs, job_type, &key);
-            }
-            _ => return Ok(JobState::Leased),
+        if state == JobState::Leased {
+            return Ok(JobState::Leased);
         }
+        self.unindex(seq);
         self.finish(seq, JobState::Cancelled, now);
         Ok(JobState::Cancelled)
     }

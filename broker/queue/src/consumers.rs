@@ -8,7 +8,6 @@ use uuid::Uuid;
 
 use super::job::{ConsumerId, JobState, Lease, Seq};
 use super::names::NameId;
-use super::transitions::remove_ready;
 use super::{Queue, ReadyKey};
 use crate::QueueError;
 use crate::Timestamp;
@@ -231,9 +230,7 @@ impl Queue {
             expires_at,
             duration: lease_duration,
         }));
-        let (queue, job_type, key) = (job.queue, job.job_type, job.ready_key(seq));
-        let qs = self.queues.get_mut(&queue).expect("job's queue is known");
-        remove_ready(qs, job_type, &key);
+        self.unindex(seq);
         self.set_state_untracked(seq, JobState::Leased);
         self.leases.insert((expires_at, seq));
         self.outbox.push(super::Delivery {

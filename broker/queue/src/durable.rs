@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::job::{self, Extras, Headers, Job, JobState, Seq};
+use super::job::{Headers, Job, JobParts, JobState, Seq};
 use super::{Queue, QueueConfig};
 use crate::QueueError;
 use crate::Timestamp;
@@ -167,22 +167,21 @@ impl Queue {
             self.idempotency.insert((queue, key.as_str().into()), seq);
         }
         let unfinished = r.state.is_unfinished();
-        let job = Job {
+        let job = Job::from_parts(JobParts {
             queue,
             job_type,
-            state: JobState::Scheduled,
-            cancel_requested: false,
-            priority: r.priority,
-            attempt: u16::try_from(r.attempt).unwrap_or(u16::MAX),
-            max_attempts: u16::try_from(r.max_attempts).unwrap_or(u16::MAX),
-            timeout_ms: job::millis_u32(r.timeout),
             payload: r.payload,
+            headers: r.headers,
+            priority: r.priority,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            timeout: r.timeout,
             created_at: r.created_at,
             run_at: r.run_at,
-            finished_at: r.finished_at.unwrap_or_default(),
-            lease: None,
-            extras: Extras::boxed_if_any(r.headers, r.last_error, r.idempotency_key),
-        };
+            finished_at: r.finished_at,
+            last_error: r.last_error,
+            idempotency_key: r.idempotency_key,
+        });
         self.jobs.insert(seq, job);
         match r.state {
             // Finished by `Restorer::finish` once it tracks changes.

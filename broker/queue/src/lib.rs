@@ -50,7 +50,7 @@ pub use self::consumers::ConsumerSpec;
 pub use self::durable::{Change, JobRecord, Restorer, StoreMeta};
 pub use self::error::QueueError;
 pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease};
-use self::job::{Extras, Job, Seq};
+use self::job::{Job, JobParts, Seq};
 use self::job_table::JobTable;
 use self::names::{NameId, Names};
 use self::ready_set::ReadySet;
@@ -143,14 +143,22 @@ use self::job::ReadyKey;
 /// What the queue keeps per queue name.
 #[derive(Debug, Default)]
 struct QueueState {
+    /// PauseQueue was called: no job of this queue is leased until
+    /// ResumeQueue, while enqueues still land.
     paused: bool,
-    /// Jobs in each state, by [`JobState::index`].
+    /// Jobs in each state, by [`JobState::index`]: Stats and the
+    /// `--max-queue-size` check read them in O(1) instead of scanning.
     counts: [u64; 6],
+    /// Lifetime totals (enqueued, acked, nacked, expired, dead) for Stats.
     counters: admin::Counters,
-    /// Ready jobs by type; a type's set is removed when it empties.
+    /// Ready jobs by type, so a consumer's type filter looks only at its
+    /// types; a type's set is removed when it empties, so consumers without
+    /// a filter skip it.
     ready: HashMap<NameId, ReadySet>,
-    /// Consumers listening on this queue, tried round-robin from `cursor`.
+    /// Consumers listening on this queue, tried round-robin from `cursor`
+    /// so that streams share its jobs.
     consumers: Vec<ConsumerId>,
+    /// Where the next round-robin search for a free slot starts.
     cursor: usize,
 }
 
@@ -167,27 +175,42 @@ impl QueueState {
 /// The broker's jobs and consumers. See the module docs.
 #[derive(Debug)]
 pub struct Queue {
+    /// The rules (attempts, timeouts, backoff, retention, limits) set by flags.
     config: QueueConfig,
+    /// Seeded randomness for job-id instances, lease ids and backoff
+    /// jitter, so that tests are deterministic.
     rng: SmallRng,
+    /// Interned queue names and job types: jobs and filters hold 4-byte ids.
     names: Names,
+    /// The seq of the next job: seqs grow with creation, so they order
+    /// ListJobs and PurgeQueue, and never repeat (restored from the store).
     next_seq: Seq,
     /// Every known job, in creation order (ListJobs pages through it).
     jobs: JobTable,
     /// The first half of every job id this broker makes; the second half is
     /// the job's seq. So an id leads to its job without a map of ids.
     instance: [u8; 8],
+    /// Per queue name: pause flag, counts, ready jobs and consumers.
     queues: HashMap<NameId, QueueState>,
-    /// SCHEDULED jobs by due time.
+    /// SCHEDULED jobs by due time: `expire` promotes those that are due.
     scheduled: BTreeSet<(Timestamp, Seq)>,
-    /// LEASED jobs by lease expiry.
+    /// LEASED jobs by lease expiry: `expire` fails those that ran out.
     leases: BTreeSet<(Timestamp, Seq)>,
-    /// SUCCEEDED and CANCELLED jobs by the end of their retention.
+    /// SUCCEEDED and CANCELLED jobs by the end of their retention: `expire`
+    /// forgets them then, and `max_retained` drops the oldest first.
     retained: BTreeSet<(Timestamp, Seq)>,
+    /// Every known job that has an idempotency key, by (queue, key), so
+    /// that a repeated Enqueue finds the first job instead of adding another.
     idempotency: HashMap<(NameId, Box<str>), Seq>,
+    /// Open Lease streams: their filters, free slots and held jobs.
     consumers: BTreeMap<ConsumerId, Consumer>,
+    /// The id of the next consumer; never reused, so a late message for a
+    /// closed stream cannot reach a new one.
     next_consumer: u64,
+    /// Jobs leased since the service last drained them, to send on their
+    /// streams (the queue does no I/O).
     outbox: Vec<Delivery>,
-    /// Queues paused or resumed since the last `take_changes`.
+    /// Queues paused or resumed since the last `take_changes`, for the store.
     paused_changed: Vec<NameId>,
 }
 
@@ -266,28 +289,21 @@ impl Queue {
         if let Some(key) = &new.idempotency_key {
             self.idempotency.insert((queue, key.as_str().into()), seq);
         }
-        let job = Job {
+        let job = Job::from_parts(JobParts {
             queue,
             job_type,
-            // Counted as it enters its first real state below.
-            state: JobState::Scheduled,
+            payload: new.payload,
+            headers: new.headers,
             priority: new.priority,
             attempt: 0,
-            max_attempts: u16::try_from(
-                new.max_attempts
-                    .unwrap_or(self.config.max_attempts)
-                    .clamp(1, sluice_limits::MAX_ATTEMPTS),
-            )
-            .unwrap_or(u16::MAX),
-            cancel_requested: false,
-            timeout_ms: job::millis_u32(new.timeout.unwrap_or(self.config.default_timeout)),
-            payload: new.payload,
-            extras: Extras::boxed_if_any(new.headers, None, new.idempotency_key),
+            max_attempts: new.max_attempts.unwrap_or(self.config.max_attempts),
+            timeout: new.timeout.unwrap_or(self.config.default_timeout),
             created_at: now,
             run_at,
-            finished_at: Timestamp::default(),
-            lease: None,
-        };
+            finished_at: None,
+            last_error: None,
+            idempotency_key: new.idempotency_key,
+        });
         self.jobs.insert(seq, job);
         self.log_job(seq, None, LogLevel::Debug, "job enqueued");
         self.admit(seq, now);

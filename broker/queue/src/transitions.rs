@@ -13,7 +13,7 @@ use super::job::{JobState, JobView, Lease, Seq};
 use super::names::NameId;
 use sluice_limits::MAX_ERROR_BYTES;
 
-use super::{Failure, FailureOutcome, LogLevel, Queue, QueueState, ReadyKey};
+use super::{Failure, FailureOutcome, LogLevel, Queue, QueueState};
 use crate::QueueError;
 use crate::Timestamp;
 
@@ -157,12 +157,9 @@ impl Queue {
             return;
         }
         self.log_job(seq, None, LogLevel::Debug, "job forgotten");
+        self.unindex(seq);
         let job = self.jobs.remove(seq).expect("just checked");
         debug_assert!(job.lease.is_none(), "leased jobs are never removed");
-        let (ready_key, retention_key) = (
-            job.ready_key(seq),
-            job.retention_key(seq, self.config.retention),
-        );
         if let Some(key) = job.extras.and_then(|e| e.idempotency_key) {
             self.idempotency.remove(&(job.queue, key));
         }
@@ -171,13 +168,36 @@ impl Queue {
             .get_mut(&job.queue)
             .expect("job's queue is known");
         qs.counts[job.state.index()] -= 1;
+    }
+
+    /// Takes job `seq` out of the index of its state: the scheduled set,
+    /// its ready set, or the retained set. Its state and counts stay as
+    /// they are; the caller moves it on. (A lease is ended by `end_lease`;
+    /// DEAD jobs are in no index.)
+    pub(super) fn unindex(&mut self, seq: Seq) {
+        let job = &self.jobs[seq];
         match job.state {
             JobState::Scheduled => {
                 self.scheduled.remove(&(job.run_at, seq));
             }
-            JobState::Ready => remove_ready(qs, job.job_type, &ready_key),
+            JobState::Ready => {
+                let (job_type, key) = (job.job_type, job.ready_key(seq));
+                let qs = self
+                    .queues
+                    .get_mut(&job.queue)
+                    .expect("job's queue is known");
+                // A type's set is dropped when it empties, so that
+                // consumers without a type filter skip it.
+                if let Some(set) = qs.ready.get_mut(&job_type) {
+                    set.remove(&key);
+                    if set.is_empty() {
+                        qs.ready.remove(&job_type);
+                    }
+                }
+            }
             JobState::Succeeded | JobState::Cancelled => {
-                self.retained.remove(&retention_key);
+                self.retained
+                    .remove(&job.retention_key(seq, self.config.retention));
             }
             JobState::Leased | JobState::Dead => {}
         }
@@ -284,17 +304,6 @@ impl Queue {
                 attempt = job.attempt, worker_id, lease_id, "{message}"),
             LogLevel::Warn => warn!(job_id = %job.id, job_type = job.job_type, queue = job.queue,
                 attempt = job.attempt, worker_id, lease_id, error = job.last_error, "{message}"),
-        }
-    }
-}
-
-/// Removes one key from a queue's ready set of `job_type`, dropping the set
-/// when it empties so that consumers without a type filter skip it.
-pub(super) fn remove_ready(qs: &mut QueueState, job_type: NameId, key: &ReadyKey) {
-    if let Some(set) = qs.ready.get_mut(&job_type) {
-        set.remove(key);
-        if set.is_empty() {
-            qs.ready.remove(&job_type);
         }
     }
 }
