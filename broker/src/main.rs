@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use humantime::Duration as Human;
 use sluice_broker::config::{Config, DEFAULT_ADDR};
-use sluice_cli::LogFormat;
+use sluice_process::LogFormat;
 use sluice_queue::{Backoff, QueueConfig};
 use tokio::signal::unix::SignalKind;
 use tokio_util::sync::CancellationToken;
@@ -123,7 +123,7 @@ impl Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    sluice_cli::init_tracing(args.log_format);
+    sluice_process::init_tracing(args.log_format);
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -139,7 +139,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", args.addr))?;
     let shutdown = CancellationToken::new();
-    sluice_cli::watch_signals(shutdown.clone()).context("installing signal handlers")?;
+    sluice_process::watch_signals(shutdown.clone()).context("installing signal handlers")?;
     // A write past the file-size limit (RLIMIT_FSIZE) raises SIGXFSZ, which
     // kills a process mid-write by default. Handled (and ignored), the write
     // fails with EFBIG instead and the store stops the broker cleanly, as

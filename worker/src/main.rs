@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use humantime::Duration as Human;
-use sluice_cli::LogFormat;
+use sluice_process::LogFormat;
 use sluice_worker::exec::ExecHandler;
 use sluice_worker::{Worker, defaults, supervisor};
 use tokio_util::sync::CancellationToken;
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     // A handler's supervisor is this same executable: it never returns from here.
     supervisor::run_if_requested();
     let args = Args::parse();
-    sluice_cli::init_tracing(args.log_format);
+    sluice_process::init_tracing(args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -107,7 +107,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let worker = builder.build()?;
     let shutdown = CancellationToken::new();
-    sluice_cli::watch_signals(shutdown.clone()).context("installing signal handlers")?;
+    sluice_process::watch_signals(shutdown.clone()).context("installing signal handlers")?;
     worker.run(shutdown).await?;
     Ok(())
 }
