@@ -8,7 +8,7 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::job::{JobState, JobView, Seq};
-use super::{LogLevel, Queue};
+use super::{LOG_TARGET, LogLevel, Queue};
 use crate::QueueError;
 use crate::Timestamp;
 
@@ -271,7 +271,7 @@ impl Queue {
             self.remove_job(seq);
         }
         if purged > 0 {
-            info!(queue, %state, purged, "jobs purged");
+            info!(target: LOG_TARGET, queue, %state, purged, "jobs purged");
         }
         Ok((purged, next))
     }
@@ -289,7 +289,7 @@ impl Queue {
         let id = self.names.intern(queue)?;
         self.queues.entry(id).or_default().paused = true;
         self.note_paused(id);
-        info!(queue, "queue paused");
+        info!(target: LOG_TARGET, queue, "queue paused");
         Ok(())
     }
 
@@ -303,7 +303,7 @@ impl Queue {
             return;
         };
         qs.paused = false;
-        info!(queue, "queue resumed");
+        info!(target: LOG_TARGET, queue, "queue resumed");
         for consumer in qs.consumers.clone() {
             self.fill(consumer, now);
         }

@@ -56,6 +56,11 @@ use self::names::{NameId, Names};
 use self::ready_set::ReadySet;
 pub use self::time::Timestamp;
 
+/// The target of the queue's tracing events: the broker's own, so that
+/// `RUST_LOG=sluice_broker=debug` shows every job transition, as the README
+/// documents, although the queue is a crate of its own.
+const LOG_TARGET: &str = "sluice_broker::queue";
+
 /// The error recorded when a lease runs out.
 pub const LEASE_EXPIRED: &str = "lease expired";
 

@@ -13,7 +13,7 @@ use super::job::{JobState, JobView, Lease, Seq};
 use super::names::NameId;
 use sluice_limits::MAX_ERROR_BYTES;
 
-use super::{Failure, FailureOutcome, LogLevel, Queue, QueueState};
+use super::{Failure, FailureOutcome, LOG_TARGET, LogLevel, Queue, QueueState};
 use crate::QueueError;
 use crate::Timestamp;
 
@@ -287,9 +287,9 @@ impl Queue {
     ) {
         // Resolving the view costs more than a disabled event: skip both.
         let enabled = match level {
-            LogLevel::Debug => tracing::enabled!(tracing::Level::DEBUG),
-            LogLevel::Info => tracing::enabled!(tracing::Level::INFO),
-            LogLevel::Warn => tracing::enabled!(tracing::Level::WARN),
+            LogLevel::Debug => tracing::enabled!(target: LOG_TARGET, tracing::Level::DEBUG),
+            LogLevel::Info => tracing::enabled!(target: LOG_TARGET, tracing::Level::INFO),
+            LogLevel::Warn => tracing::enabled!(target: LOG_TARGET, tracing::Level::WARN),
         };
         if !enabled {
             return;
@@ -298,12 +298,18 @@ impl Queue {
         let worker_id = lease.map(|l| &*l.worker_id);
         let lease_id = lease.map(|l| tracing::field::display(l.id));
         match level {
-            LogLevel::Debug => debug!(job_id = %job.id, job_type = job.job_type, queue = job.queue,
-                attempt = job.attempt, worker_id, lease_id, "{message}"),
-            LogLevel::Info => info!(job_id = %job.id, job_type = job.job_type, queue = job.queue,
-                attempt = job.attempt, worker_id, lease_id, "{message}"),
-            LogLevel::Warn => warn!(job_id = %job.id, job_type = job.job_type, queue = job.queue,
-                attempt = job.attempt, worker_id, lease_id, error = job.last_error, "{message}"),
+            LogLevel::Debug => {
+                debug!(target: LOG_TARGET, job_id = %job.id, job_type = job.job_type, queue = job.queue,
+                attempt = job.attempt, worker_id, lease_id, "{message}")
+            }
+            LogLevel::Info => {
+                info!(target: LOG_TARGET, job_id = %job.id, job_type = job.job_type, queue = job.queue,
+                attempt = job.attempt, worker_id, lease_id, "{message}")
+            }
+            LogLevel::Warn => {
+                warn!(target: LOG_TARGET, job_id = %job.id, job_type = job.job_type, queue = job.queue,
+                attempt = job.attempt, worker_id, lease_id, error = job.last_error, "{message}")
+            }
         }
     }
 }

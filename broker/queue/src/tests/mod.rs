@@ -4,6 +4,7 @@
 mod admin;
 mod delivery;
 mod durable;
+mod layering;
 mod resolution;
 
 use std::time::Duration;
