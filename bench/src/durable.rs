@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::broker_process::BrokerProcess;
 use crate::load::{self, Api, Load};
 
 /// One row of the table: a load run against both brokers.
@@ -89,7 +88,7 @@ pub async fn run(broker_bin: &Path, dir: &Path, jobs: u64, json_out: bool) -> an
                     data_dir.to_string_lossy().into_owned(),
                 ];
             }
-            let broker = BrokerProcess::start(&broker_bin.to_string_lossy(), &args)?;
+            let broker = crate::start_broker(broker_bin, &args)?;
             let measured = load::run(
                 &broker.addr,
                 &Load {

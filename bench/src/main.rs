@@ -10,9 +10,9 @@
 //! compares a memory-only broker with one on `--data-dir`. Output is a
 //! table, or JSON with `--json`.
 
-mod broker_process;
 mod durable;
 mod load;
+mod proc_stats;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,7 +23,7 @@ use serde_json::json;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::broker_client::BrokerClient;
 
-use broker_process::BrokerProcess;
+use sluice_e2e::BrokerProcess;
 
 /// The same allocator as the broker's, so that the load generator's own
 /// malloc is not what a run measures (glibc's cost the worker-library runs
@@ -137,6 +137,21 @@ struct DurableArgs {
 }
 
 /// The broker binary to start: `given`, or sluice-broker beside this one.
+/// Starts the broker at `binary` on a free loopback port with `args`.
+fn start_broker(binary: &std::path::Path, args: &[String]) -> anyhow::Result<BrokerProcess> {
+    let mut command = std::process::Command::new(binary);
+    command
+        .args(["--addr", "127.0.0.1:0"])
+        .args(args)
+        // Info for the broker's own lifecycle (the harness waits for its
+        // "listening" line); nothing per job.
+        .env(
+            "RUST_LOG",
+            "warn,sluice_broker=info,sluice_broker::queue=warn",
+        );
+    BrokerProcess::launch(command).map_err(anyhow::Error::msg)
+}
+
 fn broker_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match given {
         Some(path) => Ok(path),
@@ -150,7 +165,7 @@ impl Target {
             return Ok((addr.clone(), None));
         }
         let binary = broker_binary(self.broker_bin.clone())?;
-        let broker = BrokerProcess::start(&binary.to_string_lossy(), &self.broker_args)?;
+        let broker = start_broker(&binary, &self.broker_args)?;
         Ok((broker.addr.clone(), Some(broker)))
     }
 }
@@ -202,16 +217,16 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     };
     let cpu_before = broker
         .as_ref()
-        .map(|b| broker_process::cpu_seconds(b.pid()))
+        .map(|b| proc_stats::cpu_seconds(b.process.pid()))
         .transpose()?;
     let measured = load::run(&addr, &load).await?;
     let cpu = match (&broker, cpu_before) {
-        (Some(b), Some(before)) => Some(broker_process::cpu_seconds(b.pid())? - before),
+        (Some(b), Some(before)) => Some(proc_stats::cpu_seconds(b.process.pid())? - before),
         _ => None,
     };
     let peak_rss = broker
         .as_ref()
-        .map(|b| broker_process::memory(b.pid()))
+        .map(|b| proc_stats::memory(b.process.pid()))
         .transpose()?
         .map(|(_, peak)| peak);
     let h = &measured.latency_us;
@@ -282,7 +297,7 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<()> {
     let (addr, broker) = args.target.start()?;
     let broker = broker.context("memory needs a broker the bench starts (no --addr)")?;
     let mut client = BrokerClient::new(load::connect(&addr).await?);
-    let (before, _) = broker_process::memory(broker.pid())?;
+    let (before, _) = proc_stats::memory(broker.process.pid())?;
     let started = Instant::now();
     let payload = bytes::Bytes::from(vec![b'x'; args.payload]);
     // Batches of 1,000 jobs (fewer for large payloads, to stay under about
@@ -309,7 +324,7 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<()> {
         }
         left -= n;
     }
-    let (after, peak) = broker_process::memory(broker.pid())?;
+    let (after, peak) = proc_stats::memory(broker.process.pid())?;
     let per_job = (after.saturating_sub(before)) as f64 / args.jobs as f64;
     let report = json!({
         "jobs": args.jobs, "payload": args.payload,

@@ -26,7 +26,7 @@ pub enum RequestError {
     Queue(#[from] QueueError),
     /// The broker failed (its data directory, or a panic in the queue; see
     /// `crate::fatal`) and is stopping: the change was not acknowledged.
-    #[error("the broker could not complete this change ({0}); it is stopping")]
+    #[error("the broker could not make this change durable ({0}); it is stopping")]
     Failed(std::sync::Arc<str>),
 }
 

@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use sluice_e2e::in_process::*;
 use sluice_proto::v1 as pb;
 use tokio_stream::StreamExt as _;
 use tonic::Code;

@@ -3,11 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use sluice_e2e::in_process::*;
 use sluice_proto::v1 as pb;
 
 #[tokio::test]

@@ -1,6 +1,6 @@
-//! In-process broker on an ephemeral port, with generated clients.
-
-#![allow(dead_code, clippy::unwrap_used)]
+//! The in-process harness: a broker served by `server::run` inside the
+//! test on 127.0.0.1:0, with generated clients and helpers for the
+//! service's RPCs.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,8 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
-/// Longest any single wait in a test may take.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub use crate::WAIT;
 
 /// A broker serving on 127.0.0.1:0; stopped (without waiting) on drop.
 pub struct TestBroker {
@@ -39,10 +38,12 @@ pub fn test_config() -> Config {
 }
 
 impl TestBroker {
+    /// A broker with [`test_config`].
     pub async fn start() -> Self {
         Self::with_config(test_config()).await
     }
 
+    /// A broker with `config`.
     pub async fn with_config(config: Config) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -57,6 +58,32 @@ impl TestBroker {
             channel,
             shutdown,
             task: Some(task),
+        }
+    }
+
+    /// The broker's URL, for a worker.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits until `job_id` is in `state`; returns the job.
+    pub async fn wait_for_state(&self, job_id: &str, state: pb::JobState) -> pb::Job {
+        let waited = tokio::time::timeout(WAIT, async {
+            loop {
+                let job = self.job(job_id).await;
+                if job.state() == state {
+                    return job;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        match waited {
+            Ok(job) => job,
+            Err(_) => panic!(
+                "job {job_id} never reached {state:?} in {WAIT:?}: it is {:?}",
+                self.job(job_id).await.state()
+            ),
         }
     }
 

@@ -3,10 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
 use prost_types::Duration as PbDuration;
+use sluice_e2e::in_process::*;
 use sluice_proto::v1 as pb;
 use tonic::Code;
 

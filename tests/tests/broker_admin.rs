@@ -3,12 +3,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, SystemTime};
 
-use common::*;
 use prost_types::Timestamp as PbTimestamp;
+use sluice_e2e::in_process::*;
 use sluice_proto::v1 as pb;
 use tonic::Code;
 

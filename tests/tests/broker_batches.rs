@@ -2,9 +2,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use sluice_e2e::in_process::*;
 use sluice_proto::v1 as pb;
 use tonic::Code;
 

@@ -1,0 +1,316 @@
+//! The process harness: runs the real `sluice-broker` and `sluice-worker`
+//! binaries (built by `cargo test --workspace` beside the test
+//! executables) on 127.0.0.1, captures their logs, and kills them on drop.
+//! Every wait is bounded by [`WAIT`].
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_client::AdminClient;
+use sluice_proto::v1::broker_client::BrokerClient;
+use tonic::transport::Channel;
+
+use crate::WAIT;
+
+/// The path of a workspace binary, next to the test executable's directory.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite with `scripts/test`, which builds it (or `cargo build --workspace --bins` first)",
+        path.display()
+    );
+    path
+}
+
+/// A child process whose standard error is collected as its log.
+pub struct Process {
+    child: Child,
+    log: Arc<Mutex<Log>>,
+}
+
+/// What a process wrote to standard error so far.
+#[derive(Default)]
+struct Log {
+    text: String,
+    /// Standard error reached its end: the process exited (or closed it).
+    closed: bool,
+}
+
+impl Process {
+    /// Spawns `command` and collects its standard error.
+    pub fn spawn(command: Command) -> Self {
+        Self::try_spawn(command).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Process::spawn`], saying why it could not start.
+    ///
+    /// # Errors
+    /// When the program cannot be started.
+    pub fn try_spawn(mut command: Command) -> Result<Self, String> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting {:?}: {e}", command.get_program()))?;
+        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+        let log = Arc::new(Mutex::new(Log::default()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = sink.lock().unwrap();
+                log.text.push_str(&line);
+                log.text.push('\n');
+            }
+            sink.lock().unwrap().closed = true;
+        });
+        Ok(Self { child, log })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid()), signal).unwrap();
+    }
+
+    /// Waits for the process to exit, at most `timeout`, and then for its
+    /// log to be read to the end (so that assertions on the log after an
+    /// exit see all of it; bounded too, since a surviving child of the
+    /// process may hold its standard error open).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let drained_by = Instant::now() + Duration::from_secs(2);
+                while !self.log.lock().unwrap().closed && Instant::now() < drained_by {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().text.clone()
+    }
+
+    /// Waits until its log contains `needle`; returns that log.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        self.try_wait_for_log(needle)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Process::wait_for_log`], saying why the line never came: the
+    /// process exited first (noticed at once), or [`WAIT`] passed.
+    ///
+    /// # Errors
+    /// Why `needle` never appeared, with the whole log.
+    pub fn try_wait_for_log(&self, needle: &str) -> Result<String, String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (log, closed) = {
+                let log = self.log.lock().unwrap();
+                (log.text.clone(), log.closed)
+            };
+            if log.contains(needle) {
+                return Ok(log);
+            }
+            if closed {
+                return Err(format!(
+                    "the process exited before logging {needle:?}:\n{log}"
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "log never contained {needle:?} in {WAIT:?}:\n{log}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `sluice-broker` on 127.0.0.1.
+pub struct BrokerProcess {
+    pub process: Process,
+    pub addr: String,
+}
+
+impl BrokerProcess {
+    /// Starts the broker on an ephemeral port with extra flags.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", args)
+    }
+
+    /// Starts the broker on `addr` with extra flags and waits until it listens.
+    pub fn start_on(addr: &str, args: &[&str]) -> Self {
+        let mut command = Command::new(binary("sluice-broker"));
+        command
+            .args(["--addr", addr])
+            .args(args)
+            .env("RUST_LOG", "info,sluice_broker=debug");
+        Self::spawn(command)
+    }
+
+    /// Runs `command`, which starts the broker, and waits until it listens.
+    pub fn spawn(command: Command) -> Self {
+        Self::launch(command).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`BrokerProcess::spawn`], saying why the broker is not listening
+    /// (for the load generator, which reports instead of panicking).
+    /// `command` must log at info for `sluice_broker`.
+    ///
+    /// # Errors
+    /// When the broker could not start, exited, or did not listen within [`WAIT`].
+    pub fn launch(command: Command) -> Result<Self, String> {
+        const LISTENING: &str = "sluice broker listening";
+        let process = Process::try_spawn(command)?;
+        let log = process.try_wait_for_log(LISTENING)?;
+        let addr = log
+            .lines()
+            .find(|l| l.contains(LISTENING))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .ok_or_else(|| format!("no address in the broker's log:\n{log}"))?
+            .to_owned();
+        Ok(Self { process, addr })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(self.url())
+            .unwrap()
+            .connect_timeout(WAIT)
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    pub async fn broker(&self) -> BrokerClient<Channel> {
+        BrokerClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel().await)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        self.process.signal(signal);
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.process.wait_exit(timeout)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        self.process.wait_for_log(needle)
+    }
+
+    /// Enqueues a job and returns its id.
+    pub async fn enqueue(&self, req: pb::EnqueueRequest) -> String {
+        self.broker()
+            .await
+            .enqueue(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .job_id
+    }
+
+    pub async fn job(&self, job_id: &str) -> pb::Job {
+        let req = pb::GetJobRequest {
+            job_id: job_id.into(),
+        };
+        self.admin().await.get_job(req).await.unwrap().into_inner()
+    }
+
+    /// Waits until `job_id` is in `state`; returns the job.
+    pub async fn wait_for_state(&self, job_id: &str, state: pb::JobState) -> pb::Job {
+        let mut admin = self.admin().await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let req = pb::GetJobRequest {
+                job_id: job_id.into(),
+            };
+            let job = admin.get_job(req).await.unwrap().into_inner();
+            if job.state() == state {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job never reached {state:?}: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A `sluice-worker` connected to a broker.
+pub struct WorkerProcess {
+    pub process: Process,
+}
+
+impl WorkerProcess {
+    /// Starts a worker of `broker` with extra flags and waits until its lease stream is open.
+    pub fn start(broker: &BrokerProcess, args: &[&str]) -> Self {
+        let worker = Self::spawn(broker, args);
+        worker.process.wait_for_log("lease stream open");
+        worker
+    }
+
+    /// Starts a worker without waiting for anything.
+    pub fn spawn(broker: &BrokerProcess, args: &[&str]) -> Self {
+        let mut command = Command::new(binary("sluice-worker"));
+        command
+            .args(["--broker", &broker.url()])
+            .args(args)
+            .env("RUST_LOG", "info");
+        Self {
+            process: Process::spawn(command),
+        }
+    }
+}
