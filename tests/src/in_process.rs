@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_broker::config::Config;
@@ -19,13 +20,17 @@ use tonic::{Code, Streaming};
 pub use crate::WAIT;
 
 /// A broker serving on 127.0.0.1:0; stopped (without waiting) on drop.
+/// If the server failed or panicked during the test, the drop fails the
+/// test with its error instead of losing it.
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub broker: BrokerClient<Channel>,
     pub admin: AdminClient<Channel>,
     pub channel: Channel,
     shutdown: CancellationToken,
-    task: Option<JoinHandle<DrainReport>>,
+    task: Option<JoinHandle<()>>,
+    /// What `server::run` returned, once it has.
+    outcome: Arc<Mutex<Option<Result<DrainReport, String>>>>,
 }
 
 /// Test settings: short backoff so retries are quick, everything else default.
@@ -48,8 +53,14 @@ impl TestBroker {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server::run(listener, config, shutdown.clone()));
-        let task = tokio::spawn(async move { task.await.unwrap().unwrap() });
+        let outcome = Arc::new(Mutex::new(None));
+        let task = {
+            let (outcome, shutdown) = (outcome.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let result = server::run(listener, config, shutdown).await;
+                *outcome.lock().unwrap() = Some(result.map_err(|e| e.to_string()));
+            })
+        };
         let channel = connect(addr).await;
         Self {
             addr,
@@ -58,6 +69,7 @@ impl TestBroker {
             channel,
             shutdown,
             task: Some(task),
+            outcome,
         }
     }
 
@@ -92,9 +104,17 @@ impl TestBroker {
         self.shutdown.cancel();
     }
 
-    /// Waits for the broker to finish draining.
+    /// Waits for the broker to finish draining; fails the test if it failed.
     pub async fn stopped(mut self) -> DrainReport {
-        within(self.task.take().unwrap()).await.unwrap()
+        let task = self.task.take().unwrap();
+        if let Err(e) = within("the broker to stop", task).await {
+            panic!("the broker under test panicked: {e}");
+        }
+        match self.outcome.lock().unwrap().take() {
+            Some(Ok(report)) => report,
+            Some(Err(e)) => panic!("the broker under test failed: {e}"),
+            None => unreachable!("the server task ended without an outcome"),
+        }
     }
 
     pub async fn enqueue(&self, job_type: &str) -> String {
@@ -195,7 +215,15 @@ impl TestBroker {
             .workers
     }
 
+    /// The Stats row of `queue`, which must exist.
     pub async fn queue_stats(&self, queue: &str) -> pb::QueueStats {
+        self.find_queue_stats(queue)
+            .await
+            .unwrap_or_else(|| panic!("Stats has no row for queue {queue:?}"))
+    }
+
+    /// The Stats row of `queue`, if the broker knows it.
+    pub async fn find_queue_stats(&self, queue: &str) -> Option<pb::QueueStats> {
         let stats = self
             .admin
             .clone()
@@ -203,19 +231,24 @@ impl TestBroker {
             .await
             .unwrap()
             .into_inner();
-        stats
-            .queues
-            .into_iter()
-            .find(|q| q.queue == queue)
-            .unwrap_or_default()
+        stats.queues.into_iter().find(|q| q.queue == queue)
     }
 }
 
 impl Drop for TestBroker {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.abort();
+        let Some(task) = self.task.take() else { return };
+        let finished = task.is_finished();
+        task.abort();
+        if std::thread::panicking() {
+            return;
+        }
+        // A server that stopped on its own during the test failed.
+        match self.outcome.lock().unwrap().take() {
+            Some(Err(e)) => panic!("the broker under test failed: {e}"),
+            None if finished => panic!("the broker under test panicked"),
+            _ => {}
         }
     }
 }
@@ -235,7 +268,7 @@ pub fn job_id(leased: &pb::LeasedJob) -> &str {
 
 /// The next job on a stream, waiting at most [`WAIT`].
 pub async fn next_job(stream: &mut Streaming<pb::LeasedJob>) -> pb::LeasedJob {
-    within(stream.message())
+    within("the next job on the stream", stream.message())
         .await
         .unwrap()
         .expect("stream ended")
@@ -248,18 +281,22 @@ pub async fn assert_quiet(stream: &mut Streaming<pb::LeasedJob>, quiet: Duration
     }
 }
 
-/// `fut`, failing the test if it takes longer than [`WAIT`].
-pub async fn within<T>(fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, fut).await.expect("timed out")
+/// `fut`, failing the test, saying it waited for `what`, if it takes
+/// longer than [`WAIT`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("waited {WAIT:?} for {what}"),
+    }
 }
 
-/// Polls `check` until it returns true, failing after [`WAIT`].
-pub async fn eventually<F, Fut>(mut check: F)
+/// Polls `check` until it returns true, failing after [`WAIT`] with `what`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    within(async {
+    within(what, async {
         while !check().await {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -203,7 +203,10 @@ async fn stats_and_workers_describe_the_broker() {
     let b = TestBroker::start().await;
     futures_ids(&b, 2).await;
     let _stream = b.lease("stats-worker", 1).await;
-    eventually(|| async { b.queue_stats("default").await.leased == 1 }).await;
+    eventually("one job leased", || async {
+        b.queue_stats("default").await.leased == 1
+    })
+    .await;
     let stats = b.queue_stats("default").await;
     assert_eq!(
         (

@@ -95,8 +95,16 @@ async fn shutdown_drains_leased_jobs_before_stopping() {
 
     b.begin_shutdown();
     // The stream ends, and no new work is taken.
-    assert!(within(stream.message()).await.unwrap().is_none());
-    eventually(|| async { health(&b, "").await == ServingStatus::NotServing }).await;
+    assert!(
+        within("the stream to end", stream.message())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    eventually("health to turn NOT_SERVING", || async {
+        health(&b, "").await == ServingStatus::NotServing
+    })
+    .await;
     assert_eq!(
         health(&b, "sluice.v1.Broker").await,
         ServingStatus::NotServing

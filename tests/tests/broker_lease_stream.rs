@@ -110,7 +110,10 @@ async fn closed_stream_keeps_its_leases_so_a_draining_worker_can_ack() {
     let mut stream = b.lease("w1", 1).await;
     let leased = next_job(&mut stream).await;
     drop(stream);
-    eventually(|| async { b.workers().await.is_empty() }).await;
+    eventually("the stream to be gone from ListWorkers", || async {
+        b.workers().await.is_empty()
+    })
+    .await;
     assert_eq!(b.state(&id).await, pb::JobState::Leased);
     b.ack(&leased).await.unwrap();
     assert_eq!(b.state(&id).await, pb::JobState::Succeeded);

@@ -224,7 +224,10 @@ async fn release_gives_the_job_back_without_using_an_attempt() {
     let leased = next_job(&mut stream).await;
     drop(stream);
     // Once the stream is closed, nothing takes the released job again.
-    eventually(|| async { b.workers().await.is_empty() }).await;
+    eventually("the stream to be gone from ListWorkers", || async {
+        b.workers().await.is_empty()
+    })
+    .await;
     let release = pb::ReleaseRequest {
         job_id: id.clone(),
         lease_id: leased.lease_id.clone(),
