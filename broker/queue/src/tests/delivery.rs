@@ -206,3 +206,36 @@ fn held_leases_beyond_the_limit_or_of_other_workers_are_not_adopted() {
         .count();
     assert_eq!(adopted, 1, "no more than max_in_flight");
 }
+
+#[test]
+fn retried_and_released_jobs_take_their_place_among_fresh_ones() {
+    let mut q = Queue::new(config(), 1);
+    let x = q.open_consumer(consumer(2), at(0)).unwrap();
+    let prio = |priority| NewJob {
+        priority,
+        ..job("t")
+    };
+    let retried = enqueue(&mut q, prio(5), at(0));
+    let released = enqueue(&mut q, prio(5), at(0));
+    let leases: std::collections::HashMap<Uuid, Uuid> = delivered(&mut q).into_iter().collect();
+    // X keeps its two leases but takes nothing new.
+    q.close_consumer(x);
+    let low = enqueue(&mut q, prio(1), at(1));
+    let fresh = enqueue(&mut q, prio(5), at(1));
+    let high = enqueue(&mut q, prio(9), at(1));
+    let failure = Failure {
+        error: "again".into(),
+        retry_after: Some(Duration::ZERO),
+        dead: false,
+    };
+    q.nack(retried, leases[&retried], failure, at(2)).unwrap();
+    q.release(released, leases[&released], Duration::ZERO, at(2))
+        .unwrap();
+    q.expire(at(2));
+
+    q.open_consumer(consumer(5), at(2)).unwrap();
+    let order: Vec<Uuid> = delivered(&mut q).into_iter().map(|(id, _)| id).collect();
+    // Priority first; within a priority, due time: the released job keeps
+    // its first place, the retried one is due from its retry on.
+    assert_eq!(order, [high, released, fresh, retried, low]);
+}

@@ -304,3 +304,63 @@ fn extend_without_length_uses_the_leases_own() {
         at(310)
     );
 }
+
+#[test]
+fn retry_delays_spread_over_the_jitter_band_across_many_jobs() {
+    let mut q = Queue::new(config(), 7);
+    q.open_consumer(consumer(500), at(0)).unwrap();
+    for _ in 0..500 {
+        enqueue(&mut q, job("t"), at(0));
+    }
+    let failure = Failure {
+        error: "boom".into(),
+        ..Failure::default()
+    };
+    let delays: Vec<Duration> = delivered(&mut q)
+        .into_iter()
+        .map(|(id, lease)| {
+            let r = q.nack(id, lease, failure.clone(), at(1)).unwrap();
+            r.next_attempt_at.unwrap().saturating_since(at(1))
+        })
+        .collect();
+    // config(): 1s initial, jitter 0.25: every delay within 750-1250 ms.
+    let (min, max) = (Duration::from_millis(750), Duration::from_millis(1250));
+    assert!(delays.iter().all(|d| (min..=max).contains(d)), "{delays:?}");
+    let distinct: std::collections::BTreeSet<Duration> = delays.iter().copied().collect();
+    assert!(
+        distinct.len() > 400,
+        "only {} distinct delays",
+        distinct.len()
+    );
+    // Both ends of the band are reached, not just its middle.
+    let lowest = distinct.first().copied().unwrap_or_default();
+    let highest = distinct.last().copied().unwrap_or_default();
+    assert!(lowest < Duration::from_millis(800), "lowest {lowest:?}");
+    assert!(highest > Duration::from_millis(1200), "highest {highest:?}");
+}
+
+#[test]
+fn zero_jitter_doubles_the_delay_exactly() {
+    let mut exact = config();
+    exact.backoff.jitter = 0.0;
+    exact.max_attempts = 7;
+    let mut q = Queue::new(exact, 1);
+    q.open_consumer(consumer(1), at(0)).unwrap();
+    let id = enqueue(&mut q, job("t"), at(0));
+    let failure = Failure {
+        error: "boom".into(),
+        ..Failure::default()
+    };
+    let mut now = at(1);
+    let mut delays = Vec::new();
+    for _ in 0..6 {
+        let (_, lease) = delivered(&mut q)[0];
+        let r = q.nack(id, lease, failure.clone(), now).unwrap();
+        let due = r.next_attempt_at.unwrap();
+        delays.push(due.saturating_since(now).as_secs_f64());
+        now = due;
+        q.expire(now);
+    }
+    // config(): 1s initial, 30s max.
+    assert_eq!(delays, [1.0, 2.0, 4.0, 8.0, 16.0, 30.0]);
+}
