@@ -131,7 +131,11 @@ impl Queue {
         let mut stats: Vec<QueueStats> = self
             .queues
             .iter()
-            .filter(|(_, qs)| qs.paused || qs.counters.enqueued > 0)
+            // `enqueued` alone would hide, after a restart (counters start
+            // from zero), queues that hold restored jobs.
+            .filter(|(_, qs)| {
+                qs.paused || qs.counters.enqueued > 0 || qs.counts.iter().any(|&n| n > 0)
+            })
             .map(|(&id, qs)| QueueStats {
                 queue: self.names.name(id).to_owned(),
                 paused: qs.paused,

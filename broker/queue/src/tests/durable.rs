@@ -214,3 +214,19 @@ fn an_untracked_queue_reports_nothing() {
     q.take_changes(&mut changes);
     assert!(changes.is_empty());
 }
+
+#[test]
+fn stats_of_a_restored_queue_show_its_jobs_though_its_counters_start_from_zero() {
+    let mut q = tracked();
+    let mut store = MapStore::default();
+    for _ in 0..3 {
+        q.enqueue(job("t"), at(0)).unwrap();
+    }
+    store.apply(&mut q);
+    let restored = store.restore(q.instance(), at(1));
+    let stats = restored.stats();
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    assert_eq!(stats[0].queue, "default");
+    assert_eq!(stats[0].count(JobState::Ready), 3);
+    assert_eq!(stats[0].counters.enqueued, 0, "counters restart from zero");
+}
