@@ -4,7 +4,7 @@
 //! Every wait is bounded by [`WAIT`].
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +19,9 @@ use tonic::transport::Channel;
 use crate::WAIT;
 
 /// The path of a workspace binary, next to the test executable's directory.
+/// `cargo test` does not build binaries of other packages, so a binary
+/// older than the sources it is built from would test old code: that
+/// fails here, saying how to rebuild.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> -> target/<profile>/<name>
@@ -27,11 +30,27 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .unwrap()
         .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the suite with `scripts/test`, which builds it (or `cargo build --workspace --bins` first)",
-        path.display()
-    );
+    let rebuild = "run the suite with `scripts/test`, which builds it (or `cargo build --workspace --bins` first)";
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
+    // Cargo lists the files a binary was built from in `<binary>.d`.
+    let dep_info = std::fs::read_to_string(path.with_extension("d")).unwrap_or_default();
+    let sources = dep_info
+        .split_once(": ")
+        .map_or("", |(_, sources)| sources)
+        .split_whitespace()
+        .map(Path::new);
+    for source in sources {
+        let changed = std::fs::metadata(source).and_then(|m| m.modified());
+        if changed.is_ok_and(|changed| changed > built) {
+            panic!(
+                "{} is older than {}: {rebuild}",
+                path.display(),
+                source.display()
+            );
+        }
+    }
     path
 }
 
@@ -259,6 +278,29 @@ impl BrokerProcess {
             .unwrap()
             .into_inner()
             .job_id
+    }
+
+    /// Leases the next job of `queue` and `job_type` on a stream of its own
+    /// (one slot), waiting at most [`WAIT`]. The stream ends when this
+    /// returns; the lease stays with the job.
+    pub async fn lease_one(&self, queue: &str, job_type: &str) -> pb::LeasedJob {
+        let mut stream = self
+            .broker()
+            .await
+            .lease(pb::LeaseRequest {
+                worker_id: "test-worker".into(),
+                queues: vec![queue.into()],
+                job_types: vec![job_type.into()],
+                max_in_flight: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match tokio::time::timeout(WAIT, stream.message()).await {
+            Ok(Ok(Some(leased))) => leased,
+            other => panic!("no job of {queue}/{job_type} was leased in {WAIT:?}: {other:?}"),
+        }
     }
 
     pub async fn job(&self, job_id: &str) -> pb::Job {

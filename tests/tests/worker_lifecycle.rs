@@ -110,7 +110,7 @@ async fn sigkilled_worker_takes_its_handler_along_and_the_job_comes_back() {
 }
 
 #[tokio::test]
-async fn second_signal_exits_at_once_with_failure() {
+async fn second_signal_exits_at_once_with_status_130() {
     let dir = scratch_dir("second-signal");
     let broker = BrokerProcess::start(&[]);
     let mut worker = WorkerProcess::start(
@@ -126,7 +126,7 @@ async fn second_signal_exits_at_once_with_failure() {
         .process
         .wait_exit(Duration::from_secs(3))
         .expect("second signal should exit at once");
-    assert!(!status.success(), "{status:?}");
+    assert_eq!(status.code(), Some(130), "{status:?}");
     assert!(
         wait_group_gone(pgid, Duration::from_secs(3)),
         "handler group {pgid} outlived its worker"
