@@ -1,15 +1,20 @@
 //! Crash test of `--data-dir`: a loop SIGKILLs the broker at random moments
-//! while producers enqueue and a consumer runs jobs. Every job whose Enqueue
-//! returned OK must run at least once; jobs run twice are counted and must
-//! stay within what was leased at the kills.
+//! while producers enqueue and a consumer runs jobs. Jobs are tracked by
+//! the producer's own number (their payload and idempotency key), not by
+//! the id the broker returns, so that a job created twice under two ids
+//! would count as a duplicate. Every number whose Enqueue returned OK must
+//! run at least once; its key must always name the same job, across
+//! crashes; runs beyond the first are counted and must stay within what was
+//! leased at the kills.
 //!
 //! Sized for the suite by default; `SLUICE_CRASH_JOBS` and
 //! `SLUICE_CRASH_KILLS` scale it (`scripts/crash-test.sh` runs 100,000 jobs
-//! and 20 kills).
+//! and 20 kills). The kill moments come from a seed, printed first;
+//! `SLUICE_CRASH_SEED` replays one.
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,10 +65,19 @@ fn client(addr: &str) -> BrokerClient<Channel> {
     BrokerClient::new(channel)
 }
 
-/// Enqueues jobs `range`, each with its number as idempotency key, retrying
-/// a job until an Enqueue for it returns OK: a retry after an unknown
-/// outcome finds the first job instead of adding one.
-async fn produce(addr: String, range: std::ops::Range<u64>, acked: Arc<Mutex<HashSet<String>>>) {
+/// What the producers were told: for each job number, every job id an OK
+/// answer named (one, if the idempotency key holds across crashes), and how
+/// many OK answers were duplicates (a retry that found the first job).
+#[derive(Default)]
+struct Acknowledged {
+    ids: HashMap<u64, BTreeSet<String>>,
+    duplicates: u64,
+}
+
+/// Enqueues jobs `range`, each with its number as payload and idempotency
+/// key, retrying a job until an Enqueue for it returns OK: a retry after an
+/// unknown outcome must find the first job instead of adding one.
+async fn produce(addr: String, range: std::ops::Range<u64>, acked: Arc<Mutex<Acknowledged>>) {
     let mut client = client(&addr);
     for n in range {
         loop {
@@ -76,17 +90,46 @@ async fn produce(addr: String, range: std::ops::Range<u64>, acked: Arc<Mutex<Has
             };
             match client.enqueue(req).await {
                 Ok(response) => {
-                    acked.lock().unwrap().insert(response.into_inner().job_id);
+                    let response = response.into_inner();
+                    let mut acked = acked.lock().unwrap();
+                    acked.ids.entry(n).or_default().insert(response.job_id);
+                    acked.duplicates += u64::from(response.duplicate);
                     break;
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                // The broker is down or restarting: the outcome is unknown.
+                Err(status) if unknown_outcome(&status) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(status) => panic!("job {n} was refused: {status:?}"),
             }
         }
     }
 }
 
-/// Runs jobs until `stop`: records each one received, then acks it.
-async fn consume(addr: String, ran: Arc<Mutex<HashMap<String, u32>>>, stop: Arc<AtomicBool>) {
+/// A status a call gets when the broker died or is restarting.
+fn unknown_outcome(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Cancelled
+            | tonic::Code::Internal
+    )
+}
+
+/// The job number a leased job carries.
+fn number_of(leased: &pb::LeasedJob) -> u64 {
+    let payload = &leased
+        .job
+        .as_ref()
+        .expect("a leased job has its job")
+        .payload;
+    u64::from_be_bytes(payload[..].try_into().expect("an 8-byte job number"))
+}
+
+/// Runs jobs until `stop`: records each one received by its number, then acks it.
+async fn consume(addr: String, ran: Arc<Mutex<HashMap<u64, u32>>>, stop: Arc<AtomicBool>) {
     let mut client = client(&addr);
     while !stop.load(Ordering::Acquire) {
         let request = pb::LeaseRequest {
@@ -107,10 +150,9 @@ async fn consume(addr: String, ran: Arc<Mutex<HashMap<String, u32>>>, stop: Arc<
                 Ok(Ok(Some(leased))) => leased,
                 Ok(_) => break,
             };
-            let job_id = leased.job.map(|j| j.id).unwrap_or_default();
-            *ran.lock().unwrap().entry(job_id.clone()).or_default() += 1;
+            *ran.lock().unwrap().entry(number_of(&leased)).or_default() += 1;
             let ack = pb::AckRequest {
-                job_id,
+                job_id: leased.job.map(|j| j.id).unwrap_or_default(),
                 lease_id: leased.lease_id,
             };
             // A failed ack (broker gone) leaves the job to run again.
@@ -132,7 +174,16 @@ async fn no_acknowledged_job_is_lost_across_kills() {
     let addr = format!("127.0.0.1:{port}");
     let (mut broker, _) = start(&addr, &dir);
 
-    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let seed = std::env::var("SLUICE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            now.map_or(1, |d| d.as_nanos() as u64)
+        });
+    println!("crash test seed {seed}: replay with SLUICE_CRASH_SEED={seed}");
+
+    let acked = Arc::new(Mutex::new(Acknowledged::default()));
     let ran = Arc::new(Mutex::new(HashMap::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut producers = Vec::new();
@@ -145,18 +196,23 @@ async fn no_acknowledged_job_is_lost_across_kills() {
     // Kills spread over the whole run: kill k waits until k/(kills+1) of
     // the jobs have run, then a random 0-300 ms more, so that kills land
     // mid-enqueue and mid-ack from the first jobs to the last.
-    let mut seed = u64::from(port) | 1;
+    let mut state = seed | 1;
     let mut slowest_restart = Duration::ZERO;
     for k in 1..=kills {
         let mark = (k * jobs / (kills + 1)) as usize;
         let waited = Instant::now();
-        while ran.lock().unwrap().len() < mark && waited.elapsed() < Duration::from_secs(60) {
+        while ran.lock().unwrap().len() < mark {
+            assert!(
+                waited.elapsed() < Duration::from_secs(60),
+                "before kill {k}: {} of {mark} jobs ran in 60 s",
+                ran.lock().unwrap().len()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        tokio::time::sleep(Duration::from_millis(seed % 300)).await;
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        tokio::time::sleep(Duration::from_millis(state % 300)).await;
         broker.signal(Signal::SIGKILL);
         broker.wait_exit(Duration::from_secs(10)).unwrap();
         let (restarted, serving) = start(&addr, &dir);
@@ -171,12 +227,20 @@ async fn no_acknowledged_job_is_lost_across_kills() {
             .expect("producers finish")
             .unwrap();
     }
-    let acked: HashSet<String> = acked.lock().unwrap().clone();
-    assert_eq!(acked.len() as u64, jobs, "one acknowledged job per number");
+    let (acked, retries_found_their_job) = {
+        let acked = acked.lock().unwrap();
+        (acked.ids.clone(), acked.duplicates)
+    };
+    assert_eq!(acked.len() as u64, jobs, "every number was acknowledged");
+    let renamed: Vec<_> = acked.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    assert!(
+        renamed.is_empty(),
+        "an idempotency key named another job after a crash: {renamed:?}"
+    );
     let lost = loop {
         let lost = {
             let ran = ran.lock().unwrap();
-            acked.iter().filter(|id| !ran.contains_key(*id)).count()
+            acked.keys().filter(|n| !ran.contains_key(*n)).count()
         };
         if lost == 0 || Instant::now() > deadline {
             break lost;
@@ -187,10 +251,15 @@ async fn no_acknowledged_job_is_lost_across_kills() {
     consumer.await.unwrap();
 
     let ran = ran.lock().unwrap();
+    assert!(
+        ran.keys().all(|n| *n < jobs),
+        "a job ran that no producer enqueued"
+    );
     let duplicates: u32 = ran.values().map(|n| n - 1).sum();
     println!(
-        "crash test: {jobs} jobs, {kills} kills, lost {lost}, ran twice or more {duplicates} \
-         (bound {}), slowest restart to serving {} ms",
+        "crash test (seed {seed}): {jobs} jobs, {kills} kills, lost {lost}, ran twice or more \
+         {duplicates} (bound {}), retries that found their first job {retries_found_their_job}, \
+         slowest restart to serving {} ms",
         kills * RERUN_PER_KILL,
         slowest_restart.as_millis()
     );
