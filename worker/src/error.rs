@@ -1,4 +1,8 @@
-//! Errors of the worker library.
+//! Errors of the worker library: [`WorkerError`], why a worker could not
+//! be built or could not run. Failed calls to the broker are the client's
+//! [`BrokerError`]; this error carries one only when it ends the run.
+
+use crate::client::BrokerError;
 
 /// Why a worker could not be built or could not run.
 #[derive(Debug, thiserror::Error)]
@@ -14,9 +18,10 @@ pub enum WorkerError {
     /// No handler was registered, so there is nothing to lease.
     #[error("no handlers registered: a worker needs at least one job type to run")]
     NoHandlers,
-    /// The broker refused the Lease request with a status no retry can cure.
+    /// The broker refused the Lease request for a reason no retry can cure
+    /// (its kind is not [`crate::client::BrokerErrorKind::Unavailable`]).
     #[error("the broker refused the lease stream: {}", .0.message())]
-    Refused(tonic::Status),
+    Refused(BrokerError),
     /// A setting is out of range.
     #[error("{setting}: {reason}")]
     InvalidSetting {

@@ -9,14 +9,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_proto::v1 as pb;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
 use tracing::{Instrument as _, error, info, info_span, warn};
 
-use crate::client::{BrokerLink, Resolution, Resolved};
+use crate::client::{
+    BrokerError, BrokerErrorKind, Extended, LeasedJob, Link, Resolution, Resolved,
+};
 use crate::handler::{Handler, Job, JobContext, JobError, Registry};
 use crate::summary::Counters;
 
@@ -27,7 +27,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// What every job task shares with the runner.
 #[derive(Clone)]
 pub(crate) struct Shared {
-    pub link: BrokerLink,
+    pub link: Arc<dyn Link>,
     pub handlers: Arc<Registry>,
     pub worker_id: Arc<str>,
     pub lease_duration: Duration,
@@ -52,18 +52,11 @@ enum Outcome {
     LeaseLost(String),
 }
 
-type Extending =
-    Pin<Box<dyn Future<Output = (Instant, Result<pb::ExtendResponse, tonic::Status>)> + Send>>;
+type Extending = Pin<Box<dyn Future<Output = (Instant, Result<Extended, BrokerError>)> + Send>>;
 
 /// Runs one leased job to its end.
-pub(crate) async fn run(leased: pb::LeasedJob, shared: Shared) {
-    let Some(job) = leased.job.map(job_from_pb) else {
-        warn!(
-            lease_id = leased.lease_id,
-            "leased job without a job; ignored"
-        );
-        return;
-    };
+pub(crate) async fn run(leased: LeasedJob, shared: Shared) {
+    let job = leased.job;
     let span = info_span!(
         "job",
         job_id = job.id,
@@ -147,8 +140,8 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
                 (Resolution::Ack, _) => info!(outcome = "succeeded", elapsed_ms, "job succeeded"),
             }
         }
-        Err(status) => {
-            warn!(error = %status, elapsed_ms, "could not report the job's outcome; its lease will expire")
+        Err(err) => {
+            warn!(error = %err, elapsed_ms, "could not report the job's outcome; its lease will expire")
         }
     }
 }
@@ -199,10 +192,10 @@ async fn attempt(
                 match reply {
                     Ok(reply) if reply.cancel_requested => break Outcome::Report(nack("cancelled".into(), true)),
                     Ok(_) => *lease_expires = sent_at + shared.lease_duration,
-                    Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
-                        break Outcome::LeaseLost(status.message().to_owned());
+                    Err(err) if err.kind() == BrokerErrorKind::LeaseLost => {
+                        break Outcome::LeaseLost(err.message().to_owned());
                     }
-                    Err(status) => warn!(error = %status, "heartbeat failed; the job keeps running"),
+                    Err(err) => warn!(error = %err, "heartbeat failed; the job keeps running"),
                 }
             }
             () = &mut next_beat, if extending.is_none() => {
@@ -266,22 +259,9 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-fn job_from_pb(job: pb::Job) -> Job {
-    Job {
-        timeout: job
-            .timeout
-            .and_then(|d| Duration::try_from(d).ok())
-            .unwrap_or(Duration::from_secs(60)),
-        id: job.id,
-        queue: job.queue,
-        job_type: job.job_type,
-        payload: job.payload,
-        headers: job.headers,
-        attempt: job.attempt,
-        max_attempts: job.max_attempts,
-    }
-}
-
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests;
