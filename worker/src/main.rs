@@ -61,7 +61,8 @@ fn parse_exec(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
-    // A handler's supervisor is this same executable: it never returns from here.
+    // A handler's supervisor is this same executable: it never returns from
+    // here. Exec handlers cannot be built before this call.
     supervisor::run_if_requested();
     let args = Args::parse();
     sluice_cli::init_tracing(args.log_format);
@@ -100,10 +101,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     for (job_type, command) in args.exec {
         info!(job_type, command, "exec handler");
-        builder = builder.handler(
-            job_type,
-            ExecHandler::new(command).context("locating this executable")?,
-        );
+        let handler = ExecHandler::new(command)
+            .with_context(|| format!("the exec handler of {job_type:?}"))?;
+        builder = builder.handler(job_type, handler);
     }
     let worker = builder.build()?;
     let shutdown = CancellationToken::new();
