@@ -65,9 +65,10 @@ pub struct Extended {
     pub cancel_requested: bool,
 }
 
-/// How a finished attempt is reported.
+/// What the worker reports for a finished attempt: ack, nack or release.
+/// (Named apart from the broker's own `Resolution`, a different thing.)
 #[derive(Debug, Clone, PartialEq)]
-pub enum Resolution {
+pub enum Report {
     /// It succeeded.
     Ack,
     /// It failed.
@@ -126,7 +127,7 @@ pub trait Link: Send + Sync + 'static {
         &'a self,
         job_id: &'a str,
         lease_id: &'a str,
-        resolution: &'a Resolution,
+        report: &'a Report,
         give_up_at: Instant,
     ) -> BoxFuture<'a, Result<Resolved, BrokerError>>;
 }

@@ -8,7 +8,8 @@
 //! acks; exit 65 (`EX_DATAERR`) fails the job for good; any other exit or a
 //! signal fails the attempt; the last 4 KiB of standard error become the
 //! error. When the attempt is stopped (timeout, cancel, shutdown) the group
-//! gets SIGTERM, then SIGKILL after a grace; when the command exits, the
+//! gets SIGTERM, then SIGKILL after [`KILL_GRACE`] (which fits within the
+//! job task's stop grace, see [`crate::timing`]); when the command exits, the
 //! supervisor kills what is left of its group.
 //!
 //! The supervisor is the embedding program itself, so an [`ExecHandler`]
@@ -32,8 +33,7 @@ use crate::supervisor::{self, PARENT_PID_ENV, SUPERVISE_ARG, exit_code};
 pub const EX_DATAERR: i32 = 65;
 /// How much of standard error becomes the job's error.
 pub const STDERR_TAIL: usize = 4096;
-/// Between SIGTERM and SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(2);
+pub use crate::timing::KILL_GRACE;
 
 /// Runs `sh -c COMMAND` for each job.
 #[derive(Debug, Clone)]

@@ -29,6 +29,8 @@
 //!   it, the one [`BrokerError`], and [`client::BrokerLink`], its gRPC
 //!   implementation and the only code that sees protobuf or tonic types.
 //! - [`defaults`]: the default of every setting.
+//! - [`timing`]: the graces and retry bounds that depend on each other
+//!   (stop, kill, release, exit), with their relations checked at compile time.
 //! - [`exec`] and [`supervisor`]: running a program per job, as the
 //!   `sluice-worker` binary does.
 
@@ -42,6 +44,7 @@ mod job_task;
 pub mod runner;
 mod summary;
 pub mod supervisor;
+pub mod timing;
 
 pub use client::{BrokerError, BrokerErrorKind};
 pub use error::WorkerError;

@@ -4,14 +4,13 @@
 //! [`sluice_worker::Worker`].
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use humantime::Duration as Human;
 use sluice_cli::LogFormat;
 use sluice_worker::exec::ExecHandler;
-use sluice_worker::{Worker, defaults, supervisor};
+use sluice_worker::{Worker, defaults, supervisor, timing};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -75,7 +74,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(run(args));
     // Bounded: a blocking task (a DNS lookup) must not hold up the exit.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    runtime.shutdown_timeout(timing::EXIT_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

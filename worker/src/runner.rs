@@ -14,15 +14,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::backoff;
-use crate::client::{BrokerErrorKind, BrokerLink, LeaseSpec, LeaseStream, Link, Resolution};
+use crate::client::{BrokerErrorKind, BrokerLink, LeaseSpec, LeaseStream, Link, Report};
 use crate::defaults;
 use crate::error::WorkerError;
 use crate::handler::{Handler, Registry};
 use crate::job_task::{self, Shared, lock};
 use crate::summary::{Counters, Summary};
-
-/// How long jobs still running at the drain deadline get to stop and be released.
-const RELEASE_GRACE: Duration = Duration::from_secs(4);
+use crate::timing::{RELEASE_GRACE, RELEASE_RETRY_FOR};
 
 /// Builds a [`Worker`].
 pub struct WorkerBuilder {
@@ -329,10 +327,10 @@ impl Worker {
         drop(stream);
         for leased in arrived {
             let (link, lease_id, job_id) = (shared.link.clone(), leased.lease_id, leased.job.id);
-            let give_up_at = tokio::time::Instant::now() + Duration::from_secs(2);
+            let give_up_at = tokio::time::Instant::now() + RELEASE_RETRY_FOR;
             tasks.spawn(async move {
                 if link
-                    .resolve(&job_id, &lease_id, &Resolution::Release, give_up_at)
+                    .resolve(&job_id, &lease_id, &Report::Release, give_up_at)
                     .await
                     .is_ok()
                 {

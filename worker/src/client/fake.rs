@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{
     BoxFuture, BrokerError, BrokerErrorKind, Extended, LeaseSpec, LeaseStream, LeasedJob, Link,
-    Resolution, Resolved,
+    Report, Resolved,
 };
 use crate::handler::Job;
 
@@ -29,7 +29,7 @@ pub(crate) enum Call {
     Resolve {
         job_id: String,
         lease_id: String,
-        resolution: Resolution,
+        report: Report,
     },
 }
 
@@ -75,13 +75,11 @@ impl FakeLink {
     }
 
     /// The Resolve calls so far: when, for which job, and how.
-    pub fn resolutions(&self) -> Vec<(Instant, String, Resolution)> {
+    pub fn resolutions(&self) -> Vec<(Instant, String, Report)> {
         self.calls()
             .into_iter()
             .filter_map(|(at, call)| match call {
-                Call::Resolve {
-                    job_id, resolution, ..
-                } => Some((at, job_id, resolution)),
+                Call::Resolve { job_id, report, .. } => Some((at, job_id, report)),
                 _ => None,
             })
             .collect()
@@ -151,19 +149,19 @@ impl Link for FakeLink {
         &'a self,
         job_id: &'a str,
         lease_id: &'a str,
-        resolution: &'a Resolution,
+        report: &'a Report,
         _give_up_at: Instant,
     ) -> BoxFuture<'a, Result<Resolved, BrokerError>> {
         self.record(Call::Resolve {
             job_id: job_id.to_owned(),
             lease_id: lease_id.to_owned(),
-            resolution: resolution.clone(),
+            report: report.clone(),
         });
-        let resolved = match resolution {
-            Resolution::Ack => Resolved::Succeeded,
-            Resolution::Nack { dead: true, .. } => Resolved::Failed,
-            Resolution::Nack { .. } => Resolved::Retried,
-            Resolution::Release => Resolved::Released,
+        let resolved = match report {
+            Report::Ack => Resolved::Succeeded,
+            Report::Nack { dead: true, .. } => Resolved::Failed,
+            Report::Nack { .. } => Resolved::Retried,
+            Report::Release => Resolved::Released,
         };
         Box::pin(async move { Ok(resolved) })
     }

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::{
     BoxFuture, BrokerError, BrokerErrorKind, Extended, LeaseSpec, LeaseStream, LeasedJob, Link,
-    Resolution, Resolved,
+    Report, Resolved,
 };
 use crate::backoff;
 use crate::error::WorkerError;
@@ -111,16 +111,16 @@ impl BrokerLink {
         &self,
         job_id: &str,
         lease_id: &str,
-        resolution: &Resolution,
+        report: &Report,
     ) -> Result<Resolved, BrokerError> {
         let mut client = self.client.clone();
         let (job_id, lease_id) = (job_id.to_owned(), lease_id.to_owned());
-        match resolution {
-            Resolution::Ack => {
+        match report {
+            Report::Ack => {
                 self.ack(pb::AckRequest { job_id, lease_id }).await?;
                 Ok(Resolved::Succeeded)
             }
-            Resolution::Nack {
+            Report::Nack {
                 error,
                 retry_after,
                 dead,
@@ -138,7 +138,7 @@ impl BrokerLink {
                     _ => Resolved::Failed,
                 })
             }
-            Resolution::Release => {
+            Report::Release => {
                 let req = pb::ReleaseRequest {
                     job_id,
                     lease_id,
@@ -189,13 +189,13 @@ impl Link for BrokerLink {
         &'a self,
         job_id: &'a str,
         lease_id: &'a str,
-        resolution: &'a Resolution,
+        report: &'a Report,
         give_up_at: Instant,
     ) -> BoxFuture<'a, Result<Resolved, BrokerError>> {
         Box::pin(async move {
             let mut attempt = 0;
             loop {
-                match self.resolve_once(job_id, lease_id, resolution).await {
+                match self.resolve_once(job_id, lease_id, report).await {
                     Err(err)
                         if err.kind() == BrokerErrorKind::Unavailable
                             && Instant::now() < give_up_at =>

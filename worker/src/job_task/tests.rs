@@ -61,8 +61,8 @@ impl Drop for DropFlag {
     }
 }
 
-fn nack(error: &str, dead: bool) -> Resolution {
-    Resolution::Nack {
+fn nack(error: &str, dead: bool) -> Report {
+    Report::Nack {
         error: error.to_owned(),
         retry_after: None,
         dead,
@@ -198,7 +198,7 @@ async fn transient_heartbeat_failure_is_retried_and_the_job_still_acks() {
     );
     assert_eq!(
         link.resolutions(),
-        [(start + LEASE + BEAT / 2, "j1".to_owned(), Resolution::Ack)]
+        [(start + LEASE + BEAT / 2, "j1".to_owned(), Report::Ack)]
     );
     assert_eq!(
         shared.counters.summary(),
@@ -249,5 +249,5 @@ async fn job_without_a_handler_is_released() {
         .into_iter()
         .map(|(_, id, r)| (id, r))
         .collect();
-    assert_eq!(resolutions, [("j1".to_owned(), Resolution::Release)]);
+    assert_eq!(resolutions, [("j1".to_owned(), Report::Release)]);
 }

@@ -25,8 +25,8 @@ fn builder() -> WorkerBuilder {
         .lease_duration(Duration::from_secs(30))
 }
 
-/// The Resolve calls, each as (seconds since `start`, job id, resolution).
-fn resolutions(link: &FakeLink, start: Instant) -> Vec<(Duration, String, Resolution)> {
+/// The Resolve calls, each as (seconds since `start`, job id, report).
+fn resolutions(link: &FakeLink, start: Instant) -> Vec<(Duration, String, Report)> {
     link.resolutions()
         .into_iter()
         .map(|(at, id, r)| (at - start, id, r))
@@ -82,8 +82,8 @@ async fn drain_stops_leasing_acks_jobs_that_finish_and_releases_those_past_the_d
     assert_eq!(
         resolutions(&link, start),
         [
-            (Duration::from_secs(5), "a".to_owned(), Resolution::Ack),
-            (Duration::from_secs(11), "b".to_owned(), Resolution::Release),
+            (Duration::from_secs(5), "a".to_owned(), Report::Ack),
+            (Duration::from_secs(11), "b".to_owned(), Report::Release),
         ]
     );
     assert_eq!(
@@ -126,11 +126,7 @@ async fn jobs_waiting_in_the_stream_at_shutdown_are_released_unstarted() {
     assert_eq!(started.load(Ordering::SeqCst), 0, "the job was started");
     assert_eq!(
         resolutions(&link, start),
-        [(
-            Duration::from_millis(1),
-            "late".to_owned(),
-            Resolution::Release
-        )]
+        [(Duration::from_millis(1), "late".to_owned(), Report::Release)]
     );
 }
 
@@ -210,7 +206,7 @@ async fn lease_stream_reopens_after_loss_with_running_jobs_as_held_leases() {
     // The job outlived its stream and was still acked.
     assert_eq!(
         resolutions(&link, start),
-        [(Duration::from_secs(5), "j1".to_owned(), Resolution::Ack)]
+        [(Duration::from_secs(5), "j1".to_owned(), Report::Ack)]
     );
     assert_eq!(summary.processed, 1);
 }
