@@ -1,27 +1,74 @@
-//! The worker's connection to the broker: the Lease stream and the calls
-//! that resolve or extend leases, with retries across connection loss.
+//! The worker's boundary with the broker: the [`Link`] that the runner and
+//! the job tasks call, the worker's own types that cross it, and the one
+//! error every call returns, [`BrokerError`].
+//!
+//! No protobuf or tonic type crosses this boundary. [`BrokerLink`] (in
+//! `grpc`) is the only implementation that talks to a broker: it converts
+//! to and from the wire, retries resolutions across connection loss, and
+//! classifies every gRPC status into a [`BrokerErrorKind`] in one place, so
+//! the code above it decides on kinds (lease lost, refused, unavailable),
+//! never on status codes. Unit tests of the runner and the job task put a
+//! scripted link (`fake`) in its place.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+mod error;
+#[cfg(test)]
+pub(crate) mod fake;
+mod grpc;
 
-use sluice_proto::v1 as pb;
-use sluice_proto::v1::broker_client::BrokerClient;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Status, Streaming};
-use tracing::debug;
 
-use crate::backoff;
-use crate::error::WorkerError;
+pub use error::{BrokerError, BrokerErrorKind};
+pub use grpc::BrokerLink;
 
-/// Longest a single unary call may take, enforced here (the grpc-timeout
-/// header alone is enforced only by the server).
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::handler::Job;
 
-/// How a finished attempt is reported.
+/// A boxed future, so that [`Link`] can be used as `dyn Link`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a worker asks for when it opens a Lease stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSpec {
+    /// Names the worker in the broker.
+    pub worker_id: String,
+    /// Queues to take jobs from; empty means the default queue.
+    pub queues: Vec<String>,
+    /// Job types to take; empty means any.
+    pub job_types: Vec<String>,
+    /// Most jobs the stream holds unresolved at once, held leases included.
+    pub max_in_flight: usize,
+    /// Lease asked for each job.
+    pub lease_duration: Duration,
+    /// `(job_id, lease_id)` of jobs still running under leases from an
+    /// earlier stream.
+    pub held_leases: Vec<(String, String)>,
+}
+
+/// A job handed to this worker, with the lease that names it.
+#[derive(Debug, Clone)]
+pub struct LeasedJob {
+    /// The job.
+    pub job: Job,
+    /// Names this lease when it is extended or resolved.
+    pub lease_id: String,
+}
+
+/// The broker's answer to an extension of a lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extended {
+    /// When the lease now expires, by the broker's clock.
+    pub lease_expires_at: Option<SystemTime>,
+    /// An operator cancelled the job: stop it and resolve it.
+    pub cancel_requested: bool,
+}
+
+/// What the worker reports for a finished attempt: ack, nack or release.
+/// (Named apart from the broker's own `Resolution`, a different thing.)
 #[derive(Debug, Clone, PartialEq)]
-pub enum Resolution {
+pub enum Report {
     /// It succeeded.
     Ack,
     /// It failed.
@@ -50,278 +97,47 @@ pub enum Resolved {
     Released,
 }
 
-/// Largest message accepted from the broker.
-const MAX_MESSAGE: usize = 256 << 20;
-
-/// AckBatch calls in flight at once: while some wait for the broker, the
-/// next acks go out instead of waiting a round trip.
-const ACK_CALLS_IN_FLIGHT: usize = 4;
-
-/// Most acks in one AckBatch call.
-const MAX_ACK_BATCH: usize = 1024;
-
-/// An ack waiting for the batcher, with where to send its result.
-struct PendingAck {
-    ack: pb::AckRequest,
-    reply: oneshot::Sender<Result<(), Status>>,
-}
-
-/// A cheap, cloneable handle on the broker's `sluice.v1.Broker` service.
-/// The connection is made lazily and re-made after it breaks.
-#[derive(Clone)]
-pub struct BrokerLink {
-    client: BrokerClient<Channel>,
-    /// Acks go to one batcher task, started on first use: while its
-    /// AckBatch calls are in flight the next acks gather, so a busy worker
-    /// sends many per call and an idle one waits for none.
-    acks: Arc<OnceLock<mpsc::Sender<PendingAck>>>,
-}
-
-impl BrokerLink {
-    /// A link to `url` (e.g. `http://127.0.0.1:50051`); connects on first use.
-    ///
-    /// # Errors
-    /// [`WorkerError::BrokerUrl`] when `url` is not a valid URI.
-    pub fn new(url: &str) -> Result<Self, WorkerError> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| WorkerError::BrokerUrl {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        Ok(Self {
-            // A leased job is as large as the broker's --max-payload allows.
-            client: BrokerClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(MAX_MESSAGE),
-            acks: Arc::new(OnceLock::new()),
-        })
-    }
-
-    /// Opens a Lease stream whose messages carry every job ready at once.
-    ///
-    /// # Errors
-    /// The broker's status, or UNAVAILABLE when it cannot be reached.
-    pub async fn lease_batches(
-        &self,
-        req: pb::LeaseRequest,
-    ) -> Result<Streaming<pb::LeasedJobBatch>, Status> {
-        Ok(bounded(self.client.clone().lease_batches(req))
-            .await?
-            .into_inner())
-    }
-
-    /// Acks through the batcher.
-    async fn ack(&self, ack: pb::AckRequest) -> Result<(), Status> {
-        let sender = self.acks.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(4 * MAX_ACK_BATCH);
-            tokio::spawn(batch_acks(self.client.clone(), rx));
-            tx
-        });
-        let (reply, answer) = oneshot::channel();
-        // Queued behind other batches: bounded like a call of its own, so a
-        // broker that stopped answering does not hold the job's retries up.
-        let queued = async {
-            sender
-                .send(PendingAck { ack, reply })
-                .await
-                .map_err(|_| Status::unavailable("the ack batcher stopped"))?;
-            answer
-                .await
-                .map_err(|_| Status::unavailable("the ack batcher stopped"))?
-        };
-        tokio::time::timeout(2 * CALL_TIMEOUT, queued)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Status::deadline_exceeded(
-                    "the ack was not answered in time",
-                ))
-            })
-    }
-
+/// The calls a worker makes to its broker.
+pub trait Link: Send + Sync + 'static {
     /// Opens a Lease stream.
     ///
     /// # Errors
-    /// The broker's status, or UNAVAILABLE when it cannot be reached.
-    pub async fn lease(&self, req: pb::LeaseRequest) -> Result<Streaming<pb::LeasedJob>, Status> {
-        Ok(bounded(self.client.clone().lease(req)).await?.into_inner())
-    }
+    /// [`BrokerErrorKind::Unavailable`] when the broker cannot be reached;
+    /// any other kind when it refuses the stream.
+    fn lease(&self, spec: LeaseSpec) -> BoxFuture<'_, Result<Box<dyn LeaseStream>, BrokerError>>;
 
     /// Extends a lease to `by` from now.
     ///
     /// # Errors
-    /// The broker's status: FAILED_PRECONDITION or NOT_FOUND when the lease was lost.
-    pub async fn extend(
-        &self,
-        job_id: &str,
-        lease_id: &str,
+    /// [`BrokerErrorKind::LeaseLost`] when the lease is no longer current.
+    fn extend<'a>(
+        &'a self,
+        job_id: &'a str,
+        lease_id: &'a str,
         by: Duration,
-    ) -> Result<pb::ExtendResponse, Status> {
-        let req = pb::ExtendRequest {
-            job_id: job_id.to_owned(),
-            lease_id: lease_id.to_owned(),
-            extend_by: Some(sluice_proto::duration_to_pb(by)),
-        };
-        Ok(bounded(self.client.clone().extend(timed(req)))
-            .await?
-            .into_inner())
-    }
+    ) -> BoxFuture<'a, Result<Extended, BrokerError>>;
 
     /// Reports an attempt's end, retrying through connection loss until
     /// `give_up_at` (when the lease would have expired anyway).
     ///
     /// # Errors
-    /// The broker's refusal (e.g. FAILED_PRECONDITION for a lost lease), or
-    /// the last transient error once `give_up_at` passed.
-    pub async fn resolve(
-        &self,
-        job_id: &str,
-        lease_id: &str,
-        resolution: &Resolution,
+    /// The broker's refusal (e.g. [`BrokerErrorKind::LeaseLost`]), or the
+    /// last [`BrokerErrorKind::Unavailable`] once `give_up_at` passed.
+    fn resolve<'a>(
+        &'a self,
+        job_id: &'a str,
+        lease_id: &'a str,
+        report: &'a Report,
         give_up_at: Instant,
-    ) -> Result<Resolved, Status> {
-        let mut attempt = 0;
-        loop {
-            match self.resolve_once(job_id, lease_id, resolution).await {
-                Err(status) if is_transient(&status) && Instant::now() < give_up_at => {
-                    let delay = backoff::delay(attempt);
-                    debug!(job_id, attempt, error = %status, "resolution not delivered, retrying");
-                    tokio::time::sleep(
-                        delay.min(give_up_at.saturating_duration_since(Instant::now())),
-                    )
-                    .await;
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
-    }
-
-    async fn resolve_once(
-        &self,
-        job_id: &str,
-        lease_id: &str,
-        resolution: &Resolution,
-    ) -> Result<Resolved, Status> {
-        let mut client = self.client.clone();
-        let (job_id, lease_id) = (job_id.to_owned(), lease_id.to_owned());
-        match resolution {
-            Resolution::Ack => {
-                self.ack(pb::AckRequest { job_id, lease_id }).await?;
-                Ok(Resolved::Succeeded)
-            }
-            Resolution::Nack {
-                error,
-                retry_after,
-                dead,
-            } => {
-                let req = pb::NackRequest {
-                    job_id,
-                    lease_id,
-                    error: error.clone(),
-                    retry_after: retry_after.map(sluice_proto::duration_to_pb),
-                    dead: *dead,
-                };
-                let state = bounded(client.nack(timed(req))).await?.into_inner().state();
-                Ok(match state {
-                    pb::JobState::Scheduled | pb::JobState::Ready => Resolved::Retried,
-                    _ => Resolved::Failed,
-                })
-            }
-            Resolution::Release => {
-                let req = pb::ReleaseRequest {
-                    job_id,
-                    lease_id,
-                    delay: None,
-                };
-                bounded(client.release(timed(req))).await?;
-                Ok(Resolved::Released)
-            }
-        }
-    }
+    ) -> BoxFuture<'a, Result<Resolved, BrokerError>>;
 }
 
-/// Sends the acks that arrive as AckBatch calls, each with every ack that
-/// gathered since the last call went out, at most [`ACK_CALLS_IN_FLIGHT`]
-/// calls at a time, and answers each ack with its own result.
-async fn batch_acks(client: BrokerClient<Channel>, mut pending: mpsc::Receiver<PendingAck>) {
-    let calls = Arc::new(Semaphore::new(ACK_CALLS_IN_FLIGHT));
-    let mut batch = Vec::with_capacity(MAX_ACK_BATCH);
-    loop {
-        // A free call first, so that acks keep gathering while all are busy.
-        let Ok(call) = calls.clone().acquire_owned().await else {
-            return;
-        };
-        if pending.recv_many(&mut batch, MAX_ACK_BATCH).await == 0 {
-            return;
-        }
-        let (acks, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.ack, p.reply)).unzip();
-        let mut client = client.clone();
-        tokio::spawn(async move {
-            let _call = call;
-            let answer = bounded(client.ack_batch(timed(pb::AckBatchRequest { acks }))).await;
-            answer_acks(replies, answer);
-        });
-    }
-}
-
-/// Answers each ack of a batch with its item of the AckBatch response.
-fn answer_acks(
-    replies: Vec<oneshot::Sender<Result<(), Status>>>,
-    answer: Result<tonic::Response<pb::AckBatchResponse>, Status>,
-) {
-    match answer {
-        Ok(response) => {
-            let results = response.into_inner().results;
-            for (i, reply) in replies.into_iter().enumerate() {
-                let result = match results.get(i) {
-                    Some(r) if r.code == 0 => Ok(()),
-                    Some(r) => Err(Status::new(Code::from(r.code), r.message.clone())),
-                    None => Err(Status::internal(
-                        "AckBatch answered fewer results than acks",
-                    )),
-                };
-                let _ = reply.send(result);
-            }
-        }
-        Err(status) => {
-            for reply in replies {
-                let _ = reply.send(Err(status.clone()));
-            }
-        }
-    }
-}
-
-/// Errors that a retry over a new connection may cure.
-pub fn is_transient(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable
-            | Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Aborted
-    )
-}
-
-/// `call`, failing with DEADLINE_EXCEEDED after [`CALL_TIMEOUT`].
-async fn bounded<T>(
-    call: impl std::future::Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Status::deadline_exceeded(
-                "no answer from the broker in time",
-            ))
-        })
-}
-
-fn timed<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(CALL_TIMEOUT);
-    request
+/// An open Lease stream; dropping it closes it.
+pub trait LeaseStream: Send {
+    /// The next batch of jobs, `None` once the broker ended the stream.
+    /// Cancel-safe: a batch is never lost by dropping the future.
+    ///
+    /// # Errors
+    /// The stream broke.
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<LeasedJob>>, BrokerError>>;
 }

@@ -1,6 +1,10 @@
-//! Errors of the worker library.
+//! Errors of the worker library: [`WorkerError`], why a worker or an exec
+//! handler could not be built, or a worker could not run. Failed calls to the broker are the client's
+//! [`BrokerError`]; this error carries one only when it ends the run.
 
-/// Why a worker could not be built or could not run.
+use crate::client::BrokerError;
+
+/// Why a worker or an exec handler could not be built, or a worker could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     /// The broker address is not a URI.
@@ -14,9 +18,28 @@ pub enum WorkerError {
     /// No handler was registered, so there is nothing to lease.
     #[error("no handlers registered: a worker needs at least one job type to run")]
     NoHandlers,
-    /// The broker refused the Lease request with a status no retry can cure.
+    /// The broker refused the Lease request for a reason no retry can cure
+    /// (its kind is not [`crate::client::BrokerErrorKind::Unavailable`]).
     #[error("the broker refused the lease stream: {}", .0.message())]
-    Refused(tonic::Status),
+    Refused(BrokerError),
+    /// An exec handler was built before
+    /// [`crate::supervisor::run_if_requested`] ran: every job would start
+    /// the embedding program again instead of a supervisor.
+    #[error(
+        "exec handlers need `sluice_worker::supervisor::run_if_requested()` called first in \
+         main: the program serves as each job's supervisor, and without that call every job \
+         would start the program itself again"
+    )]
+    SupervisorNotInstalled,
+    /// Exec handlers were asked for on a system other than Linux.
+    #[error(
+        "exec handlers need Linux: their supervisor relies on PR_SET_PDEATHSIG and /proc to \
+         kill a job's processes when the worker dies"
+    )]
+    ExecNeedsLinux,
+    /// The current executable, which supervises exec handlers, cannot be found.
+    #[error("cannot locate this executable, which supervises exec handlers: {0}")]
+    CurrentExe(#[source] std::io::Error),
     /// A setting is out of range.
     #[error("{setting}: {reason}")]
     InvalidSetting {

@@ -8,8 +8,13 @@
 //! acks; exit 65 (`EX_DATAERR`) fails the job for good; any other exit or a
 //! signal fails the attempt; the last 4 KiB of standard error become the
 //! error. When the attempt is stopped (timeout, cancel, shutdown) the group
-//! gets SIGTERM, then SIGKILL after a grace; when the command exits, the
+//! gets SIGTERM, then SIGKILL after [`KILL_GRACE`] (which fits within the
+//! job task's stop grace, see [`crate::timing`]); when the command exits, the
 //! supervisor kills what is left of its group.
+//!
+//! The supervisor is the embedding program itself, so an [`ExecHandler`]
+//! can be built only on Linux and only after
+//! [`crate::supervisor::run_if_requested`] ran.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -20,15 +25,15 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::Command;
 
+use crate::error::WorkerError;
 use crate::handler::{Handler, HandlerFuture, Job, JobContext, JobError, JobResult};
-use crate::supervisor::{PARENT_PID_ENV, SUPERVISE_ARG, exit_code};
+use crate::supervisor::{self, PARENT_PID_ENV, SUPERVISE_ARG, exit_code};
 
 /// The exit status that means "the input is bad, retrying cannot help".
 pub const EX_DATAERR: i32 = 65;
 /// How much of standard error becomes the job's error.
 pub const STDERR_TAIL: usize = 4096;
-/// Between SIGTERM and SIGKILL.
-pub const KILL_GRACE: Duration = Duration::from_secs(2);
+pub use crate::timing::KILL_GRACE;
 
 /// Runs `sh -c COMMAND` for each job.
 #[derive(Debug, Clone)]
@@ -39,14 +44,31 @@ pub struct ExecHandler {
 
 impl ExecHandler {
     /// A handler running `command`; the current executable serves as the
-    /// supervisor, so its `main` must call [`crate::supervisor::run_if_requested`].
+    /// supervisor, so its `main` must call [`crate::supervisor::run_if_requested`]
+    /// first.
     ///
     /// # Errors
-    /// When the current executable's path cannot be found.
-    pub fn new(command: impl Into<String>) -> std::io::Result<Self> {
+    /// [`WorkerError::ExecNeedsLinux`] off Linux,
+    /// [`WorkerError::SupervisorNotInstalled`] when
+    /// [`crate::supervisor::run_if_requested`] has not run, and
+    /// [`WorkerError::CurrentExe`] when the current executable's path cannot
+    /// be found.
+    pub fn new(command: impl Into<String>) -> Result<Self, WorkerError> {
+        Self::with_supervisor(command.into(), supervisor::was_called())
+    }
+
+    /// [`ExecHandler::new`], told whether the supervisor is installed (a
+    /// test cannot rely on a process-wide flag).
+    fn with_supervisor(command: String, installed: bool) -> Result<Self, WorkerError> {
+        if !cfg!(target_os = "linux") {
+            return Err(WorkerError::ExecNeedsLinux);
+        }
+        if !installed {
+            return Err(WorkerError::SupervisorNotInstalled);
+        }
         Ok(Self {
-            command: command.into(),
-            supervisor: std::env::current_exe()?,
+            command,
+            supervisor: std::env::current_exe().map_err(WorkerError::CurrentExe)?,
         })
     }
 }
@@ -197,6 +219,33 @@ pub fn header_env_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn exec_handler_is_refused_until_the_supervisor_is_installed() {
+        let refused = ExecHandler::with_supervisor("true".into(), false);
+        assert!(
+            matches!(refused, Err(WorkerError::SupervisorNotInstalled)),
+            "{refused:?}"
+        );
+        let message = WorkerError::SupervisorNotInstalled.to_string();
+        assert!(
+            message.contains("sluice_worker::supervisor::run_if_requested()"),
+            "{message}"
+        );
+        let built = ExecHandler::with_supervisor("true".into(), true);
+        assert!(built.is_ok(), "{built:?}");
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    #[test]
+    fn exec_handler_is_refused_off_linux() {
+        let refused = ExecHandler::with_supervisor("true".into(), true);
+        assert!(
+            matches!(refused, Err(WorkerError::ExecNeedsLinux)),
+            "{refused:?}"
+        );
+    }
 
     #[test]
     fn header_names_become_env_names() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::client::BrokerLink;
+use crate::client::{BrokerError, Link};
 
 /// A job as a handler sees it.
 #[derive(Debug, Clone)]
@@ -118,7 +118,7 @@ pub type Registry = HashMap<String, Arc<dyn Handler>>;
 #[derive(Clone)]
 pub struct JobContext {
     cancel: CancellationToken,
-    link: BrokerLink,
+    link: Arc<dyn Link>,
     job_id: String,
     lease_id: String,
 }
@@ -126,7 +126,7 @@ pub struct JobContext {
 impl JobContext {
     pub(crate) fn new(
         cancel: CancellationToken,
-        link: BrokerLink,
+        link: Arc<dyn Link>,
         job_id: String,
         lease_id: String,
     ) -> Self {
@@ -157,8 +157,9 @@ impl JobContext {
     /// heartbeats (which already keep a running job leased).
     ///
     /// # Errors
-    /// The broker's status, e.g. FAILED_PRECONDITION when the lease was lost.
-    pub async fn extend_lease(&self, by: Duration) -> Result<(), tonic::Status> {
+    /// [`BrokerError`]: of kind [`crate::client::BrokerErrorKind::LeaseLost`]
+    /// when the lease was lost.
+    pub async fn extend_lease(&self, by: Duration) -> Result<(), BrokerError> {
         self.link
             .extend(&self.job_id, &self.lease_id, by)
             .await

@@ -9,25 +9,20 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_proto::v1 as pb;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::Code;
 use tracing::{Instrument as _, error, info, info_span, warn};
 
-use crate::client::{BrokerLink, Resolution, Resolved};
+use crate::client::{BrokerError, BrokerErrorKind, Extended, LeasedJob, Link, Report, Resolved};
 use crate::handler::{Handler, Job, JobContext, JobError, Registry};
 use crate::summary::Counters;
-
-/// How long a stopped handler gets to return on its own (an exec handler
-/// signals its process group and waits for it) before its future is dropped.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+use crate::timing::{ABORT_GRACE, HEARTBEATS_PER_LEASE, RELEASE_RETRY_FOR, STOP_GRACE};
 
 /// What every job task shares with the runner.
 #[derive(Clone)]
 pub(crate) struct Shared {
-    pub link: BrokerLink,
+    pub link: Arc<dyn Link>,
     pub handlers: Arc<Registry>,
     pub worker_id: Arc<str>,
     pub lease_duration: Duration,
@@ -46,24 +41,17 @@ pub(crate) struct Shared {
 
 /// How an attempt ended, before it is reported.
 enum Outcome {
-    Report(Resolution),
+    Report(Report),
     /// The lease is gone (expired, or the broker restarted): nothing to
     /// report, the job is someone else's now.
     LeaseLost(String),
 }
 
-type Extending =
-    Pin<Box<dyn Future<Output = (Instant, Result<pb::ExtendResponse, tonic::Status>)> + Send>>;
+type Extending = Pin<Box<dyn Future<Output = (Instant, Result<Extended, BrokerError>)> + Send>>;
 
 /// Runs one leased job to its end.
-pub(crate) async fn run(leased: pb::LeasedJob, shared: Shared) {
-    let Some(job) = leased.job.map(job_from_pb) else {
-        warn!(
-            lease_id = leased.lease_id,
-            "leased job without a job; ignored"
-        );
-        return;
-    };
+pub(crate) async fn run(leased: LeasedJob, shared: Shared) {
+    let job = leased.job;
     let span = info_span!(
         "job",
         job_id = job.id,
@@ -87,7 +75,7 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
     let outcome = match handler {
         None => {
             warn!("no handler for this job type; giving it back");
-            Outcome::Report(Resolution::Release)
+            Outcome::Report(Report::Release)
         }
         Some(handler) => {
             // A slot is normally free at once: the broker sends no more jobs
@@ -100,7 +88,7 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
                 () = shared.stop_leasing.cancelled() => None,
             };
             match permit {
-                None => Outcome::Report(Resolution::Release),
+                None => Outcome::Report(Report::Release),
                 Some(_permit) => {
                     attempt(job, handler, &lease_id, &shared, &mut lease_expires).await
                 }
@@ -108,7 +96,7 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
         }
     };
 
-    let resolution = match outcome {
+    let report = match outcome {
         Outcome::LeaseLost(why) => {
             lock(&shared.running).remove(&job_id);
             warn!(
@@ -117,38 +105,38 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
             );
             return;
         }
-        Outcome::Report(resolution) => resolution,
+        Outcome::Report(report) => report,
     };
     // Past the lease's expiry the broker has moved on; a release on shutdown
     // must not hold up the exit either.
-    let give_up_at = if resolution == Resolution::Release {
-        lease_expires.min(Instant::now() + Duration::from_secs(2))
+    let give_up_at = if report == Report::Release {
+        lease_expires.min(Instant::now() + RELEASE_RETRY_FOR)
     } else {
         lease_expires
     };
     let result = shared
         .link
-        .resolve(&job_id, &lease_id, &resolution, give_up_at)
+        .resolve(&job_id, &lease_id, &report, give_up_at)
         .await;
     lock(&shared.running).remove(&job_id);
     let elapsed_ms = u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
         Ok(resolved) => {
             shared.counters.record(resolved);
-            match (&resolution, resolved) {
-                (Resolution::Nack { error, .. }, Resolved::Failed) => {
+            match (&report, resolved) {
+                (Report::Nack { error, .. }, Resolved::Failed) => {
                     warn!(outcome = "failed", error, elapsed_ms, "job failed for good");
                 }
-                (Resolution::Nack { error, .. }, _) => warn!(
+                (Report::Nack { error, .. }, _) => warn!(
                     outcome = "retry",
                     error, elapsed_ms, "job failed, will retry"
                 ),
-                (Resolution::Release, _) => info!(outcome = "released", elapsed_ms, "job released"),
-                (Resolution::Ack, _) => info!(outcome = "succeeded", elapsed_ms, "job succeeded"),
+                (Report::Release, _) => info!(outcome = "released", elapsed_ms, "job released"),
+                (Report::Ack, _) => info!(outcome = "succeeded", elapsed_ms, "job succeeded"),
             }
         }
-        Err(status) => {
-            warn!(error = %status, elapsed_ms, "could not report the job's outcome; its lease will expire")
+        Err(err) => {
+            warn!(error = %err, elapsed_ms, "could not report the job's outcome; its lease will expire")
         }
     }
 }
@@ -179,7 +167,7 @@ async fn attempt(
     // part is caught too.
     let mut task = tokio::spawn(async move { handler.call(job, ctx).await });
 
-    let beat = shared.lease_duration / 3;
+    let beat = shared.lease_duration / HEARTBEATS_PER_LEASE;
     let next_beat = tokio::time::sleep_until(started + beat);
     tokio::pin!(next_beat);
     let mut extending: Option<Extending> = None;
@@ -187,7 +175,7 @@ async fn attempt(
         tokio::select! {
             biased;
             joined = &mut task => return Outcome::Report(finished(joined)),
-            () = shared.force_stop.cancelled() => break Outcome::Report(Resolution::Release),
+            () = shared.force_stop.cancelled() => break Outcome::Report(Report::Release),
             () = tokio::time::sleep_until(deadline) => {
                 break Outcome::Report(nack(format!("timed out after {}", humantime::format_duration(timeout)), false));
             }
@@ -199,10 +187,10 @@ async fn attempt(
                 match reply {
                     Ok(reply) if reply.cancel_requested => break Outcome::Report(nack("cancelled".into(), true)),
                     Ok(_) => *lease_expires = sent_at + shared.lease_duration,
-                    Err(status) if matches!(status.code(), Code::FailedPrecondition | Code::NotFound) => {
-                        break Outcome::LeaseLost(status.message().to_owned());
+                    Err(err) if err.kind() == BrokerErrorKind::LeaseLost => {
+                        break Outcome::LeaseLost(err.message().to_owned());
                     }
-                    Err(status) => warn!(error = %status, "heartbeat failed; the job keeps running"),
+                    Err(err) => warn!(error = %err, "heartbeat failed; the job keeps running"),
                 }
             }
             () = &mut next_beat, if extending.is_none() => {
@@ -216,14 +204,12 @@ async fn attempt(
         }
     };
     // Stop the handler: its token first; a handler that does not return
-    // within the grace has its future dropped.
+    // within the grace (an exec handler does: it kills its process group
+    // within it) has its future dropped.
     cancel.cancel();
     if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
         task.abort();
-        if tokio::time::timeout(Duration::from_secs(1), &mut task)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(ABORT_GRACE, &mut task).await.is_err() {
             error!(
                 "the handler ignores cancellation and blocks its thread; reporting the job anyway"
             );
@@ -232,11 +218,11 @@ async fn attempt(
     stop
 }
 
-/// The resolution for a handler task that ended.
-fn finished(joined: Result<Result<(), JobError>, tokio::task::JoinError>) -> Resolution {
+/// The report for a handler task that ended.
+fn finished(joined: Result<Result<(), JobError>, tokio::task::JoinError>) -> Report {
     match joined {
-        Ok(Ok(())) => Resolution::Ack,
-        Ok(Err(err)) => Resolution::Nack {
+        Ok(Ok(())) => Report::Ack,
+        Ok(Err(err)) => Report::Nack {
             error: err.message,
             retry_after: err.retry_after,
             dead: err.permanent,
@@ -249,8 +235,8 @@ fn finished(joined: Result<Result<(), JobError>, tokio::task::JoinError>) -> Res
     }
 }
 
-fn nack(error: String, dead: bool) -> Resolution {
-    Resolution::Nack {
+fn nack(error: String, dead: bool) -> Report {
+    Report::Nack {
         error,
         retry_after: None,
         dead,
@@ -266,22 +252,9 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-fn job_from_pb(job: pb::Job) -> Job {
-    Job {
-        timeout: job
-            .timeout
-            .and_then(|d| Duration::try_from(d).ok())
-            .unwrap_or(Duration::from_secs(60)),
-        id: job.id,
-        queue: job.queue,
-        job_type: job.job_type,
-        payload: job.payload,
-        headers: job.headers,
-        attempt: job.attempt,
-        max_attempts: job.max_attempts,
-    }
-}
-
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+mod tests;

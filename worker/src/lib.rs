@@ -24,8 +24,13 @@
 //! - [`handler`]: the [`Handler`] trait, [`Job`], [`JobContext`], [`JobError`].
 //! - [`runner`]: the [`Worker`]: lease stream, concurrency, drain.
 //! - `job_task`: one attempt: timeout, heartbeats, panic capture, reporting.
-//! - [`client`]: calls to the broker, with retries across connection loss.
+//! - [`client`]: the boundary with the broker: the [`client::Link`] trait
+//!   that the runner and job tasks call, the worker's own types that cross
+//!   it, the one [`BrokerError`], and [`client::BrokerLink`], its gRPC
+//!   implementation and the only code that sees protobuf or tonic types.
 //! - [`defaults`]: the default of every setting.
+//! - [`timing`]: the graces and retry bounds that depend on each other
+//!   (stop, kill, release, exit), with their relations checked at compile time.
 //! - [`exec`] and [`supervisor`]: running a program per job, as the
 //!   `sluice-worker` binary does.
 
@@ -39,7 +44,9 @@ mod job_task;
 pub mod runner;
 mod summary;
 pub mod supervisor;
+pub mod timing;
 
+pub use client::{BrokerError, BrokerErrorKind};
 pub use error::WorkerError;
 pub use handler::{Handler, Job, JobContext, JobError, JobResult};
 pub use runner::{Worker, WorkerBuilder};

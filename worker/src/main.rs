@@ -4,14 +4,13 @@
 //! [`sluice_worker::Worker`].
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use humantime::Duration as Human;
 use sluice_process::LogFormat;
 use sluice_worker::exec::ExecHandler;
-use sluice_worker::{Worker, defaults, supervisor};
+use sluice_worker::{Worker, defaults, supervisor, timing};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -61,7 +60,8 @@ fn parse_exec(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
-    // A handler's supervisor is this same executable: it never returns from here.
+    // A handler's supervisor is this same executable: it never returns from
+    // here. Exec handlers cannot be built before this call.
     supervisor::run_if_requested();
     let args = Args::parse();
     sluice_process::init_tracing(args.log_format);
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(run(args));
     // Bounded: a blocking task (a DNS lookup) must not hold up the exit.
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    runtime.shutdown_timeout(timing::EXIT_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -100,10 +100,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     for (job_type, command) in args.exec {
         info!(job_type, command, "exec handler");
-        builder = builder.handler(
-            job_type,
-            ExecHandler::new(command).context("locating this executable")?,
-        );
+        let handler = ExecHandler::new(command)
+            .with_context(|| format!("the exec handler of {job_type:?}"))?;
+        builder = builder.handler(job_type, handler);
     }
     let worker = builder.build()?;
     let shutdown = CancellationToken::new();

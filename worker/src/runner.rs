@@ -1,30 +1,26 @@
 //! The worker's main loop: one Lease stream sized to the worker's
 //! concurrency, reconnected with backoff when it breaks, each job run in a
-//! tracked task; and the drain on shutdown.
+//! tracked task; and the drain on shutdown. It reaches the broker only
+//! through a [`Link`], so its tests run it against a scripted one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_limits as limits;
-use sluice_proto::v1 as pb;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::Streaming;
 use tracing::{error, info, warn};
 
 use crate::backoff;
-use crate::client::{BrokerLink, Resolution, is_transient};
+use crate::client::{BrokerErrorKind, BrokerLink, LeaseSpec, LeaseStream, Link, Report};
 use crate::defaults;
 use crate::error::WorkerError;
 use crate::handler::{Handler, Registry};
 use crate::job_task::{self, Shared, lock};
 use crate::summary::{Counters, Summary};
-use sluice_proto::duration_to_pb;
-
-/// How long jobs still running at the drain deadline get to stop and be released.
-const RELEASE_GRACE: Duration = Duration::from_secs(4);
+use crate::timing::{RELEASE_GRACE, RELEASE_RETRY_FOR};
 
 /// Builds a [`Worker`].
 pub struct WorkerBuilder {
@@ -100,6 +96,12 @@ impl WorkerBuilder {
     /// # Errors
     /// [`WorkerError`] for a bad URL, no handlers, or settings out of range.
     pub fn build(self) -> Result<Worker, WorkerError> {
+        self.check()?;
+        let link = BrokerLink::new(&self.broker_url)?;
+        Ok(self.into_worker(Arc::new(link)))
+    }
+
+    fn check(&self) -> Result<(), WorkerError> {
         let invalid = |setting, reason: String| WorkerError::InvalidSetting { setting, reason };
         if self.handlers.is_empty() {
             return Err(WorkerError::NoHandlers);
@@ -116,16 +118,21 @@ impl WorkerBuilder {
             limits::check_name(name)
                 .map_err(|reason| invalid("job type or worker id", format!("{name:?} {reason}")))?;
         }
+        Ok(())
+    }
+
+    /// The checked worker, calling the broker through `link`.
+    fn into_worker(self, link: Arc<dyn Link>) -> Worker {
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
-        Ok(Worker {
-            link: BrokerLink::new(&self.broker_url)?,
+        Worker {
+            link,
             worker_id: worker_id.into(),
             queues: self.queues,
             concurrency: self.concurrency,
             lease_duration: self.lease_duration,
             drain_timeout: self.drain_timeout,
             handlers: Arc::new(self.handlers),
-        })
+        }
     }
 }
 
@@ -140,7 +147,7 @@ fn default_worker_id() -> String {
 
 /// A configured worker; [`Worker::run`] runs it.
 pub struct Worker {
-    link: BrokerLink,
+    link: Arc<dyn Link>,
     worker_id: Arc<str>,
     queues: Vec<String>,
     concurrency: usize,
@@ -161,7 +168,8 @@ impl Worker {
     ///
     /// # Errors
     /// [`WorkerError::Refused`] when the broker refuses the Lease request
-    /// for good (e.g. INVALID_ARGUMENT); running jobs are drained first.
+    /// for good (any error but [`BrokerErrorKind::Unavailable`]); running
+    /// jobs are drained first.
     pub async fn run(self, shutdown: CancellationToken) -> Result<Summary, WorkerError> {
         let shared = Shared {
             link: self.link.clone(),
@@ -234,19 +242,19 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
-            let request = self.lease_request(shared, &job_types);
+            let spec = self.lease_spec(shared, &job_types);
             let opened = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
-                opened = shared.link.lease_batches(request) => opened,
+                opened = shared.link.lease(spec) => opened,
             };
             match opened {
-                Err(status) if !is_transient(&status) => {
-                    error!(error = %status, "the broker refuses the lease stream");
-                    return Err(WorkerError::Refused(status));
+                Err(err) if err.kind() == BrokerErrorKind::Unavailable => {
+                    warn!(attempt = failures + 1, error = %err, "could not open the lease stream")
                 }
-                Err(status) => {
-                    warn!(attempt = failures + 1, error = %status, "could not open the lease stream")
+                Err(err) => {
+                    error!(error = %err, "the broker refuses the lease stream");
+                    return Err(WorkerError::Refused(err));
                 }
                 Ok(mut stream) => {
                     info!("lease stream open");
@@ -258,11 +266,11 @@ impl Worker {
                                 self.close_stream(stream, shared, tasks);
                                 return Ok(());
                             }
-                            message = stream.message() => message,
+                            message = stream.next_batch() => message,
                         };
                         match message {
                             Ok(Some(batch)) => {
-                                for leased in batch.jobs {
+                                for leased in batch {
                                     tasks.spawn(job_task::run(leased, shared.clone()));
                                 }
                             }
@@ -270,8 +278,8 @@ impl Worker {
                                 warn!("the broker ended the lease stream");
                                 break;
                             }
-                            Err(status) => {
-                                warn!(error = %status, "lease stream broke");
+                            Err(err) => {
+                                warn!(error = %err, "lease stream broke");
                                 break;
                             }
                         }
@@ -290,22 +298,19 @@ impl Worker {
         Ok(())
     }
 
-    fn lease_request(&self, shared: &Shared, job_types: &[String]) -> pb::LeaseRequest {
+    fn lease_spec(&self, shared: &Shared, job_types: &[String]) -> LeaseSpec {
         let held_leases = lock(&shared.running)
             .iter()
-            .map(|(job_id, lease_id)| pb::HeldLease {
-                job_id: job_id.clone(),
-                lease_id: lease_id.clone(),
-            })
+            .map(|(job_id, lease_id)| (job_id.clone(), lease_id.clone()))
             .collect();
-        pb::LeaseRequest {
+        LeaseSpec {
             worker_id: self.worker_id.to_string(),
             queues: self.queues.clone(),
             job_types: job_types.to_vec(),
             // Jobs still running from an earlier stream are held leases: the
             // broker counts them, so every job it sends can start at once.
-            max_in_flight: u32::try_from(self.concurrency).unwrap_or(u32::MAX),
-            lease_duration: Some(duration_to_pb(self.lease_duration)),
+            max_in_flight: self.concurrency,
+            lease_duration: self.lease_duration,
             held_leases,
         }
     }
@@ -314,24 +319,18 @@ impl Worker {
     /// are taken off it first and given back once it is closed (closing it
     /// first means the broker cannot hand them straight back to it); jobs
     /// the broker had not sent yet it takes back itself.
-    fn close_stream(
-        &self,
-        mut stream: Streaming<pb::LeasedJobBatch>,
-        shared: &Shared,
-        tasks: &TaskTracker,
-    ) {
+    fn close_stream(&self, mut stream: Box<dyn LeaseStream>, shared: &Shared, tasks: &TaskTracker) {
         let mut arrived = Vec::new();
-        while let Some(Ok(Some(batch))) = futures_now(stream.message()) {
-            arrived.extend(batch.jobs);
+        while let Some(Ok(Some(batch))) = futures_now(stream.next_batch()) {
+            arrived.extend(batch);
         }
         drop(stream);
         for leased in arrived {
-            let (link, lease_id) = (shared.link.clone(), leased.lease_id);
-            let job_id = leased.job.map(|j| j.id).unwrap_or_default();
-            let give_up_at = tokio::time::Instant::now() + Duration::from_secs(2);
+            let (link, lease_id, job_id) = (shared.link.clone(), leased.lease_id, leased.job.id);
+            let give_up_at = tokio::time::Instant::now() + RELEASE_RETRY_FOR;
             tasks.spawn(async move {
                 if link
-                    .resolve(&job_id, &lease_id, &Resolution::Release, give_up_at)
+                    .resolve(&job_id, &lease_id, &Report::Release, give_up_at)
                     .await
                     .is_ok()
                 {
@@ -354,3 +353,6 @@ fn futures_now<F: std::future::Future>(future: F) -> Option<F::Output> {
         std::task::Poll::Pending => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

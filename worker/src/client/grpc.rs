@@ -1,0 +1,413 @@
+//! [`BrokerLink`]: the [`Link`] over gRPC, and the only code of the worker
+//! that sees protobuf messages or tonic statuses. Every status becomes a
+//! [`BrokerError`] in [`classify`]; nothing above this file reads a code.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::broker_client::BrokerClient;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status, Streaming};
+use tracing::{debug, warn};
+
+use super::{
+    BoxFuture, BrokerError, BrokerErrorKind, Extended, LeaseSpec, LeaseStream, LeasedJob, Link,
+    Report, Resolved,
+};
+use crate::backoff;
+use crate::error::WorkerError;
+use crate::handler::Job;
+
+/// Longest a single unary call may take, enforced here (the grpc-timeout
+/// header alone is enforced only by the server).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Largest message accepted from the broker.
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// AckBatch calls in flight at once: while some wait for the broker, the
+/// next acks go out instead of waiting a round trip.
+const ACK_CALLS_IN_FLIGHT: usize = 4;
+
+/// Most acks in one AckBatch call.
+const MAX_ACK_BATCH: usize = 1024;
+
+/// A job's timeout when the broker sent none (it always does).
+const FALLBACK_JOB_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An ack waiting for the batcher, with where to send its result.
+struct PendingAck {
+    ack: pb::AckRequest,
+    reply: oneshot::Sender<Result<(), BrokerError>>,
+}
+
+/// A cheap, cloneable handle on the broker's `sluice.v1.Broker` service.
+/// The connection is made lazily and re-made after it breaks.
+#[derive(Clone)]
+pub struct BrokerLink {
+    client: BrokerClient<Channel>,
+    /// Acks go to one batcher task, started on first use: while its
+    /// AckBatch calls are in flight the next acks gather, so a busy worker
+    /// sends many per call and an idle one waits for none.
+    acks: Arc<OnceLock<mpsc::Sender<PendingAck>>>,
+}
+
+impl BrokerLink {
+    /// A link to `url` (e.g. `http://127.0.0.1:50051`); connects on first use.
+    ///
+    /// # Errors
+    /// [`WorkerError::BrokerUrl`] when `url` is not a valid URI.
+    pub fn new(url: &str) -> Result<Self, WorkerError> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .map_err(|e| WorkerError::BrokerUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(CALL_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        Ok(Self {
+            // A leased job is as large as the broker's --max-payload allows.
+            client: BrokerClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(MAX_MESSAGE),
+            acks: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// Acks through the batcher.
+    async fn ack(&self, ack: pb::AckRequest) -> Result<(), BrokerError> {
+        let sender = self.acks.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(4 * MAX_ACK_BATCH);
+            tokio::spawn(batch_acks(self.client.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let stopped = || classify(Code::Unavailable, "the ack batcher stopped");
+        // Queued behind other batches: bounded like a call of its own, so a
+        // broker that stopped answering does not hold the job's retries up.
+        let queued = async {
+            sender
+                .send(PendingAck { ack, reply })
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        };
+        tokio::time::timeout(2 * CALL_TIMEOUT, queued)
+            .await
+            .unwrap_or_else(|_| {
+                Err(classify(
+                    Code::DeadlineExceeded,
+                    "the ack was not answered in time",
+                ))
+            })
+    }
+
+    async fn resolve_once(
+        &self,
+        job_id: &str,
+        lease_id: &str,
+        report: &Report,
+    ) -> Result<Resolved, BrokerError> {
+        let mut client = self.client.clone();
+        let (job_id, lease_id) = (job_id.to_owned(), lease_id.to_owned());
+        match report {
+            Report::Ack => {
+                self.ack(pb::AckRequest { job_id, lease_id }).await?;
+                Ok(Resolved::Succeeded)
+            }
+            Report::Nack {
+                error,
+                retry_after,
+                dead,
+            } => {
+                let req = pb::NackRequest {
+                    job_id,
+                    lease_id,
+                    error: error.clone(),
+                    retry_after: retry_after.map(sluice_proto::duration_to_pb),
+                    dead: *dead,
+                };
+                let state = bounded(client.nack(timed(req))).await?.into_inner().state();
+                Ok(match state {
+                    pb::JobState::Scheduled | pb::JobState::Ready => Resolved::Retried,
+                    _ => Resolved::Failed,
+                })
+            }
+            Report::Release => {
+                let req = pb::ReleaseRequest {
+                    job_id,
+                    lease_id,
+                    delay: None,
+                };
+                bounded(client.release(timed(req))).await?;
+                Ok(Resolved::Released)
+            }
+        }
+    }
+}
+
+impl Link for BrokerLink {
+    fn lease(&self, spec: LeaseSpec) -> BoxFuture<'_, Result<Box<dyn LeaseStream>, BrokerError>> {
+        Box::pin(async move {
+            let stream = bounded(self.client.clone().lease_batches(lease_request(spec)))
+                .await?
+                .into_inner();
+            Ok(Box::new(Batches(stream)) as Box<dyn LeaseStream>)
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        job_id: &'a str,
+        lease_id: &'a str,
+        by: Duration,
+    ) -> BoxFuture<'a, Result<Extended, BrokerError>> {
+        Box::pin(async move {
+            let req = pb::ExtendRequest {
+                job_id: job_id.to_owned(),
+                lease_id: lease_id.to_owned(),
+                extend_by: Some(sluice_proto::duration_to_pb(by)),
+            };
+            let reply = bounded(self.client.clone().extend(timed(req)))
+                .await?
+                .into_inner();
+            Ok(Extended {
+                lease_expires_at: reply
+                    .lease_expires_at
+                    .and_then(|t| std::time::SystemTime::try_from(t).ok()),
+                cancel_requested: reply.cancel_requested,
+            })
+        })
+    }
+
+    fn resolve<'a>(
+        &'a self,
+        job_id: &'a str,
+        lease_id: &'a str,
+        report: &'a Report,
+        give_up_at: Instant,
+    ) -> BoxFuture<'a, Result<Resolved, BrokerError>> {
+        Box::pin(async move {
+            let mut attempt = 0;
+            loop {
+                match self.resolve_once(job_id, lease_id, report).await {
+                    Err(err)
+                        if err.kind() == BrokerErrorKind::Unavailable
+                            && Instant::now() < give_up_at =>
+                    {
+                        let delay = backoff::delay(attempt);
+                        debug!(job_id, attempt, error = %err, "resolution not delivered, retrying");
+                        tokio::time::sleep(
+                            delay.min(give_up_at.saturating_duration_since(Instant::now())),
+                        )
+                        .await;
+                        attempt += 1;
+                    }
+                    result => return result,
+                }
+            }
+        })
+    }
+}
+
+/// An open LeaseBatches stream.
+struct Batches(Streaming<pb::LeasedJobBatch>);
+
+impl LeaseStream for Batches {
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<LeasedJob>>, BrokerError>> {
+        // `Streaming::message` is cancel-safe, and so this is.
+        Box::pin(async move {
+            match self.0.message().await {
+                Ok(Some(batch)) => Ok(Some(
+                    batch.jobs.into_iter().filter_map(leased_from_pb).collect(),
+                )),
+                Ok(None) => Ok(None),
+                Err(status) => Err(from_status(&status)),
+            }
+        })
+    }
+}
+
+fn lease_request(spec: LeaseSpec) -> pb::LeaseRequest {
+    pb::LeaseRequest {
+        worker_id: spec.worker_id,
+        queues: spec.queues,
+        job_types: spec.job_types,
+        max_in_flight: u32::try_from(spec.max_in_flight).unwrap_or(u32::MAX),
+        lease_duration: Some(sluice_proto::duration_to_pb(spec.lease_duration)),
+        held_leases: spec
+            .held_leases
+            .into_iter()
+            .map(|(job_id, lease_id)| pb::HeldLease { job_id, lease_id })
+            .collect(),
+    }
+}
+
+/// The job of a leased job; `None` (logged) for a message without one.
+fn leased_from_pb(leased: pb::LeasedJob) -> Option<LeasedJob> {
+    let Some(job) = leased.job else {
+        warn!(
+            lease_id = leased.lease_id,
+            "leased job without a job; ignored"
+        );
+        return None;
+    };
+    Some(LeasedJob {
+        job: Job {
+            timeout: job
+                .timeout
+                .and_then(|d| Duration::try_from(d).ok())
+                .unwrap_or(FALLBACK_JOB_TIMEOUT),
+            id: job.id,
+            queue: job.queue,
+            job_type: job.job_type,
+            payload: job.payload,
+            headers: job.headers,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+        },
+        lease_id: leased.lease_id,
+    })
+}
+
+/// Sends the acks that arrive as AckBatch calls, each with every ack that
+/// gathered since the last call went out, at most [`ACK_CALLS_IN_FLIGHT`]
+/// calls at a time, and answers each ack with its own result.
+async fn batch_acks(client: BrokerClient<Channel>, mut pending: mpsc::Receiver<PendingAck>) {
+    let calls = Arc::new(Semaphore::new(ACK_CALLS_IN_FLIGHT));
+    let mut batch = Vec::with_capacity(MAX_ACK_BATCH);
+    loop {
+        // A free call first, so that acks keep gathering while all are busy.
+        let Ok(call) = calls.clone().acquire_owned().await else {
+            return;
+        };
+        if pending.recv_many(&mut batch, MAX_ACK_BATCH).await == 0 {
+            return;
+        }
+        let (acks, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.ack, p.reply)).unzip();
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let _call = call;
+            let answer = bounded(client.ack_batch(timed(pb::AckBatchRequest { acks }))).await;
+            answer_acks(replies, answer);
+        });
+    }
+}
+
+/// Answers each ack of a batch with its item of the AckBatch response.
+fn answer_acks(
+    replies: Vec<oneshot::Sender<Result<(), BrokerError>>>,
+    answer: Result<tonic::Response<pb::AckBatchResponse>, BrokerError>,
+) {
+    match answer {
+        Ok(response) => {
+            let results = response.into_inner().results;
+            for (i, reply) in replies.into_iter().enumerate() {
+                let result = match results.get(i) {
+                    Some(r) if r.code == 0 => Ok(()),
+                    Some(r) => Err(classify(Code::from(r.code), &r.message)),
+                    None => Err(classify(
+                        Code::Internal,
+                        "AckBatch answered fewer results than acks",
+                    )),
+                };
+                let _ = reply.send(result);
+            }
+        }
+        Err(err) => {
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+/// What a gRPC status means for the worker: the one place where codes are
+/// read. A stale lease or a job that is gone is a lost lease; errors that a
+/// retry over a new connection may cure are unavailability; the rest are
+/// refusals no retry can cure.
+fn classify(code: Code, message: &str) -> BrokerError {
+    let kind = match code {
+        Code::FailedPrecondition | Code::NotFound => BrokerErrorKind::LeaseLost,
+        Code::Unavailable
+        | Code::Unknown
+        | Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::Aborted => BrokerErrorKind::Unavailable,
+        Code::Ok
+        | Code::InvalidArgument
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::ResourceExhausted
+        | Code::OutOfRange
+        | Code::Unimplemented
+        | Code::Internal
+        | Code::DataLoss
+        | Code::Unauthenticated => BrokerErrorKind::Refused,
+    };
+    let message = if message.is_empty() {
+        code.description()
+    } else {
+        message
+    };
+    BrokerError::new(kind, message)
+}
+
+fn from_status(status: &Status) -> BrokerError {
+    classify(status.code(), status.message())
+}
+
+/// `call`, failing as unavailable after [`CALL_TIMEOUT`].
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(result) => result.map_err(|status| from_status(&status)),
+        Err(_) => Err(classify(
+            Code::DeadlineExceeded,
+            "no answer from the broker in time",
+        )),
+    }
+}
+
+fn timed<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_are_classified_as_before() {
+        use BrokerErrorKind::{LeaseLost, Refused, Unavailable};
+        let cases = [
+            (Code::FailedPrecondition, LeaseLost),
+            (Code::NotFound, LeaseLost),
+            (Code::Unavailable, Unavailable),
+            (Code::Unknown, Unavailable),
+            (Code::DeadlineExceeded, Unavailable),
+            (Code::Cancelled, Unavailable),
+            (Code::Aborted, Unavailable),
+            (Code::InvalidArgument, Refused),
+            (Code::PermissionDenied, Refused),
+            (Code::Unauthenticated, Refused),
+            (Code::ResourceExhausted, Refused),
+            (Code::Internal, Refused),
+        ];
+        for (code, kind) in cases {
+            assert_eq!(classify(code, "x").kind(), kind, "{code:?}");
+        }
+        assert_eq!(
+            classify(Code::NotFound, "").message(),
+            Code::NotFound.description()
+        );
+    }
+}
