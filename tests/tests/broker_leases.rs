@@ -194,20 +194,22 @@ async fn expired_lease_is_redelivered_with_attempt_counted() {
 async fn extend_keeps_a_long_job_leased() {
     let b = TestBroker::start().await;
     let id = b.enqueue("t").await;
+    // A 4 s lease, extended by 4 s every 1.5 s: the job runs 4.5 s, past
+    // its first lease, and a machine stalled for 2 s still extends in time.
     let req = pb::LeaseRequest {
         worker_id: "w".into(),
         max_in_flight: 1,
-        lease_duration: secs(1),
+        lease_duration: secs(4),
         ..Default::default()
     };
     let mut stream = b.lease_req(req).await;
     let leased = next_job(&mut stream).await;
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(400)).await; // the job "runs"
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await; // the job "runs"
         let extend = pb::ExtendRequest {
             job_id: id.clone(),
             lease_id: leased.lease_id.clone(),
-            extend_by: secs(1),
+            extend_by: secs(4),
         };
         let r = b.broker.clone().extend(extend).await.unwrap().into_inner();
         assert!(!r.cancel_requested);
