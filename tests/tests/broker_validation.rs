@@ -3,20 +3,79 @@
 
 #![allow(clippy::unwrap_used)]
 
-use prost_types::Duration as PbDuration;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use prost_types::{Duration as PbDuration, Timestamp as PbTimestamp};
 use sluice_e2e::in_process::*;
+use sluice_limits::{
+    MAX_DURATION, MAX_HEADER_VALUE_LEN, MAX_HEADERS, MAX_IDEMPOTENCY_KEY_LEN, MAX_IN_FLIGHT,
+    MAX_LEASE_FILTERS, MAX_NAME_LEN, MAX_SCHEDULE_AHEAD,
+};
 use sluice_proto::v1 as pb;
 use tonic::Code;
 
+/// Asserts INVALID_ARGUMENT with a message that opens with `field: `.
 fn assert_invalid<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) {
     let status = result.expect_err("expected INVALID_ARGUMENT");
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(
-        status.message().starts_with(field),
+        status.message().starts_with(&format!("{field}: ")),
         "message {:?} should name {field}",
         status.message()
     );
 }
+
+/// A change to a valid request.
+type Edit<R> = fn(&mut R);
+
+/// An Enqueue of type `t`, changed by `edit`.
+fn enqueue_req(edit: Edit<pb::EnqueueRequest>) -> pb::EnqueueRequest {
+    let mut req = pb::EnqueueRequest {
+        job_type: "t".into(),
+        ..Default::default()
+    };
+    edit(&mut req);
+    req
+}
+
+/// A Lease of worker `w` for one job, changed by `edit`.
+fn lease_req(edit: Edit<pb::LeaseRequest>) -> pb::LeaseRequest {
+    let mut req = pb::LeaseRequest {
+        worker_id: "w".into(),
+        max_in_flight: 1,
+        ..Default::default()
+    };
+    edit(&mut req);
+    req
+}
+
+/// `n` headers whose values are `value_len` bytes long.
+fn headers(n: usize, value_len: usize) -> HashMap<String, String> {
+    (0..n)
+        .map(|i| (format!("h{i}"), "v".repeat(value_len)))
+        .collect()
+}
+
+/// `n` distinct names.
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("n{i}")).collect()
+}
+
+fn seconds(seconds: u64) -> Option<PbDuration> {
+    Some(PbDuration {
+        seconds: seconds.try_into().unwrap(),
+        nanos: 0,
+    })
+}
+
+fn from_now(ahead: Duration) -> Option<PbTimestamp> {
+    Some(PbTimestamp::from(SystemTime::now() + ahead))
+}
+
+/// One hour: the margin around a time limit, so a slow machine does not
+/// move a value across it.
+const HOUR: Duration = Duration::from_secs(3600);
 
 #[tokio::test]
 async fn bad_enqueues_are_refused_and_nothing_is_stored() {
@@ -201,5 +260,220 @@ async fn unknown_ids_are_not_found() {
             })
             .await,
         "state",
+    );
+}
+
+#[tokio::test]
+async fn enqueue_fields_are_accepted_at_their_limit_and_refused_past_it() {
+    let b = TestBroker::start().await;
+    // (the field named, a value at its limit, a value past it)
+    type Case = (
+        &'static str,
+        Edit<pb::EnqueueRequest>,
+        Edit<pb::EnqueueRequest>,
+    );
+    let cases: [Case; 6] = [
+        (
+            "queue",
+            |r| r.queue = "q".repeat(MAX_NAME_LEN),
+            |r| r.queue = "q".repeat(MAX_NAME_LEN + 1),
+        ),
+        (
+            "headers",
+            |r| r.headers = headers(MAX_HEADERS, 1),
+            |r| r.headers = headers(MAX_HEADERS + 1, 1),
+        ),
+        (
+            "headers",
+            |r| r.headers = headers(1, MAX_HEADER_VALUE_LEN),
+            |r| r.headers = headers(1, MAX_HEADER_VALUE_LEN + 1),
+        ),
+        (
+            "idempotency_key",
+            |r| r.idempotency_key = "k".repeat(MAX_IDEMPOTENCY_KEY_LEN),
+            |r| r.idempotency_key = "k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1),
+        ),
+        (
+            "max_attempts",
+            |r| r.max_attempts = sluice_limits::MAX_ATTEMPTS,
+            |r| r.max_attempts = sluice_limits::MAX_ATTEMPTS + 1,
+        ),
+        (
+            "run_at",
+            |r| r.run_at = from_now(MAX_SCHEDULE_AHEAD - HOUR),
+            |r| r.run_at = from_now(MAX_SCHEDULE_AHEAD + HOUR),
+        ),
+    ];
+    let mut broker = b.broker.clone();
+    for (field, at_limit, past_limit) in cases {
+        if let Err(status) = broker.enqueue(enqueue_req(at_limit)).await {
+            panic!("{field} at its limit was refused: {status:?}");
+        }
+        assert_invalid(broker.enqueue(enqueue_req(past_limit)).await, field);
+    }
+    // A past run_at means now.
+    let past = b
+        .enqueue_req(enqueue_req(|r| {
+            r.run_at = Some(PbTimestamp::from(SystemTime::now() - HOUR));
+        }))
+        .await;
+    assert_eq!(b.state(&past).await, pb::JobState::Ready);
+}
+
+#[tokio::test]
+async fn names_are_required_at_most_128_bytes_and_free_of_control_characters() {
+    let b = TestBroker::start().await;
+    let mut broker = b.broker.clone();
+    let too_long = "x".repeat(MAX_NAME_LEN + 1);
+    for bad in ["", too_long.as_str(), "a\nb", "a\u{7f}b"] {
+        let mut enqueue = enqueue_req(|_| {});
+        enqueue.job_type = bad.into();
+        assert_invalid(broker.enqueue(enqueue).await, "job_type");
+        let mut enqueue = enqueue_req(|_| {});
+        enqueue.headers.insert(bad.into(), "v".into());
+        assert_invalid(broker.enqueue(enqueue).await, "headers");
+        let mut lease = lease_req(|_| {});
+        lease.worker_id = bad.into();
+        assert_invalid(broker.lease(lease).await, "worker_id");
+        let mut lease = lease_req(|_| {});
+        lease.job_types = vec![bad.into()];
+        assert_invalid(broker.lease(lease).await, "job_types");
+    }
+    let longest = "x".repeat(MAX_NAME_LEN);
+    let mut enqueue = enqueue_req(|_| {});
+    enqueue.job_type = longest.clone();
+    enqueue.headers.insert(longest.clone(), "v".into());
+    broker.enqueue(enqueue).await.unwrap();
+    let mut lease = lease_req(|_| {});
+    lease.worker_id = longest;
+    broker.lease(lease).await.unwrap();
+}
+
+#[tokio::test]
+async fn lease_fields_are_accepted_at_their_limit_and_refused_past_it() {
+    let b = TestBroker::start().await;
+    type Case = (&'static str, Edit<pb::LeaseRequest>, Edit<pb::LeaseRequest>);
+    let cases: [Case; 4] = [
+        (
+            "max_in_flight",
+            |r| r.max_in_flight = MAX_IN_FLIGHT,
+            |r| r.max_in_flight = MAX_IN_FLIGHT + 1,
+        ),
+        (
+            "lease_duration",
+            |r| r.lease_duration = seconds(MAX_DURATION.as_secs()),
+            |r| r.lease_duration = seconds(MAX_DURATION.as_secs() + 1),
+        ),
+        (
+            "queues",
+            |r| r.queues = names(MAX_LEASE_FILTERS),
+            |r| r.queues = names(MAX_LEASE_FILTERS + 1),
+        ),
+        (
+            "job_types",
+            |r| r.job_types = names(MAX_LEASE_FILTERS),
+            |r| r.job_types = names(MAX_LEASE_FILTERS + 1),
+        ),
+    ];
+    let mut broker = b.broker.clone();
+    for (field, at_limit, past_limit) in cases {
+        if let Err(status) = broker.lease(lease_req(at_limit)).await {
+            panic!("{field} at its limit was refused: {status:?}");
+        }
+        assert_invalid(broker.lease(lease_req(past_limit)).await, field);
+    }
+}
+
+#[tokio::test]
+async fn distinct_queue_names_and_job_types_are_capped_at_100_000() {
+    // The README's limit; the queue's constant (`names::MAX_NAMES`) is private.
+    const MAX_NAMES: usize = 100_000;
+    let b = TestBroker::start().await;
+    let mut broker = b.broker.clone();
+    // Each job brings two new names: its queue and its type.
+    let jobs: Vec<pb::EnqueueRequest> = (0..MAX_NAMES / 2)
+        .map(|i| pb::EnqueueRequest {
+            queue: format!("q{i}"),
+            job_type: format!("t{i}"),
+            ..Default::default()
+        })
+        .collect();
+    for batch in jobs.chunks(sluice_limits::MAX_BATCH) {
+        let jobs = batch.to_vec();
+        let results = broker
+            .enqueue_batch(pb::EnqueueBatchRequest { jobs })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        let refused = results.iter().find(|r| r.code != 0);
+        assert!(refused.is_none(), "{refused:?}");
+    }
+    // Known names are still served; a new one, anywhere, is not.
+    b.enqueue_req(pb::EnqueueRequest {
+        queue: "q0".into(),
+        job_type: "t1".into(),
+        ..Default::default()
+    })
+    .await;
+    let new_type = pb::EnqueueRequest {
+        queue: "q0".into(),
+        job_type: "one-too-many".into(),
+        ..Default::default()
+    };
+    let status = broker.enqueue(new_type).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("100000"), "{status:?}");
+    let new_queue = lease_req(|r| r.queues = vec!["one-too-many".into()]);
+    assert_eq!(code(broker.lease(new_queue).await), Code::ResourceExhausted);
+}
+
+#[tokio::test]
+async fn a_request_message_over_max_payload_plus_512_kib_is_out_of_range() {
+    let mut config = test_config();
+    config.max_payload = 1024;
+    let limit = config.max_payload + 512 * 1024;
+    let b = TestBroker::with_config(config).await;
+    let mut broker = b.broker.clone();
+    // An Enqueue of type "t" with a payload of n bytes encodes to 3 bytes
+    // for the type (tag, length, "t"), then the payload's tag, its length
+    // (3 bytes from 16 KiB to 2 MiB) and the n bytes.
+    let of_size = |size: usize| sluice_e2e::job("t", &vec![0; size - 7]);
+    // At the limit gRPC takes it, and the broker refuses its payload.
+    assert_invalid(broker.enqueue(of_size(limit)).await, "payload");
+    let status = broker.enqueue(of_size(limit + 1)).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    for size in [limit + 1, limit] {
+        assert!(status.message().contains(&size.to_string()), "{status:?}");
+    }
+    // 600 KiB of headers (too many anyway): the whole message is measured.
+    let req = enqueue_req(|r| r.headers = headers(150, 4096));
+    assert_eq!(code(broker.enqueue(req).await), Code::OutOfRange);
+    b.enqueue("t").await;
+}
+
+#[tokio::test]
+async fn the_largest_valid_enqueue_fits_in_a_request_message() {
+    let max_payload = test_config().max_payload;
+    let b = TestBroker::start().await;
+    let name = |i: usize| format!("{i:x>width$}", width = MAX_NAME_LEN);
+    let req = pb::EnqueueRequest {
+        queue: "q".repeat(MAX_NAME_LEN),
+        job_type: name(0),
+        payload: vec![0; max_payload].into(),
+        headers: (0..MAX_HEADERS)
+            .map(|i| (name(i), "v".repeat(MAX_HEADER_VALUE_LEN)))
+            .collect(),
+        priority: i32::MIN,
+        max_attempts: sluice_limits::MAX_ATTEMPTS,
+        timeout: seconds(MAX_DURATION.as_secs()),
+        run_at: from_now(MAX_SCHEDULE_AHEAD - HOUR),
+        idempotency_key: "k".repeat(MAX_IDEMPOTENCY_KEY_LEN),
+    };
+    let id = b.enqueue_req(req).await;
+    let job = b.job(&id).await;
+    assert_eq!(
+        (job.payload.len(), job.headers.len()),
+        (max_payload, MAX_HEADERS)
     );
 }

@@ -106,10 +106,16 @@ pub fn consumer_spec(req: pb::LeaseRequest) -> Result<ConsumerSpec> {
     let worker_id = name(req.worker_id, "worker_id")?;
     sluice_limits::check_max_in_flight(req.max_in_flight.into())
         .map_err(|reason| RequestError::invalid("max_in_flight", reason))?;
-    if req.queues.len() > MAX_LEASE_FILTERS || req.job_types.len() > MAX_LEASE_FILTERS {
+    if req.queues.len() > MAX_LEASE_FILTERS {
         return Err(RequestError::invalid(
             "queues",
-            format!("at most {MAX_LEASE_FILTERS} queues and {MAX_LEASE_FILTERS} job types"),
+            format!("at most {MAX_LEASE_FILTERS} queues"),
+        ));
+    }
+    if req.job_types.len() > MAX_LEASE_FILTERS {
+        return Err(RequestError::invalid(
+            "job_types",
+            format!("at most {MAX_LEASE_FILTERS} job types"),
         ));
     }
     let mut queues = req
@@ -415,6 +421,30 @@ mod tests {
                 ..req(1)
             })),
             "worker_id"
+        );
+    }
+
+    #[test]
+    fn too_many_lease_filters_name_their_own_field() {
+        let names = |n: usize| (0..n).map(|i| format!("n{i}")).collect::<Vec<_>>();
+        let req = |queues, job_types| pb::LeaseRequest {
+            worker_id: "w".into(),
+            max_in_flight: 1,
+            queues,
+            job_types,
+            ..Default::default()
+        };
+        let at_limit = consumer_spec(req(names(MAX_LEASE_FILTERS), names(MAX_LEASE_FILTERS)));
+        assert_eq!(at_limit.unwrap().job_types.len(), MAX_LEASE_FILTERS);
+        let too_many_types = consumer_spec(req(vec![], names(MAX_LEASE_FILTERS + 1)));
+        assert_eq!(
+            too_many_types.unwrap_err().to_string(),
+            format!("job_types: at most {MAX_LEASE_FILTERS} job types")
+        );
+        let too_many_queues = consumer_spec(req(names(MAX_LEASE_FILTERS + 1), vec![]));
+        assert_eq!(
+            too_many_queues.unwrap_err().to_string(),
+            format!("queues: at most {MAX_LEASE_FILTERS} queues")
         );
     }
 
