@@ -226,6 +226,149 @@ async fn stats_and_workers_describe_the_broker() {
     assert!(workers[0].connected_since.is_some());
 }
 
+#[tokio::test]
+async fn a_cancelled_job_whose_lease_expires_ends_cancelled() {
+    let b = TestBroker::start().await;
+    let id = b.enqueue("t").await;
+    let mut stream = b
+        .lease_req(pb::LeaseRequest {
+            worker_id: "w1".into(),
+            max_in_flight: 1,
+            lease_duration: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await;
+    let leased = next_job(&mut stream).await;
+    let r = b
+        .admin
+        .clone()
+        .cancel_job(pb::CancelJobRequest { job_id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.state(), pb::JobState::Leased);
+    assert!(b.job(&id).await.cancel_requested);
+    // No Extend, no Ack: the lease runs out.
+    eventually("the lease of the cancelled job to expire", || async {
+        b.state(&id).await != pb::JobState::Leased
+    })
+    .await;
+    let job = b.job(&id).await;
+    assert_eq!(
+        (job.state(), job.attempt, job.last_error.as_str()),
+        (pb::JobState::Cancelled, 1, "lease expired")
+    );
+    assert_eq!(code(b.ack(&leased).await), Code::FailedPrecondition);
+    assert_eq!(b.queue_stats("default").await.cancelled, 1);
+}
+
+#[tokio::test]
+async fn list_jobs_pages_hold_100_by_default_and_at_most_1000() {
+    use sluice_limits::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+    let b = TestBroker::start().await;
+    let jobs = vec![sluice_e2e::job("t", b""); DEFAULT_PAGE_SIZE as usize + 1];
+    let results = b
+        .broker
+        .clone()
+        .enqueue_batch(pb::EnqueueBatchRequest { jobs })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert!(results.iter().all(|r| r.code == 0), "{results:?}");
+    let mut admin = b.admin.clone();
+    let list = |page_size, page_token: &str| pb::ListJobsRequest {
+        page_size,
+        page_token: page_token.into(),
+        ..Default::default()
+    };
+    let first = admin.list_jobs(list(0, "")).await.unwrap().into_inner();
+    assert_eq!(first.jobs.len(), DEFAULT_PAGE_SIZE as usize);
+    assert!(!first.next_page_token.is_empty());
+    let rest = admin
+        .list_jobs(list(0, &first.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((rest.jobs.len(), rest.next_page_token.as_str()), (1, ""));
+    let all = admin
+        .list_jobs(list(MAX_PAGE_SIZE, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.jobs.len(), DEFAULT_PAGE_SIZE as usize + 1);
+    let status = admin
+        .list_jobs(list(MAX_PAGE_SIZE + 1, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("page_size: "), "{status:?}");
+}
+
+#[tokio::test]
+async fn retry_job_takes_dead_or_cancelled_jobs_into_a_queue_with_room() {
+    let mut config = test_config();
+    config.queue.max_queue_size = Some(2);
+    let b = TestBroker::with_config(config).await;
+    let dead = b
+        .enqueue_req(pb::EnqueueRequest {
+            job_type: "doomed".into(),
+            max_attempts: 1,
+            ..Default::default()
+        })
+        .await;
+    // Takes only the doomed job, so the others stay READY.
+    let mut stream = b
+        .lease_req(pb::LeaseRequest {
+            worker_id: "w1".into(),
+            job_types: vec!["doomed".into()],
+            max_in_flight: 1,
+            ..Default::default()
+        })
+        .await;
+    let leased = next_job(&mut stream).await;
+    assert_eq!(
+        b.nack(&leased, "boom").await.unwrap().state(),
+        pb::JobState::Dead
+    );
+    let ready = b.enqueue("t").await;
+    let other = b.enqueue("t").await;
+    let mut admin = b.admin.clone();
+    let retry = |id: &str| pb::RetryJobRequest { job_id: id.into() };
+
+    // The queue holds --max-queue-size unfinished jobs.
+    let status = admin.retry_job(retry(&dead)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("--max-queue-size"), "{status:?}");
+    assert_eq!(b.state(&dead).await, pb::JobState::Dead);
+    // Only DEAD and CANCELLED jobs are retried.
+    assert_eq!(
+        code(admin.retry_job(retry(&ready)).await),
+        Code::FailedPrecondition
+    );
+
+    let cancel = pb::CancelJobRequest {
+        job_id: other.clone(),
+    };
+    admin.cancel_job(cancel).await.unwrap();
+    admin.retry_job(retry(&dead)).await.unwrap();
+    // Attempts reset: the stream gets its first attempt again.
+    let again = next_job(&mut stream).await.job.unwrap();
+    assert_eq!((again.id.as_str(), again.attempt), (dead.as_str(), 1));
+    assert_eq!(
+        code(admin.retry_job(retry(&dead)).await),
+        Code::FailedPrecondition
+    );
+    // Full again: a CANCELLED job needs room too.
+    assert_eq!(
+        code(admin.retry_job(retry(&other)).await),
+        Code::ResourceExhausted
+    );
+}
+
 async fn futures_ids(b: &TestBroker, n: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for _ in 0..n {

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::time::SystemTime;
+
 use sluice_e2e::in_process::*;
 use sluice_proto::v1 as pb;
 use tokio_stream::StreamExt as _;
@@ -136,4 +138,49 @@ async fn shutdown_drains_leased_jobs_before_stopping() {
 
     let report = b.stopped().await;
     assert_eq!((report.still_leased, report.unfinished), (0, 1));
+}
+
+#[tokio::test]
+async fn nack_extend_and_release_are_served_during_a_drain_like_ack() {
+    let b = TestBroker::start().await;
+    for _ in 0..3 {
+        b.enqueue("t").await;
+    }
+    let mut stream = b.lease("w1", 3).await;
+    let nacked = next_job(&mut stream).await;
+    let extended = next_job(&mut stream).await;
+    let released = next_job(&mut stream).await;
+
+    b.begin_shutdown();
+    eventually("health to turn NOT_SERVING", || async {
+        health(&b, "").await == ServingStatus::NotServing
+    })
+    .await;
+    let mut broker = b.broker.clone();
+    let r = b.nack(&nacked, "failed while draining").await.unwrap();
+    assert_eq!(r.state(), pb::JobState::Scheduled);
+    let extend = pb::ExtendRequest {
+        job_id: job_id(&extended).into(),
+        lease_id: extended.lease_id.clone(),
+        extend_by: None,
+    };
+    let r = broker.extend(extend).await.unwrap().into_inner();
+    let expiry = |t: Option<prost_types::Timestamp>| SystemTime::try_from(t.unwrap()).unwrap();
+    assert!(
+        expiry(r.lease_expires_at) > expiry(extended.lease_expires_at),
+        "{r:?}"
+    );
+    let release = pb::ReleaseRequest {
+        job_id: job_id(&released).into(),
+        lease_id: released.lease_id.clone(),
+        delay: None,
+    };
+    let r = broker.release(release).await.unwrap().into_inner();
+    assert_eq!(r.state(), pb::JobState::Ready);
+    // The extended job is the last one leased: its Ack ends the drain.
+    assert_eq!(b.queue_stats("default").await.leased, 1);
+    b.ack(&extended).await.unwrap();
+
+    let report = b.stopped().await;
+    assert_eq!((report.still_leased, report.unfinished), (0, 2));
 }

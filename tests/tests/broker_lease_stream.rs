@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sluice_e2e::in_process::*;
 use sluice_proto::v1 as pb;
+use sluice_proto::v1::broker_client::BrokerClient;
 
 #[tokio::test]
 async fn waiting_stream_receives_job_enqueued_after_it_started() {
@@ -136,6 +137,63 @@ async fn jobs_are_shared_between_streams_and_each_runs_once() {
     }
     assert_quiet(&mut s1, Duration::from_millis(100)).await;
     assert_quiet(&mut s2, Duration::from_millis(100)).await;
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+}
+
+#[tokio::test]
+async fn a_stream_whose_client_stops_reading_for_a_lease_duration_is_closed_and_its_jobs_come_back()
+{
+    const JOBS: usize = 8;
+    let b = TestBroker::start().await;
+    // The channel behind a stream holds max_in_flight messages, and the
+    // broker only fills it past what HTTP/2 lets through: the client's
+    // window (2 MiB a stream) and a message or two that h2 and tonic hold.
+    // Jobs of the largest payload fill those in two messages, so the
+    // channel then fills with messages whose leases expired unread.
+    let payload = vec![7; test_config().max_payload];
+    let mut ids = Vec::new();
+    for _ in 0..JOBS {
+        ids.push(b.enqueue_req(sluice_e2e::job("t", &payload)).await);
+    }
+    // On a connection of its own, so that its unread data holds up no other call.
+    let mut unread = BrokerClient::new(connect(b.addr).await)
+        .lease(pb::LeaseRequest {
+            worker_id: "unread".into(),
+            max_in_flight: 2,
+            lease_duration: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(b.workers().await.len(), 1);
+
+    eventually("the broker to close the unread stream", || async {
+        b.workers().await.is_empty()
+    })
+    .await;
+    // Closed by the broker: once read, it ends.
+    within("the closed stream to end", async {
+        while unread.message().await.unwrap().is_some() {}
+    })
+    .await;
+    eventually("every job to be READY again", || async {
+        let stats = b.queue_stats("default").await;
+        (stats.ready, stats.leased) == (JOBS as u64, 0)
+    })
+    .await;
+    assert!(b.queue_stats("default").await.expired_total > 0);
+
+    let mut reader = b.lease("reader", JOBS as u32).await;
+    let mut got = Vec::new();
+    for _ in 0..JOBS {
+        got.push(job_id(&next_job(&mut reader).await).to_owned());
+    }
     got.sort();
     ids.sort();
     assert_eq!(got, ids);
