@@ -6,6 +6,8 @@
 //!   127.0.0.1:0, with gRPC clients and helpers.
 //! - [`process`]: [`BrokerProcess`] and [`WorkerProcess`], the real
 //!   binaries as child processes, with their logs, signals and exits.
+//! - [`proxy`]: a TCP proxy a test can cut, to drop a client's connections
+//!   while the broker stays up.
 //!
 //! Every wait is bounded by [`WAIT`] and fails saying what it waited for.
 
@@ -13,6 +15,7 @@
 
 pub mod in_process;
 pub mod process;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

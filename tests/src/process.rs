@@ -339,18 +339,30 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts a worker of `broker` with extra flags and waits until its lease stream is open.
     pub fn start(broker: &BrokerProcess, args: &[&str]) -> Self {
-        let worker = Self::spawn(broker, args);
+        Self::start_at(&broker.url(), args, &[])
+    }
+
+    /// Starts a worker of the broker at `url` with extra flags and
+    /// environment, and waits until its lease stream is open.
+    pub fn start_at(url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let worker = Self::spawn_at(url, args, env);
         worker.process.wait_for_log("lease stream open");
         worker
     }
 
-    /// Starts a worker without waiting for anything.
+    /// Starts a worker of `broker` without waiting for anything.
     pub fn spawn(broker: &BrokerProcess, args: &[&str]) -> Self {
+        Self::spawn_at(&broker.url(), args, &[])
+    }
+
+    /// Starts a worker of the broker at `url` without waiting for anything.
+    pub fn spawn_at(url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(binary("sluice-worker"));
         command
-            .args(["--broker", &broker.url()])
+            .args(["--broker", url])
             .args(args)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied());
         Self {
             process: Process::spawn(command),
         }

@@ -146,3 +146,81 @@ async fn job_over_its_timeout_is_nacked_and_its_process_group_is_gone() {
         "the handler's child {pid} outlived its job"
     );
 }
+
+#[tokio::test]
+async fn a_handler_that_ignores_sigterm_is_killed_after_the_grace() {
+    let dir = scratch_dir("kill-grace");
+    let broker = BrokerProcess::start(&[]);
+    // Notes when SIGTERM came (seconds since the epoch) and goes on.
+    let exec = format!(
+        "stubborn=trap 'date +%s.%N > {dir}/term' TERM; \
+         cut -d' ' -f5 /proc/$$/stat > {dir}/pgid; while :; do sleep 0.05; done",
+        dir = dir.display()
+    );
+    let _worker = WorkerProcess::start(&broker, &["--exec", &exec]);
+    let mut req = job("stubborn", b"");
+    req.timeout = Some(prost_types::Duration {
+        seconds: 1,
+        nanos: 0,
+    });
+    req.max_attempts = 1;
+    let id = broker.enqueue(req).await;
+    let pgid = read_number(&dir.join("pgid"));
+    let dead = broker.wait_for_state(&id, pb::JobState::Dead).await;
+    let gone_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert_eq!(dead.last_error, "timed out after 1s");
+    assert!(!group_alive(pgid), "SIGKILL left group {pgid} alive");
+    let term_at: f64 = sluice_e2e::wait_for_file(&dir.join("term"))
+        .trim()
+        .parse()
+        .unwrap();
+    // SIGKILL waited for the grace (2 s) after SIGTERM: a slow machine can
+    // only make this longer.
+    assert!(
+        gone_at - term_at >= 1.9,
+        "the group died {:.2} s after SIGTERM",
+        gone_at - term_at
+    );
+}
+
+#[tokio::test]
+async fn a_long_standard_error_keeps_its_last_4_kib() {
+    let broker = BrokerProcess::start(&[]);
+    // 10,000 bytes of `a`, then the cause at the end, as real errors go.
+    let exec = "noisy=head -c 10000 /dev/zero | tr '\\0' a >&2; echo ' the real cause' >&2; exit 1";
+    let _worker = WorkerProcess::start(&broker, &["--exec", exec]);
+    let mut req = job("noisy", b"");
+    req.max_attempts = 1;
+    let id = broker.enqueue(req).await;
+    let dead = broker.wait_for_state(&id, pb::JobState::Dead).await;
+    let error = dead.last_error;
+    assert!(error.ends_with("a the real cause"), "{error:?}");
+    assert!(
+        (4000..=4096).contains(&error.len()),
+        "kept {} bytes",
+        error.len()
+    );
+    assert!(
+        error
+            .trim_end_matches(" the real cause")
+            .bytes()
+            .all(|b| b == b'a')
+    );
+}
+
+#[tokio::test]
+async fn a_handler_killed_by_a_signal_is_retried() {
+    let broker = BrokerProcess::start(&["--backoff-initial", "50ms"]);
+    let exec = r#"fragile=[ "$SLUICE_ATTEMPT" -ge 2 ] || kill -KILL $$"#;
+    let _worker = WorkerProcess::start(&broker, &["--exec", exec]);
+    let id = broker.enqueue(job("fragile", b"")).await;
+    let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+    // 128 + SIGKILL, as a shell reports it.
+    assert_eq!(
+        (done.attempt, done.last_error.as_str()),
+        (2, "exit status 137")
+    );
+}
