@@ -41,6 +41,9 @@ pub const MAX_BATCH: usize = 10_000;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 /// ListJobs page size when the request says 0.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Most distinct queue names and job types, together: names come from
+/// clients, and each costs memory for the life of the broker.
+pub const MAX_NAMES: usize = 100_000;
 /// Longest `last_error` kept; longer errors keep their end, where the cause usually is.
 pub const MAX_ERROR_BYTES: usize = 4096;
 

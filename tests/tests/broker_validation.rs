@@ -386,8 +386,7 @@ async fn lease_fields_are_accepted_at_their_limit_and_refused_past_it() {
 
 #[tokio::test]
 async fn distinct_queue_names_and_job_types_are_capped_at_100_000() {
-    // The README's limit; the queue's constant (`names::MAX_NAMES`) is private.
-    const MAX_NAMES: usize = 100_000;
+    use sluice_limits::MAX_NAMES;
     let b = TestBroker::start().await;
     let mut broker = b.broker.clone();
     // Each job brings two new names: its queue and its type.

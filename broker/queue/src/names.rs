@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use crate::QueueError;
 
-/// Most distinct queue names and job types, together: names come from
-/// clients, and each costs memory for the life of the broker.
-pub const MAX_NAMES: usize = 100_000;
+use sluice_limits::MAX_NAMES;
 
 /// The id of an interned name.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -179,8 +179,13 @@ fn name(value: String, field: &'static str) -> Result<String> {
 
 /// A job id or lease id.
 pub fn uuid(value: &str, field: &'static str) -> Result<Uuid> {
-    Uuid::parse_str(value)
-        .map_err(|_| RequestError::invalid(field, format!("{value:?} is not a UUID")))
+    Uuid::parse_str(value).map_err(|_| {
+        // Quoted whole, a long value would make a message too large for the
+        // status header and the client would see a protocol error instead.
+        let shown: String = value.chars().take(64).collect();
+        let more = if shown.len() < value.len() { "..." } else { "" };
+        RequestError::invalid(field, format!("{shown:?}{more} is not a UUID"))
+    })
 }
 
 /// An optional duration from `min` to [`MAX_DURATION`].
@@ -446,6 +451,17 @@ mod tests {
             too_many_queues.unwrap_err().to_string(),
             format!("queues: at most {MAX_LEASE_FILTERS} queues")
         );
+    }
+
+    #[test]
+    fn a_long_malformed_id_is_quoted_short() {
+        let long = "x".repeat(20_000);
+        let Err(RequestError::InvalidArgument { field, reason }) = uuid(&long, "job_id") else {
+            panic!("a malformed id must be refused");
+        };
+        assert_eq!(field, "job_id");
+        assert!(reason.len() < 100, "{reason}");
+        assert!(reason.ends_with("... is not a UUID"), "{reason}");
     }
 
     #[test]
