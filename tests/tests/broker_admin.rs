@@ -18,15 +18,30 @@ fn in_future(d: Duration) -> Option<PbTimestamp> {
 async fn scheduled_job_is_delivered_once_due() {
     let b = TestBroker::start().await;
     let mut stream = b.lease("w1", 1).await;
+    // Two seconds ahead: still SCHEDULED when read back, even on a machine
+    // stalled for a second.
     let req = pb::EnqueueRequest {
         job_type: "t".into(),
-        run_at: in_future(Duration::from_millis(300)),
+        run_at: in_future(Duration::from_secs(2)),
         ..Default::default()
     };
     let id = b.enqueue_req(req).await;
-    assert_eq!(b.state(&id).await, pb::JobState::Scheduled);
-    assert_quiet(&mut stream, Duration::from_millis(150)).await;
-    assert_eq!(job_id(&next_job(&mut stream).await), id);
+    let scheduled = b.job(&id).await;
+    assert_eq!(scheduled.state(), pb::JobState::Scheduled);
+    let leased = next_job(&mut stream).await;
+    assert_eq!(job_id(&leased), id);
+    // Not leased before its own run_at, both read from the broker's clock:
+    // the lease was granted a lease duration before it expires.
+    let run_at = scheduled.run_at.unwrap();
+    let expires = leased.lease_expires_at.unwrap();
+    let lease = test_config().queue.lease_duration.as_secs() as i64;
+    let granted_micros = (expires.seconds - lease) * 1_000_000 + i64::from(expires.nanos / 1000);
+    let due_micros = run_at.seconds * 1_000_000 + i64::from(run_at.nanos / 1000);
+    assert!(
+        granted_micros >= due_micros,
+        "leased {} µs before its run_at",
+        due_micros - granted_micros
+    );
 }
 
 #[tokio::test]

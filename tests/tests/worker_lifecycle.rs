@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sluice_e2e::{
-    BrokerProcess, WAIT, WorkerProcess, group_alive, job, read_number, scratch_dir, wait_gone,
-    wait_group_gone,
+    BrokerProcess, WAIT, WorkerProcess, group_alive, job, read_number, scratch_dir, wait_for_file,
+    wait_gone, wait_group_gone,
 };
 use sluice_proto::v1 as pb;
 
@@ -32,8 +32,36 @@ fn handler_of(dir: &Path, n: u32) -> (i32, i32) {
     (read_number(&dir.join(format!("pid-{n}"))), pgid)
 }
 
+/// The attempts handlers recorded so far (none before the first writes).
 fn attempts(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("attempts")).unwrap_or_default()
+    match std::fs::read_to_string(dir.join("attempts")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => panic!("reading the attempts: {e}"),
+    }
+}
+
+/// Waits until `n` attempts have started.
+async fn wait_for_attempts(dir: &Path, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while attempts(dir).lines().count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "waited {WAIT:?} for {n} attempts to start: {:?}",
+            attempts(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A handler that records its attempt, says it started, and runs until
+/// the test creates `go`: its end is the test's to choose.
+fn held_open(dir: &Path) -> String {
+    format!(
+        "echo $SLUICE_ATTEMPT >> {dir}/attempts; echo started > {dir}/started; \
+         while [ ! -e {dir}/go ]; do sleep 0.05; done",
+        dir = dir.display()
+    )
 }
 
 #[tokio::test]
@@ -48,9 +76,7 @@ async fn sigterm_lets_running_jobs_finish_and_leaves_the_rest_ready() {
     ];
     let waiting = broker.enqueue(job("work", b"")).await;
     // Both slots busy, so the third job is not leased.
-    while attempts(&dir).lines().count() < 2 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_attempts(&dir, 2).await;
 
     let signalled = Instant::now();
     worker.process.signal(Signal::SIGTERM);
@@ -192,35 +218,35 @@ async fn idle_worker_reconnects_after_the_broker_restarts() {
 async fn busy_worker_survives_a_broker_restart_and_frees_its_slot() {
     let dir = scratch_dir("restart-busy");
     let mut broker = BrokerProcess::start(&[]);
-    let exec = format!("work={}", sleeper(&dir, "1"));
+    let exec = format!("work={}", held_open(&dir));
     let worker = WorkerProcess::start(&broker, &["--exec", &exec]);
     broker.enqueue(job("work", b"")).await;
-    handler_of(&dir, 1);
+    wait_for_file(&dir.join("started"));
 
     // The memory-only broker forgets the running job; the worker's report
-    // of it fails, and its slot must not stay taken.
+    // of it is refused, and its slot must not stay taken.
     let addr = broker.addr.clone();
     broker.signal(Signal::SIGKILL);
     broker.wait_exit(WAIT).unwrap();
     let broker = BrokerProcess::start_on(&addr, &[]);
+    std::fs::write(dir.join("go"), "").unwrap();
+    worker
+        .process
+        .wait_for_log("could not report the job's outcome; its lease will expire");
     let after = broker.enqueue(job("work", b"")).await;
     let done = broker.wait_for_state(&after, pb::JobState::Succeeded).await;
     assert_eq!(done.attempt, 1);
     assert_eq!(attempts(&dir), "1\n1\n");
-    let log = worker.process.log();
-    assert!(
-        log.contains("could not report") || log.contains("lease lost"),
-        "{log}"
-    );
 }
 
 #[tokio::test]
 async fn long_job_is_kept_alive_by_heartbeats_and_runs_once() {
     let dir = scratch_dir("heartbeat");
     let broker = BrokerProcess::start(&[]);
-    // More than three lease durations long.
-    let exec = format!("work={}", sleeper(&dir, "6.5"));
-    let _worker = WorkerProcess::start(&broker, &["--lease-duration", "2s", "--exec", &exec]);
+    // More than two lease durations long; heartbeats every second leave
+    // a machine stalled for two seconds time to extend the 3 s lease.
+    let exec = format!("work={}", sleeper(&dir, "7"));
+    let _worker = WorkerProcess::start(&broker, &["--lease-duration", "3s", "--exec", &exec]);
     let id = broker.enqueue(job("work", b"")).await;
     let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
     assert_eq!(done.attempt, 1);
@@ -275,7 +301,7 @@ async fn worker_without_handlers_refuses_to_start() {
 }
 
 #[tokio::test]
-async fn worker_with_a_setting_the_broker_would_refuse_does_not_start() {
+async fn worker_refuses_a_setting_out_of_range_before_it_connects() {
     let broker = BrokerProcess::start(&[]);
     // The broker grants leases of 24h at most: rather than retry forever,
     // the worker refuses at once.
