@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::job::{Headers, Job, JobParts, JobState, Seq};
+use super::job::{Headers, Job, JobState, Seq};
 use super::{Queue, QueueConfig};
 use crate::QueueError;
 use crate::Timestamp;
@@ -166,29 +166,16 @@ impl Queue {
         if let Some(key) = &r.idempotency_key {
             self.idempotency.insert((queue, key.as_str().into()), seq);
         }
-        let unfinished = r.state.is_unfinished();
-        let job = Job::from_parts(JobParts {
-            queue,
-            job_type,
-            payload: r.payload,
-            headers: r.headers,
-            priority: r.priority,
-            attempt: r.attempt,
-            max_attempts: r.max_attempts,
-            timeout: r.timeout,
-            created_at: r.created_at,
-            run_at: r.run_at,
-            finished_at: r.finished_at,
-            last_error: r.last_error,
-            idempotency_key: r.idempotency_key,
-        });
-        self.jobs.insert(seq, job);
-        match r.state {
+        let (state, cancel_requested) = (r.state, r.cancel_requested);
+        self.jobs.insert(seq, Job::from_record(r, queue, job_type));
+        match state {
             // Finished by `Restorer::finish` once it tracks changes.
-            _ if unfinished && r.cancel_requested => self.count_new(seq, JobState::Scheduled),
+            _ if state.is_unfinished() && cancel_requested => {
+                self.count_new(seq, JobState::Scheduled);
+            }
             JobState::Scheduled | JobState::Ready | JobState::Leased => self.admit(seq, now),
             JobState::Succeeded | JobState::Cancelled => {
-                self.count_new(seq, r.state);
+                self.count_new(seq, state);
                 let key = self.jobs[seq].retention_key(seq, self.config.retention);
                 self.retained.insert(key);
             }

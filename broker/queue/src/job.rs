@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::JobRecord;
 use super::names::NameId;
 use crate::Timestamp;
 
@@ -117,45 +118,29 @@ pub(crate) struct Job {
     pub extras: Option<Box<Extras>>,
 }
 
-/// What a job starts from, new (Enqueue) or restored (from the store).
-pub(crate) struct JobParts {
-    pub queue: NameId,
-    pub job_type: NameId,
-    pub payload: Bytes,
-    pub headers: Headers,
-    pub priority: i32,
-    pub attempt: u32,
-    /// Clamped to 1..=[`sluice_limits::MAX_ATTEMPTS`].
-    pub max_attempts: u32,
-    pub timeout: Duration,
-    pub created_at: Timestamp,
-    pub run_at: Timestamp,
-    pub finished_at: Option<Timestamp>,
-    pub last_error: Option<String>,
-    pub idempotency_key: Option<String>,
-}
-
 impl Job {
-    /// The job `parts` describe, not leased, not cancel-requested, and not
-    /// yet counted in any state: [`JobState::Scheduled`] until the queue
-    /// places it (`Queue::admit` or `Queue::count_new`).
-    pub fn from_parts(parts: JobParts) -> Job {
-        let max_attempts = parts.max_attempts.clamp(1, sluice_limits::MAX_ATTEMPTS);
+    /// The job `record` describes, in the queue and of the type it names
+    /// (interned by the caller): not leased, not cancel-requested, and not
+    /// yet counted in any state, so [`JobState::Scheduled`] until the queue
+    /// places it (`Queue::admit` or `Queue::count_new`). Enqueue builds
+    /// the record of a new job; restoring reads it from the store.
+    pub fn from_record(record: JobRecord, queue: NameId, job_type: NameId) -> Job {
+        let max_attempts = record.max_attempts.clamp(1, sluice_limits::MAX_ATTEMPTS);
         Job {
-            queue: parts.queue,
-            job_type: parts.job_type,
+            queue,
+            job_type,
             state: JobState::Scheduled,
             cancel_requested: false,
-            priority: parts.priority,
-            attempt: u16::try_from(parts.attempt).unwrap_or(u16::MAX),
+            priority: record.priority,
+            attempt: u16::try_from(record.attempt).unwrap_or(u16::MAX),
             max_attempts: u16::try_from(max_attempts).unwrap_or(u16::MAX),
-            timeout_ms: millis_u32(parts.timeout),
-            payload: parts.payload,
-            created_at: parts.created_at,
-            run_at: parts.run_at,
-            finished_at: parts.finished_at.unwrap_or_default(),
+            timeout_ms: millis_u32(record.timeout),
+            payload: record.payload,
+            created_at: record.created_at,
+            run_at: record.run_at,
+            finished_at: record.finished_at.unwrap_or_default(),
             lease: None,
-            extras: Extras::boxed_if_any(parts.headers, parts.last_error, parts.idempotency_key),
+            extras: Extras::boxed_if_any(record.headers, record.last_error, record.idempotency_key),
         }
     }
 }

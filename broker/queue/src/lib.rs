@@ -50,7 +50,7 @@ pub use self::consumers::ConsumerSpec;
 pub use self::durable::{Change, JobRecord, Restorer, StoreMeta};
 pub use self::error::QueueError;
 pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease};
-use self::job::{Job, JobParts, Seq};
+use self::job::{Job, Seq};
 use self::job_table::JobTable;
 use self::names::{NameId, Names};
 use self::ready_set::ReadySet;
@@ -294,12 +294,14 @@ impl Queue {
         if let Some(key) = &new.idempotency_key {
             self.idempotency.insert((queue, key.as_str().into()), seq);
         }
-        let job = Job::from_parts(JobParts {
-            queue,
-            job_type,
+        let record = JobRecord {
+            seq,
+            queue: new.queue,
+            job_type: new.job_type,
             payload: new.payload,
             headers: new.headers,
             priority: new.priority,
+            state: JobState::Scheduled,
             attempt: 0,
             max_attempts: new.max_attempts.unwrap_or(self.config.max_attempts),
             timeout: new.timeout.unwrap_or(self.config.default_timeout),
@@ -308,7 +310,9 @@ impl Queue {
             finished_at: None,
             last_error: None,
             idempotency_key: new.idempotency_key,
-        });
+            cancel_requested: false,
+        };
+        let job = Job::from_record(record, queue, job_type);
         self.jobs.insert(seq, job);
         self.log_job(seq, None, LogLevel::Debug, "job enqueued");
         self.admit(seq, now);
