@@ -21,7 +21,7 @@ async fn queues_worker_id_exec_variable_and_json_logs_each_take_effect() {
     let broker = BrokerProcess::start(&[]);
     // Two handlers from SLUICE_EXEC, one per line.
     let exec = format!(
-        "mail=echo mail $SLUICE_QUEUE >> {dir}/runs\nsms=echo sms $SLUICE_QUEUE >> {dir}/runs",
+        "mail=echo $SLUICE_JOB_TYPE $SLUICE_QUEUE >> {dir}/runs\nsms=echo $SLUICE_JOB_TYPE $SLUICE_QUEUE >> {dir}/runs",
         dir = dir.display()
     );
     let worker = WorkerProcess::start_at(

@@ -224,3 +224,32 @@ async fn a_handler_killed_by_a_signal_is_retried() {
         (2, "exit status 137")
     );
 }
+
+#[tokio::test]
+async fn the_broker_default_timeout_applies_to_a_job_that_sets_none() {
+    let broker = BrokerProcess::start(&["--default-timeout", "1s"]);
+    let _worker = WorkerProcess::start(&broker, &["--exec", "slow=sleep 30"]);
+    let mut req = job("slow", b"");
+    req.max_attempts = 1;
+    let id = broker.enqueue(req).await;
+    let dead = broker.wait_for_state(&id, pb::JobState::Dead).await;
+    assert_eq!(dead.last_error, "timed out after 1s");
+}
+
+#[tokio::test]
+async fn processes_a_command_leaves_behind_are_killed_when_it_exits() {
+    let dir = scratch_dir("leftovers");
+    let broker = BrokerProcess::start(&[]);
+    let exec = format!(
+        "leaky=sleep 30 & echo $! > {dir}/pid; exit 0",
+        dir = dir.display()
+    );
+    let _worker = WorkerProcess::start(&broker, &["--exec", &exec]);
+    let id = broker.enqueue(job("leaky", b"")).await;
+    let pid = read_number(&dir.join("pid"));
+    broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+    assert!(
+        sluice_e2e::wait_gone(pid, std::time::Duration::from_secs(5)),
+        "the command's leftover {pid} outlived it"
+    );
+}
