@@ -153,7 +153,7 @@ async fn memory_stays_bounded_under_overload_and_no_accepted_job_is_lost() {
         accepted.len(),
         acked.len()
     );
-    let other = outcomes.other_errors.lock().unwrap();
+    let other = outcomes.other_errors.lock().unwrap().clone();
     assert!(other.is_empty(), "producers got other errors: {other:?}");
     assert!(refused > 0, "the mark was never reached");
     let peak = curve.iter().map(|&(_, rss)| rss).max().unwrap();
