@@ -31,10 +31,10 @@ use super::{LOG_TARGET, Queue};
 use crate::QueueError;
 
 /// Bytes counted per job beyond its payload, headers, key and error:
-/// `sluice-bench memory -n 1000000 -s 100` measured 171-181 bytes of
-/// resident memory per queued 100-byte job beyond its payload (the
-/// README's Performance table); this is the middle of that range.
-pub const JOB_OVERHEAD: u64 = 176;
+/// the resident memory a queued job costs beyond its payload, measured with
+/// `sluice-bench memory -n 1000000` as 178 B (`-s 100`) and 183 B
+/// (`-s 1000`) per job (the README's Performance table: 171-181 B).
+pub const JOB_OVERHEAD: u64 = 180;
 
 impl Job {
     /// The bytes this job holds, as `max_memory` counts them.
