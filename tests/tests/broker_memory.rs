@@ -4,7 +4,8 @@
 //! printed: run with `--nocapture` to see the curve) must stay below the
 //! mark plus the process's own overhead; producers past the mark get
 //! RESOURCE_EXHAUSTED and nothing else; and every job whose Enqueue
-//! returned OK is acked or still in the broker.
+//! returned OK is acked or still in the broker. An in-process test checks
+//! the refusals of EnqueueBatch (per job) and RetryJob at exact sizes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_e2e::BrokerProcess;
+use sluice_e2e::in_process::{TestBroker, job_id, next_job, test_config};
 use sluice_proto::v1 as pb;
 use tonic::Code;
 
@@ -189,4 +191,62 @@ async fn memory_stays_bounded_under_overload_and_no_accepted_job_is_lost() {
         }
     }
     println!("still held {still_held}");
+}
+
+#[tokio::test]
+async fn enqueue_batch_jobs_and_retry_are_refused_over_the_mark() {
+    // Room for two jobs without payload or headers.
+    let job_bytes = sluice_queue::JOB_OVERHEAD;
+    let mut config = test_config();
+    config.queue.max_memory = Some(2 * job_bytes);
+    let b = TestBroker::with_config(config).await;
+    let jobs = vec![
+        pb::EnqueueRequest {
+            job_type: "t".into(),
+            ..Default::default()
+        };
+        3
+    ];
+    let results = b
+        .broker
+        .clone()
+        .enqueue_batch(pb::EnqueueBatchRequest { jobs })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
+    assert_eq!(codes, [0, 0, Code::ResourceExhausted as i32]);
+    assert!(
+        results[2].message.contains("over --max-memory"),
+        "{}",
+        results[2].message
+    );
+
+    // Over the mark (a nack's error), leases and nacks still work; a
+    // retry is refused until a retained job can be forgotten for it.
+    let mut stream = b.lease("w", 1).await;
+    let first = next_job(&mut stream).await;
+    let nack = pb::NackRequest {
+        job_id: job_id(&first).into(),
+        lease_id: first.lease_id.clone(),
+        error: "boom".into(),
+        dead: true,
+        ..Default::default()
+    };
+    b.broker.clone().nack(nack).await.unwrap();
+    let retry = || pb::RetryJobRequest {
+        job_id: job_id(&first).into(),
+    };
+    let refused = b.admin.clone().retry_job(retry()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let second = next_job(&mut stream).await;
+    b.ack(&second).await.unwrap();
+    b.admin.clone().retry_job(retry()).await.unwrap();
+    assert_eq!(b.state(job_id(&first)).await, pb::JobState::Leased);
+    let forgotten = pb::GetJobRequest {
+        job_id: job_id(&second).into(),
+    };
+    let status = b.admin.clone().get_job(forgotten).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "forgotten to make room");
 }
