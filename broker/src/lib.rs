@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod config;
 pub mod fatal;
+pub mod memory_limit;
 pub mod server;
 pub mod service;
 pub mod storage;

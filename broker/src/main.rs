@@ -9,11 +9,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use humantime::Duration as Human;
 use sluice_broker::config::{Config, DEFAULT_ADDR};
+use sluice_broker::memory_limit;
 use sluice_process::LogFormat;
 use sluice_queue::{Backoff, QueueConfig};
 use tokio::signal::unix::SignalKind;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// tonic allocates and frees codec buffers for every call; with mimalloc the
 /// broker spends about 10% less CPU per job than with glibc's malloc
@@ -64,6 +65,12 @@ struct Args {
     /// Most unfinished (scheduled, ready, leased) jobs per queue; unbounded if unset.
     #[arg(long, env = "SLUICE_MAX_QUEUE_SIZE")]
     max_queue_size: Option<u64>,
+    /// Most bytes the jobs may hold (payloads, headers and a fixed cost per
+    /// job), e.g. 512MiB or 2GiB; past it Enqueue and RetryJob are refused
+    /// with RESOURCE_EXHAUSTED. Default: half the memory limit of the
+    /// broker's cgroup, or of the machine.
+    #[arg(long, env = "SLUICE_MAX_MEMORY", value_parser = memory_limit::parse_bytes)]
+    max_memory: Option<u64>,
     /// Largest payload accepted, in bytes.
     #[arg(long, env = "SLUICE_MAX_PAYLOAD", default_value_t = defaults().max_payload)]
     max_payload: usize,
@@ -112,6 +119,9 @@ impl Args {
                 retention: self.retention.into(),
                 max_retained: usize::try_from(self.max_retained).unwrap_or(usize::MAX),
                 max_queue_size: self.max_queue_size,
+                max_memory: self.max_memory.or_else(|| {
+                    memory_limit::detect().map(memory_limit::MemoryLimit::default_max_memory)
+                }),
             },
             max_payload: self.max_payload,
             drain_timeout: self.drain_timeout.into(),
@@ -148,6 +158,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         nix::sys::signal::Signal::SIGXFSZ as i32,
     ))
     .context("installing the SIGXFSZ handler")?;
+    match config.queue.max_memory {
+        Some(max_memory) => info!(max_memory, "jobs may hold up to --max-memory bytes"),
+        None => {
+            warn!("no memory limit found for the --max-memory default: jobs may use all memory")
+        }
+    }
     info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");
     sluice_broker::server::run(listener, config, shutdown).await?;
     Ok(())

@@ -175,7 +175,10 @@ impl Queue {
     ///
     /// # Errors
     /// [`QueueError::UnknownJob`]; [`QueueError::WrongState`] for any other
-    /// state; [`QueueError::QueueFull`] when its queue is full.
+    /// state; [`QueueError::QueueFull`] when its queue is full;
+    /// [`QueueError::OverMemory`] when the jobs are over `max_memory` even
+    /// with the other retained jobs forgotten (a job to run again cannot be
+    /// forgotten to make room, as a retained one can).
     pub fn retry(&mut self, job_id: Uuid, now: Timestamp) -> Result<(), QueueError> {
         let seq = self.seq_of(job_id)?;
         let job = &self.jobs[seq];
@@ -189,6 +192,7 @@ impl Queue {
             });
         }
         self.check_room(job.queue)?;
+        self.make_room(0, Some(seq))?;
         self.unindex(seq);
         let job = self.jobs.get_mut(seq).expect("seq_of() found it");
         job.attempt = 0;

@@ -23,6 +23,10 @@ pub struct QueueConfig {
     pub max_retained: usize,
     /// Most unfinished jobs per queue; `None` for no limit.
     pub max_queue_size: Option<u64>,
+    /// Most bytes the jobs may hold, as [`Queue::held_bytes`](crate::Queue::held_bytes)
+    /// counts them; `None` for no limit. Its default is the broker's (a
+    /// share of the machine's memory), which the queue cannot see.
+    pub max_memory: Option<u64>,
 }
 
 impl Default for QueueConfig {
@@ -40,6 +44,7 @@ impl Default for QueueConfig {
             retention: Duration::from_secs(3600),
             max_retained: 1_000_000,
             max_queue_size: None,
+            max_memory: None,
         }
     }
 }

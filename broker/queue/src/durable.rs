@@ -176,8 +176,7 @@ impl Queue {
             JobState::Scheduled | JobState::Ready | JobState::Leased => self.admit(seq, now),
             JobState::Succeeded | JobState::Cancelled => {
                 self.count_new(seq, state);
-                let key = self.jobs[seq].retention_key(seq, self.config.retention);
-                self.retained.insert(key);
+                self.retain(seq);
             }
             JobState::Dead => self.count_new(seq, JobState::Dead),
         }

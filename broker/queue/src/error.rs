@@ -57,6 +57,19 @@ pub enum QueueError {
         /// The limit.
         limit: usize,
     },
+    /// The jobs held would pass `max_memory` even with every retained
+    /// (SUCCEEDED or CANCELLED) job forgotten.
+    #[error(
+        "the broker is over --max-memory: its jobs hold {held} of {limit} bytes and this needs {needed} more; retry later"
+    )]
+    OverMemory {
+        /// Bytes the jobs hold now.
+        held: u64,
+        /// Bytes the refused job would add (0 for RetryJob, whose job is held already).
+        needed: u64,
+        /// The configured limit.
+        limit: u64,
+    },
     /// Leased jobs belong to their worker until resolved or expired.
     #[error("state: leased jobs are never purged")]
     PurgeLeased,

@@ -29,6 +29,10 @@ pub(crate) struct JobTable {
     /// With tracking on: every seq inserted (`true`), changed or removed
     /// since the last `take_changes`, repeats included.
     changes: Option<Vec<(Seq, bool)>>,
+    /// The sum of [`Job::held_bytes`] over its jobs, kept exact by
+    /// `insert`, `remove` and `set_last_error` (a held job's size changes
+    /// only through the latter).
+    held: u64,
 }
 
 /// The page of `seq` and its slot in it.
@@ -92,6 +96,22 @@ impl JobTable {
         }
     }
 
+    /// The sum of [`Job::held_bytes`] over its jobs.
+    pub fn held_bytes(&self) -> u64 {
+        self.held
+    }
+
+    /// Records the error of job `seq`'s last failed attempt, noted as changed.
+    pub fn set_last_error(&mut self, seq: Seq, error: Box<str>) {
+        self.note(seq, false);
+        if let Some(job) = self.get_mut_untracked(seq) {
+            let before = job.held_bytes();
+            job.set_last_error(error);
+            let after = job.held_bytes();
+            self.held = self.held - before + after;
+        }
+    }
+
     pub fn contains(&self, seq: Seq) -> bool {
         self.get(seq).is_some()
     }
@@ -99,6 +119,7 @@ impl JobTable {
     /// Adds `job` under `seq`, which no job holds.
     pub fn insert(&mut self, seq: Seq, job: Job) {
         let (page, slot) = split(seq);
+        self.held += job.held_bytes();
         let page = self.pages.entry(page).or_default();
         let previous = page.slots[slot].replace(Box::new(job));
         assert!(previous.is_none(), "seq {seq} is taken");
@@ -110,6 +131,7 @@ impl JobTable {
         let (number, slot) = split(seq);
         let page = self.pages.get_mut(&number)?;
         let job = page.slots[slot].take()?;
+        self.held -= job.held_bytes();
         page.len -= 1;
         if page.len == 0 {
             self.pages.remove(&number);

@@ -25,6 +25,7 @@ mod durable;
 mod error;
 mod job;
 mod job_table;
+mod memory;
 mod names;
 mod ready_set;
 #[cfg(test)]
@@ -52,6 +53,7 @@ pub use self::error::QueueError;
 pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease};
 use self::job::{Job, Seq};
 use self::job_table::JobTable;
+pub use self::memory::JOB_OVERHEAD;
 use self::names::{NameId, Names};
 use self::ready_set::ReadySet;
 pub use self::time::Timestamp;
@@ -204,6 +206,8 @@ pub struct Queue {
     /// SUCCEEDED and CANCELLED jobs by the end of their retention: `expire`
     /// forgets them then, and `max_retained` drops the oldest first.
     retained: BTreeSet<(Timestamp, Seq)>,
+    /// The bytes of the jobs in `retained`: what forgetting them all frees.
+    retained_bytes: u64,
     /// Every known job that has an idempotency key, by (queue, key), so
     /// that a repeated Enqueue finds the first job instead of adding another.
     idempotency: HashMap<(NameId, Box<str>), Seq>,
@@ -233,6 +237,7 @@ impl Queue {
             scheduled: BTreeSet::new(),
             leases: BTreeSet::new(),
             retained: BTreeSet::new(),
+            retained_bytes: 0,
             idempotency: HashMap::new(),
             consumers: BTreeMap::new(),
             next_consumer: 0,
@@ -270,7 +275,9 @@ impl Queue {
     ///
     /// # Errors
     /// [`QueueError::QueueFull`] when the queue holds `max_queue_size`
-    /// unfinished jobs; [`QueueError::TooManyNames`] for a new name past the limit.
+    /// unfinished jobs; [`QueueError::OverMemory`] when the job would take
+    /// the jobs past `max_memory` even with retained jobs forgotten;
+    /// [`QueueError::TooManyNames`] for a new name past the limit.
     pub fn enqueue(&mut self, new: NewJob, now: Timestamp) -> Result<Enqueued, QueueError> {
         let queue = self.names.intern(&new.queue)?;
         let job_type = self.names.intern(&new.job_type)?;
@@ -284,16 +291,11 @@ impl Queue {
             });
         }
         self.check_room(queue)?;
-        self.queues.entry(queue).or_default().counters.enqueued += 1;
         let seq = self.next_seq;
         // 2^54 jobs (the ready key's seq bits): 570 years at a million a second.
         assert!(seq < 1 << 54, "job sequence space exhausted");
-        self.next_seq += 1;
-        let id = self.job_id(seq);
         let run_at = new.run_at.map_or(now, |t| t.max(now));
-        if let Some(key) = &new.idempotency_key {
-            self.idempotency.insert((queue, key.as_str().into()), seq);
-        }
+        let key = new.idempotency_key.as_deref().map(Box::<str>::from);
         let record = JobRecord {
             seq,
             queue: new.queue,
@@ -313,6 +315,14 @@ impl Queue {
             cancel_requested: false,
         };
         let job = Job::from_record(record, queue, job_type);
+        self.make_room(job.held_bytes(), None)?;
+        // Up to here only names were interned: a refusal leaves no other trace.
+        self.queues.entry(queue).or_default().counters.enqueued += 1;
+        self.next_seq += 1;
+        if let Some(key) = key {
+            self.idempotency.insert((queue, key), seq);
+        }
+        let id = self.job_id(seq);
         self.jobs.insert(seq, job);
         self.log_job(seq, None, LogLevel::Debug, "job enqueued");
         self.admit(seq, now);

@@ -50,8 +50,8 @@ impl Queue {
         failure: Failure,
         now: Timestamp,
     ) -> FailureOutcome {
-        let job = self.jobs.get_mut(seq).expect("job is known");
-        job.set_last_error(truncate_error(failure.error));
+        self.jobs.set_last_error(seq, truncate_error(failure.error));
+        let job = &self.jobs[seq];
         let (cancelled, out_of_attempts) = (
             job.cancel_requested,
             failure.dead || job.attempt >= job.max_attempts,
@@ -122,8 +122,7 @@ impl Queue {
         let job = self.jobs.get_mut(seq).expect("job is known");
         job.finished_at = now;
         if state != JobState::Dead {
-            self.retained
-                .insert(job.retention_key(seq, self.config.retention));
+            self.retain(seq);
             self.trim_retained();
         }
     }
@@ -131,7 +130,8 @@ impl Queue {
     /// Forgets the oldest retained jobs beyond `max_retained`.
     pub(super) fn trim_retained(&mut self) {
         while self.retained.len() > self.config.max_retained {
-            if let Some((_, oldest)) = self.retained.pop_first() {
+            if let Some(&(_, oldest)) = self.retained.first() {
+                // Takes it out of the retention set too (`unindex`).
                 self.remove_job(oldest);
             }
         }
@@ -195,10 +195,7 @@ impl Queue {
                     }
                 }
             }
-            JobState::Succeeded | JobState::Cancelled => {
-                self.retained
-                    .remove(&job.retention_key(seq, self.config.retention));
-            }
+            JobState::Succeeded | JobState::Cancelled => self.unretain(seq),
             JobState::Leased | JobState::Dead => {}
         }
     }

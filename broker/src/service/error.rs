@@ -50,9 +50,9 @@ impl From<RequestError> for Status {
                 QueueError::StaleLease { .. } | QueueError::WrongState { .. } => {
                     Code::FailedPrecondition
                 }
-                QueueError::QueueFull { .. } | QueueError::TooManyNames { .. } => {
-                    Code::ResourceExhausted
-                }
+                QueueError::QueueFull { .. }
+                | QueueError::TooManyNames { .. }
+                | QueueError::OverMemory { .. } => Code::ResourceExhausted,
                 QueueError::PurgeLeased => Code::InvalidArgument,
             },
         };

@@ -5,6 +5,7 @@ mod admin;
 mod delivery;
 mod durable;
 mod layering;
+mod memory;
 mod resolution;
 
 use std::time::Duration;
@@ -27,6 +28,7 @@ fn config() -> QueueConfig {
         retention: Duration::from_secs(3600),
         max_retained: 1000,
         max_queue_size: None,
+        max_memory: None,
     }
 }
 
