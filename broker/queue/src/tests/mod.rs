@@ -5,6 +5,7 @@ mod admin;
 mod delivery;
 mod durable;
 mod layering;
+mod properties;
 mod resolution;
 
 use std::time::Duration;
