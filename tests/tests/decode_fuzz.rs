@@ -357,10 +357,16 @@ fn apply(run: &mut Run, kind: Kind, bytes: &[u8]) -> Result<(), String> {
             }
         }
     }
+    settle(run)
+}
+
+/// Takes what the last step leased, as the service does after every
+/// operation (a delivery left undrained could see its lease end first).
+fn settle(run: &mut Run) -> Result<(), String> {
     let mut out = Vec::new();
-    q.drain_deliveries(&mut out);
+    run.queue.drain_deliveries(&mut out);
     for d in out {
-        let job = q.delivered_job(d);
+        let job = run.queue.delivered_job(d);
         let lease = job.lease.ok_or("a delivered job has no lease")?;
         if job.attempt > job.max_attempts {
             return Err(format!(
@@ -464,10 +470,13 @@ fn case(seed: u64, steps: &[Step]) -> Result<(), TestCaseError> {
             Step::Advance(ms) => {
                 run.now = run.now.saturating_add(Duration::from_millis(*ms));
                 run.queue.expire(run.now);
-                if let Some(&d) = run.deliveries.last() {
-                    run.queue.return_undelivered(d, run.now);
-                }
-                Ok(())
+                settle(&mut run)
+                    .map(|()| {
+                        if let Some(&d) = run.deliveries.last() {
+                            run.queue.return_undelivered(d, run.now);
+                        }
+                    })
+                    .and_then(|()| settle(&mut run))
             }
         };
         if let Err(e) = result.and_then(|()| check(&run.queue)) {
