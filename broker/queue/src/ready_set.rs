@@ -37,6 +37,17 @@ impl ReadySet {
         }
     }
 
+    /// Every key in the set, in no particular order (read-only, for the
+    /// property tests' invariant checks).
+    #[cfg(test)]
+    pub fn live_keys(&self) -> impl Iterator<Item = ReadyKey> + '_ {
+        self.appended
+            .iter()
+            .filter(|k| !self.removed.contains(k))
+            .chain(self.others.iter())
+            .copied()
+    }
+
     pub fn insert(&mut self, key: ReadyKey) {
         if self.removed.remove(&key) {
             // Still in `appended`, where it now counts again.
