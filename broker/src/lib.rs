@@ -7,9 +7,11 @@
 //! `main.rs` only reads flags into a [`config::Config`] and calls
 //! [`server::run`], which tests call too.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod fatal;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod tls;
