@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use sluice_queue::QueueConfig;
 
+use crate::auth::{Authorizer, ReflectionAccess};
+use crate::tls::TlsSettings;
+
 /// Where the broker listens unless `--addr` says otherwise: loopback, so a
 /// broker started without thought is not reachable from other hosts.
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -25,6 +28,18 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Where jobs are kept across restarts; `None` for memory only.
     pub data_dir: Option<PathBuf>,
+    /// Who may call what (`--auth-tokens`); open by default.
+    pub auth: Authorizer,
+    /// TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`); plaintext if `None`.
+    pub tls: Option<TlsSettings>,
+    /// Who may use reflection.
+    pub reflection: ReflectionAccess,
+    /// HTTP/2 streams (calls) open at once per connection.
+    pub max_concurrent_streams: u32,
+    /// Lease and LeaseBatches streams open at once, over all connections.
+    pub max_lease_streams: usize,
+    /// Largest HTTP/2 header list (metadata) accepted, in bytes.
+    pub max_header_list_size: u32,
 }
 
 impl Default for Config {
@@ -34,6 +49,12 @@ impl Default for Config {
             max_payload: 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
             data_dir: None,
+            auth: Authorizer::open(),
+            tls: None,
+            reflection: ReflectionAccess::Open,
+            max_concurrent_streams: 1024,
+            max_lease_streams: 10_000,
+            max_header_list_size: 16 * 1024,
         }
     }
 }

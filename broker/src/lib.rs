@@ -7,6 +7,7 @@
 //! `main.rs` only reads flags into a [`config::Config`] and calls
 //! [`server::run`], which tests call too.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod fatal;
@@ -14,3 +15,4 @@ pub mod memory_limit;
 pub mod server;
 pub mod service;
 pub mod storage;
+pub mod tls;

@@ -1,5 +1,7 @@
-//! `sluice-broker`: reads flags (each also an environment variable), sets up
-//! logging and signals, and runs [`sluice_broker::server::run`].
+//! `sluice-broker`: reads flags (each also an environment variable), loads
+//! the TLS files and the token file (refusing to start if they are wrong),
+//! sets up logging and signals (SIGHUP reloads both), and runs
+//! [`sluice_broker::server::run`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,8 +10,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use humantime::Duration as Human;
+use sluice_broker::auth::{Authorizer, ReflectionAccess};
 use sluice_broker::config::{Config, DEFAULT_ADDR};
 use sluice_broker::memory_limit;
+use sluice_broker::tls::{TlsFiles, TlsSettings};
 use sluice_process::LogFormat;
 use sluice_queue::{Backoff, QueueConfig};
 use tokio::signal::unix::SignalKind;
@@ -82,9 +86,46 @@ struct Args {
     /// Without it the broker is memory-only.
     #[arg(long, env = "SLUICE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (PEM): mutual TLS.
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Require a credential from this file (`ROLE TOKEN [QUEUES]` per line)
+    /// on every Broker and Admin call; SIGHUP re-reads it.
+    #[arg(long, env = "SLUICE_AUTH_TOKENS")]
+    auth_tokens: Option<PathBuf>,
+    /// Who may use gRPC reflection.
+    #[arg(long, env = "SLUICE_REFLECTION", value_enum, default_value_t = Reflection::Open)]
+    reflection: Reflection,
+    /// HTTP/2 streams (calls) open at once on one connection.
+    #[arg(long, env = "SLUICE_MAX_CONCURRENT_STREAMS", default_value_t = defaults().max_concurrent_streams,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_streams: u32,
+    /// Lease and LeaseBatches streams open at once, over all connections.
+    #[arg(long, env = "SLUICE_MAX_LEASE_STREAMS", default_value_t = defaults().max_lease_streams as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_lease_streams: u64,
+    /// Largest HTTP/2 header list (a call's metadata) accepted, in bytes.
+    #[arg(long, env = "SLUICE_MAX_HEADER_LIST_SIZE", default_value_t = defaults().max_header_list_size,
+          value_parser = clap::value_parser!(u32).range(1024..))]
+    max_header_list_size: u32,
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+/// `--reflection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Reflection {
+    /// Anyone may use reflection.
+    Open,
+    /// Only admin credentials (with --auth-tokens).
+    Admin,
 }
 
 impl Args {
@@ -106,6 +147,32 @@ impl Args {
                 anyhow::bail!("{flag} {reason}, got {d}");
             }
         }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                TlsSettings::load(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.tls_client_ca.clone(),
+                })
+                .context("loading the TLS certificate")?,
+            ),
+            (None, None) if self.tls_client_ca.is_some() => {
+                anyhow::bail!("--tls-client-ca needs --tls-cert and --tls-key")
+            }
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together: give both or neither"),
+        };
+        let auth = match &self.auth_tokens {
+            Some(path) => Authorizer::load(path)?,
+            None => Authorizer::open(),
+        };
+        let reflection = match self.reflection {
+            Reflection::Open => ReflectionAccess::Open,
+            Reflection::Admin if !auth.is_enabled() => {
+                anyhow::bail!("--reflection admin needs --auth-tokens (who is an admin?)")
+            }
+            Reflection::Admin => ReflectionAccess::Admin,
+        };
         Ok(Config {
             queue: QueueConfig {
                 max_attempts: self.max_attempts,
@@ -126,6 +193,12 @@ impl Args {
             max_payload: self.max_payload,
             drain_timeout: self.drain_timeout.into(),
             data_dir: self.data_dir.clone(),
+            auth,
+            tls,
+            reflection,
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_lease_streams: usize::try_from(self.max_lease_streams).unwrap_or(usize::MAX),
+            max_header_list_size: self.max_header_list_size,
         })
     }
 }
@@ -164,7 +237,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
             warn!("no memory limit found for the --max-memory default: jobs may use all memory")
         }
     }
+    watch_reload(&config).context("installing the SIGHUP handler")?;
+    if !args.addr.ip().is_loopback() && config.tls.is_none() && !config.auth.is_enabled() {
+        warn!(
+            addr = %args.addr,
+            "listening on a non-loopback address without TLS or --auth-tokens: anyone who can reach it can enqueue, lease and administer jobs in plaintext"
+        );
+    }
     info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");
     sluice_broker::server::run(listener, config, shutdown).await?;
+    Ok(())
+}
+
+/// On SIGHUP, re-reads the token file and the TLS files: new requests and
+/// connections use them; a failed reload keeps the old ones and says why.
+fn watch_reload(config: &Config) -> std::io::Result<()> {
+    let mut hangup = tokio::signal::unix::signal(SignalKind::hangup())?;
+    let (auth, tls) = (config.auth.clone(), config.tls.clone());
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if auth.is_enabled() {
+                match auth.reload() {
+                    Ok(credentials) => info!(credentials, "SIGHUP: token file reloaded"),
+                    Err(e) => {
+                        warn!(error = %e, "SIGHUP: token file not reloaded, the old credentials stay")
+                    }
+                }
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => info!("SIGHUP: TLS certificate reloaded; new connections use it"),
+                    Err(e) => {
+                        warn!(error = %e, "SIGHUP: TLS certificate not reloaded, the old one stays")
+                    }
+                }
+            }
+            if !auth.is_enabled() && tls.is_none() {
+                info!("SIGHUP: nothing to reload (no --auth-tokens, no TLS)");
+            }
+        }
+    });
     Ok(())
 }

@@ -8,6 +8,7 @@
 //!   binaries as child processes, with their logs, signals and exits.
 //! - [`proxy`]: a TCP proxy a test can cut, to drop a client's connections
 //!   while the broker stays up.
+//! - [`tls`]: test certificates (rcgen) and TLS client channels.
 //!
 //! Every wait is bounded by [`WAIT`] and fails saying what it waited for.
 
@@ -16,6 +17,7 @@
 pub mod in_process;
 pub mod process;
 pub mod proxy;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -11,6 +11,14 @@
 //! failure of the broker (see [`crate::fatal`]) cancels `shutdown` itself:
 //! the drain then ends at once and `run` returns an error.
 //!
+//! With TLS the listener's connections go through
+//! [`crate::tls::TlsSettings::incoming`], which does the handshakes with the
+//! configuration current at accept time (SIGHUP may replace it); without,
+//! they are served as plain TCP. The Broker and Admin services check every
+//! call with the configured [`crate::auth::Authorizer`]; reflection is
+//! guarded by [`ReflectionGuard`] (open unless `--reflection admin`);
+//! health is always open.
+//!
 //! `recovery.rs` opens the data directory and rebuilds the queue from it;
 //! `error.rs` holds [`ServerError`].
 
@@ -21,11 +29,13 @@ use sluice_proto::v1::broker_server::BrokerServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
+use crate::auth::ReflectionGuard;
 use crate::clock::TokioClock;
 use crate::config::Config;
 use crate::fatal::Fatal;
@@ -82,8 +92,9 @@ pub async fn run(
             .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let guard = ReflectionGuard::new(config.reflection, &config.auth);
+    let reflection_v1 = InterceptedService::new(reflection().build_v1()?, guard.clone());
+    let reflection_v1alpha = InterceptedService::new(reflection().build_v1alpha()?, guard);
     // Room for the largest payload plus the largest valid rest of an
     // Enqueue (64 headers of up to 4 KiB, names, key): a bigger message is
     // refused by gRPC itself with OUT_OF_RANGE.
@@ -91,17 +102,21 @@ pub async fn run(
     let limits = Limits {
         max_payload: config.max_payload,
     };
-    let broker = BrokerServer::new(BrokerService::new(shared.clone(), limits))
-        .max_decoding_message_size(max_message);
-    let admin = AdminServer::new(AdminService::new(shared.clone()));
+    let broker = BrokerServer::new(BrokerService::new(
+        shared.clone(),
+        limits,
+        config.auth.clone(),
+        config.max_lease_streams,
+    ))
+    .max_decoding_message_size(max_message);
+    let admin = AdminServer::new(AdminService::new(shared.clone(), config.auth.clone()));
 
     let tasks = TaskTracker::new();
     let stop_scheduler = CancellationToken::new();
     tasks.spawn(scheduler::run(shared.clone(), stop_scheduler.clone()));
 
     let stop_serving = CancellationToken::new();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let serve = Server::builder()
+    let router = Server::builder()
         // A worker whose host vanished leaves a half-open connection; pings
         // find it so that its Lease stream closes and stops taking jobs.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -110,14 +125,30 @@ pub async fn run(
         // pipelining producer would wait on WINDOW_UPDATEs.
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .http2_max_header_list_size(Some(config.max_header_list_size))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(broker)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(incoming, stop_serving.clone().cancelled_owned());
-    let mut serving = tokio::spawn(serve);
-    info!("broker serving");
+        .add_service(admin);
+    let stopped = stop_serving.clone().cancelled_owned();
+    let mut serving = match &config.tls {
+        Some(tls) => {
+            let incoming = tls.incoming(listener, stop_serving.clone());
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+    };
+    info!(
+        tls = config.tls.is_some(),
+        mtls = config.tls.as_ref().is_some_and(|t| t.mutual()),
+        auth = config.auth.is_enabled(),
+        "broker serving"
+    );
 
     tokio::select! {
         biased;

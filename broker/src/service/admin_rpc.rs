@@ -1,5 +1,6 @@
 //! `sluice.v1.Admin`: the operator's view and controls, translated to the
-//! queue's admin operations.
+//! queue's admin operations. Every call needs an admin credential when
+//! `--auth-tokens` is set (checked first, before validation).
 
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_server::Admin;
@@ -11,6 +12,7 @@ use super::convert;
 use super::error::RequestError;
 use super::respond;
 use super::shared_queue::SharedQueue;
+use crate::auth::{Authorizer, Call};
 use sluice_queue::{JobFilter, JobState};
 
 type Result<T> = std::result::Result<T, RequestError>;
@@ -19,12 +21,19 @@ type Result<T> = std::result::Result<T, RequestError>;
 #[derive(Clone)]
 pub struct AdminService {
     shared: SharedQueue,
+    auth: Authorizer,
 }
 
 impl AdminService {
-    /// Serves `shared`.
-    pub fn new(shared: SharedQueue) -> Self {
-        Self { shared }
+    /// Serves `shared`, checking calls with `auth`.
+    pub fn new(shared: SharedQueue, auth: Authorizer) -> Self {
+        Self { shared, auth }
+    }
+
+    /// Refuses the call unless the caller may make it (an admin).
+    fn authorize<T>(&self, request: &Request<T>, method: &'static str) -> Result<()> {
+        self.auth.check(request, Call::Admin(method))?;
+        Ok(())
     }
 
     fn handle_get_job(&self, req: pb::GetJobRequest) -> Result<pb::Job> {
@@ -185,62 +194,94 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> std::result::Result<Response<pb::Job>, Status> {
-        respond(self.handle_get_job(request.into_inner()))
+        respond(
+            self.authorize(&request, "GetJob")
+                .and_then(|()| self.handle_get_job(request.into_inner())),
+        )
     }
 
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> std::result::Result<Response<pb::ListJobsResponse>, Status> {
-        respond(self.handle_list_jobs(request.into_inner()))
+        respond(
+            self.authorize(&request, "ListJobs")
+                .and_then(|()| self.handle_list_jobs(request.into_inner())),
+        )
     }
 
     async fn stats(
         &self,
-        _: Request<pb::StatsRequest>,
+        request: Request<pb::StatsRequest>,
     ) -> std::result::Result<Response<pb::StatsResponse>, Status> {
-        respond(self.handle_stats())
+        respond(
+            self.authorize(&request, "Stats")
+                .and_then(|()| self.handle_stats()),
+        )
     }
 
     async fn list_workers(
         &self,
-        _: Request<pb::ListWorkersRequest>,
+        request: Request<pb::ListWorkersRequest>,
     ) -> std::result::Result<Response<pb::ListWorkersResponse>, Status> {
-        respond(self.handle_list_workers())
+        respond(
+            self.authorize(&request, "ListWorkers")
+                .and_then(|()| self.handle_list_workers()),
+        )
     }
 
     async fn retry_job(
         &self,
         request: Request<pb::RetryJobRequest>,
     ) -> std::result::Result<Response<pb::RetryJobResponse>, Status> {
-        respond(self.handle_retry_job(request.into_inner()).await)
+        let result = async {
+            self.authorize(&request, "RetryJob")?;
+            self.handle_retry_job(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     async fn cancel_job(
         &self,
         request: Request<pb::CancelJobRequest>,
     ) -> std::result::Result<Response<pb::CancelJobResponse>, Status> {
-        respond(self.handle_cancel_job(request.into_inner()).await)
+        let result = async {
+            self.authorize(&request, "CancelJob")?;
+            self.handle_cancel_job(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     async fn purge_queue(
         &self,
         request: Request<pb::PurgeQueueRequest>,
     ) -> std::result::Result<Response<pb::PurgeQueueResponse>, Status> {
-        respond(self.handle_purge_queue(request.into_inner()).await)
+        let result = async {
+            self.authorize(&request, "PurgeQueue")?;
+            self.handle_purge_queue(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     async fn pause_queue(
         &self,
         request: Request<pb::PauseQueueRequest>,
     ) -> std::result::Result<Response<pb::PauseQueueResponse>, Status> {
-        respond(self.handle_pause_queue(request.into_inner()).await)
+        let result = async {
+            self.authorize(&request, "PauseQueue")?;
+            self.handle_pause_queue(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     async fn resume_queue(
         &self,
         request: Request<pb::ResumeQueueRequest>,
     ) -> std::result::Result<Response<pb::ResumeQueueResponse>, Status> {
-        respond(self.handle_resume_queue(request.into_inner()).await)
+        let result = async {
+            self.authorize(&request, "ResumeQueue")?;
+            self.handle_resume_queue(request.into_inner()).await
+        };
+        respond(result.await)
     }
 }

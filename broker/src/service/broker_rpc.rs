@@ -1,7 +1,17 @@
-//! `sluice.v1.Broker`: the data path. Each method validates its request
-//! (`convert`), runs one queue operation, and its result goes through
-//! [`respond`], the one mapping of errors to statuses.
+//! `sluice.v1.Broker`: the data path. Each method first asks the
+//! [`Authorizer`] whether the caller may make the call on the queues the
+//! message names, then validates its request (`convert`), runs one queue
+//! operation, and its result goes through [`respond`], the one mapping of
+//! errors to statuses.
+//!
+//! Ack, AckBatch, Nack, Extend and Release name a job, not a queue: for a
+//! worker credential scoped to some queues, each job's queue is looked up
+//! and must be covered (a batch with one foreign job is refused whole). A
+//! job id that does not parse or is unknown is left to the usual
+//! validation (INVALID_ARGUMENT, NOT_FOUND). An unscoped credential, or an
+//! open broker, skips the lookup.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::v1 as pb;
@@ -13,6 +23,7 @@ use super::error::RequestError;
 use super::lease_stream::{LeaseBatchStream, LeaseStream};
 use super::respond;
 use super::shared_queue::SharedQueue;
+use crate::auth::{Authorizer, Call, Grant};
 use sluice_queue::Failure;
 
 type Result<T> = std::result::Result<T, RequestError>;
@@ -22,12 +33,58 @@ type Result<T> = std::result::Result<T, RequestError>;
 pub struct BrokerService {
     shared: SharedQueue,
     limits: Limits,
+    auth: Authorizer,
+    /// One permit per open Lease stream (`--max-lease-streams`).
+    lease_streams: Arc<tokio::sync::Semaphore>,
+    max_lease_streams: usize,
 }
 
 impl BrokerService {
-    /// Serves `shared` with the given limits.
-    pub fn new(shared: SharedQueue, limits: Limits) -> Self {
-        Self { shared, limits }
+    /// Serves `shared` with the given limits, checking calls with `auth`,
+    /// with at most `max_lease_streams` Lease streams open at once.
+    pub fn new(
+        shared: SharedQueue,
+        limits: Limits,
+        auth: Authorizer,
+        max_lease_streams: usize,
+    ) -> Self {
+        Self {
+            shared,
+            limits,
+            auth,
+            lease_streams: Arc::new(tokio::sync::Semaphore::new(max_lease_streams)),
+            max_lease_streams,
+        }
+    }
+
+    /// Checks `call` and the queue of every job named in `job_ids` (see the
+    /// module doc).
+    fn authorize_jobs<'a, T>(
+        &self,
+        request: &Request<T>,
+        call: Call,
+        job_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<()> {
+        let grant = self.auth.check(request, call)?;
+        if grant.every_queue() {
+            return Ok(());
+        }
+        let ids: Vec<uuid::Uuid> = job_ids
+            .into_iter()
+            .filter_map(|id| uuid::Uuid::parse_str(id).ok())
+            .collect();
+        self.shared.with_queue(|queue, _| {
+            ids.iter()
+                .filter_map(|id| queue.job(*id).ok())
+                .try_for_each(|job| grant.check_queue(job.queue))
+        })??;
+        Ok(())
+    }
+
+    /// Checks `call` and the queues of a Lease request.
+    fn authorize_lease(&self, request: &Request<pb::LeaseRequest>, call: Call) -> Result<()> {
+        let grant = self.auth.check(request, call)?;
+        check_queues(&grant, request.get_ref().queues.iter().map(String::as_str))
     }
 
     async fn handle_enqueue(&self, req: pb::EnqueueRequest) -> Result<pb::EnqueueResponse> {
@@ -46,8 +103,20 @@ impl BrokerService {
 
     fn handle_lease(&self, req: pb::LeaseRequest) -> Result<LeaseStream> {
         let spec = convert::consumer_spec(req)?;
+        let permit = self
+            .lease_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| RequestError::TooManyLeaseStreams {
+                limit: self.max_lease_streams,
+            })?;
         let (consumer, receiver) = self.shared.open_consumer(spec)?;
-        Ok(LeaseStream::new(consumer, receiver, self.shared.clone()))
+        Ok(LeaseStream::new(
+            consumer,
+            receiver,
+            self.shared.clone(),
+            permit,
+        ))
     }
 
     async fn handle_enqueue_batch(
@@ -159,6 +228,27 @@ impl BrokerService {
     }
 }
 
+/// Refuses the request unless `grant` covers every queue named (an empty
+/// name, or none at all, is the default queue).
+fn check_queues<'a>(grant: &Grant, queues: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    if grant.every_queue() {
+        return Ok(());
+    }
+    let mut any = false;
+    for queue in queues {
+        any = true;
+        grant.check_queue(if queue.is_empty() {
+            sluice_limits::DEFAULT_QUEUE
+        } else {
+            queue
+        })?;
+    }
+    if !any {
+        grant.check_queue(sluice_limits::DEFAULT_QUEUE)?;
+    }
+    Ok(())
+}
+
 fn check_batch(len: usize, field: &'static str) -> Result<()> {
     use sluice_limits::MAX_BATCH;
     if len > MAX_BATCH {
@@ -194,21 +284,39 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::EnqueueRequest>,
     ) -> std::result::Result<Response<pb::EnqueueResponse>, Status> {
-        respond(self.handle_enqueue(request.into_inner()).await)
+        let result = async {
+            let grant = self.auth.check(&request, Call::Enqueue)?;
+            check_queues(&grant, [request.get_ref().queue.as_str()])?;
+            self.handle_enqueue(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     async fn enqueue_batch(
         &self,
         request: Request<pb::EnqueueBatchRequest>,
     ) -> std::result::Result<Response<pb::EnqueueBatchResponse>, Status> {
-        respond(self.handle_enqueue_batch(request.into_inner()).await)
+        let result = async {
+            let grant = self.auth.check(&request, Call::EnqueueBatch)?;
+            let jobs = &request.get_ref().jobs;
+            if !jobs.is_empty() {
+                check_queues(&grant, jobs.iter().map(|j| j.queue.as_str()))?;
+            }
+            self.handle_enqueue_batch(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     async fn ack_batch(
         &self,
         request: Request<pb::AckBatchRequest>,
     ) -> std::result::Result<Response<pb::AckBatchResponse>, Status> {
-        respond(self.handle_ack_batch(request.into_inner()).await)
+        let result = async {
+            let ids = request.get_ref().acks.iter().map(|a| a.job_id.as_str());
+            self.authorize_jobs(&request, Call::AckBatch, ids)?;
+            self.handle_ack_batch(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     type LeaseBatchesStream = LeaseBatchStream;
@@ -218,7 +326,8 @@ impl Broker for BrokerService {
         request: Request<pb::LeaseRequest>,
     ) -> std::result::Result<Response<LeaseBatchStream>, Status> {
         respond(
-            self.handle_lease(request.into_inner())
+            self.authorize_lease(&request, Call::LeaseBatches)
+                .and_then(|()| self.handle_lease(request.into_inner()))
                 .map(LeaseBatchStream::new),
         )
     }
@@ -229,34 +338,57 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::LeaseRequest>,
     ) -> std::result::Result<Response<LeaseStream>, Status> {
-        respond(self.handle_lease(request.into_inner()))
+        respond(
+            self.authorize_lease(&request, Call::Lease)
+                .and_then(|()| self.handle_lease(request.into_inner())),
+        )
     }
 
     async fn ack(
         &self,
         request: Request<pb::AckRequest>,
     ) -> std::result::Result<Response<pb::AckResponse>, Status> {
-        respond(self.handle_ack(request.into_inner()).await)
+        let result = async {
+            let id = request.get_ref().job_id.as_str();
+            self.authorize_jobs(&request, Call::Ack, [id])?;
+            self.handle_ack(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     async fn nack(
         &self,
         request: Request<pb::NackRequest>,
     ) -> std::result::Result<Response<pb::NackResponse>, Status> {
-        respond(self.handle_nack(request.into_inner()).await)
+        let result = async {
+            let id = request.get_ref().job_id.as_str();
+            self.authorize_jobs(&request, Call::Nack, [id])?;
+            self.handle_nack(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     async fn extend(
         &self,
         request: Request<pb::ExtendRequest>,
     ) -> std::result::Result<Response<pb::ExtendResponse>, Status> {
-        respond(self.handle_extend(request.into_inner()))
+        let result = async {
+            let id = request.get_ref().job_id.as_str();
+            self.authorize_jobs(&request, Call::Extend, [id])?;
+            self.handle_extend(request.into_inner())
+        };
+        respond(result.await)
     }
 
     async fn release(
         &self,
         request: Request<pb::ReleaseRequest>,
     ) -> std::result::Result<Response<pb::ReleaseResponse>, Status> {
-        respond(self.handle_release(request.into_inner()).await)
+        let result = async {
+            let id = request.get_ref().job_id.as_str();
+            self.authorize_jobs(&request, Call::Release, [id])?;
+            self.handle_release(request.into_inner()).await
+        };
+        respond(result.await)
     }
 }

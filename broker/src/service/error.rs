@@ -5,6 +5,8 @@
 //! that picks status codes.
 
 use sluice_queue::QueueError;
+
+use crate::auth::AuthError;
 use tonic::{Code, Status};
 
 /// Why an RPC was refused.
@@ -21,6 +23,15 @@ pub enum RequestError {
     /// The broker is draining for shutdown and takes no new work.
     #[error("the broker is shutting down: {0}")]
     ShuttingDown(&'static str),
+    /// The caller is unknown, or its credential lacks the right.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// `--max-lease-streams` Lease streams are open already.
+    #[error("{limit} Lease streams are open, the most allowed (--max-lease-streams)")]
+    TooManyLeaseStreams {
+        /// The limit.
+        limit: usize,
+    },
     /// The queue refused it.
     #[error(transparent)]
     Queue(#[from] QueueError),
@@ -44,6 +55,9 @@ impl From<RequestError> for Status {
     fn from(err: RequestError) -> Self {
         let code = match &err {
             RequestError::InvalidArgument { .. } => Code::InvalidArgument,
+            RequestError::Auth(a) if a.is_unauthenticated() => Code::Unauthenticated,
+            RequestError::Auth(_) => Code::PermissionDenied,
+            RequestError::TooManyLeaseStreams { .. } => Code::ResourceExhausted,
             RequestError::ShuttingDown(_) | RequestError::Failed(_) => Code::Unavailable,
             RequestError::Queue(q) => match q {
                 QueueError::UnknownJob { .. } | QueueError::UnknownQueue { .. } => Code::NotFound,

@@ -23,15 +23,23 @@ pub struct LeaseStream {
     /// Taken off the channel but not sent yet (batching only).
     pending: Vec<Outgoing>,
     shared: SharedQueue,
+    /// Counts this stream against `--max-lease-streams` until dropped.
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl LeaseStream {
-    pub(super) fn new(consumer: ConsumerId, receiver: JobReceiver, shared: SharedQueue) -> Self {
+    pub(super) fn new(
+        consumer: ConsumerId,
+        receiver: JobReceiver,
+        shared: SharedQueue,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Self {
         Self {
             consumer,
             receiver,
             pending: Vec::new(),
             shared,
+            _permit: permit,
         }
     }
 }

@@ -1,7 +1,13 @@
 //! Opening the data directory and reading it back (recovery): the
 //! integrity check, the tables, and every record handed to the caller in
 //! seq order, so the records never all sit in memory at once.
+//!
+//! Data at rest is private: a directory the broker creates gets mode 0700
+//! and the database file 0600; an existing directory that others may write
+//! to is used, with a warning.
 
+use std::fs::Permissions;
+use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::mpsc;
@@ -13,6 +19,29 @@ use sluice_queue::{JobRecord, StoreMeta};
 use super::writer::write_loop;
 use super::{CACHE_BYTES, FILE_NAME, JOBS, META, PAUSED, PAYLOADS, Store, StoreError, codec};
 use crate::fatal::Fatal;
+
+/// Creates `dir` (and its missing parents) with mode 0700, or warns if it
+/// exists and is group- or world-writable.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode();
+            if mode & 0o022 != 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    mode = format!("{:o}", mode & 0o7777),
+                    "the data directory is writable by other users: they can change or delete jobs (chmod 700 it)"
+                );
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir),
+        Err(e) => Err(e),
+    }
+}
 
 impl Store {
     /// Opens (or creates) the store in `dir` and reads it back: each stored
@@ -30,7 +59,7 @@ impl Store {
         on_job: impl FnMut(JobRecord) -> Result<(), E>,
     ) -> Result<(Store, StoreMeta), StoreError> {
         let path = dir.join(FILE_NAME);
-        if let Err(e) = std::fs::create_dir_all(dir) {
+        if let Err(e) = private_dir(dir) {
             return Err(StoreError::Open {
                 path,
                 source: e.into(),
@@ -48,6 +77,16 @@ impl Store {
             .set_check_integrity_on_open(true)
             .set_cache_size(CACHE_BYTES)
             .create(&path);
+        // redb creates the file with the umask's mode: jobs are for this
+        // user only.
+        if db.is_ok()
+            && let Err(e) = std::fs::set_permissions(&path, Permissions::from_mode(0o600))
+        {
+            return Err(StoreError::Open {
+                path,
+                source: e.into(),
+            });
+        }
         Self::start(path, db, new_instance, fatal, on_job)
     }
 

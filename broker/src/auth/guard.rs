@@ -1,0 +1,263 @@
+//! The [`Authorizer`]: resolves a request's credential (its
+//! `authorization: Bearer TOKEN` header, else its client certificate's
+//! common name) and checks the call and queues against it. The services
+//! call it at the top of each RPC; [`ReflectionGuard`] is the interceptor
+//! that closes reflection to non-admins with `--reflection admin`.
+//!
+//! Without `--auth-tokens` the authorizer is open: every check passes and
+//! costs nothing. The credentials sit behind an `RwLock<Arc<_>>` that
+//! [`Authorizer::reload`] swaps (SIGHUP); a request holds the `Arc` it
+//! read, so a reload never blocks on, or changes, a call in progress. A
+//! failed reload keeps the old credentials.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use tonic::Request;
+use tonic::metadata::MetadataMap;
+use tracing::debug;
+
+use super::credentials::{Credential, Credentials, CredentialsError};
+use super::rights::{Call, Role};
+
+/// Why a call was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// No token and no known client certificate.
+    #[error("no credential: send `authorization: Bearer TOKEN`")]
+    Missing,
+    /// The authorization header is not `Bearer TOKEN`.
+    #[error("the authorization header must be `Bearer TOKEN`")]
+    Malformed,
+    /// A token that no credential has.
+    #[error("unknown token")]
+    UnknownToken,
+    /// The credential's role may not make this call.
+    #[error("the {role} credential may not {call}")]
+    Role {
+        /// The credential's role.
+        role: Role,
+        /// The call.
+        call: Call,
+    },
+    /// The credential does not cover this queue.
+    #[error("the {role} credential may not use queue {queue:?}")]
+    Queue {
+        /// The credential's role.
+        role: Role,
+        /// The queue.
+        queue: String,
+    },
+}
+
+impl AuthError {
+    /// Whether the caller is unknown (UNAUTHENTICATED) rather than known
+    /// without the right (PERMISSION_DENIED).
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(self, Self::Missing | Self::Malformed | Self::UnknownToken)
+    }
+}
+
+/// Checks requests against the token file, or lets everything through.
+#[derive(Clone, Default)]
+pub struct Authorizer {
+    /// `None`: no `--auth-tokens`, every call allowed.
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    path: PathBuf,
+    credentials: RwLock<Arc<Credentials>>,
+}
+
+impl fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            None => f.write_str("Authorizer(open)"),
+            Some(inner) => write!(f, "Authorizer({})", inner.path.display()),
+        }
+    }
+}
+
+/// What a request was allowed as: the credential, whose queue scope the
+/// service checks against the queues in the message.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// `None` when the authorizer is open.
+    credential: Option<Arc<Credential>>,
+}
+
+impl Grant {
+    /// Whether every queue is covered, so the service need not look any up.
+    pub fn every_queue(&self) -> bool {
+        self.credential
+            .as_ref()
+            .is_none_or(|c| matches!(c.queues, super::QueueScope::Every))
+    }
+
+    /// Refuses `queue` unless the credential covers it.
+    ///
+    /// # Errors
+    /// [`AuthError::Queue`].
+    pub fn check_queue(&self, queue: &str) -> Result<(), AuthError> {
+        match &self.credential {
+            Some(c) if !c.queues.allows(queue) => {
+                debug!(role = %c.role, credential = %c.label, queue, "request refused: queue not covered");
+                Err(AuthError::Queue {
+                    role: c.role,
+                    queue: queue.to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Authorizer {
+    /// Lets every call through (no `--auth-tokens`).
+    pub fn open() -> Self {
+        Self::default()
+    }
+
+    /// Checks calls against the token file at `path`.
+    ///
+    /// # Errors
+    /// [`CredentialsError`] when the file is unreadable or malformed.
+    pub fn load(path: &Path) -> Result<Self, CredentialsError> {
+        let credentials = Credentials::load(path)?;
+        Ok(Self {
+            inner: Some(Arc::new(Inner {
+                path: path.to_owned(),
+                credentials: RwLock::new(Arc::new(credentials)),
+            })),
+        })
+    }
+
+    /// Whether calls are checked at all.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Re-reads the token file; on failure the old credentials stay.
+    /// Returns how many credentials are now in force (0 when open).
+    ///
+    /// # Errors
+    /// [`CredentialsError`] when the file is unreadable or malformed.
+    pub fn reload(&self) -> Result<usize, CredentialsError> {
+        let Some(inner) = &self.inner else {
+            return Ok(0);
+        };
+        let credentials = Credentials::load(&inner.path)?;
+        let count = credentials.len();
+        *inner
+            .credentials
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(credentials);
+        Ok(count)
+    }
+
+    /// Resolves the credential of `request` and checks that its role may
+    /// make `call`; the queues are checked with the [`Grant`].
+    ///
+    /// # Errors
+    /// [`AuthError`]: unknown caller, or a role without the right.
+    pub fn check<T>(&self, request: &Request<T>, call: Call) -> Result<Grant, AuthError> {
+        let Some(inner) = &self.inner else {
+            return Ok(Grant { credential: None });
+        };
+        let credentials = inner
+            .credentials
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let credential = resolve(&credentials, request.metadata(), || {
+            peer_common_name(request)
+        })
+        .inspect_err(|e| debug!(call = %call, error = %e, "request refused: not authenticated"))?;
+        if !credential.role.may(call) {
+            debug!(role = %credential.role, credential = %credential.label, call = %call, "request refused: role");
+            return Err(AuthError::Role {
+                role: credential.role,
+                call,
+            });
+        }
+        Ok(Grant {
+            credential: Some(credential),
+        })
+    }
+}
+
+/// The token's credential if there is a token, else the certificate's.
+fn resolve(
+    credentials: &Credentials,
+    metadata: &MetadataMap,
+    common_name: impl FnOnce() -> Option<String>,
+) -> Result<Arc<Credential>, AuthError> {
+    if let Some(value) = metadata.get("authorization") {
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Malformed)?;
+        return credentials.by_token(token).ok_or(AuthError::UnknownToken);
+    }
+    if credentials.has_certs()
+        && let Some(cn) = common_name()
+        && let Some(credential) = credentials.by_cert(&cn)
+    {
+        return Ok(credential);
+    }
+    Err(AuthError::Missing)
+}
+
+/// The subject common name of the client's certificate (mTLS), if any.
+fn peer_common_name<T>(request: &Request<T>) -> Option<String> {
+    let certs = request.peer_certs()?;
+    let leaf = certs.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
+/// Who may use gRPC reflection (`--reflection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReflectionAccess {
+    /// Anyone, as health.
+    #[default]
+    Open,
+    /// Admin credentials only.
+    Admin,
+}
+
+/// The interceptor in front of the reflection services.
+#[derive(Debug, Clone)]
+pub struct ReflectionGuard {
+    /// Open when reflection is open.
+    authorizer: Authorizer,
+}
+
+impl ReflectionGuard {
+    /// Guards reflection as `access` says, with `authorizer`'s credentials.
+    pub fn new(access: ReflectionAccess, authorizer: &Authorizer) -> Self {
+        Self {
+            authorizer: match access {
+                ReflectionAccess::Open => Authorizer::open(),
+                ReflectionAccess::Admin => authorizer.clone(),
+            },
+        }
+    }
+}
+
+impl tonic::service::Interceptor for ReflectionGuard {
+    /// Reflection's one mapping of refusals to statuses.
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, tonic::Status> {
+        match self.authorizer.check(&request, Call::Reflection) {
+            Ok(_) => Ok(request),
+            Err(e) if e.is_unauthenticated() => Err(tonic::Status::unauthenticated(e.to_string())),
+            Err(e) => Err(tonic::Status::permission_denied(e.to_string())),
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Which role may make which call, and which queues a credential covers.
+//! Pure functions of the role, the call and a queue name.
+
+use std::fmt;
+
+/// What a credential is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Enqueue and EnqueueBatch.
+    Producer,
+    /// Lease, LeaseBatches and resolving leased jobs.
+    Worker,
+    /// Everything, including the Admin service and (with
+    /// `--reflection admin`) reflection.
+    Admin,
+}
+
+impl Role {
+    /// The role named `name` in the token file.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "producer" => Some(Self::Producer),
+            "worker" => Some(Self::Worker),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    /// Whether this role may make `call` at all (queues aside).
+    pub fn may(self, call: Call) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::Producer => matches!(call, Call::Enqueue | Call::EnqueueBatch),
+            Self::Worker => matches!(
+                call,
+                Call::Lease
+                    | Call::LeaseBatches
+                    | Call::Ack
+                    | Call::AckBatch
+                    | Call::Nack
+                    | Call::Extend
+                    | Call::Release
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Producer => "producer",
+            Self::Worker => "worker",
+            Self::Admin => "admin",
+        })
+    }
+}
+
+/// A call that needs a right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// `Broker/Enqueue`.
+    Enqueue,
+    /// `Broker/EnqueueBatch`.
+    EnqueueBatch,
+    /// `Broker/Lease`.
+    Lease,
+    /// `Broker/LeaseBatches`.
+    LeaseBatches,
+    /// `Broker/Ack`.
+    Ack,
+    /// `Broker/AckBatch`.
+    AckBatch,
+    /// `Broker/Nack`.
+    Nack,
+    /// `Broker/Extend`.
+    Extend,
+    /// `Broker/Release`.
+    Release,
+    /// Any `Admin` call, by method name.
+    Admin(&'static str),
+    /// gRPC reflection, when `--reflection admin`.
+    Reflection,
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Self::Admin(method) = self {
+            return write!(f, "call Admin/{method}");
+        }
+        f.write_str(match self {
+            Self::Enqueue => "Enqueue",
+            Self::EnqueueBatch => "EnqueueBatch",
+            Self::Lease => "Lease",
+            Self::LeaseBatches => "LeaseBatches",
+            Self::Ack => "Ack",
+            Self::AckBatch => "AckBatch",
+            Self::Nack => "Nack",
+            Self::Extend => "Extend",
+            Self::Release => "Release",
+            Self::Admin(_) => "call Admin",
+            Self::Reflection => "use reflection",
+        })
+    }
+}
+
+/// The queues a credential covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueScope {
+    /// No list in the file: every queue.
+    Every,
+    /// Exact names and prefixes (a name that ended in `*`).
+    Only(Vec<QueuePattern>),
+}
+
+/// One entry of a queue list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueuePattern {
+    /// This queue.
+    Exact(String),
+    /// Every queue whose name starts with this.
+    Prefix(String),
+}
+
+impl QueueScope {
+    /// Whether `queue` is covered.
+    pub fn allows(&self, queue: &str) -> bool {
+        match self {
+            Self::Every => true,
+            Self::Only(patterns) => patterns.iter().any(|p| match p {
+                QueuePattern::Exact(name) => name == queue,
+                QueuePattern::Prefix(prefix) => queue.starts_with(prefix.as_str()),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_may_make_only_its_calls() {
+        assert!(Role::Producer.may(Call::EnqueueBatch));
+        assert!(!Role::Producer.may(Call::Lease));
+        assert!(!Role::Producer.may(Call::Admin("Stats")));
+        assert!(Role::Worker.may(Call::Release));
+        assert!(!Role::Worker.may(Call::Enqueue));
+        assert!(!Role::Worker.may(Call::Reflection));
+        assert!(Role::Admin.may(Call::Reflection));
+        assert!(Role::Admin.may(Call::Lease));
+    }
+
+    #[test]
+    fn a_prefix_covers_the_queues_that_start_with_it() {
+        let scope = QueueScope::Only(vec![
+            QueuePattern::Exact("mail".into()),
+            QueuePattern::Prefix("billing.".into()),
+        ]);
+        assert!(scope.allows("mail"));
+        assert!(!scope.allows("mail2"));
+        assert!(scope.allows("billing.eu"));
+        assert!(!scope.allows("billing"));
+        assert!(QueueScope::Every.allows("anything"));
+    }
+}

@@ -1,0 +1,405 @@
+//! `--auth-tokens`: who may call what. The auth matrix (every RPC of both
+//! services against every kind of caller), a malformed token file, health
+//! and reflection, and reloading the token file on SIGHUP.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use nix::sys::signal::Signal;
+use sluice_broker::auth::{Authorizer, ReflectionAccess};
+use sluice_e2e::in_process::test_config;
+use sluice_e2e::{BrokerProcess, TestBroker, binary, scratch_dir};
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_client::AdminClient;
+use sluice_proto::v1::broker_client::BrokerClient;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+const PRODUCER: &str = "producer-token-0123456789";
+const WORKER: &str = "worker-token-0123456789";
+const ADMIN: &str = "admin-token-0123456789";
+const PRODUCER_OTHER: &str = "producer-other-token-0123456789";
+const WORKER_OTHER: &str = "worker-other-token-0123456789";
+const UNKNOWN: &str = "unknown-token-0123456789";
+
+fn token_file(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("tokens");
+    std::fs::write(
+        &path,
+        format!(
+            "# the matrix's credentials\n\
+             producer {PRODUCER}\n\
+             worker   {WORKER}\n\
+             admin    {ADMIN}\n\
+             \n\
+             producer {PRODUCER_OTHER} other,elsewhere.*\n\
+             worker   {WORKER_OTHER} other\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `message` with `authorization: Bearer token` if there is a token.
+fn req<T>(message: T, token: Option<&str>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
+/// The status of one call: OK, or the error's code and message.
+async fn call(rpc: &str, channel: &Channel, token: Option<&str>, job_id: &str) -> (Code, String) {
+    let mut broker = BrokerClient::new(channel.clone());
+    let mut admin = AdminClient::new(channel.clone());
+    let other_id = "00000000-0000-4000-8000-000000000000".to_owned();
+    let lease_id = "11111111-1111-4111-8111-111111111111".to_owned();
+    let lease = || pb::LeaseRequest {
+        worker_id: "matrix".into(),
+        queues: vec!["default".into()],
+        job_types: vec!["nothing-of-this-type".into()],
+        max_in_flight: 1,
+        ..Default::default()
+    };
+    let job = || pb::EnqueueRequest {
+        job_type: "matrix".into(),
+        ..Default::default()
+    };
+    macro_rules! status {
+        ($call:expr) => {
+            match $call.await {
+                Ok(_) => (Code::Ok, String::new()),
+                Err(s) => (s.code(), s.message().to_owned()),
+            }
+        };
+    }
+    let id = job_id.to_owned();
+    match rpc {
+        "Enqueue" => status!(broker.enqueue(req(job(), token))),
+        "EnqueueBatch" => {
+            status!(broker.enqueue_batch(req(pb::EnqueueBatchRequest { jobs: vec![job()] }, token)))
+        }
+        "Lease" => status!(broker.lease(req(lease(), token))),
+        "LeaseBatches" => status!(broker.lease_batches(req(lease(), token))),
+        "Ack" => status!(broker.ack(req(
+            pb::AckRequest {
+                job_id: id,
+                lease_id
+            },
+            token
+        ))),
+        "AckBatch" => status!(broker.ack_batch(req(
+            pb::AckBatchRequest {
+                acks: vec![pb::AckRequest {
+                    job_id: id,
+                    lease_id
+                }]
+            },
+            token
+        ))),
+        "Nack" => status!(broker.nack(req(
+            pb::NackRequest {
+                job_id: id,
+                lease_id,
+                ..Default::default()
+            },
+            token
+        ))),
+        "Extend" => status!(broker.extend(req(
+            pb::ExtendRequest {
+                job_id: id,
+                lease_id,
+                ..Default::default()
+            },
+            token
+        ))),
+        "Release" => status!(broker.release(req(
+            pb::ReleaseRequest {
+                job_id: id,
+                lease_id,
+                ..Default::default()
+            },
+            token
+        ))),
+        "GetJob" => status!(admin.get_job(req(pb::GetJobRequest { job_id: id }, token))),
+        "ListJobs" => status!(admin.list_jobs(req(pb::ListJobsRequest::default(), token))),
+        "Stats" => status!(admin.stats(req(pb::StatsRequest {}, token))),
+        "ListWorkers" => status!(admin.list_workers(req(pb::ListWorkersRequest {}, token))),
+        "RetryJob" => status!(admin.retry_job(req(pb::RetryJobRequest { job_id: id }, token))),
+        // Another id: cancelling the matrix's job would change later cells.
+        "CancelJob" => {
+            status!(admin.cancel_job(req(pb::CancelJobRequest { job_id: other_id }, token)))
+        }
+        "PurgeQueue" => status!(admin.purge_queue(req(
+            pb::PurgeQueueRequest {
+                queue: "default".into(),
+                state: pb::JobState::Succeeded.into(),
+            },
+            token
+        ))),
+        "PauseQueue" => status!(admin.pause_queue(req(
+            pb::PauseQueueRequest {
+                queue: "pausable".into()
+            },
+            token
+        ))),
+        "ResumeQueue" => status!(admin.resume_queue(req(
+            pb::ResumeQueueRequest {
+                queue: "pausable".into()
+            },
+            token
+        ))),
+        other => unreachable!("no RPC {other}"),
+    }
+}
+
+const BROKER_RPCS: [&str; 9] = [
+    "Enqueue",
+    "EnqueueBatch",
+    "Lease",
+    "LeaseBatches",
+    "Ack",
+    "AckBatch",
+    "Nack",
+    "Extend",
+    "Release",
+];
+const ADMIN_RPCS: [&str; 9] = [
+    "GetJob",
+    "ListJobs",
+    "Stats",
+    "ListWorkers",
+    "RetryJob",
+    "CancelJob",
+    "PurgeQueue",
+    "PauseQueue",
+    "ResumeQueue",
+];
+
+/// What a cell must get: refused with this code, or let through (any
+/// other code: the call may still fail on its own merits).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Allowed,
+    Refused(Code),
+}
+
+fn expected(rpc: &str, caller: &str) -> Expect {
+    use Expect::{Allowed, Refused};
+    let producer_call = matches!(rpc, "Enqueue" | "EnqueueBatch");
+    let worker_call = BROKER_RPCS.contains(&rpc) && !producer_call;
+    match caller {
+        "none" | "unknown" => Refused(Code::Unauthenticated),
+        "admin" => Allowed,
+        "producer" if producer_call => Allowed,
+        "worker" if worker_call => Allowed,
+        // Scoped to other queues: the right call on the wrong queue.
+        _ => Refused(Code::PermissionDenied),
+    }
+}
+
+#[tokio::test]
+async fn every_rpc_is_allowed_or_refused_by_role_and_queue() {
+    let dir = scratch_dir("auth-matrix");
+    let mut config = test_config();
+    config.auth = Authorizer::load(&token_file(&dir)).unwrap();
+    let b = TestBroker::with_config(config).await;
+    // A job in the default queue, for the calls that name a job.
+    let job_id = BrokerClient::new(b.channel.clone())
+        .enqueue(req(sluice_e2e::job("matrix", b""), Some(ADMIN)))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+
+    let callers: [(&str, Option<&str>); 7] = [
+        ("none", None),
+        ("unknown", Some(UNKNOWN)),
+        ("producer", Some(PRODUCER)),
+        ("worker", Some(WORKER)),
+        ("admin", Some(ADMIN)),
+        ("producer@other", Some(PRODUCER_OTHER)),
+        ("worker@other", Some(WORKER_OTHER)),
+    ];
+    let mut table = format!("{:<13}", "rpc");
+    for (caller, _) in &callers {
+        table += &format!(" {caller:<19}");
+    }
+    let mut wrong = Vec::new();
+    for rpc in BROKER_RPCS.iter().chain(&ADMIN_RPCS) {
+        table += &format!("\n{rpc:<13}");
+        for (caller, token) in &callers {
+            let (code, message) = call(rpc, &b.channel, *token, &job_id).await;
+            table += &format!(" {:<19}", format!("{code:?}"));
+            let ok = match expected(rpc, caller) {
+                Expect::Allowed => !matches!(code, Code::Unauthenticated | Code::PermissionDenied),
+                Expect::Refused(want) => {
+                    code == want && (want != Code::PermissionDenied || message.contains("may not"))
+                }
+            };
+            if !ok || token.is_some_and(|t| message.contains(t)) {
+                wrong.push(format!(
+                    "{rpc} as {caller}: got {code:?} {message:?}, expected {:?}",
+                    expected(rpc, caller)
+                ));
+            }
+        }
+    }
+    println!("{table}");
+    assert!(wrong.is_empty(), "wrong cells:\n{}", wrong.join("\n"));
+}
+
+#[tokio::test]
+async fn a_refusal_names_the_missing_right() {
+    let dir = scratch_dir("auth-messages");
+    let mut config = test_config();
+    config.auth = Authorizer::load(&token_file(&dir)).unwrap();
+    let b = TestBroker::with_config(config).await;
+    let (code, message) = call("Lease", &b.channel, Some(PRODUCER), "").await;
+    assert_eq!(code, Code::PermissionDenied);
+    assert_eq!(message, "the producer credential may not Lease");
+    let (_, message) = call("Enqueue", &b.channel, Some(PRODUCER_OTHER), "").await;
+    assert_eq!(
+        message,
+        "the producer credential may not use queue \"default\""
+    );
+    let (_, message) = call("Stats", &b.channel, Some(WORKER), "").await;
+    assert_eq!(message, "the worker credential may not call Admin/Stats");
+    // A prefix scope covers the queues under it, and only those.
+    let mut broker = BrokerClient::new(b.channel.clone());
+    let mut job = sluice_e2e::job("t", b"");
+    job.queue = "elsewhere.eu".into();
+    broker
+        .enqueue(req(job.clone(), Some(PRODUCER_OTHER)))
+        .await
+        .unwrap();
+    // A batch with one job outside the scope is refused whole.
+    let mut outside = job.clone();
+    outside.queue = "default".into();
+    let refused = broker
+        .enqueue_batch(req(
+            pb::EnqueueBatchRequest {
+                jobs: vec![job, outside],
+            },
+            Some(PRODUCER_OTHER),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn health_is_open_without_a_token() {
+    let dir = scratch_dir("auth-health");
+    let mut config = test_config();
+    config.auth = Authorizer::load(&token_file(&dir)).unwrap();
+    let b = TestBroker::with_config(config).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(b.channel.clone());
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+}
+
+/// The status of a reflection ListServices call with `token`.
+async fn list_services(channel: &Channel, token: Option<&str>) -> Result<(), Code> {
+    use tonic_reflection::pb::v1;
+    let message = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let mut stream = client
+        .server_reflection_info(req(tokio_stream::iter([message]), token))
+        .await
+        .map_err(|s| s.code())?
+        .into_inner();
+    stream.message().await.map_err(|s| s.code())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn reflection_is_open_by_default_and_admin_only_when_asked() {
+    let dir = scratch_dir("auth-reflection");
+    let mut config = test_config();
+    config.auth = Authorizer::load(&token_file(&dir)).unwrap();
+    let open = TestBroker::with_config(config.clone()).await;
+    assert_eq!(list_services(&open.channel, None).await, Ok(()));
+
+    config.reflection = ReflectionAccess::Admin;
+    let closed = TestBroker::with_config(config).await;
+    assert_eq!(
+        list_services(&closed.channel, None).await,
+        Err(Code::Unauthenticated)
+    );
+    assert_eq!(
+        list_services(&closed.channel, Some(WORKER)).await,
+        Err(Code::PermissionDenied)
+    );
+    assert_eq!(list_services(&closed.channel, Some(ADMIN)).await, Ok(()));
+}
+
+#[test]
+fn a_malformed_token_file_refuses_to_start_naming_the_line() {
+    let dir = scratch_dir("auth-malformed");
+    let path = dir.join("tokens");
+    let secret = "a-secret-token-that-must-not-show";
+    std::fs::write(
+        &path,
+        format!("# ok so far\nadmin {ADMIN}\nsupervisor {secret}\n"),
+    )
+    .unwrap();
+    let output = Command::new(binary("sluice-broker"))
+        .args(["--addr", "127.0.0.1:0", "--auth-tokens"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 3: unknown role") && stderr.contains("supervisor"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(secret), "the token was echoed: {stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_token_file_and_keeps_it_when_broken() {
+    let dir = scratch_dir("auth-reload");
+    let path = dir.join("tokens");
+    let old = "old-admin-token-0123456789";
+    let new = "new-admin-token-0123456789";
+    std::fs::write(&path, format!("admin {old}\n")).unwrap();
+    let broker = BrokerProcess::start(&["--auth-tokens", path.to_str().unwrap()]);
+    let channel = broker.channel().await;
+    assert_eq!(call("Stats", &channel, Some(old), "").await.0, Code::Ok);
+
+    std::fs::write(&path, format!("admin {new}\n")).unwrap();
+    broker.signal(Signal::SIGHUP);
+    broker.wait_for_log("token file reloaded");
+    assert_eq!(call("Stats", &channel, Some(new), "").await.0, Code::Ok);
+    assert_eq!(
+        call("Stats", &channel, Some(old), "").await.0,
+        Code::Unauthenticated
+    );
+
+    std::fs::write(&path, format!("admin {new}\nworker tooshort\n")).unwrap();
+    broker.signal(Signal::SIGHUP);
+    let log = broker.wait_for_log("token file not reloaded");
+    assert!(log.contains("line 2: the token is shorter"), "{log}");
+    assert_eq!(call("Stats", &channel, Some(new), "").await.0, Code::Ok);
+    assert!(!broker.log().contains(new), "a token was logged");
+}
