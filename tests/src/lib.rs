@@ -13,6 +13,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+pub mod certs;
 pub mod in_process;
 pub mod process;
 pub mod proxy;
