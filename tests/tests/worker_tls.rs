@@ -7,6 +7,8 @@
 //! Ignored until the broker has those flags (they are added on another
 //! branch); run with `cargo test -p sluice-e2e --test worker_tls -- --ignored`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
