@@ -103,6 +103,7 @@ pub async fn run(broker_bin: &Path, dir: &Path, jobs: u64, json_out: bool) -> an
                     api: row.api,
                     worker_handler: None,
                     queue: "durable-bench".into(),
+                    security: Default::default(),
                 },
             )
             .await?;

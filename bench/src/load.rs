@@ -4,6 +4,7 @@
 //! rate. Every payload carries its send time, so a consumer measures
 //! enqueue-to-start latency.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,7 +17,10 @@ use sluice_proto::v1::broker_client::BrokerClient;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Which calls the load uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,6 +51,124 @@ pub struct Load {
     /// (`None`: raw clients that ack each job as it arrives).
     pub worker_handler: Option<Duration>,
     pub queue: String,
+    /// TLS and tokens of the clients (both off by default).
+    pub security: ClientSecurity,
+}
+
+/// How the load's clients reach the broker: TLS (an `https://` URL) and a
+/// bearer token per role, each off by default.
+#[derive(Clone, Default)]
+pub struct ClientSecurity {
+    pub tls: Option<ClientTls>,
+    pub tokens: Tokens,
+}
+
+/// The clients' TLS files: a CA to trust (else the system's roots), and a
+/// client certificate and key (mTLS).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    pub ca: Option<PathBuf>,
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// The token each kind of client sends.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    pub producer: Option<String>,
+    pub worker: Option<String>,
+    pub admin: Option<String>,
+}
+
+impl Tokens {
+    /// One token for every client.
+    pub fn same(token: String) -> Self {
+        Self {
+            producer: Some(token.clone()),
+            worker: Some(token.clone()),
+            admin: Some(token),
+        }
+    }
+}
+
+/// Which calls a client makes, so which token it sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    Producer,
+    Worker,
+    Admin,
+}
+
+impl std::fmt::Debug for ClientSecurity {
+    // Never the tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = &self.tokens;
+        let tokens = [t.producer.is_some(), t.worker.is_some(), t.admin.is_some()];
+        f.debug_struct("ClientSecurity")
+            .field("tls", &self.tls)
+            .field(
+                "tokens (producer, worker, admin)",
+                &tokens.map(|set| if set { "<redacted>" } else { "none" }),
+            )
+            .finish()
+    }
+}
+
+impl ClientSecurity {
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The broker's URL at `addr`.
+    pub fn url(&self, addr: &str) -> String {
+        format!("{}://{addr}", self.scheme())
+    }
+
+    fn token(&self, role: Role) -> Option<&String> {
+        match role {
+            Role::Producer => self.tokens.producer.as_ref(),
+            Role::Worker => self.tokens.worker.as_ref(),
+            Role::Admin => self.tokens.admin.as_ref(),
+        }
+    }
+
+    fn tls_config(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let mut config = ClientTlsConfig::new();
+        config = match &tls.ca {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca)?)),
+            None => config.with_native_roots(),
+        };
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(Some(config))
+    }
+}
+
+/// A channel whose calls carry the role's bearer token.
+pub type Conn = InterceptedService<Channel, Bearer>;
+
+/// Puts `authorization: Bearer TOKEN` on every call, when there is a token.
+#[derive(Clone)]
+pub struct Bearer(Option<AsciiMetadataValue>);
+
+impl Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 /// What one run measured.
@@ -80,7 +202,7 @@ pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
     });
     let mut consumers = JoinSet::new();
     for id in 0..load.consumers {
-        let client = BrokerClient::new(connect(addr).await?);
+        let client = BrokerClient::new(connect(addr, &load.security, Role::Worker).await?);
         let (load, progress) = (load.clone(), progress.clone());
         match load.worker_handler {
             None => consumers.spawn(consume(client, id, load, progress, epoch)),
@@ -94,14 +216,11 @@ pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
             )),
         };
     }
-    wait_for_workers(addr, load.consumers).await?;
+    wait_for_workers(addr, &load.security, load.consumers).await?;
     if load.worker_handler.is_some() {
         // The library acks on its own: the broker's count says when all are.
-        tokio::spawn(watch_acks(
-            addr.to_owned(),
-            load.queue.clone(),
-            progress.clone(),
-        ));
+        let admin = AdminClient::new(connect(addr, &load.security, Role::Admin).await?);
+        tokio::spawn(watch_acks(admin, load.queue.clone(), progress.clone()));
     }
 
     let started = Instant::now();
@@ -113,7 +232,7 @@ pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
         } else {
             per_producer
         };
-        let client = BrokerClient::new(connect(addr).await?);
+        let client = BrokerClient::new(connect(addr, &load.security, Role::Producer).await?);
         producers.spawn(produce(client, count, load.clone(), epoch, started));
     }
     let mut enqueue_call_us = Histogram::<u64>::new(3)?;
@@ -156,19 +275,30 @@ pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
     })
 }
 
-pub async fn connect(addr: &str) -> anyhow::Result<Channel> {
-    Endpoint::from_shared(format!("http://{addr}"))?
+/// A connection to `addr` with `security`'s TLS, sending `role`'s token.
+pub async fn connect(addr: &str, security: &ClientSecurity, role: Role) -> anyhow::Result<Conn> {
+    let mut endpoint = Endpoint::from_shared(security.url(addr))?
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(4 << 20))
-        .initial_connection_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(8 << 20));
+    if let Some(config) = security.tls_config()? {
+        endpoint = endpoint.tls_config(config)?;
+    }
+    let channel = endpoint
         .connect()
         .await
-        .with_context(|| format!("connecting to {addr}"))
+        .with_context(|| format!("connecting to {}", security.url(addr)))?;
+    let bearer = security
+        .token(role)
+        .map(|t| AsciiMetadataValue::try_from(format!("Bearer {t}")))
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("the {role:?} token is not visible ASCII"))?;
+    Ok(InterceptedService::new(channel, Bearer(bearer)))
 }
 
 /// Consumers count as ready once the broker lists their streams.
-async fn wait_for_workers(addr: &str, n: usize) -> anyhow::Result<()> {
-    let mut admin = AdminClient::new(connect(addr).await?);
+async fn wait_for_workers(addr: &str, security: &ClientSecurity, n: usize) -> anyhow::Result<()> {
+    let mut admin = AdminClient::new(connect(addr, security, Role::Admin).await?);
     for _ in 0..500 {
         if admin
             .list_workers(pb::ListWorkersRequest {})
@@ -209,7 +339,7 @@ fn latency_of(job: &pb::LeasedJob, epoch: Instant) -> u64 {
 }
 
 async fn produce(
-    client: BrokerClient<Channel>,
+    client: BrokerClient<Conn>,
     count: u64,
     load: Load,
     epoch: Instant,
@@ -283,7 +413,7 @@ async fn produce(
 }
 
 async fn consume(
-    mut client: BrokerClient<Channel>,
+    mut client: BrokerClient<Conn>,
     id: usize,
     load: Load,
     progress: Arc<Progress>,
@@ -350,8 +480,11 @@ async fn consume(
 }
 
 /// Cancels `progress.done` once the broker counts every job of the queue acked.
-async fn watch_acks(addr: String, queue: String, progress: Arc<Progress>) -> anyhow::Result<()> {
-    let mut admin = AdminClient::new(connect(&addr).await?);
+async fn watch_acks(
+    mut admin: AdminClient<Conn>,
+    queue: String,
+    progress: Arc<Progress>,
+) -> anyhow::Result<()> {
     while !progress.done.is_cancelled() {
         let stats = admin.stats(pb::StatsRequest {}).await?.into_inner();
         let acked = stats
@@ -380,7 +513,20 @@ async fn consume_with_worker(
 ) -> anyhow::Result<Histogram<u64>> {
     let latency = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new(3)?));
     let recorder = latency.clone();
-    let worker = sluice_worker::Worker::builder(format!("http://{addr}"))
+    let security = &load.security;
+    let mut builder = sluice_worker::Worker::builder(security.url(&addr));
+    if let Some(tls) = &security.tls {
+        if let Some(ca) = &tls.ca {
+            builder = builder.tls_ca_file(ca);
+        }
+        if let Some((cert, key)) = &tls.identity {
+            builder = builder.tls_identity_files(cert, key);
+        }
+    }
+    if let Some(token) = security.token(Role::Worker) {
+        builder = builder.token(token.clone());
+    }
+    let worker = builder
         .worker_id(format!("bench-{id}"))
         .queues([load.queue.clone()])
         .concurrency(load.in_flight as usize)

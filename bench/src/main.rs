@@ -7,12 +7,15 @@
 //! the producers open-loop, so stalls show in the latency instead of
 //! slowing the offer. `sluice-bench memory` measures the broker's bytes per
 //! queued job. `sluice-bench durable` measures the disk's fsync rate and
-//! compares a memory-only broker with one on `--data-dir`. Output is a
-//! table, or JSON with `--json`.
+//! compares a memory-only broker with one on `--data-dir`. `load --secure`
+//! runs with TLS and tokens on, and `sluice-bench security-cost` compares
+//! brokers with both on and both off. Output is a table, or JSON with
+//! `--json`.
 
 mod durable;
 mod load;
 mod proc_stats;
+mod secure;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -48,6 +51,10 @@ enum Command {
     /// The disk's fsync rate, then memory-only against --data-dir at 1, 8
     /// and 64 producers and with batched enqueue.
     Durable(DurableArgs),
+    /// Batched and unary end-to-end loads against brokers with TLS and
+    /// tokens on and with both off, alternating, N rounds: jobs/s of each
+    /// and their ratio.
+    SecurityCost(secure::SecurityCostArgs),
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +77,8 @@ struct Target {
 struct LoadArgs {
     #[command(flatten)]
     target: Target,
+    #[command(flatten)]
+    secure: secure::SecureArgs,
     /// Jobs in all.
     #[arg(short = 'n', long, default_value_t = 100_000)]
     jobs: u64,
@@ -160,12 +169,14 @@ fn broker_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 impl Target {
-    fn start(&self) -> anyhow::Result<(String, Option<BrokerProcess>)> {
+    /// The broker's address; a broker it started (with `extra` flags too).
+    fn start(&self, extra: &[String]) -> anyhow::Result<(String, Option<BrokerProcess>)> {
         if let Some(addr) = &self.addr {
             return Ok((addr.clone(), None));
         }
         let binary = broker_binary(self.broker_bin.clone())?;
-        let broker = start_broker(&binary, &self.broker_args)?;
+        let args: Vec<String> = self.broker_args.iter().chain(extra).cloned().collect();
+        let broker = start_broker(&binary, &args)?;
         Ok((broker.addr.clone(), Some(broker)))
     }
 }
@@ -185,6 +196,10 @@ async fn main() -> anyhow::Result<()> {
             }
             result
         }
+        Command::SecurityCost(args) => {
+            let broker_bin = broker_binary(None)?;
+            secure::security_cost(args, &broker_bin).await
+        }
     }
 }
 
@@ -197,7 +212,13 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         args.rate.is_none() || args.api == Api::Unary || args.batch == 1,
         "--rate paces job by job: use --api unary, or --batch 1"
     );
-    let (addr, broker) = args.target.start()?;
+    // `generated` keeps --secure's files until the run is over.
+    let (security, generated) = args.secure.resolve()?;
+    let extra = generated
+        .as_ref()
+        .map(|g| g.broker_args.clone())
+        .unwrap_or_default();
+    let (addr, broker) = args.target.start(&extra)?;
     let load = Load {
         jobs: args.jobs,
         producers: args.producers,
@@ -214,6 +235,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         api: args.api,
         worker_handler: args.worker_handler,
         queue: format!("bench-{}", std::process::id()),
+        security,
     };
     let cpu_before = broker
         .as_ref()
@@ -294,9 +316,11 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
 }
 
 async fn memory(args: MemoryArgs) -> anyhow::Result<()> {
-    let (addr, broker) = args.target.start()?;
+    let (addr, broker) = args.target.start(&[])?;
     let broker = broker.context("memory needs a broker the bench starts (no --addr)")?;
-    let mut client = BrokerClient::new(load::connect(&addr).await?);
+    let security = load::ClientSecurity::default();
+    let mut client =
+        BrokerClient::new(load::connect(&addr, &security, load::Role::Producer).await?);
     let (before, _) = proc_stats::memory(broker.process.pid())?;
     let started = Instant::now();
     let payload = bytes::Bytes::from(vec![b'x'; args.payload]);

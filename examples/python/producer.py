@@ -10,11 +10,18 @@ with grpcio-tools, so nothing generated is checked in:
 
 It prints one line per job: the job id, then "duplicate" if the
 idempotency key matched a job the broker already knew.
+
+Plaintext by default. `--broker https://HOST:PORT` connects over TLS,
+trusting the system's roots or only `--tls-ca FILE`; `--tls-cert FILE
+--tls-key FILE` present a client certificate (mTLS). A token, sent as
+`authorization: Bearer TOKEN` on every call, is read from the SLUICE_TOKEN
+environment variable (kept out of `ps`) or from `--token-file FILE`.
 """
 
 import argparse
 import importlib
 import importlib.resources
+import os
 import pathlib
 import sys
 import tempfile
@@ -40,9 +47,53 @@ def load_stubs(out_dir: pathlib.Path):
             importlib.import_module("sluice.v1.broker_pb2_grpc"))
 
 
+def read_file(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as err:
+        sys.exit(f"cannot read the {what} {path}: {err.strerror}")
+
+
+def token(args) -> str | None:
+    """The token from SLUICE_TOKEN or --token-file; both is an error."""
+    from_env = os.environ.get("SLUICE_TOKEN")
+    if from_env is not None and args.token_file:
+        sys.exit("two tokens: SLUICE_TOKEN is set and --token-file is given; give one")
+    value = from_env if from_env is not None else (
+        read_file(args.token_file, "token file").decode().strip() if args.token_file else None)
+    if value is not None and (not value or not all("!" <= c <= "~" for c in value)):
+        sys.exit("bad token: it must be visible ASCII without whitespace, and not empty")
+    return value
+
+
+def open_channel(args) -> grpc.Channel:
+    """A plaintext channel to host:port, or TLS for https://host:port."""
+    tls_given = args.tls_ca or args.tls_cert or args.tls_key
+    if bool(args.tls_cert) != bool(args.tls_key):
+        sys.exit("--tls-cert and --tls-key go together")
+    if not args.broker.startswith("https://"):
+        if tls_given:
+            sys.exit(f"--tls-* options need an https:// --broker, not {args.broker!r}")
+        target = args.broker.removeprefix("http://")
+        return grpc.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read_file(args.tls_ca, "CA certificate") if args.tls_ca else None,
+        private_key=read_file(args.tls_key, "client key") if args.tls_key else None,
+        certificate_chain=read_file(args.tls_cert, "client certificate") if args.tls_cert else None,
+    )
+    return grpc.secure_channel(args.broker.removeprefix("https://").rstrip("/"), credentials)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--broker", default="127.0.0.1:50051", help="host:port of the broker")
+    parser.add_argument("--broker", default="127.0.0.1:50051",
+                        help="host:port (plaintext) or https://host:port (TLS)")
+    parser.add_argument("--tls-ca", metavar="FILE", help="PEM CA to trust instead of the system's")
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM client certificate (mTLS)")
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM key of --tls-cert")
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="file holding the token (else env SLUICE_TOKEN)")
     parser.add_argument("--queue", default="", help="queue (default: the broker's 'default')")
     parser.add_argument("--job-type", required=True)
     parser.add_argument("--payload", default="", help="payload text, sent as UTF-8 bytes")
@@ -52,9 +103,11 @@ def main() -> int:
     args = parser.parse_args()
 
     headers = dict(h.split("=", 1) for h in args.header)
+    bearer = token(args)
+    metadata = [("authorization", f"Bearer {bearer}")] if bearer is not None else None
     with tempfile.TemporaryDirectory() as tmp:
         broker_pb2, broker_pb2_grpc = load_stubs(pathlib.Path(tmp))
-        with grpc.insecure_channel(args.broker) as channel:
+        with open_channel(args) as channel:
             broker = broker_pb2_grpc.BrokerStub(channel)
             for i in range(args.count):
                 request = broker_pb2.EnqueueRequest(
@@ -65,7 +118,7 @@ def main() -> int:
                     idempotency_key=args.idempotency_key,
                 )
                 try:
-                    reply = broker.Enqueue(request, timeout=10)
+                    reply = broker.Enqueue(request, timeout=10, metadata=metadata)
                 except grpc.RpcError as err:
                     print(f"enqueue {i} failed: {err.code().name}: {err.details()}", file=sys.stderr)
                     return 1

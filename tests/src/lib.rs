@@ -8,7 +8,8 @@
 //!   binaries as child processes, with their logs, signals and exits.
 //! - [`proxy`]: a TCP proxy a test can cut, to drop a client's connections
 //!   while the broker stays up.
-//! - [`tls`]: test certificates (rcgen) and TLS client channels.
+//! - [`tls`]: test certificates (rcgen), as PEM or as files ([`tls::TestPki`]),
+//!   and TLS client channels.
 //!
 //! Every wait is bounded by [`WAIT`] and fails saying what it waited for.
 

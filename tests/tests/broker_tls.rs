@@ -54,8 +54,8 @@ async fn reachable(addr: &str, config: tonic::transport::ClientTlsConfig) -> boo
 #[tokio::test]
 async fn a_plaintext_client_fails_fast_against_a_tls_broker() {
     let dir = scratch_dir("tls-plaintext");
-    let ca = Ca::new("ca");
-    let broker = start(&server_flags(&dir, &ca.server()));
+    let ca = Ca::new("ca").unwrap();
+    let broker = start(&server_flags(&dir, &ca.server().unwrap()));
     let started = Instant::now();
     let outcome = tokio::time::timeout(Duration::from_secs(5), async {
         let channel = tonic::transport::Endpoint::from_shared(broker.url())
@@ -78,16 +78,20 @@ async fn a_plaintext_client_fails_fast_against_a_tls_broker() {
 #[tokio::test]
 async fn a_client_trusting_another_ca_fails() {
     let dir = scratch_dir("tls-other-ca");
-    let ca = Ca::new("ca");
-    let other = Ca::new("other");
-    let broker = start(&server_flags(&dir, &ca.server()));
+    let ca = Ca::new("ca").unwrap();
+    let other = Ca::new("other").unwrap();
+    let broker = start(&server_flags(&dir, &ca.server().unwrap()));
     assert!(!reachable(&broker.addr, tls::client_config(&other.pem, None)).await);
 }
 
 #[test]
 fn a_certificate_without_its_key_refuses_to_start() {
     let dir = scratch_dir("tls-no-key");
-    let cert = tls::write(&dir, "server.pem", &Ca::new("ca").server().cert);
+    let cert = tls::write(
+        &dir,
+        "server.pem",
+        &Ca::new("ca").unwrap().server().unwrap().cert,
+    );
     let output = Command::new(binary("sluice-broker"))
         .args(["--addr", "127.0.0.1:0", "--tls-cert"])
         .arg(&cert)
@@ -103,7 +107,7 @@ fn a_certificate_without_its_key_refuses_to_start() {
 
 /// A broker requiring client certificates of `client_ca`, with these tokens.
 fn mtls_broker(dir: &Path, ca: &Ca, client_ca: &Ca, tokens: &str) -> BrokerProcess {
-    let mut flags = server_flags(dir, &ca.server());
+    let mut flags = server_flags(dir, &ca.server().unwrap());
     let client_ca = tls::write(dir, "client-ca.pem", &client_ca.pem);
     let tokens = tls::write(dir, "tokens", tokens);
     flags.extend([
@@ -118,25 +122,28 @@ fn mtls_broker(dir: &Path, ca: &Ca, client_ca: &Ca, tokens: &str) -> BrokerProce
 #[tokio::test]
 async fn mtls_refuses_a_client_without_a_certificate() {
     let dir = scratch_dir("tls-mtls-none");
-    let ca = Ca::new("ca");
+    let ca = Ca::new("ca").unwrap();
     let broker = mtls_broker(&dir, &ca, &ca, "admin admin-token-0123456789\n");
     assert!(!reachable(&broker.addr, tls::client_config(&ca.pem, None)).await);
     // Nor one whose certificate another CA signed.
-    let stranger = Ca::new("stranger").issue("worker-01", &["worker-01"]);
+    let stranger = Ca::new("stranger")
+        .unwrap()
+        .issue("worker-01", &["worker-01"])
+        .unwrap();
     assert!(!reachable(&broker.addr, tls::client_config(&ca.pem, Some(&stranger))).await);
 }
 
 #[tokio::test]
 async fn a_cert_line_makes_an_mtls_client_a_worker_without_a_token() {
     let dir = scratch_dir("tls-mtls-cn");
-    let ca = Ca::new("ca");
+    let ca = Ca::new("ca").unwrap();
     let broker = mtls_broker(
         &dir,
         &ca,
         &ca,
         "admin admin-token-0123456789\nworker cert:worker-01\n",
     );
-    let client = ca.issue("worker-01", &["worker-01"]);
+    let client = ca.issue("worker-01", &["worker-01"]).unwrap();
     let channel = tls::channel(&broker.addr, tls::client_config(&ca.pem, Some(&client)))
         .await
         .unwrap();
@@ -156,7 +163,7 @@ async fn a_cert_line_makes_an_mtls_client_a_worker_without_a_token() {
     assert_eq!(refused.code(), Code::PermissionDenied);
     assert_eq!(refused.message(), "the worker credential may not Enqueue");
     // Another name is not a credential.
-    let other = ca.issue("worker-02", &["worker-02"]);
+    let other = ca.issue("worker-02", &["worker-02"]).unwrap();
     let channel = tls::channel(&broker.addr, tls::client_config(&ca.pem, Some(&other)))
         .await
         .unwrap();
@@ -174,14 +181,14 @@ async fn a_cert_line_makes_an_mtls_client_a_worker_without_a_token() {
 #[tokio::test]
 async fn sighup_replaces_the_certificate_for_new_connections() {
     let dir = scratch_dir("tls-reload");
-    let (old_ca, new_ca) = (Ca::new("old"), Ca::new("new"));
-    let flags = server_flags(&dir, &old_ca.server());
+    let (old_ca, new_ca) = (Ca::new("old").unwrap(), Ca::new("new").unwrap());
+    let flags = server_flags(&dir, &old_ca.server().unwrap());
     let broker = start(&flags);
     assert!(reachable(&broker.addr, tls::client_config(&old_ca.pem, None)).await);
     assert!(!reachable(&broker.addr, tls::client_config(&new_ca.pem, None)).await);
 
     // A key that does not match the certificate: the old pair stays.
-    let new_server = new_ca.server();
+    let new_server = new_ca.server().unwrap();
     tls::write(&dir, "server.pem", &new_server.cert);
     broker.signal(Signal::SIGHUP);
     broker.wait_for_log("TLS certificate not reloaded");

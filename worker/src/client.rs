@@ -14,6 +14,7 @@ mod error;
 #[cfg(test)]
 pub(crate) mod fake;
 mod grpc;
+pub(crate) mod security;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -48,4 +48,29 @@ pub enum WorkerError {
         /// What is wrong with it.
         reason: String,
     },
+    /// TLS settings were given with a broker URL that is not `https://`.
+    #[error(
+        "broker URL {url:?}: TLS settings (a CA or a client certificate) need an https:// URL; \
+         use https://, or drop the TLS settings to connect in plaintext"
+    )]
+    TlsNeedsHttps {
+        /// What was given.
+        url: String,
+    },
+    /// A TLS file cannot be read, or holds no usable certificate or key.
+    #[error("TLS {what} {file}: {reason}")]
+    TlsFile {
+        /// Which file: `CA certificate`, `client certificate` or `client key`.
+        what: &'static str,
+        /// Its path (or that the PEM was given in memory).
+        file: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The token cannot be sent as a bearer token (the error never shows it).
+    #[error("bad token: {reason}; a token is visible ASCII without whitespace")]
+    BadToken {
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -4,7 +4,8 @@
 //! The command runs as `sh -c COMMAND` under a [`crate::supervisor`], in a
 //! process group of its own, with the payload on standard input and the job
 //! in the environment (`SLUICE_JOB_ID`, `SLUICE_JOB_TYPE`, `SLUICE_QUEUE`,
-//! `SLUICE_ATTEMPT`, `SLUICE_MAX_ATTEMPTS`, `SLUICE_HEADER_<NAME>`). Exit 0
+//! `SLUICE_ATTEMPT`, `SLUICE_MAX_ATTEMPTS`, `SLUICE_HEADER_<NAME>`), and
+//! without the worker's `SLUICE_TOKEN` (its credential, not the job's). Exit 0
 //! acks; exit 65 (`EX_DATAERR`) fails the job for good; any other exit or a
 //! signal fails the attempt; the last 4 KiB of standard error become the
 //! error. When the attempt is stopped (timeout, cancel, shutdown) the group
@@ -116,6 +117,8 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
+        // The worker's credential is not the job's.
+        .env_remove("SLUICE_TOKEN")
         .env(PARENT_PID_ENV, std::process::id().to_string())
         .env("SLUICE_JOB_ID", &job.id)
         .env("SLUICE_JOB_TYPE", &job.job_type)

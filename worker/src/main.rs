@@ -2,7 +2,11 @@
 //! for jobs leased from a Sluice broker. Reads flags (each also an
 //! environment variable), sets up logging and signals, and runs the
 //! [`sluice_worker::Worker`].
+//!
+//! The token comes from the `SLUICE_TOKEN` environment variable (so that it
+//! stays out of `ps`) or from `--token-file`; never from a flag.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -14,9 +18,18 @@ use sluice_worker::{Worker, defaults, supervisor, timing};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+/// The environment variable that holds the token (there is no flag for it:
+/// a flag's value shows in `ps`).
+const TOKEN_ENV: &str = "SLUICE_TOKEN";
+
 /// A Sluice worker that runs a shell command for each job.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "The token sent to the broker as `authorization: Bearer TOKEN` is read from \
+                  the SLUICE_TOKEN environment variable, or from --token-file; not both."
+)]
 struct Args {
     /// The broker's URL.
     #[arg(long, env = "SLUICE_BROKER", default_value = defaults::BROKER_URL)]
@@ -48,6 +61,54 @@ struct Args {
     /// environment variable, one TYPE=COMMAND per line.
     #[arg(long = "exec", env = "SLUICE_EXEC", value_name = "TYPE=COMMAND", value_delimiter = '\n', value_parser = parse_exec)]
     exec: Vec<(String, String)>,
+    /// PEM file of the CA certificates to trust for the broker's certificate,
+    /// instead of the system's roots (needs an https:// --broker).
+    #[arg(long, env = "SLUICE_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// PEM file of this worker's client certificate, for a broker that
+    /// requires one (mTLS); with --tls-key.
+    #[arg(
+        long,
+        env = "SLUICE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --tls-cert.
+    #[arg(
+        long,
+        env = "SLUICE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// File whose one line is the token sent to the broker (else the
+    /// SLUICE_TOKEN environment variable, if set).
+    #[arg(long, env = "SLUICE_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// The token, from SLUICE_TOKEN or --token-file (refusing both), if any.
+fn token(token_file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
+    let from_env = std::env::var_os(TOKEN_ENV);
+    match (from_env, token_file) {
+        (Some(_), Some(file)) => anyhow::bail!(
+            "two tokens: {TOKEN_ENV} is set and --token-file (or SLUICE_TOKEN_FILE) names {}; \
+             give the token one way only",
+            file.display()
+        ),
+        (Some(value), None) => value
+            .into_string()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{TOKEN_ENV} is not valid UTF-8")),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the token file {}", file.display()))?;
+            // The line's end (and any stray spaces around it) is not the token.
+            Ok(Some(text.trim().to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 fn parse_exec(s: &str) -> Result<(String, String), String> {
@@ -97,6 +158,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .drain_timeout(args.drain_timeout.into());
     if let Some(id) = args.worker_id {
         builder = builder.worker_id(id);
+    }
+    if let Some(ca) = args.tls_ca {
+        builder = builder.tls_ca_file(ca);
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        builder = builder.tls_identity_files(cert, key);
+    }
+    if let Some(token) = token(args.token_file.as_ref())? {
+        builder = builder.token(token);
     }
     for (job_type, command) in args.exec {
         info!(job_type, command, "exec handler");

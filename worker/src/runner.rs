@@ -4,6 +4,7 @@
 //! through a [`Link`], so its tests run it against a scripted one.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::backoff;
+use crate::client::security::{PemSource, Security, TlsSources};
 use crate::client::{BrokerErrorKind, BrokerLink, LeaseSpec, LeaseStream, Link, Report};
 use crate::defaults;
 use crate::error::WorkerError;
@@ -31,6 +33,10 @@ pub struct WorkerBuilder {
     lease_duration: Duration,
     drain_timeout: Duration,
     handlers: Registry,
+    /// Read and checked by `build`, so that a bad file fails there.
+    tls: TlsSources,
+    /// Checked by `build`. (No `Debug` here: it would show the token.)
+    token: Option<String>,
 }
 
 impl WorkerBuilder {
@@ -44,7 +50,51 @@ impl WorkerBuilder {
             lease_duration: defaults::LEASE_DURATION,
             drain_timeout: defaults::DRAIN_TIMEOUT,
             handlers: HashMap::new(),
+            tls: TlsSources::default(),
+            token: None,
         }
+    }
+
+    /// Trusts only the CA certificates in this PEM for the broker's
+    /// certificate, instead of the system's roots. Needs an `https://` URL.
+    #[must_use]
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca = Some(PemSource::Memory(pem.into()));
+        self
+    }
+
+    /// Like [`WorkerBuilder::tls_ca_pem`], from a PEM file read by `build`.
+    #[must_use]
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca = Some(PemSource::File(path.into()));
+        self
+    }
+
+    /// Presents this client certificate (chain) and private key, both PEM,
+    /// to a broker that requires client certificates (mTLS). Needs an
+    /// `https://` URL.
+    #[must_use]
+    pub fn tls_identity_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.tls.identity = Some((
+            PemSource::Memory(cert.into()),
+            PemSource::Memory(key.into()),
+        ));
+        self
+    }
+
+    /// Like [`WorkerBuilder::tls_identity_pem`], from PEM files read by `build`.
+    #[must_use]
+    pub fn tls_identity_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls.identity = Some((PemSource::File(cert.into()), PemSource::File(key.into())));
+        self
+    }
+
+    /// Sends `authorization: Bearer TOKEN` on every call to the broker.
+    /// The token is never logged.
+    #[must_use]
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
     }
 
     /// Names this worker in the broker (default: `hostname-pid`).
@@ -93,11 +143,18 @@ impl WorkerBuilder {
     /// Checks the settings the broker would refuse, so that a bad setting
     /// fails here rather than on every reconnect.
     ///
+    /// An `https://` URL turns TLS on: with the CA given, or else the
+    /// system's roots.
+    ///
     /// # Errors
-    /// [`WorkerError`] for a bad URL, no handlers, or settings out of range.
+    /// [`WorkerError`] for a bad URL, no handlers, or settings out of range;
+    /// [`WorkerError::TlsNeedsHttps`] for TLS settings with an `http://` URL;
+    /// [`WorkerError::TlsFile`] for a TLS file that cannot be read or holds
+    /// no certificate or key; [`WorkerError::BadToken`].
     pub fn build(self) -> Result<Worker, WorkerError> {
         self.check()?;
-        let link = BrokerLink::new(&self.broker_url)?;
+        let security = Security::load(&self.broker_url, &self.tls, self.token.as_deref())?;
+        let link = BrokerLink::secured(&self.broker_url, &security)?;
         Ok(self.into_worker(Arc::new(link)))
     }
 

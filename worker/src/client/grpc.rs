@@ -1,6 +1,8 @@
 //! [`BrokerLink`]: the [`Link`] over gRPC, and the only code of the worker
 //! that sees protobuf messages or tonic statuses. Every status becomes a
 //! [`BrokerError`] in [`classify`]; nothing above this file reads a code.
+//! It also turns the checked [`Security`] into tonic's TLS config and puts
+//! the token on every call (the [`Bearer`] interceptor).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -9,10 +11,14 @@ use sluice_proto::v1 as pb;
 use sluice_proto::v1::broker_client::BrokerClient;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status, Streaming};
 use tracing::{debug, warn};
 
+use super::security::{Security, Tls, TlsSources};
 use super::{
     BoxFuture, BrokerError, BrokerErrorKind, Extended, LeaseSpec, LeaseStream, LeasedJob, Link,
     Report, Resolved,
@@ -38,6 +44,66 @@ const MAX_ACK_BATCH: usize = 1024;
 /// A job's timeout when the broker sent none (it always does).
 const FALLBACK_JOB_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The broker's client: every call passes the [`Bearer`] interceptor.
+type Client = BrokerClient<InterceptedService<Channel, Bearer>>;
+
+/// Puts `authorization: Bearer TOKEN` on every call, when there is a token.
+#[derive(Clone)]
+struct Bearer(Option<AsciiMetadataValue>);
+
+impl Bearer {
+    fn new(security: &Security) -> Result<Self, WorkerError> {
+        let Some(token) = &security.token else {
+            return Ok(Self(None));
+        };
+        // The token is checked to be visible ASCII, so this cannot fail;
+        // the error does not show it either way.
+        let mut value = AsciiMetadataValue::try_from(format!("Bearer {}", token.expose()))
+            .map_err(|_| WorkerError::BadToken {
+                reason: "it is not a valid header value".to_owned(),
+            })?;
+        // HPACK leaves sensitive values out of its compression table.
+        value.set_sensitive(true);
+        Ok(Self(Some(value)))
+    }
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = if self.0.is_some() {
+            "<redacted>"
+        } else {
+            "none"
+        };
+        f.debug_tuple("Bearer").field(&shown).finish()
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// tonic's TLS config for checked material: only the given CA, or the
+/// system's roots; the client identity for mTLS.
+fn tls_config(tls: &Tls) -> ClientTlsConfig {
+    let mut config = ClientTlsConfig::new().timeout(CALL_TIMEOUT);
+    config = match &tls.ca {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+        None => config.with_native_roots(),
+    };
+    if let Some((cert, key)) = &tls.identity {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    config
+}
+
 /// An ack waiting for the batcher, with where to send its result.
 struct PendingAck {
     ack: pb::AckRequest,
@@ -48,7 +114,7 @@ struct PendingAck {
 /// The connection is made lazily and re-made after it breaks.
 #[derive(Clone)]
 pub struct BrokerLink {
-    client: BrokerClient<Channel>,
+    client: Client,
     /// Acks go to one batcher task, started on first use: while its
     /// AckBatch calls are in flight the next acks gather, so a busy worker
     /// sends many per call and an idle one waits for none.
@@ -56,12 +122,19 @@ pub struct BrokerLink {
 }
 
 impl BrokerLink {
-    /// A link to `url` (e.g. `http://127.0.0.1:50051`); connects on first use.
+    /// A link to `url` (e.g. `http://127.0.0.1:50051`, or `https://...`
+    /// trusting the system's roots), without a token; connects on first use.
     ///
     /// # Errors
     /// [`WorkerError::BrokerUrl`] when `url` is not a valid URI.
     pub fn new(url: &str) -> Result<Self, WorkerError> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
+        Self::secured(url, &Security::load(url, &TlsSources::default(), None)?)
+    }
+
+    /// A link to `url` with TLS (for an `https://` URL) and a token, both
+    /// checked already.
+    pub(crate) fn secured(url: &str, security: &Security) -> Result<Self, WorkerError> {
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
             .map_err(|e| WorkerError::BrokerUrl {
                 url: url.to_owned(),
                 reason: e.to_string(),
@@ -71,9 +144,19 @@ impl BrokerLink {
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
+        if let Some(tls) = &security.tls {
+            endpoint =
+                endpoint
+                    .tls_config(tls_config(tls))
+                    .map_err(|e| WorkerError::BrokerUrl {
+                        url: url.to_owned(),
+                        reason: format!("TLS: {e}"),
+                    })?;
+        }
+        let channel = endpoint.connect_lazy();
         Ok(Self {
             // A leased job is as large as the broker's --max-payload allows.
-            client: BrokerClient::new(endpoint.connect_lazy())
+            client: BrokerClient::with_interceptor(channel, Bearer::new(security)?)
                 .max_decoding_message_size(MAX_MESSAGE),
             acks: Arc::new(OnceLock::new()),
         })
@@ -278,7 +361,7 @@ fn leased_from_pb(leased: pb::LeasedJob) -> Option<LeasedJob> {
 /// Sends the acks that arrive as AckBatch calls, each with every ack that
 /// gathered since the last call went out, at most [`ACK_CALLS_IN_FLIGHT`]
 /// calls at a time, and answers each ack with its own result.
-async fn batch_acks(client: BrokerClient<Channel>, mut pending: mpsc::Receiver<PendingAck>) {
+async fn batch_acks(client: Client, mut pending: mpsc::Receiver<PendingAck>) {
     let calls = Arc::new(Semaphore::new(ACK_CALLS_IN_FLIGHT));
     let mut batch = Vec::with_capacity(MAX_ACK_BATCH);
     loop {
@@ -384,6 +467,24 @@ fn timed<T>(message: T) -> tonic::Request<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_interceptor_sends_the_token_and_its_debug_hides_it() {
+        let security = Security {
+            tls: None,
+            token: Some(super::super::security::Token::new("tok-0123456789abcdef").unwrap()),
+        };
+        let mut bearer = Bearer::new(&security).unwrap();
+        assert!(!format!("{bearer:?}").contains("tok-"), "{bearer:?}");
+        let request = bearer.call(tonic::Request::new(())).unwrap();
+        assert_eq!(
+            request.metadata().get("authorization").unwrap(),
+            "Bearer tok-0123456789abcdef"
+        );
+        let mut none = Bearer::new(&Security::default()).unwrap();
+        let request = none.call(tonic::Request::new(())).unwrap();
+        assert!(request.metadata().get("authorization").is_none());
+    }
 
     #[test]
     fn status_codes_are_classified_as_before() {

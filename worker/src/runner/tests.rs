@@ -210,3 +210,44 @@ async fn lease_stream_reopens_after_loss_with_running_jobs_as_held_leases() {
     );
     assert_eq!(summary.processed, 1);
 }
+
+fn with_handler(builder: WorkerBuilder) -> WorkerBuilder {
+    builder.handler("t", |_job: Job, _ctx: JobContext| async { Ok(()) })
+}
+
+#[tokio::test]
+async fn tls_settings_with_an_http_url_are_refused_by_build() {
+    let err = with_handler(Worker::builder("http://127.0.0.1:50051"))
+        .tls_identity_pem("cert", "key")
+        .build()
+        .err()
+        .expect("TLS over http:// must be refused");
+    assert!(matches!(err, WorkerError::TlsNeedsHttps { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_bad_token_or_a_missing_ca_file_fails_build_naming_the_problem() {
+    let err = with_handler(Worker::builder("http://127.0.0.1:50051"))
+        .token("has space")
+        .build()
+        .err()
+        .expect("a token with a space must be refused");
+    assert!(matches!(err, WorkerError::BadToken { .. }), "{err:?}");
+    let err = with_handler(Worker::builder("https://127.0.0.1:50051"))
+        .tls_ca_file("/nonexistent/sluice-ca.pem")
+        .build()
+        .err()
+        .expect("a missing CA file must be refused");
+    assert!(
+        err.to_string().contains("/nonexistent/sluice-ca.pem"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_https_url_with_a_token_builds() {
+    with_handler(Worker::builder("https://127.0.0.1:50051"))
+        .token("0123456789abcdef")
+        .build()
+        .expect("system roots and a valid token");
+}

@@ -1,0 +1,329 @@
+//! What a worker presents to a broker that wants TLS or a token, checked
+//! when the worker is built: PEM read and parsed (so a bad file is named at
+//! start, not on every reconnect), the token's characters checked, TLS
+//! refused on a plain `http://` URL. Plain types only; `grpc` turns a
+//! [`Security`] into tonic's TLS config and its bearer-token interceptor.
+//!
+//! Secrets never reach a log: the `Debug` of everything here that holds a
+//! token or a private key prints `<redacted>` instead.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::error::WorkerError;
+
+/// Where a PEM document comes from: a file, or bytes the program gave.
+#[derive(Clone)]
+pub(crate) enum PemSource {
+    /// Read when the worker is built.
+    File(PathBuf),
+    /// Given in memory.
+    Memory(Vec<u8>),
+}
+
+impl PemSource {
+    /// How an error names it.
+    fn name(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Memory(_) => "(PEM given in memory)".to_owned(),
+        }
+    }
+
+    fn read(&self, what: &'static str) -> Result<Vec<u8>, WorkerError> {
+        match self {
+            Self::File(path) => std::fs::read(path).map_err(|e| WorkerError::TlsFile {
+                what,
+                file: self.name(),
+                reason: e.to_string(),
+            }),
+            Self::Memory(bytes) => Ok(bytes.clone()),
+        }
+    }
+}
+
+impl fmt::Debug for PemSource {
+    // Never the bytes: a key's PEM is a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+            Self::Memory(bytes) => write!(f, "Memory(<{} bytes>)", bytes.len()),
+        }
+    }
+}
+
+/// The TLS settings a builder collected, not yet read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsSources {
+    /// The only CA trusted for the broker's certificate; `None`: the
+    /// system's roots.
+    pub ca: Option<PemSource>,
+    /// The worker's client certificate chain and private key (mTLS).
+    pub identity: Option<(PemSource, PemSource)>,
+}
+
+impl TlsSources {
+    fn is_set(&self) -> bool {
+        self.ca.is_some() || self.identity.is_some()
+    }
+}
+
+/// TLS material, read and checked.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    /// PEM of the CA certificates to trust instead of the system's roots.
+    pub ca: Option<Vec<u8>>,
+    /// PEM of the client certificate chain and of its private key.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field(
+                "ca",
+                &self.ca.as_ref().map(|c| format!("<{} bytes>", c.len())),
+            )
+            .field(
+                "identity",
+                &self
+                    .identity
+                    .as_ref()
+                    .map(|_| "<certificate and <redacted> key>"),
+            )
+            .finish()
+    }
+}
+
+/// A bearer token, checked; its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Token(String);
+
+impl Token {
+    /// Checks `token`: not empty, visible ASCII only (it travels as an HTTP/2
+    /// header value after `Bearer `, and whitespace there would split it).
+    ///
+    /// # Errors
+    /// [`WorkerError::BadToken`], saying why without showing the token.
+    pub fn new(token: &str) -> Result<Self, WorkerError> {
+        let bad = |reason: &str| WorkerError::BadToken {
+            reason: reason.to_owned(),
+        };
+        if token.is_empty() {
+            return Err(bad("it is empty"));
+        }
+        if let Some(at) = token.chars().position(|c| !c.is_ascii_graphic()) {
+            let kind = if token.chars().nth(at).is_some_and(char::is_whitespace) {
+                "whitespace"
+            } else {
+                "a character that is not visible ASCII"
+            };
+            return Err(bad(&format!(
+                "it contains {kind} at character {} of {}",
+                at + 1,
+                token.chars().count()
+            )));
+        }
+        Ok(Self(token.to_owned()))
+    }
+
+    /// The token itself, for the `authorization` header alone.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// How a link reaches its broker: TLS (exactly when the URL is `https://`)
+/// and the token sent on every call.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Security {
+    /// `Some` for an `https://` URL.
+    pub tls: Option<Tls>,
+    /// Sent as `authorization: Bearer TOKEN`.
+    pub token: Option<Token>,
+}
+
+impl Security {
+    /// Reads and checks the TLS material and the token for `url`.
+    ///
+    /// # Errors
+    /// [`WorkerError::TlsNeedsHttps`] for TLS settings with a URL that is not
+    /// `https://`; [`WorkerError::TlsFile`] for a file that cannot be read or
+    /// holds no certificate or key; [`WorkerError::BadToken`].
+    pub fn load(url: &str, sources: &TlsSources, token: Option<&str>) -> Result<Self, WorkerError> {
+        let https = url
+            .split_once("://")
+            .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("https"));
+        if sources.is_set() && !https {
+            return Err(WorkerError::TlsNeedsHttps {
+                url: url.to_owned(),
+            });
+        }
+        let tls = if https {
+            Some(Tls {
+                ca: sources
+                    .ca
+                    .as_ref()
+                    .map(|ca| read_certificates(ca, "CA certificate"))
+                    .transpose()?,
+                identity: sources
+                    .identity
+                    .as_ref()
+                    .map(|(cert, key)| {
+                        Ok::<_, WorkerError>((
+                            read_certificates(cert, "client certificate")?,
+                            read_key(key)?,
+                        ))
+                    })
+                    .transpose()?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            tls,
+            token: token.map(Token::new).transpose()?,
+        })
+    }
+}
+
+/// The PEM of `source`, which must hold at least one certificate.
+fn read_certificates(source: &PemSource, what: &'static str) -> Result<Vec<u8>, WorkerError> {
+    let pem = source.read(what)?;
+    let invalid = |reason: String| WorkerError::TlsFile {
+        what,
+        file: source.name(),
+        reason,
+    };
+    let mut count = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        cert.map_err(|e| invalid(format!("not valid PEM: {e}")))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err(invalid("no PEM certificate in it".to_owned()));
+    }
+    Ok(pem)
+}
+
+/// The PEM of `source`, which must hold a private key.
+fn read_key(source: &PemSource) -> Result<Vec<u8>, WorkerError> {
+    const WHAT: &str = "client key";
+    let pem = source.read(WHAT)?;
+    // The parse error names the PEM section, never the key's bytes.
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| WorkerError::TlsFile {
+        what: WHAT,
+        file: source.name(),
+        reason: format!("no PEM private key in it: {e}"),
+    })?;
+    Ok(pem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_of_visible_ascii_is_accepted() {
+        let token = Token::new("s3cr3t-Token_0123456789.~+/=").unwrap();
+        assert_eq!(token.expose(), "s3cr3t-Token_0123456789.~+/=");
+    }
+
+    #[test]
+    fn an_empty_token_is_refused() {
+        let err = Token::new("").unwrap_err();
+        assert!(matches!(err, WorkerError::BadToken { .. }), "{err:?}");
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn a_token_with_whitespace_or_invisible_characters_is_refused_without_showing_it() {
+        for token in [
+            "secret-token-1234 x",
+            "secret-token-1234\n",
+            "\tsecret-token-1234",
+        ] {
+            let err = Token::new(token).unwrap_err().to_string();
+            assert!(err.contains("whitespace"), "{err}");
+            assert!(!err.contains("secret"), "the error shows the token: {err}");
+        }
+        for token in [
+            "secret-token-1234\u{7f}",
+            "secret-tökén-1234",
+            "secret\0token",
+        ] {
+            let err = Token::new(token).unwrap_err().to_string();
+            assert!(err.contains("not visible ASCII"), "{err}");
+            assert!(!err.contains("secret"), "the error shows the token: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_redacts_the_token_and_the_private_key() {
+        let security = Security {
+            tls: Some(Tls {
+                ca: Some(b"CA PEM".to_vec()),
+                identity: Some((b"CERT PEM".to_vec(), b"KEY-SECRET".to_vec())),
+            }),
+            token: Some(Token::new("token-secret-0123456789").unwrap()),
+        };
+        let shown = format!("{security:?} {:?}", security.token);
+        assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(!shown.contains("token-secret"), "{shown}");
+        assert!(!shown.contains("KEY-SECRET"), "{shown}");
+        let source = format!("{:?}", PemSource::Memory(b"KEY-SECRET".to_vec()));
+        assert!(!source.contains("KEY-SECRET"), "{source}");
+    }
+
+    #[test]
+    fn tls_settings_with_an_http_url_are_refused() {
+        let sources = TlsSources {
+            ca: Some(PemSource::Memory(b"x".to_vec())),
+            identity: None,
+        };
+        let err = Security::load("http://127.0.0.1:50051", &sources, None).unwrap_err();
+        assert!(matches!(err, WorkerError::TlsNeedsHttps { .. }), "{err:?}");
+        assert!(err.to_string().contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn an_https_url_turns_tls_on_and_an_http_one_leaves_it_off() {
+        let none = TlsSources::default();
+        let secure = Security::load("https://broker.example:50051", &none, None).unwrap();
+        assert!(secure.tls.is_some_and(|t| t.ca.is_none()));
+        let plain = Security::load("http://127.0.0.1:50051", &none, Some("t0ken")).unwrap();
+        assert!(plain.tls.is_none());
+        assert_eq!(plain.token.unwrap().expose(), "t0ken");
+    }
+
+    #[test]
+    fn an_unreadable_or_empty_tls_file_is_named() {
+        let missing = TlsSources {
+            ca: Some(PemSource::File("/nonexistent/ca.pem".into())),
+            identity: None,
+        };
+        let err = Security::load("https://h:1", &missing, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        assert!(err.contains("CA certificate"), "{err}");
+
+        let not_pem = TlsSources {
+            ca: Some(PemSource::Memory(b"hello".to_vec())),
+            identity: None,
+        };
+        let err = Security::load("https://h:1", &not_pem, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
+}
