@@ -197,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
             result
         }
         Command::SecurityCost(args) => {
-            let broker_bin = broker_binary(None)?;
+            let broker_bin = broker_binary(args.broker_bin.clone())?;
             secure::security_cost(args, &broker_bin).await
         }
     }

@@ -154,7 +154,7 @@ impl SecureArgs {
 pub struct SecurityCostArgs {
     /// The broker binary (default: sluice-broker beside this one).
     #[arg(long)]
-    broker_bin: Option<PathBuf>,
+    pub broker_bin: Option<PathBuf>,
     /// Rounds; each runs batched and unary loads on a plain broker and on
     /// one with TLS and tokens, alternating.
     #[arg(short = 'r', long, default_value_t = 3)]
