@@ -148,6 +148,21 @@ impl TestBroker {
         self.broker.clone().lease(req).await.unwrap().into_inner()
     }
 
+    /// The per-job results of an EnqueueBatch of `jobs`, or the call's refusal.
+    pub async fn enqueue_batch(
+        &self,
+        jobs: Vec<pb::EnqueueRequest>,
+    ) -> Result<Vec<pb::EnqueueResult>, tonic::Status> {
+        let req = pb::EnqueueBatchRequest { jobs };
+        Ok(self
+            .broker
+            .clone()
+            .enqueue_batch(req)
+            .await?
+            .into_inner()
+            .results)
+    }
+
     /// Like [`TestBroker::lease`], on a LeaseBatches stream.
     pub async fn lease_batches(
         &self,
@@ -272,6 +287,16 @@ pub async fn next_job(stream: &mut Streaming<pb::LeasedJob>) -> pb::LeasedJob {
         .await
         .unwrap()
         .expect("stream ended")
+}
+
+/// Waits until the stream ends (the broker closed it), failing if a job
+/// arrives instead.
+pub async fn assert_stream_ends<T: std::fmt::Debug>(stream: &mut Streaming<T>) {
+    let next = within("the stream to end", stream.message()).await;
+    assert!(
+        matches!(next, Ok(None)),
+        "expected the stream to end, got {next:?}"
+    );
 }
 
 /// Asserts that nothing arrives on the stream for `quiet`.

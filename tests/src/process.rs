@@ -303,6 +303,22 @@ impl BrokerProcess {
         }
     }
 
+    /// The Stats row of `queue`, which must exist.
+    pub async fn queue_stats(&self, queue: &str) -> pb::QueueStats {
+        let stats = self
+            .admin()
+            .await
+            .stats(pb::StatsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        stats
+            .queues
+            .into_iter()
+            .find(|q| q.queue == queue)
+            .unwrap_or_else(|| panic!("Stats has no row for queue {queue:?}"))
+    }
+
     pub async fn job(&self, job_id: &str) -> pb::Job {
         let req = pb::GetJobRequest {
             job_id: job_id.into(),

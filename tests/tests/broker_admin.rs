@@ -285,14 +285,7 @@ async fn list_jobs_pages_hold_100_by_default_and_at_most_1000() {
     use sluice_limits::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
     let b = TestBroker::start().await;
     let jobs = vec![sluice_e2e::job("t", b""); DEFAULT_PAGE_SIZE as usize + 1];
-    let results = b
-        .broker
-        .clone()
-        .enqueue_batch(pb::EnqueueBatchRequest { jobs })
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let results = b.enqueue_batch(jobs).await.unwrap();
     assert!(results.iter().all(|r| r.code == 0), "{results:?}");
     let mut admin = b.admin.clone();
     let list = |page_size, page_token: &str| pb::ListJobsRequest {

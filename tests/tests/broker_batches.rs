@@ -7,19 +7,6 @@ use sluice_proto::v1 as pb;
 use tonic::Code;
 
 /// EnqueueBatch of `jobs`: the call's own status, or each job's result.
-async fn enqueue_batch(
-    b: &TestBroker,
-    jobs: Vec<pb::EnqueueRequest>,
-) -> Result<Vec<pb::EnqueueResult>, tonic::Status> {
-    let req = pb::EnqueueBatchRequest { jobs };
-    Ok(b.broker
-        .clone()
-        .enqueue_batch(req)
-        .await?
-        .into_inner()
-        .results)
-}
-
 fn job(job_type: &str) -> pb::EnqueueRequest {
     pb::EnqueueRequest {
         job_type: job_type.into(),
@@ -31,7 +18,7 @@ fn job(job_type: &str) -> pb::EnqueueRequest {
 async fn enqueue_batch_answers_each_job_in_order() {
     let b = TestBroker::start().await;
     let jobs = vec![job("a"), job(""), job("c")];
-    let results = enqueue_batch(&b, jobs).await.unwrap();
+    let results = b.enqueue_batch(jobs).await.unwrap();
     assert_eq!(results.len(), 3);
     assert_eq!(results[0].code, 0);
     assert_eq!(results[1].code, Code::InvalidArgument as i32);
@@ -49,7 +36,7 @@ async fn enqueue_batch_answers_each_job_in_order() {
 async fn batches_over_the_limit_are_refused_whole() {
     let b = TestBroker::start().await;
     let jobs = vec![job("a"); 10_001];
-    let status = enqueue_batch(&b, jobs).await.unwrap_err();
+    let status = b.enqueue_batch(jobs).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().starts_with("jobs"), "{}", status.message());
     assert!(
@@ -62,7 +49,8 @@ async fn batches_over_the_limit_are_refused_whole() {
 async fn lease_batches_pack_ready_jobs_and_ack_batch_resolves_them() {
     let b = TestBroker::start().await;
     let jobs = vec![job("t"); 5];
-    let ids: Vec<String> = enqueue_batch(&b, jobs)
+    let ids: Vec<String> = b
+        .enqueue_batch(jobs)
         .await
         .unwrap()
         .into_iter()
@@ -120,13 +108,8 @@ async fn enqueue_batch_is_refused_while_draining() {
     b.enqueue("t").await;
     next_job(&mut stream).await;
     b.begin_shutdown();
-    assert!(
-        within("the stream to end", stream.message())
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let status = enqueue_batch(&b, vec![job("t")]).await.unwrap_err();
+    assert_stream_ends(&mut stream).await;
+    let status = b.enqueue_batch(vec![job("t")]).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
 }
 

@@ -189,18 +189,7 @@ async fn restart_keeps_every_job_as_it_was() {
             again.duplicate && again.job_id == keyed,
             "{restart}: {again:?}"
         );
-        let stats = broker
-            .admin()
-            .await
-            .stats(pb::StatsRequest {})
-            .await
-            .unwrap();
-        let paused = stats
-            .into_inner()
-            .queues
-            .into_iter()
-            .find(|q| q.queue == "paused");
-        assert!(paused.is_some_and(|q| q.paused), "{restart}");
+        assert!(broker.queue_stats("paused").await.paused, "{restart}");
         // New jobs get new ids.
         let new = broker.enqueue(job("new")).await;
         assert!(!ids.contains(&&new) && new != in_flight, "{restart}");

@@ -97,12 +97,7 @@ async fn shutdown_drains_leased_jobs_before_stopping() {
 
     b.begin_shutdown();
     // The stream ends, and no new work is taken.
-    assert!(
-        within("the stream to end", stream.message())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_stream_ends(&mut stream).await;
     eventually("health to turn NOT_SERVING", || async {
         health(&b, "").await == ServingStatus::NotServing
     })

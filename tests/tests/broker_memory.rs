@@ -207,14 +207,7 @@ async fn enqueue_batch_jobs_and_retry_are_refused_over_the_mark() {
         };
         3
     ];
-    let results = b
-        .broker
-        .clone()
-        .enqueue_batch(pb::EnqueueBatchRequest { jobs })
-        .await
-        .unwrap()
-        .into_inner()
-        .results;
+    let results = b.enqueue_batch(jobs).await.unwrap();
     let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
     assert_eq!(codes, [0, 0, Code::ResourceExhausted as i32]);
     assert!(

@@ -350,16 +350,8 @@ async fn every_acknowledged_change_survives_a_crash() {
             .unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "purged job {id}");
     }
-    let stats = admin.stats(pb::StatsRequest {}).await.unwrap().into_inner();
-    let paused = |queue: &str| {
-        stats
-            .queues
-            .iter()
-            .find(|q| q.queue == queue)
-            .unwrap_or_else(|| panic!("Stats has no row for {queue}"))
-            .paused
-    };
-    assert!(paused("paused") && !paused("resumed"));
+    assert!(broker.queue_stats("paused").await.paused);
+    assert!(!broker.queue_stats("resumed").await.paused);
     // The resumed queue hands out its job.
     let leased = broker.lease_one("resumed", "resumed").await;
     assert_eq!(leased.job.unwrap().id, resumed_job);

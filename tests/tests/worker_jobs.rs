@@ -116,6 +116,25 @@ async fn failing_handlers_retry_then_succeed_or_die() {
     );
 }
 
+/// A job of `job_type` with a single attempt.
+fn once(job_type: &str) -> pb::EnqueueRequest {
+    pb::EnqueueRequest {
+        max_attempts: 1,
+        ..job(job_type, b"")
+    }
+}
+
+/// A job of `job_type` with a single attempt of at most one second.
+fn once_within_a_second(job_type: &str) -> pb::EnqueueRequest {
+    pb::EnqueueRequest {
+        timeout: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        ..once(job_type)
+    }
+}
+
 #[tokio::test]
 async fn job_over_its_timeout_is_nacked_and_its_process_group_is_gone() {
     let dir = scratch_dir("timeout");
@@ -125,13 +144,7 @@ async fn job_over_its_timeout_is_nacked_and_its_process_group_is_gone() {
         dir = dir.display()
     );
     let _worker = WorkerProcess::start(&broker, &["--exec", &exec]);
-    let mut req = job("slow", b"");
-    req.timeout = Some(prost_types::Duration {
-        seconds: 1,
-        nanos: 0,
-    });
-    req.max_attempts = 1;
-    let id = broker.enqueue(req).await;
+    let id = broker.enqueue(once_within_a_second("slow")).await;
     let pgid = read_number(&dir.join("pgid"));
     let pid = read_number(&dir.join("pid"));
     let dead = broker.wait_for_state(&id, pb::JobState::Dead).await;
@@ -158,13 +171,7 @@ async fn a_handler_that_ignores_sigterm_is_killed_after_the_grace() {
         dir = dir.display()
     );
     let _worker = WorkerProcess::start(&broker, &["--exec", &exec]);
-    let mut req = job("stubborn", b"");
-    req.timeout = Some(prost_types::Duration {
-        seconds: 1,
-        nanos: 0,
-    });
-    req.max_attempts = 1;
-    let id = broker.enqueue(req).await;
+    let id = broker.enqueue(once_within_a_second("stubborn")).await;
     let pgid = read_number(&dir.join("pgid"));
     let dead = broker.wait_for_state(&id, pb::JobState::Dead).await;
     let gone_at = std::time::SystemTime::now()
@@ -192,9 +199,7 @@ async fn a_long_standard_error_keeps_its_last_4_kib() {
     // 10,000 bytes of `a`, then the cause at the end, as real errors go.
     let exec = "noisy=head -c 10000 /dev/zero | tr '\\0' a >&2; echo ' the real cause' >&2; exit 1";
     let _worker = WorkerProcess::start(&broker, &["--exec", exec]);
-    let mut req = job("noisy", b"");
-    req.max_attempts = 1;
-    let id = broker.enqueue(req).await;
+    let id = broker.enqueue(once("noisy")).await;
     let dead = broker.wait_for_state(&id, pb::JobState::Dead).await;
     let error = dead.last_error;
     assert!(error.ends_with("a the real cause"), "{error:?}");
@@ -229,9 +234,7 @@ async fn a_handler_killed_by_a_signal_is_retried() {
 async fn the_broker_default_timeout_applies_to_a_job_that_sets_none() {
     let broker = BrokerProcess::start(&["--default-timeout", "1s"]);
     let _worker = WorkerProcess::start(&broker, &["--exec", "slow=sleep 30"]);
-    let mut req = job("slow", b"");
-    req.max_attempts = 1;
-    let id = broker.enqueue(req).await;
+    let id = broker.enqueue(once("slow")).await;
     let dead = broker.wait_for_state(&id, pb::JobState::Dead).await;
     assert_eq!(dead.last_error, "timed out after 1s");
 }

@@ -23,21 +23,6 @@ fn held_open(dir: &Path) -> String {
     )
 }
 
-async fn stats(broker: &BrokerProcess) -> pb::QueueStats {
-    let stats = broker
-        .admin()
-        .await
-        .stats(pb::StatsRequest {})
-        .await
-        .unwrap();
-    stats
-        .into_inner()
-        .queues
-        .into_iter()
-        .find(|q| q.queue == "default")
-        .expect("the default queue has a Stats row")
-}
-
 /// Polls ListWorkers until `check` holds of it, at most [`sluice_e2e::WAIT`].
 async fn wait_for_workers(
     broker: &BrokerProcess,
@@ -103,7 +88,7 @@ async fn a_dropped_connection_reconnects_with_its_held_lease_and_the_job_runs_on
         std::fs::read_to_string(dir.join("attempts")).unwrap(),
         "1\n1\n"
     );
-    let stats = stats(&broker).await;
+    let stats = broker.queue_stats("default").await;
     assert_eq!(
         (stats.acked_total, stats.nacked_total, stats.expired_total),
         (2, 0, 0)
@@ -136,7 +121,7 @@ async fn an_ack_that_fails_on_a_dropped_connection_is_retried_and_lands_once() {
         std::fs::read_to_string(dir.join("attempts")).unwrap(),
         "1\n"
     );
-    let stats = stats(&broker).await;
+    let stats = broker.queue_stats("default").await;
     assert_eq!(
         (stats.acked_total, stats.nacked_total, stats.expired_total),
         (1, 0, 0)

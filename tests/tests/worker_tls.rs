@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sluice_e2e::tls::TestPki;
+use sluice_e2e::tls::{self, Leaf, TestPki};
 use sluice_e2e::{BrokerProcess, WAIT, WorkerProcess, scratch_dir, wait_for_file};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::broker_client::BrokerClient;
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 const PRODUCER_TOKEN: &str = "producer-token-0123456789abcdef";
 const WORKER_TOKEN: &str = "worker-token-0123456789abcdef";
@@ -42,6 +42,11 @@ fn secure_broker(pki: &TestPki, client_ca: bool, lines: &str) -> BrokerProcess {
     BrokerProcess::start(&args)
 }
 
+/// A token file line for each role.
+fn every_role() -> String {
+    format!("producer {PRODUCER_TOKEN}\nworker {WORKER_TOKEN}\nadmin {ADMIN_TOKEN}\n")
+}
+
 fn https(broker: &BrokerProcess) -> String {
     format!("https://{}", broker.addr)
 }
@@ -50,18 +55,12 @@ fn https(broker: &BrokerProcess) -> String {
 /// without --tls-client-ca does not ask for).
 async fn channel(broker: &BrokerProcess, pki: &TestPki) -> Channel {
     let client = pki.client("sluice-test-admin").unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca).unwrap()))
-        .identity(Identity::from_pem(
-            std::fs::read(client.cert).unwrap(),
-            std::fs::read(client.key).unwrap(),
-        ));
-    Endpoint::from_shared(https(broker))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect_timeout(WAIT)
-        .connect()
+    let identity = Leaf {
+        cert: std::fs::read_to_string(client.cert).unwrap(),
+        key: std::fs::read_to_string(client.key).unwrap(),
+    };
+    let ca = std::fs::read_to_string(&pki.ca).unwrap();
+    tls::channel(&broker.addr, tls::client_config(&ca, Some(&identity)))
         .await
         .unwrap()
 }
@@ -112,6 +111,24 @@ fn worker_args(pki: &TestPki, cn: &str, out: &Path) -> Vec<String> {
     ]
 }
 
+/// Starts the mTLS worker (certificate CN `sluice-test-worker`, with
+/// `env`), enqueues a greeting and waits until it succeeded; returns the
+/// worker and what its handler wrote.
+async fn greet_over_mtls(
+    broker: &BrokerProcess,
+    pki: &TestPki,
+    env: &[(&str, &str)],
+) -> (WorkerProcess, String) {
+    let out = pki.dir.join("greetings");
+    let args = worker_args(pki, "sluice-test-worker", &out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let worker = WorkerProcess::start_at(&https(broker), &args, env);
+    let job_id = enqueue_greeting(broker, pki).await;
+    let mut admin = AdminClient::new(channel(broker, pki).await);
+    wait_for_state(&mut admin, &job_id, pb::JobState::Succeeded).await;
+    (worker, wait_for_file(&out))
+}
+
 async fn enqueue_greeting(broker: &BrokerProcess, pki: &TestPki) -> String {
     let mut producer = BrokerClient::new(channel(broker, pki).await);
     let req = pb::EnqueueRequest {
@@ -131,21 +148,11 @@ async fn enqueue_greeting(broker: &BrokerProcess, pki: &TestPki) -> String {
 async fn worker_binary_runs_a_job_over_mtls_with_a_token_from_the_environment() {
     let dir = scratch_dir("worker-mtls-token");
     let pki = TestPki::new(&dir.join("pki")).unwrap();
-    let broker = secure_broker(
-        &pki,
-        true,
-        &format!("producer {PRODUCER_TOKEN}\nworker {WORKER_TOKEN}\nadmin {ADMIN_TOKEN}\n"),
-    );
-    let out = dir.join("greetings");
-    let args = worker_args(&pki, "sluice-test-worker", &out);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let worker = WorkerProcess::start_at(&https(&broker), &args, &[("SLUICE_TOKEN", WORKER_TOKEN)]);
-
-    let job_id = enqueue_greeting(&broker, &pki).await;
-    let mut admin = AdminClient::new(channel(&broker, &pki).await);
-    wait_for_state(&mut admin, &job_id, pb::JobState::Succeeded).await;
+    let broker = secure_broker(&pki, true, &every_role());
+    let (worker, greeting) =
+        greet_over_mtls(&broker, &pki, &[("SLUICE_TOKEN", WORKER_TOKEN)]).await;
     // The handler ran, and without the worker's token in its environment.
-    assert_eq!(wait_for_file(&out), "hello over mtls .\n");
+    assert_eq!(greeting, "hello over mtls .\n");
     assert!(
         !worker.process.log().contains(WORKER_TOKEN),
         "the worker logged its token"
@@ -164,15 +171,8 @@ async fn worker_binary_runs_a_job_over_mtls_named_by_its_certificate() {
             "producer {PRODUCER_TOKEN}\nworker cert:sluice-test-worker\nadmin {ADMIN_TOKEN}\n"
         ),
     );
-    let out = dir.join("greetings");
-    let args = worker_args(&pki, "sluice-test-worker", &out);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let _worker = WorkerProcess::start_at(&https(&broker), &args, &[]);
-
-    let job_id = enqueue_greeting(&broker, &pki).await;
-    let mut admin = AdminClient::new(channel(&broker, &pki).await);
-    wait_for_state(&mut admin, &job_id, pb::JobState::Succeeded).await;
-    assert_eq!(wait_for_file(&out), "hello over mtls .\n");
+    let (_worker, greeting) = greet_over_mtls(&broker, &pki, &[]).await;
+    assert_eq!(greeting, "hello over mtls .\n");
 }
 
 #[tokio::test]
@@ -200,11 +200,7 @@ async fn worker_binary_without_a_token_is_refused_and_says_so() {
 async fn python_producer_enqueues_over_tls_with_a_token_for_an_mtls_worker() {
     let dir = scratch_dir("python-tls");
     let pki = TestPki::new(&dir.join("pki")).unwrap();
-    let broker = secure_broker(
-        &pki,
-        true,
-        &format!("producer {PRODUCER_TOKEN}\nworker {WORKER_TOKEN}\nadmin {ADMIN_TOKEN}\n"),
-    );
+    let broker = secure_broker(&pki, true, &every_role());
     let out = dir.join("greetings");
     let args = worker_args(&pki, "sluice-test-worker", &out);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -213,15 +209,23 @@ async fn python_producer_enqueues_over_tls_with_a_token_for_an_mtls_worker() {
 
     let python = pki.client("sluice-test-python").unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python/producer.py");
-    let output = Command::new("python3")
-        .arg(&script)
-        .args(["--broker", &https(&broker), "--tls-ca"])
-        .arg(&pki.ca)
-        .arg("--tls-cert")
-        .arg(&python.cert)
-        .arg("--tls-key")
-        .arg(&python.key)
-        .args(["--job-type", "greet", "--payload", "hello from python"])
+    // The producer over mTLS, without a token unless the caller adds one.
+    let producer = || {
+        let mut command = Command::new("python3");
+        command
+            .arg(&script)
+            .args(["--broker", &https(&broker), "--tls-ca"])
+            .arg(&pki.ca)
+            .arg("--tls-cert")
+            .arg(&python.cert)
+            .arg("--tls-key")
+            .arg(&python.key)
+            .args(["--job-type", "greet"])
+            .env_remove("SLUICE_TOKEN");
+        command
+    };
+    let output = producer()
+        .args(["--payload", "hello from python"])
         .env("SLUICE_TOKEN", PRODUCER_TOKEN)
         .output()
         .expect("python3 must be installed");
@@ -236,18 +240,7 @@ async fn python_producer_enqueues_over_tls_with_a_token_for_an_mtls_worker() {
     assert_eq!(wait_for_file(&out), "hello from python .\n");
 
     // Without the token the broker refuses it, and the producer says so.
-    let refused = Command::new("python3")
-        .arg(&script)
-        .args(["--broker", &https(&broker), "--tls-ca"])
-        .arg(&pki.ca)
-        .arg("--tls-cert")
-        .arg(&python.cert)
-        .arg("--tls-key")
-        .arg(&python.key)
-        .args(["--job-type", "greet"])
-        .env_remove("SLUICE_TOKEN")
-        .output()
-        .unwrap();
+    let refused = producer().output().unwrap();
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("UNAUTHENTICATED"),
