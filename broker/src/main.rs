@@ -100,8 +100,8 @@ struct Args {
     #[arg(long, env = "SLUICE_AUTH_TOKENS")]
     auth_tokens: Option<PathBuf>,
     /// Who may use gRPC reflection.
-    #[arg(long, env = "SLUICE_REFLECTION", value_enum, default_value_t = Reflection::Open)]
-    reflection: Reflection,
+    #[arg(long, env = "SLUICE_REFLECTION", value_enum, default_value_t = ReflectionAccess::Open)]
+    reflection: ReflectionAccess,
     /// HTTP/2 streams (calls) open at once on one connection.
     #[arg(long, env = "SLUICE_MAX_CONCURRENT_STREAMS", default_value_t = defaults().max_concurrent_streams,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -117,15 +117,6 @@ struct Args {
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-/// `--reflection`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Reflection {
-    /// Anyone may use reflection.
-    Open,
-    /// Only admin credentials (with --auth-tokens).
-    Admin,
 }
 
 impl Args {
@@ -167,11 +158,10 @@ impl Args {
             None => Authorizer::open(),
         };
         let reflection = match self.reflection {
-            Reflection::Open => ReflectionAccess::Open,
-            Reflection::Admin if !auth.is_enabled() => {
+            ReflectionAccess::Admin if !auth.is_enabled() => {
                 anyhow::bail!("--reflection admin needs --auth-tokens (who is an admin?)")
             }
-            Reflection::Admin => ReflectionAccess::Admin,
+            access => access,
         };
         Ok(Config {
             queue: QueueConfig {

@@ -224,6 +224,7 @@ fn peer_common_name<T>(request: &Request<T>) -> Option<String> {
 
 /// Who may use gRPC reflection (`--reflection`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "bin", derive(clap::ValueEnum))]
 pub enum ReflectionAccess {
     /// Anyone, as health.
     #[default]
