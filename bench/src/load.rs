@@ -11,14 +11,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
+use sluice_proto::Bearer;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::broker_client::BrokerClient;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::AsciiMetadataValue;
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -153,24 +152,6 @@ impl ClientSecurity {
 /// A channel whose calls carry the role's bearer token.
 pub type Conn = InterceptedService<Channel, Bearer>;
 
-/// Puts `authorization: Bearer TOKEN` on every call, when there is a token.
-#[derive(Clone)]
-pub struct Bearer(Option<AsciiMetadataValue>);
-
-impl Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
-
 /// What one run measured.
 pub struct Measured {
     /// From the first enqueue sent to the last enqueue answered.
@@ -288,12 +269,9 @@ pub async fn connect(addr: &str, security: &ClientSecurity, role: Role) -> anyho
         .connect()
         .await
         .with_context(|| format!("connecting to {}", security.url(addr)))?;
-    let bearer = security
-        .token(role)
-        .map(|t| AsciiMetadataValue::try_from(format!("Bearer {t}")))
-        .transpose()
+    let bearer = Bearer::new(security.token(role).map(String::as_str))
         .map_err(|_| anyhow::anyhow!("the {role:?} token is not visible ASCII"))?;
-    Ok(InterceptedService::new(channel, Bearer(bearer)))
+    Ok(InterceptedService::new(channel, bearer))
 }
 
 /// Consumers count as ready once the broker lists their streams.

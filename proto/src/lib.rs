@@ -1,12 +1,16 @@
-//! The `sluice.v1` contract: generated messages, clients and servers, and the
-//! encoded file descriptor set that gRPC reflection serves.
+//! The `sluice.v1` contract: generated messages, clients and servers, the
+//! encoded file descriptor set that gRPC reflection serves, and the
+//! client's [`Bearer`] credential.
 //!
 //! The `.proto` files beside this crate are the source of truth; clients in
 //! other languages generate their stubs from them.
 
-#![allow(missing_docs, clippy::all, clippy::pedantic)]
+mod bearer;
 
-/// Package `sluice.v1`.
+pub use bearer::{Bearer, InvalidToken};
+
+/// Package `sluice.v1` (generated code).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
     tonic::include_proto!("sluice.v1");
 }

@@ -2,17 +2,16 @@
 //! that sees protobuf messages or tonic statuses. Every status becomes a
 //! [`BrokerError`] in [`classify`]; nothing above this file reads a code.
 //! It also turns the checked [`Security`] into tonic's TLS config and puts
-//! the token on every call (the [`Bearer`] interceptor).
+//! the token on every call (sluice-proto's [`Bearer`] interceptor).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use sluice_proto::Bearer;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::broker_client::BrokerClient;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
-use tonic::metadata::AsciiMetadataValue;
-use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status, Streaming};
@@ -47,47 +46,13 @@ const FALLBACK_JOB_TIMEOUT: Duration = Duration::from_secs(60);
 /// The broker's client: every call passes the [`Bearer`] interceptor.
 type Client = BrokerClient<InterceptedService<Channel, Bearer>>;
 
-/// Puts `authorization: Bearer TOKEN` on every call, when there is a token.
-#[derive(Clone)]
-struct Bearer(Option<AsciiMetadataValue>);
-
-impl Bearer {
-    fn new(security: &Security) -> Result<Self, WorkerError> {
-        let Some(token) = &security.token else {
-            return Ok(Self(None));
-        };
-        // The token is checked to be visible ASCII, so this cannot fail;
-        // the error does not show it either way.
-        let mut value = AsciiMetadataValue::try_from(format!("Bearer {}", token.expose()))
-            .map_err(|_| WorkerError::BadToken {
-                reason: "it is not a valid header value".to_owned(),
-            })?;
-        // HPACK leaves sensitive values out of its compression table.
-        value.set_sensitive(true);
-        Ok(Self(Some(value)))
-    }
-}
-
-impl std::fmt::Debug for Bearer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown = if self.0.is_some() {
-            "<redacted>"
-        } else {
-            "none"
-        };
-        f.debug_tuple("Bearer").field(&shown).finish()
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
+/// The [`Bearer`] of `security`'s token, if it has one.
+fn bearer(security: &Security) -> Result<Bearer, WorkerError> {
+    // The token is checked to be visible ASCII, so this cannot fail; the
+    // error does not show it either way.
+    Bearer::new(security.token.as_ref().map(|t| t.expose())).map_err(|_| WorkerError::BadToken {
+        reason: "it is not a valid header value".to_owned(),
+    })
 }
 
 /// tonic's TLS config for checked material: only the given CA, or the
@@ -156,7 +121,7 @@ impl BrokerLink {
         let channel = endpoint.connect_lazy();
         Ok(Self {
             // A leased job is as large as the broker's --max-payload allows.
-            client: BrokerClient::with_interceptor(channel, Bearer::new(security)?)
+            client: BrokerClient::with_interceptor(channel, bearer(security)?)
                 .max_decoding_message_size(MAX_MESSAGE),
             acks: Arc::new(OnceLock::new()),
         })
@@ -466,22 +431,24 @@ fn timed<T>(message: T) -> tonic::Request<T> {
 
 #[cfg(test)]
 mod tests {
+    use tonic::service::Interceptor as _;
+
     use super::*;
 
     #[test]
-    fn the_bearer_interceptor_sends_the_token_and_its_debug_hides_it() {
+    fn the_token_of_the_settings_goes_on_every_call() {
         let security = Security {
             tls: None,
             token: Some(super::super::security::Token::new("tok-0123456789abcdef").unwrap()),
         };
-        let mut bearer = Bearer::new(&security).unwrap();
-        assert!(!format!("{bearer:?}").contains("tok-"), "{bearer:?}");
-        let request = bearer.call(tonic::Request::new(())).unwrap();
+        let mut sent = bearer(&security).unwrap();
+        assert!(!format!("{sent:?}").contains("tok-"), "{sent:?}");
+        let request = sent.call(tonic::Request::new(())).unwrap();
         assert_eq!(
             request.metadata().get("authorization").unwrap(),
             "Bearer tok-0123456789abcdef"
         );
-        let mut none = Bearer::new(&Security::default()).unwrap();
+        let mut none = bearer(&Security::default()).unwrap();
         let request = none.call(tonic::Request::new(())).unwrap();
         assert!(request.metadata().get("authorization").is_none());
     }
