@@ -145,7 +145,6 @@ struct DurableArgs {
     json: bool,
 }
 
-/// The broker binary to start: `given`, or sluice-broker beside this one.
 /// Starts the broker at `binary` on a free loopback port with `args`.
 fn start_broker(binary: &std::path::Path, args: &[String]) -> anyhow::Result<BrokerProcess> {
     let mut command = std::process::Command::new(binary);
@@ -161,6 +160,7 @@ fn start_broker(binary: &std::path::Path, args: &[String]) -> anyhow::Result<Bro
     BrokerProcess::launch(command).map_err(anyhow::Error::msg)
 }
 
+/// The broker binary to start: `given`, or sluice-broker beside this one.
 fn broker_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match given {
         Some(path) => Ok(path),

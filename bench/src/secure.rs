@@ -130,7 +130,7 @@ impl SecureArgs {
                 ca: self.tls_ca.clone(),
                 identity: self.tls_cert.clone().zip(self.tls_key.clone()),
             });
-        let from_env = std::env::var("SLUICE_TOKEN").ok();
+        let from_env = std::env::var(sluice_worker::defaults::TOKEN_ENV).ok();
         let token = match (from_env, &self.token_file) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("two tokens: SLUICE_TOKEN is set and --token-file is given")
@@ -167,13 +167,15 @@ pub struct SecurityCostArgs {
     json: bool,
 }
 
-/// End-to-end jobs/s of one load against a fresh broker, plain or secure.
-async fn one_run(broker_bin: &Path, api: Api, jobs: u64, secure: bool) -> anyhow::Result<f64> {
-    let generated = if secure { Some(generate()?) } else { None };
-    let broker_args = generated
-        .as_ref()
-        .map(|g| g.broker_args.clone())
-        .unwrap_or_default();
+/// End-to-end jobs/s of one load against a fresh broker: plain, or with
+/// the TLS and tokens of `secure`.
+async fn one_run(
+    broker_bin: &Path,
+    api: Api,
+    jobs: u64,
+    secure: Option<&Generated>,
+) -> anyhow::Result<f64> {
+    let broker_args = secure.map(|g| g.broker_args.clone()).unwrap_or_default();
     let broker = crate::start_broker(broker_bin, &broker_args)?;
     let load = Load {
         jobs,
@@ -187,10 +189,7 @@ async fn one_run(broker_bin: &Path, api: Api, jobs: u64, secure: bool) -> anyhow
         api,
         worker_handler: None,
         queue: "security-cost".into(),
-        security: generated
-            .as_ref()
-            .map(|g| g.clients.clone())
-            .unwrap_or_default(),
+        security: secure.map(|g| g.clients.clone()).unwrap_or_default(),
     };
     let measured = load::run(&broker.addr, &load).await?;
     Ok(jobs as f64 / measured.end_to_end.as_secs_f64())
@@ -211,6 +210,8 @@ pub async fn security_cost(args: SecurityCostArgs, broker_bin: &Path) -> anyhow:
         args.rounds > 0 && args.jobs > 0,
         "rounds and jobs must be above 0"
     );
+    // One set of certificates and tokens for every secure run.
+    let generated = generate()?;
     let apis = [(Api::Batch, args.jobs * 4), (Api::Unary, args.jobs)];
     // results[api][secure] = jobs/s of each round.
     let mut results = vec![[Vec::new(), Vec::new()]; apis.len()];
@@ -223,7 +224,7 @@ pub async fn security_cost(args: SecurityCostArgs, broker_bin: &Path) -> anyhow:
                 [true, false]
             };
             for secure in order {
-                let rate = one_run(broker_bin, *api, *jobs, secure)
+                let rate = one_run(broker_bin, *api, *jobs, secure.then_some(&generated))
                     .await
                     .with_context(|| {
                         format!(

@@ -118,7 +118,7 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
         // The worker's credential is not the job's.
-        .env_remove("SLUICE_TOKEN")
+        .env_remove(crate::defaults::TOKEN_ENV)
         .env(PARENT_PID_ENV, std::process::id().to_string())
         .env("SLUICE_JOB_ID", &job.id)
         .env("SLUICE_JOB_TYPE", &job.job_type)

@@ -13,14 +13,11 @@ use anyhow::Context as _;
 use clap::Parser;
 use humantime::Duration as Human;
 use sluice_process::LogFormat;
+use sluice_worker::defaults::TOKEN_ENV;
 use sluice_worker::exec::ExecHandler;
 use sluice_worker::{Worker, defaults, supervisor, timing};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
-
-/// The environment variable that holds the token (there is no flag for it:
-/// a flag's value shows in `ps`).
-const TOKEN_ENV: &str = "SLUICE_TOKEN";
 
 /// A Sluice worker that runs a shell command for each job.
 #[derive(Debug, Parser)]
