@@ -8,7 +8,8 @@ use tracing::info;
 use uuid::Uuid;
 
 use super::job::{JobState, JobView, Seq};
-use super::{LOG_TARGET, LogLevel, Queue};
+use super::ready_set::ReadySet;
+use super::{JobEvent, LOG_TARGET, LogLevel, Queue};
 use crate::QueueError;
 use crate::Timestamp;
 
@@ -38,6 +39,8 @@ pub struct QueueStats {
     pub counts: [u64; 6],
     /// Counters since start.
     pub counters: Counters,
+    /// When the READY job that has waited longest became due.
+    pub oldest_ready_due: Option<Timestamp>,
 }
 
 impl QueueStats {
@@ -141,6 +144,7 @@ impl Queue {
                 paused: qs.paused,
                 counts: qs.counts,
                 counters: qs.counters,
+                oldest_ready_due: qs.ready.values().filter_map(ReadySet::oldest_due).min(),
             })
             .collect();
         stats.sort_by(|a, b| a.queue.cmp(&b.queue));
@@ -200,6 +204,7 @@ impl Queue {
         job.finished_at = Timestamp::default();
         job.run_at = now;
         self.log_job(seq, None, LogLevel::Info, "job retried by operator");
+        self.observe(seq, JobEvent::Retried);
         self.make_ready(seq, now);
         Ok(())
     }
@@ -227,8 +232,10 @@ impl Queue {
         }
         self.log_job(seq, None, LogLevel::Info, "job cancelled by operator");
         if state == JobState::Leased {
+            // Counted as cancelled when its worker resolves it.
             return Ok(JobState::Leased);
         }
+        self.observe(seq, JobEvent::Cancelled);
         self.unindex(seq);
         self.finish(seq, JobState::Cancelled, now);
         Ok(JobState::Cancelled)
@@ -276,6 +283,7 @@ impl Queue {
         }
         let purged = doomed.len() as u64;
         for seq in doomed {
+            self.observe(seq, JobEvent::Purged);
             self.remove_job(seq);
         }
         if purged > 0 {

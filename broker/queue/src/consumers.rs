@@ -229,6 +229,7 @@ impl Queue {
             worker_id,
             expires_at,
             duration: lease_duration,
+            leased_at: now,
         }));
         self.unindex(seq);
         self.set_state_untracked(seq, JobState::Leased);
@@ -244,5 +245,7 @@ impl Queue {
             super::LogLevel::Debug,
             "job leased",
         );
+        let waited = now.saturating_since(self.jobs[seq].run_at);
+        self.observe(seq, super::JobEvent::Leased { waited });
     }
 }

@@ -89,6 +89,8 @@ pub struct Lease {
     pub expires_at: Timestamp,
     /// The length asked for; an Extend without a length extends by it.
     pub duration: Duration,
+    /// When it was handed out.
+    pub leased_at: Timestamp,
 }
 
 /// One job as stored, kept small because a broker holds millions: the
@@ -229,6 +231,19 @@ impl ReadyKey {
 
     pub fn seq(self) -> Seq {
         (self.0 & ((1 << Self::SEQ_BITS) - 1)) as Seq
+    }
+
+    /// When the job became due, to the millisecond.
+    pub fn due(self) -> Timestamp {
+        let millis = (self.0 >> Self::SEQ_BITS) & ((1 << Self::TIME_BITS) - 1);
+        Timestamp::from_micros(millis as u64 * 1000)
+    }
+
+    /// The smallest key of the next lower priority, `None` below the lowest:
+    /// every key of this key's priority sorts before it.
+    pub fn next_priority(self) -> Option<Self> {
+        let band = self.0 >> (Self::TIME_BITS + Self::SEQ_BITS);
+        (band < u128::from(u32::MAX)).then(|| Self((band + 1) << (Self::TIME_BITS + Self::SEQ_BITS)))
     }
 }
 

@@ -27,6 +27,7 @@ mod job;
 mod job_table;
 mod memory;
 mod names;
+mod observer;
 mod ready_set;
 #[cfg(test)]
 mod tests;
@@ -55,6 +56,8 @@ use self::job::{Job, Seq};
 use self::job_table::JobTable;
 pub use self::memory::JOB_OVERHEAD;
 use self::names::{NameId, Names};
+use self::observer::Failures;
+pub use self::observer::{FailedAttempt, JobEvent, JobLabels, Observer, RECENT_FAILURES};
 use self::ready_set::ReadySet;
 pub use self::time::Timestamp;
 
@@ -221,6 +224,10 @@ pub struct Queue {
     outbox: Vec<Delivery>,
     /// Queues paused or resumed since the last `take_changes`, for the store.
     paused_changed: Vec<NameId>,
+    /// Told of every job transition (the broker's metrics), if set.
+    observer: Option<Box<dyn Observer>>,
+    /// The latest failed attempts, oldest first.
+    failures: Failures,
 }
 
 impl Queue {
@@ -243,6 +250,8 @@ impl Queue {
             next_consumer: 0,
             outbox: Vec::new(),
             paused_changed: Vec::new(),
+            observer: None,
+            failures: Failures::new(),
         };
         queue.instance = queue.rng.random();
         queue
@@ -284,7 +293,8 @@ impl Queue {
         if let Some(key) = &new.idempotency_key
             && let Some(seq) = self.idempotency.get(&(queue, key.as_str().into()))
         {
-            let job_id = self.job_id(*seq);
+            let (seq, job_id) = (*seq, self.job_id(*seq));
+            self.observe(seq, JobEvent::Duplicate);
             return Ok(Enqueued {
                 job_id,
                 duplicate: true,
@@ -325,6 +335,7 @@ impl Queue {
         let id = self.job_id(seq);
         self.jobs.insert(seq, job);
         self.log_job(seq, None, LogLevel::Debug, "job enqueued");
+        self.observe(seq, JobEvent::Enqueued);
         self.admit(seq, now);
         Ok(Enqueued {
             job_id: id,
@@ -341,6 +352,8 @@ impl Queue {
         let lease = self.end_lease(seq);
         self.queue_state(seq).counters.acked += 1;
         self.log_job(seq, Some(&lease), LogLevel::Debug, "job acked");
+        let ran = now.saturating_since(lease.leased_at);
+        self.observe(seq, JobEvent::Acked { ran });
         self.finish(seq, JobState::Succeeded, now);
         self.free_slot(lease.consumer, now);
         Ok(())
@@ -361,6 +374,8 @@ impl Queue {
         let seq = self.leased(job_id, lease_id)?;
         let lease = self.end_lease(seq);
         self.queue_state(seq).counters.nacked += 1;
+        let ran = now.saturating_since(lease.leased_at);
+        self.observe(seq, JobEvent::Nacked { ran });
         let outcome = self.fail_attempt(seq, &lease, failure, now);
         self.free_slot(lease.consumer, now);
         Ok(outcome)
@@ -406,9 +421,11 @@ impl Queue {
         let seq = self.leased(job_id, lease_id)?;
         let lease = self.end_lease(seq);
         self.log_job(seq, Some(&lease), LogLevel::Debug, "job released");
+        self.observe(seq, JobEvent::Released);
         let job = self.jobs.get_mut(seq).expect("leased() found it");
         job.attempt -= 1;
         let state = if job.cancel_requested {
+            self.observe(seq, JobEvent::Cancelled);
             self.finish(seq, JobState::Cancelled, now);
             JobState::Cancelled
         } else if delay.is_zero() {
@@ -440,6 +457,8 @@ impl Queue {
             }
             let lease = self.end_lease(seq);
             self.queue_state(seq).counters.expired += 1;
+            let ran = now.saturating_since(lease.leased_at);
+            self.observe(seq, JobEvent::Expired { ran });
             let failure = Failure {
                 error: LEASE_EXPIRED.to_owned(),
                 ..Failure::default()

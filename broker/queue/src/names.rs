@@ -12,6 +12,13 @@ use sluice_limits::MAX_NAMES;
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NameId(u32);
 
+impl NameId {
+    /// The id as a number, stable for the broker's life.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
 /// Names interned for the life of the broker. Names are validated (length,
 /// characters) by the service before they get here; each distinct name costs
 /// memory once.

@@ -13,6 +13,7 @@
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use super::job::ReadyKey;
+use crate::Timestamp;
 
 #[derive(Debug, Default)]
 pub(crate) struct ReadySet {
@@ -46,6 +47,33 @@ impl ReadySet {
             .filter(|k| !self.removed.contains(k))
             .chain(self.others.iter())
             .copied()
+    }
+
+    /// The earliest due time among the keys: the first key of each
+    /// priority is its earliest due, so this costs O(log n) per priority
+    /// present, not a scan.
+    pub fn oldest_due(&self) -> Option<Timestamp> {
+        let mut oldest: Option<Timestamp> = None;
+        let mut from = self.first().copied();
+        while let Some(key) = from {
+            oldest = Some(oldest.map_or(key.due(), |t| t.min(key.due())));
+            from = key.next_priority().and_then(|next| self.first_from(next));
+        }
+        oldest
+    }
+
+    /// The smallest live key not below `from`.
+    fn first_from(&self, from: ReadyKey) -> Option<ReadyKey> {
+        let start = self.appended.partition_point(|k| *k < from);
+        let appended = self
+            .appended
+            .range(start..)
+            .find(|k| !self.removed.contains(k));
+        let other = self.others.range(from..).next();
+        match (appended, other) {
+            (Some(a), Some(o)) => Some(*a.min(o)),
+            (a, o) => a.or(o).copied(),
+        }
     }
 
     pub fn insert(&mut self, key: ReadyKey) {
@@ -124,6 +152,25 @@ mod tests {
         set.remove(&key(0, 9)); // not in the set: nothing happens
         assert_eq!(drain(&mut set), [0, 1, 4, 5]);
         assert!(set.removed.is_empty() && set.appended.is_empty());
+    }
+
+    #[test]
+    fn oldest_due_is_the_earliest_due_time_over_every_priority() {
+        let t = |ms: u64| Timestamp::from_micros(ms * 1000);
+        let mut set = ReadySet::default();
+        assert_eq!(set.oldest_due(), None);
+        set.insert(ReadyKey::new(5, t(900), 1));
+        set.insert(ReadyKey::new(0, t(300), 2));
+        set.insert(ReadyKey::new(0, t(100), 3)); // out of order: in `others`
+        set.insert(ReadyKey::new(-7, t(200), 4));
+        set.insert(ReadyKey::new(i32::MIN, t(50), 5));
+        assert_eq!(set.oldest_due(), Some(t(50)));
+        set.remove(&ReadyKey::new(i32::MIN, t(50), 5));
+        assert_eq!(set.oldest_due(), Some(t(100)));
+        set.remove(&ReadyKey::new(0, t(100), 3));
+        assert_eq!(set.oldest_due(), Some(t(200)));
+        set.remove(&ReadyKey::new(-7, t(200), 4));
+        assert_eq!(set.oldest_due(), Some(t(300)));
     }
 
     #[test]

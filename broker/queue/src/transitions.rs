@@ -13,7 +13,7 @@ use super::job::{JobState, JobView, Lease, Seq};
 use super::names::NameId;
 use sluice_limits::MAX_ERROR_BYTES;
 
-use super::{Failure, FailureOutcome, LOG_TARGET, LogLevel, Queue, QueueState};
+use super::{Failure, FailureOutcome, JobEvent, LOG_TARGET, LogLevel, Queue, QueueState};
 use crate::QueueError;
 use crate::Timestamp;
 
@@ -59,6 +59,7 @@ impl Queue {
         let attempt = job.attempt;
         if cancelled {
             self.log_job(seq, Some(lease), LogLevel::Debug, "job cancelled");
+            self.observe(seq, JobEvent::Cancelled);
             self.finish(seq, JobState::Cancelled, now);
             return FailureOutcome {
                 state: JobState::Cancelled,
@@ -68,6 +69,8 @@ impl Queue {
         if out_of_attempts {
             self.queue_state(seq).counters.dead += 1;
             self.log_job(seq, Some(lease), LogLevel::Warn, "job dead");
+            self.record_failure(seq, lease, true, now);
+            self.observe(seq, JobEvent::DeadLettered);
             self.finish(seq, JobState::Dead, now);
             return FailureOutcome {
                 state: JobState::Dead,
@@ -75,6 +78,7 @@ impl Queue {
             };
         }
         self.log_job(seq, Some(lease), LogLevel::Warn, "job attempt failed");
+        self.record_failure(seq, lease, false, now);
         let unit = self.rng.random::<f64>();
         let delay = failure
             .retry_after
