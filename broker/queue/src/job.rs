@@ -243,7 +243,8 @@ impl ReadyKey {
     /// every key of this key's priority sorts before it.
     pub fn next_priority(self) -> Option<Self> {
         let band = self.0 >> (Self::TIME_BITS + Self::SEQ_BITS);
-        (band < u128::from(u32::MAX)).then(|| Self((band + 1) << (Self::TIME_BITS + Self::SEQ_BITS)))
+        (band < u128::from(u32::MAX))
+            .then(|| Self((band + 1) << (Self::TIME_BITS + Self::SEQ_BITS)))
     }
 }
 

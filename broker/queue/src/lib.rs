@@ -44,7 +44,7 @@ use rand::{Rng, SeedableRng};
 
 use uuid::Uuid;
 
-pub use self::admin::{JobFilter, ListPage, QueueStats, WorkerInfo};
+pub use self::admin::{Counters, JobFilter, ListPage, QueueStats, WorkerInfo};
 pub use self::backoff::Backoff;
 pub use self::config::QueueConfig;
 use self::consumers::Consumer;

@@ -22,6 +22,7 @@
 //! `recovery.rs` opens the data directory and rebuilds the queue from it;
 //! `error.rs` holds [`ServerError`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::v1::admin_server::AdminServer;
@@ -40,6 +41,7 @@ use crate::clock::TokioClock;
 use crate::config::Config;
 use crate::fatal::Fatal;
 use crate::service::convert::Limits;
+use crate::service::rates::{self, Rates};
 use crate::service::{AdminService, BrokerService, SharedQueue, scheduler};
 
 mod error;
@@ -109,11 +111,17 @@ pub async fn run(
         config.max_lease_streams,
     ))
     .max_decoding_message_size(max_message);
-    let admin = AdminServer::new(AdminService::new(shared.clone(), config.auth.clone()));
+    let rates = Arc::new(Rates::default());
+    let admin = AdminServer::new(AdminService::new(
+        shared.clone(),
+        config.auth.clone(),
+        rates.clone(),
+    ));
 
     let tasks = TaskTracker::new();
     let stop_scheduler = CancellationToken::new();
     tasks.spawn(scheduler::run(shared.clone(), stop_scheduler.clone()));
+    tasks.spawn(rates::sample(shared.clone(), rates, stop_scheduler.clone()));
 
     let stop_serving = CancellationToken::new();
     let router = Server::builder()

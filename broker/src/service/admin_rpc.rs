@@ -8,8 +8,11 @@ use tonic::{Request, Response, Status};
 
 use sluice_limits::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
+use std::sync::Arc;
+
 use super::convert;
 use super::error::RequestError;
+use super::rates::Rates;
 use super::respond;
 use super::shared_queue::SharedQueue;
 use crate::auth::{Authorizer, Call};
@@ -22,12 +25,18 @@ type Result<T> = std::result::Result<T, RequestError>;
 pub struct AdminService {
     shared: SharedQueue,
     auth: Authorizer,
+    rates: Arc<Rates>,
 }
 
 impl AdminService {
-    /// Serves `shared`, checking calls with `auth`.
-    pub fn new(shared: SharedQueue, auth: Authorizer) -> Self {
-        Self { shared, auth }
+    /// Serves `shared`, checking calls with `auth`; Stats reads its rates
+    /// from `rates`.
+    pub fn new(shared: SharedQueue, auth: Authorizer, rates: Arc<Rates>) -> Self {
+        Self {
+            shared,
+            auth,
+            rates,
+        }
     }
 
     /// Refuses the call unless the caller may make it (an admin).
@@ -71,24 +80,40 @@ impl AdminService {
     }
 
     fn handle_stats(&self) -> Result<pb::StatsResponse> {
-        let stats = self.shared.with_queue(|queue, _| queue.stats())?;
+        let (stats, failures, now) = self.shared.with_queue(|queue, now| {
+            let failures: Vec<pb::FailedAttempt> = queue
+                .recent_failures()
+                .map(convert::failure_to_pb)
+                .collect();
+            (queue.stats(), failures, now)
+        })?;
         Ok(pb::StatsResponse {
+            recent_failures: failures,
             queues: stats
                 .into_iter()
-                .map(|s| pb::QueueStats {
-                    paused: s.paused,
-                    scheduled: s.count(JobState::Scheduled),
-                    ready: s.count(JobState::Ready),
-                    leased: s.count(JobState::Leased),
-                    succeeded: s.count(JobState::Succeeded),
-                    dead: s.count(JobState::Dead),
-                    cancelled: s.count(JobState::Cancelled),
-                    enqueued_total: s.counters.enqueued,
-                    acked_total: s.counters.acked,
-                    nacked_total: s.counters.nacked,
-                    expired_total: s.counters.expired,
-                    dead_total: s.counters.dead,
-                    queue: s.queue,
+                .map(|s| {
+                    let rates = self.rates.of(&s, now);
+                    pb::QueueStats {
+                        oldest_ready_age: s
+                            .oldest_ready_due
+                            .map(|due| sluice_proto::duration_to_pb(now.saturating_since(due))),
+                        enqueued_per_second: rates.enqueued,
+                        acked_per_second: rates.acked,
+                        failed_per_second: rates.failed,
+                        paused: s.paused,
+                        scheduled: s.count(JobState::Scheduled),
+                        ready: s.count(JobState::Ready),
+                        leased: s.count(JobState::Leased),
+                        succeeded: s.count(JobState::Succeeded),
+                        dead: s.count(JobState::Dead),
+                        cancelled: s.count(JobState::Cancelled),
+                        enqueued_total: s.counters.enqueued,
+                        acked_total: s.counters.acked,
+                        nacked_total: s.counters.nacked,
+                        expired_total: s.counters.expired,
+                        dead_total: s.counters.dead,
+                        queue: s.queue,
+                    }
                 })
                 .collect(),
         })

@@ -14,7 +14,7 @@ use sluice_limits::{
     DEFAULT_QUEUE, MAX_ATTEMPTS, MAX_DURATION, MAX_HEADER_VALUE_LEN, MAX_HEADERS,
     MAX_IDEMPOTENCY_KEY_LEN, MAX_IN_FLIGHT, MAX_LEASE_FILTERS, MAX_SCHEDULE_AHEAD, MIN_RUN_LIMIT,
 };
-use sluice_queue::{ConsumerSpec, Headers, JobState, JobView, NewJob};
+use sluice_queue::{ConsumerSpec, FailedAttempt, Headers, JobState, JobView, NewJob};
 
 /// Limits set by flags rather than by the contract.
 #[derive(Debug, Clone, Copy)]
@@ -264,6 +264,20 @@ fn timestamp_from_pb(t: PbTimestamp, field: &'static str) -> Result<Timestamp> {
 pub fn timestamp_to_pb(t: Timestamp) -> PbTimestamp {
     let (seconds, nanos) = t.to_unix_parts();
     PbTimestamp { seconds, nanos }
+}
+
+/// A failed attempt on the wire.
+pub fn failure_to_pb(failure: &FailedAttempt) -> pb::FailedAttempt {
+    pb::FailedAttempt {
+        job_id: failure.job_id.to_string(),
+        queue: failure.queue.clone(),
+        job_type: failure.job_type.clone(),
+        attempt: failure.attempt,
+        error: failure.error.clone(),
+        failed_at: Some(timestamp_to_pb(failure.failed_at)),
+        dead: failure.dead,
+        worker_id: failure.worker_id.clone(),
+    }
 }
 
 /// A job on the wire.

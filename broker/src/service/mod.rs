@@ -8,6 +8,7 @@ mod broker_rpc;
 pub mod convert;
 mod error;
 mod lease_stream;
+pub mod rates;
 pub mod scheduler;
 mod shared_queue;
 

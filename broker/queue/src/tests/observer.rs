@@ -77,7 +77,10 @@ fn each_transition_is_one_event_with_its_wait_and_run_times() {
             ran: Duration::from_secs(33)
         }]
     );
-    assert!(q.ack(id, lease, at(40)).is_err(), "the expired lease is stale");
+    assert!(
+        q.ack(id, lease, at(40)).is_err(),
+        "the expired lease is stale"
+    );
 
     // Third and last attempt: dead, then retried by an operator, acked.
     q.expire(at(60));
@@ -144,7 +147,8 @@ fn failed_attempts_are_kept_newest_first_up_to_the_limit() {
     for n in 0..=RECENT_FAILURES {
         let id = enqueue(&mut q, one_attempt(), at(0));
         let (_, lease) = delivered(&mut q)[0];
-        q.nack(id, lease, nack(&format!("error {n}")), at(1)).unwrap();
+        q.nack(id, lease, nack(&format!("error {n}")), at(1))
+            .unwrap();
         ids.push(id);
     }
     let failures: Vec<&FailedAttempt> = q.recent_failures().collect();
@@ -153,7 +157,10 @@ fn failed_attempts_are_kept_newest_first_up_to_the_limit() {
     assert_eq!(newest.job_id, ids[RECENT_FAILURES]);
     assert_eq!(newest.error, format!("error {RECENT_FAILURES}"));
     assert_eq!((newest.attempt, newest.dead), (1, true));
-    assert_eq!((newest.queue.as_str(), newest.job_type.as_str()), ("default", "t"));
+    assert_eq!(
+        (newest.queue.as_str(), newest.job_type.as_str()),
+        ("default", "t")
+    );
     assert_eq!(newest.worker_id, "w1");
     assert_eq!(newest.failed_at, at(1));
     // The first failure fell off the end.
@@ -164,7 +171,14 @@ fn failed_attempts_are_kept_newest_first_up_to_the_limit() {
 fn stats_show_when_the_oldest_ready_job_became_due() {
     let mut q = Queue::new(config(), 1);
     enqueue(&mut q, job("a"), at(5));
-    enqueue(&mut q, NewJob { priority: 9, ..job("b") }, at(8));
+    enqueue(
+        &mut q,
+        NewJob {
+            priority: 9,
+            ..job("b")
+        },
+        at(8),
+    );
     enqueue(&mut q, job_at(2), at(1)); // due at 2, before both
     assert_eq!(q.stats()[0].oldest_ready_due, Some(at(5)));
     q.expire(at(9));
