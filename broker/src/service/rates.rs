@@ -143,8 +143,9 @@ mod tests {
         let now = stats("q", 1250, 500, 125, 125);
         let r = rates.of(&now, at(125));
         assert_eq!((r.enqueued, r.acked, r.failed), (10.0, 4.0, 2.0));
-        // A queue the samples never saw: counted from zero over the window.
-        let r = rates.of(&stats("new", 60, 0, 0, 0), at(125));
+        // A queue the samples never saw: counted from zero over the window
+        // (65 s: from the youngest sample at least a minute old).
+        let r = rates.of(&stats("new", 65, 0, 0, 0), at(125));
         assert_eq!(r.enqueued, 1.0);
     }
 
