@@ -13,6 +13,7 @@ use humantime::Duration as Human;
 use sluice_broker::auth::{Authorizer, ReflectionAccess};
 use sluice_broker::config::{Config, DEFAULT_ADDR};
 use sluice_broker::memory_limit;
+use sluice_broker::server::Listeners;
 use sluice_broker::tls::{TlsFiles, TlsSettings};
 use sluice_process::LogFormat;
 use sluice_queue::{Backoff, QueueConfig};
@@ -40,6 +41,9 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "SLUICE_ADDR", default_value_t = DEFAULT_ADDR)]
     addr: SocketAddr,
+    /// Serve Prometheus metrics at GET /metrics on this address (plain HTTP; off when unset).
+    #[arg(long, env = "SLUICE_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
     /// Attempts for a job that does not set max_attempts (the first try plus retries).
     #[arg(long, env = "SLUICE_MAX_ATTEMPTS", default_value_t = defaults().queue.max_attempts,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(sluice_limits::MAX_ATTEMPTS)))]
@@ -211,6 +215,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("listening on {}", args.addr))?;
+    let http = match args.http_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on --http-addr {addr}"))?,
+        ),
+        None => None,
+    };
     let shutdown = CancellationToken::new();
     sluice_process::watch_signals(shutdown.clone()).context("installing signal handlers")?;
     // A write past the file-size limit (RLIMIT_FSIZE) raises SIGXFSZ, which
@@ -234,8 +246,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "listening on a non-loopback address without TLS or --auth-tokens: anyone who can reach it can enqueue, lease and administer jobs in plaintext"
         );
     }
+    if let Some(http) = &http {
+        let http_addr = http.local_addr()?;
+        let access = if http_addr.ip().is_loopback() || !config.auth.is_enabled() {
+            "open"
+        } else {
+            "admin token"
+        };
+        if !http_addr.ip().is_loopback() && !config.auth.is_enabled() {
+            warn!(%http_addr, "serving metrics on a non-loopback address without --auth-tokens: anyone who can reach it can read them");
+        }
+        info!(%http_addr, access, "metrics at GET /metrics");
+    }
     info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");
-    sluice_broker::server::run(listener, config, shutdown).await?;
+    let listeners = Listeners {
+        grpc: listener,
+        http,
+    };
+    sluice_broker::server::run(listeners, config, shutdown).await?;
     Ok(())
 }
 

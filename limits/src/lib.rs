@@ -47,6 +47,19 @@ pub const MAX_NAMES: usize = 100_000;
 /// Longest `last_error` kept; longer errors keep their end, where the cause usually is.
 pub const MAX_ERROR_BYTES: usize = 4096;
 
+/// Distinct job types that get a `job_type` label of their own in the
+/// broker's and the worker's metrics; later ones are counted under
+/// [`OTHER_JOB_TYPE`], so a producer cannot grow the scrape without bound.
+pub const MAX_JOB_TYPE_LABELS: usize = 100;
+/// The `job_type` label of job types past [`MAX_JOB_TYPE_LABELS`].
+pub const OTHER_JOB_TYPE: &str = "other";
+/// Upper bounds, in seconds, of the buckets of every job-duration
+/// histogram (wait and run times, broker and worker): 1 ms to 1 h.
+pub const JOB_SECONDS_BUCKETS: [f64; 20] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
+
 /// The characters a queue name may hold, as the README and messages say them.
 pub const QUEUE_NAME_CHARS: &str = "A-Z a-z 0-9 . _ : -";
 

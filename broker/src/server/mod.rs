@@ -40,6 +40,8 @@ use crate::auth::ReflectionGuard;
 use crate::clock::TokioClock;
 use crate::config::Config;
 use crate::fatal::Fatal;
+use crate::http::{self, HttpAccess};
+use crate::metrics::{Metrics, RpcLatencyLayer};
 use crate::service::convert::Limits;
 use crate::service::rates::{self, Rates};
 use crate::service::{AdminService, BrokerService, SharedQueue, scheduler};
@@ -72,20 +74,57 @@ pub struct DrainReport {
     pub unfinished: u64,
 }
 
-/// Serves on `listener` until `shutdown` is cancelled, then drains.
+/// Where the broker serves: gRPC, and HTTP (`--http-addr`) if wanted.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The Broker, Admin, health and reflection services.
+    pub grpc: TcpListener,
+    /// `/metrics`; with it, the broker keeps metrics.
+    pub http: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    /// gRPC only.
+    fn from(grpc: TcpListener) -> Self {
+        Self { grpc, http: None }
+    }
+}
+
+/// Serves on `listeners` until `shutdown` is cancelled, then drains.
 ///
 /// # Errors
 /// [`ServerError`] when reflection cannot be built or the server fails.
 pub async fn run(
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<DrainReport, ServerError> {
+    let Listeners {
+        grpc: listener,
+        http,
+    } = listeners.into();
     let clock = TokioClock::new();
     let fatal = Fatal::new(shutdown.clone());
     let (queue, store) = recovery::open_queue(&config, &clock, &fatal).await?;
     let durable = store.is_some();
     let shared = SharedQueue::new(queue, clock, store, fatal);
+    let tasks = TaskTracker::new();
+    let stop_serving = CancellationToken::new();
+    let rpc_metrics = match http {
+        Some(http) => {
+            let loopback = http.local_addr().is_ok_and(|a| a.ip().is_loopback());
+            let access = HttpAccess::new(config.auth.clone(), loopback);
+            let (metrics, rpc) = Metrics::new(&shared);
+            let stop = stop_serving.clone();
+            tasks.spawn(async move {
+                if let Err(e) = http::serve(http, metrics, access, stop).await {
+                    warn!(error = %e, "the HTTP listener failed; gRPC goes on");
+                }
+            });
+            Some(rpc)
+        }
+        None => None,
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -118,13 +157,12 @@ pub async fn run(
         rates.clone(),
     ));
 
-    let tasks = TaskTracker::new();
     let stop_scheduler = CancellationToken::new();
     tasks.spawn(scheduler::run(shared.clone(), stop_scheduler.clone()));
     tasks.spawn(rates::sample(shared.clone(), rates, stop_scheduler.clone()));
 
-    let stop_serving = CancellationToken::new();
     let router = Server::builder()
+        .layer(RpcLatencyLayer::new(rpc_metrics))
         // A worker whose host vanished leaves a half-open connection; pings
         // find it so that its Lease stream closes and stops taking jobs.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

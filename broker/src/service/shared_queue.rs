@@ -23,7 +23,7 @@ use super::convert;
 use super::error::RequestError;
 use crate::clock::{Clock, TokioClock};
 use crate::fatal::Fatal;
-use crate::storage::{Commit, Store};
+use crate::storage::{Commit, Store, StoreStats};
 use sluice_proto::v1 as pb;
 use sluice_queue::{ConsumerId, ConsumerSpec, Delivery, Queue};
 
@@ -160,6 +160,11 @@ impl SharedQueue {
                 .map_err(RequestError::Failed)?;
         }
         Ok(out)
+    }
+
+    /// The store's figures for metrics; `None` for a memory-only broker.
+    pub fn store_stats(&self) -> Option<StoreStats> {
+        self.inner.store.as_ref().map(Store::stats)
     }
 
     /// Writes what was submitted to the store and closes it. Blocks.

@@ -28,9 +28,11 @@ mod open;
 mod writer;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use redb::TableDefinition;
 use tokio::sync::oneshot;
@@ -93,8 +95,22 @@ struct Batch {
     done: Option<oneshot::Sender<Result<(), Arc<str>>>>,
 }
 
+/// What the store reports to metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// The data file's size on disk.
+    pub file_bytes: u64,
+    /// How long the last commit took, fsync included; `None` before the first.
+    pub last_commit: Option<Duration>,
+}
+
 /// The open store. See the module docs.
 pub struct Store {
+    /// The data file, for its size.
+    path: PathBuf,
+    /// Microseconds the last commit took, plus one (0: none yet); set by
+    /// the writer thread.
+    last_commit_micros: Arc<AtomicU64>,
     /// Batches for the writer; taken (dropped) by [`Store::close`] so the
     /// writer finishes what it holds and stops.
     tx: Mutex<Option<mpsc::Sender<Batch>>>,
@@ -105,6 +121,17 @@ pub struct Store {
 }
 
 impl Store {
+    /// The data file's size and the last commit's duration.
+    pub fn stats(&self) -> StoreStats {
+        let micros = self.last_commit_micros.load(Ordering::Relaxed);
+        StoreStats {
+            // A file that cannot be read now counts as empty in metrics; a
+            // failed write fails the broker through its own path.
+            file_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.len()),
+            last_commit: micros.checked_sub(1).map(Duration::from_micros),
+        }
+    }
+
     /// Queues `changes` for the next commit; with `wait`, the returned
     /// [`Commit`] says when they are on disk.
     ///

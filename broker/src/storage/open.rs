@@ -9,8 +9,9 @@
 use std::fs::Permissions;
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -117,15 +118,19 @@ impl Store {
             ReadError::Restore(e) => StoreError::Restore(e.into()),
         })?;
         let (tx, rx) = mpsc::channel();
+        let last_commit_micros = Arc::new(AtomicU64::new(0));
         let writer = {
             let fatal = fatal.clone();
+            let last_commit_micros = last_commit_micros.clone();
             std::thread::Builder::new()
                 .name("sluice-store".into())
-                .spawn(move || write_loop(db, &rx, &fatal))
+                .spawn(move || write_loop(db, &rx, &fatal, &last_commit_micros))
                 .map_err(|e| open_err(e.into()))?
         };
         Ok((
             Store {
+                path,
+                last_commit_micros,
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
                 fatal,

@@ -2,7 +2,9 @@
 //! transaction and commits it with one fsync (group commit), then answers
 //! each batch's waiter. A failed commit fails the broker; it is never retried.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 
 use redb::Database;
 use sluice_queue::Change;
@@ -12,7 +14,12 @@ use super::{Batch, JOBS, MAX_GROUP_CHANGES, META, PAUSED, PAYLOADS, codec};
 use crate::fatal::Fatal;
 
 /// The writer thread: one transaction and one fsync per group of batches.
-pub(super) fn write_loop(mut db: Database, rx: &mpsc::Receiver<Batch>, fatal: &Fatal) {
+pub(super) fn write_loop(
+    mut db: Database,
+    rx: &mpsc::Receiver<Batch>,
+    fatal: &Fatal,
+    last_commit_micros: &AtomicU64,
+) {
     let _guard = FailOnPanic(fatal);
     let mut group = Vec::new();
     let mut removed = 0;
@@ -52,8 +59,14 @@ pub(super) fn write_loop(mut db: Database, rx: &mpsc::Receiver<Batch>, fatal: &F
             // Only waiters (calls that changed nothing): every change before
             // theirs is committed already.
             None if group.iter().all(|b| b.changes.is_empty()) => Ok(()),
-            None => commit(&db, &group)
-                .map_err(|e| fatal.fail(format!("writing the data directory failed: {e}"))),
+            None => {
+                let started = Instant::now();
+                let result = commit(&db, &group)
+                    .map_err(|e| fatal.fail(format!("writing the data directory failed: {e}")));
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                last_commit_micros.store(micros.saturating_add(1), Ordering::Relaxed);
+                result
+            }
         };
         for batch in group.drain(..) {
             if let Some(done) = batch.done {

@@ -1,0 +1,58 @@
+//! Who may read the HTTP listener. Without `--auth-tokens`, anyone who can
+//! reach it. With tokens, a listener on a loopback address stays open (only
+//! this host reaches it, as for a Prometheus agent beside the broker), and
+//! any other needs `Authorization: Bearer TOKEN` of an admin credential,
+//! checked by the same [`Authorizer`] as the Admin service.
+
+use axum::http::{HeaderMap, StatusCode};
+use tonic::metadata::MetadataMap;
+
+use super::Refused;
+use crate::auth::{Authorizer, Call};
+
+/// The access rule of one listener.
+#[derive(Debug, Clone)]
+pub struct HttpAccess {
+    auth: Authorizer,
+    /// The listener is on a loopback address.
+    loopback: bool,
+}
+
+impl HttpAccess {
+    /// The rule for a listener on a loopback address or not, under `auth`.
+    pub fn new(auth: Authorizer, loopback: bool) -> Self {
+        Self { auth, loopback }
+    }
+
+    /// Whether tokens are needed at all.
+    pub fn is_open(&self) -> bool {
+        self.loopback || !self.auth.is_enabled()
+    }
+
+    /// Lets the request with `headers` in, or says why not.
+    ///
+    /// # Errors
+    /// [`Refused`]: 401 without a known token, 403 for a credential that
+    /// is not an admin's.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refused> {
+        if self.is_open() {
+            return Ok(());
+        }
+        let request = tonic::Request::from_parts(
+            MetadataMap::from_headers(headers.clone()),
+            tonic::Extensions::default(),
+            (),
+        );
+        self.auth
+            .check(&request, Call::Admin("metrics"))
+            .map(drop)
+            .map_err(|e| Refused {
+                status: if e.is_unauthenticated() {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::FORBIDDEN
+                },
+                reason: e.to_string(),
+            })
+    }
+}

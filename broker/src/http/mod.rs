@@ -1,0 +1,90 @@
+//! The HTTP listener of `--http-addr`, separate from gRPC: `GET /metrics`
+//! (OpenMetrics text, see [`crate::metrics`]). Plain HTTP/1.1; who may
+//! read it is decided by [`access`].
+
+mod access;
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use access::HttpAccess;
+
+use crate::metrics::Metrics;
+
+/// How long open connections may take to close once the broker stops.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The content type of the OpenMetrics text format.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+struct AppState {
+    metrics: Metrics,
+    access: HttpAccess,
+}
+
+/// Serves `metrics` on `listener`, to whom `access` lets in, until `stop`.
+///
+/// # Errors
+/// The listener's I/O error, if serving fails.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Metrics,
+    access: HttpAccess,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let state = Arc::new(AppState { metrics, access });
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .with_state(state);
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future();
+    // Graceful shutdown waits for every open connection: a scraper that
+    // holds one gets CLOSE_TIMEOUT, then the listener stops regardless.
+    tokio::select! {
+        result = server => result,
+        () = async {
+            stop.cancelled().await;
+            tokio::time::sleep(CLOSE_TIMEOUT).await;
+        } => Ok(()),
+    }
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = state.access.check(&headers) {
+        return refused.into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS))],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Why a request was refused, as an HTTP response.
+#[derive(Debug)]
+pub struct Refused {
+    status: StatusCode,
+    reason: String,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, format!("{}\n", self.reason)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

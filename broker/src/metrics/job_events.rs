@@ -1,0 +1,181 @@
+//! Job counters and the wait and run-time histograms, fed by the queue's
+//! [`Observer`] on every transition.
+//!
+//! The observer keeps, per (queue, job type) id pair, clones of the metric
+//! handles it updates (each an `Arc` inside), so an event costs a hash
+//! lookup and an atomic add, without allocating. Job types past
+//! [`MAX_JOB_TYPE_LABELS`] share the label [`OTHER_JOB_TYPE`].
+
+use std::collections::HashMap;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use sluice_limits::{JOB_SECONDS_BUCKETS, MAX_JOB_TYPE_LABELS, OTHER_JOB_TYPE};
+use sluice_queue::{JobEvent, JobLabels, Observer};
+
+/// The labels of every job metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobTypeLabels {
+    /// The job's queue.
+    pub queue: String,
+    /// Its type, or [`OTHER_JOB_TYPE`] past the cap.
+    pub job_type: String,
+}
+
+/// A histogram of job durations.
+fn job_seconds() -> Histogram {
+    Histogram::new(JOB_SECONDS_BUCKETS)
+}
+
+type Histograms = Family<JobTypeLabels, Histogram, fn() -> Histogram>;
+
+/// The counters, by [`JobEvent`] (see [`counter_of`]): name and help.
+const COUNTERS: [(&str, &str); 11] = [
+    ("jobs_enqueued", "Jobs accepted by Enqueue and EnqueueBatch"),
+    (
+        "jobs_duplicates",
+        "Enqueues refused as duplicates of a known idempotency key (no job added)",
+    ),
+    ("jobs_leased", "Jobs handed to workers (attempts started)"),
+    ("jobs_acked", "Attempts acknowledged (job SUCCEEDED)"),
+    (
+        "jobs_nacked",
+        "Attempts failed by Nack (retried unless also dead-lettered)",
+    ),
+    (
+        "jobs_expired",
+        "Attempts whose lease ran out: the worker timed out, hung or died",
+    ),
+    ("jobs_dead_lettered", "Jobs that went DEAD"),
+    (
+        "jobs_released",
+        "Jobs given back by their worker without using an attempt",
+    ),
+    ("jobs_cancelled", "Jobs CANCELLED by an operator"),
+    (
+        "jobs_retried",
+        "DEAD or CANCELLED jobs sent back to READY by an operator",
+    ),
+    ("jobs_purged", "Jobs deleted by PurgeQueue"),
+];
+
+/// The index in [`COUNTERS`] of the counter `event` adds to.
+fn counter_of(event: JobEvent) -> usize {
+    match event {
+        JobEvent::Enqueued => 0,
+        JobEvent::Duplicate => 1,
+        JobEvent::Leased { .. } => 2,
+        JobEvent::Acked { .. } => 3,
+        JobEvent::Nacked { .. } => 4,
+        JobEvent::Expired { .. } => 5,
+        JobEvent::DeadLettered => 6,
+        JobEvent::Released => 7,
+        JobEvent::Cancelled => 8,
+        JobEvent::Retried => 9,
+        JobEvent::Purged => 10,
+    }
+}
+
+/// The job metrics' families, registered once.
+#[derive(Debug, Clone)]
+struct Families {
+    counters: [Family<JobTypeLabels, Counter>; COUNTERS.len()],
+    wait: Histograms,
+    run: Histograms,
+}
+
+/// One label pair's handles.
+#[derive(Debug)]
+struct Handles {
+    counters: [Counter; COUNTERS.len()],
+    wait: Histogram,
+    run: Histogram,
+}
+
+/// The [`Observer`] the broker installs on its queue.
+#[derive(Debug)]
+pub struct JobMetrics {
+    families: Families,
+    /// By (queue id, job type id).
+    handles: HashMap<(u32, u32), Handles>,
+    /// Job type ids that have a label of their own (true) or share
+    /// [`OTHER_JOB_TYPE`] (false).
+    own_label: HashMap<u32, bool>,
+    /// How many job types have a label of their own.
+    labelled: usize,
+}
+
+impl JobMetrics {
+    /// Registers the job metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let counters: [Family<JobTypeLabels, Counter>; COUNTERS.len()] =
+            std::array::from_fn(|_| Family::default());
+        for ((name, help), family) in COUNTERS.iter().zip(&counters) {
+            registry.register(*name, *help, family.clone());
+        }
+        let wait = Histograms::new_with_constructor(job_seconds);
+        let run = Histograms::new_with_constructor(job_seconds);
+        registry.register_with_unit(
+            "job_wait",
+            "From due (READY) to leased, per attempt",
+            Unit::Seconds,
+            wait.clone(),
+        );
+        registry.register_with_unit(
+            "job_run",
+            "From leased to acked, nacked or expired, per attempt",
+            Unit::Seconds,
+            run.clone(),
+        );
+        Self {
+            families: Families {
+                counters,
+                wait,
+                run,
+            },
+            handles: HashMap::new(),
+            own_label: HashMap::new(),
+            labelled: 0,
+        }
+    }
+
+    fn handles(&mut self, labels: JobLabels<'_>) -> &Handles {
+        let key = (labels.queue_id, labels.job_type_id);
+        if !self.handles.contains_key(&key) {
+            let own = *self.own_label.entry(labels.job_type_id).or_insert_with(|| {
+                let own = self.labelled < MAX_JOB_TYPE_LABELS;
+                self.labelled += usize::from(own);
+                own
+            });
+            let label = JobTypeLabels {
+                queue: labels.queue.to_owned(),
+                job_type: if own { labels.job_type } else { OTHER_JOB_TYPE }.to_owned(),
+            };
+            let families = &self.families;
+            let handles = Handles {
+                counters: std::array::from_fn(|i| families.counters[i].get_or_create_owned(&label)),
+                wait: families.wait.get_or_create_owned(&label),
+                run: families.run.get_or_create_owned(&label),
+            };
+            self.handles.insert(key, handles);
+        }
+        &self.handles[&key]
+    }
+}
+
+impl Observer for JobMetrics {
+    fn job_event(&mut self, labels: JobLabels<'_>, event: JobEvent) {
+        let handles = self.handles(labels);
+        handles.counters[counter_of(event)].inc();
+        match event {
+            JobEvent::Leased { waited } => handles.wait.observe(waited.as_secs_f64()),
+            JobEvent::Acked { ran } | JobEvent::Nacked { ran } | JobEvent::Expired { ran } => {
+                handles.run.observe(ran.as_secs_f64());
+            }
+            _ => {}
+        }
+    }
+}

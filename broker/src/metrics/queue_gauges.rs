@@ -1,0 +1,131 @@
+//! Gauges read from the queue at scrape time, under one short lock: jobs
+//! per state, the age of the oldest READY job (queue latency) and the
+//! pause flag per queue, the open lease streams and their free slots, and
+//! with `--data-dir` the data file's size and the last commit's duration.
+
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Unit;
+use sluice_queue::{JobState, QueueStats};
+
+use crate::service::SharedQueue;
+
+/// Every job state, with its label value.
+const STATES: [(JobState, &str); 6] = [
+    (JobState::Scheduled, "scheduled"),
+    (JobState::Ready, "ready"),
+    (JobState::Leased, "leased"),
+    (JobState::Succeeded, "succeeded"),
+    (JobState::Dead, "dead"),
+    (JobState::Cancelled, "cancelled"),
+];
+
+/// The scrape-time gauges of one broker.
+pub struct QueueGauges {
+    shared: SharedQueue,
+}
+
+impl fmt::Debug for QueueGauges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("QueueGauges")
+    }
+}
+
+impl QueueGauges {
+    /// Gauges of `shared`.
+    pub fn new(shared: SharedQueue) -> Self {
+        Self { shared }
+    }
+}
+
+impl Collector for QueueGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        // A failed broker has nothing to report but its failure (in the log).
+        // Read under the lock, encoded after it.
+        let Ok((queues, workers)) = self.shared.with_queue(|queue, now| {
+            let queues: Vec<(QueueStats, f64)> = queue
+                .stats()
+                .into_iter()
+                .map(|s| {
+                    let age = s
+                        .oldest_ready_due
+                        .map_or(0.0, |due| now.saturating_since(due).as_secs_f64());
+                    (s, age)
+                })
+                .collect();
+            (queues, queue.workers())
+        }) else {
+            return Ok(());
+        };
+
+        let mut jobs = encoder.encode_descriptor(
+            "jobs",
+            "Jobs in each state now, per queue",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (stats, _) in &queues {
+            for (state, name) in STATES {
+                let labels = [("queue", stats.queue.as_str()), ("state", name)];
+                ConstGauge::new(stats.count(state)).encode(jobs.encode_family(&labels)?)?;
+            }
+        }
+        let mut age = encoder.encode_descriptor(
+            "queue_oldest_ready_age",
+            "How long the oldest READY job of the queue has been due (0 when none is ready)",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for (stats, seconds) in &queues {
+            let labels = [("queue", stats.queue.as_str())];
+            ConstGauge::new(*seconds).encode(age.encode_family(&labels)?)?;
+        }
+        let mut paused = encoder.encode_descriptor(
+            "queue_paused",
+            "1 while the queue is paused, else 0",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (stats, _) in &queues {
+            let labels = [("queue", stats.queue.as_str())];
+            ConstGauge::new(i64::from(stats.paused)).encode(paused.encode_family(&labels)?)?;
+        }
+        let streams = workers.len() as u64;
+        let free: u64 = workers
+            .iter()
+            .map(|w| u64::from(w.max_in_flight.saturating_sub(w.in_flight)))
+            .sum();
+        ConstGauge::new(streams).encode(encoder.encode_descriptor(
+            "lease_streams",
+            "Open Lease and LeaseBatches streams (connected workers)",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(free).encode(encoder.encode_descriptor(
+            "lease_stream_free_slots",
+            "Jobs the open lease streams would take now (their free credit)",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        if let Some(store) = self.shared.store_stats() {
+            ConstGauge::new(store.file_bytes).encode(encoder.encode_descriptor(
+                "store_file",
+                "Size of the --data-dir data file",
+                Some(&Unit::Bytes),
+                MetricType::Gauge,
+            )?)?;
+            let commit = store.last_commit.map_or(0.0, |d| d.as_secs_f64());
+            ConstGauge::new(commit).encode(encoder.encode_descriptor(
+                "store_last_commit",
+                "How long the last commit to --data-dir took, fsync included",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?)?;
+        }
+        Ok(())
+    }
+}
