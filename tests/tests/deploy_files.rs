@@ -7,8 +7,9 @@
 //! drain timeouts they must hold; the broker's probes are gRPC probes on
 //! its port; the worker's unit signals the worker alone (`KillMode=mixed`);
 //! the broker's unit keeps its data in its `StateDirectory`; the Dockerfile
-//! builds workspace packages. Where `systemd-analyze` exists the units are
-//! also verified by it.
+//! builds workspace packages. The manifests are also checked against the
+//! Kubernetes API's schemas by `kubernetes-validate` (PyPI, installed by
+//! `scripts/test`), and, where `systemd-analyze` exists, the units by it.
 //!
 //! Not tested here: a docker build, a real cluster, KEDA, systemd running
 //! the units.
@@ -39,7 +40,10 @@ const BROKER_PORT: i64 = 50051;
 
 /// The repository's root.
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the repository")
+        .to_path_buf()
 }
 
 /// The text of a file under the repository's root.
@@ -505,6 +509,36 @@ fn kubernetes_manifests_parse_and_hold_the_expected_kinds() {
     for kind in ["StatefulSet", "Service", "Deployment", "ScaledObject"] {
         assert!(kinds.contains(kind), "deploy/kubernetes/ has no {kind}");
     }
+}
+
+#[test]
+fn kubernetes_manifests_match_the_kubernetes_schemas() {
+    // kubernetes-validate (PyPI) ships the API's JSON schemas and checks
+    // offline, against its newest Kubernetes version unless told; --strict
+    // refuses unknown fields. It has no schema for KEDA's ScaledObject (a
+    // custom resource) and says so with a warning.
+    let files: Vec<PathBuf> = deploy_files()
+        .into_iter()
+        .filter(|f| f.starts_with("deploy/kubernetes/") && f.ends_with(".yaml"))
+        .map(|f| repo().join(f))
+        .collect();
+    let output = Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet"])
+        .args(&files)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "kubernetes-validate could not run ({e}): install it with \
+                 `pip install kubernetes-validate` (scripts/test does)"
+            )
+        });
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    print!("{report}");
+    assert!(
+        output.status.success(),
+        "deploy/kubernetes/ does not match the Kubernetes schemas: {report}"
+    );
 }
 
 #[test]
