@@ -610,6 +610,17 @@ fn broker_probes_are_grpc_probes_on_its_port() {
         assert!(!grpc.is_badvalue(), "{file}: {probe} is not a grpc probe");
         assert_eq!(grpc["port"].as_i64(), Some(port), "{file}: {probe} port");
     }
+    // Kubernetes' defaults: a probe every 10s, 3 failures in a row.
+    let liveness = &container["livenessProbe"];
+    let period = liveness["periodSeconds"].as_i64().unwrap_or(10);
+    let failures = liveness["failureThreshold"].as_i64().unwrap_or(3);
+    let window = Duration::from_secs((period * failures).try_into().expect("a positive window"));
+    let drain = invocation.drain_timeout();
+    assert!(
+        window > drain,
+        "{file}: the liveness probe fails a draining broker (NOT_SERVING) after {window:?}, \
+         within its {drain:?} drain"
+    );
     assert!(
         !statefulset["spec"]["volumeClaimTemplates"].is_badvalue(),
         "{file}: the broker has no volumeClaimTemplates"
