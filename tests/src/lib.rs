@@ -6,6 +6,8 @@
 //!   127.0.0.1:0, with gRPC clients and helpers.
 //! - [`process`]: [`BrokerProcess`] and [`WorkerProcess`], the real
 //!   binaries as child processes, with their logs, signals and exits.
+//! - [`metrics`]: scraping `/metrics` and parsing it with the Prometheus
+//!   project's own OpenMetrics parser.
 //! - [`proxy`]: a TCP proxy a test can cut, to drop a client's connections
 //!   while the broker stays up.
 //! - [`tls`]: test certificates (rcgen), as PEM or as files ([`tls::TestPki`]),
@@ -16,6 +18,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 pub mod in_process;
+pub mod metrics;
 pub mod process;
 pub mod proxy;
 pub mod tls;

@@ -232,6 +232,19 @@ impl BrokerProcess {
         format!("http://{}", self.addr)
     }
 
+    /// The URL of `/metrics`, for a broker started with `--http-addr`.
+    pub fn metrics_url(&self) -> String {
+        const LINE: &str = "metrics at GET /metrics";
+        let log = self.wait_for_log(LINE);
+        let addr = log
+            .lines()
+            .find(|l| l.contains(LINE))
+            .and_then(|l| l.split("http_addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no http_addr in the broker's log:\n{log}"));
+        format!("http://{addr}/metrics")
+    }
+
     pub async fn channel(&self) -> Channel {
         tonic::transport::Endpoint::from_shared(self.url())
             .unwrap()

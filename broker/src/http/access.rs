@@ -56,3 +56,59 @@ impl HttpAccess {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ADMIN: &str = "admin-token-0123456789";
+    const PRODUCER: &str = "producer-token-0123456789";
+
+    fn authorizer() -> Authorizer {
+        let path = std::env::temp_dir().join(format!("sluice-http-access-{}", std::process::id()));
+        std::fs::write(&path, format!("admin {ADMIN}\nproducer {PRODUCER}\n")).unwrap();
+        let auth = Authorizer::load(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        auth
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        headers
+    }
+
+    fn status(access: &HttpAccess, headers: &HeaderMap) -> Option<StatusCode> {
+        access.check(headers).err().map(|r| r.status)
+    }
+
+    #[test]
+    fn without_tokens_every_listener_is_open() {
+        let access = HttpAccess::new(Authorizer::open(), false);
+        assert_eq!(status(&access, &HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn with_tokens_a_loopback_listener_stays_open() {
+        let access = HttpAccess::new(authorizer(), true);
+        assert_eq!(status(&access, &HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn with_tokens_any_other_listener_needs_an_admin_token() {
+        let access = HttpAccess::new(authorizer(), false);
+        assert_eq!(status(&access, &bearer(ADMIN)), None);
+        assert_eq!(
+            status(&access, &HeaderMap::new()),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            status(&access, &bearer("unknown-token-0123456789")),
+            Some(StatusCode::UNAUTHORIZED)
+        );
+        assert_eq!(
+            status(&access, &bearer(PRODUCER)),
+            Some(StatusCode::FORBIDDEN)
+        );
+    }
+}

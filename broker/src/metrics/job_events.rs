@@ -179,3 +179,37 @@ impl Observer for JobMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_types_past_the_cap_share_the_other_label() {
+        let mut registry = Registry::default();
+        let mut metrics = JobMetrics::register(&mut registry);
+        let names: Vec<String> = (0..=MAX_JOB_TYPE_LABELS).map(|n| format!("type-{n}")).collect();
+        for (id, name) in names.iter().enumerate() {
+            let labels = JobLabels {
+                queue_id: 0,
+                queue: "q",
+                job_type_id: u32::try_from(id).unwrap(),
+                job_type: name,
+            };
+            metrics.job_event(labels, JobEvent::Enqueued);
+            // A second event of a known type lands on the same series.
+            metrics.job_event(labels, JobEvent::Enqueued);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let enqueued: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("jobs_enqueued_total{"))
+            .collect();
+        assert_eq!(enqueued.len(), MAX_JOB_TYPE_LABELS + 1, "{enqueued:?}");
+        assert!(enqueued.contains(&r#"jobs_enqueued_total{queue="q",job_type="type-0"} 2"#));
+        let last = format!("type-{MAX_JOB_TYPE_LABELS}");
+        assert!(!text.contains(&last));
+        assert!(enqueued.contains(&r#"jobs_enqueued_total{queue="q",job_type="other"} 2"#));
+    }
+}

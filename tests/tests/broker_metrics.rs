@@ -1,0 +1,353 @@
+//! `/metrics` on `--http-addr`: after a known sequence of job transitions,
+//! every counter, gauge and histogram count is exactly what happened, as
+//! read by the Prometheus project's own OpenMetrics parser; queue latency
+//! grows while a job waits; the listener is off without the flag.
+
+use std::time::Duration;
+
+use prost_types::Timestamp;
+use sluice_e2e::metrics::{Scrape, scrape};
+use sluice_e2e::{BrokerProcess, WAIT, job};
+use sluice_proto::v1 as pb;
+use tokio_stream::StreamExt;
+
+const MAIL: &[(&str, &str)] = &[("queue", "mail"), ("job_type", "send")];
+
+fn in_an_hour() -> Option<Timestamp> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    Some(Timestamp {
+        seconds: i64::try_from(now.as_secs()).unwrap() + 3600,
+        nanos: 0,
+    })
+}
+
+fn send(key: &str) -> pb::EnqueueRequest {
+    pb::EnqueueRequest {
+        queue: "mail".into(),
+        idempotency_key: key.into(),
+        ..job("send", b"{}")
+    }
+}
+
+fn lease_request(max_in_flight: u32, lease: Option<Duration>) -> pb::LeaseRequest {
+    pb::LeaseRequest {
+        worker_id: "metrics-test".into(),
+        queues: vec!["mail".into()],
+        max_in_flight,
+        lease_duration: lease.map(|d| prost_types::Duration {
+            seconds: i64::try_from(d.as_secs()).unwrap(),
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Scrapes until `check` holds, at most [`WAIT`].
+async fn scrape_until(url: &str, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let scraped = scrape(url);
+        if check(&scraped) {
+            return scraped;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_transition_is_counted_exactly() {
+    // Failed attempts wait an hour, so that nothing is retried mid-test.
+    let broker = BrokerProcess::start(&[
+        "--http-addr",
+        "127.0.0.1:0",
+        "--backoff-initial",
+        "1h",
+        "--backoff-max",
+        "2h",
+    ]);
+    let url = broker.metrics_url();
+    let mut client = broker.broker().await;
+    let mut admin = broker.admin().await;
+
+    let mut ids = Vec::new();
+    for n in 1..=5 {
+        ids.push(broker.enqueue(send(&format!("a{n}"))).await);
+    }
+    let duplicate = client.enqueue(send("a1")).await.unwrap().into_inner();
+    assert!(duplicate.duplicate);
+    let report = broker
+        .enqueue(pb::EnqueueRequest {
+            queue: "mail".into(),
+            run_at: in_an_hour(),
+            ..job("report", b"")
+        })
+        .await;
+    broker
+        .enqueue(pb::EnqueueRequest {
+            queue: "bulk".into(),
+            run_at: in_an_hour(),
+            ..job("send", b"")
+        })
+        .await;
+    admin
+        .cancel_job(pb::CancelJobRequest { job_id: report })
+        .await
+        .unwrap();
+    let purged = admin
+        .purge_queue(pb::PurgeQueueRequest {
+            queue: "bulk".into(),
+            state: pb::JobState::Scheduled.into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged.into_inner().purged, 1);
+
+    // Five leased on one stream: 2 acked, 1 nacked (retried later), 1
+    // nacked dead, 1 released for an hour.
+    let mut stream = client
+        .lease(lease_request(5, None))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut leased = Vec::new();
+    for _ in 0..5 {
+        let next = tokio::time::timeout(WAIT, stream.next()).await.unwrap();
+        leased.push(next.unwrap().unwrap());
+    }
+    let lease = |n: usize| {
+        let job = leased[n].job.as_ref().unwrap();
+        (job.id.clone(), leased[n].lease_id.clone())
+    };
+    for n in 0..2 {
+        let (job_id, lease_id) = lease(n);
+        client
+            .ack(pb::AckRequest { job_id, lease_id })
+            .await
+            .unwrap();
+    }
+    let (job_id, lease_id) = lease(2);
+    client
+        .nack(pb::NackRequest {
+            job_id,
+            lease_id,
+            error: "boom".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (dead_id, lease_id) = lease(3);
+    client
+        .nack(pb::NackRequest {
+            job_id: dead_id.clone(),
+            lease_id,
+            error: "bad input".into(),
+            dead: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (job_id, lease_id) = lease(4);
+    client
+        .release(pb::ReleaseRequest {
+            job_id,
+            lease_id,
+            delay: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap();
+    drop(stream);
+
+    // A sixth job, leased for one second and left to expire.
+    let expiring = broker.enqueue(send("a6")).await;
+    let mut stream = client
+        .lease(lease_request(1, Some(Duration::from_secs(1))))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let expired = scrape_until(&url, "the lease to expire", |s| {
+        s.get("sluice_jobs_expired_total", MAIL) == Some(1.0)
+    })
+    .await;
+    assert_eq!(expired.value("sluice_lease_streams", &[]), 1.0);
+    drop(stream);
+    let job = admin
+        .get_job(pb::GetJobRequest { job_id: expiring })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(job.state(), pb::JobState::Scheduled);
+
+    // The dead job goes back to READY and waits: no stream is open.
+    admin
+        .retry_job(pb::RetryJobRequest { job_id: dead_id })
+        .await
+        .unwrap();
+    let first = scrape_until(&url, "the lease streams to close", |s| {
+        s.get("sluice_lease_streams", &[]) == Some(0.0)
+    })
+    .await;
+    assert_eq!(
+        first.content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+
+    let counters = [
+        ("sluice_jobs_enqueued_total", MAIL, 6.0),
+        (
+            "sluice_jobs_enqueued_total",
+            &[("queue", "mail"), ("job_type", "report")],
+            1.0,
+        ),
+        (
+            "sluice_jobs_enqueued_total",
+            &[("queue", "bulk"), ("job_type", "send")],
+            1.0,
+        ),
+        ("sluice_jobs_duplicates_total", MAIL, 1.0),
+        ("sluice_jobs_leased_total", MAIL, 6.0),
+        ("sluice_jobs_acked_total", MAIL, 2.0),
+        ("sluice_jobs_nacked_total", MAIL, 2.0),
+        ("sluice_jobs_expired_total", MAIL, 1.0),
+        ("sluice_jobs_dead_lettered_total", MAIL, 1.0),
+        ("sluice_jobs_released_total", MAIL, 1.0),
+        (
+            "sluice_jobs_cancelled_total",
+            &[("queue", "mail"), ("job_type", "report")],
+            1.0,
+        ),
+        ("sluice_jobs_retried_total", MAIL, 1.0),
+        (
+            "sluice_jobs_purged_total",
+            &[("queue", "bulk"), ("job_type", "send")],
+            1.0,
+        ),
+        // One wait per lease; one run time per ack, nack and expiry.
+        ("sluice_job_wait_seconds_count", MAIL, 6.0),
+        ("sluice_job_run_seconds_count", MAIL, 5.0),
+    ];
+    for (name, labels, expected) in counters {
+        assert_eq!(first.value(name, labels), expected, "{name} {labels:?}");
+    }
+    // Once a label pair has seen a job, its other counters read 0 (not absent).
+    let bulk = [("queue", "bulk"), ("job_type", "send")];
+    assert_eq!(first.value("sluice_jobs_acked_total", &bulk), 0.0);
+    assert_eq!(
+        first.get(
+            "sluice_jobs_acked_total",
+            &[("queue", "none"), ("job_type", "send")]
+        ),
+        None
+    );
+
+    // Jobs by state: A3, A5 and A6 wait an hour, A4 is ready again.
+    let mail_states = [
+        ("scheduled", 3.0),
+        ("ready", 1.0),
+        ("leased", 0.0),
+        ("succeeded", 2.0),
+        ("dead", 0.0),
+        ("cancelled", 1.0),
+    ];
+    for (state, expected) in mail_states {
+        let labels = [("queue", "mail"), ("state", state)];
+        assert_eq!(first.value("sluice_jobs", &labels), expected, "{state}");
+    }
+    assert_eq!(
+        first.value("sluice_queue_paused", &[("queue", "mail")]),
+        0.0
+    );
+    assert_eq!(first.value("sluice_lease_stream_free_slots", &[]), 0.0);
+
+    let rpc = |s: &Scrape, method: &str| {
+        s.value("sluice_rpc_duration_seconds_count", &[("method", method)])
+    };
+    assert_eq!(rpc(&first, "Broker/Enqueue"), 9.0);
+    assert_eq!(rpc(&first, "Broker/Lease"), 2.0);
+    assert_eq!(rpc(&first, "Broker/Ack"), 2.0);
+    assert_eq!(rpc(&first, "Admin/PurgeQueue"), 1.0);
+    assert_eq!(rpc(&first, "other"), 0.0);
+
+    // Queue latency: the ready job has waited, and waits on.
+    let age = |s: &Scrape| {
+        s.value(
+            "sluice_queue_oldest_ready_age_seconds",
+            &[("queue", "mail")],
+        )
+    };
+    let waited = age(&first);
+    assert!(waited >= 0.0, "{waited}");
+    let later = scrape_until(&url, "the oldest ready age to grow by a second", |s| {
+        age(s) >= waited + 1.0
+    })
+    .await;
+    assert_eq!(
+        later.value("sluice_jobs", &[("queue", "mail"), ("state", "ready")]),
+        1.0
+    );
+    // No ready job: an age of 0.
+    assert_eq!(
+        later.value(
+            "sluice_queue_oldest_ready_age_seconds",
+            &[("queue", "bulk")]
+        ),
+        0.0
+    );
+    // Memory-only: no store gauges.
+    assert!(
+        later
+            .keys()
+            .all(|(name, _)| !name.starts_with("sluice_store_"))
+    );
+}
+
+#[tokio::test]
+async fn a_durable_broker_reports_its_data_file_and_commit_time() {
+    let dir = sluice_e2e::scratch_dir("metrics-store");
+    let broker = BrokerProcess::start(&[
+        "--http-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let url = broker.metrics_url();
+    broker.enqueue(job("t", b"payload")).await;
+    let scraped = scrape(&url);
+    let file = std::fs::metadata(dir.join("sluice.redb")).unwrap().len();
+    assert_eq!(scraped.value("sluice_store_file_bytes", &[]), file as f64);
+    let commit = scraped.value("sluice_store_last_commit_seconds", &[]);
+    assert!(commit > 0.0 && commit < 10.0, "{commit}");
+}
+
+#[tokio::test]
+async fn without_http_addr_nothing_listens_for_http() {
+    let broker = BrokerProcess::start(&[]);
+    broker.enqueue(job("t", b"")).await;
+    assert!(!broker.log().contains("metrics at GET /metrics"));
+}
+
+#[tokio::test]
+async fn with_tokens_the_loopback_listener_stays_open_to_scrapers() {
+    let dir = sluice_e2e::scratch_dir("metrics-tokens");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "admin admin-token-0123456789\n").unwrap();
+    let broker = BrokerProcess::start(&[
+        "--http-addr",
+        "127.0.0.1:0",
+        "--auth-tokens",
+        tokens.to_str().unwrap(),
+    ]);
+    broker.wait_for_log(r#"access="open""#);
+    let scraped = scrape(&broker.metrics_url());
+    assert_eq!(scraped.value("sluice_lease_streams", &[]), 0.0);
+}
