@@ -3,6 +3,8 @@
 //! read by the Prometheus project's own OpenMetrics parser; queue latency
 //! grows while a job waits; the listener is off without the flag.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use prost_types::Timestamp;
