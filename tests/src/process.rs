@@ -30,7 +30,7 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(|deps| deps.parent())
         .unwrap()
         .join(name);
-    let rebuild = "run the suite with `scripts/test`, which builds it (or `cargo build --workspace --bins` first)";
+    let rebuild = "run the suite with `scripts/test`, which builds it (or `cargo build --workspace --all-targets` first)";
     let built = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is missing: {rebuild}", path.display()));
@@ -138,6 +138,20 @@ impl Process {
         self.log.lock().unwrap().text.clone()
     }
 
+    /// The URL of `/metrics`, from the line a binary started with
+    /// `--http-addr` logs (`metrics at GET /metrics http_addr=...`).
+    pub fn metrics_url(&self) -> String {
+        const LINE: &str = "metrics at GET /metrics";
+        let log = self.wait_for_log(LINE);
+        let addr = log
+            .lines()
+            .find(|l| l.contains(LINE))
+            .and_then(|l| l.split("http_addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no http_addr in the log:\n{log}"));
+        format!("http://{addr}/metrics")
+    }
+
     /// Waits until its log contains `needle`; returns that log.
     pub fn wait_for_log(&self, needle: &str) -> String {
         self.try_wait_for_log(needle)
@@ -234,15 +248,7 @@ impl BrokerProcess {
 
     /// The URL of `/metrics`, for a broker started with `--http-addr`.
     pub fn metrics_url(&self) -> String {
-        const LINE: &str = "metrics at GET /metrics";
-        let log = self.wait_for_log(LINE);
-        let addr = log
-            .lines()
-            .find(|l| l.contains(LINE))
-            .and_then(|l| l.split("http_addr=").nth(1))
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no http_addr in the broker's log:\n{log}"));
-        format!("http://{addr}/metrics")
+        self.process.metrics_url()
     }
 
     pub async fn channel(&self) -> Channel {

@@ -16,6 +16,7 @@ use tracing::{Instrument as _, error, info, info_span, warn};
 
 use crate::client::{BrokerError, BrokerErrorKind, Extended, LeasedJob, Link, Report, Resolved};
 use crate::handler::{Handler, Job, JobContext, JobError, Registry};
+use crate::metrics::{Ended, WorkerMetrics};
 use crate::summary::Counters;
 use crate::timing::{ABORT_GRACE, HEARTBEATS_PER_LEASE, RELEASE_RETRY_FOR, STOP_GRACE};
 
@@ -32,6 +33,7 @@ pub(crate) struct Shared {
     /// leases when the Lease stream reconnects.
     pub running: Arc<Mutex<HashMap<String, String>>>,
     pub counters: Arc<Counters>,
+    pub metrics: Arc<WorkerMetrics>,
     /// Cancelled when the worker stops leasing: jobs still waiting for a
     /// slot are given back at once.
     pub stop_leasing: CancellationToken,
@@ -71,6 +73,8 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
     lock(&shared.running).insert(job_id.clone(), lease_id.clone());
     let mut lease_expires = received + shared.lease_duration;
 
+    let job_type = job.job_type.clone();
+    shared.metrics.leased();
     let handler = shared.handlers.get(&job.job_type).cloned();
     let outcome = match handler {
         None => {
@@ -90,7 +94,14 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
             match permit {
                 None => Outcome::Report(Report::Release),
                 Some(_permit) => {
-                    attempt(job, handler, &lease_id, &shared, &mut lease_expires).await
+                    shared.metrics.started(&job_type);
+                    let started = Instant::now();
+                    let (outcome, timed_out) =
+                        attempt(job, handler, &lease_id, &shared, &mut lease_expires).await;
+                    shared
+                        .metrics
+                        .stopped(&job_type, started.elapsed(), timed_out);
+                    outcome
                 }
             }
         }
@@ -99,6 +110,7 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
     let report = match outcome {
         Outcome::LeaseLost(why) => {
             lock(&shared.running).remove(&job_id);
+            shared.metrics.resolved(&job_type, None);
             warn!(
                 error = why,
                 "lease lost; the handler was stopped and the job is not reported"
@@ -119,6 +131,14 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
         .resolve(&job_id, &lease_id, &report, give_up_at)
         .await;
     lock(&shared.running).remove(&job_id);
+    let ended = match &report {
+        Report::Ack => Ended::Succeeded,
+        Report::Nack { .. } => Ended::Failed,
+        Report::Release => Ended::Released,
+    };
+    shared
+        .metrics
+        .resolved(&job_type, result.is_ok().then_some(ended));
     let elapsed_ms = u64::try_from(received.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
         Ok(resolved) => {
@@ -142,14 +162,14 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
 }
 
 /// Runs the handler until it returns or must stop, then makes sure it has
-/// stopped before the outcome is reported.
+/// stopped before the outcome is reported; true with it if the job timed out.
 async fn attempt(
     job: Job,
     handler: Arc<dyn Handler>,
     lease_id: &str,
     shared: &Shared,
     lease_expires: &mut Instant,
-) -> Outcome {
+) -> (Outcome, bool) {
     let started = Instant::now();
     let timeout = job.timeout;
     let deadline = started
@@ -174,21 +194,21 @@ async fn attempt(
     let stop = loop {
         tokio::select! {
             biased;
-            joined = &mut task => return Outcome::Report(finished(joined)),
-            () = shared.force_stop.cancelled() => break Outcome::Report(Report::Release),
+            joined = &mut task => return (Outcome::Report(finished(joined)), false),
+            () = shared.force_stop.cancelled() => break (Outcome::Report(Report::Release), false),
             () = tokio::time::sleep_until(deadline) => {
-                break Outcome::Report(nack(format!("timed out after {}", humantime::format_duration(timeout)), false));
+                break (Outcome::Report(nack(format!("timed out after {}", humantime::format_duration(timeout)), false)), true);
             }
             () = tokio::time::sleep_until(*lease_expires) => {
-                break Outcome::LeaseLost("the lease ran out before a heartbeat reached the broker".into());
+                break (Outcome::LeaseLost("the lease ran out before a heartbeat reached the broker".into()), false);
             }
             (sent_at, reply) = async { extending.as_mut().expect("guarded").await }, if extending.is_some() => {
                 extending = None;
                 match reply {
-                    Ok(reply) if reply.cancel_requested => break Outcome::Report(nack("cancelled".into(), true)),
+                    Ok(reply) if reply.cancel_requested => break (Outcome::Report(nack("cancelled".into(), true)), false),
                     Ok(_) => *lease_expires = sent_at + shared.lease_duration,
                     Err(err) if err.kind() == BrokerErrorKind::LeaseLost => {
-                        break Outcome::LeaseLost(err.message().to_owned());
+                        break (Outcome::LeaseLost(err.message().to_owned()), false);
                     }
                     Err(err) => warn!(error = %err, "heartbeat failed; the job keeps running"),
                 }

@@ -29,6 +29,8 @@
 //!   it, the one [`BrokerError`], and [`client::BrokerLink`], its gRPC
 //!   implementation and the only code that sees protobuf or tonic types.
 //! - [`defaults`]: the default of every setting.
+//! - [`metrics`]: [`metrics::WorkerMetrics`], Prometheus counters of what
+//!   the worker does, served by the binary's `--http-addr`.
 //! - [`timing`]: the graces and retry bounds that depend on each other
 //!   (stop, kill, release, exit), with their relations checked at compile time.
 //! - [`exec`] and [`supervisor`]: running a program per job, as the
@@ -41,6 +43,7 @@ pub mod error;
 pub mod exec;
 pub mod handler;
 mod job_task;
+pub mod metrics;
 pub mod runner;
 mod summary;
 pub mod supervisor;

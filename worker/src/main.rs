@@ -6,18 +6,26 @@
 //! The token comes from the `SLUICE_TOKEN` environment variable (so that it
 //! stays out of `ps`) or from `--token-file`; never from a flag.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::Router;
+use axum::http::header;
+use axum::routing::get;
 use clap::Parser;
 use humantime::Duration as Human;
+use prometheus_client::registry::Registry;
 use sluice_process::LogFormat;
 use sluice_worker::defaults::TOKEN_ENV;
 use sluice_worker::exec::ExecHandler;
+use sluice_worker::metrics::WorkerMetrics;
 use sluice_worker::{Worker, defaults, supervisor, timing};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// A Sluice worker that runs a shell command for each job.
 #[derive(Debug, Parser)]
@@ -83,6 +91,9 @@ struct Args {
     /// SLUICE_TOKEN environment variable, if set).
     #[arg(long, env = "SLUICE_TOKEN_FILE", value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at GET /metrics on this address (plain HTTP; off when unset).
+    #[arg(long, env = "SLUICE_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
 }
 
 /// The token, from SLUICE_TOKEN or --token-file (refusing both), if any.
@@ -171,9 +182,51 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("the exec handler of {job_type:?}"))?;
         builder = builder.handler(job_type, handler);
     }
+    let stop_http = CancellationToken::new();
+    if let Some(addr) = args.http_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on --http-addr {addr}"))?;
+        let mut registry = Registry::with_prefix("sluice_worker");
+        builder = builder.metrics(WorkerMetrics::register(&mut registry));
+        info!(http_addr = %listener.local_addr()?, "metrics at GET /metrics");
+        tokio::spawn(serve_metrics(listener, registry, stop_http.clone()));
+    }
     let worker = builder.build()?;
     let shutdown = CancellationToken::new();
     sluice_process::watch_signals(shutdown.clone()).context("installing signal handlers")?;
-    worker.run(shutdown).await?;
+    // Metrics stay up through the drain.
+    let result = worker.run(shutdown).await;
+    stop_http.cancel();
+    result?;
     Ok(())
+}
+
+/// Serves `registry` as OpenMetrics text at `GET /metrics` until `stop`.
+async fn serve_metrics(listener: TcpListener, registry: Registry, stop: CancellationToken) {
+    let registry = Arc::new(registry);
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut text = String::new();
+                // Writing into a String does not fail.
+                let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        warn!(error = %e, "the metrics listener failed; jobs go on");
+    }
 }

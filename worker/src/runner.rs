@@ -21,8 +21,10 @@ use crate::defaults;
 use crate::error::WorkerError;
 use crate::handler::{Handler, Registry};
 use crate::job_task::{self, Shared, lock};
+use crate::metrics::WorkerMetrics;
 use crate::summary::{Counters, Summary};
 use crate::timing::{RELEASE_GRACE, RELEASE_RETRY_FOR};
+use prometheus_client::registry::Registry as MetricsRegistry;
 
 /// Builds a [`Worker`].
 pub struct WorkerBuilder {
@@ -37,6 +39,8 @@ pub struct WorkerBuilder {
     tls: TlsSources,
     /// Checked by `build`. (No `Debug` here: it would show the token.)
     token: Option<String>,
+    /// Where the worker counts what it does; a registry of its own if unset.
+    metrics: Option<Arc<WorkerMetrics>>,
 }
 
 impl WorkerBuilder {
@@ -52,6 +56,7 @@ impl WorkerBuilder {
             handlers: HashMap::new(),
             tls: TlsSources::default(),
             token: None,
+            metrics: None,
         }
     }
 
@@ -133,6 +138,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Counts jobs, run times, slots and reconnections into `metrics`
+    /// (see [`WorkerMetrics::register`]).
+    #[must_use]
+    pub fn metrics(mut self, metrics: Arc<WorkerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Runs jobs of `job_type` with `handler`.
     #[must_use]
     pub fn handler(mut self, job_type: impl Into<String>, handler: impl Handler) -> Self {
@@ -189,6 +202,9 @@ impl WorkerBuilder {
             lease_duration: self.lease_duration,
             drain_timeout: self.drain_timeout,
             handlers: Arc::new(self.handlers),
+            metrics: self
+                .metrics
+                .unwrap_or_else(|| WorkerMetrics::register(&mut MetricsRegistry::default())),
         }
     }
 }
@@ -211,6 +227,7 @@ pub struct Worker {
     lease_duration: Duration,
     drain_timeout: Duration,
     handlers: Arc<Registry>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl Worker {
@@ -236,9 +253,11 @@ impl Worker {
             slots: Arc::new(Semaphore::new(self.concurrency)),
             running: Arc::new(Mutex::new(HashMap::new())),
             counters: Arc::new(Counters::default()),
+            metrics: self.metrics.clone(),
             stop_leasing: CancellationToken::new(),
             force_stop: CancellationToken::new(),
         };
+        shared.metrics.set_slots(self.concurrency);
         let tasks = TaskTracker::new();
         let mut job_types: Vec<String> = self.handlers.keys().cloned().collect();
         job_types.sort();
@@ -346,6 +365,7 @@ impl Worker {
             let delay = backoff::delay(failures);
             failures = failures.saturating_add(1);
             info!(attempt = failures, delay = %humantime::format_duration(delay), "reconnecting to the broker");
+            shared.metrics.reconnecting();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),

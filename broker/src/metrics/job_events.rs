@@ -188,7 +188,9 @@ mod tests {
     fn job_types_past_the_cap_share_the_other_label() {
         let mut registry = Registry::default();
         let mut metrics = JobMetrics::register(&mut registry);
-        let names: Vec<String> = (0..=MAX_JOB_TYPE_LABELS).map(|n| format!("type-{n}")).collect();
+        let names: Vec<String> = (0..=MAX_JOB_TYPE_LABELS)
+            .map(|n| format!("type-{n}"))
+            .collect();
         for (id, name) in names.iter().enumerate() {
             let labels = JobLabels {
                 queue_id: 0,

@@ -23,6 +23,7 @@ fn shared(link: &Arc<FakeLink>, job_type: &str, handler: impl Handler) -> Shared
         slots: Arc::new(Semaphore::new(1)),
         running: Arc::new(Mutex::new(HashMap::new())),
         counters: Arc::new(Counters::default()),
+        metrics: WorkerMetrics::register(&mut prometheus_client::registry::Registry::default()),
         stop_leasing: CancellationToken::new(),
         force_stop: CancellationToken::new(),
     }
