@@ -200,7 +200,14 @@ impl Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    sluice_process::init_tracing(args.log_format);
+    // Dropped at the end of main: flushes the spans still queued for export.
+    let _export = match sluice_process::init_tracing(args.log_format, "sluice-broker") {
+        Ok(export) => export,
+        Err(e) => {
+            eprintln!("sluice-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

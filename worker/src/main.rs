@@ -133,15 +133,26 @@ fn main() -> ExitCode {
     // here. Exec handlers cannot be built before this call.
     supervisor::run_if_requested();
     let args = Args::parse();
-    sluice_process::init_tracing(args.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            error!(error = %e, "cannot start the runtime");
+            eprintln!("sluice-worker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The exporter's gRPC channel lives on the runtime.
+    let export = match runtime
+        .block_on(async { sluice_process::init_tracing(args.log_format, "sluice-worker") })
+    {
+        Ok(export) => export,
+        Err(e) => {
+            eprintln!("sluice-worker: {e}");
             return ExitCode::FAILURE;
         }
     };
     let result = runtime.block_on(run(args));
+    // Flushes the spans still queued, while the runtime still runs.
+    drop(export);
     // Bounded: a blocking task (a DNS lookup) must not hold up the exit.
     runtime.shutdown_timeout(timing::EXIT_GRACE);
     match result {
