@@ -222,12 +222,13 @@ fn job_text(job: &pb::Job) -> String {
             one_line(&job.last_error, 200)
         },
     );
+    if job.headers.is_empty() {
+        field("headers", "-".to_owned());
+    }
     let rendered = fields.render();
     // The FIELD/VALUE header is for alignment only.
     let mut out: String = rendered.lines().skip(1).map(|l| format!("{l}\n")).collect();
-    if job.headers.is_empty() {
-        out.push_str("headers:       -\n");
-    } else {
+    if !job.headers.is_empty() {
         out.push_str("headers:\n");
         for (name, value) in sorted(&job.headers) {
             out.push_str(&format!("  {name}: {value}\n"));
