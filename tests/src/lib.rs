@@ -6,6 +6,8 @@
 //!   127.0.0.1:0, with gRPC clients and helpers.
 //! - [`process`]: [`BrokerProcess`] and [`WorkerProcess`], the real
 //!   binaries as child processes, with their logs, signals and exits.
+//! - [`cli`]: the `sluice` CLI as a child process, bounded, with its exit
+//!   code and output.
 //! - [`metrics`]: scraping `/metrics` and parsing it with the Prometheus
 //!   project's own OpenMetrics parser.
 //! - [`proxy`]: a TCP proxy a test can cut, to drop a client's connections
@@ -17,6 +19,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+pub mod cli;
 pub mod in_process;
 pub mod metrics;
 pub mod process;

@@ -159,6 +159,11 @@ fn worker_flag_table_matches_the_code() {
 }
 
 #[test]
+fn cli_flag_table_matches_the_code() {
+    check("sluice");
+}
+
+#[test]
 fn a_drifted_default_is_caught() {
     assert!(same_default("60s", "1m"));
     assert!(same_default("127.0.0.1:50051", "127.0.0.1:50051"));

@@ -14,7 +14,7 @@ mod error;
 #[cfg(test)]
 pub(crate) mod fake;
 mod grpc;
-pub(crate) mod security;
+pub mod security;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 pub use error::{BrokerError, BrokerErrorKind};
-pub use grpc::BrokerLink;
+pub use grpc::{BrokerLink, bearer, endpoint};
 
 use crate::handler::Job;
 

@@ -67,6 +67,13 @@ pub enum WorkerError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The token cannot be had: two were given, or its file is unreadable
+    /// (the error never shows it).
+    #[error("{reason}")]
+    TokenSource {
+        /// What is wrong.
+        reason: String,
+    },
     /// The token cannot be sent as a bearer token (the error never shows it).
     #[error("bad token: {reason}; a token is visible ASCII without whitespace")]
     BadToken {

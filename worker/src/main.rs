@@ -19,7 +19,7 @@ use clap::Parser;
 use humantime::Duration as Human;
 use prometheus_client::registry::Registry;
 use sluice_process::LogFormat;
-use sluice_worker::defaults::TOKEN_ENV;
+use sluice_worker::client::security::token_from_env_or_file;
 use sluice_worker::exec::ExecHandler;
 use sluice_worker::metrics::WorkerMetrics;
 use sluice_worker::{Worker, defaults, supervisor, timing};
@@ -96,29 +96,6 @@ struct Args {
     http_addr: Option<SocketAddr>,
 }
 
-/// The token, from SLUICE_TOKEN or --token-file (refusing both), if any.
-fn token(token_file: Option<&PathBuf>) -> anyhow::Result<Option<String>> {
-    let from_env = std::env::var_os(TOKEN_ENV);
-    match (from_env, token_file) {
-        (Some(_), Some(file)) => anyhow::bail!(
-            "two tokens: {TOKEN_ENV} is set and --token-file (or SLUICE_TOKEN_FILE) names {}; \
-             give the token one way only",
-            file.display()
-        ),
-        (Some(value), None) => value
-            .into_string()
-            .map(Some)
-            .map_err(|_| anyhow::anyhow!("{TOKEN_ENV} is not valid UTF-8")),
-        (None, Some(file)) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading the token file {}", file.display()))?;
-            // The line's end (and any stray spaces around it) is not the token.
-            Ok(Some(text.trim().to_owned()))
-        }
-        (None, None) => Ok(None),
-    }
-}
-
 fn parse_exec(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((job_type, command)) if !job_type.is_empty() && !command.trim().is_empty() => {
@@ -184,7 +161,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         builder = builder.tls_identity_files(cert, key);
     }
-    if let Some(token) = token(args.token_file.as_ref())? {
+    if let Some(token) = token_from_env_or_file(args.token_file.as_deref())? {
         builder = builder.token(token);
     }
     for (job_type, command) in args.exec {

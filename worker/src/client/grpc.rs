@@ -46,8 +46,12 @@ const FALLBACK_JOB_TIMEOUT: Duration = Duration::from_secs(60);
 /// The broker's client: every call passes the [`Bearer`] interceptor.
 type Client = BrokerClient<InterceptedService<Channel, Bearer>>;
 
-/// The [`Bearer`] of `security`'s token, if it has one.
-fn bearer(security: &Security) -> Result<Bearer, WorkerError> {
+/// The [`Bearer`] of `security`'s token, if it has one: the interceptor
+/// every client of the workspace puts on its channel.
+///
+/// # Errors
+/// [`WorkerError::BadToken`] (it cannot happen for a checked token).
+pub fn bearer(security: &Security) -> Result<Bearer, WorkerError> {
     // The token is checked to be visible ASCII, so this cannot fail; the
     // error does not show it either way.
     Bearer::new(security.token.as_ref().map(|t| t.expose())).map_err(|_| WorkerError::BadToken {
@@ -67,6 +71,36 @@ fn tls_config(tls: &Tls) -> ClientTlsConfig {
         config = config.identity(Identity::from_pem(cert, key));
     }
     config
+}
+
+/// The endpoint of the broker at `url`, as the worker connects to it:
+/// connect timeout, HTTP/2 keep-alive, and TLS for an `https://` URL with
+/// `security`'s material. For the workspace's other clients (the `sluice`
+/// CLI), which add their own call timeout and connect.
+///
+/// # Errors
+/// [`WorkerError::BrokerUrl`] when `url` is not a valid URI or TLS cannot
+/// be set up for it.
+pub fn endpoint(url: &str, security: &Security) -> Result<Endpoint, WorkerError> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| WorkerError::BrokerUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?
+        .connect_timeout(CALL_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    if let Some(tls) = &security.tls {
+        endpoint = endpoint
+            .tls_config(tls_config(tls))
+            .map_err(|e| WorkerError::BrokerUrl {
+                url: url.to_owned(),
+                reason: format!("TLS: {e}"),
+            })?;
+    }
+    Ok(endpoint)
 }
 
 /// An ack waiting for the batcher, with where to send its result.
@@ -99,26 +133,7 @@ impl BrokerLink {
     /// A link to `url` with TLS (for an `https://` URL) and a token, both
     /// checked already.
     pub(crate) fn secured(url: &str, security: &Security) -> Result<Self, WorkerError> {
-        let mut endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|e| WorkerError::BrokerUrl {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(CALL_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true);
-        if let Some(tls) = &security.tls {
-            endpoint =
-                endpoint
-                    .tls_config(tls_config(tls))
-                    .map_err(|e| WorkerError::BrokerUrl {
-                        url: url.to_owned(),
-                        reason: format!("TLS: {e}"),
-                    })?;
-        }
-        let channel = endpoint.connect_lazy();
+        let channel = endpoint(url, security)?.connect_lazy();
         Ok(Self {
             // A leased job is as large as the broker's --max-payload allows.
             client: BrokerClient::with_interceptor(channel, bearer(security)?)

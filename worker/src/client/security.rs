@@ -3,12 +3,17 @@
 //! start, not on every reconnect), the token's characters checked, TLS
 //! refused on a plain `http://` URL. Plain types only; `grpc` turns a
 //! [`Security`] into tonic's TLS config and its bearer-token interceptor.
+//! Public so that the workspace's other clients (the `sluice` CLI) take
+//! the same options the same way: [`Security::load`], [`TlsSources`],
+//! [`token_from_env_or_file`].
 //!
 //! Secrets never reach a log: the `Debug` of everything here that holds a
 //! token or a private key prints `<redacted>` instead.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::defaults::TOKEN_ENV;
 
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -17,7 +22,7 @@ use crate::error::WorkerError;
 
 /// Where a PEM document comes from: a file, or bytes the program gave.
 #[derive(Clone)]
-pub(crate) enum PemSource {
+pub enum PemSource {
     /// Read when the worker is built.
     File(PathBuf),
     /// Given in memory.
@@ -57,7 +62,7 @@ impl fmt::Debug for PemSource {
 
 /// The TLS settings a builder collected, not yet read.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct TlsSources {
+pub struct TlsSources {
     /// The only CA trusted for the broker's certificate; `None`: the
     /// system's roots.
     pub ca: Option<PemSource>,
@@ -73,7 +78,7 @@ impl TlsSources {
 
 /// TLS material, read and checked.
 #[derive(Clone)]
-pub(crate) struct Tls {
+pub struct Tls {
     /// PEM of the CA certificates to trust instead of the system's roots.
     pub ca: Option<Vec<u8>>,
     /// PEM of the client certificate chain and of its private key.
@@ -100,7 +105,7 @@ impl fmt::Debug for Tls {
 
 /// A bearer token, checked; its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Token(String);
+pub struct Token(String);
 
 impl Token {
     /// Checks `token`: not empty, visible ASCII only (it travels as an HTTP/2
@@ -145,7 +150,7 @@ impl fmt::Debug for Token {
 /// How a link reaches its broker: TLS (exactly when the URL is `https://`)
 /// and the token sent on every call.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Security {
+pub struct Security {
     /// `Some` for an `https://` URL.
     pub tls: Option<Tls>,
     /// Sent as `authorization: Bearer TOKEN`.
@@ -193,6 +198,35 @@ impl Security {
             tls,
             token: token.map(Token::new).transpose()?,
         })
+    }
+}
+
+/// The token a client sends: from the [`TOKEN_ENV`] environment variable
+/// (it stays out of `ps`) or from the file `token_file` (its one line,
+/// trimmed), refusing both at once; `None` when neither is given.
+///
+/// # Errors
+/// [`WorkerError::TokenSource`] for two tokens, a variable that is not
+/// UTF-8 or a file that cannot be read (never showing the token).
+pub fn token_from_env_or_file(token_file: Option<&Path>) -> Result<Option<String>, WorkerError> {
+    let bad = |reason: String| WorkerError::TokenSource { reason };
+    match (std::env::var_os(TOKEN_ENV), token_file) {
+        (Some(_), Some(file)) => Err(bad(format!(
+            "two tokens: {TOKEN_ENV} is set and --token-file (or SLUICE_TOKEN_FILE) names {}; \
+             give the token one way only",
+            file.display()
+        ))),
+        (Some(value), None) => value
+            .into_string()
+            .map(Some)
+            .map_err(|_| bad(format!("{TOKEN_ENV} is not valid UTF-8"))),
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| bad(format!("reading the token file {}: {e}", file.display())))?;
+            // The line's end (and any stray spaces around it) is not the token.
+            Ok(Some(text.trim().to_owned()))
+        }
+        (None, None) => Ok(None),
     }
 }
 

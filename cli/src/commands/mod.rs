@@ -1,0 +1,8 @@
+//! The subcommands, one file per group: each defines its flags (clap) and
+//! runs against a [`crate::connect::Connection`], printing through
+//! [`crate::output`] and returning a [`crate::error::CliError`].
+
+pub mod enqueue;
+pub mod jobs;
+pub mod queue;
+pub mod stats;

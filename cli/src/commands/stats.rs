@@ -1,0 +1,124 @@
+//! `sluice stats` (per queue: counts by state, oldest ready age, rates over
+//! the last minute; the latest failures) and `sluice workers` (the open
+//! Lease streams).
+
+use serde_json::{Value, json};
+use sluice_proto::v1 as pb;
+
+use crate::connect::Connection;
+use crate::error::CliError;
+use crate::output::{
+    Format, Table, age_text, ago_text, one_line, print, print_json, print_table, rate_text,
+    std_duration,
+};
+use crate::view::{failure_json, queue_stats_json, worker_json};
+
+/// The Stats table of `queues`: one row per queue, readable at 80 columns.
+pub fn queues_table(queues: &[pb::QueueStats]) -> Table {
+    let mut table = Table::new(&[
+        "QUEUE", "READY", "SCHED", "LEASED", "DEAD", "PAUSED", "OLDEST", "ENQ/S", "ACK/S", "FAIL/S",
+    ]);
+    for q in queues {
+        table.row(vec![
+            q.queue.clone(),
+            q.ready.to_string(),
+            q.scheduled.to_string(),
+            q.leased.to_string(),
+            q.dead.to_string(),
+            if q.paused { "yes" } else { "no" }.to_owned(),
+            std_duration(q.oldest_ready_age.as_ref()).map_or_else(|| "-".to_owned(), age_text),
+            rate_text(q.enqueued_per_second),
+            rate_text(q.acked_per_second),
+            rate_text(q.failed_per_second),
+        ]);
+    }
+    table
+}
+
+/// The latest failed attempts, at most `limit`, newest first.
+pub fn failures_table(failures: &[pb::FailedAttempt], limit: usize) -> Table {
+    let mut table = Table::new(&["AGO", "QUEUE", "TYPE", "ATTEMPT", "DEAD", "ERROR"]);
+    for f in failures.iter().take(limit) {
+        table.row(vec![
+            ago_text(f.failed_at.as_ref()),
+            f.queue.clone(),
+            f.job_type.clone(),
+            f.attempt.to_string(),
+            if f.dead { "yes" } else { "no" }.to_owned(),
+            one_line(&f.error, 40),
+        ]);
+    }
+    table
+}
+
+/// The workers table.
+pub fn workers_table(workers: &[pb::WorkerInfo]) -> Table {
+    let mut table = Table::new(&["WORKER", "QUEUES", "TYPES", "IN FLIGHT", "CONNECTED"]);
+    for w in workers {
+        let types = if w.job_types.is_empty() {
+            "*".to_owned()
+        } else {
+            w.job_types.join(",")
+        };
+        table.row(vec![
+            w.worker_id.clone(),
+            one_line(&w.queues.join(","), 24),
+            one_line(&types, 20),
+            format!("{}/{}", w.in_flight, w.max_in_flight),
+            format!("{} ago", ago_text(w.connected_since.as_ref())),
+        ]);
+    }
+    table
+}
+
+/// The Stats document of `--output json`.
+pub fn stats_json(stats: &pb::StatsResponse) -> Value {
+    json!({
+        "queues": stats.queues.iter().map(queue_stats_json).collect::<Vec<_>>(),
+        "recent_failures": stats.recent_failures.iter().map(failure_json).collect::<Vec<_>>(),
+    })
+}
+
+/// Prints the broker's Stats.
+///
+/// # Errors
+/// The broker's refusal.
+pub async fn stats(conn: &mut Connection, format: Format) -> Result<(), CliError> {
+    let stats = conn
+        .admin
+        .stats(pb::StatsRequest {})
+        .await
+        .map_err(|s| CliError::from_status(&s))?
+        .into_inner();
+    match format {
+        Format::Json => print_json(&stats_json(&stats)),
+        Format::Table => {
+            print_table(&queues_table(&stats.queues), "no queues yet")?;
+            if !stats.recent_failures.is_empty() {
+                print("\nrecent failures:\n")?;
+                print(&failures_table(&stats.recent_failures, 5).render())?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Prints the connected workers.
+///
+/// # Errors
+/// The broker's refusal.
+pub async fn workers(conn: &mut Connection, format: Format) -> Result<(), CliError> {
+    let workers = conn
+        .admin
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .map_err(|s| CliError::from_status(&s))?
+        .into_inner()
+        .workers;
+    match format {
+        Format::Json => print_json(&json!({
+            "workers": workers.iter().map(worker_json).collect::<Vec<_>>(),
+        })),
+        Format::Table => print_table(&workers_table(&workers), "no workers connected"),
+    }
+}

@@ -1,0 +1,105 @@
+//! What `sluice top` shows: the latest [`Snapshot`] of the broker (Stats
+//! and the workers), and the error of the latest refresh, if it failed.
+//! A failed refresh keeps the last snapshot on screen: the view goes on
+//! while the broker is away and catches up when it is back.
+
+use std::time::SystemTime;
+
+use sluice_proto::v1 as pb;
+
+use crate::connect::Connection;
+use crate::error::CliError;
+
+/// One refresh's data.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Per-queue stats and the recent failures.
+    pub stats: pb::StatsResponse,
+    /// The open Lease streams.
+    pub workers: Vec<pb::WorkerInfo>,
+    /// When it was taken.
+    pub taken_at: SystemTime,
+}
+
+/// The view's state between frames.
+#[derive(Debug, Clone)]
+pub struct TopState {
+    /// The broker's URL, for the title.
+    pub url: String,
+    /// The latest successful refresh.
+    pub snapshot: Option<Snapshot>,
+    /// Why the latest refresh failed, until one succeeds.
+    pub error: Option<String>,
+}
+
+impl TopState {
+    /// Nothing fetched yet.
+    pub fn new(url: String) -> Self {
+        Self {
+            url,
+            snapshot: None,
+            error: None,
+        }
+    }
+
+    /// Takes a refresh's outcome: a new snapshot clears the error; an
+    /// error keeps the old snapshot.
+    pub fn update(&mut self, result: Result<Snapshot, CliError>) {
+        match result {
+            Ok(snapshot) => {
+                self.snapshot = Some(snapshot);
+                self.error = None;
+            }
+            Err(e) => self.error = Some(e.to_string()),
+        }
+    }
+}
+
+/// Fetches Stats and the workers.
+///
+/// # Errors
+/// The broker's refusal, or UNAVAILABLE while it cannot be reached.
+pub async fn fetch(conn: &mut Connection) -> Result<Snapshot, CliError> {
+    let stats = conn
+        .admin
+        .stats(pb::StatsRequest {})
+        .await
+        .map_err(|s| CliError::from_status(&s))?
+        .into_inner();
+    let workers = conn
+        .admin
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .map_err(|s| CliError::from_status(&s))?
+        .into_inner()
+        .workers;
+    Ok(Snapshot {
+        stats,
+        workers,
+        taken_at: SystemTime::now(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            stats: pb::StatsResponse::default(),
+            workers: Vec::new(),
+            taken_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_failed_refresh_keeps_the_last_snapshot_and_a_good_one_clears_the_error() {
+        let mut state = TopState::new("http://127.0.0.1:1".into());
+        state.update(Ok(snapshot()));
+        state.update(Err(CliError::Local("gone".into())));
+        assert!(state.snapshot.is_some());
+        assert_eq!(state.error.as_deref(), Some("gone"));
+        state.update(Ok(snapshot()));
+        assert!(state.error.is_none());
+    }
+}
