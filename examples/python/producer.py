@@ -16,6 +16,11 @@ trusting the system's roots or only `--tls-ca FILE`; `--tls-cert FILE
 --tls-key FILE` present a client certificate (mTLS). A token, sent as
 `authorization: Bearer TOKEN` on every call, is read from the SLUICE_TOKEN
 environment variable (kept out of `ps`) or from `--token-file FILE`.
+
+Trace context: `--traceparent` and `--tracestate` (else the TRACEPARENT and
+TRACESTATE environment variables, if set) become the jobs' `traceparent`
+and `tracestate` headers, so the broker's and the worker's spans join the
+producer's trace (W3C Trace Context).
 """
 
 import argparse
@@ -23,6 +28,7 @@ import importlib
 import importlib.resources
 import os
 import pathlib
+import re
 import sys
 import tempfile
 
@@ -30,6 +36,8 @@ import grpc
 from grpc_tools import protoc
 
 PROTO_DIR = pathlib.Path(__file__).resolve().parents[2] / "proto"
+# Version 00, trace id and parent id not all zero (W3C Trace Context).
+TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 def load_stubs(out_dir: pathlib.Path):
@@ -100,9 +108,20 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1, help="how many jobs to enqueue")
     parser.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--idempotency-key", default="", help="with --count 1: deduplicate")
+    parser.add_argument("--traceparent", default=os.environ.get("TRACEPARENT"),
+                        help="W3C traceparent of the producer's span (default: $TRACEPARENT)")
+    parser.add_argument("--tracestate", default=os.environ.get("TRACESTATE"),
+                        help="W3C tracestate that goes with it (default: $TRACESTATE)")
     args = parser.parse_args()
 
     headers = dict(h.split("=", 1) for h in args.header)
+    if args.traceparent:
+        if not TRACEPARENT.fullmatch(args.traceparent):
+            parser.error(f"--traceparent {args.traceparent!r} is not a W3C traceparent "
+                         "(00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>)")
+        headers["traceparent"] = args.traceparent
+        if args.tracestate:
+            headers["tracestate"] = args.tracestate
     bearer = token(args)
     metadata = [("authorization", f"Bearer {bearer}")] if bearer is not None else None
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,7 @@
 pub mod export;
 mod traceparent;
 
-pub use traceparent::{TRACEPARENT, TRACESTATE, TraceParent};
+pub use traceparent::{MAX_TRACESTATE, TRACEPARENT, TRACESTATE, TraceParent, check_tracestate};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -26,7 +26,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 pub const TRACE_TARGET: &str = "sluice_trace";
 
 /// Makes `span` a child of the producer's span named by the
-/// `traceparent` (and `tracestate`) among `headers`. Does nothing for a
+/// `traceparent` (and `tracestate`) among `headers`, and records its trace
+/// id in the span's `trace_id` field if it has one. Does nothing for a
 /// disabled span or without a valid `traceparent`.
 pub fn continue_trace<'a>(
     span: &tracing::Span,
@@ -44,10 +45,14 @@ pub fn continue_trace<'a>(
             state = Some(value);
         }
     }
-    let Some(parent) = parent.filter(|p| TraceParent::parse(p).is_ok()) else {
+    let Some(parsed) = parent.and_then(|p| TraceParent::parse(p).ok()) else {
         return;
     };
-    let carrier = Carrier { parent, state };
+    span.record("trace_id", parsed.trace_id());
+    let carrier = Carrier {
+        parent: parsed.as_str(),
+        state,
+    };
     let context = TraceContextPropagator::new().extract(&carrier);
     // The span is enabled: only a span without an OpenTelemetry layer
     // refuses a parent, and then there is nothing to export anyway.

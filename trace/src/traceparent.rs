@@ -6,6 +6,32 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The vendors' trace state that goes with it.
 pub const TRACESTATE: &str = "tracestate";
 
+/// Longest `tracestate` accepted (W3C: vendors must propagate at least 512).
+pub const MAX_TRACESTATE: usize = 512;
+
+/// Checks that `value` can be a `tracestate` header: visible ASCII, spaces
+/// and tabs, at most [`MAX_TRACESTATE`] characters.
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_tracestate(value: &str) -> Result<(), String> {
+    if value.len() > MAX_TRACESTATE {
+        return Err(format!(
+            "tracestate is {} characters long; at most {MAX_TRACESTATE}",
+            value.len()
+        ));
+    }
+    match value
+        .chars()
+        .find(|c| !(c.is_ascii_graphic() || *c == ' ' || *c == '\t'))
+    {
+        Some(c) => Err(format!(
+            "tracestate holds {c:?}: only visible ASCII is allowed"
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A checked `traceparent` value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceParent<'a> {
@@ -76,6 +102,13 @@ mod tests {
     }
 
     #[test]
+    fn a_tracestate_must_be_printable_and_short() {
+        assert!(check_tracestate("rojo=00f067aa0ba902b7,congo=t61rcWkgMzE").is_ok());
+        assert!(check_tracestate("a=\n").is_err());
+        assert!(check_tracestate(&"a".repeat(513)).is_err());
+    }
+
+    #[test]
     fn malformed_values_are_refused_with_the_reason() {
         for (value, why) in [
             ("", "expected"),
@@ -101,6 +134,10 @@ mod tests {
                 "flags",
             ),
             (&format!("{VALID}-extra"), "four fields"),
+            (
+                "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "version",
+            ),
         ] {
             let error = TraceParent::parse(value).unwrap_err();
             assert!(error.contains(why), "{value:?}: {error}");

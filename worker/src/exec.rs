@@ -4,7 +4,8 @@
 //! The command runs as `sh -c COMMAND` under a [`crate::supervisor`], in a
 //! process group of its own, with the payload on standard input and the job
 //! in the environment (`SLUICE_JOB_ID`, `SLUICE_JOB_TYPE`, `SLUICE_QUEUE`,
-//! `SLUICE_ATTEMPT`, `SLUICE_MAX_ATTEMPTS`, `SLUICE_HEADER_<NAME>`), and
+//! `SLUICE_ATTEMPT`, `SLUICE_MAX_ATTEMPTS`, `SLUICE_HEADER_<NAME>`, and
+//! `TRACEPARENT`/`TRACESTATE` from the job's trace headers), and
 //! without the worker's `SLUICE_TOKEN` (its credential, not the job's). Exit 0
 //! acks; exit 65 (`EX_DATAERR`) fails the job for good; any other exit or a
 //! signal fails the attempt; the last 4 KiB of standard error become the
@@ -19,6 +20,8 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+
+use sluice_trace::{TRACEPARENT, TRACESTATE};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -127,6 +130,14 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
         .env("SLUICE_MAX_ATTEMPTS", job.max_attempts.to_string());
     for (name, value) in &job.headers {
         command.env(header_env_name(name), value);
+    }
+    // The producer's trace context, under the names OpenTelemetry's
+    // environment-variable propagation uses, so the handler's own spans
+    // join the trace; passed unchanged.
+    for (header, var) in [(TRACEPARENT, "TRACEPARENT"), (TRACESTATE, "TRACESTATE")] {
+        if let Some(value) = job.headers.get(header) {
+            command.env(var, value);
+        }
     }
     let mut child = command
         .spawn()

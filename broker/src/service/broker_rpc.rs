@@ -17,12 +17,14 @@ use std::time::Duration;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::broker_server::Broker;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::convert::{self, Limits};
 use super::error::RequestError;
 use super::lease_stream::{LeaseBatchStream, LeaseStream};
 use super::respond;
 use super::shared_queue::SharedQueue;
+use super::trace_spans;
 use crate::auth::{Authorizer, Call, Grant};
 use sluice_queue::Failure;
 
@@ -88,13 +90,16 @@ impl BrokerService {
     }
 
     async fn handle_enqueue(&self, req: pb::EnqueueRequest) -> Result<pb::EnqueueResponse> {
+        let span = trace_spans::enqueue(&req);
         let enqueued = self
             .shared
             .write_unless_draining("Enqueue is refused", |queue, now| {
                 let job = convert::new_job(req, self.limits, now)?;
                 Ok::<_, RequestError>(queue.enqueue(job, now)?)
             })
+            .instrument(span.clone())
             .await??;
+        span.record("job_id", tracing::field::display(enqueued.job_id));
         Ok(pb::EnqueueResponse {
             job_id: enqueued.job_id.to_string(),
             duplicate: enqueued.duplicate,
@@ -131,14 +136,18 @@ impl BrokerService {
                 req.jobs
                     .into_iter()
                     .map(|job| {
+                        let span = trace_spans::enqueue(&job);
                         let enqueued = convert::new_job(job, limits, now)
                             .and_then(|job| Ok(queue.enqueue(job, now)?));
                         match enqueued {
-                            Ok(e) => pb::EnqueueResult {
-                                job_id: e.job_id.to_string(),
-                                duplicate: e.duplicate,
-                                ..Default::default()
-                            },
+                            Ok(e) => {
+                                span.record("job_id", tracing::field::display(e.job_id));
+                                pb::EnqueueResult {
+                                    job_id: e.job_id.to_string(),
+                                    duplicate: e.duplicate,
+                                    ..Default::default()
+                                }
+                            }
                             Err(err) => {
                                 let (code, message) = item_status(Err(err));
                                 pb::EnqueueResult {

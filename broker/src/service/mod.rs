@@ -11,6 +11,7 @@ mod lease_stream;
 pub mod rates;
 pub mod scheduler;
 mod shared_queue;
+mod trace_spans;
 
 pub use admin_rpc::AdminService;
 pub use broker_rpc::BrokerService;
