@@ -12,6 +12,7 @@
 //! brokers with both on and both off. Output is a table, or JSON with
 //! `--json`.
 
+mod cost;
 mod durable;
 mod load;
 mod proc_stats;
@@ -54,7 +55,11 @@ enum Command {
     /// Batched and unary end-to-end loads against brokers with TLS and
     /// tokens on and with both off, alternating, N rounds: jobs/s of each
     /// and their ratio.
-    SecurityCost(secure::SecurityCostArgs),
+    SecurityCost(cost::CostArgs),
+    /// Batched and unary end-to-end loads against brokers with and without
+    /// --http-addr (metrics on, scraped every second), alternating, N
+    /// rounds: jobs/s of each and their ratio.
+    MetricsCost(cost::CostArgs),
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +204,21 @@ async fn main() -> anyhow::Result<()> {
         Command::SecurityCost(args) => {
             let broker_bin = broker_binary(args.broker_bin.clone())?;
             secure::security_cost(args, &broker_bin).await
+        }
+        Command::MetricsCost(args) => {
+            let broker_bin = broker_binary(args.broker_bin.clone())?;
+            let metrics = cost::Side {
+                broker_args: vec!["--http-addr".into(), "127.0.0.1:0".into()],
+                scrape: true,
+                ..cost::Side::default()
+            };
+            let comparison = cost::Comparison {
+                name: "metrics-cost",
+                labels: ["off", "metrics"],
+                caption: "off: no --http-addr; metrics: --http-addr, scraped every second",
+                sides: [cost::Side::default(), metrics],
+            };
+            cost::run(args, &broker_bin, comparison).await
         }
     }
 }

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
-use serde_json::json;
 use sluice_e2e::tls::TestPki;
 
-use crate::load::{self, Api, ClientSecurity, ClientTls, Load, Tokens};
+use crate::cost::{self, Comparison, CostArgs, Side};
+use crate::load::{ClientSecurity, ClientTls, Tokens};
 
 /// How the load's clients reach the broker.
 #[derive(Debug, Args)]
@@ -149,128 +149,23 @@ impl SecureArgs {
     }
 }
 
-/// Options of `security-cost`.
-#[derive(Debug, Args)]
-pub struct SecurityCostArgs {
-    /// The broker binary (default: sluice-broker beside this one).
-    #[arg(long)]
-    pub broker_bin: Option<PathBuf>,
-    /// Rounds; each runs batched and unary loads on a plain broker and on
-    /// one with TLS and tokens, alternating.
-    #[arg(short = 'r', long, default_value_t = 3)]
-    rounds: usize,
-    /// Jobs per unary run; batched runs take four times as many.
-    #[arg(short = 'n', long, default_value_t = 50_000)]
-    jobs: u64,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
-}
-
-/// End-to-end jobs/s of one load against a fresh broker: plain, or with
-/// the TLS and tokens of `secure`.
-async fn one_run(
-    broker_bin: &Path,
-    api: Api,
-    jobs: u64,
-    secure: Option<&Generated>,
-) -> anyhow::Result<f64> {
-    let broker_args = secure.map(|g| g.broker_args.clone()).unwrap_or_default();
-    let broker = crate::start_broker(broker_bin, &broker_args)?;
-    let load = Load {
-        jobs,
-        producers: 1,
-        consumers: 1,
-        in_flight: 64,
-        window: 64,
-        batch: 256,
-        payload: 64,
-        rate: None,
-        api,
-        worker_handler: None,
-        queue: "security-cost".into(),
-        security: secure.map(|g| g.clients.clone()).unwrap_or_default(),
-    };
-    let measured = load::run(&broker.addr, &load).await?;
-    Ok(jobs as f64 / measured.end_to_end.as_secs_f64())
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
-}
-
 /// Runs `security-cost` and prints its table.
 ///
 /// # Errors
 /// A run that fails.
-pub async fn security_cost(args: SecurityCostArgs, broker_bin: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.rounds > 0 && args.jobs > 0,
-        "rounds and jobs must be above 0"
-    );
+pub async fn security_cost(args: CostArgs, broker_bin: &Path) -> anyhow::Result<()> {
     // One set of certificates and tokens for every secure run.
     let generated = generate()?;
-    let apis = [(Api::Batch, args.jobs * 4), (Api::Unary, args.jobs)];
-    // results[api][secure] = jobs/s of each round.
-    let mut results = vec![[Vec::new(), Vec::new()]; apis.len()];
-    for round in 1..=args.rounds {
-        for (i, (api, jobs)) in apis.iter().enumerate() {
-            // Alternate which goes first, so drift does not favour one side.
-            let order = if round % 2 == 1 {
-                [false, true]
-            } else {
-                [true, false]
-            };
-            for secure in order {
-                let rate = one_run(broker_bin, *api, *jobs, secure.then_some(&generated))
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "round {round}, {api:?}, {}",
-                            if secure { "TLS and tokens" } else { "plain" }
-                        )
-                    })?;
-                results[i][usize::from(secure)].push(rate);
-                eprintln!(
-                    "round {round} {api:?} {}: {rate:.0} jobs/s",
-                    if secure { "secure" } else { "plain" }
-                );
-            }
-        }
-    }
-    let rows: Vec<_> = apis
-        .iter()
-        .zip(&results)
-        .map(|((api, jobs), [plain, secure])| {
-            let (p, s) = (median(plain), median(secure));
-            json!({
-                "api": format!("{api:?}").to_lowercase(), "jobs": jobs,
-                "plain_e2e_jobs_per_s": plain, "secure_e2e_jobs_per_s": secure,
-                "plain_median": p, "secure_median": s,
-                "secure_over_plain": if p > 0.0 { s / p } else { 0.0 },
-            })
-        })
-        .collect();
-    if args.json {
-        println!("{}", json!({ "rounds": args.rounds, "loads": rows }));
-        return Ok(());
-    }
-    println!(
-        "end-to-end jobs/s, median of {} rounds (plain: no TLS, no tokens; secure: TLS and tokens)",
-        args.rounds
-    );
-    println!("| load | plain jobs/s | secure jobs/s | secure / plain |\n|---|---|---|---|");
-    for row in &rows {
-        println!(
-            "| {}, {} jobs | {:.0} | {:.0} | {:.2} |",
-            row["api"].as_str().unwrap_or("?"),
-            row["jobs"],
-            row["plain_median"].as_f64().unwrap_or(0.0),
-            row["secure_median"].as_f64().unwrap_or(0.0),
-            row["secure_over_plain"].as_f64().unwrap_or(0.0)
-        );
-    }
-    Ok(())
+    let secure = Side {
+        broker_args: generated.broker_args.clone(),
+        clients: generated.clients.clone(),
+        scrape: false,
+    };
+    let comparison = Comparison {
+        name: "security-cost",
+        labels: ["plain", "secure"],
+        caption: "plain: no TLS, no tokens; secure: TLS and tokens",
+        sides: [Side::default(), secure],
+    };
+    cost::run(args, broker_bin, comparison).await
 }
