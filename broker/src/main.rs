@@ -12,6 +12,7 @@ use clap::Parser;
 use humantime::Duration as Human;
 use sluice_broker::auth::{Authorizer, ReflectionAccess};
 use sluice_broker::config::{Config, DEFAULT_ADDR};
+use sluice_broker::http::HttpAccess;
 use sluice_broker::memory_limit;
 use sluice_broker::server::Listeners;
 use sluice_broker::tls::{TlsFiles, TlsSettings};
@@ -255,14 +256,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(http) = &http {
         let http_addr = http.local_addr()?;
-        let access = if http_addr.ip().is_loopback() || !config.auth.is_enabled() {
-            "open"
-        } else {
-            "admin token"
-        };
-        if !http_addr.ip().is_loopback() && !config.auth.is_enabled() {
+        let loopback = http_addr.ip().is_loopback();
+        let open = HttpAccess::new(config.auth.clone(), loopback).is_open();
+        if !loopback && open {
             warn!(%http_addr, "serving metrics on a non-loopback address without --auth-tokens: anyone who can reach it can read them");
         }
+        if !open {
+            warn!(%http_addr, "metrics need an admin token, which crosses this plain-HTTP listener unencrypted: keep it on a private network or behind a TLS proxy");
+        }
+        let access = if open { "open" } else { "admin token" };
         info!(%http_addr, access, "metrics at GET /metrics");
     }
     info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");

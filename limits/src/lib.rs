@@ -51,8 +51,12 @@ pub const MAX_ERROR_BYTES: usize = 4096;
 /// broker's and the worker's metrics; later ones are counted under
 /// [`OTHER_JOB_TYPE`], so a producer cannot grow the scrape without bound.
 pub const MAX_JOB_TYPE_LABELS: usize = 100;
-/// The `job_type` label of job types past [`MAX_JOB_TYPE_LABELS`].
+/// The `job_type` label of job types past [`MAX_JOB_TYPE_LABELS`], and
+/// the `queue` label of queues past [`MAX_QUEUE_LABELS`].
 pub const OTHER_JOB_TYPE: &str = "other";
+/// Distinct queues that get a `queue` label of their own in the broker's
+/// job counters and histograms; later ones share [`OTHER_JOB_TYPE`].
+pub const MAX_QUEUE_LABELS: usize = 1000;
 /// Upper bounds, in seconds, of the buckets of every job-duration
 /// histogram (wait and run times, broker and worker): 1 ms to 1 h.
 pub const JOB_SECONDS_BUCKETS: [f64; 20] = [

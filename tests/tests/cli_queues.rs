@@ -56,14 +56,23 @@ fn stats_shows_each_queue_in_json_and_as_a_table() {
         orders["oldest_ready_age"].as_f64().unwrap() >= 0.0,
         "{orders:#}"
     );
-    // Rates are sampled every few seconds: numbers, zero until then.
-    for rate in [
-        "enqueued_per_second",
-        "acked_per_second",
-        "failed_per_second",
-    ] {
-        assert!(orders[rate].as_f64().unwrap() >= 0.0, "{rate}: {orders:#}");
-    }
+    // Rates run from the broker's first sample (at start) once a second
+    // has passed: enqueues show, nothing was acked or failed.
+    let deadline = Instant::now() + WAIT;
+    let orders = loop {
+        let orders = queue_row(&broker, "orders");
+        if orders["enqueued_per_second"].as_f64().unwrap() > 0.0 {
+            break orders;
+        }
+        assert!(Instant::now() < deadline, "no enqueue rate: {orders:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(orders["acked_per_second"].as_f64(), Some(0.0), "{orders:#}");
+    assert_eq!(
+        orders["failed_per_second"].as_f64(),
+        Some(0.0),
+        "{orders:#}"
+    );
     let idle = queue_row(&broker, "idle");
     assert_eq!(idle["paused"], true);
     assert_eq!(idle["oldest_ready_age"], Value::Null, "nothing ready: null");

@@ -5,6 +5,8 @@
 //! `..._TIMEOUT`, `OTEL_SERVICE_NAME`, ...). It sends over gRPC, in
 //! batches, from a thread of its own, only the spans of [`TRACE_TARGET`].
 
+use std::time::Duration;
+
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
@@ -28,11 +30,25 @@ pub struct ExportGuard {
     provider: SdkTracerProvider,
 }
 
+/// How long the exit waits for the last spans to go out.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Drop for ExportGuard {
     fn drop(&mut self) {
-        // Spans still queued go out now; a collector that is gone loses
-        // them, which must not hold up or fail the exit.
-        let _ = self.provider.shutdown();
+        // Spans still queued go out now, for at most FLUSH_TIMEOUT: a
+        // collector that is gone loses them, which must not hold up the exit
+        // (the exporter's own timeout is 10 s).
+        let provider = self.provider.clone();
+        let (done, flushed) = std::sync::mpsc::channel();
+        let flushing = std::thread::Builder::new()
+            .name("sluice-otlp-flush".into())
+            .spawn(move || {
+                let _ = provider.shutdown();
+                let _ = done.send(());
+            });
+        if flushing.is_ok() {
+            let _ = flushed.recv_timeout(FLUSH_TIMEOUT);
+        }
     }
 }
 

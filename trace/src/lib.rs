@@ -25,38 +25,60 @@ use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 /// The target of the spans that carry a job's trace context.
 pub const TRACE_TARGET: &str = "sluice_trace";
 
-/// Makes `span` a child of the producer's span named by the
-/// `traceparent` (and `tracestate`) among `headers`, and records its trace
-/// id in the span's `trace_id` field if it has one. Does nothing for a
-/// disabled span or without a valid `traceparent`.
-pub fn continue_trace<'a>(
-    span: &tracing::Span,
-    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
-) {
-    if span.is_disabled() {
-        return;
-    }
-    let mut parent = None;
-    let mut state = None;
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case(TRACEPARENT) {
-            parent = Some(value);
-        } else if name.eq_ignore_ascii_case(TRACESTATE) {
-            state = Some(value);
+/// A job's trace context: its valid `traceparent` and the `tracestate`
+/// that goes with it, found among its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext<'a> {
+    /// The producer's span.
+    pub parent: TraceParent<'a>,
+    /// The vendors' state, if any.
+    pub state: Option<&'a str>,
+}
+
+impl<'a> TraceContext<'a> {
+    /// The trace context among `headers`, whose names match in any case
+    /// (the exact lowercase name wins if a job has two spellings); `None`
+    /// without a valid `traceparent`.
+    pub fn from_headers(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Self> {
+        let mut parent: Option<(bool, &str)> = None;
+        let mut state: Option<(bool, &str)> = None;
+        for (name, value) in headers {
+            let slot = if name.eq_ignore_ascii_case(TRACEPARENT) {
+                &mut parent
+            } else if name.eq_ignore_ascii_case(TRACESTATE) {
+                &mut state
+            } else {
+                continue;
+            };
+            let exact = name == TRACEPARENT || name == TRACESTATE;
+            if slot.is_none_or(|(was_exact, _)| exact && !was_exact) {
+                *slot = Some((exact, value));
+            }
         }
+        let parent = TraceParent::parse(parent?.1).ok()?;
+        Some(Self {
+            parent,
+            state: state.map(|(_, s)| s),
+        })
     }
-    let Some(parsed) = parent.and_then(|p| TraceParent::parse(p).ok()) else {
+}
+
+/// Makes `span` a child of the producer's span named by `context`, and
+/// records its trace id in the span's `trace_id` field if it has one. Does
+/// nothing for a disabled span or without a context.
+pub fn continue_trace(span: &tracing::Span, context: Option<TraceContext<'_>>) {
+    let Some(context) = context.filter(|_| !span.is_disabled()) else {
         return;
     };
-    span.record("trace_id", parsed.trace_id());
+    span.record("trace_id", context.parent.trace_id());
     let carrier = Carrier {
-        parent: parsed.as_str(),
-        state,
+        parent: context.parent.as_str(),
+        state: context.state,
     };
-    let context = TraceContextPropagator::new().extract(&carrier);
+    let extracted = TraceContextPropagator::new().extract(&carrier);
     // The span is enabled: only a span without an OpenTelemetry layer
     // refuses a parent, and then there is nothing to export anyway.
-    let _ = span.set_parent(context);
+    let _ = span.set_parent(extracted);
 }
 
 /// The two headers the propagator reads.
@@ -76,5 +98,33 @@ impl Extractor for Carrier<'_> {
 
     fn keys(&self) -> Vec<&str> {
         vec![TRACEPARENT, TRACESTATE]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const OTHER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn header_names_match_in_any_case_and_the_exact_name_wins() {
+        let found = TraceContext::from_headers([("TraceParent", PARENT), ("x", "y")]).unwrap();
+        assert_eq!((found.parent.as_str(), found.state), (PARENT, None));
+        for headers in [
+            [("Traceparent", OTHER), ("traceparent", PARENT)],
+            [("traceparent", PARENT), ("TRACEPARENT", OTHER)],
+        ] {
+            let found = TraceContext::from_headers(headers).unwrap();
+            assert_eq!(found.parent.as_str(), PARENT);
+        }
+        let with_state =
+            TraceContext::from_headers([("traceparent", PARENT), ("tracestate", "a=1")]).unwrap();
+        assert_eq!(with_state.state, Some("a=1"));
+        assert_eq!(
+            TraceContext::from_headers([("traceparent", "00-bad")]),
+            None
+        );
     }
 }

@@ -21,7 +21,7 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use sluice_trace::{TRACEPARENT, TRACESTATE};
+use sluice_trace::TraceContext;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -134,9 +134,11 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
     // The producer's trace context, under the names OpenTelemetry's
     // environment-variable propagation uses, so the handler's own spans
     // join the trace; passed unchanged.
-    for (header, var) in [(TRACEPARENT, "TRACEPARENT"), (TRACESTATE, "TRACESTATE")] {
-        if let Some(value) = job.headers.get(header) {
-            command.env(var, value);
+    let headers = job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    if let Some(trace) = TraceContext::from_headers(headers) {
+        command.env("TRACEPARENT", trace.parent.as_str());
+        if let Some(state) = trace.state {
+            command.env("TRACESTATE", state);
         }
     }
     let mut child = command

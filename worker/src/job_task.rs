@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_trace::{TRACE_TARGET, TRACEPARENT, TraceParent, continue_trace};
+use sluice_trace::{TRACE_TARGET, TraceContext, continue_trace};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -55,11 +55,9 @@ type Extending = Pin<Box<dyn Future<Output = (Instant, Result<Extended, BrokerEr
 /// Runs one leased job to its end.
 pub(crate) async fn run(leased: LeasedJob, shared: Shared) {
     let job = leased.job;
-    let trace_id = job
-        .headers
-        .get(TRACEPARENT)
-        .and_then(|p| TraceParent::parse(p).ok())
-        .map(|p| p.trace_id());
+    let trace =
+        TraceContext::from_headers(job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let trace_id = trace.map(|t| t.parent.trace_id());
     let span = info_span!(
         "job",
         job_id = job.id,
@@ -72,10 +70,7 @@ pub(crate) async fn run(leased: LeasedJob, shared: Shared) {
     // The exported span (see sluice-trace): the producer's trace goes on here.
     let traced = trace_span!(target: TRACE_TARGET, "job", job_id = job.id, job_type = job.job_type,
         queue = job.queue, attempt = job.attempt, worker_id = &*shared.worker_id, trace_id = field::Empty);
-    continue_trace(
-        &traced,
-        job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    );
+    continue_trace(&traced, trace);
     run_attempt(job, leased.lease_id, shared)
         .instrument(traced)
         .instrument(span)

@@ -177,7 +177,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("listening on --http-addr {addr}"))?;
         let mut registry = Registry::with_prefix("sluice_worker");
         builder = builder.metrics(WorkerMetrics::register(&mut registry));
-        info!(http_addr = %listener.local_addr()?, "metrics at GET /metrics");
+        let http_addr = listener.local_addr()?;
+        if !http_addr.ip().is_loopback() {
+            warn!(%http_addr, "serving metrics on a non-loopback address: anyone who can reach it can read them");
+        }
+        info!(%http_addr, "metrics at GET /metrics");
         tokio::spawn(serve_metrics(listener, registry, stop_http.clone()));
     }
     let worker = builder.build()?;

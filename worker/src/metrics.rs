@@ -97,7 +97,7 @@ impl WorkerMetrics {
             ),
             (
                 "jobs_timed_out",
-                "Attempts stopped at the job's timeout (also counted as failed)",
+                "Attempts stopped at the job's timeout (their nack, once reported, counts as failed)",
                 &metrics.timed_out,
             ),
             (

@@ -419,9 +419,15 @@ impl Queue {
         now: Timestamp,
     ) -> Result<JobState, QueueError> {
         let seq = self.leased(job_id, lease_id)?;
+        self.observe(seq, JobEvent::Released);
+        Ok(self.give_back(seq, delay, now))
+    }
+
+    /// Ends the lease of leased job `seq` without using an attempt: READY
+    /// (due after `delay`), or CANCELLED if an operator asked for it.
+    fn give_back(&mut self, seq: Seq, delay: Duration, now: Timestamp) -> JobState {
         let lease = self.end_lease(seq);
         self.log_job(seq, Some(&lease), LogLevel::Debug, "job released");
-        self.observe(seq, JobEvent::Released);
         let job = self.jobs.get_mut(seq).expect("leased() found it");
         job.attempt -= 1;
         let state = if job.cancel_requested {
@@ -437,7 +443,7 @@ impl Queue {
             JobState::Scheduled
         };
         self.free_slot(lease.consumer, now);
-        Ok(state)
+        state
     }
 
     /// Promotes due scheduled jobs, fails expired leases and forgets jobs
@@ -496,10 +502,10 @@ impl Queue {
     /// still current, the job is ready again in its old place, with no
     /// attempt used. A delivery whose lease ended meanwhile is ignored.
     pub fn return_undelivered(&mut self, delivery: Delivery, now: Timestamp) {
+        // Not a release by a worker: no event (it was counted as leased,
+        // and its next lease counts again).
         if self.is_current(delivery) {
-            let job_id = self.job_id(delivery.seq);
-            // Cannot fail: the lease was just checked to be current.
-            let _ = self.release(job_id, delivery.lease_id, Duration::ZERO, now);
+            self.give_back(delivery.seq, Duration::ZERO, now);
         }
     }
 

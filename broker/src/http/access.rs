@@ -1,8 +1,8 @@
 //! Who may read the HTTP listener. Without `--auth-tokens`, anyone who can
 //! reach it. With tokens, a listener on a loopback address stays open (only
 //! this host reaches it, as for a Prometheus agent beside the broker), and
-//! any other needs `Authorization: Bearer TOKEN` of an admin credential,
-//! checked by the same [`Authorizer`] as the Admin service.
+//! any other needs `Authorization: Bearer TOKEN` of an admin credential
+//! for every queue, checked by the same [`Authorizer`] as the Admin service.
 
 use axum::http::{HeaderMap, StatusCode};
 use tonic::metadata::MetadataMap;
@@ -43,9 +43,9 @@ impl HttpAccess {
             tonic::Extensions::default(),
             (),
         );
-        self.auth
+        let grant = self
+            .auth
             .check(&request, Call::Admin("metrics"))
-            .map(drop)
             .map_err(|e| Refused {
                 status: if e.is_unauthenticated() {
                     StatusCode::UNAUTHORIZED
@@ -53,7 +53,15 @@ impl HttpAccess {
                     StatusCode::FORBIDDEN
                 },
                 reason: e.to_string(),
-            })
+            })?;
+        // The metrics name every queue: not for a credential held to some.
+        if !grant.every_queue() {
+            return Err(Refused {
+                status: StatusCode::FORBIDDEN,
+                reason: "metrics cover every queue: this credential is limited to some".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -63,10 +71,15 @@ mod tests {
 
     const ADMIN: &str = "admin-token-0123456789";
     const PRODUCER: &str = "producer-token-0123456789";
+    const SCOPED_ADMIN: &str = "scoped-admin-token-0123456789";
 
     fn authorizer() -> Authorizer {
         let path = std::env::temp_dir().join(format!("sluice-http-access-{}", std::process::id()));
-        std::fs::write(&path, format!("admin {ADMIN}\nproducer {PRODUCER}\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("admin {ADMIN}\nproducer {PRODUCER}\nadmin {SCOPED_ADMIN} orders\n"),
+        )
+        .unwrap();
         let auth = Authorizer::load(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         auth
@@ -108,6 +121,10 @@ mod tests {
         );
         assert_eq!(
             status(&access, &bearer(PRODUCER)),
+            Some(StatusCode::FORBIDDEN)
+        );
+        assert_eq!(
+            status(&access, &bearer(SCOPED_ADMIN)),
             Some(StatusCode::FORBIDDEN)
         );
     }

@@ -4,7 +4,9 @@
 //! The observer keeps, per (queue, job type) id pair, clones of the metric
 //! handles it updates (each an `Arc` inside), so an event costs a hash
 //! lookup and an atomic add, without allocating. Job types past
-//! [`MAX_JOB_TYPE_LABELS`] share the label [`OTHER_JOB_TYPE`].
+//! [`MAX_JOB_TYPE_LABELS`], and queues past [`MAX_QUEUE_LABELS`], share the
+//! label [`OTHER_JOB_TYPE`], so producers cannot grow the scrape without
+//! bound.
 
 use std::collections::HashMap;
 
@@ -13,7 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use sluice_limits::{JOB_SECONDS_BUCKETS, MAX_JOB_TYPE_LABELS, OTHER_JOB_TYPE};
+use sluice_limits::{JOB_SECONDS_BUCKETS, MAX_JOB_TYPE_LABELS, MAX_QUEUE_LABELS, OTHER_JOB_TYPE};
 use sluice_queue::{JobEvent, JobLabels, Observer};
 
 /// The labels of every job metric.
@@ -21,7 +23,7 @@ use sluice_queue::{JobEvent, JobLabels, Observer};
 pub struct JobTypeLabels {
     /// The job's queue.
     pub queue: String,
-    /// Its type, or [`OTHER_JOB_TYPE`] past the cap.
+    /// Its type; [`OTHER_JOB_TYPE`] for either past its cap.
     pub job_type: String,
 }
 
@@ -101,11 +103,37 @@ pub struct JobMetrics {
     families: Families,
     /// By (queue id, job type id).
     handles: HashMap<(u32, u32), Handles>,
-    /// Job type ids that have a label of their own (true) or share
-    /// [`OTHER_JOB_TYPE`] (false).
-    own_label: HashMap<u32, bool>,
-    /// How many job types have a label of their own.
+    queues: LabelCap,
+    job_types: LabelCap,
+}
+
+/// Which names of one label get a value of their own: the first `limit`
+/// seen, by interned id; later ones get [`OTHER_JOB_TYPE`].
+#[derive(Debug)]
+struct LabelCap {
+    limit: usize,
+    own: HashMap<u32, bool>,
     labelled: usize,
+}
+
+impl LabelCap {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            own: HashMap::new(),
+            labelled: 0,
+        }
+    }
+
+    /// The label value of `name`, whose id is `id`.
+    fn label<'a>(&mut self, id: u32, name: &'a str) -> &'a str {
+        let own = *self.own.entry(id).or_insert_with(|| {
+            let own = self.labelled < self.limit;
+            self.labelled += usize::from(own);
+            own
+        });
+        if own { name } else { OTHER_JOB_TYPE }
+    }
 }
 
 impl JobMetrics {
@@ -137,22 +165,20 @@ impl JobMetrics {
                 run,
             },
             handles: HashMap::new(),
-            own_label: HashMap::new(),
-            labelled: 0,
+            queues: LabelCap::new(MAX_QUEUE_LABELS),
+            job_types: LabelCap::new(MAX_JOB_TYPE_LABELS),
         }
     }
 
     fn handles(&mut self, labels: JobLabels<'_>) -> &Handles {
         let key = (labels.queue_id, labels.job_type_id);
         if !self.handles.contains_key(&key) {
-            let own = *self.own_label.entry(labels.job_type_id).or_insert_with(|| {
-                let own = self.labelled < MAX_JOB_TYPE_LABELS;
-                self.labelled += usize::from(own);
-                own
-            });
             let label = JobTypeLabels {
-                queue: labels.queue.to_owned(),
-                job_type: if own { labels.job_type } else { OTHER_JOB_TYPE }.to_owned(),
+                queue: self.queues.label(labels.queue_id, labels.queue).to_owned(),
+                job_type: self
+                    .job_types
+                    .label(labels.job_type_id, labels.job_type)
+                    .to_owned(),
             };
             let families = &self.families;
             let handles = Handles {

@@ -201,6 +201,10 @@ pub async fn run(
         () = shutdown.cancelled() => {}
         result = &mut serving => {
             stop_scheduler.cancel();
+            stop_serving.cancel();
+            tasks.close();
+            // The HTTP listener stops within its own close timeout.
+            let _ = tokio::time::timeout(STOP_TIMEOUT * 2, tasks.wait()).await;
             return Err(match result {
                 Ok(Ok(())) => ServerError::StoppedEarly,
                 Ok(Err(e)) => ServerError::Transport(e),

@@ -21,7 +21,7 @@ use tracing::warn;
 
 use super::convert;
 use super::error::RequestError;
-use super::trace_spans;
+use super::trace_spans::PendingLease;
 use crate::clock::{Clock, TokioClock};
 use crate::fatal::Fatal;
 use crate::storage::{Commit, Store, StoreStats};
@@ -317,7 +317,7 @@ impl SharedQueue {
                     delivery,
                     message: convert::leased_job_to_pb(state.queue.delivered_job(delivery)),
                 };
-                trace_spans::leased(&outgoing.message);
+                let traced = PendingLease::of(&outgoing.message);
                 let sent = match state.senders.get(&delivery.consumer) {
                     Some(tx) => tx.try_send(outgoing).map_err(|e| match e {
                         mpsc::error::TrySendError::Full(_) => "full",
@@ -325,6 +325,9 @@ impl SharedQueue {
                     }),
                     None => Err("gone"),
                 };
+                if sent.is_ok() {
+                    traced.map(PendingLease::sent);
+                }
                 if let Err(why) = sent {
                     if why == "full" {
                         // Only stale messages (leases that expired unsent)

@@ -1,34 +1,58 @@
 //! The spans that carry a job's trace context through the broker (see
-//! `sluice-trace`): `enqueue`, around the write of a job (of an Enqueue, or one job of a batch), and `lease`, when
-//! a job is handed to a worker. Both are children of the producer's span
-//! named by the job's `traceparent` header and record its `trace_id`. They
-//! are TRACE spans of [`TRACE_TARGET`], disabled (and free) unless the
-//! OTLP exporter runs.
+//! `sluice-trace`): `enqueue`, around the write of a job (of an Enqueue,
+//! or one job of a batch), and `lease`, once a job is sent to a worker.
+//! Both are children of the producer's span named by the job's
+//! `traceparent` header and record its `trace_id`. They are TRACE spans of
+//! [`TRACE_TARGET`], disabled (and free) unless the OTLP exporter runs.
 
+use sluice_limits::DEFAULT_QUEUE;
 use sluice_proto::v1 as pb;
-use sluice_trace::{TRACE_TARGET, continue_trace};
-use tracing::{Span, field, trace_span};
+use sluice_trace::{TRACE_TARGET, TraceContext, continue_trace};
+use tracing::{Level, Span, field, trace_span};
 
 /// The span of one Enqueue; its `job_id` is recorded once known.
 pub fn enqueue(req: &pb::EnqueueRequest) -> Span {
-    let span = trace_span!(target: TRACE_TARGET, "enqueue", queue = req.queue, job_type = req.job_type,
+    let queue = if req.queue.is_empty() {
+        DEFAULT_QUEUE
+    } else {
+        &req.queue
+    };
+    let span = trace_span!(target: TRACE_TARGET, "enqueue", queue, job_type = req.job_type,
         job_id = field::Empty, trace_id = field::Empty);
-    continue_trace(&span, headers(&req.headers));
+    continue_trace(&span, context(&req.headers));
     span
 }
 
-/// A job handed to a worker.
-pub fn leased(message: &pb::LeasedJob) {
-    let Some(job) = &message.job else {
-        return;
-    };
-    let span = trace_span!(target: TRACE_TARGET, "lease", job_id = job.id, queue = job.queue,
-        job_type = job.job_type, attempt = job.attempt, worker_id = job.worker_id, trace_id = field::Empty);
-    continue_trace(&span, headers(&job.headers));
+/// A `lease` span to emit once its job is sent; taken before the send,
+/// which consumes the message.
+pub struct PendingLease {
+    job: pb::Job,
 }
 
-fn headers(
-    headers: &std::collections::HashMap<String, String>,
-) -> impl Iterator<Item = (&str, &str)> {
-    headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+impl PendingLease {
+    /// What the span of `message` needs, if such spans are enabled.
+    pub fn of(message: &pb::LeasedJob) -> Option<Self> {
+        if !tracing::enabled!(target: TRACE_TARGET, Level::TRACE) {
+            return None;
+        }
+        let job = message.job.as_ref()?;
+        Some(Self {
+            job: pb::Job {
+                payload: Default::default(),
+                ..job.clone()
+            },
+        })
+    }
+
+    /// The job reached its stream: the span.
+    pub fn sent(self) {
+        let job = &self.job;
+        let span = trace_span!(target: TRACE_TARGET, "lease", job_id = job.id, queue = job.queue,
+            job_type = job.job_type, attempt = job.attempt, worker_id = job.worker_id, trace_id = field::Empty);
+        continue_trace(&span, context(&job.headers));
+    }
+}
+
+fn context(headers: &std::collections::HashMap<String, String>) -> Option<TraceContext<'_>> {
+    TraceContext::from_headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
