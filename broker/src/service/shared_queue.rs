@@ -325,8 +325,8 @@ impl SharedQueue {
                     }),
                     None => Err("gone"),
                 };
-                if sent.is_ok() {
-                    traced.map(PendingLease::sent);
+                if let (Ok(()), Some(traced)) = (&sent, traced) {
+                    traced.sent();
                 }
                 if let Err(why) = sent {
                     if why == "full" {
