@@ -42,7 +42,7 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "SLUICE_ADDR", default_value_t = DEFAULT_ADDR)]
     addr: SocketAddr,
-    /// Serve Prometheus metrics at GET /metrics on this address (plain HTTP; off when unset).
+    /// Serve Prometheus metrics at GET /metrics on this address (HTTPS with --tls-cert; off when unset).
     #[arg(long, env = "SLUICE_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
     /// Attempts for a job that does not set max_attempts (the first try plus retries).
@@ -261,11 +261,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if !loopback && open {
             warn!(%http_addr, "serving metrics on a non-loopback address without --auth-tokens: anyone who can reach it can read them");
         }
-        if !open {
-            warn!(%http_addr, "metrics need an admin token, which crosses this plain-HTTP listener unencrypted: keep it on a private network or behind a TLS proxy");
+        if !open && config.tls.is_none() {
+            warn!(%http_addr, "metrics need an admin token, which crosses this plain-HTTP listener unencrypted without --tls-cert");
         }
         let access = if open { "open" } else { "admin token" };
-        info!(%http_addr, access, "metrics at GET /metrics");
+        info!(%http_addr, access, tls = config.tls.is_some(), "metrics at GET /metrics");
     }
     info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");
     let listeners = Listeners {

@@ -15,8 +15,11 @@
 //! from the files and swaps it in: connections accepted afterwards use it,
 //! open ones keep theirs; a failed reload keeps the old one.
 //!
-//! ALPN offers only `h2`. A plaintext client fails its handshake at once:
-//! its HTTP/2 preface is not a TLS record, and the connection is closed.
+//! The gRPC listener's ALPN offers only `h2`. A plaintext client fails its
+//! handshake at once: its HTTP/2 preface is not a TLS record, and the
+//! connection is closed. The HTTP listener (`--http-addr`) is served over
+//! TLS too, with the same certificates (and client CA), offering
+//! `http/1.1` ([`TlsSettings::incoming_http`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -73,11 +76,25 @@ pub enum TlsError {
     ClientCa(#[from] rustls::server::VerifierBuilderError),
 }
 
+/// The configurations built from one set of files: one per listener, as
+/// they differ only in the protocol ALPN offers.
+struct Configs {
+    grpc: Arc<ServerConfig>,
+    http: Arc<ServerConfig>,
+}
+
+/// Which listener a connection is for: the protocol ALPN offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Grpc,
+    Http,
+}
+
 /// The broker's current TLS configuration, replaceable while serving.
 #[derive(Clone)]
 pub struct TlsSettings {
     files: TlsFiles,
-    current: Arc<RwLock<Arc<ServerConfig>>>,
+    current: Arc<RwLock<Configs>>,
 }
 
 impl fmt::Debug for TlsSettings {
@@ -95,10 +112,10 @@ impl TlsSettings {
     /// [`TlsError`] when a file is unreadable or the certificate, key or CA
     /// is unusable.
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
-        let config = server_config(&files)?;
+        let configs = configs(&files)?;
         Ok(Self {
             files,
-            current: Arc::new(RwLock::new(config)),
+            current: Arc::new(RwLock::new(configs)),
         })
     }
 
@@ -113,26 +130,46 @@ impl TlsSettings {
     /// # Errors
     /// As [`TlsSettings::load`].
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = server_config(&self.files)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+        let configs = configs(&self.files)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = configs;
         Ok(())
     }
 
-    fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(
-            self.current
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        )
+    fn acceptor(&self, protocol: Protocol) -> TlsAcceptor {
+        let configs = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        TlsAcceptor::from(match protocol {
+            Protocol::Grpc => configs.grpc.clone(),
+            Protocol::Http => configs.http.clone(),
+        })
     }
 
-    /// Accepts on `listener` until `stop`, yielding connections whose
-    /// handshake succeeded; failed handshakes are logged at debug.
+    /// Accepts gRPC connections on `listener` until `stop`; see
+    /// [`TlsSettings::accept`].
     pub fn incoming(
         &self,
         listener: TcpListener,
         stop: CancellationToken,
+    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+        self.accept(listener, stop, Protocol::Grpc)
+    }
+
+    /// Accepts HTTP/1.1 connections on `listener` until `stop` (the
+    /// `--http-addr` listener); see [`TlsSettings::accept`].
+    pub fn incoming_http(
+        &self,
+        listener: TcpListener,
+        stop: CancellationToken,
+    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+        self.accept(listener, stop, Protocol::Http)
+    }
+
+    /// Accepts on `listener` until `stop`, yielding connections whose
+    /// handshake succeeded; failed handshakes are logged at debug.
+    fn accept(
+        &self,
+        listener: TcpListener,
+        stop: CancellationToken,
+        protocol: Protocol,
     ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
         let (tx, rx) = mpsc::channel(64);
         let settings = self.clone();
@@ -157,7 +194,7 @@ impl TlsSettings {
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let acceptor = settings.acceptor();
+                let acceptor = settings.acceptor(protocol);
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -194,7 +231,19 @@ fn certificates(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'s
     Ok(certs)
 }
 
-fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+/// The gRPC and HTTP configurations of `files`.
+fn configs(files: &TlsFiles) -> Result<Configs, TlsError> {
+    let mut grpc = server_config(files)?;
+    let mut http = grpc.clone();
+    http.alpn_protocols = vec![b"http/1.1".to_vec()];
+    grpc.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Configs {
+        grpc: Arc::new(grpc),
+        http: Arc::new(http),
+    })
+}
+
+fn server_config(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let certs = certificates("--tls-cert", &files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| file_error("--tls-key", &files.key, e))?;
@@ -215,7 +264,5 @@ fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder.with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    Ok(builder.with_single_cert(certs, key)?)
 }

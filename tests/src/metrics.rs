@@ -4,16 +4,19 @@
 //! it and prints every sample as JSON.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 
-/// Fetches argv[1] and prints its samples, or the HTTP status on failure.
+/// Fetches argv[1] (https: trusting only the CA file argv[2]) and prints
+/// its samples, or the HTTP status on failure.
 const SCRAPE: &str = r#"
-import json, sys, urllib.request, urllib.error
+import json, ssl, sys, urllib.request, urllib.error
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+context = ssl.create_default_context(cafile=sys.argv[2]) if len(sys.argv) > 2 else None
 try:
-    with urllib.request.urlopen(sys.argv[1], timeout=10) as r:
+    with urllib.request.urlopen(sys.argv[1], timeout=10, context=context) as r:
         ctype, text = r.headers["Content-Type"], r.read().decode()
 except urllib.error.HTTPError as e:
     print(json.dumps({"status": e.code, "body": e.read().decode()}))
@@ -36,8 +39,18 @@ pub struct Scrape {
 
 /// Scrapes `url`, which must answer 200.
 pub fn scrape(url: &str) -> Scrape {
+    scrape_with(url, None)
+}
+
+/// Scrapes the https `url`, trusting only the PEM CA in `ca`; it must answer 200.
+pub fn scrape_tls(url: &str, ca: &Path) -> Scrape {
+    scrape_with(url, Some(ca))
+}
+
+fn scrape_with(url: &str, ca: Option<&Path>) -> Scrape {
     let output = Command::new("python3")
         .args(["-c", SCRAPE, url])
+        .args(ca)
         .output()
         .expect("running python3 (scripts/test installs prometheus_client)");
     assert!(

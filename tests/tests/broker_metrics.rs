@@ -9,7 +9,8 @@
 use std::time::Duration;
 
 use prost_types::Timestamp;
-use sluice_e2e::metrics::{Scrape, scrape};
+use sluice_e2e::metrics::{Scrape, scrape, scrape_tls};
+use sluice_e2e::tls::TestPki;
 use sluice_e2e::{BrokerProcess, WAIT, job};
 use sluice_proto::v1 as pb;
 use tokio_stream::StreamExt;
@@ -346,4 +347,32 @@ async fn with_tokens_the_loopback_listener_stays_open_to_scrapers() {
     broker.wait_for_log(r#"access="open""#);
     let scraped = scrape(&broker.metrics_url());
     assert_eq!(scraped.value("sluice_lease_streams", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn with_tls_the_metrics_listener_serves_https_with_the_brokers_certificate() {
+    let dir = sluice_e2e::scratch_dir("metrics-tls");
+    let pki = TestPki::new(&dir).unwrap();
+    let broker = BrokerProcess::start(&[
+        "--http-addr",
+        "127.0.0.1:0",
+        "--tls-cert",
+        pki.server_cert.to_str().unwrap(),
+        "--tls-key",
+        pki.server_key.to_str().unwrap(),
+    ]);
+    broker.wait_for_log("tls=true");
+    let url = broker.metrics_url().replacen("http://", "https://", 1);
+    let scraped = scrape_tls(&url, &pki.ca);
+    assert_eq!(scraped.value("sluice_lease_streams", &[]), 0.0);
+    // Plain HTTP gets no answer from a TLS listener.
+    let plain = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)",
+        ])
+        .arg(broker.metrics_url())
+        .output()
+        .unwrap();
+    assert!(!plain.status.success(), "plain HTTP was answered");
 }

@@ -1,8 +1,10 @@
 //! The HTTP listener of `--http-addr`, separate from gRPC: `GET /metrics`
-//! (OpenMetrics text, see [`crate::metrics`]). Plain HTTP/1.1; who may
-//! read it is decided by [`access`].
+//! (OpenMetrics text, see [`crate::metrics`]). HTTP/1.1, over TLS with the
+//! gRPC listener's certificates when the broker has them (`tls_listener.rs`),
+//! plain otherwise; who may read it is decided by [`access`].
 
 mod access;
+mod tls_listener;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -19,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 pub use access::HttpAccess;
 
 use crate::metrics::Metrics;
+use crate::tls::TlsSettings;
+use axum::serve::Listener;
+use tls_listener::TlsListener;
 
 /// How long open connections may take to close once the broker stops.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -31,12 +36,14 @@ struct AppState {
     access: HttpAccess,
 }
 
-/// Serves `metrics` on `listener`, to whom `access` lets in, until `stop`.
+/// Serves `metrics` on `listener`, over TLS with `tls` if given, to whom
+/// `access` lets in, until `stop`.
 ///
 /// # Errors
 /// The listener's I/O error, if serving fails.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<&TlsSettings>,
     metrics: Metrics,
     access: HttpAccess,
     stop: CancellationToken,
@@ -45,6 +52,21 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .with_state(state);
+    match tls {
+        Some(tls) => {
+            let local = listener.local_addr()?;
+            let incoming = tls.incoming_http(listener, stop.clone());
+            serve_on(TlsListener::new(incoming, local), app, stop).await
+        }
+        None => serve_on(listener, app, stop).await,
+    }
+}
+
+async fn serve_on<L>(listener: L, app: Router, stop: CancellationToken) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+{
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .into_future();

@@ -116,8 +116,9 @@ pub async fn run(
             let access = HttpAccess::new(config.auth.clone(), loopback);
             let (metrics, rpc) = Metrics::new(&shared);
             let stop = stop_serving.clone();
+            let tls = config.tls.clone();
             tasks.spawn(async move {
-                if let Err(e) = http::serve(http, metrics, access, stop).await {
+                if let Err(e) = http::serve(http, tls.as_ref(), metrics, access, stop).await {
                     warn!(error = %e, "the HTTP listener failed; gRPC goes on");
                 }
             });
