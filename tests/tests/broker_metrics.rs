@@ -166,6 +166,10 @@ async fn every_transition_is_counted_exactly() {
         .await
         .unwrap();
     drop(stream);
+    // Until the broker has closed the stream, it could lease the next job
+    // to it (and take it back): wait, so that each job is leased once.
+    let no_streams = |s: &Scrape| s.get("sluice_lease_streams", &[]) == Some(0.0);
+    scrape_until(&url, "the first stream to close", no_streams).await;
 
     // A sixth job, leased for one second and left to expire.
     let expiring = broker.enqueue(send("a6")).await;
@@ -185,6 +189,7 @@ async fn every_transition_is_counted_exactly() {
     .await;
     assert_eq!(expired.value("sluice_lease_streams", &[]), 1.0);
     drop(stream);
+    scrape_until(&url, "the second stream to close", no_streams).await;
     let job = admin
         .get_job(pb::GetJobRequest { job_id: expiring })
         .await
@@ -197,10 +202,7 @@ async fn every_transition_is_counted_exactly() {
         .retry_job(pb::RetryJobRequest { job_id: dead_id })
         .await
         .unwrap();
-    let first = scrape_until(&url, "the lease streams to close", |s| {
-        s.get("sluice_lease_streams", &[]) == Some(0.0)
-    })
-    .await;
+    let first = scrape(&url);
     assert_eq!(
         first.content_type,
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
