@@ -318,17 +318,27 @@ async fn every_transition_is_counted_exactly() {
 }
 
 #[tokio::test]
-async fn a_durable_broker_reports_its_data_file_and_commit_time() {
+async fn a_durable_broker_reports_its_data_file_commit_time_and_memory() {
     let dir = sluice_e2e::scratch_dir("metrics-store");
     let broker = BrokerProcess::start(&[
         "--http-addr",
         "127.0.0.1:0",
         "--data-dir",
         dir.to_str().unwrap(),
+        "--max-memory",
+        "64MiB",
     ]);
     let url = broker.metrics_url();
     broker.enqueue(job("t", b"payload")).await;
     let scraped = scrape(&url);
+    // One job: its overhead and its 7-byte payload, against the limit.
+    let held = scraped.value("sluice_jobs_held_bytes", &[]);
+    assert_eq!(held, (sluice_queue::JOB_OVERHEAD + 7) as f64);
+    assert_eq!(scraped.value("sluice_jobs_retained_bytes", &[]), 0.0);
+    assert_eq!(
+        scraped.value("sluice_jobs_max_memory_bytes", &[]),
+        (64 << 20) as f64
+    );
     let file = std::fs::metadata(dir.join("sluice.redb")).unwrap().len();
     assert_eq!(scraped.value("sluice_store_file_bytes", &[]), file as f64);
     let commit = scraped.value("sluice_store_last_commit_seconds", &[]);

@@ -31,15 +31,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric of the broker serving `shared`: installs the
-    /// job observer on its queue, and returns the RPC metrics for the
-    /// server's [`RpcLatencyLayer`].
-    pub fn new(shared: &SharedQueue) -> (Self, Arc<RpcMetrics>) {
+    /// Registers every metric of the broker serving `shared`, whose jobs
+    /// may hold up to `max_memory` bytes: installs the job observer on its
+    /// queue, and returns the RPC metrics for the server's [`RpcLatencyLayer`].
+    pub fn new(shared: &SharedQueue, max_memory: Option<u64>) -> (Self, Arc<RpcMetrics>) {
         let mut registry = Registry::with_prefix("sluice");
         let jobs = JobMetrics::register(&mut registry);
         // A failed broker serves no jobs: its counters stay as they are.
         let _ = shared.with_queue(|queue, _| queue.set_observer(Box::new(jobs)));
-        registry.register_collector(Box::new(QueueGauges::new(shared.clone())));
+        registry.register_collector(Box::new(QueueGauges::new(shared.clone(), max_memory)));
         let rpc = Arc::new(RpcMetrics::register(&mut registry));
         (Self { registry }, rpc)
     }

@@ -1,7 +1,8 @@
 //! Gauges read from the queue at scrape time, under one short lock: jobs
 //! per state, the age of the oldest READY job (queue latency) and the
-//! pause flag per queue, the open lease streams and their free slots, and
-//! with `--data-dir` the data file's size and the last commit's duration.
+//! pause flag per queue, the open lease streams and their free slots, the
+//! bytes the jobs hold against `--max-memory`, and with `--data-dir` the
+//! data file's size and the last commit's duration.
 
 use std::fmt;
 
@@ -27,6 +28,8 @@ const STATES: [(JobState, &str); 6] = [
 /// The scrape-time gauges of one broker.
 pub struct QueueGauges {
     shared: SharedQueue,
+    /// `--max-memory`, if any.
+    max_memory: Option<u64>,
 }
 
 impl fmt::Debug for QueueGauges {
@@ -36,9 +39,9 @@ impl fmt::Debug for QueueGauges {
 }
 
 impl QueueGauges {
-    /// Gauges of `shared`.
-    pub fn new(shared: SharedQueue) -> Self {
-        Self { shared }
+    /// Gauges of `shared`, whose jobs may hold up to `max_memory` bytes.
+    pub fn new(shared: SharedQueue, max_memory: Option<u64>) -> Self {
+        Self { shared, max_memory }
     }
 }
 
@@ -46,7 +49,7 @@ impl Collector for QueueGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         // A failed broker has nothing to report but its failure (in the log).
         // Read under the lock, encoded after it.
-        let Ok((queues, workers)) = self.shared.with_queue(|queue, now| {
+        let Ok((queues, workers, held)) = self.shared.with_queue(|queue, now| {
             let queues: Vec<(QueueStats, f64)> = queue
                 .stats()
                 .into_iter()
@@ -57,7 +60,8 @@ impl Collector for QueueGauges {
                     (s, age)
                 })
                 .collect();
-            (queues, queue.workers())
+            let held = (queue.held_bytes(), queue.retained_bytes());
+            (queues, queue.workers(), held)
         }) else {
             return Ok(());
         };
@@ -111,6 +115,26 @@ impl Collector for QueueGauges {
             None,
             MetricType::Gauge,
         )?)?;
+        ConstGauge::new(held.0).encode(encoder.encode_descriptor(
+            "jobs_held",
+            "Bytes the jobs hold, as --max-memory counts them",
+            Some(&Unit::Bytes),
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(held.1).encode(encoder.encode_descriptor(
+            "jobs_retained",
+            "Of those, the bytes of retained SUCCEEDED and CANCELLED jobs, forgotten first to make room",
+            Some(&Unit::Bytes),
+            MetricType::Gauge,
+        )?)?;
+        if let Some(max_memory) = self.max_memory {
+            ConstGauge::new(max_memory).encode(encoder.encode_descriptor(
+                "jobs_max_memory",
+                "--max-memory: past it, Enqueue and RetryJob are refused",
+                Some(&Unit::Bytes),
+                MetricType::Gauge,
+            )?)?;
+        }
         if let Some(store) = self.shared.store_stats() {
             ConstGauge::new(store.file_bytes).encode(encoder.encode_descriptor(
                 "store_file",

@@ -114,7 +114,7 @@ pub async fn run(
         Some(http) => {
             let loopback = http.local_addr().is_ok_and(|a| a.ip().is_loopback());
             let access = HttpAccess::new(config.auth.clone(), loopback);
-            let (metrics, rpc) = Metrics::new(&shared);
+            let (metrics, rpc) = Metrics::new(&shared, config.queue.max_memory);
             let stop = stop_serving.clone();
             let tls = config.tls.clone();
             tasks.spawn(async move {
