@@ -262,9 +262,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             warn!(%http_addr, "serving metrics on a non-loopback address without --auth-tokens: anyone who can reach it can read them");
         }
         if !open && config.tls.is_none() {
-            warn!(%http_addr, "metrics need an admin token, which crosses this plain-HTTP listener unencrypted without --tls-cert");
+            warn!(%http_addr, "metrics need a metrics or admin token, which crosses this plain-HTTP listener unencrypted without --tls-cert");
         }
-        let access = if open { "open" } else { "admin token" };
+        let access = if open { "open" } else { "token" };
         info!(%http_addr, access, tls = config.tls.is_some(), "metrics at GET /metrics");
     }
     info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");

@@ -8,7 +8,7 @@
 //! worker   cert:worker-01.internal
 //! ```
 //!
-//! ROLE is `producer`, `worker` or `admin`; a TOKEN has at least
+//! ROLE is `producer`, `worker`, `admin` or `metrics`; a TOKEN has at least
 //! [`MIN_TOKEN_LEN`] characters; QUEUES is a comma-separated list of queue
 //! names, each possibly ending in `*` to match a prefix (absent: every
 //! queue). `cert:CN` grants the role to a client certificate (mTLS) whose

@@ -13,6 +13,8 @@ pub enum Role {
     /// Everything, including the Admin service and (with
     /// `--reflection admin`) reflection.
     Admin,
+    /// Only `GET /metrics` on `--http-addr`: for Prometheus.
+    Metrics,
 }
 
 impl Role {
@@ -22,6 +24,7 @@ impl Role {
             "producer" => Some(Self::Producer),
             "worker" => Some(Self::Worker),
             "admin" => Some(Self::Admin),
+            "metrics" => Some(Self::Metrics),
             _ => None,
         }
     }
@@ -31,6 +34,7 @@ impl Role {
         match self {
             Self::Admin => true,
             Self::Producer => matches!(call, Call::Enqueue | Call::EnqueueBatch),
+            Self::Metrics => call == Call::Metrics,
             Self::Worker => matches!(
                 call,
                 Call::Lease
@@ -51,6 +55,7 @@ impl fmt::Display for Role {
             Self::Producer => "producer",
             Self::Worker => "worker",
             Self::Admin => "admin",
+            Self::Metrics => "metrics",
         })
     }
 }
@@ -80,6 +85,8 @@ pub enum Call {
     Admin(&'static str),
     /// gRPC reflection, when `--reflection admin`.
     Reflection,
+    /// `GET /metrics` on a listener that needs a credential.
+    Metrics,
 }
 
 impl fmt::Display for Call {
@@ -99,6 +106,7 @@ impl fmt::Display for Call {
             Self::Release => "Release",
             Self::Admin(_) => "call Admin",
             Self::Reflection => "use reflection",
+            Self::Metrics => "read metrics",
         })
     }
 }
@@ -148,6 +156,11 @@ mod tests {
         assert!(!Role::Worker.may(Call::Reflection));
         assert!(Role::Admin.may(Call::Reflection));
         assert!(Role::Admin.may(Call::Lease));
+        assert!(Role::Admin.may(Call::Metrics));
+        assert!(Role::Metrics.may(Call::Metrics));
+        assert!(!Role::Metrics.may(Call::Admin("Stats")));
+        assert!(!Role::Metrics.may(Call::Enqueue));
+        assert!(!Role::Producer.may(Call::Metrics));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Who may read the HTTP listener. Without `--auth-tokens`, anyone who can
 //! reach it. With tokens, a listener on a loopback address stays open (only
 //! this host reaches it, as for a Prometheus agent beside the broker), and
-//! any other needs `Authorization: Bearer TOKEN` of an admin credential
-//! for every queue, checked by the same [`Authorizer`] as the Admin service.
+//! any other needs `Authorization: Bearer TOKEN` of a `metrics` or an
+//! `admin` credential for every queue, checked by the same [`Authorizer`]
+//! as the gRPC services.
 
 use axum::http::{HeaderMap, StatusCode};
 use tonic::metadata::MetadataMap;
@@ -33,7 +34,7 @@ impl HttpAccess {
     ///
     /// # Errors
     /// [`Refused`]: 401 without a known token, 403 for a credential that
-    /// is not an admin's.
+    /// is neither a `metrics` nor an `admin` one for every queue.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refused> {
         if self.is_open() {
             return Ok(());
@@ -45,7 +46,7 @@ impl HttpAccess {
         );
         let grant = self
             .auth
-            .check(&request, Call::Admin("metrics"))
+            .check(&request, Call::Metrics)
             .map_err(|e| Refused {
                 status: if e.is_unauthenticated() {
                     StatusCode::UNAUTHORIZED
@@ -72,12 +73,13 @@ mod tests {
     const ADMIN: &str = "admin-token-0123456789";
     const PRODUCER: &str = "producer-token-0123456789";
     const SCOPED_ADMIN: &str = "scoped-admin-token-0123456789";
+    const SCRAPER: &str = "metrics-token-0123456789";
 
     fn authorizer() -> Authorizer {
         let path = std::env::temp_dir().join(format!("sluice-http-access-{}", std::process::id()));
         std::fs::write(
             &path,
-            format!("admin {ADMIN}\nproducer {PRODUCER}\nadmin {SCOPED_ADMIN} orders\n"),
+            format!("admin {ADMIN}\nproducer {PRODUCER}\nadmin {SCOPED_ADMIN} orders\nmetrics {SCRAPER}\n"),
         )
         .unwrap();
         let auth = Authorizer::load(&path).unwrap();
@@ -111,6 +113,7 @@ mod tests {
     fn with_tokens_any_other_listener_needs_an_admin_token() {
         let access = HttpAccess::new(authorizer(), false);
         assert_eq!(status(&access, &bearer(ADMIN)), None);
+        assert_eq!(status(&access, &bearer(SCRAPER)), None);
         assert_eq!(
             status(&access, &HeaderMap::new()),
             Some(StatusCode::UNAUTHORIZED)
