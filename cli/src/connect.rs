@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::Args;
 use sluice_proto::Bearer;
+use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_worker::WorkerError;
@@ -75,6 +76,32 @@ pub struct Connection {
     pub admin: AdminClient<Authed>,
     /// `sluice.v1.Broker`.
     pub broker: BrokerClient<Authed>,
+}
+
+impl Connection {
+    /// Admin.Stats.
+    ///
+    /// # Errors
+    /// The broker's refusal.
+    pub async fn stats(&mut self) -> Result<pb::StatsResponse, CliError> {
+        self.admin
+            .stats(pb::StatsRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| CliError::from_status(&s))
+    }
+
+    /// Admin.ListWorkers: the open lease streams.
+    ///
+    /// # Errors
+    /// The broker's refusal.
+    pub async fn workers(&mut self) -> Result<Vec<pb::WorkerInfo>, CliError> {
+        self.admin
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .map(|r| r.into_inner().workers)
+            .map_err(|s| CliError::from_status(&s))
+    }
 }
 
 /// Settings that cannot work are a usage error, named as the worker names them.

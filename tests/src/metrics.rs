@@ -6,8 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::WAIT;
 
 /// Fetches argv[1] (https: trusting only the CA file argv[2]) and prints
 /// its samples, or the HTTP status on failure.
@@ -35,6 +38,19 @@ pub struct Scrape {
     /// The response's content type.
     pub content_type: String,
     samples: BTreeMap<Key, f64>,
+}
+
+/// Scrapes `url` until `check` holds, at most [`WAIT`]; fails naming `what`.
+pub async fn scrape_until(url: &str, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let scraped = scrape(url);
+        if check(&scraped) {
+            return scraped;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Scrapes `url`, which must answer 200.

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use prost_types::Timestamp;
-use sluice_e2e::metrics::{Scrape, scrape, scrape_tls};
+use sluice_e2e::metrics::{Scrape, scrape, scrape_tls, scrape_until};
 use sluice_e2e::tls::TestPki;
 use sluice_e2e::{BrokerProcess, WAIT, job};
 use sluice_proto::v1 as pb;
@@ -45,19 +45,6 @@ fn lease_request(max_in_flight: u32, lease: Option<Duration>) -> pb::LeaseReques
             nanos: 0,
         }),
         ..Default::default()
-    }
-}
-
-/// Scrapes until `check` holds, at most [`WAIT`].
-async fn scrape_until(url: &str, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let scraped = scrape(url);
-        if check(&scraped) {
-            return scraped;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -93,12 +93,12 @@ fn top_runs_in_a_terminal_refreshes_survives_the_broker_and_quits_on_q() {
     // its count. (Only changed cells are written: a word at a time.)
     let screen = top.wait_for(0, &["\x1b[?1049h", "waiting", "Queues", "w-top", "disk"]);
 
-    // A refresh shows a new count.
+    // A refresh shows the change: pausing the queue turns its PAUSED cell
+    // from "no" to "yes", three cells written together. (A count would
+    // not do: from 10 to 11 only one digit is rewritten.)
     let seen = screen.len();
-    for _ in 0..8 {
-        enqueue(&broker, &["--queue", "waiting", "--type", "later"]);
-    }
-    top.wait_for(seen, &["11"]);
+    sluice(&broker, &["queue", "pause", "waiting"]).ok();
+    top.wait_for(seen, &["yes"]);
 
     // The broker goes away: the view stays, with the error on its status line.
     broker.signal(Signal::SIGKILL);
@@ -115,7 +115,8 @@ fn top_runs_in_a_terminal_refreshes_survives_the_broker_and_quits_on_q() {
         .wait_exit(Duration::from_secs(5))
         .expect("q did not quit");
     assert!(status.success(), "{status:?}");
-    let screen = top.screen();
+    // Read once the last bytes are out of the terminal.
+    let screen = top.wait_for(seen, &["\x1b[?1049l", "\x1b[?25h"]);
     let left = screen
         .rfind("\x1b[?1049l")
         .expect("never left the alternate screen");

@@ -5,24 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
-use sluice_e2e::metrics::{Scrape, scrape};
-use sluice_e2e::{BrokerProcess, WAIT, WorkerProcess, job};
+use sluice_e2e::metrics::{Scrape, scrape_until};
+use sluice_e2e::{BrokerProcess, WorkerProcess, job};
 use sluice_proto::v1 as pb;
-
-/// Scrapes until `check` holds, at most [`WAIT`].
-async fn scrape_until(url: &str, what: &str, check: impl Fn(&Scrape) -> bool) -> Scrape {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let scraped = scrape(url);
-        if check(&scraped) {
-            return scraped;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "waited for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn single_attempt(job_type: &str, timeout_secs: i64) -> pb::EnqueueRequest {
     pb::EnqueueRequest {

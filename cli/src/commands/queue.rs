@@ -122,12 +122,7 @@ async fn confirm(
                 .into(),
         ));
     }
-    let stats = conn
-        .admin
-        .stats(pb::StatsRequest {})
-        .await
-        .map_err(|s| CliError::from_status(&s))?
-        .into_inner();
+    let stats = conn.stats().await?;
     let count = stats
         .queues
         .iter()

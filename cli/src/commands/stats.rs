@@ -13,24 +13,32 @@ use crate::output::{
 };
 use crate::view::{failure_json, queue_stats_json, worker_json};
 
+/// The columns of a queue's row, in `sluice stats` and `sluice top`.
+pub const QUEUE_COLUMNS: [&str; 10] = [
+    "QUEUE", "READY", "SCHED", "LEASED", "DEAD", "PAUSED", "OLDEST", "ENQ/S", "ACK/S", "FAIL/S",
+];
+
+/// The cells of `q`'s row, under [`QUEUE_COLUMNS`].
+pub fn queue_cells(q: &pb::QueueStats) -> Vec<String> {
+    vec![
+        q.queue.clone(),
+        q.ready.to_string(),
+        q.scheduled.to_string(),
+        q.leased.to_string(),
+        q.dead.to_string(),
+        if q.paused { "yes" } else { "no" }.to_owned(),
+        std_duration(q.oldest_ready_age.as_ref()).map_or_else(|| "-".to_owned(), age_text),
+        rate_text(q.enqueued_per_second),
+        rate_text(q.acked_per_second),
+        rate_text(q.failed_per_second),
+    ]
+}
+
 /// The Stats table of `queues`: one row per queue, readable at 80 columns.
 pub fn queues_table(queues: &[pb::QueueStats]) -> Table {
-    let mut table = Table::new(&[
-        "QUEUE", "READY", "SCHED", "LEASED", "DEAD", "PAUSED", "OLDEST", "ENQ/S", "ACK/S", "FAIL/S",
-    ]);
+    let mut table = Table::new(&QUEUE_COLUMNS);
     for q in queues {
-        table.row(vec![
-            q.queue.clone(),
-            q.ready.to_string(),
-            q.scheduled.to_string(),
-            q.leased.to_string(),
-            q.dead.to_string(),
-            if q.paused { "yes" } else { "no" }.to_owned(),
-            std_duration(q.oldest_ready_age.as_ref()).map_or_else(|| "-".to_owned(), age_text),
-            rate_text(q.enqueued_per_second),
-            rate_text(q.acked_per_second),
-            rate_text(q.failed_per_second),
-        ]);
+        table.row(queue_cells(q));
     }
     table
 }
@@ -84,12 +92,7 @@ pub fn stats_json(stats: &pb::StatsResponse) -> Value {
 /// # Errors
 /// The broker's refusal.
 pub async fn stats(conn: &mut Connection, format: Format) -> Result<(), CliError> {
-    let stats = conn
-        .admin
-        .stats(pb::StatsRequest {})
-        .await
-        .map_err(|s| CliError::from_status(&s))?
-        .into_inner();
+    let stats = conn.stats().await?;
     match format {
         Format::Json => print_json(&stats_json(&stats)),
         Format::Table => {
@@ -108,13 +111,7 @@ pub async fn stats(conn: &mut Connection, format: Format) -> Result<(), CliError
 /// # Errors
 /// The broker's refusal.
 pub async fn workers(conn: &mut Connection, format: Format) -> Result<(), CliError> {
-    let workers = conn
-        .admin
-        .list_workers(pb::ListWorkersRequest {})
-        .await
-        .map_err(|s| CliError::from_status(&s))?
-        .into_inner()
-        .workers;
+    let workers = conn.workers().await?;
     match format {
         Format::Json => print_json(&json!({
             "workers": workers.iter().map(worker_json).collect::<Vec<_>>(),

@@ -18,8 +18,9 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 
 use super::state::TopState;
+use crate::commands::stats::{QUEUE_COLUMNS, queue_cells};
 use crate::error::CliError;
-use crate::output::{age_text, ago_text, one_line, rate_text, std_duration};
+use crate::output::{age_text, ago_text, one_line};
 
 /// Most failures listed.
 const MAX_FAILURES: usize = 10;
@@ -104,32 +105,13 @@ fn section(
 }
 
 fn draw_queues(frame: &mut Frame<'_>, area: Rect, queues: &[sluice_proto::v1::QueueStats]) {
-    let rows = queues
-        .iter()
-        .map(|q| {
-            Row::new(vec![
-                q.queue.clone(),
-                q.ready.to_string(),
-                q.scheduled.to_string(),
-                q.leased.to_string(),
-                q.dead.to_string(),
-                if q.paused { "yes" } else { "no" }.to_owned(),
-                std_duration(q.oldest_ready_age.as_ref()).map_or_else(|| "-".to_owned(), age_text),
-                rate_text(q.enqueued_per_second),
-                rate_text(q.acked_per_second),
-                rate_text(q.failed_per_second),
-            ])
-        })
-        .collect();
+    let rows = queues.iter().map(|q| Row::new(queue_cells(q))).collect();
     let narrow = Constraint::Length(6);
     section(
         frame,
         area,
         "Queues",
-        &[
-            "QUEUE", "READY", "SCHED", "LEASED", "DEAD", "PAUSED", "OLDEST", "ENQ/S", "ACK/S",
-            "FAIL/S",
-        ],
+        &QUEUE_COLUMNS,
         &[
             Constraint::Min(12),
             narrow,

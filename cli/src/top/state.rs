@@ -60,19 +60,8 @@ impl TopState {
 /// # Errors
 /// The broker's refusal, or UNAVAILABLE while it cannot be reached.
 pub async fn fetch(conn: &mut Connection) -> Result<Snapshot, CliError> {
-    let stats = conn
-        .admin
-        .stats(pb::StatsRequest {})
-        .await
-        .map_err(|s| CliError::from_status(&s))?
-        .into_inner();
-    let workers = conn
-        .admin
-        .list_workers(pb::ListWorkersRequest {})
-        .await
-        .map_err(|s| CliError::from_status(&s))?
-        .into_inner()
-        .workers;
+    let stats = conn.stats().await?;
+    let workers = conn.workers().await?;
     Ok(Snapshot {
         stats,
         workers,
