@@ -8,6 +8,8 @@
 //! without pulling in gRPC. Validators return the reason a value is
 //! refused; the caller names the field or flag.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -57,6 +59,38 @@ pub const OTHER_JOB_TYPE: &str = "other";
 /// Distinct queues that get a `queue` label of their own in the broker's
 /// job counters and histograms; later ones share [`OTHER_JOB_TYPE`].
 pub const MAX_QUEUE_LABELS: usize = 1000;
+
+/// Which names of one metrics label get a value of their own: the first
+/// `limit` keys seen; later ones get [`OTHER_JOB_TYPE`]. The decision for
+/// a key is kept, so a name never moves between its own value and
+/// `other`.
+#[derive(Debug, Clone)]
+pub struct LabelCap<K> {
+    limit: usize,
+    own: HashMap<K, bool>,
+    labelled: usize,
+}
+
+impl<K: Hash + Eq> LabelCap<K> {
+    /// A cap of `limit` names.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            own: HashMap::new(),
+            labelled: 0,
+        }
+    }
+
+    /// The label value of `name`, known by `key`.
+    pub fn label<'a>(&mut self, key: K, name: &'a str) -> &'a str {
+        let own = *self.own.entry(key).or_insert_with(|| {
+            let own = self.labelled < self.limit;
+            self.labelled += usize::from(own);
+            own
+        });
+        if own { name } else { OTHER_JOB_TYPE }
+    }
+}
 /// Upper bounds, in seconds, of the buckets of every job-duration
 /// histogram (wait and run times, broker and worker): 1 ms to 1 h.
 pub const JOB_SECONDS_BUCKETS: [f64; 20] = [
@@ -163,6 +197,17 @@ mod tests {
             refused.contains("' '") && refused.contains(QUEUE_NAME_CHARS),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn a_label_cap_keeps_the_first_names_and_its_decisions() {
+        let mut cap = LabelCap::new(2);
+        assert_eq!(cap.label(1, "a"), "a");
+        assert_eq!(cap.label(2, "b"), "b");
+        assert_eq!(cap.label(3, "c"), OTHER_JOB_TYPE);
+        // Known keys keep their decision.
+        assert_eq!(cap.label(1, "a"), "a");
+        assert_eq!(cap.label(3, "c"), OTHER_JOB_TYPE);
     }
 
     #[test]

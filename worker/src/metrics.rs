@@ -6,7 +6,7 @@
 //! Register once with [`WorkerMetrics::register`] and hand the result to
 //! [`crate::WorkerBuilder::metrics`]. Handles per job type are made on
 //! first use and kept; job types past [`MAX_JOB_TYPE_LABELS`] share the
-//! label [`OTHER_JOB_TYPE`].
+//! label [`sluice_limits::OTHER_JOB_TYPE`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,7 +18,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use sluice_limits::{JOB_SECONDS_BUCKETS, MAX_JOB_TYPE_LABELS, OTHER_JOB_TYPE};
+use sluice_limits::{JOB_SECONDS_BUCKETS, LabelCap, MAX_JOB_TYPE_LABELS};
 
 /// How an attempt ended, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +59,8 @@ pub struct WorkerMetrics {
     in_flight: Gauge,
     free_slots: Gauge,
     reconnects: Counter,
-    /// Handles by job type, and how many types have a label of their own.
-    by_type: Mutex<(HashMap<String, TypeHandles>, usize)>,
+    /// Handles by job type, and which types have a label of their own.
+    by_type: Mutex<(HashMap<String, TypeHandles>, LabelCap<String>)>,
 }
 
 fn job_seconds() -> Histogram {
@@ -81,7 +81,7 @@ impl WorkerMetrics {
             in_flight: Gauge::default(),
             free_slots: Gauge::default(),
             reconnects: Counter::default(),
-            by_type: Mutex::new((HashMap::new(), 0)),
+            by_type: Mutex::new((HashMap::new(), LabelCap::new(MAX_JOB_TYPE_LABELS))),
         };
         let counters = [
             (
@@ -136,14 +136,12 @@ impl WorkerMetrics {
     fn handles(&self, job_type: &str) -> TypeHandles {
         // The map only grows by whole entries: a panic cannot tear it.
         let mut guard = self.by_type.lock().unwrap_or_else(PoisonError::into_inner);
-        let (by_type, labelled) = &mut *guard;
+        let (by_type, cap) = &mut *guard;
         if let Some(handles) = by_type.get(job_type) {
             return handles.clone();
         }
-        let own = *labelled < MAX_JOB_TYPE_LABELS;
-        *labelled += usize::from(own);
         let label = JobTypeLabel {
-            job_type: if own { job_type } else { OTHER_JOB_TYPE }.to_owned(),
+            job_type: cap.label(job_type.to_owned(), job_type).to_owned(),
         };
         let handles = TypeHandles {
             started: self.started.get_or_create_owned(&label),

@@ -5,7 +5,7 @@
 //! handles it updates (each an `Arc` inside), so an event costs a hash
 //! lookup and an atomic add, without allocating. Job types past
 //! [`MAX_JOB_TYPE_LABELS`], and queues past [`MAX_QUEUE_LABELS`], share the
-//! label [`OTHER_JOB_TYPE`], so producers cannot grow the scrape without
+//! label [`sluice_limits::OTHER_JOB_TYPE`] (by [`LabelCap`]), so producers cannot grow the scrape without
 //! bound.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use sluice_limits::{JOB_SECONDS_BUCKETS, MAX_JOB_TYPE_LABELS, MAX_QUEUE_LABELS, OTHER_JOB_TYPE};
+use sluice_limits::{JOB_SECONDS_BUCKETS, LabelCap, MAX_JOB_TYPE_LABELS, MAX_QUEUE_LABELS};
 use sluice_queue::{JobEvent, JobLabels, Observer};
 
 /// The labels of every job metric.
@@ -23,7 +23,7 @@ use sluice_queue::{JobEvent, JobLabels, Observer};
 pub struct JobTypeLabels {
     /// The job's queue.
     pub queue: String,
-    /// Its type; [`OTHER_JOB_TYPE`] for either past its cap.
+    /// Its type; [`sluice_limits::OTHER_JOB_TYPE`] for either past its cap.
     pub job_type: String,
 }
 
@@ -103,37 +103,8 @@ pub struct JobMetrics {
     families: Families,
     /// By (queue id, job type id).
     handles: HashMap<(u32, u32), Handles>,
-    queues: LabelCap,
-    job_types: LabelCap,
-}
-
-/// Which names of one label get a value of their own: the first `limit`
-/// seen, by interned id; later ones get [`OTHER_JOB_TYPE`].
-#[derive(Debug)]
-struct LabelCap {
-    limit: usize,
-    own: HashMap<u32, bool>,
-    labelled: usize,
-}
-
-impl LabelCap {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            own: HashMap::new(),
-            labelled: 0,
-        }
-    }
-
-    /// The label value of `name`, whose id is `id`.
-    fn label<'a>(&mut self, id: u32, name: &'a str) -> &'a str {
-        let own = *self.own.entry(id).or_insert_with(|| {
-            let own = self.labelled < self.limit;
-            self.labelled += usize::from(own);
-            own
-        });
-        if own { name } else { OTHER_JOB_TYPE }
-    }
+    queues: LabelCap<u32>,
+    job_types: LabelCap<u32>,
 }
 
 impl JobMetrics {

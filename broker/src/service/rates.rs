@@ -70,8 +70,9 @@ impl Rates {
         }
         // A queue first seen after the sample started from zero.
         let before = earlier.get(&stats.queue).copied().unwrap_or_default();
+        let now_totals = totals(stats);
         let [enqueued, acked, failed] =
-            std::array::from_fn(|i| totals(stats)[i].saturating_sub(before[i]) as f64 / seconds);
+            std::array::from_fn(|i| now_totals[i].saturating_sub(before[i]) as f64 / seconds);
         QueueRates {
             enqueued,
             acked,
