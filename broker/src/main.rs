@@ -12,7 +12,6 @@ use clap::Parser;
 use humantime::Duration as Human;
 use sluice_broker::auth::{Authorizer, ReflectionAccess};
 use sluice_broker::config::{Config, DEFAULT_ADDR};
-use sluice_broker::http::HttpAccess;
 use sluice_broker::memory_limit;
 use sluice_broker::server::Listeners;
 use sluice_broker::tls::{TlsFiles, TlsSettings};
@@ -253,19 +252,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             addr = %args.addr,
             "listening on a non-loopback address without TLS or --auth-tokens: anyone who can reach it can enqueue, lease and administer jobs in plaintext"
         );
-    }
-    if let Some(http) = &http {
-        let http_addr = http.local_addr()?;
-        let loopback = http_addr.ip().is_loopback();
-        let open = HttpAccess::new(config.auth.clone(), loopback).is_open();
-        if !loopback && open {
-            warn!(%http_addr, "serving metrics on a non-loopback address without --auth-tokens: anyone who can reach it can read them");
-        }
-        if !open && config.tls.is_none() {
-            warn!(%http_addr, "metrics need a metrics or admin token, which crosses this plain-HTTP listener unencrypted without --tls-cert");
-        }
-        let access = if open { "open" } else { "token" };
-        info!(%http_addr, access, tls = config.tls.is_some(), "metrics at GET /metrics");
     }
     info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");
     let listeners = Listeners {

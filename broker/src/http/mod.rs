@@ -7,6 +7,7 @@ mod access;
 mod tls_listener;
 
 use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +18,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
 
 pub use access::HttpAccess;
 
+use crate::auth::Authorizer;
 use crate::metrics::Metrics;
 use crate::tls::TlsSettings;
 use axum::serve::Listener;
@@ -37,7 +40,7 @@ struct AppState {
 }
 
 /// Serves `metrics` on `listener`, over TLS with `tls` if given, to whom
-/// `access` lets in, until `stop`.
+/// the access rule under `auth` lets in (see [`access`]), until `stop`.
 ///
 /// # Errors
 /// The listener's I/O error, if serving fails.
@@ -45,9 +48,12 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<&TlsSettings>,
     metrics: Metrics,
-    access: HttpAccess,
+    auth: Authorizer,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    let access = HttpAccess::new(auth, addr.ip().is_loopback());
+    announce(addr, &access, tls.is_some());
     let state = Arc::new(AppState { metrics, access });
     let app = Router::new()
         .route("/metrics", get(metrics_text))
@@ -60,6 +66,22 @@ pub async fn serve(
         }
         None => serve_on(listener, app, stop).await,
     }
+}
+
+/// Logs where metrics are served and to whom, warning when that is anyone
+/// who can reach a non-loopback address, or when a token would cross it
+/// in plaintext.
+fn announce(http_addr: SocketAddr, access: &HttpAccess, tls: bool) {
+    let loopback = http_addr.ip().is_loopback();
+    let open = access.is_open();
+    if !loopback && open {
+        warn!(%http_addr, "serving metrics on a non-loopback address without --auth-tokens: anyone who can reach it can read them");
+    }
+    if !open && !tls {
+        warn!(%http_addr, "metrics need a metrics or admin token, which crosses this plain-HTTP listener unencrypted without --tls-cert");
+    }
+    let access = if open { "open" } else { "token" };
+    info!(%http_addr, access, tls, "metrics at GET /metrics");
 }
 
 async fn serve_on<L>(listener: L, app: Router, stop: CancellationToken) -> std::io::Result<()>

@@ -40,7 +40,7 @@ use crate::auth::ReflectionGuard;
 use crate::clock::TokioClock;
 use crate::config::Config;
 use crate::fatal::Fatal;
-use crate::http::{self, HttpAccess};
+use crate::http;
 use crate::metrics::{Metrics, RpcLatencyLayer};
 use crate::service::convert::Limits;
 use crate::service::rates::{self, Rates};
@@ -112,13 +112,11 @@ pub async fn run(
     let stop_serving = CancellationToken::new();
     let rpc_metrics = match http {
         Some(http) => {
-            let loopback = http.local_addr().is_ok_and(|a| a.ip().is_loopback());
-            let access = HttpAccess::new(config.auth.clone(), loopback);
             let (metrics, rpc) = Metrics::new(&shared, config.queue.max_memory);
             let stop = stop_serving.clone();
-            let tls = config.tls.clone();
+            let (tls, auth) = (config.tls.clone(), config.auth.clone());
             tasks.spawn(async move {
-                if let Err(e) = http::serve(http, tls.as_ref(), metrics, access, stop).await {
+                if let Err(e) = http::serve(http, tls.as_ref(), metrics, auth, stop).await {
                     warn!(error = %e, "the HTTP listener failed; gRPC goes on");
                 }
             });
