@@ -289,18 +289,15 @@ fn port_of(place: &str, addr: &str) -> i64 {
         .unwrap_or_else(|| panic!("{place}: no port in {addr:?}"))
 }
 
-// ---------------------------------------------------------------------------
-// systemd
-
-/// A unit file's directives in order, continuation lines joined and
-/// comments dropped: `(section, key, value)`.
-fn unit_directives(file: &str) -> Vec<(String, String, String)> {
-    let mut directives = Vec::new();
-    let mut section = String::new();
+/// The logical lines of `text`: trimmed, those ending in `\\` joined with
+/// the next, and the lines `skipped` names (given whether a continuation
+/// is open) left out.
+fn logical_lines(text: &str, skipped: impl Fn(&str, bool) -> bool) -> Vec<String> {
+    let mut lines = Vec::new();
     let mut pending = String::new();
-    for line in read(file).lines() {
+    for line in text.lines() {
         let trimmed = line.trim();
-        if pending.is_empty() && (trimmed.starts_with('#') || trimmed.starts_with(';')) {
+        if skipped(trimmed, !pending.is_empty()) {
             continue;
         }
         if let Some(head) = trimmed.strip_suffix('\\') {
@@ -309,7 +306,24 @@ fn unit_directives(file: &str) -> Vec<(String, String, String)> {
             continue;
         }
         pending.push_str(trimmed);
-        let logical = std::mem::take(&mut pending);
+        lines.push(std::mem::take(&mut pending));
+    }
+    lines
+}
+
+// ---------------------------------------------------------------------------
+// systemd
+
+/// A unit file's directives in order, continuation lines joined and
+/// comments dropped: `(section, key, value)`.
+fn unit_directives(file: &str) -> Vec<(String, String, String)> {
+    let mut directives = Vec::new();
+    let mut section = String::new();
+    // A comment starts a line of its own, never one inside a continuation.
+    let comment = |line: &str, continuing: bool| {
+        !continuing && (line.starts_with('#') || line.starts_with(';'))
+    };
+    for logical in logical_lines(&read(file), comment) {
         if let Some(name) = logical.strip_prefix('[') {
             section = name.trim_end_matches(']').to_owned();
         } else if let Some((key, value)) = logical.split_once('=') {
@@ -389,19 +403,10 @@ const DOCKERFILE: &str = "deploy/Dockerfile";
 /// dropped: `(INSTRUCTION, rest)`.
 fn dockerfile_instructions() -> Vec<(String, String)> {
     let mut instructions = Vec::new();
-    let mut pending = String::new();
-    for line in read(DOCKERFILE).lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('#') || (trimmed.is_empty() && !pending.is_empty()) {
-            continue;
-        }
-        if let Some(head) = trimmed.strip_suffix('\\') {
-            pending.push_str(head);
-            pending.push(' ');
-            continue;
-        }
-        pending.push_str(trimmed);
-        let logical = std::mem::take(&mut pending);
+    // Comments anywhere, and blank lines inside a continuation, are dropped.
+    let skipped =
+        |line: &str, continuing: bool| line.starts_with('#') || (line.is_empty() && continuing);
+    for logical in logical_lines(&read(DOCKERFILE), skipped) {
         if let Some((instruction, rest)) = logical.split_once(char::is_whitespace) {
             instructions.push((instruction.to_uppercase(), rest.trim().to_owned()));
         }
