@@ -230,6 +230,20 @@ impl TestBroker {
             .workers
     }
 
+    /// Leases one job on a one-slot stream of `worker_id`, closes the
+    /// stream and waits until the broker has forgotten it; the lease stays
+    /// with the job.
+    pub async fn lease_then_close_stream(&self, worker_id: &str) -> pb::LeasedJob {
+        let mut stream = self.lease(worker_id, 1).await;
+        let leased = next_job(&mut stream).await;
+        drop(stream);
+        eventually("the stream to be gone from ListWorkers", || async {
+            self.workers().await.is_empty()
+        })
+        .await;
+        leased
+    }
+
     /// The Stats row of `queue`, which must exist.
     pub async fn queue_stats(&self, queue: &str) -> pb::QueueStats {
         self.find_queue_stats(queue)

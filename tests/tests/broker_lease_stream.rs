@@ -108,13 +108,7 @@ async fn streams_take_only_their_queues() {
 async fn closed_stream_keeps_its_leases_so_a_draining_worker_can_ack() {
     let b = TestBroker::start().await;
     let id = b.enqueue("t").await;
-    let mut stream = b.lease("w1", 1).await;
-    let leased = next_job(&mut stream).await;
-    drop(stream);
-    eventually("the stream to be gone from ListWorkers", || async {
-        b.workers().await.is_empty()
-    })
-    .await;
+    let leased = b.lease_then_close_stream("w1").await;
     assert_eq!(b.state(&id).await, pb::JobState::Leased);
     b.ack(&leased).await.unwrap();
     assert_eq!(b.state(&id).await, pb::JobState::Succeeded);

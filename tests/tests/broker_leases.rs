@@ -222,14 +222,8 @@ async fn extend_keeps_a_long_job_leased() {
 async fn release_gives_the_job_back_without_using_an_attempt() {
     let b = TestBroker::start().await;
     let id = b.enqueue("t").await;
-    let mut stream = b.lease("w1", 1).await;
-    let leased = next_job(&mut stream).await;
-    drop(stream);
     // Once the stream is closed, nothing takes the released job again.
-    eventually("the stream to be gone from ListWorkers", || async {
-        b.workers().await.is_empty()
-    })
-    .await;
+    let leased = b.lease_then_close_stream("w1").await;
     let release = pb::ReleaseRequest {
         job_id: id.clone(),
         lease_id: leased.lease_id.clone(),
