@@ -26,8 +26,9 @@ pub struct Config {
     pub max_payload: usize,
     /// How long a drain waits for leased jobs to be resolved.
     pub drain_timeout: Duration,
-    /// Where jobs are kept across restarts; `None` for memory only.
-    pub data_dir: Option<PathBuf>,
+    /// Where jobs live: the local queue (on disk with `--data-dir`), or
+    /// a PostgreSQL database (`--store postgres://...`).
+    pub store: StoreConfig,
     /// Who may call what (`--auth-tokens`); open by default.
     pub auth: Authorizer,
     /// TLS (`--tls-cert`, `--tls-key`, `--tls-client-ca`); plaintext if `None`.
@@ -48,13 +49,40 @@ impl Default for Config {
             queue: QueueConfig::default(),
             max_payload: 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
-            data_dir: None,
+            store: StoreConfig::default(),
             auth: Authorizer::open(),
             tls: None,
             reflection: ReflectionAccess::Open,
             max_concurrent_streams: 1024,
             max_lease_streams: 10_000,
             max_header_list_size: 16 * 1024,
+        }
+    }
+}
+
+/// Where jobs live (`--store`, `--data-dir`).
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The broker's own in-memory queue, kept in `data_dir` across
+    /// restarts if set (memory only otherwise).
+    Local {
+        /// `--data-dir`.
+        data_dir: Option<PathBuf>,
+    },
+}
+
+impl Default for StoreConfig {
+    /// Memory only.
+    fn default() -> Self {
+        Self::Local { data_dir: None }
+    }
+}
+
+impl StoreConfig {
+    /// The local queue kept in `dir`.
+    pub fn data_dir(dir: PathBuf) -> Self {
+        Self::Local {
+            data_dir: Some(dir),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! [`server::run`], which tests call too.
 
 pub mod auth;
+pub mod backend;
 pub mod clock;
 pub mod config;
 pub mod fatal;

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use humantime::Duration as Human;
 use sluice_broker::auth::{Authorizer, ReflectionAccess};
-use sluice_broker::config::{Config, DEFAULT_ADDR};
+use sluice_broker::config::{Config, DEFAULT_ADDR, StoreConfig};
 use sluice_broker::memory_limit;
 use sluice_broker::server::Listeners;
 use sluice_broker::tls::{TlsFiles, TlsSettings};
@@ -186,7 +186,9 @@ impl Args {
             },
             max_payload: self.max_payload,
             drain_timeout: self.drain_timeout.into(),
-            data_dir: self.data_dir.clone(),
+            store: StoreConfig::Local {
+                data_dir: self.data_dir.clone(),
+            },
             auth,
             tls,
             reflection,

@@ -49,7 +49,7 @@ async fn lease_streams_past_the_limit_are_refused_naming_the_flag() {
 async fn the_data_directory_and_its_file_are_private() {
     let dir = scratch_dir("bounds-data-dir").join("nested").join("data");
     let mut config = test_config();
-    config.data_dir = Some(dir.clone());
+    config.store = sluice_broker::config::StoreConfig::data_dir(dir.clone());
     let b = TestBroker::with_config(config).await;
     b.enqueue("t").await;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -509,6 +509,29 @@ impl Queue {
         }
     }
 
+    /// Like [`Queue::return_undelivered`], for a delivery named by its job
+    /// and lease ids (as its message carries them). Unknown ids, or a lease
+    /// that ended meanwhile, are ignored.
+    pub fn return_unsent(&mut self, job_id: Uuid, lease_id: Uuid, now: Timestamp) {
+        let Ok(seq) = self.seq_of(job_id) else { return };
+        let Some(consumer) = self
+            .jobs
+            .get(seq)
+            .and_then(|job| job.lease.as_ref())
+            .map(|l| l.consumer)
+        else {
+            return;
+        };
+        self.return_undelivered(
+            Delivery {
+                consumer,
+                seq,
+                lease_id,
+            },
+            now,
+        );
+    }
+
     /// Whether the lease of a delivery is still the job's current one.
     pub fn is_current(&self, delivery: Delivery) -> bool {
         self.jobs

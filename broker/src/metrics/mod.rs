@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 pub use job_events::JobMetrics;
 pub use rpc::{RpcLatency, RpcLatencyLayer, RpcMetrics};
 
-use crate::service::SharedQueue;
+use crate::backend::SharedBackend;
 use queue_gauges::QueueGauges;
 
 /// The registry of one broker's metrics.
@@ -33,12 +33,11 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric of the broker serving `shared`, whose jobs
     /// may hold up to `max_memory` bytes: installs the job observer on its
-    /// queue, and returns the RPC metrics for the server's [`RpcLatencyLayer`].
-    pub fn new(shared: &SharedQueue, max_memory: Option<u64>) -> (Self, Arc<RpcMetrics>) {
+    /// backend, and returns the RPC metrics for the server's [`RpcLatencyLayer`].
+    pub fn new(shared: &SharedBackend, max_memory: Option<u64>) -> (Self, Arc<RpcMetrics>) {
         let mut registry = Registry::with_prefix("sluice");
         let jobs = JobMetrics::register(&mut registry);
-        // A failed broker serves no jobs: its counters stay as they are.
-        let _ = shared.with_queue(|queue, _| queue.set_observer(Box::new(jobs)));
+        shared.observe(Box::new(jobs));
         registry.register_collector(Box::new(QueueGauges::new(shared.clone(), max_memory)));
         let rpc = Arc::new(RpcMetrics::register(&mut registry));
         (Self { registry }, rpc)

@@ -11,9 +11,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
-use sluice_queue::{JobState, QueueStats};
+use sluice_queue::JobState;
 
-use crate::service::SharedQueue;
+use crate::backend::{GaugeReading, SharedBackend};
 
 /// Every job state, with its label value.
 const STATES: [(JobState, &str); 6] = [
@@ -27,7 +27,7 @@ const STATES: [(JobState, &str); 6] = [
 
 /// The scrape-time gauges of one broker.
 pub struct QueueGauges {
-    shared: SharedQueue,
+    shared: SharedBackend,
     /// `--max-memory`, if any.
     max_memory: Option<u64>,
 }
@@ -40,7 +40,7 @@ impl fmt::Debug for QueueGauges {
 
 impl QueueGauges {
     /// Gauges of `shared`, whose jobs may hold up to `max_memory` bytes.
-    pub fn new(shared: SharedQueue, max_memory: Option<u64>) -> Self {
+    pub fn new(shared: SharedBackend, max_memory: Option<u64>) -> Self {
         Self { shared, max_memory }
     }
 }
@@ -48,23 +48,26 @@ impl QueueGauges {
 impl Collector for QueueGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         // A failed broker has nothing to report but its failure (in the log).
-        // Read under the lock, encoded after it.
-        let Ok((queues, workers, held)) = self.shared.with_queue(|queue, now| {
-            let queues: Vec<(QueueStats, f64)> = queue
-                .stats()
-                .into_iter()
-                .map(|s| {
-                    let age = s
-                        .oldest_ready_due
-                        .map_or(0.0, |due| now.saturating_since(due).as_secs_f64());
-                    (s, age)
-                })
-                .collect();
-            let held = (queue.held_bytes(), queue.retained_bytes());
-            (queues, queue.workers(), held)
-        }) else {
+        let Some(GaugeReading {
+            stats,
+            workers,
+            held,
+            store,
+        }) = self.shared.gauges()
+        else {
             return Ok(());
         };
+        let now = stats.now;
+        let queues: Vec<_> = stats
+            .queues
+            .into_iter()
+            .map(|s| {
+                let age = s
+                    .oldest_ready_due
+                    .map_or(0.0, |due| now.saturating_since(due).as_secs_f64());
+                (s, age)
+            })
+            .collect();
 
         let mut jobs = encoder.encode_descriptor(
             "jobs",
@@ -115,19 +118,21 @@ impl Collector for QueueGauges {
             None,
             MetricType::Gauge,
         )?)?;
-        ConstGauge::new(held.0).encode(encoder.encode_descriptor(
-            "jobs_held",
-            "Bytes the jobs hold, as --max-memory counts them",
-            Some(&Unit::Bytes),
-            MetricType::Gauge,
-        )?)?;
-        ConstGauge::new(held.1).encode(encoder.encode_descriptor(
-            "jobs_retained",
-            "Of those, the bytes of retained SUCCEEDED and CANCELLED jobs, forgotten first to make room",
-            Some(&Unit::Bytes),
-            MetricType::Gauge,
-        )?)?;
-        if let Some(max_memory) = self.max_memory {
+        if let Some((held, retained)) = held {
+            ConstGauge::new(held).encode(encoder.encode_descriptor(
+                "jobs_held",
+                "Bytes the jobs hold, as --max-memory counts them",
+                Some(&Unit::Bytes),
+                MetricType::Gauge,
+            )?)?;
+            ConstGauge::new(retained).encode(encoder.encode_descriptor(
+                "jobs_retained",
+                "Of those, the bytes of retained SUCCEEDED and CANCELLED jobs, forgotten first to make room",
+                Some(&Unit::Bytes),
+                MetricType::Gauge,
+            )?)?;
+        }
+        if let Some(max_memory) = self.max_memory.filter(|_| held.is_some()) {
             ConstGauge::new(max_memory).encode(encoder.encode_descriptor(
                 "jobs_max_memory",
                 "--max-memory: past it, Enqueue and RetryJob are refused",
@@ -135,7 +140,7 @@ impl Collector for QueueGauges {
                 MetricType::Gauge,
             )?)?;
         }
-        if let Some(store) = self.shared.store_stats() {
+        if let Some(store) = store {
             ConstGauge::new(store.file_bytes).encode(encoder.encode_descriptor(
                 "store_file",
                 "Size of the --data-dir data file",

@@ -19,8 +19,8 @@
 //! guarded by [`ReflectionGuard`] (open unless `--reflection admin`);
 //! health is always open.
 //!
-//! `recovery.rs` opens the data directory and rebuilds the queue from it;
-//! `error.rs` holds [`ServerError`].
+//! Where jobs live is the [`crate::backend`] that `config.store` names;
+//! health follows whether it can serve. `error.rs` holds [`ServerError`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,17 +37,16 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::auth::ReflectionGuard;
-use crate::clock::TokioClock;
+use crate::backend;
 use crate::config::Config;
 use crate::fatal::Fatal;
 use crate::http;
 use crate::metrics::{Metrics, RpcLatencyLayer};
 use crate::service::convert::Limits;
 use crate::service::rates::{self, Rates};
-use crate::service::{AdminService, BrokerService, SharedQueue, scheduler};
+use crate::service::{AdminService, BrokerService};
 
 mod error;
-mod recovery;
 
 pub use error::ServerError;
 
@@ -103,11 +102,8 @@ pub async fn run(
         grpc: listener,
         http,
     } = listeners.into();
-    let clock = TokioClock::new();
     let fatal = Fatal::new(shutdown.clone());
-    let (queue, store) = recovery::open_queue(&config, &clock, &fatal).await?;
-    let durable = store.is_some();
-    let shared = SharedQueue::new(queue, clock, store, fatal);
+    let shared = backend::open(&config, &fatal).await?;
     let tasks = TaskTracker::new();
     let stop_serving = CancellationToken::new();
     let rpc_metrics = match http {
@@ -126,7 +122,15 @@ pub async fn run(
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    set_health(&health, ServingStatus::Serving).await;
+    let stop_health = CancellationToken::new();
+    let mut serving_status = shared.serving();
+    let status = status_of(*serving_status.borrow_and_update());
+    set_health(&health, status).await;
+    let health_follower = tokio::spawn(follow_backend(
+        health.clone(),
+        serving_status,
+        stop_health.clone(),
+    ));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
@@ -157,7 +161,7 @@ pub async fn run(
     ));
 
     let stop_scheduler = CancellationToken::new();
-    tasks.spawn(scheduler::run(shared.clone(), stop_scheduler.clone()));
+    shared.spawn_tasks(&tasks, stop_scheduler.clone());
     tasks.spawn(rates::sample(shared.clone(), rates, stop_scheduler.clone()));
 
     let router = Server::builder()
@@ -199,6 +203,7 @@ pub async fn run(
         biased;
         () = shutdown.cancelled() => {}
         result = &mut serving => {
+            stop_health.cancel();
             stop_scheduler.cancel();
             stop_serving.cancel();
             tasks.close();
@@ -212,6 +217,9 @@ pub async fn run(
         }
     }
 
+    stop_health.cancel();
+    // Joined first, so that it cannot set SERVING after this.
+    let _ = health_follower.await;
     set_health(&health, ServingStatus::NotServing).await;
     shared.begin_drain();
     // A failed broker resolves nothing any more: stop at once.
@@ -223,9 +231,7 @@ pub async fn run(
         }
     };
     let still_leased = shared.leases_resolved(drain_deadline).await;
-    let unfinished = shared
-        .with_queue(|queue, _| queue.unfinished_count())
-        .unwrap_or_default();
+    let (unfinished, durable) = shared.unfinished().await;
     if still_leased > 0 {
         warn!(still_leased, "drain ended with jobs still leased");
     }
@@ -247,8 +253,7 @@ pub async fn run(
     stop_scheduler.cancel();
     tasks.close();
     tasks.wait().await;
-    let closing = shared.clone();
-    tokio::task::spawn_blocking(move || closing.close_store()).await?;
+    shared.close().await;
     if let Some(why) = shared.failure() {
         return Err(ServerError::Failed(why));
     }
@@ -257,6 +262,32 @@ pub async fn run(
         still_leased,
         unfinished,
     })
+}
+
+/// Keeps health SERVING while the backend can serve, NOT_SERVING while it
+/// cannot (its database unreachable, say), until `stop`.
+async fn follow_backend(
+    health: tonic_health::server::HealthReporter,
+    mut serving: tokio::sync::watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            changed = serving.changed() => if changed.is_err() { return },
+        }
+        let status = status_of(*serving.borrow_and_update());
+        set_health(&health, status).await;
+    }
+}
+
+fn status_of(serving: bool) -> ServingStatus {
+    if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
 }
 
 /// Sets the overall status ("") and `sluice.v1.Broker`'s alike.

@@ -1,5 +1,5 @@
 //! `sluice.v1.Admin`: the operator's view and controls, translated to the
-//! queue's admin operations. Every call needs an admin credential when
+//! backend's admin operations. Every call needs an admin credential when
 //! `--auth-tokens` is set (checked first, before validation).
 
 use sluice_proto::v1 as pb;
@@ -14,8 +14,8 @@ use super::convert;
 use super::error::RequestError;
 use super::rates::Rates;
 use super::respond;
-use super::shared_queue::SharedQueue;
 use crate::auth::{Authorizer, Call};
+use crate::backend::SharedBackend;
 use sluice_queue::{JobFilter, JobState};
 
 type Result<T> = std::result::Result<T, RequestError>;
@@ -23,7 +23,7 @@ type Result<T> = std::result::Result<T, RequestError>;
 /// The `sluice.v1.Admin` service.
 #[derive(Clone)]
 pub struct AdminService {
-    shared: SharedQueue,
+    shared: SharedBackend,
     auth: Authorizer,
     rates: Arc<Rates>,
 }
@@ -31,7 +31,7 @@ pub struct AdminService {
 impl AdminService {
     /// Serves `shared`, checking calls with `auth`; Stats reads its rates
     /// from `rates`.
-    pub fn new(shared: SharedQueue, auth: Authorizer, rates: Arc<Rates>) -> Self {
+    pub fn new(shared: SharedBackend, auth: Authorizer, rates: Arc<Rates>) -> Self {
         Self {
             shared,
             auth,
@@ -45,14 +45,12 @@ impl AdminService {
         Ok(())
     }
 
-    fn handle_get_job(&self, req: pb::GetJobRequest) -> Result<pb::Job> {
+    async fn handle_get_job(&self, req: pb::GetJobRequest) -> Result<pb::Job> {
         let job_id = convert::uuid(&req.job_id, "job_id")?;
-        Ok(self
-            .shared
-            .with_queue(|queue, _| queue.job(job_id).map(convert::job_to_pb))??)
+        self.shared.job(job_id).await
     }
 
-    fn handle_list_jobs(&self, req: pb::ListJobsRequest) -> Result<pb::ListJobsResponse> {
+    async fn handle_list_jobs(&self, req: pb::ListJobsRequest) -> Result<pb::ListJobsResponse> {
         let filter = JobFilter {
             queue: (!req.queue.is_empty())
                 .then(|| convert::queue_name(req.queue, "queue"))
@@ -70,26 +68,20 @@ impl AdminService {
             }
         };
         let after = page_token(&req.page_token)?;
-        self.shared.with_queue(|queue, _| {
-            let page = queue.list(&filter, after, page_size as usize);
-            pb::ListJobsResponse {
-                jobs: page.jobs.into_iter().map(convert::job_to_pb).collect(),
-                next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default(),
-            }
+        let page = self.shared.list(filter, after, page_size as usize).await?;
+        Ok(pb::ListJobsResponse {
+            jobs: page.jobs,
+            next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default(),
         })
     }
 
-    fn handle_stats(&self) -> Result<pb::StatsResponse> {
-        let (stats, failures, now) = self.shared.with_queue(|queue, now| {
-            let failures: Vec<pb::FailedAttempt> = queue
-                .recent_failures()
-                .map(convert::failure_to_pb)
-                .collect();
-            (queue.stats(), failures, now)
-        })?;
+    async fn handle_stats(&self) -> Result<pb::StatsResponse> {
+        let reading = self.shared.stats().await?;
+        let now = reading.now;
         Ok(pb::StatsResponse {
-            recent_failures: failures,
-            queues: stats
+            recent_failures: reading.recent_failures,
+            queues: reading
+                .queues
                 .into_iter()
                 .map(|s| {
                     let rates = self.rates.of(&s, now);
@@ -119,8 +111,8 @@ impl AdminService {
         })
     }
 
-    fn handle_list_workers(&self) -> Result<pb::ListWorkersResponse> {
-        let workers = self.shared.with_queue(|queue, _| queue.workers())?;
+    async fn handle_list_workers(&self) -> Result<pb::ListWorkersResponse> {
+        let workers = self.shared.workers().await?;
         Ok(pb::ListWorkersResponse {
             workers: workers
                 .into_iter()
@@ -138,25 +130,18 @@ impl AdminService {
 
     async fn handle_retry_job(&self, req: pb::RetryJobRequest) -> Result<pb::RetryJobResponse> {
         let job_id = convert::uuid(&req.job_id, "job_id")?;
-        self.shared
-            .write(|queue, now| queue.retry(job_id, now))
-            .await??;
+        self.shared.retry(job_id).await?;
         Ok(pb::RetryJobResponse {})
     }
 
     async fn handle_cancel_job(&self, req: pb::CancelJobRequest) -> Result<pb::CancelJobResponse> {
         let job_id = convert::uuid(&req.job_id, "job_id")?;
-        let state = self
-            .shared
-            .write(|queue, now| queue.cancel(job_id, now))
-            .await??;
+        let state = self.shared.cancel(job_id).await?;
         Ok(pb::CancelJobResponse {
             state: convert::state_to_pb(state).into(),
         })
     }
 
-    /// Purges in bounded steps, releasing the queue between them so that a
-    /// large purge does not stall the data path.
     async fn handle_purge_queue(
         &self,
         req: pb::PurgeQueueRequest,
@@ -165,21 +150,8 @@ impl AdminService {
         let state = convert::state_filter(req.state, "state")?.ok_or_else(|| {
             RequestError::invalid("state", "is required: the state of the jobs to delete")
         })?;
-        let until = self.shared.with_queue(|queue, _| queue.horizon())?;
-        let mut purged = 0;
-        let mut after = None;
-        loop {
-            let (n, next) = self
-                .shared
-                .write(|queue, _| queue.purge_step(&queue_name, state, after, until))
-                .await??;
-            purged += n;
-            match next {
-                Some(next) => after = Some(next),
-                None => return Ok(pb::PurgeQueueResponse { purged }),
-            }
-            tokio::task::yield_now().await;
-        }
+        let purged = self.shared.purge(queue_name, state).await?;
+        Ok(pb::PurgeQueueResponse { purged })
     }
 
     async fn handle_pause_queue(
@@ -187,7 +159,7 @@ impl AdminService {
         req: pb::PauseQueueRequest,
     ) -> Result<pb::PauseQueueResponse> {
         let name = convert::queue_name(req.queue, "queue")?;
-        self.shared.write(|queue, _| queue.pause(&name)).await??;
+        self.shared.pause(name).await?;
         Ok(pb::PauseQueueResponse {})
     }
 
@@ -196,9 +168,7 @@ impl AdminService {
         req: pb::ResumeQueueRequest,
     ) -> Result<pb::ResumeQueueResponse> {
         let name = convert::queue_name(req.queue, "queue")?;
-        self.shared
-            .write(|queue, now| queue.resume(&name, now))
-            .await?;
+        self.shared.resume(name).await?;
         Ok(pb::ResumeQueueResponse {})
     }
 }
@@ -219,40 +189,44 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> std::result::Result<Response<pb::Job>, Status> {
-        respond(
-            self.authorize(&request, "GetJob")
-                .and_then(|()| self.handle_get_job(request.into_inner())),
-        )
+        let result = async {
+            self.authorize(&request, "GetJob")?;
+            self.handle_get_job(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     async fn list_jobs(
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> std::result::Result<Response<pb::ListJobsResponse>, Status> {
-        respond(
-            self.authorize(&request, "ListJobs")
-                .and_then(|()| self.handle_list_jobs(request.into_inner())),
-        )
+        let result = async {
+            self.authorize(&request, "ListJobs")?;
+            self.handle_list_jobs(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     async fn stats(
         &self,
         request: Request<pb::StatsRequest>,
     ) -> std::result::Result<Response<pb::StatsResponse>, Status> {
-        respond(
-            self.authorize(&request, "Stats")
-                .and_then(|()| self.handle_stats()),
-        )
+        let result = async {
+            self.authorize(&request, "Stats")?;
+            self.handle_stats().await
+        };
+        respond(result.await)
     }
 
     async fn list_workers(
         &self,
         request: Request<pb::ListWorkersRequest>,
     ) -> std::result::Result<Response<pb::ListWorkersResponse>, Status> {
-        respond(
-            self.authorize(&request, "ListWorkers")
-                .and_then(|()| self.handle_list_workers()),
-        )
+        let result = async {
+            self.authorize(&request, "ListWorkers")?;
+            self.handle_list_workers().await
+        };
+        respond(result.await)
     }
 
     async fn retry_job(

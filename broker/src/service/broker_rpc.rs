@@ -23,9 +23,10 @@ use super::convert::{self, Limits};
 use super::error::RequestError;
 use super::lease_stream::{LeaseBatchStream, LeaseStream};
 use super::respond;
-use super::shared_queue::SharedQueue;
 use super::trace_spans;
 use crate::auth::{Authorizer, Call, Grant};
+use crate::backend::{LeaseRef, SharedBackend};
+use crate::clock::{Clock, TokioClock};
 use sluice_queue::Failure;
 
 type Result<T> = std::result::Result<T, RequestError>;
@@ -33,7 +34,9 @@ type Result<T> = std::result::Result<T, RequestError>;
 /// The `sluice.v1.Broker` service.
 #[derive(Clone)]
 pub struct BrokerService {
-    shared: SharedQueue,
+    shared: SharedBackend,
+    /// The time new jobs are checked against (run_at at most a year ahead).
+    clock: TokioClock,
     limits: Limits,
     auth: Authorizer,
     /// One permit per open Lease stream (`--max-lease-streams`).
@@ -45,13 +48,14 @@ impl BrokerService {
     /// Serves `shared` with the given limits, checking calls with `auth`,
     /// with at most `max_lease_streams` Lease streams open at once.
     pub fn new(
-        shared: SharedQueue,
+        shared: SharedBackend,
         limits: Limits,
         auth: Authorizer,
         max_lease_streams: usize,
     ) -> Self {
         Self {
             shared,
+            clock: TokioClock::new(),
             limits,
             auth,
             lease_streams: Arc::new(tokio::sync::Semaphore::new(max_lease_streams)),
@@ -61,7 +65,7 @@ impl BrokerService {
 
     /// Checks `call` and the queue of every job named in `job_ids` (see the
     /// module doc).
-    fn authorize_jobs<'a, T>(
+    async fn authorize_jobs<'a, T>(
         &self,
         request: &Request<T>,
         call: Call,
@@ -75,11 +79,9 @@ impl BrokerService {
             .into_iter()
             .filter_map(|id| uuid::Uuid::parse_str(id).ok())
             .collect();
-        self.shared.with_queue(|queue, _| {
-            ids.iter()
-                .filter_map(|id| queue.job(*id).ok())
-                .try_for_each(|job| grant.check_queue(job.queue))
-        })??;
+        for queue in self.shared.queues_of(&ids).await? {
+            grant.check_queue(&queue)?;
+        }
         Ok(())
     }
 
@@ -91,14 +93,14 @@ impl BrokerService {
 
     async fn handle_enqueue(&self, req: pb::EnqueueRequest) -> Result<pb::EnqueueResponse> {
         let span = trace_spans::enqueue(&req);
+        let job = convert::new_job(req, self.limits, self.clock.now())?;
         let enqueued = self
             .shared
-            .write_unless_draining("Enqueue is refused", |queue, now| {
-                let job = convert::new_job(req, self.limits, now)?;
-                Ok::<_, RequestError>(queue.enqueue(job, now)?)
-            })
+            .enqueue(vec![job], "Enqueue is refused")
             .instrument(span.clone())
-            .await??;
+            .await?
+            .pop()
+            .unwrap_or_else(|| unreachable!("one answer per job"))?;
         span.record("job_id", tracing::field::display(enqueued.job_id));
         Ok(pb::EnqueueResponse {
             job_id: enqueued.job_id.to_string(),
@@ -106,7 +108,7 @@ impl BrokerService {
         })
     }
 
-    fn handle_lease(&self, req: pb::LeaseRequest) -> Result<LeaseStream> {
+    async fn handle_lease(&self, req: pb::LeaseRequest) -> Result<LeaseStream> {
         let spec = convert::consumer_spec(req)?;
         let permit = self
             .lease_streams
@@ -115,13 +117,8 @@ impl BrokerService {
             .map_err(|_| RequestError::TooManyLeaseStreams {
                 limit: self.max_lease_streams,
             })?;
-        let (consumer, receiver) = self.shared.open_consumer(spec)?;
-        Ok(LeaseStream::new(
-            consumer,
-            receiver,
-            self.shared.clone(),
-            permit,
-        ))
+        let feed = self.shared.open_feed(spec).await?;
+        Ok(LeaseStream::new(feed, permit))
     }
 
     async fn handle_enqueue_batch(
@@ -129,95 +126,110 @@ impl BrokerService {
         req: pb::EnqueueBatchRequest,
     ) -> Result<pb::EnqueueBatchResponse> {
         check_batch(req.jobs.len(), "jobs")?;
-        let limits = self.limits;
-        let results = self
+        let now = self.clock.now();
+        // Each job is checked on its own; the valid ones go in one write,
+        // and their answers are put back in the request's order.
+        let mut checked = Vec::with_capacity(req.jobs.len());
+        let mut valid = Vec::with_capacity(req.jobs.len());
+        for job in req.jobs {
+            let span = trace_spans::enqueue(&job);
+            match convert::new_job(job, self.limits, now) {
+                Ok(job) => {
+                    valid.push(job);
+                    checked.push(Ok(span));
+                }
+                Err(err) => checked.push(Err(err)),
+            }
+        }
+        let mut enqueued = self
             .shared
-            .write_unless_draining("EnqueueBatch is refused", |queue, now| {
-                req.jobs
-                    .into_iter()
-                    .map(|job| {
-                        let span = trace_spans::enqueue(&job);
-                        let enqueued = convert::new_job(job, limits, now)
-                            .and_then(|job| Ok(queue.enqueue(job, now)?));
-                        match enqueued {
-                            Ok(e) => {
-                                span.record("job_id", tracing::field::display(e.job_id));
-                                pb::EnqueueResult {
-                                    job_id: e.job_id.to_string(),
-                                    duplicate: e.duplicate,
-                                    ..Default::default()
-                                }
-                            }
-                            Err(err) => {
-                                let (code, message) = item_status(Err(err));
-                                pb::EnqueueResult {
-                                    code,
-                                    message,
-                                    ..Default::default()
-                                }
-                            }
+            .enqueue(valid, "EnqueueBatch is refused")
+            .await?
+            .into_iter();
+        let results = checked
+            .into_iter()
+            .map(|checked| {
+                let result = checked.and_then(|span| {
+                    let e = enqueued
+                        .next()
+                        .unwrap_or_else(|| unreachable!("one answer per valid job"))?;
+                    span.record("job_id", tracing::field::display(e.job_id));
+                    Ok(e)
+                });
+                match result {
+                    Ok(e) => pb::EnqueueResult {
+                        job_id: e.job_id.to_string(),
+                        duplicate: e.duplicate,
+                        ..Default::default()
+                    },
+                    Err(err) => {
+                        let (code, message) = item_status(Err(err));
+                        pb::EnqueueResult {
+                            code,
+                            message,
+                            ..Default::default()
                         }
-                    })
-                    .collect()
+                    }
+                }
             })
-            .await?;
+            .collect();
         Ok(pb::EnqueueBatchResponse { results })
     }
 
     async fn handle_ack_batch(&self, req: pb::AckBatchRequest) -> Result<pb::AckBatchResponse> {
         check_batch(req.acks.len(), "acks")?;
-        let parsed: Vec<Result<(uuid::Uuid, uuid::Uuid)>> = req
+        let parsed: Vec<Result<LeaseRef>> = req
             .acks
             .iter()
-            .map(|a| lease_ids(&a.job_id, &a.lease_id))
+            .map(|a| lease_ref(&a.job_id, &a.lease_id))
             .collect();
-        let results = self.shared.write(|queue, now| {
-            parsed
-                .into_iter()
-                .map(|ids| {
-                    let (code, message) = item_status(
-                        ids.and_then(|(job_id, lease_id)| Ok(queue.ack(job_id, lease_id, now)?)),
-                    );
-                    pb::ResolveResult { code, message }
-                })
-                .collect()
-        });
-        Ok(pb::AckBatchResponse {
-            results: results.await?,
-        })
+        let valid = parsed
+            .iter()
+            .filter_map(|l| l.as_ref().ok().copied())
+            .collect();
+        let mut acked = self.shared.ack(valid).await?.into_iter();
+        let results = parsed
+            .into_iter()
+            .map(|lease| {
+                let (code, message) = item_status(lease.and_then(|_| {
+                    Ok(acked
+                        .next()
+                        .unwrap_or_else(|| unreachable!("one answer per valid ack"))?)
+                }));
+                pb::ResolveResult { code, message }
+            })
+            .collect();
+        Ok(pb::AckBatchResponse { results })
     }
 
     async fn handle_ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse> {
-        let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
+        let lease = lease_ref(&req.job_id, &req.lease_id)?;
         self.shared
-            .write(|queue, now| queue.ack(job_id, lease_id, now))
-            .await??;
+            .ack(vec![lease])
+            .await?
+            .pop()
+            .unwrap_or_else(|| unreachable!("one answer per ack"))?;
         Ok(pb::AckResponse {})
     }
 
     async fn handle_nack(&self, req: pb::NackRequest) -> Result<pb::NackResponse> {
-        let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
+        let lease = lease_ref(&req.job_id, &req.lease_id)?;
         let failure = Failure {
             error: req.error,
             retry_after: convert::duration_in(req.retry_after, "retry_after", Duration::ZERO)?,
             dead: req.dead,
         };
-        let outcome = self
-            .shared
-            .write(|queue, now| queue.nack(job_id, lease_id, failure, now))
-            .await??;
+        let outcome = self.shared.nack(lease, failure).await?;
         Ok(pb::NackResponse {
             state: convert::state_to_pb(outcome.state).into(),
             next_attempt_at: outcome.next_attempt_at.map(convert::timestamp_to_pb),
         })
     }
 
-    fn handle_extend(&self, req: pb::ExtendRequest) -> Result<pb::ExtendResponse> {
-        let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
+    async fn handle_extend(&self, req: pb::ExtendRequest) -> Result<pb::ExtendResponse> {
+        let lease = lease_ref(&req.job_id, &req.lease_id)?;
         let by = convert::duration_in(req.extend_by, "extend_by", Duration::ZERO)?;
-        let extended = self
-            .shared
-            .with_queue(|queue, now| queue.extend(job_id, lease_id, by, now))??;
+        let extended = self.shared.extend(lease, by).await?;
         Ok(pb::ExtendResponse {
             lease_expires_at: Some(convert::timestamp_to_pb(extended.expires_at)),
             cancel_requested: extended.cancel_requested,
@@ -225,12 +237,9 @@ impl BrokerService {
     }
 
     async fn handle_release(&self, req: pb::ReleaseRequest) -> Result<pb::ReleaseResponse> {
-        let (job_id, lease_id) = lease_ids(&req.job_id, &req.lease_id)?;
+        let lease = lease_ref(&req.job_id, &req.lease_id)?;
         let delay = convert::duration_in(req.delay, "delay", Duration::ZERO)?.unwrap_or_default();
-        let state = self
-            .shared
-            .write(|queue, now| queue.release(job_id, lease_id, delay, now))
-            .await??;
+        let state = self.shared.release(lease, delay).await?;
         Ok(pb::ReleaseResponse {
             state: convert::state_to_pb(state).into(),
         })
@@ -280,11 +289,11 @@ fn item_status(result: Result<()>) -> (i32, String) {
     }
 }
 
-fn lease_ids(job_id: &str, lease_id: &str) -> Result<(uuid::Uuid, uuid::Uuid)> {
-    Ok((
-        convert::uuid(job_id, "job_id")?,
-        convert::uuid(lease_id, "lease_id")?,
-    ))
+fn lease_ref(job_id: &str, lease_id: &str) -> Result<LeaseRef> {
+    Ok(LeaseRef {
+        job_id: convert::uuid(job_id, "job_id")?,
+        lease_id: convert::uuid(lease_id, "lease_id")?,
+    })
 }
 
 #[tonic::async_trait]
@@ -322,7 +331,7 @@ impl Broker for BrokerService {
     ) -> std::result::Result<Response<pb::AckBatchResponse>, Status> {
         let result = async {
             let ids = request.get_ref().acks.iter().map(|a| a.job_id.as_str());
-            self.authorize_jobs(&request, Call::AckBatch, ids)?;
+            self.authorize_jobs(&request, Call::AckBatch, ids).await?;
             self.handle_ack_batch(request.into_inner()).await
         };
         respond(result.await)
@@ -334,11 +343,11 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::LeaseRequest>,
     ) -> std::result::Result<Response<LeaseBatchStream>, Status> {
-        respond(
-            self.authorize_lease(&request, Call::LeaseBatches)
-                .and_then(|()| self.handle_lease(request.into_inner()))
-                .map(LeaseBatchStream::new),
-        )
+        let result = async {
+            self.authorize_lease(&request, Call::LeaseBatches)?;
+            self.handle_lease(request.into_inner()).await
+        };
+        respond(result.await.map(LeaseBatchStream::new))
     }
 
     type LeaseStream = LeaseStream;
@@ -347,10 +356,11 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::LeaseRequest>,
     ) -> std::result::Result<Response<LeaseStream>, Status> {
-        respond(
-            self.authorize_lease(&request, Call::Lease)
-                .and_then(|()| self.handle_lease(request.into_inner())),
-        )
+        let result = async {
+            self.authorize_lease(&request, Call::Lease)?;
+            self.handle_lease(request.into_inner()).await
+        };
+        respond(result.await)
     }
 
     async fn ack(
@@ -359,7 +369,7 @@ impl Broker for BrokerService {
     ) -> std::result::Result<Response<pb::AckResponse>, Status> {
         let result = async {
             let id = request.get_ref().job_id.as_str();
-            self.authorize_jobs(&request, Call::Ack, [id])?;
+            self.authorize_jobs(&request, Call::Ack, [id]).await?;
             self.handle_ack(request.into_inner()).await
         };
         respond(result.await)
@@ -371,7 +381,7 @@ impl Broker for BrokerService {
     ) -> std::result::Result<Response<pb::NackResponse>, Status> {
         let result = async {
             let id = request.get_ref().job_id.as_str();
-            self.authorize_jobs(&request, Call::Nack, [id])?;
+            self.authorize_jobs(&request, Call::Nack, [id]).await?;
             self.handle_nack(request.into_inner()).await
         };
         respond(result.await)
@@ -383,8 +393,8 @@ impl Broker for BrokerService {
     ) -> std::result::Result<Response<pb::ExtendResponse>, Status> {
         let result = async {
             let id = request.get_ref().job_id.as_str();
-            self.authorize_jobs(&request, Call::Extend, [id])?;
-            self.handle_extend(request.into_inner())
+            self.authorize_jobs(&request, Call::Extend, [id]).await?;
+            self.handle_extend(request.into_inner()).await
         };
         respond(result.await)
     }
@@ -395,7 +405,7 @@ impl Broker for BrokerService {
     ) -> std::result::Result<Response<pb::ReleaseResponse>, Status> {
         let result = async {
             let id = request.get_ref().job_id.as_str();
-            self.authorize_jobs(&request, Call::Release, [id])?;
+            self.authorize_jobs(&request, Call::Release, [id]).await?;
             self.handle_release(request.into_inner()).await
         };
         respond(result.await)

@@ -1,8 +1,8 @@
-//! The response stream of one Lease call. It reads jobs the queue pushed to
-//! its channel; when tonic drops it (client gone, call cancelled, broker
-//! draining) it closes its consumer and returns to the queue every job that
-//! was leased to it but never sent, so no job waits out a lease on a stream
-//! that no longer exists.
+//! The response stream of one Lease call. It reads the jobs its backend
+//! leased to it from its [`LeaseFeed`]; when tonic drops it (client gone,
+//! call cancelled, broker draining) it closes its consumer and gives back
+//! every job that was leased to it but never sent, so no job waits out a
+//! lease on a stream that no longer exists.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,32 +13,25 @@ use tonic::Status;
 
 use prost::Message as _;
 
-use super::shared_queue::{JobReceiver, Outgoing, SharedQueue};
-use sluice_queue::ConsumerId;
+use crate::backend::{FeedCloser, LeaseFeed};
 
 /// Jobs leased to one consumer, in the order leased.
 pub struct LeaseStream {
-    consumer: ConsumerId,
-    receiver: JobReceiver,
+    receiver: tokio::sync::mpsc::Receiver<pb::LeasedJob>,
     /// Taken off the channel but not sent yet (batching only).
-    pending: Vec<Outgoing>,
-    shared: SharedQueue,
+    pending: Vec<pb::LeasedJob>,
+    /// Taken on drop.
+    closer: Option<Box<dyn FeedCloser>>,
     /// Counts this stream against `--max-lease-streams` until dropped.
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl LeaseStream {
-    pub(super) fn new(
-        consumer: ConsumerId,
-        receiver: JobReceiver,
-        shared: SharedQueue,
-        permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Self {
+    pub(super) fn new(feed: LeaseFeed, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
         Self {
-            consumer,
-            receiver,
+            receiver: feed.jobs,
             pending: Vec::new(),
-            shared,
+            closer: Some(feed.closer),
             _permit: permit,
         }
     }
@@ -48,17 +41,22 @@ impl Stream for LeaseStream {
     type Item = Result<pb::LeasedJob, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.receiver
-            .poll_recv(cx)
-            .map(|item| item.map(|outgoing| Ok(outgoing.message)))
+        self.receiver.poll_recv(cx).map(|item| item.map(Ok))
     }
 }
 
 impl Drop for LeaseStream {
     fn drop(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        self.shared
-            .close_consumer(self.consumer, &mut self.receiver, pending);
+        // Closed first: a job leased from now on fails to send, and its
+        // backend gives it back itself.
+        self.receiver.close();
+        let mut unsent = std::mem::take(&mut self.pending);
+        while let Ok(message) = self.receiver.try_recv() {
+            unsent.push(message);
+        }
+        if let Some(closer) = self.closer.take() {
+            closer.close(unsent);
+        }
     }
 }
 
@@ -100,17 +98,13 @@ impl Stream for LeaseBatchStream {
         let take = inner
             .pending
             .iter()
-            .take_while(|outgoing| {
-                size += outgoing.message.encoded_len();
+            .take_while(|message| {
+                size += message.encoded_len();
                 size <= MAX_BATCH_BYTES
             })
             .count()
             .max(1);
-        let jobs = inner
-            .pending
-            .drain(..take)
-            .map(|outgoing| outgoing.message)
-            .collect();
+        let jobs = inner.pending.drain(..take).collect();
         Poll::Ready(Some(Ok(pb::LeasedJobBatch { jobs })))
     }
 }

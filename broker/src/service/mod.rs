@@ -1,7 +1,7 @@
-//! The gRPC layer: glue between `sluice.v1` and the queue. It validates and
-//! converts requests, runs each operation on the shared queue, and maps
-//! errors to statuses in one place (`error.rs`, applied by [`respond`]).
-//! No queue rule lives here.
+//! The gRPC layer: glue between `sluice.v1` and the [`crate::backend`]. It
+//! validates and converts requests, runs each operation on the backend, and
+//! maps errors to statuses in one place (`error.rs`, applied by
+//! [`respond`]). No queue rule lives here.
 
 mod admin_rpc;
 mod broker_rpc;
@@ -9,15 +9,12 @@ pub mod convert;
 mod error;
 mod lease_stream;
 pub mod rates;
-pub mod scheduler;
-mod shared_queue;
-mod trace_spans;
+pub(crate) mod trace_spans;
 
 pub use admin_rpc::AdminService;
 pub use broker_rpc::BrokerService;
 pub use error::RequestError;
 pub use lease_stream::{LeaseBatchStream, LeaseStream};
-pub use shared_queue::SharedQueue;
 
 use tonic::{Response, Status};
 

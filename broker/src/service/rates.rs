@@ -10,7 +10,7 @@ use std::time::Duration;
 use sluice_queue::{QueueStats, Timestamp};
 use tokio_util::sync::CancellationToken;
 
-use super::shared_queue::SharedQueue;
+use crate::backend::SharedBackend;
 
 /// The window the rates cover.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
@@ -89,7 +89,7 @@ impl Rates {
 }
 
 /// Samples the queue's counters into `rates` until `stop` is cancelled.
-pub async fn sample(shared: SharedQueue, rates: std::sync::Arc<Rates>, stop: CancellationToken) {
+pub async fn sample(shared: SharedBackend, rates: std::sync::Arc<Rates>, stop: CancellationToken) {
     let mut every = tokio::time::interval(SAMPLE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -98,10 +98,13 @@ pub async fn sample(shared: SharedQueue, rates: std::sync::Arc<Rates>, stop: Can
             () = stop.cancelled() => break,
             _ = every.tick() => {}
         }
-        let Ok((stats, now)) = shared.with_queue(|queue, now| (queue.stats(), now)) else {
-            break; // the broker failed
-        };
-        rates.sample(&stats, now);
+        match shared.stats().await {
+            Ok(reading) => rates.sample(&reading.queues, reading.now),
+            // The broker failed: nothing changes any more.
+            Err(_) if shared.failure().is_some() => break,
+            // Unreachable for now (its database, say): sampled next time.
+            Err(_) => {}
+        }
     }
 }
 

@@ -5,20 +5,23 @@
 use sluice_queue::{Queue, Restorer};
 use tracing::{info, warn};
 
-use super::ServerError;
+use std::path::Path;
+
 use crate::clock::{Clock, TokioClock};
 use crate::config::Config;
 use crate::fatal::Fatal;
+use crate::server::ServerError;
 use crate::storage::Store;
 
 /// The queue to serve: rebuilt from the data directory, or empty and
 /// memory-only without one.
 pub(super) async fn open_queue(
     config: &Config,
+    data_dir: Option<&Path>,
     clock: &TokioClock,
     fatal: &Fatal,
 ) -> Result<(Queue, Option<Store>), ServerError> {
-    let Some(dir) = config.data_dir.clone() else {
+    let Some(dir) = data_dir.map(Path::to_path_buf) else {
         warn!("memory-only (no --data-dir): jobs do not survive a restart of the broker");
         return Ok((Queue::new(config.queue.clone(), rand::random()), None));
     };

@@ -19,24 +19,17 @@ use sluice_queue::Timestamp;
 use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
-use super::convert;
-use super::error::RequestError;
-use super::trace_spans::PendingLease;
 use crate::clock::{Clock, TokioClock};
 use crate::fatal::Fatal;
+use crate::service::RequestError;
+use crate::service::convert;
+use crate::service::trace_spans::PendingLease;
 use crate::storage::{Commit, Store, StoreStats};
 use sluice_proto::v1 as pb;
 use sluice_queue::{ConsumerId, ConsumerSpec, Delivery, Queue};
 
-/// What a Lease stream's channel carries: the message, and the delivery to
-/// give back if the stream is gone before it is sent.
-pub struct Outgoing {
-    pub delivery: Delivery,
-    pub message: pb::LeasedJob,
-}
-
 /// The receiving end of one Lease stream.
-pub(super) type JobReceiver = mpsc::Receiver<Outgoing>;
+pub(super) type JobReceiver = mpsc::Receiver<pb::LeasedJob>;
 
 /// A cheap handle to the shared queue.
 #[derive(Clone)]
@@ -65,7 +58,7 @@ struct State {
     /// instead each channel holds the stream's max_in_flight, which the queue
     /// never exceeds, so `try_send` meets a full channel only when leases
     /// expired while their messages sat unread (the stream is then closed).
-    senders: HashMap<ConsumerId, mpsc::Sender<Outgoing>>,
+    senders: HashMap<ConsumerId, mpsc::Sender<pb::LeasedJob>>,
     /// Reused buffer for deliveries.
     deliveries: Vec<Delivery>,
     /// The deadline the scheduler sleeps towards.
@@ -201,25 +194,21 @@ impl SharedQueue {
         Ok((id, rx))
     }
 
-    /// Closes a consumer whose stream ended, giving back what it had not
-    /// sent: `pending` (taken off the channel already) and the channel's rest.
-    pub(super) fn close_consumer(
-        &self,
-        id: ConsumerId,
-        receiver: &mut JobReceiver,
-        pending: Vec<Outgoing>,
-    ) {
+    /// Closes a consumer whose stream ended (its channel closed), giving
+    /// back what it took off the channel but never sent.
+    pub(super) fn close_consumer(&self, id: ConsumerId, unsent: Vec<pb::LeasedJob>) {
         // A failed broker serves nothing more: there is nothing to give back.
         let Ok(mut state) = self.lock() else { return };
         self.apply(&mut state, |state, now| {
             state.queue.close_consumer(id);
             state.senders.remove(&id);
-            receiver.close();
-            for outgoing in pending {
-                state.queue.return_undelivered(outgoing.delivery, now);
-            }
-            while let Ok(outgoing) = receiver.try_recv() {
-                state.queue.return_undelivered(outgoing.delivery, now);
+            for message in unsent {
+                let ids = message.job.as_ref().map(|job| job.id.as_str());
+                let job_id = ids.and_then(|id| uuid::Uuid::parse_str(id).ok());
+                let lease_id = uuid::Uuid::parse_str(&message.lease_id).ok();
+                if let (Some(job_id), Some(lease_id)) = (job_id, lease_id) {
+                    state.queue.return_unsent(job_id, lease_id, now);
+                }
             }
         });
     }
@@ -313,13 +302,10 @@ impl SharedQueue {
                 break;
             }
             for delivery in deliveries.drain(..) {
-                let outgoing = Outgoing {
-                    delivery,
-                    message: convert::leased_job_to_pb(state.queue.delivered_job(delivery)),
-                };
-                let traced = PendingLease::of(&outgoing.message);
+                let message = convert::leased_job_to_pb(state.queue.delivered_job(delivery));
+                let traced = PendingLease::of(&message);
                 let sent = match state.senders.get(&delivery.consumer) {
-                    Some(tx) => tx.try_send(outgoing).map_err(|e| match e {
+                    Some(tx) => tx.try_send(message).map_err(|e| match e {
                         mpsc::error::TrySendError::Full(_) => "full",
                         mpsc::error::TrySendError::Closed(_) => "closed",
                     }),

@@ -1,0 +1,288 @@
+//! The local backend: one broker's in-memory [`Queue`], shared by every
+//! RPC ([`SharedQueue`]), optionally kept in `--data-dir` (restored by
+//! `recovery.rs`), with the one task that acts on its deadlines
+//! (`scheduler.rs`). Each [`Backend`] method is one short operation on the
+//! locked queue, and the ones that change a job wait for the commit that
+//! holds the change.
+
+mod recovery;
+mod scheduler;
+mod shared_queue;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_proto::v1 as pb;
+use sluice_queue::{
+    ConsumerId, ConsumerSpec, Enqueued, Extended, Failure, FailureOutcome, JobFilter, JobState,
+    NewJob, Observer, WorkerInfo,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::{Backend, Batch, FeedCloser, GaugeReading, JobPage, LeaseFeed, LeaseRef, StatsReading};
+use crate::clock::TokioClock;
+use crate::config::Config;
+use crate::fatal::Fatal;
+use crate::server::ServerError;
+use crate::service::{RequestError, convert};
+pub use shared_queue::SharedQueue;
+
+/// The local backend: see the module doc.
+pub struct LocalBackend {
+    shared: SharedQueue,
+    durable: bool,
+    /// Always serving: the local queue has nothing to wait for.
+    serving: watch::Sender<bool>,
+}
+
+impl LocalBackend {
+    /// The queue restored from `data_dir`, or empty and memory-only.
+    ///
+    /// # Errors
+    /// When the data directory cannot be opened or restored.
+    pub async fn open(
+        config: &Config,
+        data_dir: Option<&Path>,
+        fatal: &Fatal,
+    ) -> Result<Self, ServerError> {
+        let clock = TokioClock::new();
+        let (queue, store) = recovery::open_queue(config, data_dir, &clock, fatal).await?;
+        let durable = store.is_some();
+        Ok(Self {
+            shared: SharedQueue::new(queue, clock, store, fatal.clone()),
+            durable,
+            serving: watch::Sender::new(true),
+        })
+    }
+}
+
+/// Closes a local consumer.
+struct LocalCloser {
+    shared: SharedQueue,
+    consumer: ConsumerId,
+}
+
+impl FeedCloser for LocalCloser {
+    fn close(self: Box<Self>, unsent: Vec<pb::LeasedJob>) {
+        self.shared.close_consumer(self.consumer, unsent);
+    }
+}
+
+#[tonic::async_trait]
+impl Backend for LocalBackend {
+    async fn enqueue(
+        &self,
+        jobs: Vec<NewJob>,
+        what: &'static str,
+    ) -> Result<Batch<Enqueued>, RequestError> {
+        self.shared
+            .write_unless_draining(what, |queue, now| {
+                jobs.into_iter()
+                    .map(|job| queue.enqueue(job, now))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn open_feed(&self, spec: ConsumerSpec) -> Result<LeaseFeed, RequestError> {
+        let (consumer, jobs) = self.shared.open_consumer(spec)?;
+        Ok(LeaseFeed {
+            jobs,
+            closer: Box::new(LocalCloser {
+                shared: self.shared.clone(),
+                consumer,
+            }),
+        })
+    }
+
+    async fn ack(&self, leases: Vec<LeaseRef>) -> Result<Batch<()>, RequestError> {
+        self.shared
+            .write(|queue, now| {
+                leases
+                    .into_iter()
+                    .map(|l| queue.ack(l.job_id, l.lease_id, now))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn nack(
+        &self,
+        lease: LeaseRef,
+        failure: Failure,
+    ) -> Result<FailureOutcome, RequestError> {
+        Ok(self
+            .shared
+            .write(|queue, now| queue.nack(lease.job_id, lease.lease_id, failure, now))
+            .await??)
+    }
+
+    async fn extend(
+        &self,
+        lease: LeaseRef,
+        by: Option<Duration>,
+    ) -> Result<Extended, RequestError> {
+        Ok(self
+            .shared
+            .with_queue(|queue, now| queue.extend(lease.job_id, lease.lease_id, by, now))??)
+    }
+
+    async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, RequestError> {
+        Ok(self
+            .shared
+            .write(|queue, now| queue.release(lease.job_id, lease.lease_id, delay, now))
+            .await??)
+    }
+
+    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<String>, RequestError> {
+        self.shared.with_queue(|queue, _| {
+            ids.iter()
+                .filter_map(|id| queue.job(*id).ok())
+                .map(|job| job.queue.to_owned())
+                .collect()
+        })
+    }
+
+    async fn job(&self, id: Uuid) -> Result<pb::Job, RequestError> {
+        Ok(self
+            .shared
+            .with_queue(|queue, _| queue.job(id).map(convert::job_to_pb))??)
+    }
+
+    async fn list(
+        &self,
+        filter: JobFilter,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<JobPage, RequestError> {
+        self.shared.with_queue(|queue, _| {
+            let page = queue.list(&filter, after, limit);
+            JobPage {
+                jobs: page.jobs.into_iter().map(convert::job_to_pb).collect(),
+                next: page.next,
+            }
+        })
+    }
+
+    async fn stats(&self) -> Result<StatsReading, RequestError> {
+        self.shared.with_queue(|queue, now| StatsReading {
+            queues: queue.stats(),
+            recent_failures: queue
+                .recent_failures()
+                .map(convert::failure_to_pb)
+                .collect(),
+            now,
+        })
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, RequestError> {
+        self.shared.with_queue(|queue, _| queue.workers())
+    }
+
+    async fn retry(&self, id: Uuid) -> Result<(), RequestError> {
+        Ok(self
+            .shared
+            .write(|queue, now| queue.retry(id, now))
+            .await??)
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<JobState, RequestError> {
+        Ok(self
+            .shared
+            .write(|queue, now| queue.cancel(id, now))
+            .await??)
+    }
+
+    /// Purges in bounded steps, releasing the queue between them so that a
+    /// large purge does not stall the data path.
+    async fn purge(&self, queue_name: String, state: JobState) -> Result<u64, RequestError> {
+        let until = self.shared.with_queue(|queue, _| queue.horizon())?;
+        let mut purged = 0;
+        let mut after = None;
+        loop {
+            let (n, next) = self
+                .shared
+                .write(|queue, _| queue.purge_step(&queue_name, state, after, until))
+                .await??;
+            purged += n;
+            match next {
+                Some(next) => after = Some(next),
+                None => return Ok(purged),
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn pause(&self, name: String) -> Result<(), RequestError> {
+        Ok(self.shared.write(|queue, _| queue.pause(&name)).await??)
+    }
+
+    async fn resume(&self, name: String) -> Result<(), RequestError> {
+        self.shared
+            .write(|queue, now| queue.resume(&name, now))
+            .await
+    }
+
+    fn begin_drain(&self) {
+        self.shared.begin_drain();
+    }
+
+    async fn leases_resolved(&self, deadline: tokio::time::Instant) -> usize {
+        self.shared.leases_resolved(deadline).await
+    }
+
+    async fn unfinished(&self) -> (u64, bool) {
+        let count = self
+            .shared
+            .with_queue(|queue, _| queue.unfinished_count())
+            .unwrap_or_default();
+        (count, self.durable)
+    }
+
+    fn failure(&self) -> Option<Arc<str>> {
+        self.shared.failure()
+    }
+
+    fn spawn_tasks(&self, tasks: &TaskTracker, stop: CancellationToken) {
+        tasks.spawn(scheduler::run(self.shared.clone(), stop));
+    }
+
+    fn serving(&self) -> watch::Receiver<bool> {
+        self.serving.subscribe()
+    }
+
+    fn observe(&self, observer: Box<dyn Observer>) {
+        // A failed broker serves no jobs: there is nothing to observe.
+        let _ = self
+            .shared
+            .with_queue(|queue, _| queue.set_observer(observer));
+    }
+
+    fn gauges(&self) -> Option<GaugeReading> {
+        let mut reading = self
+            .shared
+            .with_queue(|queue, now| GaugeReading {
+                stats: StatsReading {
+                    queues: queue.stats(),
+                    recent_failures: Vec::new(),
+                    now,
+                },
+                workers: queue.workers(),
+                held: Some((queue.held_bytes(), queue.retained_bytes())),
+                store: None,
+            })
+            .ok()?;
+        reading.store = self.shared.store_stats();
+        Some(reading)
+    }
+
+    async fn close(&self) {
+        let closing = self.shared.clone();
+        // Writing what is pending blocks on the disk.
+        let _ = tokio::task::spawn_blocking(move || closing.close_store()).await;
+    }
+}
