@@ -69,6 +69,8 @@ pub enum StoreConfig {
         /// `--data-dir`.
         data_dir: Option<PathBuf>,
     },
+    /// A PostgreSQL database shared by several brokers.
+    Postgres(Box<crate::backend::postgres::PostgresSettings>),
 }
 
 impl Default for StoreConfig {

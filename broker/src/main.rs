@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use humantime::Duration as Human;
 use sluice_broker::auth::{Authorizer, ReflectionAccess};
+use sluice_broker::backend::postgres::PostgresSettings;
 use sluice_broker::config::{Config, DEFAULT_ADDR, StoreConfig};
 use sluice_broker::memory_limit;
 use sluice_broker::server::Listeners;
@@ -90,6 +91,15 @@ struct Args {
     /// Without it the broker is memory-only.
     #[arg(long, env = "SLUICE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where jobs live: `embedded` (this broker's own queue, on disk with
+    /// --data-dir) or a PostgreSQL URL, `postgres://user:password@host:port/db`
+    /// (`?sslmode=require`, or `verify-full&sslrootcert=ca.pem`, for TLS),
+    /// shared by every broker given the same URL.
+    #[arg(long, env = "SLUICE_STORE", default_value = "embedded")]
+    store: String,
+    /// Connections each broker keeps to PostgreSQL (with --store postgres://).
+    #[arg(long, env = "SLUICE_STORE_POOL_SIZE", default_value_t = 16)]
+    store_pool_size: usize,
     /// Serve TLS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "SLUICE_TLS_CERT")]
     tls_cert: Option<PathBuf>,
@@ -167,6 +177,27 @@ impl Args {
             }
             access => access,
         };
+        let store = match self.store.as_str() {
+            "embedded" => StoreConfig::Local {
+                data_dir: self.data_dir.clone(),
+            },
+            _ if self.data_dir.is_some() => {
+                anyhow::bail!(
+                    "--data-dir is for the embedded store: a PostgreSQL store keeps jobs in its database (give one or the other)"
+                )
+            }
+            url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                if self.store_pool_size == 0 {
+                    anyhow::bail!("--store-pool-size must be at least 1");
+                }
+                StoreConfig::Postgres(Box::new(
+                    PostgresSettings::new(url, self.store_pool_size).map_err(anyhow::Error::msg)?,
+                ))
+            }
+            _ => anyhow::bail!(
+                "--store must be `embedded` or a postgres:// URL (the URL is not repeated here: it may hold a password)"
+            ),
+        };
         Ok(Config {
             queue: QueueConfig {
                 max_attempts: self.max_attempts,
@@ -186,9 +217,7 @@ impl Args {
             },
             max_payload: self.max_payload,
             drain_timeout: self.drain_timeout.into(),
-            store: StoreConfig::Local {
-                data_dir: self.data_dir.clone(),
-            },
+            store,
             auth,
             tls,
             reflection,

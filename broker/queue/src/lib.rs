@@ -60,6 +60,7 @@ use self::observer::Failures;
 pub use self::observer::{FailedAttempt, JobEvent, JobLabels, Observer, RECENT_FAILURES};
 use self::ready_set::ReadySet;
 pub use self::time::Timestamp;
+pub use self::transitions::truncate_error;
 
 /// The target of the queue's tracing events: the broker's own, so that
 /// `RUST_LOG=sluice_broker=debug` shows every job transition, as the README

@@ -316,7 +316,7 @@ impl Queue {
 }
 
 /// Keeps at most [`MAX_ERROR_BYTES`] of an error: its end, on a char boundary.
-pub(super) fn truncate_error(error: String) -> Box<str> {
+pub fn truncate_error(error: String) -> Box<str> {
     if error.len() <= MAX_ERROR_BYTES {
         return error.into_boxed_str();
     }

@@ -15,6 +15,7 @@
 //! the service's own [`RequestError`].
 
 pub mod local;
+pub mod postgres;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +59,7 @@ pub struct JobPage {
 
 /// What Stats and the rate sampler read: each queue's figures, the recent
 /// failed attempts, and the time they were read at.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct StatsReading {
     /// One entry per queue.
     pub queues: Vec<QueueStats>,
@@ -69,7 +70,7 @@ pub struct StatsReading {
 }
 
 /// What the scrape-time gauges read, without waiting.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct GaugeReading {
     /// Each queue's figures.
     pub stats: StatsReading,
@@ -209,6 +210,9 @@ pub async fn open(config: &Config, fatal: &Fatal) -> Result<SharedBackend, Serve
     match &config.store {
         StoreConfig::Local { data_dir } => Ok(Arc::new(
             local::LocalBackend::open(config, data_dir.as_deref(), fatal).await?,
+        )),
+        StoreConfig::Postgres(settings) => Ok(Arc::new(
+            postgres::PostgresBackend::open(config, settings, fatal.clone()).await?,
         )),
     }
 }

@@ -21,6 +21,9 @@ pub enum ServerError {
     /// The data directory holds what the queue cannot take back.
     #[error("restoring the data directory: {0}")]
     Restore(sluice_queue::QueueError),
+    /// The PostgreSQL store could not be opened.
+    #[error("--store: {0}")]
+    Database(String),
     /// The broker failed while serving (see `crate::fatal`).
     #[error("{0}")]
     Failed(std::sync::Arc<str>),

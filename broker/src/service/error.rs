@@ -35,6 +35,10 @@ pub enum RequestError {
     /// The queue refused it.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The backend cannot serve now (its database is unreachable); the
+    /// broker goes on and recovers by itself.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// The broker failed (its data directory, or a panic in the queue; see
     /// `crate::fatal`) and is stopping: the change was not acknowledged.
     #[error("the broker could not make this change durable ({0}); it is stopping")]
@@ -58,7 +62,9 @@ impl From<RequestError> for Status {
             RequestError::Auth(a) if a.is_unauthenticated() => Code::Unauthenticated,
             RequestError::Auth(_) => Code::PermissionDenied,
             RequestError::TooManyLeaseStreams { .. } => Code::ResourceExhausted,
-            RequestError::ShuttingDown(_) | RequestError::Failed(_) => Code::Unavailable,
+            RequestError::ShuttingDown(_)
+            | RequestError::Unavailable(_)
+            | RequestError::Failed(_) => Code::Unavailable,
             RequestError::Queue(q) => match q {
                 QueueError::UnknownJob { .. } | QueueError::UnknownQueue { .. } => Code::NotFound,
                 QueueError::StaleLease { .. } | QueueError::WrongState { .. } => {

@@ -1,0 +1,237 @@
+//! Enqueue with group commit: concurrent Enqueue and EnqueueBatch calls
+//! queue up here, and one writer task inserts what has gathered (up to
+//! [`MAX_GROUP`] jobs) with one statement in one transaction and one
+//! commit, then answers each call. Under load, the calls that arrive
+//! during a commit share the next one; alone, a call commits at once.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use deadpool_postgres::Pool;
+use sluice_queue::{Enqueued, NewJob, QueueConfig};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::describe;
+use crate::backend::Batch;
+use crate::service::RequestError;
+
+/// Most jobs in one commit.
+const MAX_GROUP: usize = 4096;
+
+/// Writers committing at once: one commits while the next group gathers.
+const WRITERS: usize = 2;
+
+/// One call's jobs and where to answer.
+struct Pending {
+    jobs: Vec<NewJob>,
+    reply: oneshot::Sender<Result<Batch<Enqueued>, RequestError>>,
+}
+
+/// The handle calls enqueue through.
+pub struct Enqueuer {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Enqueuer {
+    /// Starts the writers on `pool`.
+    pub fn new(pool: Pool) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // The writers take turns gathering: whoever holds the receiver
+        // takes what is there, lets go, and commits.
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WRITERS {
+            tokio::spawn(write_groups(pool.clone(), rx.clone()));
+        }
+        Self { tx }
+    }
+
+    /// Inserts `jobs` (defaults from `config`), answered each on its own.
+    ///
+    /// # Errors
+    /// [`RequestError::Unavailable`] when the database fails: nothing of
+    /// this call was committed.
+    pub async fn enqueue(
+        &self,
+        jobs: Vec<NewJob>,
+        config: &QueueConfig,
+    ) -> Result<Batch<Enqueued>, RequestError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let jobs = jobs
+            .into_iter()
+            .map(|mut job| {
+                job.max_attempts.get_or_insert(config.max_attempts);
+                job.timeout.get_or_insert(config.default_timeout);
+                job
+            })
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Pending { jobs, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Gathers calls and commits them, until every sender is gone.
+async fn write_groups(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>) {
+    loop {
+        let group = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            let mut jobs = first.jobs.len();
+            let mut group = vec![first];
+            while jobs < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(next) => {
+                        jobs += next.jobs.len();
+                        group.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            group
+        };
+        let all: Vec<&NewJob> = group.iter().flat_map(|p| p.jobs.iter()).collect();
+        match insert(&pool, &all).await {
+            Ok(mut answers) => {
+                for pending in group {
+                    let rest = answers.split_off(pending.jobs.len());
+                    let _ = pending.reply.send(Ok(answers));
+                    answers = rest;
+                }
+            }
+            Err(e) => {
+                for pending in group {
+                    let error = RequestError::Unavailable(format!("the database: {e}"));
+                    let _ = pending.reply.send(Err(error));
+                }
+            }
+        }
+    }
+}
+
+/// One statement for all of `jobs`, in one transaction with the wake-up.
+async fn insert(pool: &Pool, jobs: &[&NewJob]) -> Result<Batch<Enqueued>, String> {
+    let mut ids = Vec::with_capacity(jobs.len());
+    let (mut queues, mut types, mut payloads, mut headers) = (vec![], vec![], vec![], vec![]);
+    let (mut priorities, mut attempts, mut timeouts, mut run_ats, mut keys) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for job in jobs {
+        ids.push(Uuid::new_v4());
+        queues.push(job.queue.as_str());
+        types.push(job.job_type.as_str());
+        payloads.push(job.payload.as_ref());
+        let map: HashMap<&str, &str> = job
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        headers.push(serde_json::to_string(&map).unwrap_or_else(|_| "{}".into()));
+        priorities.push(job.priority);
+        attempts.push(i32::try_from(job.max_attempts.unwrap_or(1)).unwrap_or(i32::MAX));
+        timeouts.push(i64::try_from(job.timeout.map_or(0, |t| t.as_millis())).unwrap_or(i64::MAX));
+        run_ats.push(
+            job.run_at
+                .map(|t| SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(t.as_micros())),
+        );
+        keys.push(job.idempotency_key.as_deref());
+    }
+    let mut client = pool.get().await.map_err(|e| describe(&e))?;
+    let tx = client.transaction().await.map_err(|e| describe(&e))?;
+    // A job due now is READY; one due later SCHEDULED. A key already held
+    // by an unfinished job of its queue inserts nothing (the unique index).
+    let inserted = tx
+        .query(
+            "INSERT INTO sluice_jobs (id, queue, job_type, payload, headers, priority, state,
+                 max_attempts, timeout_ms, idempotency_key, created_at, run_at)
+             SELECT id, queue, job_type, payload, headers::jsonb, priority,
+                 CASE WHEN run_at > now() THEN 'scheduled' ELSE 'ready' END,
+                 max_attempts, timeout_ms, key, now(), greatest(coalesce(run_at, now()), now())
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[],
+                 $6::int[], $7::int[], $8::bigint[], $9::timestamptz[], $10::text[])
+                 AS j(id, queue, job_type, payload, headers, priority, max_attempts,
+                      timeout_ms, run_at, key)
+             ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING id",
+            &[
+                &ids,
+                &queues,
+                &types,
+                &payloads,
+                &headers,
+                &priorities,
+                &attempts,
+                &timeouts,
+                &run_ats,
+                &keys,
+            ],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
+    let mut answers: Batch<Enqueued> = Vec::with_capacity(jobs.len());
+    if inserted.len() == jobs.len() {
+        answers.extend(ids.iter().map(|&job_id| {
+            Ok(Enqueued {
+                job_id,
+                duplicate: false,
+            })
+        }));
+    } else {
+        // Duplicates: the job holding each key answers for it.
+        let inserted: std::collections::HashSet<Uuid> =
+            inserted.iter().map(|row| row.get(0)).collect();
+        let held = tx
+            .query(
+                "SELECT j.queue, j.idempotency_key, j.id FROM sluice_jobs j
+                 JOIN unnest($1::text[], $2::text[]) AS k(queue, key)
+                   ON j.queue = k.queue AND j.idempotency_key = k.key",
+                &[&queues, &keys],
+            )
+            .await
+            .map_err(|e| describe(&e))?;
+        let held: HashMap<(String, String), Uuid> = held
+            .iter()
+            .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            if inserted.contains(id) {
+                answers.push(Ok(Enqueued {
+                    job_id: *id,
+                    duplicate: false,
+                }));
+                continue;
+            }
+            let key = (queues[i].to_owned(), keys[i].unwrap_or_default().to_owned());
+            // The holder may have finished since the insert: then there is
+            // nothing to point at, and the job is simply not added twice.
+            let job_id = held.get(&key).copied().unwrap_or(*id);
+            answers.push(Ok(Enqueued {
+                job_id,
+                duplicate: true,
+            }));
+        }
+    }
+    let mut new_queues: Vec<&str> = queues.clone();
+    new_queues.sort_unstable();
+    new_queues.dedup();
+    tx.execute(
+        "INSERT INTO sluice_queues (queue) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        &[&new_queues],
+    )
+    .await
+    .map_err(|e| describe(&e))?;
+    tx.execute("SELECT pg_notify('sluice_wake', '')", &[])
+        .await
+        .map_err(|e| describe(&e))?;
+    tx.commit().await.map_err(|e| describe(&e))?;
+    Ok(answers)
+}
+
+fn stopped() -> RequestError {
+    RequestError::Unavailable("the enqueue writer stopped".into())
+}
