@@ -3,6 +3,7 @@
 //! standard error, bounded by [`WAIT`]. The environment is cleared of
 //! `SLUICE_*` and `TRACEPARENT`/`TRACESTATE`, so a developer's shell does
 //! not change what a test sees; tests add what they mean to test.
+//! [`run_within`] runs any other program the same way, with its own limit.
 
 use std::io::{Read, Write as _};
 use std::process::{Command, Stdio};
@@ -70,7 +71,21 @@ pub fn sluice(broker: &BrokerProcess, args: &[&str]) -> CliOutput {
 
 /// Runs `command` with `stdin` (or no standard input), waiting at most
 /// [`WAIT`]; kills it and fails after that.
-pub fn run(mut command: Command, stdin: Option<&[u8]>) -> CliOutput {
+pub fn run(command: Command, stdin: Option<&[u8]>) -> CliOutput {
+    run_within(command, stdin, WAIT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs any `command` as [`run`] does, waiting at most `limit`.
+///
+/// # Errors
+///
+/// If it cannot start, its input cannot be written, or it is still running
+/// after `limit` (then it is killed): what happened, naming the program.
+pub fn run_within(
+    mut command: Command,
+    stdin: Option<&[u8]>,
+    limit: Duration,
+) -> Result<CliOutput, String> {
     command
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -79,11 +94,18 @@ pub fn run(mut command: Command, stdin: Option<&[u8]>) -> CliOutput {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
+    let name = command_line(&command);
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("{name} could not start: {e}"))?;
     if let Some(bytes) = stdin {
         let mut pipe = child.stdin.take().unwrap();
-        pipe.write_all(bytes).unwrap();
         // Dropping the pipe is the end of input.
+        if let Err(e) = pipe.write_all(bytes) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{name} did not take its input: {e}"));
+        }
     }
     let reader = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
@@ -94,26 +116,35 @@ pub fn run(mut command: Command, stdin: Option<&[u8]>) -> CliOutput {
     };
     let stdout = reader(Box::new(child.stdout.take().unwrap()));
     let stderr = reader(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + limit;
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| format!("{name} could not be waited for: {e}"))?
+        {
             break status;
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!(
-                "sluice {:?} did not exit within {WAIT:?}",
-                command.get_args()
-            );
+            return Err(format!("{name} did not exit within {limit:?}"));
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    CliOutput {
+    Ok(CliOutput {
         code: status.code().unwrap_or(-1),
         stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),
-    }
+    })
+}
+
+/// `command`'s program and arguments, separated by spaces, for messages.
+pub fn command_line(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Waits until `sluice jobs get ID` says `state`; returns the job's JSON.

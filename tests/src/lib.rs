@@ -10,6 +10,9 @@
 //!   code and output.
 //! - [`metrics`]: scraping `/metrics` and parsing it with the Prometheus
 //!   project's own OpenMetrics parser.
+//! - [`postgres`]: [`TestPostgres`], a private PostgreSQL server on
+//!   127.0.0.1 in a temporary directory, and [`postgres::shared`], one per
+//!   test binary, in which each test takes a fresh database.
 //! - [`proxy`]: a TCP proxy a test can cut, to drop a client's connections
 //!   while the broker stays up.
 //! - [`tls`]: test certificates (rcgen), as PEM or as files ([`tls::TestPki`]),
@@ -22,6 +25,7 @@
 pub mod cli;
 pub mod in_process;
 pub mod metrics;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod tls;
@@ -31,6 +35,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub use in_process::TestBroker;
+pub use postgres::TestPostgres;
 pub use process::{BrokerProcess, Process, WorkerProcess, binary};
 use sluice_proto::v1 as pb;
 
