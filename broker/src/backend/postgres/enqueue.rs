@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use deadpool_postgres::Pool;
-use sluice_queue::{Enqueued, NewJob, QueueConfig};
+use sluice_queue::{Enqueued, NewJob, QueueConfig, QueueError};
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -35,15 +35,18 @@ pub struct Enqueuer {
     tx: mpsc::UnboundedSender<Pending>,
 }
 
+/// `--max-queue-size`, if set.
+type Limit = Option<u64>;
+
 impl Enqueuer {
     /// Starts the writers on `pool`.
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: Pool, max_queue_size: Limit) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         // The writers take turns gathering: whoever holds the receiver
         // takes what is there, lets go, and commits.
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WRITERS {
-            tokio::spawn(write_groups(pool.clone(), rx.clone()));
+            tokio::spawn(write_groups(pool.clone(), rx.clone(), max_queue_size));
         }
         Self { tx }
     }
@@ -78,7 +81,11 @@ impl Enqueuer {
 }
 
 /// Gathers calls and commits them, until every sender is gone.
-async fn write_groups(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>) {
+async fn write_groups(
+    pool: Pool,
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+    max_queue_size: Limit,
+) {
     loop {
         let group = {
             let mut rx = rx.lock().await;
@@ -97,7 +104,7 @@ async fn write_groups(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>
             group
         };
         let all: Vec<&NewJob> = group.iter().flat_map(|p| p.jobs.iter()).collect();
-        match insert(&pool, &all).await {
+        match insert(&pool, &all, max_queue_size).await {
             Ok(mut answers) => {
                 for pending in group {
                     let rest = answers.split_off(pending.jobs.len());
@@ -115,8 +122,87 @@ async fn write_groups(pool: Pool, rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>
     }
 }
 
-/// One statement for all of `jobs`, in one transaction with the wake-up.
-async fn insert(pool: &Pool, jobs: &[&NewJob]) -> Result<Batch<Enqueued>, String> {
+/// One statement for all of `jobs`, in one transaction with the wake-up;
+/// with `--max-queue-size`, the jobs past a queue's room are refused.
+async fn insert(
+    pool: &Pool,
+    jobs: &[&NewJob],
+    max_queue_size: Limit,
+) -> Result<Batch<Enqueued>, String> {
+    let mut client = pool.get().await.map_err(|e| describe(&e))?;
+    let tx = client.transaction().await.map_err(|e| describe(&e))?;
+    let refused = match max_queue_size {
+        None => jobs.iter().map(|_| None).collect(),
+        Some(limit) => over_limit(&tx, jobs, limit).await?,
+    };
+    let admitted: Vec<&NewJob> = jobs
+        .iter()
+        .zip(&refused)
+        .filter(|(_, r)| r.is_none())
+        .map(|(j, _)| *j)
+        .collect();
+    let mut inserted = insert_admitted(&tx, &admitted).await?.into_iter();
+    tx.execute("SELECT pg_notify('sluice_wake', '')", &[])
+        .await
+        .map_err(|e| describe(&e))?;
+    tx.commit().await.map_err(|e| describe(&e))?;
+    Ok(refused
+        .into_iter()
+        .map(|r| match r {
+            Some(e) => Err(e),
+            None => inserted
+                .next()
+                .unwrap_or_else(|| unreachable!("one answer per admitted job")),
+        })
+        .collect())
+}
+
+/// For each job, the refusal if its queue has no room for it: the
+/// queue's unfinished jobs plus those admitted before it in this group.
+/// Brokers enqueueing at once may each admit up to the limit.
+async fn over_limit(
+    tx: &deadpool_postgres::Transaction<'_>,
+    jobs: &[&NewJob],
+    limit: u64,
+) -> Result<Vec<Option<QueueError>>, String> {
+    let mut queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+    queues.sort_unstable();
+    queues.dedup();
+    let rows = tx
+        .query(
+            "SELECT queue, count(*) FROM sluice_jobs WHERE queue = ANY($1) GROUP BY queue",
+            &[&queues],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
+    let mut held: HashMap<String, u64> = rows
+        .iter()
+        .map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
+        .collect();
+    Ok(jobs
+        .iter()
+        .map(|job| {
+            let count = held.entry(job.queue.clone()).or_default();
+            if *count >= limit {
+                return Some(QueueError::QueueFull {
+                    queue: job.queue.clone(),
+                    limit,
+                });
+            }
+            *count += 1;
+            None
+        })
+        .collect())
+}
+
+/// Inserts the admitted jobs with one statement.
+async fn insert_admitted(
+    tx: &deadpool_postgres::Transaction<'_>,
+    jobs: &[&NewJob],
+) -> Result<Batch<Enqueued>, String> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut ids = Vec::with_capacity(jobs.len());
     let (mut queues, mut types, mut payloads, mut headers) = (vec![], vec![], vec![], vec![]);
     let (mut priorities, mut attempts, mut timeouts, mut run_ats, mut keys) =
@@ -141,8 +227,6 @@ async fn insert(pool: &Pool, jobs: &[&NewJob]) -> Result<Batch<Enqueued>, String
         );
         keys.push(job.idempotency_key.as_deref());
     }
-    let mut client = pool.get().await.map_err(|e| describe(&e))?;
-    let tx = client.transaction().await.map_err(|e| describe(&e))?;
     // A job due now is READY; one due later SCHEDULED. A key already held
     // by an unfinished job of its queue inserts nothing (the unique index).
     let inserted = tx
@@ -225,10 +309,6 @@ async fn insert(pool: &Pool, jobs: &[&NewJob]) -> Result<Batch<Enqueued>, String
     )
     .await
     .map_err(|e| describe(&e))?;
-    tx.execute("SELECT pg_notify('sluice_wake', '')", &[])
-        .await
-        .map_err(|e| describe(&e))?;
-    tx.commit().await.map_err(|e| describe(&e))?;
     Ok(answers)
 }
 

@@ -513,6 +513,20 @@ pub(super) async fn retry(inner: &Inner, id: Uuid) -> Result<()> {
     if !matches!(state, JobState::Dead | JobState::Cancelled) {
         return Err(wrong_state(id, state, "RetryJob", "DEAD or CANCELLED"));
     }
+    if let Some(limit) = inner.queue.max_queue_size {
+        let queue: String = row.get(1);
+        let held: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM sluice_jobs WHERE queue = $1",
+                &[&queue],
+            )
+            .await
+            .map_err(unavailable)?
+            .get(0);
+        if u64::try_from(held).unwrap_or(0) >= limit {
+            return Err(QueueError::QueueFull { queue, limit }.into());
+        }
+    }
     // Back to the unfinished table with its place in enqueue order; its
     // idempotency key goes only if no other unfinished job holds it now.
     tx.execute(

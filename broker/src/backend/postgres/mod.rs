@@ -134,7 +134,7 @@ impl PostgresBackend {
             "connected to PostgreSQL"
         );
         let inner = Arc::new(Inner {
-            enqueuer: enqueue::Enqueuer::new(pool.clone()),
+            enqueuer: enqueue::Enqueuer::new(pool.clone(), config.queue.max_queue_size),
             pool,
             target: settings.target.clone(),
             queue: config.queue.clone(),

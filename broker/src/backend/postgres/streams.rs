@@ -31,6 +31,8 @@ use crate::service::RequestError;
 pub struct Streams {
     open: Mutex<HashMap<i64, Stream>>,
     next_id: AtomicU64,
+    /// Where the next claim round starts, so that streams share the jobs.
+    cursor: AtomicU64,
 }
 
 struct Stream {
@@ -98,10 +100,23 @@ impl Streams {
             .collect()
     }
 
+    /// The streams with room, each with its credit. Each round starts one
+    /// stream further, so that single jobs go round the streams.
     fn wants(&self) -> Vec<Want> {
-        self.lock()
+        let mut open = self.lock();
+        // Room by its count, but a full channel: the client has not read
+        // its stream for a lease duration (the leases of what waits in it
+        // expired). Closed, as on the local backend.
+        open.retain(|id, s| {
+            let stale = s.in_flight < s.max_in_flight && s.tx.capacity() == 0;
+            if stale {
+                warn!(stream = id, worker_id = %s.worker_id, "lease stream not read for a lease duration: closing it");
+            }
+            !stale
+        });
+        let mut wants: Vec<Want> = open
             .iter()
-            .filter(|(_, s)| s.in_flight < s.max_in_flight && s.tx.capacity() > 0)
+            .filter(|(_, s)| s.in_flight < s.max_in_flight)
             .map(|(&stream, s)| Want {
                 stream,
                 worker_id: s.worker_id.clone(),
@@ -110,7 +125,16 @@ impl Streams {
                 credit: i64::from(s.max_in_flight - s.in_flight),
                 lease_ms: s.lease_ms,
             })
-            .collect()
+            .collect();
+        drop(open);
+        let n = wants.len();
+        if n == 0 {
+            return wants;
+        }
+        wants.sort_by_key(|w| w.stream);
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) as usize % n;
+        wants.rotate_left(start);
+        wants
     }
 }
 
@@ -213,7 +237,8 @@ fn lease_refs(messages: &[pb::LeasedJob]) -> Vec<LeaseRef> {
 /// ready for them. One round per wake-up or poll.
 pub(super) async fn claim_round(inner: &Inner) -> Result<(), RequestError> {
     loop {
-        let wants = inner.streams.wants();
+        let mut wants = inner.streams.wants();
+        share(inner, &mut wants).await?;
         let mut filled_one = false;
         for want in wants {
             let got = claim(inner, &want).await?;
@@ -224,6 +249,38 @@ pub(super) async fn claim_round(inner: &Inner) -> Result<(), RequestError> {
             return Ok(());
         }
     }
+}
+
+/// With several streams, each asks for its share of the jobs ready now,
+/// so that they split them evenly (as the local backend's round robin
+/// does); one stream alone asks for its whole credit.
+async fn share(inner: &Inner, wants: &mut [Want]) -> Result<(), RequestError> {
+    let n = i64::try_from(wants.len()).unwrap_or(1);
+    if n < 2 {
+        return Ok(());
+    }
+    let mut queues: Vec<&str> = wants
+        .iter()
+        .flat_map(|w| w.queues.iter().map(String::as_str))
+        .collect();
+    queues.sort_unstable();
+    queues.dedup();
+    let most: i64 = wants.iter().map(|w| w.credit).sum();
+    let client = inner.pool.get().await.map_err(unavailable)?;
+    let ready: i64 = client
+        .query_one(
+            "SELECT count(*) FROM (SELECT 1 FROM sluice_jobs
+                 WHERE state = 'ready' AND queue = ANY($1) LIMIT $2) r",
+            &[&queues, &most],
+        )
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    let each = ((ready + n - 1) / n).max(1);
+    for want in wants {
+        want.credit = want.credit.min(each);
+    }
+    Ok(())
 }
 
 /// Claims up to `want.credit` ready jobs for one stream and sends them.
