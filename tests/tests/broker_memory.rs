@@ -195,7 +195,9 @@ async fn memory_stays_bounded_under_overload_and_no_accepted_job_is_lost() {
 
 #[tokio::test]
 async fn enqueue_batch_jobs_and_retry_are_refused_over_the_mark() {
-    if !local_only("--max-memory bounds one broker's memory; on PostgreSQL the jobs live in the database") {
+    if !local_only(
+        "--max-memory bounds one broker's memory; on PostgreSQL the jobs live in the database",
+    ) {
         return;
     }
     // Room for two jobs without payload or headers.

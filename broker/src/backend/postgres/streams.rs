@@ -11,8 +11,8 @@
 //! by the recount every poll.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sluice_proto::v1 as pb;
 use sluice_queue::{ConsumerSpec, Timestamp, WorkerInfo};
@@ -235,14 +235,26 @@ fn lease_refs(messages: &[pb::LeasedJob]) -> Vec<LeaseRef> {
 
 /// Fills every stream with room, until none can take more or no job is
 /// ready for them. One round per wake-up or poll.
-pub(super) async fn claim_round(inner: &Inner) -> Result<(), RequestError> {
+pub(super) async fn claim_round(inner: &Arc<Inner>) -> Result<(), RequestError> {
     loop {
         let mut wants = inner.streams.wants();
         share(inner, &mut wants).await?;
-        let mut filled_one = false;
+        // The streams' claims run at once, each on its own connection:
+        // SKIP LOCKED keeps them from waiting on each other.
+        let mut claims = tokio::task::JoinSet::new();
         for want in wants {
-            let got = claim(inner, &want).await?;
-            filled_one |= got == want.credit;
+            let inner = inner.clone();
+            claims.spawn(async move {
+                let got = claim(&inner, &want).await?;
+                Ok::<_, RequestError>(got == want.credit)
+            });
+        }
+        let mut filled_one = false;
+        while let Some(claimed) = claims.join_next().await {
+            match claimed {
+                Ok(filled) => filled_one |= filled?,
+                Err(e) => return Err(RequestError::Unavailable(format!("a claim task: {e}"))),
+            }
         }
         // A stream that took all it asked for may find more.
         if !filled_one {
@@ -285,9 +297,17 @@ async fn share(inner: &Inner, wants: &mut [Want]) -> Result<(), RequestError> {
 
 /// Claims up to `want.credit` ready jobs for one stream and sends them.
 async fn claim(inner: &Inner, want: &Want) -> Result<i64, RequestError> {
-    let client = inner.pool.get().await.map_err(unavailable)?;
+    let mut client = inner.pool.get().await.map_err(unavailable)?;
     let job_types: Option<&Vec<String>> = (!want.job_types.is_empty()).then_some(&want.job_types);
-    let rows = client
+    // A claim is committed without waiting for the WAL flush: nothing is
+    // acknowledged to a client by it. If PostgreSQL crashes before the
+    // flush, the job is READY again and runs again (at least once, as
+    // after an expired lease); every Ack, Nack and Enqueue waits.
+    let tx = client.transaction().await.map_err(unavailable)?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(unavailable)?;
+    let rows = tx
         .query(
             &format!(
                 "WITH open AS (
@@ -329,6 +349,7 @@ async fn claim(inner: &Inner, want: &Want) -> Result<i64, RequestError> {
         )
         .await
         .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
     drop(client);
     if rows.is_empty() {
         return Ok(0);

@@ -1,0 +1,474 @@
+//! Several brokers over one PostgreSQL (`--store postgres://`), end to end
+//! with the real binaries and a private PostgreSQL (tests/src/postgres.rs):
+//!
+//! - three brokers, producers and `sluice-worker` processes spread across
+//!   them; one broker is SIGKILLed under load. The test records every
+//!   lease in the database with a trigger of its own (the product keeps no
+//!   such history) and checks with SQL that every acknowledged enqueue ran
+//!   and was acked exactly once, that no job ever had two unexpired leases
+//!   at once, and that the killed broker's jobs were redelivered soon
+//!   after their leases ended;
+//! - PostgreSQL restarted (`pg_ctl restart -m fast`) under load: no
+//!   acknowledged job lost, the brokers serve again by themselves;
+//! - brokers started together migrate the schema once; a newer schema,
+//!   an unreachable database and contradictory flags refuse to start.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use sluice_e2e::postgres::{TestPostgres, shared};
+use sluice_e2e::{BrokerProcess, WAIT, WorkerProcess, binary};
+use sluice_proto::v1 as pb;
+
+/// The lease the workers ask for: a killed broker's jobs run again after it.
+const LEASE: Duration = Duration::from_secs(2);
+/// The backend's poll interval (`POLL_INTERVAL`), the longest a due job or
+/// an expired lease may wait for a broker to notice it.
+const POLL: Duration = Duration::from_secs(1);
+/// The brokers' backoff after a failed attempt (an expired lease), at most.
+const BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// The test's own lease history: a row per lease, with when it began, when
+/// it was to expire (extends included) and when and how it ended.
+const LEASE_HISTORY: &str = "
+CREATE TABLE test_leases (job_id uuid, lease_id uuid PRIMARY KEY, broker_id uuid,
+    leased_at timestamptz, expires_at timestamptz, ended_at timestamptz, ended_by text);
+CREATE FUNCTION test_lease_history() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'UPDATE' THEN
+    IF OLD.lease_id IS NOT NULL AND NEW.lease_id IS DISTINCT FROM OLD.lease_id THEN
+      UPDATE test_leases SET ended_at = clock_timestamp(), ended_by = 'update'
+      WHERE lease_id = OLD.lease_id;
+    END IF;
+    IF NEW.lease_id IS NOT NULL AND NEW.lease_id IS DISTINCT FROM OLD.lease_id THEN
+      INSERT INTO test_leases VALUES (NEW.id, NEW.lease_id, NEW.broker_id, NEW.leased_at,
+          NEW.lease_expires_at, NULL, NULL);
+    ELSIF NEW.lease_id IS NOT NULL THEN
+      UPDATE test_leases SET expires_at = NEW.lease_expires_at WHERE lease_id = NEW.lease_id;
+    END IF;
+  ELSIF OLD.lease_id IS NOT NULL THEN
+    UPDATE test_leases SET ended_at = clock_timestamp(), ended_by = 'delete'
+    WHERE lease_id = OLD.lease_id;
+  END IF;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER test_lease_history AFTER UPDATE OR DELETE ON sluice_jobs
+    FOR EACH ROW EXECUTE FUNCTION test_lease_history();
+";
+
+/// A broker on `url`, once it has migrated and serves.
+fn broker_on(url: &str) -> BrokerProcess {
+    let broker = BrokerProcess::start(&[
+        "--store",
+        url,
+        "--lease-duration",
+        "2s",
+        "--backoff-initial",
+        "100ms",
+        "--backoff-max",
+        "200ms",
+        "--drain-timeout",
+        "2s",
+    ]);
+    broker.wait_for_log("broker serving");
+    broker
+}
+
+fn worker_of(broker: &BrokerProcess, id: &str) -> WorkerProcess {
+    WorkerProcess::start(
+        broker,
+        &[
+            "--exec",
+            "t=true",
+            "--concurrency",
+            "4",
+            "--lease-duration",
+            "2s",
+            "--worker-id",
+            id,
+        ],
+    )
+}
+
+/// The `broker_id` a broker logged when it connected.
+fn broker_id(broker: &BrokerProcess) -> String {
+    let log = broker.wait_for_log("connected to PostgreSQL");
+    log.lines()
+        .find(|l| l.contains("connected to PostgreSQL"))
+        .and_then(|l| l.split("broker_id=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned()
+}
+
+/// Ready jobs a producer lets wait before it enqueues more: the backlog
+/// stays short, so that a job given back is not queued behind thousands.
+const BACKLOG: u64 = 100;
+
+/// Producers: each enqueues `per_producer` jobs in batches through its own
+/// broker, moving to the next live one when its broker fails, and waits
+/// while more than [`BACKLOG`] jobs are ready; every id whose Enqueue
+/// returned OK is recorded.
+async fn produce(
+    urls: Vec<String>,
+    start_at: usize,
+    per_producer: usize,
+    acked: Arc<Mutex<HashSet<String>>>,
+    sent: Arc<AtomicUsize>,
+) {
+    let mut at = start_at;
+    let mut client: Option<tonic::transport::Channel> = None;
+    let mut done = 0;
+    while done < per_producer {
+        if client.is_none() {
+            let endpoint = tonic::transport::Endpoint::from_shared(urls[at % urls.len()].clone())
+                .unwrap()
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(5));
+            match endpoint.connect().await {
+                Ok(channel) => client = Some(channel),
+                Err(_) => {
+                    at += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        }
+        let channel = client.clone().unwrap();
+        let stats = pb::admin_client::AdminClient::new(channel.clone())
+            .stats(pb::StatsRequest {})
+            .await;
+        let ready = stats.map_or(0, |s| {
+            let queues = s.into_inner().queues;
+            queues
+                .iter()
+                .find(|q| q.queue == "default")
+                .map_or(0, |q| q.ready)
+        });
+        if ready > BACKLOG {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let batch = 20.min(per_producer - done);
+        let jobs = (0..batch).map(|_| sluice_e2e::job("t", b"x")).collect();
+        let reply = pb::broker_client::BrokerClient::new(channel)
+            .enqueue_batch(pb::EnqueueBatchRequest { jobs })
+            .await;
+        match reply {
+            Ok(reply) => {
+                let mut acked = acked.lock().unwrap();
+                for result in reply.into_inner().results {
+                    assert_eq!(result.code, 0, "{}", result.message);
+                    acked.insert(result.job_id);
+                }
+                done += batch;
+                sent.fetch_add(batch, Ordering::Relaxed);
+            }
+            // Not acknowledged: tried again (as new jobs) elsewhere.
+            Err(_) => {
+                client = None;
+                at += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until the database holds no unfinished job, for at most `limit`.
+fn wait_all_done(pg: &TestPostgres, url: &str, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let left: u64 = pg
+            .psql(url, "SELECT count(*) FROM sluice_jobs")
+            .parse()
+            .unwrap();
+        if left == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{left} jobs still unfinished after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every acknowledged id, checked with SQL: SUCCEEDED, acked exactly once.
+fn check_every_acked_job_ran_once(pg: &TestPostgres, url: &str, acked: &HashSet<String>) {
+    let succeeded: HashSet<String> = pg
+        .psql(
+            url,
+            "SELECT id FROM sluice_finished WHERE state = 'succeeded'",
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let missing: Vec<_> = acked.difference(&succeeded).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged jobs that did not succeed, e.g. {missing:?}"
+    );
+    let twice = pg.psql(
+        url,
+        "SELECT count(*) FROM (SELECT job_id FROM test_leases WHERE ended_by = 'delete'
+             GROUP BY job_id HAVING count(*) > 1) t",
+    );
+    assert_eq!(twice, "0", "jobs acked more than once");
+    let overlapping = pg.psql(
+        url,
+        "SELECT count(*) FROM test_leases a JOIN test_leases b
+           ON a.job_id = b.job_id AND a.lease_id <> b.lease_id AND a.leased_at <= b.leased_at
+          AND b.leased_at < least(a.expires_at, coalesce(a.ended_at, 'infinity'))",
+    );
+    assert_eq!(overlapping, "0", "a job had two unexpired leases at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_brokers_share_the_work_and_a_killed_brokers_jobs_run_elsewhere() {
+    const PER_PRODUCER: usize = 1000;
+    let pg = shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = pg.fresh_database();
+    let first = broker_on(&url);
+    pg.psql(&url, LEASE_HISTORY);
+    let mut brokers = vec![first, broker_on(&url), broker_on(&url)];
+    let victim_id = broker_id(&brokers[1]);
+    let _workers: Vec<WorkerProcess> = brokers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, b)| {
+            [
+                worker_of(b, &format!("w{i}a")),
+                worker_of(b, &format!("w{i}b")),
+            ]
+        })
+        .collect();
+    let urls: Vec<String> = brokers.iter().map(BrokerProcess::url).collect();
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let producers: Vec<_> = (0..3)
+        .map(|i| {
+            tokio::spawn(produce(
+                urls.clone(),
+                i,
+                PER_PRODUCER,
+                acked.clone(),
+                sent.clone(),
+            ))
+        })
+        .collect();
+
+    // Under load: a third of the jobs in, and the victim holding leases.
+    let start = Instant::now();
+    loop {
+        let held: u64 = pg
+            .psql(
+                &url,
+                &format!(
+                    "SELECT count(*) FROM sluice_jobs WHERE state = 'leased' AND broker_id = '{victim_id}'"
+                ),
+            )
+            .parse()
+            .unwrap();
+        if sent.load(Ordering::Relaxed) >= PER_PRODUCER && held > 0 {
+            break;
+        }
+        assert!(start.elapsed() < WAIT * 4, "the load never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    brokers[1].signal(Signal::SIGKILL);
+    let killed_at = pg.psql(&url, "SELECT clock_timestamp()");
+    assert!(brokers[1].wait_exit(WAIT).is_some());
+
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    wait_all_done(pg, &url, Duration::from_secs(60));
+    let acked = acked.lock().unwrap().clone();
+    check_every_acked_job_ran_once(pg, &url, &acked);
+
+    // The victim's leases that its death left: each job leased again
+    // within a lease, the poll interval and the backoff of their end.
+    let orphans: u64 = pg
+        .psql(
+            &url,
+            &format!(
+                "SELECT count(*) FROM test_leases WHERE broker_id = '{victim_id}'
+                   AND ended_by = 'update' AND leased_at <= '{killed_at}'
+                   AND ended_at >= '{killed_at}'"
+            ),
+        )
+        .parse()
+        .unwrap();
+    assert!(orphans > 0, "the victim held no lease when it died");
+    // A lease taken just before the kill ends one lease later; then the
+    // reaper (within the poll interval), the backoff, and a claim.
+    let limit = (LEASE + POLL + BACKOFF_MAX).as_millis() + 1500;
+    let slowest: f64 = pg
+        .psql(
+            &url,
+            &format!(
+                "SELECT coalesce(max(extract(epoch FROM (SELECT min(n.leased_at) FROM test_leases n
+                     WHERE n.job_id = o.job_id AND n.leased_at > o.leased_at) - '{killed_at}'::timestamptz)), 0)
+                 FROM test_leases o WHERE o.broker_id = '{victim_id}' AND o.ended_by = 'update'
+                   AND o.leased_at <= '{killed_at}' AND o.ended_at >= '{killed_at}'"
+            ),
+        )
+        .parse()
+        .unwrap();
+    assert!(
+        slowest * 1000.0 <= limit as f64,
+        "a killed broker's job waited {slowest:.2} s to run again (limit {limit} ms)"
+    );
+    let leases: u64 = pg
+        .psql(&url, "SELECT count(*) FROM test_leases")
+        .parse()
+        .unwrap();
+    println!(
+        "enqueued and acknowledged {}, leases {leases}, leases orphaned by the kill {orphans}, \
+         slowest redelivery {slowest:.2} s after the kill (limit {limit} ms)",
+        acked.len()
+    );
+    // The survivors list only their own streams now (the victim's row goes
+    // with its heartbeat).
+    let mut admin = pb::admin_client::AdminClient::new(brokers[0].channel().await);
+    let workers = admin
+        .list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers;
+    assert!(workers.iter().any(|w| w.worker_id == "w2a"), "{workers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_under_load_loses_no_acknowledged_job() {
+    const PER_PRODUCER: usize = 1500;
+    // Its own server: a restart would disturb the other tests' databases.
+    let pg = TestPostgres::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = pg.fresh_database();
+    let brokers = [broker_on(&url), broker_on(&url)];
+    let _workers: Vec<WorkerProcess> = brokers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| worker_of(b, &format!("w{i}")))
+        .collect();
+    let urls: Vec<String> = brokers.iter().map(BrokerProcess::url).collect();
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let producers: Vec<_> = (0..2)
+        .map(|i| {
+            tokio::spawn(produce(
+                urls.clone(),
+                i,
+                PER_PRODUCER,
+                acked.clone(),
+                sent.clone(),
+            ))
+        })
+        .collect();
+    while sent.load(Ordering::Relaxed) < PER_PRODUCER / 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pg.restart_fast();
+    let back = Instant::now();
+    // Each broker serves again by itself, within a few seconds.
+    for broker in &brokers {
+        broker.wait_for_log("the database is reachable again");
+    }
+    let recovered = back.elapsed();
+    assert!(recovered < Duration::from_secs(10), "took {recovered:?}");
+    for producer in producers {
+        producer.await.unwrap();
+    }
+    wait_all_done(&pg, &url, Duration::from_secs(60));
+    let acked = acked.lock().unwrap().clone();
+    let succeeded: HashSet<String> = pg
+        .psql(
+            &url,
+            "SELECT id FROM sluice_finished WHERE state = 'succeeded'",
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let lost = acked.difference(&succeeded).count();
+    assert_eq!(lost, 0, "acknowledged jobs lost in the restart");
+    println!(
+        "acknowledged {} jobs around a restart; brokers serving again {:.1} s after it",
+        acked.len(),
+        recovered.as_secs_f64()
+    );
+}
+
+#[test]
+fn brokers_started_together_migrate_once_and_a_newer_schema_is_refused() {
+    let pg = shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = pg.fresh_database();
+    let brokers: Vec<BrokerProcess> = std::thread::scope(|s| {
+        let started: Vec<_> = (0..3).map(|_| s.spawn(|| broker_on(&url))).collect();
+        started.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(pg.psql(&url, "SELECT count(*) FROM sluice_schema"), "1");
+    let applied: usize = brokers
+        .iter()
+        .filter(|b| b.log().contains("migrations_applied=1"))
+        .count();
+    assert_eq!(applied, 1, "exactly one broker applies the migration");
+    drop(brokers);
+
+    pg.psql(&url, "INSERT INTO sluice_schema (version) VALUES (99)");
+    let mut command = Command::new(binary("sluice-broker"));
+    command.args(["--addr", "127.0.0.1:0", "--store", &url]);
+    let out = sluice_e2e::cli::run_within(command, None, WAIT).unwrap();
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("version 99, newer than this broker's 1"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn bad_store_settings_refuse_to_start_saying_why() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "--store",
+                "postgres://u:secret@127.0.0.1:1/db",
+                "--data-dir",
+                "/tmp/x",
+            ],
+            "--data-dir is for the embedded store",
+        ),
+        (
+            &["--store", "mysql://x"],
+            "--store must be `embedded` or a postgres:// URL",
+        ),
+        (
+            &["--store", "postgres://u@127.0.0.1:1/db?sslmode=verify-full"],
+            "sslmode=verify-full needs sslrootcert",
+        ),
+        (
+            &["--store", "postgres://u:secret@127.0.0.1:1/db"],
+            "connecting to the database",
+        ),
+    ];
+    for (args, why) in cases {
+        let mut command = Command::new(binary("sluice-broker"));
+        command.args(["--addr", "127.0.0.1:0"]).args(args);
+        let out = sluice_e2e::cli::run_within(command, None, WAIT).unwrap();
+        assert_ne!(out.code, 0, "{args:?} started");
+        assert!(out.stderr.contains(why), "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("secret"),
+            "the password was logged: {}",
+            out.stderr
+        );
+    }
+}
