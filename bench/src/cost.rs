@@ -150,7 +150,7 @@ async fn one_run(
         queue: queue.into(),
         security: side.clients.clone(),
     };
-    let measured = load::run(&broker.addr, &load).await;
+    let measured = load::run(std::slice::from_ref(&broker.addr), &load).await;
     stop.cancel();
     if let Some(scraper) = scraper {
         let scrapes = scraper.await.context("the scraper task")??;

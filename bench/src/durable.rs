@@ -90,7 +90,7 @@ pub async fn run(broker_bin: &Path, dir: &Path, jobs: u64, json_out: bool) -> an
             }
             let broker = crate::start_broker(broker_bin, &args)?;
             let measured = load::run(
-                &broker.addr,
+                std::slice::from_ref(&broker.addr),
                 &Load {
                     jobs: n,
                     producers: row.producers,

@@ -174,7 +174,10 @@ struct Progress {
     target: u64,
 }
 
-pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
+pub async fn run(addrs: &[String], load: &Load) -> anyhow::Result<Measured> {
+    // Producer and consumer i use broker i (of several, round robin).
+    let at = |i: usize| addrs[i % addrs.len()].as_str();
+    let addr = at(0);
     let epoch = Instant::now();
     let progress = Arc::new(Progress {
         acked: AtomicU64::new(0),
@@ -183,12 +186,12 @@ pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
     });
     let mut consumers = JoinSet::new();
     for id in 0..load.consumers {
-        let client = BrokerClient::new(connect(addr, &load.security, Role::Worker).await?);
+        let client = BrokerClient::new(connect(at(id), &load.security, Role::Worker).await?);
         let (load, progress) = (load.clone(), progress.clone());
         match load.worker_handler {
             None => consumers.spawn(consume(client, id, load, progress, epoch)),
             Some(work) => consumers.spawn(consume_with_worker(
-                addr.to_owned(),
+                at(id).to_owned(),
                 id,
                 load,
                 progress,
@@ -213,7 +216,7 @@ pub async fn run(addr: &str, load: &Load) -> anyhow::Result<Measured> {
         } else {
             per_producer
         };
-        let client = BrokerClient::new(connect(addr, &load.security, Role::Producer).await?);
+        let client = BrokerClient::new(connect(at(id), &load.security, Role::Producer).await?);
         producers.spawn(produce(client, count, load.clone(), epoch, started));
     }
     let mut enqueue_call_us = Histogram::<u64>::new(3)?;

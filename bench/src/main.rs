@@ -73,6 +73,15 @@ struct Target {
     /// An extra flag for the started broker; repeatable.
     #[arg(long = "broker-arg", allow_hyphen_values = true)]
     broker_args: Vec<String>,
+    /// Where the started brokers keep jobs: `embedded`, a postgres:// URL,
+    /// or `postgres` for a private PostgreSQL this run starts (initdb in a
+    /// temporary directory, fsync on, stopped at the end).
+    #[arg(long, default_value = "embedded")]
+    store: String,
+    /// Brokers to start on --store (PostgreSQL for more than one);
+    /// producers and consumers are spread across them.
+    #[arg(long, default_value_t = 1)]
+    brokers: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -173,16 +182,51 @@ fn broker_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The brokers of a run and what they stand on.
+struct Started {
+    /// Their addresses (one with --addr).
+    addrs: Vec<String>,
+    /// The brokers this run started.
+    brokers: Vec<BrokerProcess>,
+    /// The private PostgreSQL of `--store postgres`, stopped on drop.
+    _postgres: Option<sluice_e2e::TestPostgres>,
+}
+
 impl Target {
-    /// The broker's address; a broker it started (with `extra` flags too).
-    fn start(&self, extra: &[String]) -> anyhow::Result<(String, Option<BrokerProcess>)> {
+    /// The brokers to load: `--addr`, or those it starts (with `extra` flags too).
+    fn start(&self, extra: &[String]) -> anyhow::Result<Started> {
         if let Some(addr) = &self.addr {
-            return Ok((addr.clone(), None));
+            return Ok(Started {
+                addrs: vec![addr.clone()],
+                brokers: Vec::new(),
+                _postgres: None,
+            });
         }
+        let (url, postgres) = match self.store.as_str() {
+            "embedded" => (None, None),
+            "postgres" => {
+                let pg = sluice_e2e::TestPostgres::start().map_err(anyhow::Error::msg)?;
+                (Some(pg.fresh_database()), Some(pg))
+            }
+            url => (Some(url.to_owned()), None),
+        };
+        anyhow::ensure!(
+            self.brokers >= 1 && (self.brokers == 1 || url.is_some()),
+            "--brokers above 1 needs a PostgreSQL --store"
+        );
         let binary = broker_binary(self.broker_bin.clone())?;
-        let args: Vec<String> = self.broker_args.iter().chain(extra).cloned().collect();
-        let broker = start_broker(&binary, &args)?;
-        Ok((broker.addr.clone(), Some(broker)))
+        let mut args: Vec<String> = self.broker_args.iter().chain(extra).cloned().collect();
+        if let Some(url) = url {
+            args.extend(["--store".to_owned(), url]);
+        }
+        let brokers = (0..self.brokers)
+            .map(|_| start_broker(&binary, &args))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Started {
+            addrs: brokers.iter().map(|b| b.addr.clone()).collect(),
+            brokers,
+            _postgres: postgres,
+        })
     }
 }
 
@@ -238,7 +282,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|g| g.broker_args.clone())
         .unwrap_or_default();
-    let (addr, broker) = args.target.start(&extra)?;
+    let started = args.target.start(&extra)?;
     let load = Load {
         jobs: args.jobs,
         producers: args.producers,
@@ -257,20 +301,28 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         queue: format!("bench-{}", std::process::id()),
         security,
     };
-    let cpu_before = broker
-        .as_ref()
-        .map(|b| proc_stats::cpu_seconds(b.process.pid()))
-        .transpose()?;
-    let measured = load::run(&addr, &load).await?;
-    let cpu = match (&broker, cpu_before) {
-        (Some(b), Some(before)) => Some(proc_stats::cpu_seconds(b.process.pid())? - before),
+    // CPU and memory of the brokers it started, summed.
+    let cpu_of = |brokers: &[BrokerProcess]| -> anyhow::Result<Option<f64>> {
+        if brokers.is_empty() {
+            return Ok(None);
+        }
+        let mut sum = 0.0;
+        for b in brokers {
+            sum += proc_stats::cpu_seconds(b.process.pid())?;
+        }
+        Ok(Some(sum))
+    };
+    let cpu_before = cpu_of(&started.brokers)?;
+    let measured = load::run(&started.addrs, &load).await?;
+    let cpu = match (cpu_of(&started.brokers)?, cpu_before) {
+        (Some(after), Some(before)) => Some(after - before),
         _ => None,
     };
-    let peak_rss = broker
-        .as_ref()
-        .map(|b| proc_stats::memory(b.process.pid()))
-        .transpose()?
-        .map(|(_, peak)| peak);
+    let mut peak_rss = None;
+    for b in &started.brokers {
+        let (_, peak) = proc_stats::memory(b.process.pid())?;
+        peak_rss = Some(peak_rss.unwrap_or(0) + peak);
+    }
     let h = &measured.latency_us;
     let c = &measured.enqueue_call_us;
     let e2e_secs = measured.end_to_end.as_secs_f64();
@@ -336,8 +388,12 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
 }
 
 async fn memory(args: MemoryArgs) -> anyhow::Result<()> {
-    let (addr, broker) = args.target.start(&[])?;
-    let broker = broker.context("memory needs a broker the bench starts (no --addr)")?;
+    let started = args.target.start(&[])?;
+    let addr = started.addrs[0].clone();
+    let broker = started
+        .brokers
+        .first()
+        .context("memory needs a broker the bench starts (no --addr)")?;
     let security = load::ClientSecurity::default();
     let mut client =
         BrokerClient::new(load::connect(&addr, &security, load::Role::Producer).await?);

@@ -236,7 +236,7 @@ async fn three_brokers_share_the_work_and_a_killed_brokers_jobs_run_elsewhere() 
     let url = pg.fresh_database();
     let first = broker_on(&url);
     pg.psql(&url, LEASE_HISTORY);
-    let mut brokers = vec![first, broker_on(&url), broker_on(&url)];
+    let mut brokers = [first, broker_on(&url), broker_on(&url)];
     let victim_id = broker_id(&brokers[1]);
     let _workers: Vec<WorkerProcess> = brokers
         .iter()
