@@ -148,6 +148,12 @@ pub trait Backend: Send + Sync + 'static {
     /// Every queue's figures.
     async fn stats(&self) -> Result<StatsReading, RequestError>;
 
+    /// Every queue's lifetime counters, for the rates of Stats (sampled
+    /// every few seconds); the counts by state may be left out.
+    async fn counters(&self) -> Result<StatsReading, RequestError> {
+        self.stats().await
+    }
+
     /// The open Lease streams (of every broker, on a shared backend).
     async fn workers(&self) -> Result<Vec<WorkerInfo>, RequestError>;
 

@@ -98,7 +98,7 @@ pub async fn sample(shared: SharedBackend, rates: std::sync::Arc<Rates>, stop: C
             () = stop.cancelled() => break,
             _ = every.tick() => {}
         }
-        match shared.stats().await {
+        match shared.counters().await {
             Ok(reading) => rates.sample(&reading.queues, reading.now),
             // The broker failed: nothing changes any more.
             Err(_) if shared.failure().is_some() => break,

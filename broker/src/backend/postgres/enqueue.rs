@@ -24,6 +24,22 @@ const MAX_GROUP: usize = 4096;
 /// Writers committing at once: one commits while the next group gathers.
 const WRITERS: usize = 2;
 
+/// The insert of a group: one row per job; a job due now is READY, one
+/// due later SCHEDULED. A key already held by an unfinished job of its
+/// queue inserts nothing (the unique index).
+const INSERT: &str =
+    "INSERT INTO sluice_jobs (id, queue, job_type, payload, headers, priority, state,
+                 max_attempts, timeout_ms, idempotency_key, created_at, run_at)
+             SELECT id, queue, job_type, payload, headers::jsonb, priority,
+                 CASE WHEN run_at > now() THEN 'scheduled' ELSE 'ready' END,
+                 max_attempts, timeout_ms, key, now(), greatest(coalesce(run_at, now()), now())
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[],
+                 $6::int[], $7::int[], $8::bigint[], $9::timestamptz[], $10::text[])
+                 AS j(id, queue, job_type, payload, headers, priority, max_attempts,
+                      timeout_ms, run_at, key)
+             ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+             RETURNING id";
+
 /// One call's jobs and where to answer.
 struct Pending {
     jobs: Vec<NewJob>,
@@ -208,7 +224,7 @@ async fn insert_admitted(
     let (mut priorities, mut attempts, mut timeouts, mut run_ats, mut keys) =
         (vec![], vec![], vec![], vec![], vec![]);
     for job in jobs {
-        ids.push(Uuid::new_v4());
+        ids.push(Uuid::now_v7());
         queues.push(job.queue.as_str());
         types.push(job.job_type.as_str());
         payloads.push(job.payload.as_ref());
@@ -227,21 +243,10 @@ async fn insert_admitted(
         );
         keys.push(job.idempotency_key.as_deref());
     }
-    // A job due now is READY; one due later SCHEDULED. A key already held
-    // by an unfinished job of its queue inserts nothing (the unique index).
+    let insert = tx.prepare_cached(INSERT).await.map_err(|e| describe(&e))?;
     let inserted = tx
         .query(
-            "INSERT INTO sluice_jobs (id, queue, job_type, payload, headers, priority, state,
-                 max_attempts, timeout_ms, idempotency_key, created_at, run_at)
-             SELECT id, queue, job_type, payload, headers::jsonb, priority,
-                 CASE WHEN run_at > now() THEN 'scheduled' ELSE 'ready' END,
-                 max_attempts, timeout_ms, key, now(), greatest(coalesce(run_at, now()), now())
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[],
-                 $6::int[], $7::int[], $8::bigint[], $9::timestamptz[], $10::text[])
-                 AS j(id, queue, job_type, payload, headers, priority, max_attempts,
-                      timeout_ms, run_at, key)
-             ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING id",
+            &insert,
             &[
                 &ids,
                 &queues,

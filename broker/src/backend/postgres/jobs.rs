@@ -51,10 +51,14 @@ pub(super) struct Held {
 async fn hold(tx: &Transaction<'_>, lease: LeaseRef) -> Result<Option<Held>> {
     let row = tx
         .query_opt(
-            "SELECT queue, job_type, attempt, max_attempts, cancel_requested,
+            &tx.prepare_cached(
+                "SELECT queue, job_type, attempt, max_attempts, cancel_requested,
                  coalesce(worker_id, ''), broker_id, stream_id
              FROM sluice_jobs WHERE id = $1 AND lease_id = $2 AND state = 'leased'
              FOR UPDATE",
+            )
+            .await
+            .map_err(unavailable)?,
             &[&lease.job_id, &lease.lease_id],
         )
         .await
@@ -93,8 +97,13 @@ async fn state_now(inner: &Inner, id: Uuid) -> Result<Option<JobState>> {
     let client = inner.pool.get().await.map_err(unavailable)?;
     let row = client
         .query_opt(
-            "SELECT state FROM sluice_jobs WHERE id = $1
+            &client
+                .prepare_cached(
+                    "SELECT state FROM sluice_jobs WHERE id = $1
              UNION ALL SELECT state FROM sluice_finished WHERE id = $1",
+                )
+                .await
+                .map_err(unavailable)?,
             &[&id],
         )
         .await
@@ -121,7 +130,9 @@ pub(super) async fn ack(inner: &Inner, leases: Vec<LeaseRef>) -> Result<Batch<()
     // One statement: the fenced delete and the insert into the history.
     let rows = client
         .query(
-            "WITH gone AS (
+            &client
+                .prepare_cached(
+                    "WITH gone AS (
                  DELETE FROM sluice_jobs j USING unnest($1::uuid[], $2::uuid[]) AS a(id, lease_id)
                  WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'
                  RETURNING j.*
@@ -135,6 +146,9 @@ pub(super) async fn ack(inner: &Inner, leases: Vec<LeaseRef>) -> Result<Batch<()
                  FROM gone RETURNING id
              )
              SELECT id, queue, job_type, attempt, worker_id, broker_id, stream_id FROM gone",
+                )
+                .await
+                .map_err(unavailable)?,
             &[&jobs, &ids],
         )
         .await
@@ -250,12 +264,16 @@ pub(super) async fn settle_failure(
     let ms = millis(delay);
     let row = tx
         .query_one(
-            "UPDATE sluice_jobs SET
+            &tx.prepare_cached(
+                "UPDATE sluice_jobs SET
                  state = CASE WHEN $2::bigint = 0 THEN 'ready' ELSE 'scheduled' END,
                  run_at = now() + $2::bigint * interval '1 millisecond',
                  last_error = $3, lease_id = NULL, worker_id = NULL, broker_id = NULL,
                  stream_id = NULL, leased_at = NULL, lease_expires_at = NULL, lease_ms = NULL
              WHERE id = $1 RETURNING run_at",
+            )
+            .await
+            .map_err(unavailable)?,
             &[&job_id, &ms, &error],
         )
         .await
@@ -282,10 +300,10 @@ pub(super) async fn extend(
     let by = by.map(millis);
     let row = client
         .query_opt(
-            "UPDATE sluice_jobs
+            &client.prepare_cached("UPDATE sluice_jobs
              SET lease_expires_at = now() + coalesce($3::bigint, lease_ms) * interval '1 millisecond'
              WHERE id = $1 AND lease_id = $2 AND state = 'leased'
-             RETURNING lease_expires_at, cancel_requested",
+             RETURNING lease_expires_at, cancel_requested").await.map_err(unavailable)?,
             &[&lease.job_id, &lease.lease_id, &by],
         )
         .await
@@ -379,10 +397,14 @@ pub(super) async fn expire(inner: &Inner) -> Result<usize> {
     let tx = client.transaction().await.map_err(unavailable)?;
     let rows = tx
         .query(
-            "SELECT id, queue, job_type, attempt, max_attempts, cancel_requested,
+            &tx.prepare_cached(
+                "SELECT id, queue, job_type, attempt, max_attempts, cancel_requested,
                  coalesce(worker_id, ''), broker_id, stream_id
              FROM sluice_jobs WHERE state = 'leased' AND lease_expires_at <= now()
              ORDER BY lease_expires_at LIMIT 500 FOR UPDATE SKIP LOCKED",
+            )
+            .await
+            .map_err(unavailable)?,
             &[],
         )
         .await
@@ -422,8 +444,13 @@ pub(super) async fn queues_of(inner: &Inner, ids: &[Uuid]) -> Result<Vec<String>
     let client = inner.pool.get().await.map_err(unavailable)?;
     let rows = client
         .query(
-            "SELECT queue FROM sluice_jobs WHERE id = ANY($1)
+            &client
+                .prepare_cached(
+                    "SELECT queue FROM sluice_jobs WHERE id = ANY($1)
              UNION ALL SELECT queue FROM sluice_finished WHERE id = ANY($1)",
+                )
+                .await
+                .map_err(unavailable)?,
             &[&ids],
         )
         .await
@@ -496,7 +523,11 @@ pub(super) async fn retry(inner: &Inner, id: Uuid) -> Result<()> {
     let tx = client.transaction().await.map_err(unavailable)?;
     let row = tx
         .query_opt(
-            "SELECT state, queue, job_type FROM sluice_finished WHERE id = $1 FOR UPDATE",
+            &tx.prepare_cached(
+                "SELECT state, queue, job_type FROM sluice_finished WHERE id = $1 FOR UPDATE",
+            )
+            .await
+            .map_err(unavailable)?,
             &[&id],
         )
         .await
@@ -517,7 +548,9 @@ pub(super) async fn retry(inner: &Inner, id: Uuid) -> Result<()> {
         let queue: String = row.get(1);
         let held: i64 = tx
             .query_one(
-                "SELECT count(*) FROM sluice_jobs WHERE queue = $1",
+                &tx.prepare_cached("SELECT count(*) FROM sluice_jobs WHERE queue = $1")
+                    .await
+                    .map_err(unavailable)?,
                 &[&queue],
             )
             .await
@@ -560,7 +593,11 @@ pub(super) async fn cancel(inner: &Inner, id: Uuid) -> Result<JobState> {
     let tx = client.transaction().await.map_err(unavailable)?;
     let row = tx
         .query_opt(
-            "SELECT state, queue, job_type, attempt FROM sluice_jobs WHERE id = $1 FOR UPDATE",
+            &tx.prepare_cached(
+                "SELECT state, queue, job_type, attempt FROM sluice_jobs WHERE id = $1 FOR UPDATE",
+            )
+            .await
+            .map_err(unavailable)?,
             &[&id],
         )
         .await
@@ -640,38 +677,33 @@ pub(super) async fn purge(inner: &Inner, queue: String, state: JobState) -> Resu
 }
 
 pub(super) async fn pause(inner: &Inner, queue: String, paused: bool) -> Result<()> {
-    let client = inner.pool.get().await.map_err(unavailable)?;
+    let mut client = inner.pool.get().await.map_err(unavailable)?;
+    let tx = client.transaction().await.map_err(unavailable)?;
     if paused {
-        client.batch_execute("BEGIN").await.map_err(unavailable)?;
-        let done = async {
-            client
-                .execute(
-                    "INSERT INTO sluice_queues (queue) VALUES ($1) ON CONFLICT DO NOTHING",
-                    &[&queue],
-                )
-                .await?;
-            client
-                .execute(
-                    "INSERT INTO sluice_paused (queue) VALUES ($1) ON CONFLICT DO NOTHING",
-                    &[&queue],
-                )
-                .await?;
-            client.batch_execute("COMMIT").await
-        };
-        if let Err(e) = done.await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(unavailable(e));
-        }
+        tx.execute(
+            "INSERT INTO sluice_queues (queue) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&queue],
+        )
+        .await
+        .map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO sluice_paused (queue) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&queue],
+        )
+        .await
+        .map_err(unavailable)?;
+    } else {
+        tx.execute("DELETE FROM sluice_paused WHERE queue = $1", &[&queue])
+            .await
+            .map_err(unavailable)?;
+        tx.execute("SELECT pg_notify('sluice_wake', '')", &[])
+            .await
+            .map_err(unavailable)?;
+    }
+    tx.commit().await.map_err(unavailable)?;
+    if paused {
         info!(%queue, "queue paused");
     } else {
-        client
-            .execute("DELETE FROM sluice_paused WHERE queue = $1", &[&queue])
-            .await
-            .map_err(unavailable)?;
-        client
-            .execute("SELECT pg_notify('sluice_wake', '')", &[])
-            .await
-            .map_err(unavailable)?;
         info!(%queue, "queue resumed");
         inner.claim.notify_one();
     }

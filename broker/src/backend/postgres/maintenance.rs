@@ -37,6 +37,10 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// ListWorkers and its counters are folded into `sluice_counters`.
 const BROKER_TIMEOUT_SECS: i64 = 10;
 
+/// How often the gauges of /metrics are read from the database (they
+/// count every job, which is not free on a large history).
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
+
 /// Finished jobs deleted per statement once past `--retention`.
 const RETENTION_BATCH: i64 = 5000;
 
@@ -125,6 +129,7 @@ async fn claimer(inner: Arc<Inner>, stop: CancellationToken) {
 async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
     let mut last_heartbeat = tokio::time::Instant::now();
     let mut last_retention = tokio::time::Instant::now();
+    let mut last_gauges = tokio::time::Instant::now() - GAUGES_EVERY;
     loop {
         let mut next_due = POLL_INTERVAL;
         if *inner.serving.borrow() {
@@ -133,8 +138,13 @@ async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
                 while jobs::expire(&inner).await? > 0 {}
                 if last_heartbeat.elapsed() >= HEARTBEAT {
                     heartbeat(&inner).await?;
-                    refresh_gauges(&inner).await?;
                     last_heartbeat = tokio::time::Instant::now();
+                }
+                if inner.metrics_on.load(std::sync::atomic::Ordering::Acquire)
+                    && last_gauges.elapsed() >= GAUGES_EVERY
+                {
+                    refresh_gauges(&inner).await?;
+                    last_gauges = tokio::time::Instant::now();
                 }
                 if last_retention.elapsed() >= POLL_INTERVAL * 10 {
                     retention(&inner).await?;
@@ -165,7 +175,9 @@ async fn promote(inner: &Inner) -> Result<(), RequestError> {
     loop {
         let rows = client
             .query(
-                "WITH due AS (
+                &client
+                    .prepare_cached(
+                        "WITH due AS (
                      SELECT id FROM sluice_jobs WHERE state = 'scheduled' AND run_at <= now()
                      ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED
                  ), made AS (
@@ -173,6 +185,9 @@ async fn promote(inner: &Inner) -> Result<(), RequestError> {
                      RETURNING j.id
                  )
                  SELECT count(*), pg_notify('sluice_wake', '') FROM made HAVING count(*) > 0",
+                    )
+                    .await
+                    .map_err(unavailable)?,
                 &[],
             )
             .await
@@ -192,10 +207,15 @@ async fn next_wake(inner: &Inner) -> Result<Duration, RequestError> {
     let client = inner.pool.get().await.map_err(unavailable)?;
     let row = client
         .query_one(
-            "SELECT extract(epoch FROM least(
+            &client
+                .prepare_cached(
+                    "SELECT extract(epoch FROM least(
                  (SELECT min(run_at) FROM sluice_jobs WHERE state = 'scheduled'),
                  (SELECT min(lease_expires_at) FROM sluice_jobs WHERE state = 'leased')
              ) - now())::float8",
+                )
+                .await
+                .map_err(unavailable)?,
             &[],
         )
         .await
@@ -213,10 +233,15 @@ async fn retention(inner: &Inner) -> Result<(), RequestError> {
     loop {
         let deleted = client
             .execute(
-                "DELETE FROM sluice_finished WHERE id IN (
+                &client
+                    .prepare_cached(
+                        "DELETE FROM sluice_finished WHERE id IN (
                      SELECT id FROM sluice_finished
                      WHERE finished_at < now() - $1::bigint * interval '1 millisecond'
                      ORDER BY finished_at LIMIT $2)",
+                    )
+                    .await
+                    .map_err(unavailable)?,
                 &[&retention, &RETENTION_BATCH],
             )
             .await
@@ -227,7 +252,7 @@ async fn retention(inner: &Inner) -> Result<(), RequestError> {
     }
     client
         .execute(
-            "DELETE FROM sluice_failures WHERE id <= (SELECT max(id) FROM sluice_failures) - $1",
+            &client.prepare_cached("DELETE FROM sluice_failures WHERE id <= (SELECT max(id) FROM sluice_failures) - $1").await.map_err(unavailable)?,
             &[&FAILURES_KEPT],
         )
         .await
@@ -282,10 +307,15 @@ async fn heartbeat(inner: &Inner) -> Result<(), RequestError> {
     let mut client = inner.pool.get().await.map_err(unavailable)?;
     client
         .execute(
-            "INSERT INTO sluice_brokers (broker_id, heartbeat, streams, counters)
+            &client
+                .prepare_cached(
+                    "INSERT INTO sluice_brokers (broker_id, heartbeat, streams, counters)
              VALUES ($1, now(), $2::text::jsonb, $3::text::jsonb)
              ON CONFLICT (broker_id) DO UPDATE
              SET heartbeat = now(), streams = excluded.streams, counters = excluded.counters",
+                )
+                .await
+                .map_err(unavailable)?,
             &[
                 &inner.broker_id,
                 &streams_json(inner),
@@ -297,8 +327,8 @@ async fn heartbeat(inner: &Inner) -> Result<(), RequestError> {
     let tx = client.transaction().await.map_err(unavailable)?;
     let gone = tx
         .query(
-            "DELETE FROM sluice_brokers
-             WHERE heartbeat < now() - $1::bigint * interval '1 second' RETURNING broker_id, counters::text",
+            &tx.prepare_cached("DELETE FROM sluice_brokers
+             WHERE heartbeat < now() - $1::bigint * interval '1 second' RETURNING broker_id, counters::text").await.map_err(unavailable)?,
             &[&BROKER_TIMEOUT_SECS],
         )
         .await
@@ -376,6 +406,79 @@ pub(super) async fn deregister(inner: &Inner) {
 
 /// Every queue's figures, from the database.
 pub(super) async fn stats(inner: &Inner) -> Result<StatsReading, RequestError> {
+    let mut reading = counters(inner).await?;
+    let client = inner.pool.get().await.map_err(unavailable)?;
+    let mut queues: std::collections::BTreeMap<String, QueueStats> = reading
+        .queues
+        .drain(..)
+        .map(|q| (q.queue.clone(), q))
+        .collect();
+    let counts = client
+        .query(
+            &client
+                .prepare_cached(
+                    "SELECT queue, state, count(*) FROM sluice_jobs GROUP BY 1, 2
+             UNION ALL SELECT queue, state, count(*) FROM sluice_finished GROUP BY 1, 2",
+                )
+                .await
+                .map_err(unavailable)?,
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+    for row in &counts {
+        if let Some(q) = queues.get_mut(row.get::<_, &str>(0)) {
+            let state: JobState = state_of(row.get(1));
+            q.counts[state.index()] = u64::try_from(row.get::<_, i64>(2)).unwrap_or(0);
+        }
+    }
+    let oldest = client
+        .query(
+            &client.prepare_cached("SELECT queue, min(run_at) FROM sluice_jobs WHERE state = 'ready' GROUP BY queue").await.map_err(unavailable)?,
+            &[],
+        )
+        .await
+        .map_err(unavailable)?;
+    for row in &oldest {
+        if let Some(q) = queues.get_mut(row.get::<_, &str>(0)) {
+            q.oldest_ready_due = Some(rows::timestamp(row.get(1)));
+        }
+    }
+    let failures = client
+        .query(
+            &client
+                .prepare_cached(
+                    "SELECT job_id, queue, job_type, attempt, error, failed_at, dead, worker_id
+             FROM (SELECT * FROM sluice_failures ORDER BY id DESC LIMIT $1) f ORDER BY id",
+                )
+                .await
+                .map_err(unavailable)?,
+            &[&i64::try_from(sluice_queue::RECENT_FAILURES).unwrap_or(50)],
+        )
+        .await
+        .map_err(unavailable)?;
+    reading.recent_failures = failures
+        .iter()
+        .map(|row| {
+            convert::failure_to_pb(&sluice_queue::FailedAttempt {
+                job_id: row.get(0),
+                queue: row.get(1),
+                job_type: row.get(2),
+                attempt: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
+                error: row.get(4),
+                failed_at: rows::timestamp(row.get(5)),
+                dead: row.get(6),
+                worker_id: row.get(7),
+            })
+        })
+        .collect();
+    reading.queues = queues.into_values().collect();
+    Ok(reading)
+}
+
+/// Every queue with its pause flag and lifetime counters, without the
+/// counts by state.
+pub(super) async fn counters(inner: &Inner) -> Result<StatsReading, RequestError> {
     // This broker's counters are exact; other brokers' as of their last
     // heartbeat.
     heartbeat(inner).await?;
@@ -388,7 +491,12 @@ pub(super) async fn stats(inner: &Inner) -> Result<StatsReading, RequestError> {
     let now = rows::timestamp(now);
     let mut queues: std::collections::BTreeMap<String, QueueStats> = client
         .query(
-            "SELECT queue, queue IN (SELECT queue FROM sluice_paused) FROM sluice_queues",
+            &client
+                .prepare_cached(
+                    "SELECT queue, queue IN (SELECT queue FROM sluice_paused) FROM sluice_queues",
+                )
+                .await
+                .map_err(unavailable)?,
             &[],
         )
         .await
@@ -406,37 +514,16 @@ pub(super) async fn stats(inner: &Inner) -> Result<StatsReading, RequestError> {
             (queue, stats)
         })
         .collect();
-    let counts = client
-        .query(
-            "SELECT queue, state, count(*) FROM sluice_jobs GROUP BY 1, 2
-             UNION ALL SELECT queue, state, count(*) FROM sluice_finished GROUP BY 1, 2",
-            &[],
-        )
-        .await
-        .map_err(unavailable)?;
-    for row in &counts {
-        if let Some(q) = queues.get_mut(row.get::<_, &str>(0)) {
-            let state: JobState = state_of(row.get(1));
-            q.counts[state.index()] = u64::try_from(row.get::<_, i64>(2)).unwrap_or(0);
-        }
-    }
-    let oldest = client
-        .query(
-            "SELECT queue, min(run_at) FROM sluice_jobs WHERE state = 'ready' GROUP BY queue",
-            &[],
-        )
-        .await
-        .map_err(unavailable)?;
-    for row in &oldest {
-        if let Some(q) = queues.get_mut(row.get::<_, &str>(0)) {
-            q.oldest_ready_due = Some(rows::timestamp(row.get(1)));
-        }
-    }
     let brokers = client
         .query(
-            "SELECT counters::text FROM sluice_brokers
+            &client
+                .prepare_cached(
+                    "SELECT counters::text FROM sluice_brokers
              UNION ALL SELECT json_object_agg(queue, json_build_array(enqueued, acked, nacked,
                  expired, dead))::text FROM sluice_counters HAVING count(*) > 0",
+                )
+                .await
+                .map_err(unavailable)?,
             &[],
         )
         .await
@@ -452,32 +539,9 @@ pub(super) async fn stats(inner: &Inner) -> Result<StatsReading, RequestError> {
             }
         }
     }
-    let failures = client
-        .query(
-            "SELECT job_id, queue, job_type, attempt, error, failed_at, dead, worker_id
-             FROM (SELECT * FROM sluice_failures ORDER BY id DESC LIMIT $1) f ORDER BY id",
-            &[&i64::try_from(sluice_queue::RECENT_FAILURES).unwrap_or(50)],
-        )
-        .await
-        .map_err(unavailable)?;
-    let recent_failures = failures
-        .iter()
-        .map(|row| {
-            convert::failure_to_pb(&sluice_queue::FailedAttempt {
-                job_id: row.get(0),
-                queue: row.get(1),
-                job_type: row.get(2),
-                attempt: u32::try_from(row.get::<_, i32>(3)).unwrap_or(0),
-                error: row.get(4),
-                failed_at: rows::timestamp(row.get(5)),
-                dead: row.get(6),
-                worker_id: row.get(7),
-            })
-        })
-        .collect();
     Ok(StatsReading {
         queues: queues.into_values().collect(),
-        recent_failures,
+        recent_failures: Vec::new(),
         now,
     })
 }
@@ -488,8 +552,13 @@ pub(super) async fn workers(inner: &Inner) -> Result<Vec<WorkerInfo>, RequestErr
     let client = inner.pool.get().await.map_err(unavailable)?;
     let rows = client
         .query(
-            "SELECT streams::text FROM sluice_brokers
+            &client
+                .prepare_cached(
+                    "SELECT streams::text FROM sluice_brokers
              WHERE broker_id <> $1 AND heartbeat >= now() - $2::bigint * interval '1 second'",
+                )
+                .await
+                .map_err(unavailable)?,
             &[&inner.broker_id, &BROKER_TIMEOUT_SECS],
         )
         .await
@@ -549,7 +618,7 @@ pub(super) async fn leases_resolved(inner: &Inner, deadline: tokio::time::Instan
             let client = inner.pool.get().await.map_err(unavailable)?;
             let row = client
                 .query_one(
-                    "SELECT count(*) FROM sluice_jobs WHERE broker_id = $1 AND state = 'leased'",
+                    &client.prepare_cached("SELECT count(*) FROM sluice_jobs WHERE broker_id = $1 AND state = 'leased'").await.map_err(unavailable)?,
                     &[&inner.broker_id],
                 )
                 .await

@@ -97,6 +97,8 @@ struct Inner {
     /// Asks the health check to look now (an operation failed).
     health_check: Notify,
     draining: AtomicBool,
+    /// /metrics is served: the gauges are read from the database.
+    metrics_on: AtomicBool,
     serving: watch::Sender<bool>,
     /// Lifetime counters of this broker, per queue.
     counters: Mutex<HashMap<String, Counters>>,
@@ -144,6 +146,7 @@ impl PostgresBackend {
             maintain: Notify::new(),
             health_check: Notify::new(),
             draining: AtomicBool::new(false),
+            metrics_on: AtomicBool::new(false),
             serving: watch::Sender::new(true),
             counters: Mutex::new(HashMap::new()),
             gauges: Mutex::new(None),
@@ -276,6 +279,10 @@ impl Backend for PostgresBackend {
         maintenance::stats(&self.inner).await
     }
 
+    async fn counters(&self) -> Result<StatsReading, RequestError> {
+        maintenance::counters(&self.inner).await
+    }
+
     async fn workers(&self) -> Result<Vec<WorkerInfo>, RequestError> {
         maintenance::workers(&self.inner).await
     }
@@ -330,8 +337,9 @@ impl Backend for PostgresBackend {
 
     fn observe(&self, _observer: Box<dyn Observer>) {
         // Job transitions happen in the database, on any broker: the job
-        // counters of /metrics are the local backend's. The gauges (read
-        // from the database) and the RPC metrics are kept.
+        // counters of /metrics are the local backend's. The gauges, read
+        // from the database, are kept from now on.
+        self.inner.metrics_on.store(true, Ordering::Release);
     }
 
     fn gauges(&self) -> Option<GaugeReading> {

@@ -33,6 +33,9 @@ pub struct Streams {
     next_id: AtomicU64,
     /// Where the next claim round starts, so that streams share the jobs.
     cursor: AtomicU64,
+    /// The last round filled a stream: more jobs are ready than the
+    /// streams take, and they need no sharing out.
+    backlog: std::sync::atomic::AtomicBool,
 }
 
 struct Stream {
@@ -153,11 +156,16 @@ pub(super) async fn open(
         let held = i64::from(spec.max_in_flight);
         adopted = client
             .execute(
-                "UPDATE sluice_jobs SET broker_id = $3, stream_id = $4
+                &client
+                    .prepare_cached(
+                        "UPDATE sluice_jobs SET broker_id = $3, stream_id = $4
                  WHERE id IN (SELECT j.id FROM sluice_jobs j
                      JOIN unnest($1::uuid[], $2::uuid[]) AS h(id, lease_id)
                        ON j.id = h.id AND j.lease_id = h.lease_id
                      WHERE j.state = 'leased' AND j.worker_id = $5 LIMIT $6)",
+                    )
+                    .await
+                    .map_err(unavailable)?,
                 &[
                     &jobs,
                     &leases,
@@ -238,7 +246,9 @@ fn lease_refs(messages: &[pb::LeasedJob]) -> Vec<LeaseRef> {
 pub(super) async fn claim_round(inner: &Arc<Inner>) -> Result<(), RequestError> {
     loop {
         let mut wants = inner.streams.wants();
-        share(inner, &mut wants).await?;
+        if !inner.streams.backlog.load(Ordering::Relaxed) {
+            share(inner, &mut wants).await?;
+        }
         // The streams' claims run at once, each on its own connection:
         // SKIP LOCKED keeps them from waiting on each other.
         let mut claims = tokio::task::JoinSet::new();
@@ -256,6 +266,7 @@ pub(super) async fn claim_round(inner: &Arc<Inner>) -> Result<(), RequestError> 
                 Err(e) => return Err(RequestError::Unavailable(format!("a claim task: {e}"))),
             }
         }
+        inner.streams.backlog.store(filled_one, Ordering::Relaxed);
         // A stream that took all it asked for may find more.
         if !filled_one {
             return Ok(());
@@ -263,9 +274,10 @@ pub(super) async fn claim_round(inner: &Arc<Inner>) -> Result<(), RequestError> 
     }
 }
 
-/// With several streams, each asks for its share of the jobs ready now,
-/// so that they split them evenly (as the local backend's round robin
-/// does); one stream alone asks for its whole credit.
+/// With several streams and few jobs, each asks for its share of the
+/// jobs ready now, so that they split them evenly (as the local backend's
+/// round robin does); one stream alone, or a backlog larger than the
+/// streams' credit, needs no count.
 async fn share(inner: &Inner, wants: &mut [Want]) -> Result<(), RequestError> {
     let n = i64::try_from(wants.len()).unwrap_or(1);
     if n < 2 {
@@ -281,8 +293,13 @@ async fn share(inner: &Inner, wants: &mut [Want]) -> Result<(), RequestError> {
     let client = inner.pool.get().await.map_err(unavailable)?;
     let ready: i64 = client
         .query_one(
-            "SELECT count(*) FROM (SELECT 1 FROM sluice_jobs
+            &client
+                .prepare_cached(
+                    "SELECT count(*) FROM (SELECT 1 FROM sluice_jobs
                  WHERE state = 'ready' AND queue = ANY($1) LIMIT $2) r",
+                )
+                .await
+                .map_err(unavailable)?,
             &[&queues, &most],
         )
         .await
@@ -307,36 +324,10 @@ async fn claim(inner: &Inner, want: &Want) -> Result<i64, RequestError> {
     tx.batch_execute("SET LOCAL synchronous_commit = off")
         .await
         .map_err(unavailable)?;
+    let claim = tx.prepare_cached(claim_sql()).await.map_err(unavailable)?;
     let rows = tx
         .query(
-            &format!(
-                "WITH open AS (
-                     SELECT unnest($1::text[]) AS queue
-                     EXCEPT SELECT queue FROM sluice_paused
-                 ), picked AS (
-                     SELECT id FROM sluice_jobs
-                     WHERE state = 'ready' AND queue IN (SELECT queue FROM open)
-                       AND ($2::text[] IS NULL OR job_type = ANY($2))
-                     ORDER BY priority DESC, run_at, seq
-                     LIMIT $3
-                     FOR UPDATE SKIP LOCKED
-                 )
-                 UPDATE sluice_jobs j SET state = 'leased', attempt = attempt + 1,
-                     lease_id = gen_random_uuid(), worker_id = $4, broker_id = $5,
-                     stream_id = $6, leased_at = now(), lease_ms = $7::bigint,
-                     lease_expires_at = now() + $7::bigint * interval '1 millisecond'
-                 FROM picked WHERE j.id = picked.id
-                 RETURNING {}",
-                UNFINISHED_COLUMNS
-                    .split(", ")
-                    .map(|c| if c.starts_with("NULL") {
-                        c.to_owned()
-                    } else {
-                        format!("j.{c}")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            &claim,
             &[
                 &want.queues,
                 &job_types,
@@ -402,8 +393,13 @@ pub(super) async fn recount(inner: &Inner) -> Result<(), RequestError> {
     let client = inner.pool.get().await.map_err(unavailable)?;
     let rows = client
         .query(
-            "SELECT stream_id, count(*) FROM sluice_jobs
+            &client
+                .prepare_cached(
+                    "SELECT stream_id, count(*) FROM sluice_jobs
              WHERE broker_id = $1 AND state = 'leased' GROUP BY stream_id",
+                )
+                .await
+                .map_err(unavailable)?,
             &[&inner.broker_id],
         )
         .await
@@ -418,4 +414,48 @@ pub(super) async fn recount(inner: &Inner) -> Result<(), RequestError> {
         }
     }
     Ok(())
+}
+
+/// The claim statement: see [`claim`].
+fn claim_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let returning = UNFINISHED_COLUMNS
+            .split(", ")
+            .map(|c| {
+                if c.starts_with("NULL") {
+                    c.to_owned()
+                } else {
+                    format!("j.{c}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            // Per queue (not paused), the first ready jobs straight
+            // off the claim index; then the first of those over all.
+            "WITH picked AS (
+                     SELECT j.id FROM (
+                         SELECT unnest($1::text[]) AS queue
+                         EXCEPT SELECT queue FROM sluice_paused
+                     ) q CROSS JOIN LATERAL (
+                         SELECT id, priority, run_at, seq FROM sluice_jobs
+                         WHERE state = 'ready' AND queue = q.queue
+                           AND ($2::text[] IS NULL OR job_type = ANY($2))
+                         ORDER BY priority DESC, run_at, seq
+                         LIMIT $3
+                         FOR UPDATE SKIP LOCKED
+                     ) j
+                     ORDER BY j.priority DESC, j.run_at, j.seq
+                     LIMIT $3
+                 )
+                 UPDATE sluice_jobs j SET state = 'leased', attempt = attempt + 1,
+                     lease_id = gen_random_uuid(), worker_id = $4, broker_id = $5,
+                     stream_id = $6, leased_at = now(), lease_ms = $7::bigint,
+                     lease_expires_at = now() + $7::bigint * interval '1 millisecond'
+                 FROM picked WHERE j.id = picked.id
+                 RETURNING {}",
+            returning
+        )
+    })
 }

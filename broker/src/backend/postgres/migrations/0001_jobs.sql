@@ -6,6 +6,7 @@
 -- (retention deletes) never leaves dead tuples in the claim index.
 
 CREATE TABLE sluice_jobs (
+    -- Time-ordered (UUIDv7): the key index grows at its right edge.
     id               uuid        PRIMARY KEY,
     -- Enqueue order (the last key of the claim order) and ListJobs' token.
     seq              bigint      GENERATED ALWAYS AS IDENTITY,
@@ -46,7 +47,20 @@ CREATE INDEX sluice_jobs_leased ON sluice_jobs (lease_expires_at) WHERE state = 
 -- the rows of this table.
 CREATE UNIQUE INDEX sluice_jobs_idempotency ON sluice_jobs (queue, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
-CREATE INDEX sluice_jobs_seq ON sluice_jobs (seq);
+-- A queue table churns: every job is inserted, updated once or twice and
+-- deleted within seconds. Vacuum it by row count, not by a fraction of its
+-- size, and without sleeping, so that dead tuples (at the head of the claim
+-- index above all) are gone before they slow the claims; leave room in each
+-- page for the updates to stay on it.
+ALTER TABLE sluice_jobs SET (
+    fillfactor = 80,
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 10000,
+    autovacuum_vacuum_insert_scale_factor = 0,
+    autovacuum_vacuum_insert_threshold = 50000,
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_vacuum_cost_delay = 0
+);
 
 CREATE TABLE sluice_finished (
     id               uuid        PRIMARY KEY,
@@ -68,9 +82,12 @@ CREATE TABLE sluice_finished (
     worker_id        text,
     finished_at      timestamptz NOT NULL
 );
+-- Retention deletes the oldest first. Nothing else is indexed: every index
+-- costs each acknowledged job a write, and ListJobs and Stats read history
+-- rarely.
 CREATE INDEX sluice_finished_retention ON sluice_finished (finished_at);
-CREATE INDEX sluice_finished_seq ON sluice_finished (seq);
-CREATE INDEX sluice_finished_state ON sluice_finished (queue, state);
+-- Appended to, and deleted from at the old end by retention.
+ALTER TABLE sluice_finished SET (autovacuum_vacuum_cost_delay = 0);
 
 -- Paused queues: a claim skips them.
 CREATE TABLE sluice_paused (
