@@ -149,6 +149,7 @@ async fn one_run(
         worker_handler: None,
         queue: queue.into(),
         security: side.clients.clone(),
+        report_every: None,
     };
     let measured = load::run(std::slice::from_ref(&broker.addr), &load).await;
     stop.cancel();

@@ -104,6 +104,7 @@ pub async fn run(broker_bin: &Path, dir: &Path, jobs: u64, json_out: bool) -> an
                     worker_handler: None,
                     queue: "durable-bench".into(),
                     security: Default::default(),
+                    report_every: None,
                 },
             )
             .await?;

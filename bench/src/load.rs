@@ -52,6 +52,8 @@ pub struct Load {
     pub queue: String,
     /// TLS and tokens of the clients (both off by default).
     pub security: ClientSecurity,
+    /// Print the ack rate of each step of this many jobs (sustained runs).
+    pub report_every: Option<u64>,
 }
 
 /// How the load's clients reach the broker: TLS (an `https://` URL) and a
@@ -208,6 +210,9 @@ pub async fn run(addrs: &[String], load: &Load) -> anyhow::Result<Measured> {
     }
 
     let started = Instant::now();
+    if let Some(step) = load.report_every {
+        tokio::spawn(report_steps(progress.clone(), step, started));
+    }
     let mut producers = JoinSet::new();
     let per_producer = load.jobs / load.producers as u64;
     for id in 0..load.producers {
@@ -225,7 +230,9 @@ pub async fn run(addrs: &[String], load: &Load) -> anyhow::Result<Measured> {
     }
     let enqueue = started.elapsed();
     // A consumer that fails ends the run with its error, not a timeout.
-    let waited = tokio::time::timeout(Duration::from_secs(300), async {
+    // The bound grows with the run: at least 300 s, or 1,000 jobs a second.
+    let bound = Duration::from_secs(300.max(load.jobs / 1000));
+    let waited = tokio::time::timeout(bound, async {
         // Biased: a consumer returns right after `done` fires, and that is
         // the end of the run, not an early end of its stream.
         tokio::select! {
@@ -240,7 +247,7 @@ pub async fn run(addrs: &[String], load: &Load) -> anyhow::Result<Measured> {
     .await;
     match waited {
         Err(_) => bail!(
-            "only {} of {} jobs acked within 300s",
+            "only {} of {} jobs acked within {bound:?}",
             progress.acked.load(Ordering::Acquire),
             load.jobs
         ),
@@ -257,6 +264,27 @@ pub async fn run(addrs: &[String], load: &Load) -> anyhow::Result<Measured> {
         latency_us,
         enqueue_call_us,
     })
+}
+
+/// Prints to stderr, for each `step` jobs acked, the ack rate over that
+/// step: a sustained run shows whether the rate holds.
+async fn report_steps(progress: Arc<Progress>, step: u64, started: Instant) {
+    let mut next = step;
+    let mut last = started;
+    while !progress.done.is_cancelled() || progress.acked.load(Ordering::Acquire) >= next {
+        if progress.acked.load(Ordering::Acquire) >= next {
+            let now = Instant::now();
+            let rate = step as f64 / (now - last).as_secs_f64();
+            eprintln!(
+                "acked {next:>10}: {rate:>8.0} jobs/s over the last {step} ({:.0} s in)",
+                (now - started).as_secs_f64()
+            );
+            last = now;
+            next += step;
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A connection to `addr` with `security`'s TLS, sending `role`'s token.

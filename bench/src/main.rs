@@ -122,6 +122,11 @@ struct LoadArgs {
     /// each job as it arrives with the calls of --api.
     #[arg(long, value_parser = humantime_duration)]
     worker_handler: Option<std::time::Duration>,
+    /// Print the ack rate of every step of this many jobs to stderr, and
+    /// with `--store postgres` the tables' and indexes' sizes at the end: a
+    /// sustained run (say -n 10000000 --report-every 1000000).
+    #[arg(long)]
+    report_every: Option<u64>,
 }
 
 fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -189,7 +194,9 @@ struct Started {
     /// The brokers this run started.
     brokers: Vec<BrokerProcess>,
     /// The private PostgreSQL of `--store postgres`, stopped on drop.
-    _postgres: Option<sluice_e2e::TestPostgres>,
+    postgres: Option<sluice_e2e::TestPostgres>,
+    /// The database the brokers use on it.
+    database: String,
 }
 
 impl Target {
@@ -199,7 +206,8 @@ impl Target {
             return Ok(Started {
                 addrs: vec![addr.clone()],
                 brokers: Vec::new(),
-                _postgres: None,
+                postgres: None,
+                database: String::new(),
             });
         }
         let (url, postgres) = match self.store.as_str() {
@@ -216,8 +224,8 @@ impl Target {
         );
         let binary = broker_binary(self.broker_bin.clone())?;
         let mut args: Vec<String> = self.broker_args.iter().chain(extra).cloned().collect();
-        if let Some(url) = url {
-            args.extend(["--store".to_owned(), url]);
+        if let Some(url) = &url {
+            args.extend(["--store".to_owned(), url.clone()]);
         }
         let brokers = (0..self.brokers)
             .map(|_| start_broker(&binary, &args))
@@ -225,7 +233,8 @@ impl Target {
         Ok(Started {
             addrs: brokers.iter().map(|b| b.addr.clone()).collect(),
             brokers,
-            _postgres: postgres,
+            database: url.clone().unwrap_or_default(),
+            postgres,
         })
     }
 }
@@ -300,6 +309,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         worker_handler: args.worker_handler,
         queue: format!("bench-{}", std::process::id()),
         security,
+        report_every: args.report_every,
     };
     // CPU and memory of the brokers it started, summed.
     let cpu_of = |brokers: &[BrokerProcess]| -> anyhow::Result<Option<f64>> {
@@ -314,6 +324,19 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     };
     let cpu_before = cpu_of(&started.brokers)?;
     let measured = load::run(&started.addrs, &load).await?;
+    if let (Some(pg), Some(_)) = (&started.postgres, args.report_every) {
+        // What the run left behind: the tables and their indexes.
+        eprintln!(
+            "{}",
+            pg.psql(
+                &started.database,
+                "SELECT format('%-16s table %8s  indexes %8s  rows %s', relname,
+                     pg_size_pretty(pg_table_size(oid)), pg_size_pretty(pg_indexes_size(oid)),
+                     (SELECT reltuples::bigint FROM pg_class c WHERE c.oid = t.oid))
+                 FROM pg_class t WHERE relname IN ('sluice_jobs', 'sluice_finished')"
+            )
+        );
+    }
     let cpu = match (cpu_of(&started.brokers)?, cpu_before) {
         (Some(after), Some(before)) => Some(after - before),
         _ => None,
