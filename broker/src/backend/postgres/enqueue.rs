@@ -157,10 +157,31 @@ async fn insert(
         .filter(|(_, r)| r.is_none())
         .map(|(j, _)| *j)
         .collect();
-    let mut inserted = insert_admitted(&tx, &admitted).await?.into_iter();
-    tx.execute("SELECT pg_notify('sluice_wake', '')", &[])
+    let mut queues: Vec<&str> = admitted.iter().map(|j| j.queue.as_str()).collect();
+    queues.sort_unstable();
+    queues.dedup();
+    // Sent together (tokio-postgres pipelines what is polled at once): the
+    // rows, the queues' names for Stats, and the wake-up of every broker.
+    let known = tx
+        .prepare_cached(
+            "INSERT INTO sluice_queues (queue) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        )
         .await
         .map_err(|e| describe(&e))?;
+    let (inserted, _, _) = tokio::try_join!(
+        async { insert_admitted(&tx, &admitted).await },
+        async {
+            tx.execute(&known, &[&queues])
+                .await
+                .map_err(|e| describe(&e))
+        },
+        async {
+            tx.batch_execute("SELECT pg_notify('sluice_wake', '')")
+                .await
+                .map_err(|e| describe(&e))
+        },
+    )?;
+    let mut inserted = inserted.into_iter();
     tx.commit().await.map_err(|e| describe(&e))?;
     Ok(refused
         .into_iter()
@@ -305,15 +326,6 @@ async fn insert_admitted(
             }));
         }
     }
-    let mut new_queues: Vec<&str> = queues.clone();
-    new_queues.sort_unstable();
-    new_queues.dedup();
-    tx.execute(
-        "INSERT INTO sluice_queues (queue) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-        &[&new_queues],
-    )
-    .await
-    .map_err(|e| describe(&e))?;
     Ok(answers)
 }
 

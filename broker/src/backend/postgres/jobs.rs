@@ -111,13 +111,17 @@ async fn state_now(inner: &Inner, id: Uuid) -> Result<Option<JobState>> {
     Ok(row.map(|row| state_of(row.get(0))))
 }
 
-/// A lease held by one of this broker's streams ended: its slot is free.
+/// A lease held by one of this broker's streams ended: its slot is free,
+/// and worth a claim only if the last round left jobs ready (otherwise the
+/// next ready job's notification wakes the claimer anyway).
 fn lease_ended(inner: &Inner, broker_id: Option<Uuid>, stream_id: Option<i64>) {
     if broker_id == Some(inner.broker_id)
         && let Some(stream) = stream_id
     {
         inner.streams.slot_freed(stream);
-        inner.claim.notify_one();
+        if inner.streams.backlog() {
+            inner.claim.notify_one();
+        }
     }
 }
 

@@ -70,6 +70,11 @@ impl Streams {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Whether the last claim round left jobs ready.
+    pub fn backlog(&self) -> bool {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
     /// A lease of `stream` ended.
     pub fn slot_freed(&self, stream: i64) {
         if let Some(s) = self.lock().get_mut(&stream) {
@@ -259,14 +264,22 @@ pub(super) async fn claim_round(inner: &Arc<Inner>) -> Result<(), RequestError> 
                 Ok::<_, RequestError>(got == want.credit)
             });
         }
-        let mut filled_one = false;
+        let (mut filled_one, mut short_one) = (false, false);
         while let Some(claimed) = claims.join_next().await {
             match claimed {
-                Ok(filled) => filled_one |= filled?,
+                Ok(filled) => {
+                    let filled = filled?;
+                    filled_one |= filled;
+                    short_one |= !filled;
+                }
                 Err(e) => return Err(RequestError::Unavailable(format!("a claim task: {e}"))),
             }
         }
-        inner.streams.backlog.store(filled_one, Ordering::Relaxed);
+        // A claim that got less than it asked found no more ready jobs; a
+        // round without claims (no stream had room) tells nothing.
+        if filled_one || short_one {
+            inner.streams.backlog.store(!short_one, Ordering::Relaxed);
+        }
         // A stream that took all it asked for may find more.
         if !filled_one {
             return Ok(());
@@ -321,25 +334,22 @@ async fn claim(inner: &Inner, want: &Want) -> Result<i64, RequestError> {
     // flush, the job is READY again and runs again (at least once, as
     // after an expired lease); every Ack, Nack and Enqueue waits.
     let tx = client.transaction().await.map_err(unavailable)?;
-    tx.batch_execute("SET LOCAL synchronous_commit = off")
-        .await
-        .map_err(unavailable)?;
     let claim = tx.prepare_cached(claim_sql()).await.map_err(unavailable)?;
-    let rows = tx
-        .query(
-            &claim,
-            &[
-                &want.queues,
-                &job_types,
-                &want.credit,
-                &want.worker_id,
-                &inner.broker_id,
-                &want.stream,
-                &want.lease_ms,
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
+    // Sent together: tokio-postgres pipelines the requests polled at once.
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &want.queues,
+        &job_types,
+        &want.credit,
+        &want.worker_id,
+        &inner.broker_id,
+        &want.stream,
+        &want.lease_ms,
+    ];
+    let (_, rows) = tokio::try_join!(
+        tx.batch_execute("SET LOCAL synchronous_commit = off"),
+        tx.query(&claim, &params),
+    )
+    .map_err(unavailable)?;
     tx.commit().await.map_err(unavailable)?;
     drop(client);
     if rows.is_empty() {
@@ -434,12 +444,14 @@ fn claim_sql() -> &'static str {
         format!(
             // Per queue (not paused), the first ready jobs straight
             // off the claim index; then the first of those over all.
+            // Each is found again by its row address (ctid), which its lock
+            // keeps valid, not through the key index.
             "WITH picked AS (
-                     SELECT j.id FROM (
+                     SELECT j.tid FROM (
                          SELECT unnest($1::text[]) AS queue
                          EXCEPT SELECT queue FROM sluice_paused
                      ) q CROSS JOIN LATERAL (
-                         SELECT id, priority, run_at, seq FROM sluice_jobs
+                         SELECT ctid AS tid, priority, run_at, seq FROM sluice_jobs
                          WHERE state = 'ready' AND queue = q.queue
                            AND ($2::text[] IS NULL OR job_type = ANY($2))
                          ORDER BY priority DESC, run_at, seq
@@ -453,7 +465,7 @@ fn claim_sql() -> &'static str {
                      lease_id = gen_random_uuid(), worker_id = $4, broker_id = $5,
                      stream_id = $6, leased_at = now(), lease_ms = $7::bigint,
                      lease_expires_at = now() + $7::bigint * interval '1 millisecond'
-                 FROM picked WHERE j.id = picked.id
+                 FROM picked WHERE j.ctid = picked.tid
                  RETURNING {}",
             returning
         )
