@@ -180,6 +180,41 @@ async fn produce(
     }
 }
 
+/// One producer per broker (see [`produce`]).
+struct Producers {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    acked: Arc<Mutex<HashSet<String>>>,
+    sent: Arc<AtomicUsize>,
+}
+
+impl Producers {
+    fn start(brokers: &[BrokerProcess], per_producer: usize) -> Self {
+        let urls: Vec<String> = brokers.iter().map(BrokerProcess::url).collect();
+        let acked = Arc::new(Mutex::new(HashSet::new()));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..urls.len())
+            .map(|i| {
+                let (urls, acked, sent) = (urls.clone(), acked.clone(), sent.clone());
+                tokio::spawn(produce(urls, i, per_producer, acked, sent))
+            })
+            .collect();
+        Self { tasks, acked, sent }
+    }
+
+    /// Jobs whose Enqueue returned OK so far.
+    fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every producer; returns the ids acknowledged.
+    async fn finish(self) -> HashSet<String> {
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
 /// Waits until the database holds no unfinished job, for at most `limit`.
 fn wait_all_done(pg: &TestPostgres, url: &str, limit: Duration) {
     let start = Instant::now();
@@ -248,20 +283,7 @@ async fn three_brokers_share_the_work_and_a_killed_brokers_jobs_run_elsewhere() 
             ]
         })
         .collect();
-    let urls: Vec<String> = brokers.iter().map(BrokerProcess::url).collect();
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let producers: Vec<_> = (0..3)
-        .map(|i| {
-            tokio::spawn(produce(
-                urls.clone(),
-                i,
-                PER_PRODUCER,
-                acked.clone(),
-                sent.clone(),
-            ))
-        })
-        .collect();
+    let producers = Producers::start(&brokers, PER_PRODUCER);
 
     // Under load: a third of the jobs in, and the victim holding leases.
     let start = Instant::now();
@@ -275,7 +297,7 @@ async fn three_brokers_share_the_work_and_a_killed_brokers_jobs_run_elsewhere() 
             )
             .parse()
             .unwrap();
-        if sent.load(Ordering::Relaxed) >= PER_PRODUCER && held > 0 {
+        if producers.sent() >= PER_PRODUCER && held > 0 {
             break;
         }
         assert!(start.elapsed() < WAIT * 4, "the load never got going");
@@ -285,11 +307,8 @@ async fn three_brokers_share_the_work_and_a_killed_brokers_jobs_run_elsewhere() 
     let killed_at = pg.psql(&url, "SELECT clock_timestamp()");
     assert!(brokers[1].wait_exit(WAIT).is_some());
 
-    for producer in producers {
-        producer.await.unwrap();
-    }
+    let acked = producers.finish().await;
     wait_all_done(pg, &url, Duration::from_secs(60));
-    let acked = acked.lock().unwrap().clone();
     check_every_acked_job_ran_once(pg, &url, &acked);
 
     // The victim's leases that its death left: each job leased again
@@ -358,21 +377,8 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_job() {
         .enumerate()
         .map(|(i, b)| worker_of(b, &format!("w{i}")))
         .collect();
-    let urls: Vec<String> = brokers.iter().map(BrokerProcess::url).collect();
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let producers: Vec<_> = (0..2)
-        .map(|i| {
-            tokio::spawn(produce(
-                urls.clone(),
-                i,
-                PER_PRODUCER,
-                acked.clone(),
-                sent.clone(),
-            ))
-        })
-        .collect();
-    while sent.load(Ordering::Relaxed) < PER_PRODUCER / 2 {
+    let producers = Producers::start(&brokers, PER_PRODUCER);
+    while producers.sent() < PER_PRODUCER / 2 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     pg.restart_fast();
@@ -383,11 +389,8 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_job() {
     }
     let recovered = back.elapsed();
     assert!(recovered < Duration::from_secs(10), "took {recovered:?}");
-    for producer in producers {
-        producer.await.unwrap();
-    }
+    let acked = producers.finish().await;
     wait_all_done(&pg, &url, Duration::from_secs(60));
-    let acked = acked.lock().unwrap().clone();
     let succeeded: HashSet<String> = pg
         .psql(
             &url,

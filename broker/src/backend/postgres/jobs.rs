@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use super::rows::{self, FINISHED_COLUMNS, UNFINISHED_COLUMNS, state_name, state_of};
-use super::{Inner, unavailable};
+use super::{Inner, sql, unavailable};
 use crate::backend::{Batch, JobPage, LeaseRef};
 use crate::service::RequestError;
 
@@ -49,20 +49,15 @@ pub(super) struct Held {
 
 /// Locks job `lease.job_id` if `lease` is its current lease.
 async fn hold(tx: &Transaction<'_>, lease: LeaseRef) -> Result<Option<Held>> {
-    let row = tx
-        .query_opt(
-            &tx.prepare_cached(
-                "SELECT queue, job_type, attempt, max_attempts, cancel_requested,
+    let row = sql::row_opt(
+        tx,
+        "SELECT queue, job_type, attempt, max_attempts, cancel_requested,
                  coalesce(worker_id, ''), broker_id, stream_id
              FROM sluice_jobs WHERE id = $1 AND lease_id = $2 AND state = 'leased'
              FOR UPDATE",
-            )
-            .await
-            .map_err(unavailable)?,
-            &[&lease.job_id, &lease.lease_id],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[&lease.job_id, &lease.lease_id],
+    )
+    .await?;
     Ok(row.map(|row| Held {
         queue: row.get(0),
         job_type: row.get(1),
@@ -95,19 +90,13 @@ async fn refusal(inner: &Inner, lease: LeaseRef) -> RequestError {
 /// The state of job `id`, if it is known.
 async fn state_now(inner: &Inner, id: Uuid) -> Result<Option<JobState>> {
     let client = inner.pool.get().await.map_err(unavailable)?;
-    let row = client
-        .query_opt(
-            &client
-                .prepare_cached(
-                    "SELECT state FROM sluice_jobs WHERE id = $1
+    let row = sql::row_opt(
+        &client,
+        "SELECT state FROM sluice_jobs WHERE id = $1
              UNION ALL SELECT state FROM sluice_finished WHERE id = $1",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[&id],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[&id],
+    )
+    .await?;
     Ok(row.map(|row| state_of(row.get(0))))
 }
 
@@ -132,11 +121,9 @@ pub(super) async fn ack(inner: &Inner, leases: Vec<LeaseRef>) -> Result<Batch<()
     let (jobs, ids): (Vec<Uuid>, Vec<Uuid>) = leases.iter().map(|l| (l.job_id, l.lease_id)).unzip();
     let client = inner.pool.get().await.map_err(unavailable)?;
     // One statement: the fenced delete and the insert into the history.
-    let rows = client
-        .query(
-            &client
-                .prepare_cached(
-                    "WITH gone AS (
+    let rows = sql::rows(
+        &client,
+        "WITH gone AS (
                  DELETE FROM sluice_jobs j USING unnest($1::uuid[], $2::uuid[]) AS a(id, lease_id)
                  WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'
                  RETURNING j.*
@@ -150,13 +137,9 @@ pub(super) async fn ack(inner: &Inner, leases: Vec<LeaseRef>) -> Result<Batch<()
                  FROM gone RETURNING id
              )
              SELECT id, queue, job_type, attempt, worker_id, broker_id, stream_id FROM gone",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[&jobs, &ids],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[&jobs, &ids],
+    )
+    .await?;
     drop(client);
     let mut acked = std::collections::HashSet::with_capacity(rows.len());
     for row in &rows {
@@ -266,22 +249,17 @@ pub(super) async fn settle_failure(
     };
     log("job attempt failed");
     let ms = millis(delay);
-    let row = tx
-        .query_one(
-            &tx.prepare_cached(
-                "UPDATE sluice_jobs SET
+    let row = sql::row(
+        tx,
+        "UPDATE sluice_jobs SET
                  state = CASE WHEN $2::bigint = 0 THEN 'ready' ELSE 'scheduled' END,
                  run_at = now() + $2::bigint * interval '1 millisecond',
                  last_error = $3, lease_id = NULL, worker_id = NULL, broker_id = NULL,
                  stream_id = NULL, leased_at = NULL, lease_expires_at = NULL, lease_ms = NULL
              WHERE id = $1 RETURNING run_at",
-            )
-            .await
-            .map_err(unavailable)?,
-            &[&job_id, &ms, &error],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[&job_id, &ms, &error],
+    )
+    .await?;
     tx.execute("SELECT pg_notify('sluice_wake', '')", &[])
         .await
         .map_err(unavailable)?;
@@ -302,16 +280,10 @@ pub(super) async fn extend(
 ) -> Result<Extended> {
     let client = inner.pool.get().await.map_err(unavailable)?;
     let by = by.map(millis);
-    let row = client
-        .query_opt(
-            &client.prepare_cached("UPDATE sluice_jobs
+    let row = sql::row_opt(&client, "UPDATE sluice_jobs
              SET lease_expires_at = now() + coalesce($3::bigint, lease_ms) * interval '1 millisecond'
              WHERE id = $1 AND lease_id = $2 AND state = 'leased'
-             RETURNING lease_expires_at, cancel_requested").await.map_err(unavailable)?,
-            &[&lease.job_id, &lease.lease_id, &by],
-        )
-        .await
-        .map_err(unavailable)?;
+             RETURNING lease_expires_at, cancel_requested", &[&lease.job_id, &lease.lease_id, &by]).await?;
     drop(client);
     match row {
         Some(row) => Ok(Extended {
@@ -399,20 +371,15 @@ pub(super) async fn give_back_unsent(inner: &Inner, leases: Vec<LeaseRef>) -> Re
 pub(super) async fn expire(inner: &Inner) -> Result<usize> {
     let mut client = inner.pool.get().await.map_err(unavailable)?;
     let tx = client.transaction().await.map_err(unavailable)?;
-    let rows = tx
-        .query(
-            &tx.prepare_cached(
-                "SELECT id, queue, job_type, attempt, max_attempts, cancel_requested,
+    let rows = sql::rows(
+        &tx,
+        "SELECT id, queue, job_type, attempt, max_attempts, cancel_requested,
                  coalesce(worker_id, ''), broker_id, stream_id
              FROM sluice_jobs WHERE state = 'leased' AND lease_expires_at <= now()
              ORDER BY lease_expires_at LIMIT 500 FOR UPDATE SKIP LOCKED",
-            )
-            .await
-            .map_err(unavailable)?,
-            &[],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[],
+    )
+    .await?;
     let mut ended = Vec::with_capacity(rows.len());
     for row in &rows {
         let job_id: Uuid = row.get(0);
@@ -446,19 +413,13 @@ pub(super) async fn expire(inner: &Inner) -> Result<usize> {
 
 pub(super) async fn queues_of(inner: &Inner, ids: &[Uuid]) -> Result<Vec<String>> {
     let client = inner.pool.get().await.map_err(unavailable)?;
-    let rows = client
-        .query(
-            &client
-                .prepare_cached(
-                    "SELECT queue FROM sluice_jobs WHERE id = ANY($1)
+    let rows = sql::rows(
+        &client,
+        "SELECT queue FROM sluice_jobs WHERE id = ANY($1)
              UNION ALL SELECT queue FROM sluice_finished WHERE id = ANY($1)",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[&ids],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[&ids],
+    )
+    .await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
@@ -525,41 +486,30 @@ pub(super) async fn list(
 pub(super) async fn retry(inner: &Inner, id: Uuid) -> Result<()> {
     let mut client = inner.pool.get().await.map_err(unavailable)?;
     let tx = client.transaction().await.map_err(unavailable)?;
-    let row = tx
-        .query_opt(
-            &tx.prepare_cached(
-                "SELECT state, queue, job_type FROM sluice_finished WHERE id = $1 FOR UPDATE",
-            )
-            .await
-            .map_err(unavailable)?,
-            &[&id],
-        )
-        .await
-        .map_err(unavailable)?;
+    let row = sql::row_opt(
+        &tx,
+        "SELECT state, queue, job_type FROM sluice_finished WHERE id = $1 FOR UPDATE",
+        &[&id],
+    )
+    .await?;
     let Some(row) = row else {
         drop(tx);
         drop(client);
-        return Err(match state_now(inner, id).await? {
-            None => QueueError::UnknownJob { job_id: id }.into(),
-            Some(state) => wrong_state(id, state, "RetryJob", "DEAD or CANCELLED"),
-        });
+        return Err(not_there(inner, id, "RetryJob", RETRY_FROM).await);
     };
     let state = state_of(row.get(0));
     if !matches!(state, JobState::Dead | JobState::Cancelled) {
-        return Err(wrong_state(id, state, "RetryJob", "DEAD or CANCELLED"));
+        return Err(wrong_state(id, state, "RetryJob", RETRY_FROM));
     }
     if let Some(limit) = inner.queue.max_queue_size {
         let queue: String = row.get(1);
-        let held: i64 = tx
-            .query_one(
-                &tx.prepare_cached("SELECT count(*) FROM sluice_jobs WHERE queue = $1")
-                    .await
-                    .map_err(unavailable)?,
-                &[&queue],
-            )
-            .await
-            .map_err(unavailable)?
-            .get(0);
+        let held: i64 = sql::row(
+            &tx,
+            "SELECT count(*) FROM sluice_jobs WHERE queue = $1",
+            &[&queue],
+        )
+        .await?
+        .get(0);
         if u64::try_from(held).unwrap_or(0) >= limit {
             return Err(QueueError::QueueFull { queue, limit }.into());
         }
@@ -595,24 +545,16 @@ pub(super) async fn retry(inner: &Inner, id: Uuid) -> Result<()> {
 pub(super) async fn cancel(inner: &Inner, id: Uuid) -> Result<JobState> {
     let mut client = inner.pool.get().await.map_err(unavailable)?;
     let tx = client.transaction().await.map_err(unavailable)?;
-    let row = tx
-        .query_opt(
-            &tx.prepare_cached(
-                "SELECT state, queue, job_type, attempt FROM sluice_jobs WHERE id = $1 FOR UPDATE",
-            )
-            .await
-            .map_err(unavailable)?,
-            &[&id],
-        )
-        .await
-        .map_err(unavailable)?;
+    let row = sql::row_opt(
+        &tx,
+        "SELECT state, queue, job_type, attempt FROM sluice_jobs WHERE id = $1 FOR UPDATE",
+        &[&id],
+    )
+    .await?;
     let Some(row) = row else {
         drop(tx);
         drop(client);
-        return Err(match state_now(inner, id).await? {
-            None => QueueError::UnknownJob { job_id: id }.into(),
-            Some(state) => wrong_state(id, state, "CancelJob", "SCHEDULED, READY or LEASED"),
-        });
+        return Err(not_there(inner, id, "CancelJob", "SCHEDULED, READY or LEASED").await);
     };
     let state = state_of(row.get(0));
     let (queue, job_type, attempt): (String, String, i32) = (row.get(1), row.get(2), row.get(3));
@@ -712,6 +654,24 @@ pub(super) async fn pause(inner: &Inner, queue: String, paused: bool) -> Result<
         inner.claim.notify_one();
     }
     Ok(())
+}
+
+/// The states RetryJob takes a job from.
+const RETRY_FROM: &str = "DEAD or CANCELLED";
+
+/// Why job `id` was not where `action` looked: unknown, or in a state
+/// other than `allowed`.
+async fn not_there(
+    inner: &Inner,
+    id: Uuid,
+    action: &'static str,
+    allowed: &'static str,
+) -> RequestError {
+    match state_now(inner, id).await {
+        Ok(None) => QueueError::UnknownJob { job_id: id }.into(),
+        Ok(Some(state)) => wrong_state(id, state, action, allowed),
+        Err(e) => e,
+    }
 }
 
 fn wrong_state(

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::rows::{self, state_of};
-use super::{Inner, POLL_INTERVAL, connect, jobs, streams, unavailable};
+use super::{Inner, POLL_INTERVAL, connect, jobs, sql, streams, unavailable};
 use crate::backend::{GaugeReading, StatsReading};
 use crate::service::{RequestError, convert};
 
@@ -173,11 +173,9 @@ async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
 async fn promote(inner: &Inner) -> Result<(), RequestError> {
     let client = inner.pool.get().await.map_err(unavailable)?;
     loop {
-        let rows = client
-            .query(
-                &client
-                    .prepare_cached(
-                        "WITH due AS (
+        let rows = sql::rows(
+            &client,
+            "WITH due AS (
                      SELECT id FROM sluice_jobs WHERE state = 'scheduled' AND run_at <= now()
                      ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED
                  ), made AS (
@@ -185,13 +183,9 @@ async fn promote(inner: &Inner) -> Result<(), RequestError> {
                      RETURNING j.id
                  )
                  SELECT count(*), pg_notify('sluice_wake', '') FROM made HAVING count(*) > 0",
-                    )
-                    .await
-                    .map_err(unavailable)?,
-                &[],
-            )
-            .await
-            .map_err(unavailable)?;
+            &[],
+        )
+        .await?;
         let promoted: i64 = rows.first().map_or(0, |r| r.get(0));
         if promoted > 0 {
             inner.claim.notify_one();
@@ -205,21 +199,15 @@ async fn promote(inner: &Inner) -> Result<(), RequestError> {
 /// How long until the next scheduled job is due, or a lease expires.
 async fn next_wake(inner: &Inner) -> Result<Duration, RequestError> {
     let client = inner.pool.get().await.map_err(unavailable)?;
-    let row = client
-        .query_one(
-            &client
-                .prepare_cached(
-                    "SELECT extract(epoch FROM least(
+    let row = sql::row(
+        &client,
+        "SELECT extract(epoch FROM least(
                  (SELECT min(run_at) FROM sluice_jobs WHERE state = 'scheduled'),
                  (SELECT min(lease_expires_at) FROM sluice_jobs WHERE state = 'leased')
              ) - now())::float8",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[],
+    )
+    .await?;
     let seconds: Option<f64> = row.get(0);
     Ok(seconds.map_or(POLL_INTERVAL, |s| {
         Duration::from_secs_f64(s.max(0.0) + 0.001)
@@ -231,32 +219,25 @@ async fn retention(inner: &Inner) -> Result<(), RequestError> {
     let client = inner.pool.get().await.map_err(unavailable)?;
     let retention = jobs::millis(inner.queue.retention);
     loop {
-        let deleted = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "DELETE FROM sluice_finished WHERE id IN (
+        let deleted = sql::execute(
+            &client,
+            "DELETE FROM sluice_finished WHERE id IN (
                      SELECT id FROM sluice_finished
                      WHERE finished_at < now() - $1::bigint * interval '1 millisecond'
                      ORDER BY finished_at LIMIT $2)",
-                    )
-                    .await
-                    .map_err(unavailable)?,
-                &[&retention, &RETENTION_BATCH],
-            )
-            .await
-            .map_err(unavailable)?;
+            &[&retention, &RETENTION_BATCH],
+        )
+        .await?;
         if deleted < RETENTION_BATCH as u64 {
             break;
         }
     }
-    client
-        .execute(
-            &client.prepare_cached("DELETE FROM sluice_failures WHERE id <= (SELECT max(id) FROM sluice_failures) - $1").await.map_err(unavailable)?,
-            &[&FAILURES_KEPT],
-        )
-        .await
-        .map_err(unavailable)?;
+    sql::execute(
+        &client,
+        "DELETE FROM sluice_failures WHERE id <= (SELECT max(id) FROM sluice_failures) - $1",
+        &[&FAILURES_KEPT],
+    )
+    .await?;
     Ok(())
 }
 
@@ -305,34 +286,22 @@ pub(super) async fn register(inner: &Inner) -> Result<(), String> {
 /// Renews this broker's row and forgets brokers that stopped renewing.
 async fn heartbeat(inner: &Inner) -> Result<(), RequestError> {
     let mut client = inner.pool.get().await.map_err(unavailable)?;
-    client
-        .execute(
-            &client
-                .prepare_cached(
-                    "INSERT INTO sluice_brokers (broker_id, heartbeat, streams, counters)
+    sql::execute(
+        &client,
+        "INSERT INTO sluice_brokers (broker_id, heartbeat, streams, counters)
              VALUES ($1, now(), $2::text::jsonb, $3::text::jsonb)
              ON CONFLICT (broker_id) DO UPDATE
              SET heartbeat = now(), streams = excluded.streams, counters = excluded.counters",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[
-                &inner.broker_id,
-                &streams_json(inner),
-                &counters_json(inner),
-            ],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[
+            &inner.broker_id,
+            &streams_json(inner),
+            &counters_json(inner),
+        ],
+    )
+    .await?;
     let tx = client.transaction().await.map_err(unavailable)?;
-    let gone = tx
-        .query(
-            &tx.prepare_cached("DELETE FROM sluice_brokers
-             WHERE heartbeat < now() - $1::bigint * interval '1 second' RETURNING broker_id, counters::text").await.map_err(unavailable)?,
-            &[&BROKER_TIMEOUT_SECS],
-        )
-        .await
-        .map_err(unavailable)?;
+    let gone = sql::rows(&tx, "DELETE FROM sluice_brokers
+             WHERE heartbeat < now() - $1::bigint * interval '1 second' RETURNING broker_id, counters::text", &[&BROKER_TIMEOUT_SECS]).await?;
     for row in &gone {
         fold_counters(&tx, row.get(1)).await?;
         let broker: uuid::Uuid = row.get(0);
@@ -413,50 +382,37 @@ pub(super) async fn stats(inner: &Inner) -> Result<StatsReading, RequestError> {
         .drain(..)
         .map(|q| (q.queue.clone(), q))
         .collect();
-    let counts = client
-        .query(
-            &client
-                .prepare_cached(
-                    "SELECT queue, state, count(*) FROM sluice_jobs GROUP BY 1, 2
+    let counts = sql::rows(
+        &client,
+        "SELECT queue, state, count(*) FROM sluice_jobs GROUP BY 1, 2
              UNION ALL SELECT queue, state, count(*) FROM sluice_finished GROUP BY 1, 2",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[],
+    )
+    .await?;
     for row in &counts {
         if let Some(q) = queues.get_mut(row.get::<_, &str>(0)) {
             let state: JobState = state_of(row.get(1));
             q.counts[state.index()] = u64::try_from(row.get::<_, i64>(2)).unwrap_or(0);
         }
     }
-    let oldest = client
-        .query(
-            &client.prepare_cached("SELECT queue, min(run_at) FROM sluice_jobs WHERE state = 'ready' GROUP BY queue").await.map_err(unavailable)?,
-            &[],
-        )
-        .await
-        .map_err(unavailable)?;
+    let oldest = sql::rows(
+        &client,
+        "SELECT queue, min(run_at) FROM sluice_jobs WHERE state = 'ready' GROUP BY queue",
+        &[],
+    )
+    .await?;
     for row in &oldest {
         if let Some(q) = queues.get_mut(row.get::<_, &str>(0)) {
             q.oldest_ready_due = Some(rows::timestamp(row.get(1)));
         }
     }
-    let failures = client
-        .query(
-            &client
-                .prepare_cached(
-                    "SELECT job_id, queue, job_type, attempt, error, failed_at, dead, worker_id
+    let failures = sql::rows(
+        &client,
+        "SELECT job_id, queue, job_type, attempt, error, failed_at, dead, worker_id
              FROM (SELECT * FROM sluice_failures ORDER BY id DESC LIMIT $1) f ORDER BY id",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[&i64::try_from(sluice_queue::RECENT_FAILURES).unwrap_or(50)],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[&i64::try_from(sluice_queue::RECENT_FAILURES).unwrap_or(50)],
+    )
+    .await?;
     reading.recent_failures = failures
         .iter()
         .map(|row| {
@@ -489,45 +445,33 @@ pub(super) async fn counters(inner: &Inner) -> Result<StatsReading, RequestError
         .map_err(unavailable)?
         .get(0);
     let now = rows::timestamp(now);
-    let mut queues: std::collections::BTreeMap<String, QueueStats> = client
-        .query(
-            &client
-                .prepare_cached(
-                    "SELECT queue, queue IN (SELECT queue FROM sluice_paused) FROM sluice_queues",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[],
-        )
-        .await
-        .map_err(unavailable)?
-        .iter()
-        .map(|row| {
-            let queue: String = row.get(0);
-            let stats = QueueStats {
-                queue: queue.clone(),
-                paused: row.get(1),
-                counts: [0; 6],
-                counters: Counters::default(),
-                oldest_ready_due: None,
-            };
-            (queue, stats)
-        })
-        .collect();
-    let brokers = client
-        .query(
-            &client
-                .prepare_cached(
-                    "SELECT counters::text FROM sluice_brokers
+    let mut queues: std::collections::BTreeMap<String, QueueStats> = sql::rows(
+        &client,
+        "SELECT queue, queue IN (SELECT queue FROM sluice_paused) FROM sluice_queues",
+        &[],
+    )
+    .await?
+    .iter()
+    .map(|row| {
+        let queue: String = row.get(0);
+        let stats = QueueStats {
+            queue: queue.clone(),
+            paused: row.get(1),
+            counts: [0; 6],
+            counters: Counters::default(),
+            oldest_ready_due: None,
+        };
+        (queue, stats)
+    })
+    .collect();
+    let brokers = sql::rows(
+        &client,
+        "SELECT counters::text FROM sluice_brokers
              UNION ALL SELECT json_object_agg(queue, json_build_array(enqueued, acked, nacked,
                  expired, dead))::text FROM sluice_counters HAVING count(*) > 0",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[],
+    )
+    .await?;
     for row in &brokers {
         for (queue, c) in parse_counters(row.get(0)) {
             if let Some(q) = queues.get_mut(&queue) {
@@ -550,19 +494,13 @@ pub(super) async fn counters(inner: &Inner) -> Result<StatsReading, RequestError
 /// others' as of their last heartbeat.
 pub(super) async fn workers(inner: &Inner) -> Result<Vec<WorkerInfo>, RequestError> {
     let client = inner.pool.get().await.map_err(unavailable)?;
-    let rows = client
-        .query(
-            &client
-                .prepare_cached(
-                    "SELECT streams::text FROM sluice_brokers
+    let rows = sql::rows(
+        &client,
+        "SELECT streams::text FROM sluice_brokers
              WHERE broker_id <> $1 AND heartbeat >= now() - $2::bigint * interval '1 second'",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[&inner.broker_id, &BROKER_TIMEOUT_SECS],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[&inner.broker_id, &BROKER_TIMEOUT_SECS],
+    )
+    .await?;
     let mut workers = inner.streams.workers();
     for row in &rows {
         let Ok(serde_json::Value::Array(streams)) = serde_json::from_str(row.get(0)) else {
@@ -616,13 +554,12 @@ pub(super) async fn leases_resolved(inner: &Inner, deadline: tokio::time::Instan
     loop {
         let leased = async {
             let client = inner.pool.get().await.map_err(unavailable)?;
-            let row = client
-                .query_one(
-                    &client.prepare_cached("SELECT count(*) FROM sluice_jobs WHERE broker_id = $1 AND state = 'leased'").await.map_err(unavailable)?,
-                    &[&inner.broker_id],
-                )
-                .await
-                .map_err(unavailable)?;
+            let row = sql::row(
+                &client,
+                "SELECT count(*) FROM sluice_jobs WHERE broker_id = $1 AND state = 'leased'",
+                &[&inner.broker_id],
+            )
+            .await?;
             Ok::<_, RequestError>(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
         };
         let leased = tokio::time::timeout_at(deadline, leased).await;

@@ -5,7 +5,8 @@
 //!
 //! - `connect.rs`: the URL, the pool, TLS, LISTEN connections;
 //! - `schema.rs` and `migrations/`: the versioned schema;
-//! - `rows.rs`: rows to the contract's messages;
+//! - `rows.rs`: rows to the contract's messages; `sql.rs`: statements
+//!   prepared once per connection;
 //! - `jobs.rs`: one statement (or one short transaction) per operation,
 //!   every lease operation fenced by lease id in the statement itself;
 //! - `enqueue.rs`: concurrent Enqueue calls grouped into one statement and
@@ -22,6 +23,7 @@ mod jobs;
 mod maintenance;
 mod rows;
 pub mod schema;
+mod sql;
 mod streams;
 
 use std::collections::HashMap;

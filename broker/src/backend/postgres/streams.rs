@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::jobs::{self, millis};
 use super::rows::{self, UNFINISHED_COLUMNS};
-use super::{Inner, unavailable};
+use super::{Inner, sql, unavailable};
 use crate::backend::{FeedCloser, LeaseFeed, LeaseRef};
 use crate::service::RequestError;
 
@@ -60,6 +60,8 @@ struct Want {
     queues: Vec<String>,
     job_types: Vec<String>,
     credit: i64,
+    /// Leases it holds now.
+    in_flight: u32,
     lease_ms: i64,
 }
 
@@ -131,6 +133,7 @@ impl Streams {
                 queues: s.queues.clone(),
                 job_types: s.job_types.clone(),
                 credit: i64::from(s.max_in_flight - s.in_flight),
+                in_flight: s.in_flight,
                 lease_ms: s.lease_ms,
             })
             .collect();
@@ -159,29 +162,23 @@ pub(super) async fn open(
         let (jobs, leases): (Vec<Uuid>, Vec<Uuid>) = spec.held_leases.iter().copied().unzip();
         let client = inner.pool.get().await.map_err(unavailable)?;
         let held = i64::from(spec.max_in_flight);
-        adopted = client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "UPDATE sluice_jobs SET broker_id = $3, stream_id = $4
+        adopted = sql::execute(
+            &client,
+            "UPDATE sluice_jobs SET broker_id = $3, stream_id = $4
                  WHERE id IN (SELECT j.id FROM sluice_jobs j
                      JOIN unnest($1::uuid[], $2::uuid[]) AS h(id, lease_id)
                        ON j.id = h.id AND j.lease_id = h.lease_id
                      WHERE j.state = 'leased' AND j.worker_id = $5 LIMIT $6)",
-                    )
-                    .await
-                    .map_err(unavailable)?,
-                &[
-                    &jobs,
-                    &leases,
-                    &inner.broker_id,
-                    &stream,
-                    &spec.worker_id,
-                    &held,
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
+            &[
+                &jobs,
+                &leases,
+                &inner.broker_id,
+                &stream,
+                &spec.worker_id,
+                &held,
+            ],
+        )
+        .await?;
     }
     let now = Timestamp::from_system_time(std::time::SystemTime::now());
     let (tx, rx) = mpsc::channel(spec.max_in_flight as usize);
@@ -251,8 +248,20 @@ fn lease_refs(messages: &[pb::LeasedJob]) -> Vec<LeaseRef> {
 pub(super) async fn claim_round(inner: &Arc<Inner>) -> Result<(), RequestError> {
     loop {
         let mut wants = inner.streams.wants();
-        if !inner.streams.backlog.load(Ordering::Relaxed) {
+        if inner.streams.backlog.load(Ordering::Relaxed) {
+            // Plenty ready: no count, but no stream takes more than its
+            // part of the room either, so that none is passed over.
+            let n = i64::try_from(wants.len()).unwrap_or(1).max(1);
+            for want in &mut wants {
+                want.credit = (want.credit + n - 1) / n;
+            }
+        } else {
             share(inner, &mut wants).await?;
+        }
+        // A stream whose share is nothing does not claim.
+        wants.retain(|w| w.credit > 0);
+        if wants.is_empty() {
+            return Ok(());
         }
         // The streams' claims run at once, each on its own connection:
         // SKIP LOCKED keeps them from waiting on each other.
@@ -261,16 +270,17 @@ pub(super) async fn claim_round(inner: &Arc<Inner>) -> Result<(), RequestError> 
             let inner = inner.clone();
             claims.spawn(async move {
                 let got = claim(&inner, &want).await?;
-                Ok::<_, RequestError>(got == want.credit)
+                // A full claim of a few jobs says little of what is left.
+                Ok::<_, RequestError>((got == want.credit, got >= BACKLOG_CLAIM))
             });
         }
         let (mut filled_one, mut short_one) = (false, false);
         while let Some(claimed) = claims.join_next().await {
             match claimed {
-                Ok(filled) => {
-                    let filled = filled?;
+                Ok(claimed) => {
+                    let (filled, large) = claimed?;
                     filled_one |= filled;
-                    short_one |= !filled;
+                    short_one |= !filled || !large;
                 }
                 Err(e) => return Err(RequestError::Unavailable(format!("a claim task: {e}"))),
             }
@@ -286,6 +296,10 @@ pub(super) async fn claim_round(inner: &Arc<Inner>) -> Result<(), RequestError> 
         }
     }
 }
+
+/// A round in which every claim took all it asked, and at least this
+/// many, means a backlog: the next round skips the count of [`share`].
+const BACKLOG_CLAIM: i64 = 32;
 
 /// With several streams and few jobs, each asks for its share of the
 /// jobs ready now, so that they split them evenly (as the local backend's
@@ -304,23 +318,21 @@ async fn share(inner: &Inner, wants: &mut [Want]) -> Result<(), RequestError> {
     queues.dedup();
     let most: i64 = wants.iter().map(|w| w.credit).sum();
     let client = inner.pool.get().await.map_err(unavailable)?;
-    let ready: i64 = client
-        .query_one(
-            &client
-                .prepare_cached(
-                    "SELECT count(*) FROM (SELECT 1 FROM sluice_jobs
+    let ready: i64 = sql::row(
+        &client,
+        "SELECT count(*) FROM (SELECT 1 FROM sluice_jobs
                  WHERE state = 'ready' AND queue = ANY($1) LIMIT $2) r",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[&queues, &most],
-        )
-        .await
-        .map_err(unavailable)?
-        .get(0);
-    let each = ((ready + n - 1) / n).max(1);
-    for want in wants {
-        want.credit = want.credit.min(each);
+        &[&queues, &most],
+    )
+    .await?
+    .get(0);
+    // Dealt out one by one, the stream holding the fewest first (the
+    // round's rotation breaks ties), as the local backend's round robin
+    // deals jobs: each gets `ready / n`, the first `ready % n` one more.
+    wants.sort_by_key(|w| w.in_flight);
+    let (each, extra) = (ready / n, ready % n);
+    for (i, want) in (0..).zip(wants.iter_mut()) {
+        want.credit = want.credit.min(each + i64::from(i < extra));
     }
     Ok(())
 }
@@ -401,19 +413,13 @@ pub(super) async fn recount(inner: &Inner) -> Result<(), RequestError> {
         return Ok(());
     }
     let client = inner.pool.get().await.map_err(unavailable)?;
-    let rows = client
-        .query(
-            &client
-                .prepare_cached(
-                    "SELECT stream_id, count(*) FROM sluice_jobs
+    let rows = sql::rows(
+        &client,
+        "SELECT stream_id, count(*) FROM sluice_jobs
              WHERE broker_id = $1 AND state = 'leased' GROUP BY stream_id",
-                )
-                .await
-                .map_err(unavailable)?,
-            &[&inner.broker_id],
-        )
-        .await
-        .map_err(unavailable)?;
+        &[&inner.broker_id],
+    )
+    .await?;
     let held: HashMap<i64, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     let mut open = inner.streams.lock();
     for (id, stream) in open.iter_mut() {

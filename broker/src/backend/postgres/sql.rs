@@ -1,0 +1,52 @@
+//! Statements run as prepared statements, each prepared once per pooled
+//! connection (deadpool-postgres keeps them), with the database's errors
+//! as the service's UNAVAILABLE.
+
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::unavailable;
+use crate::service::RequestError;
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Every row `sql` returns.
+pub async fn rows(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Vec<Row>, RequestError> {
+    let statement = c.prepare_cached(sql).await.map_err(unavailable)?;
+    c.query(&statement, params).await.map_err(unavailable)
+}
+
+/// The one row `sql` returns.
+pub async fn row(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Row, RequestError> {
+    let statement = c.prepare_cached(sql).await.map_err(unavailable)?;
+    c.query_one(&statement, params).await.map_err(unavailable)
+}
+
+/// The row `sql` returns, if any.
+pub async fn row_opt(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<Option<Row>, RequestError> {
+    let statement = c.prepare_cached(sql).await.map_err(unavailable)?;
+    c.query_opt(&statement, params).await.map_err(unavailable)
+}
+
+/// How many rows `sql` changed.
+pub async fn execute(
+    c: &impl GenericClient,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<u64, RequestError> {
+    let statement = c.prepare_cached(sql).await.map_err(unavailable)?;
+    c.execute(&statement, params).await.map_err(unavailable)
+}
