@@ -108,7 +108,7 @@ fn lease_ended(inner: &Inner, broker_id: Option<Uuid>, stream_id: Option<i64>) {
         && let Some(stream) = stream_id
     {
         inner.streams.slot_freed(stream);
-        if inner.streams.backlog() {
+        if inner.streams.more_ready() {
             inner.claim.notify_one();
         }
     }

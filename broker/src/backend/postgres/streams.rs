@@ -33,8 +33,11 @@ pub struct Streams {
     next_id: AtomicU64,
     /// Where the next claim round starts, so that streams share the jobs.
     cursor: AtomicU64,
-    /// The last round filled a stream: more jobs are ready than the
-    /// streams take, and they need no sharing out.
+    /// Every claim of the last round took all it asked: more jobs may be
+    /// ready, so a freed slot is worth a claim.
+    more_ready: std::sync::atomic::AtomicBool,
+    /// Every claim of the last round took all it asked, and many: the
+    /// jobs need no sharing out (no count before the next round).
     backlog: std::sync::atomic::AtomicBool,
 }
 
@@ -72,9 +75,9 @@ impl Streams {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether the last claim round left jobs ready.
-    pub fn backlog(&self) -> bool {
-        self.backlog.load(Ordering::Relaxed)
+    /// Whether the last claim round may have left jobs ready.
+    pub fn more_ready(&self) -> bool {
+        self.more_ready.load(Ordering::Relaxed)
     }
 
     /// A lease of `stream` ended.
@@ -274,21 +277,28 @@ pub(super) async fn claim_round(inner: &Arc<Inner>) -> Result<(), RequestError> 
                 Ok::<_, RequestError>((got == want.credit, got >= BACKLOG_CLAIM))
             });
         }
-        let (mut filled_one, mut short_one) = (false, false);
+        let (mut claimed_any, mut filled_one, mut short_one, mut small_one) =
+            (false, false, false, false);
         while let Some(claimed) = claims.join_next().await {
             match claimed {
                 Ok(claimed) => {
                     let (filled, large) = claimed?;
+                    claimed_any = true;
                     filled_one |= filled;
-                    short_one |= !filled || !large;
+                    short_one |= !filled;
+                    small_one |= !large;
                 }
                 Err(e) => return Err(RequestError::Unavailable(format!("a claim task: {e}"))),
             }
         }
         // A claim that got less than it asked found no more ready jobs; a
-        // round without claims (no stream had room) tells nothing.
-        if filled_one || short_one {
-            inner.streams.backlog.store(!short_one, Ordering::Relaxed);
+        // round without claims tells nothing.
+        if claimed_any {
+            let streams = &inner.streams;
+            streams.more_ready.store(!short_one, Ordering::Relaxed);
+            streams
+                .backlog
+                .store(!short_one && !small_one, Ordering::Relaxed);
         }
         // A stream that took all it asked for may find more.
         if !filled_one {
