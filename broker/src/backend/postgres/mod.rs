@@ -125,7 +125,7 @@ impl PostgresBackend {
             let mut client = pool
                 .get()
                 .await
-                .map_err(|e| store(format!("connecting to the database: {e}")))?;
+                .map_err(|e| store(format!("connecting to the database: {}", describe(&e))))?;
             schema::migrate(&mut client)
                 .await
                 .map_err(|e| store(e.to_string()))?
