@@ -251,14 +251,8 @@ fn lease_refs(messages: &[pb::LeasedJob]) -> Vec<LeaseRef> {
 pub(super) async fn claim_round(inner: &Arc<Inner>) -> Result<(), RequestError> {
     loop {
         let mut wants = inner.streams.wants();
-        if inner.streams.backlog.load(Ordering::Relaxed) {
-            // Plenty ready: no count, but no stream takes more than its
-            // part of the room either, so that none is passed over.
-            let n = i64::try_from(wants.len()).unwrap_or(1).max(1);
-            for want in &mut wants {
-                want.credit = (want.credit + n - 1) / n;
-            }
-        } else {
+        // With a backlog every stream takes all its room: no count.
+        if !inner.streams.backlog.load(Ordering::Relaxed) {
             share(inner, &mut wants).await?;
         }
         // A stream whose share is nothing does not claim.
