@@ -37,7 +37,7 @@ pub fn state_name(state: JobState) -> &'static str {
 /// The state a `state` column names.
 ///
 /// # Panics
-/// On a name no migration writes: the table was changed by hand.
+/// On a name the tables' CHECK constraints do not allow: a broken invariant.
 pub fn state_of(name: &str) -> JobState {
     JobState::ALL
         .into_iter()

@@ -15,8 +15,7 @@ CREATE TABLE sluice_jobs (
     payload          bytea       NOT NULL,
     headers          jsonb       NOT NULL DEFAULT '{}',
     priority         integer     NOT NULL,
-    -- 'scheduled', 'ready' or 'leased'.
-    state            text        NOT NULL,
+    state            text        NOT NULL CHECK (state IN ('scheduled', 'ready', 'leased')),
     attempt          integer     NOT NULL DEFAULT 0,
     max_attempts     integer     NOT NULL,
     timeout_ms       bigint      NOT NULL,
@@ -70,8 +69,7 @@ CREATE TABLE sluice_finished (
     payload          bytea       NOT NULL,
     headers          jsonb       NOT NULL,
     priority         integer     NOT NULL,
-    -- 'succeeded', 'dead' or 'cancelled'.
-    state            text        NOT NULL,
+    state            text        NOT NULL CHECK (state IN ('succeeded', 'dead', 'cancelled')),
     attempt          integer     NOT NULL,
     max_attempts     integer     NOT NULL,
     timeout_ms       bigint      NOT NULL,
