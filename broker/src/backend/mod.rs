@@ -48,6 +48,17 @@ pub struct LeaseRef {
     pub lease_id: Uuid,
 }
 
+impl LeaseRef {
+    /// The lease a leased-job message carries; `None` if its ids do not
+    /// parse (a message this broker made always does).
+    pub fn of(message: &pb::LeasedJob) -> Option<Self> {
+        Some(Self {
+            job_id: Uuid::parse_str(&message.job.as_ref()?.id).ok()?,
+            lease_id: Uuid::parse_str(&message.lease_id).ok()?,
+        })
+    }
+}
+
 /// One page of ListJobs.
 #[derive(Debug, Default)]
 pub struct JobPage {

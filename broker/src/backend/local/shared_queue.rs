@@ -19,6 +19,7 @@ use sluice_queue::Timestamp;
 use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
+use crate::backend::LeaseRef;
 use crate::clock::{Clock, TokioClock};
 use crate::fatal::Fatal;
 use crate::service::RequestError;
@@ -202,13 +203,8 @@ impl SharedQueue {
         self.apply(&mut state, |state, now| {
             state.queue.close_consumer(id);
             state.senders.remove(&id);
-            for message in unsent {
-                let ids = message.job.as_ref().map(|job| job.id.as_str());
-                let job_id = ids.and_then(|id| uuid::Uuid::parse_str(id).ok());
-                let lease_id = uuid::Uuid::parse_str(&message.lease_id).ok();
-                if let (Some(job_id), Some(lease_id)) = (job_id, lease_id) {
-                    state.queue.return_unsent(job_id, lease_id, now);
-                }
+            for lease in unsent.iter().filter_map(LeaseRef::of) {
+                state.queue.return_unsent(lease.job_id, lease.lease_id, now);
             }
         });
     }

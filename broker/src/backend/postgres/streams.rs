@@ -236,14 +236,7 @@ impl FeedCloser for Closer {
 }
 
 fn lease_refs(messages: &[pb::LeasedJob]) -> Vec<LeaseRef> {
-    messages
-        .iter()
-        .filter_map(|m| {
-            let job_id = Uuid::parse_str(&m.job.as_ref()?.id).ok()?;
-            let lease_id = Uuid::parse_str(&m.lease_id).ok()?;
-            Some(LeaseRef { job_id, lease_id })
-        })
-        .collect()
+    messages.iter().filter_map(LeaseRef::of).collect()
 }
 
 /// Fills every stream with room, until none can take more or no job is
