@@ -176,7 +176,7 @@ async fn insert(
                 .map_err(|e| describe(&e))
         },
         async {
-            tx.batch_execute("SELECT pg_notify('sluice_wake', '')")
+            tx.batch_execute(super::sql::WAKE)
                 .await
                 .map_err(|e| describe(&e))
         },

@@ -47,27 +47,51 @@ pub(super) struct Held {
     pub stream_id: Option<i64>,
 }
 
+/// The columns [`Held::of`] reads, after the job's id.
+const HELD_COLUMNS: &str = "id, queue, job_type, attempt, max_attempts, cancel_requested,
+    coalesce(worker_id, ''), broker_id, stream_id";
+
+impl Held {
+    /// A row of `id, HELD_COLUMNS`: the job's id and what is held of it.
+    fn of(row: &tokio_postgres::Row) -> (Uuid, Self) {
+        let held = Self {
+            queue: row.get(1),
+            job_type: row.get(2),
+            attempt: row.get(3),
+            max_attempts: row.get(4),
+            cancel_requested: row.get(5),
+            worker_id: row.get(6),
+            broker_id: row.get(7),
+            stream_id: row.get(8),
+        };
+        (row.get(0), held)
+    }
+
+    /// When the failed attempt runs again: `None` (DEAD, or CANCELLED if
+    /// an operator asked) unless attempts remain; else after `retry_after`
+    /// or the backoff of this attempt.
+    fn retry_delay(&self, inner: &Inner, retry_after: Option<Duration>) -> Option<Duration> {
+        (!self.cancel_requested && self.attempt < self.max_attempts).then(|| {
+            retry_after.unwrap_or_else(|| {
+                let unit = rand::rng().random::<f64>();
+                let attempt = u32::try_from(self.attempt).unwrap_or(1);
+                inner.queue.backoff.delay(attempt, unit)
+            })
+        })
+    }
+}
+
 /// Locks job `lease.job_id` if `lease` is its current lease.
 async fn hold(tx: &Transaction<'_>, lease: LeaseRef) -> Result<Option<Held>> {
-    let row = sql::row_opt(
-        tx,
-        "SELECT queue, job_type, attempt, max_attempts, cancel_requested,
-                 coalesce(worker_id, ''), broker_id, stream_id
-             FROM sluice_jobs WHERE id = $1 AND lease_id = $2 AND state = 'leased'
-             FOR UPDATE",
-        &[&lease.job_id, &lease.lease_id],
-    )
-    .await?;
-    Ok(row.map(|row| Held {
-        queue: row.get(0),
-        job_type: row.get(1),
-        attempt: row.get(2),
-        max_attempts: row.get(3),
-        cancel_requested: row.get(4),
-        worker_id: row.get(5),
-        broker_id: row.get(6),
-        stream_id: row.get(7),
-    }))
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "SELECT {HELD_COLUMNS} FROM sluice_jobs
+             WHERE id = $1 AND lease_id = $2 AND state = 'leased' FOR UPDATE"
+        )
+    });
+    let row = sql::row_opt(tx, sql, &[&lease.job_id, &lease.lease_id]).await?;
+    Ok(row.map(|row| Held::of(&row).1))
 }
 
 /// Why `lease` matched nothing: the job is unknown, or the lease stale.
@@ -181,16 +205,9 @@ pub(super) async fn nack(
     };
     inner.count(&held.queue, |c| c.nacked += 1);
     let error = truncate_error(failure.error);
-    let delay =
-        (!failure.dead && !held.cancel_requested && held.attempt < held.max_attempts).then(|| {
-            failure.retry_after.unwrap_or_else(|| {
-                let unit = rand::rng().random::<f64>();
-                inner
-                    .queue
-                    .backoff
-                    .delay(u32::try_from(held.attempt).unwrap_or(1), unit)
-            })
-        });
+    let delay = held
+        .retry_delay(inner, failure.retry_after)
+        .filter(|_| !failure.dead);
     let outcome = settle_failure(inner, &tx, lease.job_id, &held, &error, delay).await?;
     tx.commit().await.map_err(unavailable)?;
     lease_ended(inner, held.broker_id, held.stream_id);
@@ -260,9 +277,7 @@ pub(super) async fn settle_failure(
         &[&job_id, &ms, &error],
     )
     .await?;
-    tx.execute("SELECT pg_notify('sluice_wake', '')", &[])
-        .await
-        .map_err(unavailable)?;
+    sql::wake_all(tx).await?;
     Ok(FailureOutcome {
         state: if ms == 0 {
             JobState::Ready
@@ -342,9 +357,7 @@ pub(super) async fn give_back(
     )
     .await
     .map_err(unavailable)?;
-    tx.execute("SELECT pg_notify('sluice_wake', '')", &[])
-        .await
-        .map_err(unavailable)?;
+    sql::wake_all(tx).await?;
     Ok(if ms == 0 {
         JobState::Ready
     } else {
@@ -371,36 +384,20 @@ pub(super) async fn give_back_unsent(inner: &Inner, leases: Vec<LeaseRef>) -> Re
 pub(super) async fn expire(inner: &Inner) -> Result<usize> {
     let mut client = inner.pool.get().await.map_err(unavailable)?;
     let tx = client.transaction().await.map_err(unavailable)?;
-    let rows = sql::rows(
-        &tx,
-        "SELECT id, queue, job_type, attempt, max_attempts, cancel_requested,
-                 coalesce(worker_id, ''), broker_id, stream_id
-             FROM sluice_jobs WHERE state = 'leased' AND lease_expires_at <= now()
-             ORDER BY lease_expires_at LIMIT 500 FOR UPDATE SKIP LOCKED",
-        &[],
-    )
-    .await?;
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "SELECT {HELD_COLUMNS} FROM sluice_jobs
+             WHERE state = 'leased' AND lease_expires_at <= now()
+             ORDER BY lease_expires_at LIMIT 500 FOR UPDATE SKIP LOCKED"
+        )
+    });
+    let rows = sql::rows(&tx, sql, &[]).await?;
     let mut ended = Vec::with_capacity(rows.len());
     for row in &rows {
-        let job_id: Uuid = row.get(0);
-        let held = Held {
-            queue: row.get(1),
-            job_type: row.get(2),
-            attempt: row.get(3),
-            max_attempts: row.get(4),
-            cancel_requested: row.get(5),
-            worker_id: row.get(6),
-            broker_id: row.get(7),
-            stream_id: row.get(8),
-        };
+        let (job_id, held) = Held::of(row);
         inner.count(&held.queue, |c| c.expired += 1);
-        let delay = (!held.cancel_requested && held.attempt < held.max_attempts).then(|| {
-            let unit = rand::rng().random::<f64>();
-            inner
-                .queue
-                .backoff
-                .delay(u32::try_from(held.attempt).unwrap_or(1), unit)
-        });
+        let delay = held.retry_delay(inner, None);
         settle_failure(inner, &tx, job_id, &held, LEASE_EXPIRED, delay).await?;
         ended.push((held.broker_id, held.stream_id));
     }
@@ -532,9 +529,7 @@ pub(super) async fn retry(inner: &Inner, id: Uuid) -> Result<()> {
     )
     .await
     .map_err(unavailable)?;
-    tx.execute("SELECT pg_notify('sluice_wake', '')", &[])
-        .await
-        .map_err(unavailable)?;
+    sql::wake_all(&tx).await?;
     tx.commit().await.map_err(unavailable)?;
     let (queue, job_type): (String, String) = (row.get(1), row.get(2));
     info!(job_id = %id, %queue, %job_type, attempt = 0, "job retried by operator");
@@ -642,9 +637,7 @@ pub(super) async fn pause(inner: &Inner, queue: String, paused: bool) -> Result<
         tx.execute("DELETE FROM sluice_paused WHERE queue = $1", &[&queue])
             .await
             .map_err(unavailable)?;
-        tx.execute("SELECT pg_notify('sluice_wake', '')", &[])
-            .await
-            .map_err(unavailable)?;
+        sql::wake_all(&tx).await?;
     }
     tx.commit().await.map_err(unavailable)?;
     if paused {

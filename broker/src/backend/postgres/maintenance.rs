@@ -64,7 +64,9 @@ async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let connected = async {
             let client = connect::listener(&inner.target, tx).await?;
-            client.batch_execute("LISTEN sluice_wake").await?;
+            client
+                .batch_execute(&format!("LISTEN {}", sql::WAKE_CHANNEL))
+                .await?;
             Ok::<_, tokio_postgres::Error>(client)
         };
         let client = tokio::select! {
@@ -182,12 +184,14 @@ async fn promote(inner: &Inner) -> Result<(), RequestError> {
                      UPDATE sluice_jobs j SET state = 'ready' FROM due WHERE j.id = due.id
                      RETURNING j.id
                  )
-                 SELECT count(*), pg_notify('sluice_wake', '') FROM made HAVING count(*) > 0",
+                 SELECT count(*) FROM made",
             &[],
         )
         .await?;
         let promoted: i64 = rows.first().map_or(0, |r| r.get(0));
         if promoted > 0 {
+            // Committed already (no transaction here): the others now.
+            sql::wake_all(&client).await?;
             inner.claim.notify_one();
         }
         if promoted < 1000 {

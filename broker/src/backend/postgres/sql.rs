@@ -1,6 +1,6 @@
 //! Statements run as prepared statements, each prepared once per pooled
 //! connection (deadpool-postgres keeps them), with the database's errors
-//! as the service's UNAVAILABLE.
+//! as the service's UNAVAILABLE; and the wake-up every broker LISTENs for.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
@@ -49,4 +49,15 @@ pub async fn execute(
 ) -> Result<u64, RequestError> {
     let statement = c.prepare_cached(sql).await.map_err(unavailable)?;
     c.execute(&statement, params).await.map_err(unavailable)
+}
+
+/// The channel every broker LISTENs on: a job became ready or was scheduled.
+pub const WAKE_CHANNEL: &str = "sluice_wake";
+
+/// Notifies [`WAKE_CHANNEL`], delivered when the transaction commits.
+pub const WAKE: &str = "SELECT pg_notify('sluice_wake', '')";
+
+/// Wakes every broker once `c`'s transaction commits (at once outside one).
+pub async fn wake_all(c: &impl GenericClient) -> Result<(), RequestError> {
+    execute(c, WAKE, &[]).await.map(|_| ())
 }
