@@ -439,9 +439,6 @@ pub(super) async fn stats(inner: &Inner) -> Result<StatsReading, RequestError> {
 /// Every queue with its pause flag and lifetime counters, without the
 /// counts by state.
 pub(super) async fn counters(inner: &Inner) -> Result<StatsReading, RequestError> {
-    // This broker's counters are exact; other brokers' as of their last
-    // heartbeat.
-    heartbeat(inner).await?;
     let client = inner.pool.get().await.map_err(unavailable)?;
     let now: std::time::SystemTime = client
         .query_one("SELECT now()", &[])
@@ -468,23 +465,34 @@ pub(super) async fn counters(inner: &Inner) -> Result<StatsReading, RequestError
         (queue, stats)
     })
     .collect();
-    let brokers = sql::rows(
+    // Other brokers' counters as of their last heartbeat, those of brokers
+    // gone, and this broker's own as they are now.
+    let others = sql::rows(
         &client,
-        "SELECT counters::text FROM sluice_brokers
+        "SELECT counters::text FROM sluice_brokers WHERE broker_id <> $1
              UNION ALL SELECT json_object_agg(queue, json_build_array(enqueued, acked, nacked,
                  expired, dead))::text FROM sluice_counters HAVING count(*) > 0",
-        &[],
+        &[&inner.broker_id],
     )
     .await?;
-    for row in &brokers {
-        for (queue, c) in parse_counters(row.get(0)) {
-            if let Some(q) = queues.get_mut(&queue) {
-                q.counters.enqueued += c.enqueued;
-                q.counters.acked += c.acked;
-                q.counters.nacked += c.nacked;
-                q.counters.expired += c.expired;
-                q.counters.dead += c.dead;
-            }
+    let own: Vec<(String, Counters)> = inner
+        .counters
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|(queue, c)| (queue.clone(), *c))
+        .collect();
+    let all = others
+        .iter()
+        .flat_map(|row| parse_counters(row.get(0)))
+        .chain(own);
+    for (queue, c) in all {
+        if let Some(q) = queues.get_mut(&queue) {
+            q.counters.enqueued += c.enqueued;
+            q.counters.acked += c.acked;
+            q.counters.nacked += c.nacked;
+            q.counters.expired += c.expired;
+            q.counters.dead += c.dead;
         }
     }
     Ok(StatsReading {
