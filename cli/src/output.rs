@@ -15,6 +15,8 @@ use serde_json::Value;
 
 use crate::error::CliError;
 
+pub use sluice_proto::json::{std_duration, system_time};
+
 /// The output format, `--output` / `-o`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum Format {
@@ -113,34 +115,12 @@ pub fn print_table(table: &Table, empty: &str) -> Result<(), CliError> {
     }
 }
 
-/// A protobuf timestamp as a [`SystemTime`], `None` when unset or out of range.
-pub fn system_time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
-    ts.and_then(|ts| SystemTime::try_from(*ts).ok())
-}
-
-/// A timestamp as RFC 3339 (UTC, millisecond precision), or JSON null.
-pub fn timestamp_json(ts: Option<&prost_types::Timestamp>) -> Value {
-    system_time(ts).map_or(Value::Null, |t| {
-        Value::String(humantime::format_rfc3339_millis(t).to_string())
-    })
-}
-
 /// A timestamp as RFC 3339 (UTC, seconds) for a table, or `-`.
 pub fn timestamp_text(ts: Option<&prost_types::Timestamp>) -> String {
     system_time(ts).map_or_else(
         || "-".to_owned(),
         |t| humantime::format_rfc3339_seconds(t).to_string(),
     )
-}
-
-/// A protobuf duration as a [`Duration`], `None` when unset or negative.
-pub fn std_duration(d: Option<&prost_types::Duration>) -> Option<Duration> {
-    d.and_then(|d| Duration::try_from(*d).ok())
-}
-
-/// A duration in seconds (a JSON number, fractions kept), or null.
-pub fn seconds_json(d: Option<Duration>) -> Value {
-    d.map_or(Value::Null, |d| Value::from(d.as_secs_f64()))
 }
 
 /// A duration for people: `850ms`, `42s`, `3m05s`, `2h07m`, `3d04h`.

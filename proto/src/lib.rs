@@ -1,11 +1,12 @@
 //! The `sluice.v1` contract: generated messages, clients and servers, the
-//! encoded file descriptor set that gRPC reflection serves, and the
-//! client's [`Bearer`] credential.
+//! encoded file descriptor set that gRPC reflection serves, the client's
+//! [`Bearer`] credential, and the messages as JSON documents ([`json`]).
 //!
 //! The `.proto` files beside this crate are the source of truth; clients in
 //! other languages generate their stubs from them.
 
 mod bearer;
+pub mod json;
 
 pub use bearer::{Bearer, InvalidToken};
 

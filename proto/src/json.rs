@@ -1,0 +1,251 @@
+//! The contract's messages as JSON documents, one function per message:
+//! the `sluice` CLI's `--output json` and the broker's HTTP API
+//! (`/api/v1/`) both print these, so the two cannot drift apart.
+//!
+//! The JSON field names are the proto field names (snake_case) and stay
+//! stable; states are their names without the `JOB_STATE_` prefix
+//! (`READY`), durations are seconds (numbers), timestamps RFC 3339 strings
+//! with milliseconds, and an unset value is null. A payload is
+//! `{"encoding": "json" | "text" | "base64", "value": ...}`.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+
+use crate::v1 as pb;
+
+/// A state's name as the README and the proto write it, without the
+/// `JOB_STATE_` prefix: `READY`, `DEAD`.
+pub fn state_name(state: pb::JobState) -> &'static str {
+    match state {
+        pb::JobState::Unspecified => "UNSPECIFIED",
+        pb::JobState::Scheduled => "SCHEDULED",
+        pb::JobState::Ready => "READY",
+        pb::JobState::Leased => "LEASED",
+        pb::JobState::Succeeded => "SUCCEEDED",
+        pb::JobState::Dead => "DEAD",
+        pb::JobState::Cancelled => "CANCELLED",
+    }
+}
+
+/// How a payload is best shown.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// It parses as JSON.
+    Json(Value),
+    /// UTF-8 text that is not JSON.
+    Text(String),
+    /// Anything else, as base64.
+    Base64(String),
+}
+
+impl Payload {
+    /// Decodes `bytes` for showing: JSON, else text, else base64.
+    pub fn decode(bytes: &[u8]) -> Self {
+        if !bytes.is_empty()
+            && let Ok(value) = serde_json::from_slice::<Value>(bytes)
+        {
+            return Self::Json(value);
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self::Text(text.to_owned()),
+            Err(_) => Self::Base64(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        }
+    }
+
+    /// `{"encoding": ..., "value": ...}`.
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::Json(value) => json!({"encoding": "json", "value": value}),
+            Self::Text(text) => json!({"encoding": "text", "value": text}),
+            Self::Base64(b64) => json!({"encoding": "base64", "value": b64}),
+        }
+    }
+
+    /// For a person: pretty JSON, the text, or the base64.
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Json(value) => serde_json::to_string_pretty(value).unwrap_or_default(),
+            Self::Text(text) => text.clone(),
+            Self::Base64(b64) => b64.clone(),
+        }
+    }
+
+    /// `json`, `text` or `base64`.
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            Self::Json(_) => "json",
+            Self::Text(_) => "text",
+            Self::Base64(_) => "base64",
+        }
+    }
+}
+
+/// A string that is empty when unset, as JSON null then.
+fn non_empty(s: &str) -> Value {
+    if s.is_empty() {
+        Value::Null
+    } else {
+        Value::String(s.to_owned())
+    }
+}
+
+/// A job as JSON; its payload only when `with_payload` (`jobs get`), its
+/// size always (`payload_bytes`).
+pub fn job_json(job: &pb::Job, with_payload: bool) -> Value {
+    let headers: Map<String, Value> = sorted(&job.headers)
+        .into_iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let mut value = json!({
+        "id": job.id,
+        "queue": job.queue,
+        "job_type": job.job_type,
+        "state": state_name(job.state()),
+        "priority": job.priority,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "timeout": seconds_json(std_duration(job.timeout.as_ref())),
+        "created_at": timestamp_json(job.created_at.as_ref()),
+        "run_at": timestamp_json(job.run_at.as_ref()),
+        "finished_at": timestamp_json(job.finished_at.as_ref()),
+        "lease_expires_at": timestamp_json(job.lease_expires_at.as_ref()),
+        "worker_id": non_empty(&job.worker_id),
+        "last_error": non_empty(&job.last_error),
+        "cancel_requested": job.cancel_requested,
+        "headers": headers,
+        "payload_bytes": job.payload.len(),
+    });
+    if with_payload && let Value::Object(map) = &mut value {
+        map.insert("payload".into(), Payload::decode(&job.payload).to_json());
+    }
+    value
+}
+
+/// Headers in name order (the map's own order is random).
+pub fn sorted(headers: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
+    let mut list: Vec<_> = headers.iter().collect();
+    list.sort();
+    list
+}
+
+/// One queue's row of Stats as JSON.
+pub fn queue_stats_json(q: &pb::QueueStats) -> Value {
+    json!({
+        "queue": q.queue,
+        "paused": q.paused,
+        "scheduled": q.scheduled,
+        "ready": q.ready,
+        "leased": q.leased,
+        "succeeded": q.succeeded,
+        "dead": q.dead,
+        "cancelled": q.cancelled,
+        "enqueued_total": q.enqueued_total,
+        "acked_total": q.acked_total,
+        "nacked_total": q.nacked_total,
+        "expired_total": q.expired_total,
+        "dead_total": q.dead_total,
+        "oldest_ready_age": seconds_json(std_duration(q.oldest_ready_age.as_ref())),
+        "enqueued_per_second": q.enqueued_per_second,
+        "acked_per_second": q.acked_per_second,
+        "failed_per_second": q.failed_per_second,
+    })
+}
+
+/// One failed attempt as JSON.
+pub fn failure_json(f: &pb::FailedAttempt) -> Value {
+    json!({
+        "job_id": f.job_id,
+        "queue": f.queue,
+        "job_type": f.job_type,
+        "attempt": f.attempt,
+        "error": f.error,
+        "failed_at": timestamp_json(f.failed_at.as_ref()),
+        "dead": f.dead,
+        "worker_id": non_empty(&f.worker_id),
+    })
+}
+
+/// One connected worker (Lease stream) as JSON.
+pub fn worker_json(w: &pb::WorkerInfo) -> Value {
+    json!({
+        "worker_id": w.worker_id,
+        "queues": w.queues,
+        "job_types": w.job_types,
+        "in_flight": w.in_flight,
+        "max_in_flight": w.max_in_flight,
+        "connected_since": timestamp_json(w.connected_since.as_ref()),
+    })
+}
+
+
+/// The state named `name` (`dead` or `DEAD`, with or without the
+/// `JOB_STATE_` prefix); `None` for an unknown name or `UNSPECIFIED`.
+pub fn state_from_name(name: &str) -> Option<pb::JobState> {
+    let upper = name.to_ascii_uppercase();
+    let short = upper.strip_prefix("JOB_STATE_").unwrap_or(&upper);
+    match pb::JobState::from_str_name(&format!("JOB_STATE_{short}"))? {
+        pb::JobState::Unspecified => None,
+        state => Some(state),
+    }
+}
+
+/// A protobuf timestamp as a [`SystemTime`], `None` when unset or out of range.
+pub fn system_time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
+    ts.and_then(|ts| SystemTime::try_from(*ts).ok())
+}
+
+/// A timestamp as RFC 3339 (UTC, millisecond precision), or JSON null.
+pub fn timestamp_json(ts: Option<&prost_types::Timestamp>) -> Value {
+    system_time(ts).map_or(Value::Null, |t| {
+        Value::String(humantime::format_rfc3339_millis(t).to_string())
+    })
+}
+
+/// A protobuf duration as a [`Duration`], `None` when unset or negative.
+pub fn std_duration(d: Option<&prost_types::Duration>) -> Option<Duration> {
+    d.and_then(|d| Duration::try_from(*d).ok())
+}
+
+/// A duration in seconds (a JSON number, fractions kept), or null.
+pub fn seconds_json(d: Option<Duration>) -> Value {
+    d.map_or(Value::Null, |d| Value::from(d.as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_decode_as_json_then_text_then_base64() {
+        assert_eq!(
+            Payload::decode(br#"{"a": 1}"#).to_json(),
+            json!({"encoding": "json", "value": {"a": 1}})
+        );
+        assert_eq!(
+            Payload::decode(b"hello").to_json(),
+            json!({"encoding": "text", "value": "hello"})
+        );
+        assert_eq!(
+            Payload::decode(&[0xff, 0x00]).to_json(),
+            json!({"encoding": "base64", "value": "/wA="})
+        );
+        assert_eq!(Payload::decode(b"").encoding(), "text");
+    }
+
+    #[test]
+    fn states_are_read_by_their_names() {
+        assert_eq!(state_from_name("dead"), Some(pb::JobState::Dead));
+        assert_eq!(state_from_name("READY"), Some(pb::JobState::Ready));
+        assert_eq!(
+            state_from_name("JOB_STATE_LEASED"),
+            Some(pb::JobState::Leased)
+        );
+        assert_eq!(state_from_name("unspecified"), None);
+        assert_eq!(state_from_name("done"), None);
+        for state in [pb::JobState::Scheduled, pb::JobState::Cancelled] {
+            assert_eq!(state_from_name(state_name(state)), Some(state));
+        }
+    }
+}
