@@ -191,6 +191,36 @@ pub fn state_from_name(name: &str) -> Option<pb::JobState> {
     }
 }
 
+/// A status code as the gRPC specification names it (`NOT_FOUND`), the form
+/// operators find in documentation and logs.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A refusal as JSON: `{"code": "NOT_FOUND", "message": "..."}`.
+pub fn status_json(status: &tonic::Status) -> Value {
+    json!({"code": code_name(status.code()), "message": status.message()})
+}
+
 /// A protobuf timestamp as a [`SystemTime`], `None` when unset or out of range.
 pub fn system_time(ts: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
     ts.and_then(|ts| SystemTime::try_from(*ts).ok())
