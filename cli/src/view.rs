@@ -6,7 +6,7 @@ use clap::ValueEnum;
 use sluice_proto::v1 as pb;
 
 pub use sluice_proto::json::{
-    Payload, failure_json, job_json, queue_stats_json, sorted, state_name, worker_json,
+    Payload, job_json, sorted, state_name, stats_json, workers_json,
 };
 
 /// A job state as a flag value (`--state dead`).

@@ -167,6 +167,19 @@ pub fn failure_json(f: &pb::FailedAttempt) -> Value {
     })
 }
 
+/// The Stats document: every queue's row and the latest failures.
+pub fn stats_json(stats: &pb::StatsResponse) -> Value {
+    json!({
+        "queues": stats.queues.iter().map(queue_stats_json).collect::<Vec<_>>(),
+        "recent_failures": stats.recent_failures.iter().map(failure_json).collect::<Vec<_>>(),
+    })
+}
+
+/// The ListWorkers document.
+pub fn workers_json(workers: &[pb::WorkerInfo]) -> Value {
+    json!({"workers": workers.iter().map(worker_json).collect::<Vec<_>>()})
+}
+
 /// One connected worker (Lease stream) as JSON.
 pub fn worker_json(w: &pb::WorkerInfo) -> Value {
     json!({

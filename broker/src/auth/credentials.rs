@@ -8,7 +8,7 @@
 //! worker   cert:worker-01.internal
 //! ```
 //!
-//! ROLE is `producer`, `worker`, `admin` or `metrics`; a TOKEN has at least
+//! ROLE is `producer`, `worker`, `admin`, `metrics` or `viewer`; a TOKEN has at least
 //! [`MIN_TOKEN_LEN`] characters; QUEUES is a comma-separated list of queue
 //! names, each possibly ending in `*` to match a prefix (absent: every
 //! queue). `cert:CN` grants the role to a client certificate (mTLS) whose
@@ -220,7 +220,7 @@ fn parse_line(line: &str) -> Result<Credential, String> {
         }
     };
     let role = Role::parse(role)
-        .ok_or_else(|| format!("unknown role {role:?}: expected producer, worker or admin"))?;
+        .ok_or_else(|| format!("unknown role {role:?}: expected producer, worker, admin, metrics or viewer"))?;
     let (principal, label) = match who.strip_prefix("cert:") {
         Some("") => return Err("cert: needs a common name (cert:CN)".into()),
         Some(cn) => (

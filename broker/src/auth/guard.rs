@@ -96,6 +96,11 @@ impl Grant {
             .is_none_or(|c| matches!(c.queues, super::QueueScope::Every))
     }
 
+    /// The credential's role; `None` when the authorizer is open.
+    pub fn role(&self) -> Option<Role> {
+        self.credential.as_ref().map(|c| c.role)
+    }
+
     /// Refuses `queue` unless the credential covers it.
     ///
     /// # Errors

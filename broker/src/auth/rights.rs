@@ -15,7 +15,13 @@ pub enum Role {
     Admin,
     /// Only `GET /metrics` on `--http-addr`: for Prometheus.
     Metrics,
+    /// The Admin service's read calls ([`ADMIN_READS`]), and so a
+    /// dashboard without action buttons.
+    Viewer,
 }
+
+/// The Admin calls that change nothing, which a [`Role::Viewer`] may make.
+pub const ADMIN_READS: [&str; 4] = ["GetJob", "ListJobs", "Stats", "ListWorkers"];
 
 impl Role {
     /// The role named `name` in the token file.
@@ -25,6 +31,7 @@ impl Role {
             "worker" => Some(Self::Worker),
             "admin" => Some(Self::Admin),
             "metrics" => Some(Self::Metrics),
+            "viewer" => Some(Self::Viewer),
             _ => None,
         }
     }
@@ -35,6 +42,7 @@ impl Role {
             Self::Admin => true,
             Self::Producer => matches!(call, Call::Enqueue | Call::EnqueueBatch),
             Self::Metrics => call == Call::Metrics,
+            Self::Viewer => matches!(call, Call::Admin(method) if ADMIN_READS.contains(&method)),
             Self::Worker => matches!(
                 call,
                 Call::Lease
@@ -56,6 +64,7 @@ impl fmt::Display for Role {
             Self::Worker => "worker",
             Self::Admin => "admin",
             Self::Metrics => "metrics",
+            Self::Viewer => "viewer",
         })
     }
 }
@@ -161,6 +170,13 @@ mod tests {
         assert!(!Role::Metrics.may(Call::Admin("Stats")));
         assert!(!Role::Metrics.may(Call::Enqueue));
         assert!(!Role::Producer.may(Call::Metrics));
+        assert!(Role::Viewer.may(Call::Admin("Stats")));
+        assert!(Role::Viewer.may(Call::Admin("GetJob")));
+        assert!(!Role::Viewer.may(Call::Admin("RetryJob")));
+        assert!(!Role::Viewer.may(Call::Admin("PurgeQueue")));
+        assert!(!Role::Viewer.may(Call::Enqueue));
+        assert!(!Role::Viewer.may(Call::Metrics));
+        assert!(!Role::Viewer.may(Call::Reflection));
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! the last minute; the latest failures) and `sluice workers` (the open
 //! Lease streams).
 
-use serde_json::{Value, json};
 use sluice_proto::v1 as pb;
 
 use crate::connect::Connection;
@@ -11,7 +10,7 @@ use crate::output::{
     Format, Table, age_text, ago_text, one_line, print, print_json, print_table, rate_text,
     std_duration,
 };
-use crate::view::{failure_json, queue_stats_json, worker_json};
+use crate::view::{stats_json, workers_json};
 
 /// The columns of a queue's row, in `sluice stats` and `sluice top`.
 pub const QUEUE_COLUMNS: [&str; 10] = [
@@ -79,14 +78,6 @@ pub fn workers_table(workers: &[pb::WorkerInfo]) -> Table {
     table
 }
 
-/// The Stats document of `--output json`.
-pub fn stats_json(stats: &pb::StatsResponse) -> Value {
-    json!({
-        "queues": stats.queues.iter().map(queue_stats_json).collect::<Vec<_>>(),
-        "recent_failures": stats.recent_failures.iter().map(failure_json).collect::<Vec<_>>(),
-    })
-}
-
 /// Prints the broker's Stats.
 ///
 /// # Errors
@@ -113,9 +104,7 @@ pub async fn stats(conn: &mut Connection, format: Format) -> Result<(), CliError
 pub async fn workers(conn: &mut Connection, format: Format) -> Result<(), CliError> {
     let workers = conn.workers().await?;
     match format {
-        Format::Json => print_json(&json!({
-            "workers": workers.iter().map(worker_json).collect::<Vec<_>>(),
-        })),
+        Format::Json => print_json(&workers_json(&workers)),
         Format::Table => print_table(&workers_table(&workers), "no workers connected"),
     }
 }
