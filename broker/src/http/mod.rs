@@ -1,9 +1,16 @@
-//! The HTTP listener of `--http-addr`, separate from gRPC: `GET /metrics`
-//! (OpenMetrics text, see [`crate::metrics`]). HTTP/1.1, over TLS with the
-//! gRPC listener's certificates when the broker has them (`tls_listener.rs`),
-//! plain otherwise; who may read it is decided by [`access`].
+//! The HTTP listener of `--http-addr`, separate from gRPC. HTTP/1.1, over
+//! TLS with the gRPC listener's certificates when the broker has them
+//! (`tls_listener.rs`), plain otherwise. It serves:
+//!
+//! - `GET /metrics` (OpenMetrics text, see [`crate::metrics`]); who may
+//!   read it is decided by [`access`];
+//! - the dashboard at `/` ([`dashboard`]: embedded files, no data);
+//! - the JSON API under `/api/v1/` ([`api`]), whose every call is an Admin
+//!   call with the Admin service's own credential check.
 
 mod access;
+pub mod api;
+mod dashboard;
 mod tls_listener;
 
 use std::future::IntoFuture;
@@ -24,6 +31,7 @@ pub use access::HttpAccess;
 
 use crate::auth::Authorizer;
 use crate::metrics::Metrics;
+use crate::service::AdminService;
 use crate::tls::TlsSettings;
 use axum::serve::Listener;
 use tls_listener::TlsListener;
@@ -39,8 +47,8 @@ struct AppState {
     access: HttpAccess,
 }
 
-/// Serves `metrics` on `listener`, over TLS with `tls` if given, to whom
-/// the access rule under `auth` lets in (see [`access`]), until `stop`.
+/// Serves `metrics`, the dashboard and the API (calling `admin`) on
+/// `listener`, over TLS with `tls` if given, under `auth`, until `stop`.
 ///
 /// # Errors
 /// The listener's I/O error, if serving fails.
@@ -48,16 +56,21 @@ pub async fn serve(
     listener: TcpListener,
     tls: Option<&TlsSettings>,
     metrics: Metrics,
+    admin: AdminService,
     auth: Authorizer,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let access = HttpAccess::new(auth, addr.ip().is_loopback());
-    announce(addr, &access, tls.is_some());
+    let loopback = addr.ip().is_loopback();
+    let access = HttpAccess::new(auth.clone(), loopback);
+    announce(addr, &access, &auth, tls.is_some());
+    let origin = api::OriginCheck::new(loopback, auth.is_enabled());
     let state = Arc::new(AppState { metrics, access });
     let app = Router::new()
         .route("/metrics", get(metrics_text))
-        .with_state(state);
+        .with_state(state)
+        .merge(dashboard::routes())
+        .merge(api::routes(admin, auth, origin));
     match tls {
         Some(tls) => {
             let local = listener.local_addr()?;
@@ -68,20 +81,20 @@ pub async fn serve(
     }
 }
 
-/// Logs where metrics are served and to whom, warning when that is anyone
-/// who can reach a non-loopback address, or when a token would cross it
-/// in plaintext.
-fn announce(http_addr: SocketAddr, access: &HttpAccess, tls: bool) {
+/// Logs what is served where and to whom, warning when that is anyone who
+/// can reach a non-loopback address, or when a token would cross it in
+/// plaintext.
+fn announce(http_addr: SocketAddr, access: &HttpAccess, auth: &Authorizer, tls: bool) {
     let loopback = http_addr.ip().is_loopback();
-    let open = access.is_open();
-    if !loopback && open {
-        warn!(%http_addr, "serving metrics on a non-loopback address without --auth-tokens: anyone who can reach it can read them");
+    if !loopback && !auth.is_enabled() {
+        warn!(%http_addr, "serving metrics and the dashboard on a non-loopback address without --auth-tokens: anyone who can reach it can read every job and retry, cancel or purge them");
     }
-    if !open && !tls {
-        warn!(%http_addr, "metrics need a metrics or admin token, which crosses this plain-HTTP listener unencrypted without --tls-cert");
+    if auth.is_enabled() && !tls {
+        warn!(%http_addr, "the dashboard and the metrics take tokens, which cross this plain-HTTP listener unencrypted without --tls-cert");
     }
-    let access = if open { "open" } else { "token" };
-    info!(%http_addr, access, tls, "metrics at GET /metrics");
+    let metrics = if access.is_open() { "open" } else { "token" };
+    let dashboard = if auth.is_enabled() { "token" } else { "open" };
+    info!(%http_addr, metrics, dashboard, tls, "metrics at GET /metrics, the dashboard at /, its API at /api/v1/");
 }
 
 async fn serve_on<L>(listener: L, app: Router, stop: CancellationToken) -> std::io::Result<()>

@@ -106,13 +106,15 @@ pub async fn run(
     let shared = backend::open(&config, &fatal).await?;
     let tasks = TaskTracker::new();
     let stop_serving = CancellationToken::new();
+    let rates = Arc::new(Rates::default());
+    let admin = AdminService::new(shared.clone(), config.auth.clone(), rates.clone());
     let rpc_metrics = match http {
         Some(http) => {
             let (metrics, rpc) = Metrics::new(&shared, config.queue.max_memory);
             let stop = stop_serving.clone();
-            let (tls, auth) = (config.tls.clone(), config.auth.clone());
+            let (tls, auth, admin) = (config.tls.clone(), config.auth.clone(), admin.clone());
             tasks.spawn(async move {
-                if let Err(e) = http::serve(http, tls.as_ref(), metrics, auth, stop).await {
+                if let Err(e) = http::serve(http, tls.as_ref(), metrics, admin, auth, stop).await {
                     warn!(error = %e, "the HTTP listener failed; gRPC goes on");
                 }
             });
@@ -153,12 +155,7 @@ pub async fn run(
         config.max_lease_streams,
     ))
     .max_decoding_message_size(max_message);
-    let rates = Arc::new(Rates::default());
-    let admin = AdminServer::new(AdminService::new(
-        shared.clone(),
-        config.auth.clone(),
-        rates.clone(),
-    ));
+    let admin = AdminServer::new(admin);
 
     let stop_scheduler = CancellationToken::new();
     shared.spawn_tasks(&tasks, stop_scheduler.clone());

@@ -1,0 +1,361 @@
+//! The JSON API under `/api/v1/`, which the dashboard uses and scripts may
+//! use. Each endpoint makes the Admin call it names through the
+//! [`AdminService`] itself, with the request's `Authorization` header as
+//! the call's metadata: validation, the credential check and the errors are
+//! the gRPC call's own, mapped to HTTP in one place (`error.rs`). The
+//! documents are the contract's JSON ([`sluice_proto::json`]), the same as
+//! `sluice ... --output json` prints.
+//!
+//! | endpoint | Admin call |
+//! |---|---|
+//! | `GET /api/v1/session` | who the token is: role and whether it may act |
+//! | `GET /api/v1/stats` | Stats |
+//! | `GET /api/v1/queues`, `GET /api/v1/queues/{queue}` | Stats, one queue's row |
+//! | `GET /api/v1/jobs?queue=&state=&page_size=&page_token=` | ListJobs |
+//! | `GET /api/v1/jobs/{id}` | GetJob (with the payload) |
+//! | `GET /api/v1/workers` | ListWorkers |
+//! | `POST /api/v1/jobs/{id}/retry`, `.../cancel` | RetryJob, CancelJob |
+//! | `POST /api/v1/queues/{queue}/pause`, `.../resume` | PauseQueue, ResumeQueue |
+//! | `POST /api/v1/queues/{queue}/purge?state=` | PurgeQueue |
+//! | `POST /api/v1/queues/{queue}/retry-dead` | ListJobs of DEAD, then RetryJob each |
+//!
+//! Every `POST` must come from the same origin (`origin.rs`).
+
+mod error;
+mod origin;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use sluice_proto::json as view;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_server::Admin;
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Status};
+
+use crate::auth::{Authorizer, Call};
+use crate::service::AdminService;
+pub use error::ApiError;
+pub use origin::OriginCheck;
+
+/// What an endpoint answers: a JSON document or a refusal.
+type Reply = Result<Json<Value>, ApiError>;
+
+/// How many DEAD jobs one `retry-dead` call retries at most; the answer
+/// says whether more are left, and the caller calls again.
+pub const RETRY_DEAD_LIMIT: usize = 10_000;
+
+/// The API's state: the Admin service it calls.
+struct Api {
+    admin: AdminService,
+    auth: Authorizer,
+}
+
+/// The routes under `/api/v1/`, calling `admin`; `origin` guards every
+/// `POST`.
+pub fn routes(admin: AdminService, auth: Authorizer, origin: OriginCheck) -> Router {
+    let api = Arc::new(Api { admin, auth });
+    let reads = Router::new()
+        .route("/api/v1/session", get(session))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/queues", get(queues))
+        .route("/api/v1/queues/{queue}", get(queue))
+        .route("/api/v1/jobs", get(list_jobs))
+        .route("/api/v1/jobs/{id}", get(get_job))
+        .route("/api/v1/workers", get(workers));
+    let actions = Router::new()
+        .route("/api/v1/jobs/{id}/retry", post(retry_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/v1/queues/{queue}/pause", post(pause_queue))
+        .route("/api/v1/queues/{queue}/resume", post(resume_queue))
+        .route("/api/v1/queues/{queue}/purge", post(purge_queue))
+        .route("/api/v1/queues/{queue}/retry-dead", post(retry_dead));
+    reads
+        .merge(actions)
+        .fallback(unknown_endpoint)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(api)
+        .layer(middleware::from_fn_with_state(origin, check_origin))
+}
+
+/// A request to the Admin service carrying the caller's credential (only
+/// its `Authorization` header: nothing else of the HTTP request matters).
+fn admin_request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
+    let mut metadata = HeaderMap::new();
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        metadata.insert(header::AUTHORIZATION, value.clone());
+    }
+    tonic::Request::from_parts(
+        MetadataMap::from_headers(metadata),
+        tonic::Extensions::default(),
+        message,
+    )
+}
+
+/// A path segment, or INVALID_ARGUMENT naming `field` when it is not UTF-8.
+fn segment(path: Result<Path<String>, PathRejection>, field: &str) -> Result<String, ApiError> {
+    path.map(|Path(value)| value)
+        .map_err(|e| ApiError::invalid(field, e.body_text()))
+}
+
+async fn check_origin(
+    State(origin): State<OriginCheck>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    match origin.check(request.method(), request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused.into_response(),
+    }
+}
+
+async fn unknown_endpoint(method: Method, uri: Uri) -> ApiError {
+    ApiError::from(Status::not_found(format!(
+        "no API endpoint {method} {}",
+        uri.path()
+    )))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(&method, uri.path())
+}
+
+/// Who the caller is: `{"auth": bool, "role": "admin" | "viewer" | ...,
+/// "actions": bool}`; `actions` says whether the dashboard shows buttons.
+async fn session(State(api): State<Arc<Api>>, headers: HeaderMap) -> Reply {
+    if !api.auth.is_enabled() {
+        return Ok(Json(json!({"auth": false, "role": null, "actions": true})));
+    }
+    let request = admin_request(&headers, ());
+    let grant = api
+        .auth
+        .check(&request, Call::Admin("Stats"))
+        .map_err(|e| ApiError::from(Status::from(crate::service::RequestError::from(e))))?;
+    let role = grant.role();
+    Ok(Json(json!({
+        "auth": true,
+        "role": role.map(|r| r.to_string()),
+        "actions": role.is_none_or(|r| r.may(Call::Admin("RetryJob"))),
+    })))
+}
+
+async fn stats(State(api): State<Arc<Api>>, headers: HeaderMap) -> Reply {
+    let stats = api.stats(&headers).await?;
+    Ok(Json(view::stats_json(&stats)))
+}
+
+async fn queues(State(api): State<Arc<Api>>, headers: HeaderMap) -> Reply {
+    let stats = api.stats(&headers).await?;
+    let queues: Vec<Value> = stats.queues.iter().map(view::queue_stats_json).collect();
+    Ok(Json(json!({ "queues": queues })))
+}
+
+async fn queue(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    queue: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let name = segment(queue, "queue")?;
+    let name = crate::service::convert::queue_name(name, "queue").map_err(Status::from)?;
+    let stats = api.stats(&headers).await?;
+    let row = stats.queues.iter().find(|q| q.queue == name).ok_or_else(|| {
+        Status::not_found(format!(
+            "queue {name:?} is not known: it has no jobs and is not paused"
+        ))
+    })?;
+    Ok(Json(view::queue_stats_json(row)))
+}
+
+async fn list_jobs(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Reply {
+    let request = pb::ListJobsRequest {
+        queue: query.get("queue").cloned().unwrap_or_default(),
+        state: optional_state(query.get("state"))? as i32,
+        page_size: match query.get("page_size") {
+            None => 0,
+            Some(n) => n
+                .parse()
+                .map_err(|_| ApiError::invalid("page_size", format!("{n:?} is not a number")))?,
+        },
+        page_token: query.get("page_token").cloned().unwrap_or_default(),
+    };
+    let page = api
+        .admin
+        .list_jobs(admin_request(&headers, request))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "jobs": page.jobs.iter().map(|j| view::job_json(j, false)).collect::<Vec<_>>(),
+        "next_page_token": (!page.next_page_token.is_empty()).then_some(page.next_page_token),
+    })))
+}
+
+async fn get_job(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let job_id = segment(id, "job_id")?;
+    let job = api
+        .admin
+        .get_job(admin_request(&headers, pb::GetJobRequest { job_id }))
+        .await?
+        .into_inner();
+    Ok(Json(view::job_json(&job, true)))
+}
+
+async fn workers(State(api): State<Arc<Api>>, headers: HeaderMap) -> Reply {
+    let workers = api
+        .admin
+        .list_workers(admin_request(&headers, pb::ListWorkersRequest {}))
+        .await?
+        .into_inner();
+    Ok(Json(view::workers_json(&workers.workers)))
+}
+
+async fn retry_job(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let job_id = segment(id, "job_id")?;
+    api.admin
+        .retry_job(admin_request(&headers, pb::RetryJobRequest { job_id }))
+        .await?;
+    Ok(Json(json!({})))
+}
+
+async fn cancel_job(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let job_id = segment(id, "job_id")?;
+    let response = api
+        .admin
+        .cancel_job(admin_request(&headers, pb::CancelJobRequest { job_id }))
+        .await?
+        .into_inner();
+    Ok(Json(json!({ "state": view::state_name(response.state()) })))
+}
+
+async fn pause_queue(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    queue: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let queue = segment(queue, "queue")?;
+    api.admin
+        .pause_queue(admin_request(&headers, pb::PauseQueueRequest { queue }))
+        .await?;
+    Ok(Json(json!({})))
+}
+
+async fn resume_queue(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    queue: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let queue = segment(queue, "queue")?;
+    api.admin
+        .resume_queue(admin_request(&headers, pb::ResumeQueueRequest { queue }))
+        .await?;
+    Ok(Json(json!({})))
+}
+
+async fn purge_queue(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    queue: Result<Path<String>, PathRejection>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Reply {
+    let queue = segment(queue, "queue")?;
+    // Missing: UNSPECIFIED, which PurgeQueue itself refuses by name.
+    let state = optional_state(query.get("state"))? as i32;
+    let purged = api
+        .admin
+        .purge_queue(admin_request(&headers, pb::PurgeQueueRequest { queue, state }))
+        .await?
+        .into_inner()
+        .purged;
+    Ok(Json(json!({ "purged": purged })))
+}
+
+/// Retries up to [`RETRY_DEAD_LIMIT`] DEAD jobs of a queue:
+/// `{"retried": n, "more": bool}`. A job that left DEAD meanwhile (retried
+/// or purged by someone else) is skipped; any other refusal stops the
+/// call with that refusal.
+async fn retry_dead(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    queue: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let queue = segment(queue, "queue")?;
+    let mut retried = 0usize;
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListJobsRequest {
+            queue: queue.clone(),
+            state: pb::JobState::Dead as i32,
+            page_size: sluice_limits::MAX_PAGE_SIZE,
+            page_token,
+        };
+        let page = api
+            .admin
+            .list_jobs(admin_request(&headers, request))
+            .await?
+            .into_inner();
+        for job in page.jobs {
+            if retried == RETRY_DEAD_LIMIT {
+                return Ok(Json(json!({ "retried": retried, "more": true })));
+            }
+            let request = pb::RetryJobRequest { job_id: job.id };
+            match api.admin.retry_job(admin_request(&headers, request)).await {
+                Ok(_) => retried += 1,
+                Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => {}
+                Err(s) => return Err(s.into()),
+            }
+        }
+        if page.next_page_token.is_empty() {
+            return Ok(Json(json!({ "retried": retried, "more": false })));
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// The `state` query parameter: absent is UNSPECIFIED; an unknown name is
+/// INVALID_ARGUMENT.
+fn optional_state(name: Option<&String>) -> Result<pb::JobState, ApiError> {
+    match name {
+        None => Ok(pb::JobState::Unspecified),
+        Some(name) => view::state_from_name(name).ok_or_else(|| {
+            ApiError::invalid(
+                "state",
+                format!(
+                    "{name:?} is not a state: expected scheduled, ready, leased, succeeded, dead or cancelled"
+                ),
+            )
+        }),
+    }
+}
+
+impl Api {
+    async fn stats(&self, headers: &HeaderMap) -> Result<pb::StatsResponse, ApiError> {
+        Ok(self
+            .admin
+            .stats(admin_request(headers, pb::StatsRequest {}))
+            .await?
+            .into_inner())
+    }
+}
