@@ -192,7 +192,6 @@ pub fn worker_json(w: &pb::WorkerInfo) -> Value {
     })
 }
 
-
 /// The state named `name` (`dead` or `DEAD`, with or without the
 /// `JOB_STATE_` prefix); `None` for an unknown name or `UNSPECIFIED`.
 pub fn state_from_name(name: &str) -> Option<pb::JobState> {

@@ -25,6 +25,8 @@ pub use crate::WAIT;
 /// test with its error instead of losing it.
 pub struct TestBroker {
     pub addr: SocketAddr,
+    /// The HTTP listener (`--http-addr`), when started [`TestBroker::with_http`].
+    pub http_addr: Option<SocketAddr>,
     pub broker: BrokerClient<Channel>,
     pub admin: AdminClient<Channel>,
     pub channel: Channel,
@@ -85,20 +87,40 @@ impl TestBroker {
 
     /// A broker with `config`.
     pub async fn with_config(config: Config) -> Self {
+        Self::start_with(config, false).await
+    }
+
+    /// A broker with `config` and an HTTP listener (metrics, dashboard and
+    /// API) on 127.0.0.1:0, at [`TestBroker::http_addr`].
+    pub async fn with_http(config: Config) -> Self {
+        Self::start_with(config, true).await
+    }
+
+    async fn start_with(config: Config, http: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let http = match http {
+            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            false => None,
+        };
+        let http_addr = http.as_ref().map(|l| l.local_addr().unwrap());
+        let listeners = server::Listeners {
+            grpc: listener,
+            http,
+        };
         let shutdown = CancellationToken::new();
         let outcome = Arc::new(Mutex::new(None));
         let task = {
             let (outcome, shutdown) = (outcome.clone(), shutdown.clone());
             tokio::spawn(async move {
-                let result = server::run(listener, config, shutdown).await;
+                let result = server::run(listeners, config, shutdown).await;
                 *outcome.lock().unwrap() = Some(result.map_err(|e| e.to_string()));
             })
         };
         let channel = connect(addr).await;
         Self {
             addr,
+            http_addr,
             broker: BrokerClient::new(channel.clone()),
             admin: AdminClient::new(channel.clone()),
             channel,

@@ -8,6 +8,9 @@
 //!   binaries as child processes, with their logs, signals and exits.
 //! - [`cli`]: the `sluice` CLI as a child process, bounded, with its exit
 //!   code and output.
+//! - [`http`]: a client of the broker's JSON API and dashboard files.
+//! - [`browser`]: headless Chromium driven through WebDriver
+//!   (chromedriver), for the dashboard's browser test.
 //! - [`metrics`]: scraping `/metrics` and parsing it with the Prometheus
 //!   project's own OpenMetrics parser.
 //! - [`postgres`]: [`TestPostgres`], a private PostgreSQL server on
@@ -22,7 +25,9 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+pub mod browser;
 pub mod cli;
+pub mod http;
 pub mod in_process;
 pub mod metrics;
 pub mod postgres;

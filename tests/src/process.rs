@@ -152,6 +152,17 @@ impl Process {
         format!("http://{addr}/metrics")
     }
 
+    /// The `--http-addr` it listens on, from the same line as
+    /// [`Process::metrics_url`].
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        let url = self.metrics_url();
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics");
+        addr.parse()
+            .unwrap_or_else(|e| panic!("{addr} is not an address: {e}"))
+    }
+
     /// Waits until its log contains `needle`; returns that log.
     pub fn wait_for_log(&self, needle: &str) -> String {
         self.try_wait_for_log(needle)

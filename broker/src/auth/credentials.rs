@@ -219,8 +219,9 @@ fn parse_line(line: &str) -> Result<Credential, String> {
             ));
         }
     };
-    let role = Role::parse(role)
-        .ok_or_else(|| format!("unknown role {role:?}: expected producer, worker, admin, metrics or viewer"))?;
+    let role = Role::parse(role).ok_or_else(|| {
+        format!("unknown role {role:?}: expected producer, worker, admin, metrics or viewer")
+    })?;
     let (principal, label) = match who.strip_prefix("cert:") {
         Some("") => return Err("cert: needs a common name (cert:CN)".into()),
         Some(cn) => (

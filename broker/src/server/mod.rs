@@ -78,7 +78,8 @@ pub struct DrainReport {
 pub struct Listeners {
     /// The Broker, Admin, health and reflection services.
     pub grpc: TcpListener,
-    /// `/metrics`; with it, the broker keeps metrics.
+    /// `/metrics`, the dashboard and its API; with it, the broker keeps
+    /// metrics.
     pub http: Option<TcpListener>,
 }
 

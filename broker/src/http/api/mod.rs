@@ -41,8 +41,8 @@ use sluice_proto::v1::admin_server::Admin;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
-use crate::auth::{Authorizer, Call};
-use crate::service::AdminService;
+use crate::auth::{Authorizer, Call, Grant};
+use crate::service::{AdminService, RequestError};
 pub use error::ApiError;
 pub use origin::OriginCheck;
 
@@ -134,12 +134,7 @@ async fn session(State(api): State<Arc<Api>>, headers: HeaderMap) -> Reply {
     if !api.auth.is_enabled() {
         return Ok(Json(json!({"auth": false, "role": null, "actions": true})));
     }
-    let request = admin_request(&headers, ());
-    let grant = api
-        .auth
-        .check(&request, Call::Admin("Stats"))
-        .map_err(|e| ApiError::from(Status::from(crate::service::RequestError::from(e))))?;
-    let role = grant.role();
+    let role = api.authorize(&headers, Call::Admin("Stats"))?.role();
     Ok(Json(json!({
         "auth": true,
         "role": role.map(|r| r.to_string()),
@@ -166,11 +161,15 @@ async fn queue(
     let name = segment(queue, "queue")?;
     let name = crate::service::convert::queue_name(name, "queue").map_err(Status::from)?;
     let stats = api.stats(&headers).await?;
-    let row = stats.queues.iter().find(|q| q.queue == name).ok_or_else(|| {
-        Status::not_found(format!(
-            "queue {name:?} is not known: it has no jobs and is not paused"
-        ))
-    })?;
+    let row = stats
+        .queues
+        .iter()
+        .find(|q| q.queue == name)
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "queue {name:?} is not known: it has no jobs and is not paused"
+            ))
+        })?;
     Ok(Json(view::queue_stats_json(row)))
 }
 
@@ -285,7 +284,10 @@ async fn purge_queue(
     let state = optional_state(query.get("state"))? as i32;
     let purged = api
         .admin
-        .purge_queue(admin_request(&headers, pb::PurgeQueueRequest { queue, state }))
+        .purge_queue(admin_request(
+            &headers,
+            pb::PurgeQueueRequest { queue, state },
+        ))
         .await?
         .into_inner()
         .purged;
@@ -302,6 +304,9 @@ async fn retry_dead(
     queue: Result<Path<String>, PathRejection>,
 ) -> Reply {
     let queue = segment(queue, "queue")?;
+    // Refused up front, not only at the first dead job: a viewer learns
+    // that it may not, even of a queue with none.
+    api.authorize(&headers, Call::Admin("RetryJob"))?;
     let mut retried = 0usize;
     let mut page_token = String::new();
     loop {
@@ -351,6 +356,13 @@ fn optional_state(name: Option<&String>) -> Result<pb::JobState, ApiError> {
 }
 
 impl Api {
+    /// Checks the caller's credential for `call`, as the Admin service does.
+    fn authorize(&self, headers: &HeaderMap, call: Call) -> Result<Grant, ApiError> {
+        self.auth
+            .check(&admin_request(headers, ()), call)
+            .map_err(|e| Status::from(RequestError::from(e)).into())
+    }
+
     async fn stats(&self, headers: &HeaderMap) -> Result<pb::StatsResponse, ApiError> {
         Ok(self
             .admin

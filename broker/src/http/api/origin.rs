@@ -142,10 +142,19 @@ mod tests {
     #[test]
     fn without_tokens_a_loopback_listener_answers_only_loopback_names() {
         let check = OriginCheck::new(true, false);
-        for host in ["127.0.0.1:9090", "localhost:9090", "[::1]:9090", "LOCALHOST"] {
+        for host in [
+            "127.0.0.1:9090",
+            "localhost:9090",
+            "[::1]:9090",
+            "LOCALHOST",
+        ] {
             assert!(allowed(check, Method::GET, &[("host", host)]), "{host}");
         }
-        assert!(!allowed(check, Method::GET, &[("host", "rebound.example:9090")]));
+        assert!(!allowed(
+            check,
+            Method::GET,
+            &[("host", "rebound.example:9090")]
+        ));
         assert!(!allowed(check, Method::GET, &[]));
         // With tokens, or on another address, any name may be used.
         assert!(allowed(
