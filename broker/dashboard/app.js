@@ -97,7 +97,8 @@ async function api(method, path) {
   if (!response.ok) {
     const code = (body && body.code) || `HTTP ${response.status}`;
     const message = (body && body.message) || response.statusText;
-    if (response.status === 401) needToken(message);
+    // Asked for a token: say why only when one was given and refused.
+    if (response.status === 401) needToken(token ? `${code}: ${message}` : "");
     throw new ApiError(response.status, code, message);
   }
   return body;
@@ -278,8 +279,8 @@ function svg(tag, attrs) {
 function chart(title, series, unit) {
   const width = 600;
   const height = 140;
-  const top = 14;
-  const bottom = 18;
+  const top = 4;
+  const bottom = 2;
   const history = app.history;
   const max = Math.max(1, ...history.flatMap((s) => series.map((x) => s[x.field])));
   const span = HISTORY_SAMPLES * REFRESH_MS;
@@ -289,15 +290,6 @@ function chart(title, series, unit) {
   const summary = series.map((x) => `${x.label} ${latest ? rate(latest[x.field]) : 0}${unit}`).join(", ");
   node.setAttribute("aria-label", `${title} over the last ${span / 60000} minutes; now ${summary}`);
   node.append(svg("line", { class: "axis", x1: 0, y1: height - bottom, x2: width, y2: height - bottom }));
-  const label = svg("text", { x: 2, y: 11 });
-  label.textContent = `max ${rate(max)}${unit}`;
-  node.append(label);
-  const left = svg("text", { x: 2, y: height - 4 });
-  left.textContent = `${span / 60000} min ago`;
-  node.append(left);
-  const right = svg("text", { x: width - 2, y: height - 4, "text-anchor": "end" });
-  right.textContent = "now";
-  node.append(right);
   series.forEach((x, i) => {
     const points = history.map((s) => {
       const px = width - ((now - s.at) / span) * width;
@@ -308,7 +300,9 @@ function chart(title, series, unit) {
   });
   const legend = el("ul", { class: "legend" }, series.map((x, i) =>
     el("li", {}, el("span", { class: `swatch series-${i}`, "aria-hidden": "true" }), `${x.label}: ${latest ? rate(latest[x.field]) : 0}${unit}`)));
-  return el("figure", {}, el("figcaption", {}, title), node, legend);
+  // Labels are HTML, not SVG text: the drawing stretches to the width.
+  return el("figure", {}, el("figcaption", {}, title, el("span", { class: "muted scale" }, `max ${rate(max)}${unit}`)),
+    node, el("div", { class: "axis-labels muted" }, el("span", {}, `${span / 60000} min ago`), el("span", {}, "now")), legend);
 }
 
 // ---- pages --------------------------------------------------------------
@@ -541,7 +535,7 @@ function deadPage() {
               }
               notice.textContent = `Retried ${retried} job${retried === 1 ? "" : "s"} of queue ${q.queue}.`;
             });
-          } }, `Retry all ${q.dead} in ${q.queue}`)
+          } }, `Retry the ${q.dead} dead in ${q.queue}`)
           : el("span", {}, `${q.queue}: ${q.dead} dead`))) : null);
       let page;
       try {

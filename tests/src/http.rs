@@ -1,12 +1,12 @@
-//! A small HTTP/1.1 client of the broker's JSON API (`/api/v1/`) and its
-//! dashboard files: hyper, one connection per request, bounded by
-//! [`WAIT`]. Answers keep their status, headers and body; JSON bodies
-//! parse with [`Reply::json`].
+//! A small HTTP/1.1 client: of the broker's JSON API (`/api/v1/`) and its
+//! dashboard files ([`Api`]), and of chromedriver (`browser.rs`). hyper,
+//! one connection per request, bounded by [`WAIT`]. Answers keep their
+//! status, headers and body; JSON bodies parse with [`Reply::json`].
 
 use std::net::SocketAddr;
 
 use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -98,32 +98,49 @@ impl Api {
     /// `method path` with `headers` (the Host header is the address unless
     /// given), and the token if any.
     pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
-        tokio::time::timeout(WAIT, self.send_unbounded(method.clone(), path, headers))
-            .await
-            .unwrap_or_else(|_| panic!("{method} {path} took longer than {WAIT:?}"))
+        let mut all: Vec<(&str, String)> =
+            headers.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+        if let Some(token) = &self.token {
+            all.push(("authorization", format!("Bearer {token}")));
+        }
+        request(self.addr, method, path, &all, None).await
     }
+}
 
-    async fn send_unbounded(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
-        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+/// `method path` to `addr` with `headers` (Host is `addr` unless given) and
+/// `body` as JSON if any; bounded by [`WAIT`].
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Option<&Value>,
+) -> Reply {
+    let send = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
         tokio::spawn(connection);
-        let mut request = Request::builder().method(method).uri(path);
+        let mut request = Request::builder().method(method.clone()).uri(path);
         if !headers
             .iter()
             .any(|(name, _)| name.eq_ignore_ascii_case("host"))
         {
-            request = request.header("host", self.addr.to_string());
+            request = request.header("host", addr.to_string());
         }
         for (name, value) in headers {
-            request = request.header(*name, *value);
+            request = request.header(*name, value);
         }
-        if let Some(token) = &self.token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
+        let body = match body {
+            Some(json) => {
+                request = request.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(json).unwrap())
+            }
+            None => Bytes::new(),
+        };
         let response = sender
-            .send_request(request.body(Empty::<Bytes>::new()).unwrap())
+            .send_request(request.body(Full::new(body)).unwrap())
             .await
             .unwrap();
         let (parts, body) = response.into_parts();
@@ -132,5 +149,8 @@ impl Api {
             headers: parts.headers,
             body: body.collect().await.unwrap().to_bytes(),
         }
-    }
+    };
+    tokio::time::timeout(WAIT, send)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {path} took longer than {WAIT:?}"))
 }

@@ -1,0 +1,252 @@
+//! The dashboard in a real browser: Debian's headless Chromium driven
+//! through chromedriver (`scripts/test` installs both), against the real
+//! `sluice-broker` and `sluice-worker` binaries. Screenshots of each page
+//! go to `target/tmp/dashboard-screenshots/` (printed at the end).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use serde_json::json;
+use sluice_e2e::browser::Browser;
+use sluice_e2e::{BrokerProcess, WorkerProcess, scratch_dir};
+use sluice_proto::v1 as pb;
+
+const ADMIN: &str = "admin-token-0123456789";
+const VIEWER: &str = "viewer-token-0123456789";
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn job(queue: &str, job_type: &str, payload: &[u8]) -> pb::EnqueueRequest {
+    pb::EnqueueRequest {
+        queue: queue.into(),
+        job_type: job_type.into(),
+        payload: payload.to_vec().into(),
+        ..Default::default()
+    }
+}
+
+async fn paused(broker: &BrokerProcess, queue: &str) -> bool {
+    let stats = broker
+        .admin()
+        .await
+        .stats(pb::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    stats.queues.iter().any(|q| q.queue == queue && q.paused)
+}
+
+/// The issue's scenario: an empty overview; counts that change without a
+/// reload; a job a worker fails to DEAD, read in Dead letters and on its
+/// page, retried with a click and seen to succeed; a queue paused.
+#[tokio::test]
+async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
+    let shots = screenshots();
+    let dir = scratch_dir("dashboard-browser");
+    let broker = BrokerProcess::start(&["--http-addr", "127.0.0.1:0"]);
+    let http = broker.process.http_addr();
+    let browser = Browser::start("scenario").await;
+    browser.goto(&format!("http://{http}/")).await;
+
+    // 1. No jobs: the empty state says what to do.
+    browser
+        .wait_for_text("#empty-queues", "No queues yet: enqueue a job with")
+        .await;
+    browser.screenshot(&shots, "01-overview-empty").await;
+    // A mark in the page's memory: a reload would lose it.
+    browser.run("window.sluiceMark = 42; return true;").await;
+
+    // 2. Jobs arrive; the counts change in place.
+    let mut producer = broker.broker().await;
+    for n in 0..5 {
+        let payload = format!(r#"{{"to": "user{n}@example.com"}}"#);
+        producer
+            .enqueue(job("mail", "email", payload.as_bytes()))
+            .await
+            .unwrap();
+    }
+    let charge = producer
+        .enqueue(job(
+            "billing",
+            "charge",
+            br#"{"order": 1234, "amount": "12.50"}"#,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    browser
+        .wait_for_text(r#"tr[data-queue="mail"] td.ready"#, "5")
+        .await;
+    browser
+        .wait_for_text(r#"tr[data-queue="billing"] td.ready"#, "1")
+        .await;
+    browser.screenshot(&shots, "02-overview-jobs").await;
+
+    // 3. A worker: every email succeeds; the charge fails for good the
+    // first time (exit 65) and succeeds once retried.
+    let marker = dir.join("charged-once");
+    let charge_command = format!(
+        "charge=test -e {m} || {{ touch {m}; echo 'card declined: insufficient funds' >&2; exit 65; }}",
+        m = marker.display()
+    );
+    let _worker = WorkerProcess::start(
+        &broker,
+        &[
+            "--queues",
+            "mail,billing",
+            "--exec",
+            "email=true",
+            "--exec",
+            &charge_command,
+        ],
+    );
+    browser
+        .wait_for_text(r#"tr[data-queue="billing"] td.dead"#, "1")
+        .await;
+    browser
+        .wait_for_text(r#"tr[data-queue="mail"] td.ready"#, "0")
+        .await;
+    assert_eq!(
+        browser.run("return window.sluiceMark;").await,
+        json!(42),
+        "the page reloaded itself"
+    );
+    browser.screenshot(&shots, "03-overview-after-worker").await;
+
+    // 4. Dead letters: the job and its error at a glance.
+    browser.click(r#"nav a[data-nav="dead"]"#).await;
+    browser
+        .wait_for_text("#dead-jobs", "card declined: insufficient funds")
+        .await;
+    browser.wait_for_text("#dead-jobs", &charge).await;
+    browser.screenshot(&shots, "04-dead-letters").await;
+
+    // 5. The job's page: its error and payload; retry; it succeeds.
+    browser
+        .click(&format!(r#"#dead-jobs a[data-key="job-{charge}"]"#))
+        .await;
+    browser.wait_for_text("#job-state", "DEAD").await;
+    browser
+        .wait_for_text("#job-error", "card declined: insufficient funds")
+        .await;
+    browser
+        .wait_for_text("#job-payload", "\"amount\": \"12.50\"")
+        .await;
+    browser.screenshot(&shots, "05-job-dead").await;
+    browser.click("#retry-job").await;
+    browser.wait_for_text("#job-state", "SUCCEEDED").await;
+    let mut admin = broker.admin().await;
+    let state = admin
+        .get_job(pb::GetJobRequest {
+            job_id: charge.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .state();
+    assert_eq!(state, pb::JobState::Succeeded);
+    browser.screenshot(&shots, "06-job-succeeded").await;
+
+    // 6. Workers: the worker's Lease stream.
+    browser.click(r#"nav a[data-nav="workers"]"#).await;
+    browser.wait_for_text("#workers", "billing, mail").await;
+    browser.screenshot(&shots, "07-workers").await;
+
+    // 7. A queue: pause it, see it paused.
+    browser.click(r#"nav a[data-nav="overview"]"#).await;
+    browser.click(r#"a[data-key="queue-mail"]"#).await;
+    browser.wait_for_text("#queue-status", "Active").await;
+    browser.click("#pause-queue").await;
+    browser.wait_for_text("#queue-status", "Paused").await;
+    assert!(paused(&broker, "mail").await);
+    browser.wait_for_text("#resume-queue", "Resume").await;
+    browser.screenshot(&shots, "08-queue-paused").await;
+    // Its Succeeded tab lists the five emails.
+    browser.click(r#"a[data-key="tab-SUCCEEDED"]"#).await;
+    browser.wait_for_text(".tabs", "SUCCEEDED (5)").await;
+
+    // 8. On a phone's width nothing but the tables scrolls sideways.
+    browser.set_window_size(390, 844).await;
+    browser.click(r#"nav a[data-nav="overview"]"#).await;
+    browser
+        .wait_for_text(r#"tr[data-queue="mail"]"#, "Paused")
+        .await;
+    let fits = browser
+        .run("return document.documentElement.scrollWidth <= window.innerWidth;")
+        .await;
+    assert_eq!(fits, json!(true), "the page is wider than a phone");
+    browser.screenshot(&shots, "09-overview-phone").await;
+
+    browser.close().await;
+    eprintln!("screenshots in {}", shots.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With tokens the page asks for one, keeps it only for the tab
+/// (sessionStorage, never localStorage), and shows a viewer no buttons.
+#[tokio::test]
+async fn a_viewer_gives_a_token_once_and_sees_no_action_buttons() {
+    let shots = screenshots();
+    let dir = scratch_dir("dashboard-browser-tokens");
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, format!("admin {ADMIN}\nviewer {VIEWER}\n")).unwrap();
+    let broker = BrokerProcess::start(&[
+        "--http-addr",
+        "127.0.0.1:0",
+        "--auth-tokens",
+        tokens.to_str().unwrap(),
+    ]);
+    let mut request = tonic::Request::new(job("mail", "email", b"{}"));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+    let id = broker
+        .broker()
+        .await
+        .enqueue(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let http = broker.process.http_addr();
+    let browser = Browser::start("tokens").await;
+    browser.goto(&format!("http://{http}/")).await;
+
+    browser
+        .wait_for_text("main h1", "This broker needs a token")
+        .await;
+    browser.screenshot(&shots, "10-token-asked").await;
+    browser.type_into("#token", "wrong-token-0123456789").await;
+    browser.click("main form button[type=submit]").await;
+    browser
+        .wait_for_text("main .error", "UNAUTHENTICATED")
+        .await;
+    browser.type_into("#token", VIEWER).await;
+    browser.click("main form button[type=submit]").await;
+    browser
+        .wait_for_text(r#"tr[data-queue="mail"] td.ready"#, "1")
+        .await;
+    let storage = browser
+        .run("return [localStorage.length, sessionStorage.getItem('sluice.token')];")
+        .await;
+    assert_eq!(storage, json!([0, VIEWER]));
+
+    // Moving between pages does not ask again; no page offers an action.
+    browser.click(r#"a[data-key="queue-mail"]"#).await;
+    browser.wait_for_text("#queue-status", "Active").await;
+    browser.goto(&format!("http://{http}/#/jobs/{id}")).await;
+    browser.wait_for_text("#job-state", "READY").await;
+    let buttons = browser.run("return document.querySelectorAll('#pause-queue, #purge-queue, #retry-job, #cancel-job, .retry-all').length;",
+    )
+    .await;
+    assert_eq!(buttons, json!(0));
+    browser.screenshot(&shots, "11-job-as-viewer").await;
+    browser.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
