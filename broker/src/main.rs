@@ -42,7 +42,7 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "SLUICE_ADDR", default_value_t = DEFAULT_ADDR)]
     addr: SocketAddr,
-    /// Serve Prometheus metrics at GET /metrics on this address (HTTPS with --tls-cert; off when unset).
+    /// Serve Prometheus metrics at GET /metrics, the dashboard at / and its JSON API at /api/v1/ on this address (HTTPS with --tls-cert; off when unset).
     #[arg(long, env = "SLUICE_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
     /// Attempts for a job that does not set max_attempts (the first try plus retries).

@@ -92,9 +92,9 @@ fn announce(http_addr: SocketAddr, access: &HttpAccess, auth: &Authorizer, tls: 
     if auth.is_enabled() && !tls {
         warn!(%http_addr, "the dashboard and the metrics take tokens, which cross this plain-HTTP listener unencrypted without --tls-cert");
     }
-    let metrics = if access.is_open() { "open" } else { "token" };
+    let access = if access.is_open() { "open" } else { "token" };
     let dashboard = if auth.is_enabled() { "token" } else { "open" };
-    info!(%http_addr, metrics, dashboard, tls, "metrics at GET /metrics, the dashboard at /, its API at /api/v1/");
+    info!(%http_addr, access, dashboard, tls, "metrics at GET /metrics, the dashboard at /, its API at /api/v1/");
 }
 
 async fn serve_on<L>(listener: L, app: Router, stop: CancellationToken) -> std::io::Result<()>
