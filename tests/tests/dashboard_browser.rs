@@ -30,17 +30,6 @@ fn job(queue: &str, job_type: &str, payload: &[u8]) -> pb::EnqueueRequest {
     }
 }
 
-async fn paused(broker: &BrokerProcess, queue: &str) -> bool {
-    let stats = broker
-        .admin()
-        .await
-        .stats(pb::StatsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    stats.queues.iter().any(|q| q.queue == queue && q.paused)
-}
-
 /// The scenario: an empty overview; counts that change without a
 /// reload; a job a worker fails to DEAD, read in Dead letters and on its
 /// page, retried with a click and seen to succeed; a queue paused.
@@ -164,7 +153,7 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
     browser.wait_for_text("#queue-status", "Active").await;
     browser.click("#pause-queue").await;
     browser.wait_for_text("#queue-status", "Paused").await;
-    assert!(paused(&broker, "mail").await);
+    assert!(broker.queue_stats("mail").await.paused);
     browser.wait_for_text("#resume-queue", "Resume").await;
     browser.screenshot(&shots, "08-queue-paused").await;
     // Its Succeeded tab lists the five emails.
