@@ -342,7 +342,7 @@ async fn refusals_carry_the_grpc_calls_code_and_message() {
         &grpc,
         StatusCode::BAD_REQUEST,
     );
-    for query in ["page_size=ten", "state=done", "page_token=x"] {
+    for query in ["page_size=ten", "state=done", "page_token=x", "queue=%ff"] {
         let reply = api.get(&format!("/api/v1/jobs?{query}")).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}");
         assert_eq!(reply.code(), "INVALID_ARGUMENT", "{query}");

@@ -27,7 +27,7 @@ mod origin;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::{self, Next};
@@ -106,6 +106,15 @@ fn segment(path: Result<Path<String>, PathRejection>, field: &str) -> Result<Str
         .map_err(|e| ApiError::invalid(field, e.body_text()))
 }
 
+/// The query string's parameters, or INVALID_ARGUMENT when it does not parse.
+fn parameters(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
+    query
+        .map(|Query(parameters)| parameters)
+        .map_err(|e| ApiError::invalid("query", e.body_text()))
+}
+
 async fn check_origin(
     State(origin): State<OriginCheck>,
     request: axum::extract::Request,
@@ -176,8 +185,9 @@ async fn queue(
 async fn list_jobs(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Reply {
+    let query = parameters(query)?;
     let request = pb::ListJobsRequest {
         queue: query.get("queue").cloned().unwrap_or_default(),
         state: optional_state(query.get("state"))? as i32,
@@ -277,8 +287,9 @@ async fn purge_queue(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     queue: Result<Path<String>, PathRejection>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Reply {
+    let query = parameters(query)?;
     let queue = segment(queue, "queue")?;
     // Missing: UNSPECIFIED, which PurgeQueue itself refuses by name.
     let state = optional_state(query.get("state"))? as i32;
