@@ -28,6 +28,11 @@ use crate::{Process, WAIT, scratch_dir};
 /// The browser window: a laptop's width.
 pub const WINDOW: (u32, u32) = (1280, 900);
 
+/// WebDriver's code of the Tab key, for [`Browser::press`].
+pub const TAB: &str = "\u{E004}";
+/// WebDriver's code of the Enter key.
+pub const ENTER: &str = "\u{E007}";
+
 /// The key under which WebDriver names an element.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -267,6 +272,19 @@ impl Browser {
             .map(|_| ())
         })
         .await;
+    }
+
+    /// Presses and releases `key` (a character, or a WebDriver key code
+    /// such as [`TAB`] or [`ENTER`]) on the focused element.
+    pub async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{
+            "type": "key",
+            "id": "keyboard",
+            "actions": [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}],
+        }]});
+        self.command(Method::POST, "/actions", Some(actions))
+            .await
+            .unwrap_or_else(|e| panic!("pressing {key:?}: {e:?}"));
     }
 
     /// Writes a PNG of the window to `dir/name.png`; returns its path.

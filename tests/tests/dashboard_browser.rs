@@ -8,12 +8,46 @@
 use std::path::PathBuf;
 
 use serde_json::json;
-use sluice_e2e::browser::Browser;
+use sluice_e2e::browser::{Browser, ENTER, TAB};
+use sluice_e2e::in_process::eventually;
 use sluice_e2e::{BrokerProcess, WorkerProcess, scratch_dir};
 use sluice_proto::v1 as pb;
 
 const ADMIN: &str = "admin-token-0123456789";
 const VIEWER: &str = "viewer-token-0123456789";
+
+/// Every element of the page with text of its own whose colour against its
+/// background has a contrast ratio under 4.5 (WCAG 2 AA for body text),
+/// as "tag.class "text" ratio".
+const LOW_CONTRAST: &str = r#"
+const rgb = (c) => c.match(/[\d.]+/g).map(Number);
+const luminance = ([r, g, b]) => {
+  const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+  return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+};
+const background = (el) => {
+  for (; el; el = el.parentElement) {
+    const c = rgb(getComputedStyle(el).backgroundColor);
+    if (c.length < 4 || c[3] > 0) return c.slice(0, 3);
+  }
+  return [255, 255, 255];
+};
+const low = [];
+for (const el of document.querySelectorAll("header *, main *")) {
+  if (![...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+  const a = luminance(rgb(getComputedStyle(el).color).slice(0, 3));
+  const b = luminance(background(el));
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) low.push(`${el.tagName}.${el.className} "${el.textContent.slice(0, 20)}" ${ratio.toFixed(2)}`);
+}
+return low;
+"#;
+
+/// Fails naming every text of the page under WCAG AA contrast.
+async fn assert_contrast(browser: &Browser, page: &str) {
+    let low = browser.run(LOW_CONTRAST).await;
+    assert_eq!(low, json!([]), "low contrast on the {page} page");
+}
 
 fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
@@ -106,6 +140,16 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
         json!(42),
         "the page reloaded itself"
     );
+    // The check itself finds light grey on white.
+    let probe = browser
+        .run(&format!(
+            "const p = document.createElement('p'); p.textContent = 'faint'; p.style.color = '#bbb';\
+             document.querySelector('main').append(p);\
+             const low = (() => {{ {LOW_CONTRAST} }})(); p.remove(); return low;"
+        ))
+        .await;
+    assert_eq!(probe.as_array().map(Vec::len), Some(1), "{probe}");
+    assert_contrast(&browser, "overview").await;
     browser.screenshot(&shots, "03-overview-after-worker").await;
 
     // 4. Dead letters: the job and its error at a glance.
@@ -114,6 +158,7 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
         .wait_for_text("#dead-jobs", "card declined: insufficient funds")
         .await;
     browser.wait_for_text("#dead-jobs", &charge).await;
+    assert_contrast(&browser, "dead letters").await;
     browser.screenshot(&shots, "04-dead-letters").await;
 
     // 5. The job's page: its error and payload; retry; it succeeds.
@@ -127,6 +172,15 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
     browser
         .wait_for_text("#job-payload", "\"amount\": \"12.50\"")
         .await;
+    let hover = browser
+        .run("const t = document.querySelector('#job-state ~ dd time'); return [t.textContent, t.title];")
+        .await;
+    assert!(hover[0].as_str().unwrap().ends_with(" ago"), "{hover}");
+    assert!(
+        hover[1].as_str().unwrap().contains("Z)"),
+        "absolute time on hover: {hover}"
+    );
+    assert_contrast(&browser, "job").await;
     browser.screenshot(&shots, "05-job-dead").await;
     browser.click("#retry-job").await;
     browser.wait_for_text("#job-state", "SUCCEEDED").await;
@@ -147,20 +201,62 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
     browser.wait_for_text("#workers", "billing, mail").await;
     browser.screenshot(&shots, "07-workers").await;
 
-    // 7. A queue: pause it, see it paused.
-    browser.click(r#"nav a[data-nav="overview"]"#).await;
-    browser.click(r#"a[data-key="queue-mail"]"#).await;
+    // 7. The keyboard: on a freshly opened page Tab reaches the skip link
+    // first, then the menu; a focused link keeps its focus through the
+    // live refresh, and Enter follows it.
+    browser.goto(&format!("http://{http}/")).await;
+    browser
+        .wait_for_text(r#"tr[data-queue="mail"] td.ready"#, "0")
+        .await;
+    browser.press(TAB).await;
+    assert_eq!(
+        browser
+            .run("return document.activeElement.textContent;")
+            .await,
+        json!("Skip to content")
+    );
+    browser.press(TAB).await;
+    assert_eq!(
+        browser
+            .run("return document.activeElement.textContent;")
+            .await,
+        json!("Sluice")
+    );
+    browser
+        .run(r#"document.querySelector('a[data-key="queue-mail"]').focus(); return true;"#)
+        .await;
+    let updated = browser
+        .run("return document.getElementById('live').textContent;")
+        .await;
+    eventually("the page to refresh", || async {
+        browser
+            .run("return document.getElementById('live').textContent;")
+            .await
+            != updated
+    })
+    .await;
+    assert_eq!(
+        browser
+            .run("return document.activeElement.dataset.key;")
+            .await,
+        json!("queue-mail"),
+        "the refresh took the focus away"
+    );
+    browser.press(ENTER).await;
+
+    // 8. A queue: pause it, see it paused.
     browser.wait_for_text("#queue-status", "Active").await;
     browser.click("#pause-queue").await;
     browser.wait_for_text("#queue-status", "Paused").await;
     assert!(broker.queue_stats("mail").await.paused);
     browser.wait_for_text("#resume-queue", "Resume").await;
+    assert_contrast(&browser, "queue").await;
     browser.screenshot(&shots, "08-queue-paused").await;
     // Its Succeeded tab lists the five emails.
     browser.click(r#"a[data-key="tab-SUCCEEDED"]"#).await;
     browser.wait_for_text(".tabs", "SUCCEEDED (5)").await;
 
-    // 8. On a phone's width nothing but the tables scrolls sideways.
+    // 9. On a phone's width nothing but the tables scrolls sideways.
     browser.set_window_size(390, 844).await;
     browser.click(r#"nav a[data-nav="overview"]"#).await;
     browser
