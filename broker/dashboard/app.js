@@ -388,6 +388,7 @@ function queuePage(name, params) {
   // The page tokens that led here, for "Previous".
   const tokens = [""];
   let row = null;
+  let purgeState = PURGEABLE[0];
   const pageRows = async () => {
     const query = new URLSearchParams({ queue: name, page_size: "50" });
     if (state) query.set("state", state);
@@ -398,16 +399,20 @@ function queuePage(name, params) {
     const paused = row && row.paused;
     const actions = [];
     if (app.session.actions && row) {
-      actions.push(el("button", { type: "button", id: paused ? "resume-queue" : "pause-queue", onclick: (event) =>
+      actions.push(el("button", { type: "button", id: paused ? "resume-queue" : "pause-queue", "data-key": "pause-resume", onclick: (event) =>
         act(event.currentTarget, errors, () => post(`/api/v1/queues/${enc(name)}/${paused ? "resume" : "pause"}`)) },
       paused ? "Resume" : "Pause"));
-      const select = el("select", { id: "purge-state", "aria-label": "State to purge" },
-        PURGEABLE.map((s) => el("option", { value: s }, s)));
-      actions.push(select, el("button", { type: "button", class: "danger", id: "purge-queue", onclick: async (event) => {
-        const target = select.value;
+      // The state chosen survives the refresh that redraws the select.
+      const select = el("select", { id: "purge-state", "aria-label": "State to purge", "data-key": "purge-state",
+        onchange: (event) => { purgeState = event.currentTarget.value; } },
+      PURGEABLE.map((s) => el("option", { value: s, selected: s === purgeState }, s)));
+      actions.push(select, el("button", { type: "button", class: "danger", id: "purge-queue", "data-key": "purge-queue", onclick: async (event) => {
+        // Read before the first await: the event lets go of its target.
+        const button = event.currentTarget;
+        const target = purgeState;
         const count = row ? row[target.toLowerCase()] : 0;
         const ok = await confirmDialog(`Delete the ${count} ${target} job${count === 1 ? "" : "s"} of queue ${name}? They cannot be brought back.`, `Delete ${count} jobs`);
-        if (ok) await act(event.currentTarget, errors, () => post(`/api/v1/queues/${enc(name)}/purge?state=${target}`));
+        if (ok) await act(button, errors, () => post(`/api/v1/queues/${enc(name)}/purge?state=${target}`));
       } }, "Purge…"));
     }
     replace(status,
@@ -475,8 +480,9 @@ function jobPage(id) {
         }
         if (["READY", "SCHEDULED", "LEASED"].includes(job.state) && !job.cancel_requested) {
           actions.push(el("button", { type: "button", class: "danger", id: "cancel-job", onclick: async (event) => {
+            const button = event.currentTarget;
             if (await confirmDialog(`Cancel job ${id}?${job.state === "LEASED" ? " Its worker is told to stop." : ""}`, "Cancel the job")) {
-              await act(event.currentTarget, errors, () => post(`/api/v1/jobs/${enc(id)}/cancel`));
+              await act(button, errors, () => post(`/api/v1/jobs/${enc(id)}/cancel`));
             }
           } }, "Cancel"));
         }
@@ -525,8 +531,9 @@ function deadPage() {
       replace(byQueue, queues.length ? el("div", { class: "toolbar" }, queues.map((q) =>
         app.session.actions
           ? el("button", { type: "button", "data-key": `retry-all-${q.queue}`, "data-queue": q.queue, class: "retry-all", onclick: async (event) => {
+            const button = event.currentTarget;
             if (!await confirmDialog(`Retry the ${q.dead} dead job${q.dead === 1 ? "" : "s"} of queue ${q.queue}?`, "Retry them")) return;
-            await act(event.currentTarget, errors, async () => {
+            await act(button, errors, async () => {
               let retried = 0;
               for (;;) {
                 const answer = await post(`/api/v1/queues/${enc(q.queue)}/retry-dead`);

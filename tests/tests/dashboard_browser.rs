@@ -252,9 +252,27 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
     browser.wait_for_text("#resume-queue", "Resume").await;
     assert_contrast(&browser, "queue").await;
     browser.screenshot(&shots, "08-queue-paused").await;
-    // Its Succeeded tab lists the five emails.
+    // Its Succeeded tab lists the five emails; purge them, through a
+    // confirmation that names the count (the state chosen must survive
+    // the refresh while the dialog is open).
     browser.click(r#"a[data-key="tab-SUCCEEDED"]"#).await;
     browser.wait_for_text(".tabs", "SUCCEEDED (5)").await;
+    browser
+        .click(r#"#purge-state option[value="SUCCEEDED"]"#)
+        .await;
+    browser.click("#purge-queue").await;
+    browser
+        .wait_for_text(
+            "#confirm-text",
+            "Delete the 5 SUCCEEDED jobs of queue mail?",
+        )
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    browser.click("#confirm-ok").await;
+    browser.wait_for_text(".tabs", "SUCCEEDED (0)").await;
+    browser
+        .wait_for_text("main", "No SUCCEEDED jobs in this queue.")
+        .await;
 
     // 9. On a phone's width nothing but the tables scrolls sideways.
     browser.set_window_size(390, 844).await;
