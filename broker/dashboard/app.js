@@ -120,7 +120,7 @@ function ago(seconds) {
   let text;
   if (s < 1) text = "now";
   else if (s < 60) text = `${Math.round(s)} s`;
-  else if (s < 3600) text = `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  else if (s < 3600) text = `${Math.floor(s / 60)} min${Math.floor(s % 60) ? ` ${Math.floor(s % 60)} s` : ""}`;
   else if (s < 86400) text = `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
   else text = `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
   if (text === "now") return text;
