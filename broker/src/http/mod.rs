@@ -9,7 +9,7 @@
 //!   call with the Admin service's own credential check.
 
 mod access;
-pub mod api;
+mod api;
 mod dashboard;
 mod tls_listener;
 

@@ -31,11 +31,6 @@ impl ApiError {
             http: Some(StatusCode::METHOD_NOT_ALLOWED),
         }
     }
-
-    /// The gRPC status this refusal carries.
-    pub fn status(&self) -> &Status {
-        &self.status
-    }
 }
 
 impl From<Status> for ApiError {
@@ -45,7 +40,7 @@ impl From<Status> for ApiError {
 }
 
 /// The HTTP status of a gRPC code.
-pub fn http_status(code: Code) -> StatusCode {
+fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
