@@ -56,6 +56,14 @@ pub fn job(job_type: &str, payload: &[u8]) -> pb::EnqueueRequest {
     }
 }
 
+/// A job request of `job_type` with `payload` for `queue`.
+pub fn job_in(queue: &str, job_type: &str, payload: &[u8]) -> pb::EnqueueRequest {
+    pb::EnqueueRequest {
+        queue: queue.into(),
+        ..job(job_type, payload)
+    }
+}
+
 /// Whether a process with this pid is alive (zombies count as gone).
 pub fn is_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

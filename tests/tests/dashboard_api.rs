@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sluice_broker::auth::Authorizer;
 use sluice_e2e::http::{Api, Reply};
 use sluice_e2e::in_process::{eventually, job_id, next_job, test_config};
-use sluice_e2e::{TestBroker, scratch_dir};
+use sluice_e2e::{TestBroker, job_in, scratch_dir};
 use sluice_proto::json::{code_name, job_json};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
@@ -27,15 +27,6 @@ async fn broker_with_api() -> (TestBroker, Api) {
     let broker = TestBroker::with_http(test_config()).await;
     let api = Api::new(broker.http_addr.unwrap());
     (broker, api)
-}
-
-fn job_to(queue: &str, job_type: &str, payload: &[u8]) -> pb::EnqueueRequest {
-    pb::EnqueueRequest {
-        queue: queue.into(),
-        job_type: job_type.into(),
-        payload: payload.to_vec().into(),
-        ..Default::default()
-    }
 }
 
 /// Asserts that `reply` is the refusal `status` is: the HTTP status of its
@@ -108,14 +99,14 @@ async fn the_page_and_its_files_are_served_under_a_strict_policy() {
 async fn reads_answer_the_documents_of_the_admin_calls() {
     let (broker, api) = broker_with_api().await;
     let mut admin = broker.admin.clone();
-    let mut with_headers = job_to("mail", "email", br#"{"to": "ada@example.com"}"#);
+    let mut with_headers = job_in("mail", "email", br#"{"to": "ada@example.com"}"#);
     with_headers.headers.insert("trace-id".into(), "t-1".into());
     let first = broker.enqueue_req(with_headers).await;
     for _ in 0..2 {
-        broker.enqueue_req(job_to("mail", "email", b"{}")).await;
+        broker.enqueue_req(job_in("mail", "email", b"{}")).await;
     }
     broker
-        .enqueue_req(job_to("reports", "pdf", &[0xff, 0x00]))
+        .enqueue_req(job_in("reports", "pdf", &[0xff, 0x00]))
         .await;
 
     // One job: GetJob's message as the CLI's JSON, payload decoded.
@@ -226,7 +217,7 @@ async fn actions_change_the_state_every_call_sees() {
     let (broker, api) = broker_with_api().await;
 
     // Cancel a READY job, then retry it.
-    let id = broker.enqueue_req(job_to("mail", "email", b"{}")).await;
+    let id = broker.enqueue_req(job_in("mail", "email", b"{}")).await;
     let cancelled = api.post_ok(&format!("/api/v1/jobs/{id}/cancel")).await;
     assert_eq!(cancelled, json!({"state": "CANCELLED"}));
     assert_eq!(broker.state(&id).await, pb::JobState::Cancelled);
@@ -271,8 +262,8 @@ async fn actions_change_the_state_every_call_sees() {
     );
 
     // Purge by state, which says how many went.
-    broker.enqueue_req(job_to("bulk", "x", b"")).await;
-    broker.enqueue_req(job_to("bulk", "x", b"")).await;
+    broker.enqueue_req(job_in("bulk", "x", b"")).await;
+    broker.enqueue_req(job_in("bulk", "x", b"")).await;
     assert_eq!(
         api.post_ok("/api/v1/queues/bulk/purge?state=ready").await,
         json!({"purged": 2})
@@ -286,7 +277,7 @@ async fn refusals_carry_the_grpc_calls_code_and_message() {
     let mut admin = broker.admin.clone();
 
     // Retry of a SUCCEEDED job: FAILED_PRECONDITION, as RetryJob says it.
-    let id = broker.enqueue_req(job_to("mail", "email", b"{}")).await;
+    let id = broker.enqueue_req(job_in("mail", "email", b"{}")).await;
     let leased = lease_one(&broker, "mail").await;
     broker.ack(&leased).await.unwrap();
     let grpc = admin
@@ -460,7 +451,7 @@ async fn tokens_decide_who_reads_and_who_acts() {
 
     // A viewer reads everything and changes nothing.
     let mut producer_client = BrokerClient::new(broker.channel.clone());
-    let mut enqueue = Request::new(job_to("mail", "email", b"{}"));
+    let mut enqueue = Request::new(job_in("mail", "email", b"{}"));
     enqueue.metadata_mut().insert(
         "authorization",
         format!("Bearer {PRODUCER}").parse().unwrap(),
@@ -513,7 +504,7 @@ async fn tokens_decide_who_reads_and_who_acts() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
     let refused = producer_client
-        .enqueue(with_viewer(job_to("mail", "email", b"{}")))
+        .enqueue(with_viewer(job_in("mail", "email", b"{}")))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
@@ -523,7 +514,7 @@ async fn tokens_decide_who_reads_and_who_acts() {
 #[tokio::test]
 async fn requests_a_browser_sends_for_another_site_change_nothing() {
     let (broker, api) = broker_with_api().await;
-    broker.enqueue_req(job_to("mail", "email", b"{}")).await;
+    broker.enqueue_req(job_in("mail", "email", b"{}")).await;
     let own = format!("http://{}", api.addr);
     for headers in [
         [("origin", "http://evil.example")],

@@ -358,8 +358,9 @@ async fn three_brokers_share_the_work_and_a_killed_brokers_jobs_run_elsewhere() 
     );
     // The survivors list only their own streams now (the victim's row goes
     // with its heartbeat).
-    let mut admin = pb::admin_client::AdminClient::new(brokers[0].channel().await);
-    let workers = admin
+    let workers = brokers[0]
+        .admin()
+        .await
         .list_workers(pb::ListWorkersRequest {})
         .await
         .unwrap()
