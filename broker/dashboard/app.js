@@ -167,6 +167,22 @@ function table(headers, rows, attrs) {
   return el("div", { class: "table-wrap" }, el("table", attrs || {}, el("thead", {}, head), el("tbody", {}, rows)));
 }
 
+// Paging through ListJobs in `container`: the page tokens that led to the
+// current page (for Previous), and the buttons; `refresh` redraws the view.
+function pager(container, refresh) {
+  const tokens = [""];
+  const button = (key, label, move) => el("button", { type: "button", "data-key": key, onclick: () => { move(); refresh(); } }, label);
+  return {
+    // The current page's token, for the query ("" for the first page).
+    token: () => tokens[tokens.length - 1],
+    draw(next) {
+      replace(container,
+        tokens.length > 1 ? button("prev", "Previous page", () => tokens.pop()) : null,
+        next ? button("next", "Next page", () => tokens.push(next)) : null);
+    },
+  };
+}
+
 function empty(...children) {
   return el("div", { class: "empty" }, ...children);
 }
@@ -182,7 +198,7 @@ async function act(button, errorNode, action) {
   button.disabled = true;
   try {
     await action();
-    await refreshNow();
+    await tick();
   } catch (e) {
     errorNode.textContent = e instanceof ApiError ? e.toString() : String(e);
   } finally {
@@ -244,10 +260,6 @@ async function tick() {
     return;
   }
   if (app.view) await app.view.refresh();
-}
-
-async function refreshNow() {
-  await tick();
 }
 
 function sample(stats) {
@@ -369,7 +381,7 @@ function queuePage(name, params) {
   const status = el("div", { class: "toolbar" });
   const tabs = el("ul", { class: "tabs", "aria-label": "Jobs by state" });
   const list = el("section", { "aria-label": "Jobs" });
-  const pager = el("div", { class: "toolbar" });
+  const pagerBar = el("div", { class: "toolbar" });
   const errors = errorLine("queue-error");
   const search = el("input", { type: "search", id: "job-search", placeholder: "job id", autocomplete: "off", spellcheck: "false" });
   const searchError = errorLine("search-error");
@@ -384,15 +396,14 @@ function queuePage(name, params) {
       searchError.textContent = e.toString();
     }
   } }, el("label", { for: "job-search" }, "Find a job"), search, el("button", { type: "submit" }, "Find"));
-  replace(main(), el("h1", {}, `Queue ${name}`), status, errors, el("div", { class: "toolbar" }, searchForm), searchError, tabs, list, pager);
-  // The page tokens that led here, for "Previous".
-  const tokens = [""];
+  replace(main(), el("h1", {}, `Queue ${name}`), status, errors, el("div", { class: "toolbar" }, searchForm), searchError, tabs, list, pagerBar);
+  const pages = pager(pagerBar, () => view.refresh());
   let row = null;
   let purgeState = PURGEABLE[0];
   const pageRows = async () => {
     const query = new URLSearchParams({ queue: name, page_size: "50" });
     if (state) query.set("state", state);
-    if (tokens[tokens.length - 1]) query.set("page_token", tokens[tokens.length - 1]);
+    if (pages.token()) query.set("page_token", pages.token());
     return get(`/api/v1/jobs?${query}`);
   };
   const drawStatus = () => {
@@ -438,9 +449,7 @@ function queuePage(name, params) {
         el("td", {}, when(j.created_at)),
         el("td", { class: "error-cell", title: j.last_error || "" }, firstLine(j.last_error))))));
     }
-    replace(pager,
-      tokens.length > 1 ? el("button", { type: "button", "data-key": "prev", onclick: () => { tokens.pop(); view.refresh(); } }, "Previous page") : null,
-      page.next_page_token ? el("button", { type: "button", "data-key": "next", onclick: () => { tokens.push(page.next_page_token); view.refresh(); } }, "Next page") : null);
+    pages.draw(page.next_page_token);
   };
   const view = {
     key: `queue:${name}`,
@@ -519,11 +528,11 @@ function jobPage(id) {
 function deadPage() {
   const byQueue = el("section", { "aria-label": "Dead jobs by queue" });
   const list = el("section", { "aria-label": "Dead jobs" });
-  const pager = el("div", { class: "toolbar" });
+  const pagerBar = el("div", { class: "toolbar" });
   const errors = errorLine("dead-error");
   const notice = el("p", { class: "notice", role: "status" });
-  replace(main(), el("h1", {}, "Dead letters"), errors, notice, byQueue, list, pager);
-  const tokens = [""];
+  replace(main(), el("h1", {}, "Dead letters"), errors, notice, byQueue, list, pagerBar);
+  const pages = pager(pagerBar, () => view.refresh());
   const view = {
     key: "dead",
     async refresh() {
@@ -547,7 +556,7 @@ function deadPage() {
       let page;
       try {
         const query = new URLSearchParams({ state: "DEAD", page_size: "50" });
-        if (tokens[tokens.length - 1]) query.set("page_token", tokens[tokens.length - 1]);
+        if (pages.token()) query.set("page_token", pages.token());
         page = await get(`/api/v1/jobs?${query}`);
       } catch (e) {
         errors.textContent = e.toString();
@@ -566,9 +575,7 @@ function deadPage() {
           el("td", {}, app.session.actions ? el("button", { type: "button", "data-key": `retry-${j.id}`, "aria-label": `Retry job ${j.id}`, onclick: (event) =>
             act(event.currentTarget, errors, () => post(`/api/v1/jobs/${enc(j.id)}/retry`)) }, "Retry") : null))), { id: "dead-jobs" }));
       }
-      replace(pager,
-        tokens.length > 1 ? el("button", { type: "button", "data-key": "prev", onclick: () => { tokens.pop(); view.refresh(); } }, "Previous page") : null,
-        page.next_page_token ? el("button", { type: "button", "data-key": "next", onclick: () => { tokens.push(page.next_page_token); view.refresh(); } }, "Next page") : null);
+      pages.draw(page.next_page_token);
     },
   };
   return view;

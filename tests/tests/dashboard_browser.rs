@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde_json::json;
 use sluice_e2e::browser::{Browser, ENTER, TAB};
 use sluice_e2e::in_process::eventually;
-use sluice_e2e::{BrokerProcess, WorkerProcess, scratch_dir};
+use sluice_e2e::{BrokerProcess, WorkerProcess, job_in, scratch_dir};
 use sluice_proto::v1 as pb;
 
 const ADMIN: &str = "admin-token-0123456789";
@@ -55,15 +55,6 @@ fn screenshots() -> PathBuf {
     dir
 }
 
-fn job(queue: &str, job_type: &str, payload: &[u8]) -> pb::EnqueueRequest {
-    pb::EnqueueRequest {
-        queue: queue.into(),
-        job_type: job_type.into(),
-        payload: payload.to_vec().into(),
-        ..Default::default()
-    }
-}
-
 /// The issue's scenario: an empty overview; counts that change without a
 /// reload; a job a worker fails to DEAD, read in Dead letters and on its
 /// page, retried with a click and seen to succeed; a queue paused.
@@ -89,12 +80,12 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
     for n in 0..5 {
         let payload = format!(r#"{{"to": "user{n}@example.com"}}"#);
         producer
-            .enqueue(job("mail", "email", payload.as_bytes()))
+            .enqueue(job_in("mail", "email", payload.as_bytes()))
             .await
             .unwrap();
     }
     let charge = producer
-        .enqueue(job(
+        .enqueue(job_in(
             "billing",
             "charge",
             br#"{"order": 1234, "amount": "12.50"}"#,
@@ -274,6 +265,28 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
         .wait_for_text("main", "No SUCCEEDED jobs in this queue.")
         .await;
 
+    // Paging: 60 jobs are two pages of 50.
+    for _ in 0..60 {
+        producer.enqueue(job_in("bulk", "x", b"")).await.unwrap();
+    }
+    browser.goto(&format!("http://{http}/#/queues/bulk")).await;
+    browser.wait_for_text(".tabs", "READY (60)").await;
+    let rows = "return document.querySelectorAll('main tbody tr').length;";
+    assert_eq!(browser.run(rows).await, json!(50));
+    browser.click(r#"button[data-key="next"]"#).await;
+    browser
+        .wait_for_text(r#"button[data-key="prev"]"#, "Previous page")
+        .await;
+    eventually("the second page's 10 jobs", || async {
+        browser.run(rows).await == json!(10)
+    })
+    .await;
+    browser.click(r#"button[data-key="prev"]"#).await;
+    eventually("the first page again", || async {
+        browser.run(rows).await == json!(50)
+    })
+    .await;
+
     // 9. On a phone's width nothing but the tables scrolls sideways.
     browser.set_window_size(390, 844).await;
     browser.click(r#"nav a[data-nav="overview"]"#).await;
@@ -305,7 +318,7 @@ async fn a_viewer_gives_a_token_once_and_sees_no_action_buttons() {
         "--auth-tokens",
         tokens.to_str().unwrap(),
     ]);
-    let mut request = tonic::Request::new(job("mail", "email", b"{}"));
+    let mut request = tonic::Request::new(job_in("mail", "email", b"{}"));
     request
         .metadata_mut()
         .insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
