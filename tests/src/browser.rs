@@ -99,6 +99,15 @@ impl Browser {
             },
         }}});
         let deadline = Instant::now() + WAIT;
+        // chromedriver refuses connections until it listens.
+        while tokio::net::TcpStream::connect(driver_addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen within {WAIT:?}:\n{}",
+                driver.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let session = loop {
             match Self::command_at(driver_addr, Method::POST, "/session", Some(&capabilities)).await
             {
@@ -125,11 +134,6 @@ impl Browser {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CommandError> {
-        // chromedriver refuses connections before it listens: that is an
-        // error to retry, not a failed test.
-        if tokio::net::TcpStream::connect(addr).await.is_err() {
-            return Err(CommandError("chromedriver is not listening yet".into()));
-        }
         let reply = request(addr, method, path, &[], body).await;
         let mut answer: Value = serde_json::from_slice(&reply.body)
             .map_err(|e| CommandError(format!("{}: not JSON: {e}", reply.status)))?;
