@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use sluice_proto::json::status_json;
 use tonic::{Code, Status};
 
+use crate::service::RequestError;
+
 /// Why an API request was refused.
 #[derive(Debug)]
 pub struct ApiError {
@@ -19,9 +21,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// INVALID_ARGUMENT naming `field`, as the services word it.
-    pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Self {
-        Status::invalid_argument(format!("{field}: {reason}")).into()
+    /// INVALID_ARGUMENT naming `field`, worded by the services' own
+    /// [`RequestError::invalid`].
+    pub fn invalid(field: &'static str, reason: impl std::fmt::Display) -> Self {
+        Status::from(RequestError::invalid(field, reason.to_string())).into()
     }
 
     /// 405 for `method` on an endpoint that does not take it.

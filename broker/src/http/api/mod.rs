@@ -101,7 +101,10 @@ fn admin_request<T>(headers: &HeaderMap, message: T) -> tonic::Request<T> {
 }
 
 /// A path segment, or INVALID_ARGUMENT naming `field` when it is not UTF-8.
-fn segment(path: Result<Path<String>, PathRejection>, field: &str) -> Result<String, ApiError> {
+fn segment(
+    path: Result<Path<String>, PathRejection>,
+    field: &'static str,
+) -> Result<String, ApiError> {
     path.map(|Path(value)| value)
         .map_err(|e| ApiError::invalid(field, e.body_text()))
 }
