@@ -87,23 +87,34 @@ impl TestBroker {
 
     /// A broker with `config`.
     pub async fn with_config(config: Config) -> Self {
-        Self::start_with(config, false).await
+        Self::start_with(config, None).await
     }
 
     /// A broker with `config` and an HTTP listener (metrics, dashboard and
     /// API) on 127.0.0.1:0, at [`TestBroker::http_addr`].
     pub async fn with_http(config: Config) -> Self {
-        Self::start_with(config, true).await
+        Self::start_with(config, Some("127.0.0.1:0")).await
     }
 
-    async fn start_with(config: Config, http: bool) -> Self {
+    /// A broker with `config` and an HTTP listener on every address
+    /// (0.0.0.0:0: not a loopback listener, as one that other hosts
+    /// reach), at [`TestBroker::http_addr`] as 127.0.0.1 and its port:
+    /// the tests still connect over loopback only.
+    pub async fn with_http_off_loopback(config: Config) -> Self {
+        Self::start_with(config, Some("0.0.0.0:0")).await
+    }
+
+    async fn start_with(config: Config, http: Option<&str>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let http = match http {
-            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
-            false => None,
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.unwrap()),
+            None => None,
         };
-        let http_addr = http.as_ref().map(|l| l.local_addr().unwrap());
+        let http_addr = http.as_ref().map(|l| {
+            let port = l.local_addr().unwrap().port();
+            SocketAddr::from(([127, 0, 0, 1], port))
+        });
         let listeners = server::Listeners {
             grpc: listener,
             http,

@@ -22,6 +22,9 @@ const WORKER: &str = "worker-token-0123456789";
 const ADMIN: &str = "admin-token-0123456789";
 const PRODUCER_OTHER: &str = "producer-other-token-0123456789";
 const WORKER_OTHER: &str = "worker-other-token-0123456789";
+const ADMIN_OTHER: &str = "admin-other-token-0123456789";
+const VIEWER: &str = "viewer-token-0123456789";
+const VIEWER_OTHER: &str = "viewer-other-token-0123456789";
 const UNKNOWN: &str = "unknown-token-0123456789";
 
 fn token_file(dir: &Path) -> std::path::PathBuf {
@@ -35,7 +38,10 @@ fn token_file(dir: &Path) -> std::path::PathBuf {
              admin    {ADMIN}\n\
              \n\
              producer {PRODUCER_OTHER} other,elsewhere.*\n\
-             worker   {WORKER_OTHER} other\n"
+             worker   {WORKER_OTHER} other\n\
+             admin    {ADMIN_OTHER} other,elsewhere.*\n\
+             viewer   {VIEWER}\n\
+             viewer   {VIEWER_OTHER} other\n"
         ),
     )
     .unwrap();
@@ -93,15 +99,25 @@ async fn call(rpc: &str, channel: &Channel, token: Option<&str>, job_id: &str) -
             },
             token
         ))),
-        "AckBatch" => status!(broker.ack_batch(req(
-            pb::AckBatchRequest {
-                acks: vec![pb::AckRequest {
-                    job_id: id,
-                    lease_id
-                }]
-            },
-            token
-        ))),
+        // A batch's one item answers for it.
+        "AckBatch" => match broker
+            .ack_batch(req(
+                pb::AckBatchRequest {
+                    acks: vec![pb::AckRequest {
+                        job_id: id,
+                        lease_id,
+                    }],
+                },
+                token,
+            ))
+            .await
+        {
+            Ok(reply) => {
+                let item = &reply.into_inner().results[0];
+                (Code::from(item.code), item.message.clone())
+            }
+            Err(s) => (s.code(), s.message().to_owned()),
+        },
         "Nack" => status!(broker.nack(req(
             pb::NackRequest {
                 job_id: id,
@@ -181,24 +197,59 @@ const ADMIN_RPCS: [&str; 9] = [
     "ResumeQueue",
 ];
 
-/// What a cell must get: refused with this code, or let through (any
-/// other code: the call may still fail on its own merits).
+/// What a cell must get: refused with this code, let through (any other
+/// code: the call may still fail on its own merits), or answered as for a
+/// job that does not exist (the matrix's job is in a queue the caller's
+/// scope does not cover).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Expect {
     Allowed,
     Refused(Code),
+    Hidden,
 }
 
+/// The calls that name a job by id (the matrix's, or for CancelJob an
+/// unknown one).
+const JOB_CALLS: [&str; 8] = [
+    "Ack",
+    "AckBatch",
+    "Nack",
+    "Extend",
+    "Release",
+    "GetJob",
+    "RetryJob",
+    "CancelJob",
+];
+
 fn expected(rpc: &str, caller: &str) -> Expect {
-    use Expect::{Allowed, Refused};
+    use Expect::{Allowed, Hidden, Refused};
     let producer_call = matches!(rpc, "Enqueue" | "EnqueueBatch");
     let worker_call = BROKER_RPCS.contains(&rpc) && !producer_call;
-    match caller {
-        "none" | "unknown" => Refused(Code::Unauthenticated),
-        "admin" => Allowed,
-        "producer" if producer_call => Allowed,
-        "worker" if worker_call => Allowed,
-        // Scoped to other queues: the right call on the wrong queue.
+    let read = matches!(rpc, "GetJob" | "ListJobs" | "Stats" | "ListWorkers");
+    let (role, scoped) = match caller.split_once('@') {
+        Some((role, _)) => (role, true),
+        None => (caller, false),
+    };
+    let may = match role {
+        "none" | "unknown" => return Refused(Code::Unauthenticated),
+        "admin" => true,
+        "producer" => producer_call,
+        "worker" => worker_call,
+        "viewer" => read,
+        other => unreachable!("no caller {other}"),
+    };
+    if !may {
+        return Refused(Code::PermissionDenied);
+    }
+    if !scoped {
+        return Allowed;
+    }
+    // Scoped to other queues: a job of the default queue is unknown to
+    // it; a call naming the default queue is refused; the reads without a
+    // queue are let through, showing only the queues in scope.
+    match rpc {
+        _ if JOB_CALLS.contains(&rpc) => Hidden,
+        "ListJobs" | "Stats" | "ListWorkers" => Allowed,
         _ => Refused(Code::PermissionDenied),
     }
 }
@@ -217,14 +268,17 @@ async fn every_rpc_is_allowed_or_refused_by_role_and_queue() {
         .into_inner()
         .job_id;
 
-    let callers: [(&str, Option<&str>); 7] = [
+    let callers: [(&str, Option<&str>); 10] = [
         ("none", None),
         ("unknown", Some(UNKNOWN)),
         ("producer", Some(PRODUCER)),
         ("worker", Some(WORKER)),
         ("admin", Some(ADMIN)),
+        ("viewer", Some(VIEWER)),
         ("producer@other", Some(PRODUCER_OTHER)),
         ("worker@other", Some(WORKER_OTHER)),
+        ("admin@other", Some(ADMIN_OTHER)),
+        ("viewer@other", Some(VIEWER_OTHER)),
     ];
     let mut table = format!("{:<13}", "rpc");
     for (caller, _) in &callers {
@@ -241,6 +295,7 @@ async fn every_rpc_is_allowed_or_refused_by_role_and_queue() {
                 Expect::Refused(want) => {
                     code == want && (want != Code::PermissionDenied || message.contains("may not"))
                 }
+                Expect::Hidden => code == Code::NotFound && !message.contains("default"),
             };
             if !ok || token.is_some_and(|t| message.contains(t)) {
                 wrong.push(format!(
@@ -402,4 +457,234 @@ async fn sighup_reloads_the_token_file_and_keeps_it_when_broken() {
     assert!(log.contains("line 2: the token is shorter"), "{log}");
     assert_eq!(call("Stats", &channel, Some(new), "").await.0, Code::Ok);
     assert!(!broker.log().contains(new), "a token was logged");
+}
+
+/// A broker with the matrix's token file, and a job in the default queue.
+async fn broker_with_tokens(name: &str) -> (TestBroker, String) {
+    let dir = scratch_dir(name);
+    let mut config = test_config();
+    config.auth = Authorizer::load(&token_file(&dir)).unwrap();
+    let b = TestBroker::with_config(config).await;
+    let job_id = BrokerClient::new(b.channel.clone())
+        .enqueue(req(sluice_e2e::job("matrix", b""), Some(ADMIN)))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    (b, job_id)
+}
+
+#[tokio::test]
+async fn a_job_outside_the_scope_is_answered_exactly_as_an_unknown_one() {
+    let (b, job_id) = broker_with_tokens("auth-foreign").await;
+    // Every call that names the job, by each scoped credential that may
+    // make it. (The matrix's CancelJob names another id.)
+    let worker_calls = ["Ack", "AckBatch", "Nack", "Extend", "Release"];
+    let cells = worker_calls
+        .iter()
+        .map(|rpc| (WORKER_OTHER, *rpc))
+        .chain(
+            worker_calls
+                .iter()
+                .chain(&["GetJob", "RetryJob"])
+                .map(|rpc| (ADMIN_OTHER, *rpc)),
+        )
+        .chain([(VIEWER_OTHER, "GetJob")]);
+    let mut foreign = Vec::new();
+    for (token, rpc) in cells {
+        foreign.push((
+            token,
+            rpc,
+            call(rpc, &b.channel, Some(token), &job_id).await,
+        ));
+    }
+    // The job goes away: its id is now unknown to everyone.
+    let mut admin = AdminClient::new(b.channel.clone());
+    admin
+        .cancel_job(req(
+            pb::CancelJobRequest {
+                job_id: job_id.clone(),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+    admin
+        .purge_queue(req(
+            pb::PurgeQueueRequest {
+                queue: "default".into(),
+                state: pb::JobState::Cancelled.into(),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+    for (token, rpc, answer) in foreign {
+        assert_eq!(answer.0, Code::NotFound, "{rpc}: {answer:?}");
+        let unknown = call(rpc, &b.channel, Some(token), &job_id).await;
+        assert_eq!(answer, unknown, "{rpc}: foreign and unknown differ");
+        // And as an unscoped credential of the same role hears it.
+        let unscoped = if token == WORKER_OTHER { WORKER } else { ADMIN };
+        let plain = call(rpc, &b.channel, Some(unscoped), &job_id).await;
+        assert_eq!(answer, plain, "{rpc}: scoped and unscoped differ");
+    }
+}
+
+#[tokio::test]
+async fn scoped_admins_and_viewers_see_only_their_queues() {
+    let (b, default_id) = broker_with_tokens("auth-scoped-reads").await;
+    let mut broker = BrokerClient::new(b.channel.clone());
+    let mut other = sluice_e2e::job("t", b"");
+    other.queue = "other".into();
+    let other_id = broker
+        .enqueue(req(other, Some(ADMIN)))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    // A failed attempt in each queue, and a worker on both and one on default.
+    for queue in ["default", "other"] {
+        let mut stream = broker
+            .lease(req(
+                pb::LeaseRequest {
+                    worker_id: format!("w-{queue}"),
+                    queues: vec![queue.into()],
+                    max_in_flight: 1,
+                    ..Default::default()
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let leased = stream.message().await.unwrap().unwrap();
+        broker
+            .nack(req(
+                pb::NackRequest {
+                    job_id: leased.job.unwrap().id,
+                    lease_id: leased.lease_id,
+                    error: format!("failed in {queue}"),
+                    dead: true,
+                    ..Default::default()
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap();
+    }
+    let _both = broker
+        .lease(req(
+            pb::LeaseRequest {
+                worker_id: "both".into(),
+                queues: vec!["default".into(), "other".into()],
+                max_in_flight: 1,
+                ..Default::default()
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+    let _default_only = broker
+        .lease(req(
+            pb::LeaseRequest {
+                worker_id: "default-only".into(),
+                queues: vec!["default".into()],
+                max_in_flight: 1,
+                ..Default::default()
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+
+    let mut admin = AdminClient::new(b.channel.clone());
+    for token in [ADMIN_OTHER, VIEWER_OTHER] {
+        let stats = admin
+            .stats(req(pb::StatsRequest {}, Some(token)))
+            .await
+            .unwrap()
+            .into_inner();
+        let queues: Vec<&str> = stats.queues.iter().map(|q| q.queue.as_str()).collect();
+        assert_eq!(queues, ["other"], "{token}");
+        let failures: Vec<&str> = stats
+            .recent_failures
+            .iter()
+            .map(|f| f.queue.as_str())
+            .collect();
+        assert_eq!(failures, ["other"]);
+        let jobs = admin
+            .list_jobs(req(pb::ListJobsRequest::default(), Some(token)))
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs;
+        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, [other_id.as_str()]);
+        let refused = admin
+            .list_jobs(req(
+                pb::ListJobsRequest {
+                    queue: "default".into(),
+                    ..Default::default()
+                },
+                Some(token),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert_eq!(
+            refused.message(),
+            format!(
+                "the {} credential may not use queue \"default\"",
+                if token == ADMIN_OTHER {
+                    "admin"
+                } else {
+                    "viewer"
+                }
+            )
+        );
+        let workers = admin
+            .list_workers(req(pb::ListWorkersRequest {}, Some(token)))
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        let rows: Vec<(&str, &[String])> = workers
+            .iter()
+            .map(|w| (w.worker_id.as_str(), w.queues.as_slice()))
+            .collect();
+        assert_eq!(rows, [("both", &["other".to_owned()][..])]);
+    }
+    // The unscoped viewer sees both queues, and the default queue's job.
+    let stats = admin
+        .stats(req(pb::StatsRequest {}, Some(VIEWER)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.queues.len(), 2);
+    admin
+        .get_job(req(pb::GetJobRequest { job_id: default_id }, Some(VIEWER)))
+        .await
+        .unwrap();
+    // A scoped admin acts in its queues only.
+    for (queue, allowed) in [("other", true), ("default", false)] {
+        let paused = admin
+            .pause_queue(req(
+                pb::PauseQueueRequest {
+                    queue: queue.into(),
+                },
+                Some(ADMIN_OTHER),
+            ))
+            .await;
+        assert_eq!(paused.is_ok(), allowed, "{queue}: {paused:?}");
+        let purged = admin
+            .purge_queue(req(
+                pb::PurgeQueueRequest {
+                    queue: queue.into(),
+                    state: pb::JobState::Dead.into(),
+                },
+                Some(ADMIN_OTHER),
+            ))
+            .await;
+        assert_eq!(purged.is_ok(), allowed, "{queue}: {purged:?}");
+    }
 }

@@ -553,3 +553,119 @@ async fn requests_a_browser_sends_for_another_site_change_nothing() {
     .await;
     api.post_ok("/api/v1/queues/mail/resume").await;
 }
+
+#[tokio::test]
+async fn scoped_tokens_read_and_act_on_their_queues_only() {
+    const ADMIN_ORDERS: &str = "admin-orders-token-0123456789";
+    const VIEWER_ORDERS: &str = "viewer-orders-token-0123456789";
+    const METRICS_ORDERS: &str = "metrics-orders-token-0123456789";
+    let dir = scratch_dir("dashboard-api-scopes");
+    let tokens = dir.join("tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "admin {ADMIN}\nadmin {ADMIN_ORDERS} orders\nviewer {VIEWER_ORDERS} orders\n\
+             metrics {METRICS_ORDERS} orders\n"
+        ),
+    )
+    .unwrap();
+    let mut config = test_config();
+    config.auth = Authorizer::load(&tokens).unwrap();
+    // Off loopback, so that /metrics needs a token too.
+    let broker = TestBroker::with_http_off_loopback(config).await;
+    let api = Api::new(broker.http_addr.unwrap());
+    let (admin, scoped_admin, scoped_viewer) = (
+        api.with_token(ADMIN),
+        api.with_token(ADMIN_ORDERS),
+        api.with_token(VIEWER_ORDERS),
+    );
+    let mut client = BrokerClient::new(broker.channel.clone());
+    let mut ids = Vec::new();
+    for queue in ["orders", "billing"] {
+        let mut enqueue = Request::new(job_in(queue, "t", b"{}"));
+        enqueue
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+        ids.push(client.enqueue(enqueue).await.unwrap().into_inner().job_id);
+    }
+    let (orders_id, billing_id) = (&ids[0], &ids[1]);
+
+    for caller in [&scoped_admin, &scoped_viewer] {
+        let stats = caller.get_ok("/api/v1/stats").await;
+        let queues: Vec<&str> = stats["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q["queue"].as_str().unwrap())
+            .collect();
+        assert_eq!(queues, ["orders"]);
+        caller.get_ok("/api/v1/queues/orders").await;
+        let reply = caller.get("/api/v1/queues/billing").await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::FORBIDDEN, "PERMISSION_DENIED".into())
+        );
+        let jobs = caller.get_ok("/api/v1/jobs").await;
+        let listed: Vec<&str> = jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, [orders_id.as_str()]);
+        let reply = caller.get("/api/v1/jobs?queue=billing").await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN);
+        // A job of another queue is unknown, with the unknown job's message.
+        let reply = caller.get(&format!("/api/v1/jobs/{billing_id}")).await;
+        assert_eq!(
+            (reply.status, reply.json()["message"].as_str().unwrap()),
+            (
+                StatusCode::NOT_FOUND,
+                format!("job {billing_id} not found").as_str()
+            )
+        );
+    }
+    // The scoped admin acts in its queue only.
+    scoped_admin.post_ok("/api/v1/queues/orders/pause").await;
+    for action in [
+        "/api/v1/queues/billing/pause".to_owned(),
+        "/api/v1/queues/billing/purge?state=ready".to_owned(),
+        "/api/v1/queues/billing/retry-dead".to_owned(),
+    ] {
+        let reply = scoped_admin.post(&action).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{action}");
+    }
+    let reply = scoped_admin
+        .post(&format!("/api/v1/jobs/{billing_id}/cancel"))
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        admin.get_ok(&format!("/api/v1/jobs/{billing_id}")).await["state"],
+        "READY"
+    );
+
+    // /metrics: a scoped credential reads its queues' samples only.
+    let scrape = |token: &'static str| {
+        let api = api.with_token(token);
+        async move {
+            let reply = api.get("/metrics").await;
+            assert_eq!(reply.status, StatusCode::OK);
+            String::from_utf8(reply.body.to_vec()).unwrap()
+        }
+    };
+    // The gauges of a shared store are read in the background: wait for
+    // both queues to show.
+    eventually("both queues in the metrics", || async {
+        let everything = scrape(ADMIN).await;
+        everything.contains("sluice_jobs{queue=\"billing\"")
+            && everything.contains("sluice_jobs{queue=\"orders\"")
+    })
+    .await;
+    for token in [METRICS_ORDERS, ADMIN_ORDERS] {
+        let scoped = scrape(token).await;
+        assert!(scoped.contains("queue=\"orders\""), "{scoped}");
+        assert!(!scoped.contains("billing"), "{scoped}");
+        assert!(scoped.contains("sluice_lease_streams"), "{scoped}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -351,6 +351,7 @@ fn apply(run: &mut Run, kind: Kind, bytes: &[u8]) -> Result<(), String> {
             let filter = JobFilter {
                 queue: Some(queue),
                 state,
+                ..Default::default()
             };
             for job in q.list(&filter, None, 1000).jobs {
                 let _ = convert::job_to_pb(job).encode_to_vec();

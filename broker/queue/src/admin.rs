@@ -74,6 +74,8 @@ pub struct JobFilter {
     pub queue: Option<String>,
     /// Only this state.
     pub state: Option<JobState>,
+    /// Only queues it covers (the caller's credential).
+    pub scope: crate::QueueScope,
 }
 
 /// A page of ListJobs.
@@ -122,7 +124,10 @@ impl Queue {
                 return ListPage { jobs, next: last };
             }
             last = Some(seq);
-            if queue.is_none_or(|q| job.queue == q) && filter.state.is_none_or(|s| job.state == s) {
+            if queue.is_none_or(|q| job.queue == q)
+                && filter.state.is_none_or(|s| job.state == s)
+                && (filter.scope.is_every() || filter.scope.allows(self.names.name(job.queue)))
+            {
                 jobs.push(self.view(seq));
             }
         }

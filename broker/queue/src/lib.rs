@@ -29,6 +29,7 @@ mod memory;
 mod names;
 mod observer;
 mod ready_set;
+mod scope;
 #[cfg(test)]
 mod tests;
 mod time;
@@ -59,6 +60,7 @@ use self::names::{NameId, Names};
 use self::observer::Failures;
 pub use self::observer::{FailedAttempt, JobEvent, JobLabels, Observer, RECENT_FAILURES};
 use self::ready_set::ReadySet;
+pub use self::scope::{QueuePattern, QueueScope};
 pub use self::time::Timestamp;
 pub use self::transitions::truncate_error;
 

@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq as _;
 
-use super::rights::{QueuePattern, QueueScope, Role};
+use sluice_queue::{QueuePattern, QueueScope};
+
+use super::rights::Role;
 
 /// Shortest token accepted: shorter ones are guessable.
 pub const MIN_TOKEN_LEN: usize = 16;

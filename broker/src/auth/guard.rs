@@ -20,6 +20,7 @@ use tracing::debug;
 
 use super::credentials::{Credential, Credentials, CredentialsError};
 use super::rights::{Call, Role};
+use sluice_queue::QueueScope;
 
 /// Why a call was refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -88,17 +89,34 @@ pub struct Grant {
     credential: Option<Arc<Credential>>,
 }
 
+/// The scope of an open authorizer's grants.
+static EVERY_QUEUE: QueueScope = QueueScope::Every;
+
 impl Grant {
     /// Whether every queue is covered, so the service need not look any up.
     pub fn every_queue(&self) -> bool {
-        self.credential
-            .as_ref()
-            .is_none_or(|c| matches!(c.queues, super::QueueScope::Every))
+        self.scope().is_every()
+    }
+
+    /// The queues the credential covers (every queue when open).
+    pub fn scope(&self) -> &QueueScope {
+        self.credential.as_ref().map_or(&EVERY_QUEUE, |c| &c.queues)
+    }
+
+    /// Whether the credential covers `queue`.
+    pub fn allows(&self, queue: &str) -> bool {
+        self.scope().allows(queue)
     }
 
     /// The credential's role; `None` when the authorizer is open.
     pub fn role(&self) -> Option<Role> {
         self.credential.as_ref().map(|c| c.role)
+    }
+
+    /// How logs name the credential (a fingerprint or `cert:CN`); `None`
+    /// when the authorizer is open.
+    pub fn label(&self) -> Option<&str> {
+        self.credential.as_ref().map(|c| c.label.as_str())
     }
 
     /// Refuses `queue` unless the credential covers it.

@@ -21,4 +21,5 @@ mod rights;
 
 pub use credentials::{Credential, Credentials, CredentialsError, Principal, fingerprint};
 pub use guard::{AuthError, Authorizer, Grant, ReflectionAccess, ReflectionGuard};
-pub use rights::{Call, QueueScope, Role};
+pub use rights::{Call, Role};
+pub use sluice_queue::{QueuePattern, QueueScope};

@@ -1,5 +1,6 @@
 //! Which role may make which call, and which queues a credential covers.
-//! Pure functions of the role, the call and a queue name.
+//! Pure functions of the role and the call; a credential's queues are a
+//! [`sluice_queue::QueueScope`].
 
 use std::fmt;
 
@@ -120,37 +121,6 @@ impl fmt::Display for Call {
     }
 }
 
-/// The queues a credential covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueueScope {
-    /// No list in the file: every queue.
-    Every,
-    /// Exact names and prefixes (a name that ended in `*`).
-    Only(Vec<QueuePattern>),
-}
-
-/// One entry of a queue list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueuePattern {
-    /// This queue.
-    Exact(String),
-    /// Every queue whose name starts with this.
-    Prefix(String),
-}
-
-impl QueueScope {
-    /// Whether `queue` is covered.
-    pub fn allows(&self, queue: &str) -> bool {
-        match self {
-            Self::Every => true,
-            Self::Only(patterns) => patterns.iter().any(|p| match p {
-                QueuePattern::Exact(name) => name == queue,
-                QueuePattern::Prefix(prefix) => queue.starts_with(prefix.as_str()),
-            }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,18 +147,5 @@ mod tests {
         assert!(!Role::Viewer.may(Call::Enqueue));
         assert!(!Role::Viewer.may(Call::Metrics));
         assert!(!Role::Viewer.may(Call::Reflection));
-    }
-
-    #[test]
-    fn a_prefix_covers_the_queues_that_start_with_it() {
-        let scope = QueueScope::Only(vec![
-            QueuePattern::Exact("mail".into()),
-            QueuePattern::Prefix("billing.".into()),
-        ]);
-        assert!(scope.allows("mail"));
-        assert!(!scope.allows("mail2"));
-        assert!(scope.allows("billing.eu"));
-        assert!(!scope.allows("billing"));
-        assert!(QueueScope::Every.allows("anything"));
     }
 }

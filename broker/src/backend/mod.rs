@@ -141,9 +141,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Gives the job of `lease` back, ready again after `delay`.
     async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, RequestError>;
 
-    /// The queue of each known job among `ids` (unknown ones are left
+    /// Each known job among `ids` with its queue (unknown ones are left
     /// out), for checking a scoped credential.
-    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<String>, RequestError>;
+    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, RequestError>;
 
     /// One job.
     async fn job(&self, id: Uuid) -> Result<pb::Job, RequestError>;

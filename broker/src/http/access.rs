@@ -1,15 +1,16 @@
-//! Who may read the HTTP listener. Without `--auth-tokens`, anyone who can
-//! reach it. With tokens, a listener on a loopback address stays open (only
-//! this host reaches it, as for a Prometheus agent beside the broker), and
-//! any other needs `Authorization: Bearer TOKEN` of a `metrics` or an
-//! `admin` credential for every queue, checked by the same [`Authorizer`]
-//! as the gRPC services.
+//! Who may read `/metrics`. Without `--auth-tokens`, anyone who can reach
+//! the listener. With tokens, a listener on a loopback address stays open
+//! (only this host reaches it, as for a Prometheus agent beside the
+//! broker), and any other needs `Authorization: Bearer TOKEN` of a
+//! `metrics` or an `admin` credential, checked by the same [`Authorizer`]
+//! as the gRPC services; a credential scoped to some queues reads only
+//! their samples (see [`crate::metrics::Metrics::render_for`]).
 
 use axum::http::{HeaderMap, StatusCode};
 use tonic::metadata::MetadataMap;
 
 use super::Refused;
-use crate::auth::{Authorizer, Call};
+use crate::auth::{Authorizer, Call, QueueScope};
 
 /// The access rule of one listener.
 #[derive(Debug, Clone)]
@@ -30,14 +31,15 @@ impl HttpAccess {
         self.loopback || !self.auth.is_enabled()
     }
 
-    /// Lets the request with `headers` in, or says why not.
+    /// Lets the request with `headers` in, saying which queues it may
+    /// read, or says why not.
     ///
     /// # Errors
     /// [`Refused`]: 401 without a known token, 403 for a credential that
-    /// is neither a `metrics` nor an `admin` one for every queue.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), Refused> {
+    /// is neither a `metrics` nor an `admin` one.
+    pub fn check(&self, headers: &HeaderMap) -> Result<QueueScope, Refused> {
         if self.is_open() {
-            return Ok(());
+            return Ok(QueueScope::Every);
         }
         let request = tonic::Request::from_parts(
             MetadataMap::from_headers(headers.clone()),
@@ -55,14 +57,7 @@ impl HttpAccess {
                 },
                 reason: e.to_string(),
             })?;
-        // The metrics name every queue: not for a credential held to some.
-        if !grant.every_queue() {
-            return Err(Refused {
-                status: StatusCode::FORBIDDEN,
-                reason: "metrics cover every queue: this credential is limited to some".into(),
-            });
-        }
-        Ok(())
+        Ok(grant.scope().clone())
     }
 }
 
@@ -97,6 +92,10 @@ mod tests {
         access.check(headers).err().map(|r| r.status)
     }
 
+    fn scope(access: &HttpAccess, headers: &HeaderMap) -> QueueScope {
+        access.check(headers).unwrap()
+    }
+
     #[test]
     fn without_tokens_every_listener_is_open() {
         let access = HttpAccess::new(Authorizer::open(), false);
@@ -110,7 +109,7 @@ mod tests {
     }
 
     #[test]
-    fn with_tokens_any_other_listener_needs_an_admin_token() {
+    fn with_tokens_any_other_listener_needs_a_metrics_or_admin_token_and_keeps_its_scope() {
         let access = HttpAccess::new(authorizer(), false);
         assert_eq!(status(&access, &bearer(ADMIN)), None);
         assert_eq!(status(&access, &bearer(SCRAPER)), None);
@@ -126,9 +125,8 @@ mod tests {
             status(&access, &bearer(PRODUCER)),
             Some(StatusCode::FORBIDDEN)
         );
-        assert_eq!(
-            status(&access, &bearer(SCOPED_ADMIN)),
-            Some(StatusCode::FORBIDDEN)
-        );
+        assert!(scope(&access, &bearer(ADMIN)).is_every());
+        let scoped = scope(&access, &bearer(SCOPED_ADMIN));
+        assert!(scoped.allows("orders") && !scoped.allows("billing"));
     }
 }

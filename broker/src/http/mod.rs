@@ -117,12 +117,13 @@ where
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(refused) = state.access.check(&headers) {
-        return refused.into_response();
-    }
+    let scope = match state.access.check(&headers) {
+        Ok(scope) => scope,
+        Err(refused) => return refused.into_response(),
+    };
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS))],
-        state.metrics.render(),
+        state.metrics.render_for(&scope),
     )
         .into_response()
 }

@@ -17,6 +17,7 @@ mod rpc;
 use std::sync::Arc;
 
 use prometheus_client::registry::Registry;
+use sluice_queue::QueueScope;
 
 pub use job_events::JobMetrics;
 pub use rpc::{RpcLatency, RpcLatencyLayer, RpcMetrics};
@@ -51,5 +52,91 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("encoding metrics into a String");
         text
+    }
+
+    /// The metrics a credential covering `scope` may read: every sample
+    /// whose `queue` label names a queue outside it is left out (the
+    /// broker-wide figures, which name no queue, stay).
+    pub fn render_for(&self, scope: &QueueScope) -> String {
+        in_scope(self.render(), scope)
+    }
+}
+
+/// The lines of `text` that a credential covering `scope` may read.
+fn in_scope(text: String, scope: &QueueScope) -> String {
+    if scope.is_every() {
+        return text;
+    }
+    let mut kept = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if line.starts_with('#') || queue_label(line).is_none_or(|q| scope.allows(q)) {
+            kept.push_str(line);
+        }
+    }
+    kept
+}
+
+/// The value of the `queue` label of a sample line, if it has one. Queue
+/// names hold no quote or backslash (see `sluice_limits`), but other
+/// labels' values may, so values are skipped escape by escape.
+fn queue_label(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once('{')?;
+    let mut rest = rest;
+    loop {
+        let (name, after) = rest.split_once("=\"")?;
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in after.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = end?;
+        if name.trim_start_matches(',') == "queue" {
+            return Some(&after[..end]);
+        }
+        rest = &after[end + 1..];
+        if rest.starts_with('}') {
+            return None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_queue::QueuePattern;
+
+    use super::*;
+
+    #[test]
+    fn the_queue_label_is_found_among_others_and_escapes() {
+        assert_eq!(
+            queue_label("sluice_jobs{queue=\"mail\",state=\"ready\"} 3\n"),
+            Some("mail")
+        );
+        assert_eq!(
+            queue_label("x_bucket{job_type=\"a\\\",queue=\\\"b\",queue=\"real\",le=\"1\"} 0"),
+            Some("real")
+        );
+        assert_eq!(queue_label("sluice_lease_streams 2"), None);
+        assert_eq!(queue_label("m{method=\"Ack\"} 1"), None);
+    }
+
+    #[test]
+    fn a_scope_keeps_its_queues_and_the_broker_wide_figures() {
+        let text = "# TYPE sluice_jobs gauge\n\
+                    sluice_jobs{queue=\"orders\",state=\"ready\"} 1\n\
+                    sluice_jobs{queue=\"billing\",state=\"ready\"} 2\n\
+                    sluice_lease_streams 3\n";
+        let scope = QueueScope::Only(vec![QueuePattern::Exact("orders".into())]);
+        let kept = in_scope(text.to_owned(), &scope);
+        assert!(kept.contains("orders") && kept.contains("sluice_lease_streams 3"));
+        assert!(!kept.contains("billing"));
     }
 }

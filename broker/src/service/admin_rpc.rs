@@ -1,6 +1,14 @@
 //! `sluice.v1.Admin`: the operator's view and controls, translated to the
 //! backend's admin operations. Every call needs an admin credential when
-//! `--auth-tokens` is set (checked first, before validation).
+//! `--auth-tokens` is set (a viewer's for the reads), checked first.
+//!
+//! A credential scoped to some queues sees and acts on those only:
+//! PurgeQueue, PauseQueue, ResumeQueue and a ListJobs that names a queue
+//! are refused (PERMISSION_DENIED) for another queue; a ListJobs without
+//! one lists only the queues in scope; GetJob, RetryJob and CancelJob on a
+//! job outside them answer as for an unknown job (`visibility.rs`); Stats
+//! and ListWorkers leave out the queues outside (a worker row keeps only
+//! its queues in scope, and is left out if none is).
 
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_server::Admin;
@@ -14,7 +22,8 @@ use super::convert;
 use super::error::RequestError;
 use super::rates::Rates;
 use super::respond;
-use crate::auth::{Authorizer, Call};
+use super::visibility;
+use crate::auth::{Authorizer, Call, Grant};
 use crate::backend::SharedBackend;
 use sluice_queue::{JobFilter, JobState};
 
@@ -39,23 +48,33 @@ impl AdminService {
         }
     }
 
-    /// Refuses the call unless the caller may make it (an admin).
-    fn authorize<T>(&self, request: &Request<T>, method: &'static str) -> Result<()> {
-        self.auth.check(request, Call::Admin(method))?;
-        Ok(())
+    /// Refuses the call unless the caller may make it (an admin, or a
+    /// viewer for the reads); the grant says which queues it covers.
+    fn authorize<T>(&self, request: &Request<T>, method: &'static str) -> Result<Grant> {
+        Ok(self.auth.check(request, Call::Admin(method))?)
     }
 
-    async fn handle_get_job(&self, req: pb::GetJobRequest) -> Result<pb::Job> {
+    async fn handle_get_job(&self, grant: &Grant, req: pb::GetJobRequest) -> Result<pb::Job> {
         let job_id = convert::uuid(&req.job_id, "job_id")?;
+        visibility::check_visible(&self.shared, grant, job_id).await?;
         self.shared.job(job_id).await
     }
 
-    async fn handle_list_jobs(&self, req: pb::ListJobsRequest) -> Result<pb::ListJobsResponse> {
+    async fn handle_list_jobs(
+        &self,
+        grant: &Grant,
+        req: pb::ListJobsRequest,
+    ) -> Result<pb::ListJobsResponse> {
+        let queue = (!req.queue.is_empty())
+            .then(|| convert::queue_name(req.queue, "queue"))
+            .transpose()?;
+        if let Some(queue) = &queue {
+            grant.check_queue(queue)?;
+        }
         let filter = JobFilter {
-            queue: (!req.queue.is_empty())
-                .then(|| convert::queue_name(req.queue, "queue"))
-                .transpose()?,
+            queue,
             state: convert::state_filter(req.state, "state")?,
+            scope: grant.scope().clone(),
         };
         let page_size = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
@@ -75,14 +94,19 @@ impl AdminService {
         })
     }
 
-    async fn handle_stats(&self) -> Result<pb::StatsResponse> {
+    async fn handle_stats(&self, grant: &Grant) -> Result<pb::StatsResponse> {
         let reading = self.shared.stats().await?;
         let now = reading.now;
         Ok(pb::StatsResponse {
-            recent_failures: reading.recent_failures,
+            recent_failures: reading
+                .recent_failures
+                .into_iter()
+                .filter(|f| grant.allows(&f.queue))
+                .collect(),
             queues: reading
                 .queues
                 .into_iter()
+                .filter(|s| grant.allows(&s.queue))
                 .map(|s| {
                     let rates = self.rates.of(&s, now);
                     pb::QueueStats {
@@ -111,11 +135,15 @@ impl AdminService {
         })
     }
 
-    async fn handle_list_workers(&self) -> Result<pb::ListWorkersResponse> {
+    async fn handle_list_workers(&self, grant: &Grant) -> Result<pb::ListWorkersResponse> {
         let workers = self.shared.workers().await?;
         Ok(pb::ListWorkersResponse {
             workers: workers
                 .into_iter()
+                .filter_map(|mut w| {
+                    w.queues.retain(|q| grant.allows(q));
+                    (!w.queues.is_empty()).then_some(w)
+                })
                 .map(|w| pb::WorkerInfo {
                     worker_id: w.worker_id.to_string(),
                     queues: w.queues,
@@ -128,14 +156,24 @@ impl AdminService {
         })
     }
 
-    async fn handle_retry_job(&self, req: pb::RetryJobRequest) -> Result<pb::RetryJobResponse> {
+    async fn handle_retry_job(
+        &self,
+        grant: &Grant,
+        req: pb::RetryJobRequest,
+    ) -> Result<pb::RetryJobResponse> {
         let job_id = convert::uuid(&req.job_id, "job_id")?;
+        visibility::check_visible(&self.shared, grant, job_id).await?;
         self.shared.retry(job_id).await?;
         Ok(pb::RetryJobResponse {})
     }
 
-    async fn handle_cancel_job(&self, req: pb::CancelJobRequest) -> Result<pb::CancelJobResponse> {
+    async fn handle_cancel_job(
+        &self,
+        grant: &Grant,
+        req: pb::CancelJobRequest,
+    ) -> Result<pb::CancelJobResponse> {
         let job_id = convert::uuid(&req.job_id, "job_id")?;
+        visibility::check_visible(&self.shared, grant, job_id).await?;
         let state = self.shared.cancel(job_id).await?;
         Ok(pb::CancelJobResponse {
             state: convert::state_to_pb(state).into(),
@@ -144,9 +182,11 @@ impl AdminService {
 
     async fn handle_purge_queue(
         &self,
+        grant: &Grant,
         req: pb::PurgeQueueRequest,
     ) -> Result<pb::PurgeQueueResponse> {
         let queue_name = convert::queue_name(req.queue, "queue")?;
+        grant.check_queue(&queue_name)?;
         let state = convert::state_filter(req.state, "state")?.ok_or_else(|| {
             RequestError::invalid("state", "is required: the state of the jobs to delete")
         })?;
@@ -156,18 +196,22 @@ impl AdminService {
 
     async fn handle_pause_queue(
         &self,
+        grant: &Grant,
         req: pb::PauseQueueRequest,
     ) -> Result<pb::PauseQueueResponse> {
         let name = convert::queue_name(req.queue, "queue")?;
+        grant.check_queue(&name)?;
         self.shared.pause(name).await?;
         Ok(pb::PauseQueueResponse {})
     }
 
     async fn handle_resume_queue(
         &self,
+        grant: &Grant,
         req: pb::ResumeQueueRequest,
     ) -> Result<pb::ResumeQueueResponse> {
         let name = convert::queue_name(req.queue, "queue")?;
+        grant.check_queue(&name)?;
         self.shared.resume(name).await?;
         Ok(pb::ResumeQueueResponse {})
     }
@@ -190,8 +234,8 @@ impl Admin for AdminService {
         request: Request<pb::GetJobRequest>,
     ) -> std::result::Result<Response<pb::Job>, Status> {
         let result = async {
-            self.authorize(&request, "GetJob")?;
-            self.handle_get_job(request.into_inner()).await
+            let grant = self.authorize(&request, "GetJob")?;
+            self.handle_get_job(&grant, request.into_inner()).await
         };
         respond(result.await)
     }
@@ -201,8 +245,8 @@ impl Admin for AdminService {
         request: Request<pb::ListJobsRequest>,
     ) -> std::result::Result<Response<pb::ListJobsResponse>, Status> {
         let result = async {
-            self.authorize(&request, "ListJobs")?;
-            self.handle_list_jobs(request.into_inner()).await
+            let grant = self.authorize(&request, "ListJobs")?;
+            self.handle_list_jobs(&grant, request.into_inner()).await
         };
         respond(result.await)
     }
@@ -212,8 +256,8 @@ impl Admin for AdminService {
         request: Request<pb::StatsRequest>,
     ) -> std::result::Result<Response<pb::StatsResponse>, Status> {
         let result = async {
-            self.authorize(&request, "Stats")?;
-            self.handle_stats().await
+            let grant = self.authorize(&request, "Stats")?;
+            self.handle_stats(&grant).await
         };
         respond(result.await)
     }
@@ -223,8 +267,8 @@ impl Admin for AdminService {
         request: Request<pb::ListWorkersRequest>,
     ) -> std::result::Result<Response<pb::ListWorkersResponse>, Status> {
         let result = async {
-            self.authorize(&request, "ListWorkers")?;
-            self.handle_list_workers().await
+            let grant = self.authorize(&request, "ListWorkers")?;
+            self.handle_list_workers(&grant).await
         };
         respond(result.await)
     }
@@ -234,8 +278,8 @@ impl Admin for AdminService {
         request: Request<pb::RetryJobRequest>,
     ) -> std::result::Result<Response<pb::RetryJobResponse>, Status> {
         let result = async {
-            self.authorize(&request, "RetryJob")?;
-            self.handle_retry_job(request.into_inner()).await
+            let grant = self.authorize(&request, "RetryJob")?;
+            self.handle_retry_job(&grant, request.into_inner()).await
         };
         respond(result.await)
     }
@@ -245,8 +289,8 @@ impl Admin for AdminService {
         request: Request<pb::CancelJobRequest>,
     ) -> std::result::Result<Response<pb::CancelJobResponse>, Status> {
         let result = async {
-            self.authorize(&request, "CancelJob")?;
-            self.handle_cancel_job(request.into_inner()).await
+            let grant = self.authorize(&request, "CancelJob")?;
+            self.handle_cancel_job(&grant, request.into_inner()).await
         };
         respond(result.await)
     }
@@ -256,8 +300,8 @@ impl Admin for AdminService {
         request: Request<pb::PurgeQueueRequest>,
     ) -> std::result::Result<Response<pb::PurgeQueueResponse>, Status> {
         let result = async {
-            self.authorize(&request, "PurgeQueue")?;
-            self.handle_purge_queue(request.into_inner()).await
+            let grant = self.authorize(&request, "PurgeQueue")?;
+            self.handle_purge_queue(&grant, request.into_inner()).await
         };
         respond(result.await)
     }
@@ -267,8 +311,8 @@ impl Admin for AdminService {
         request: Request<pb::PauseQueueRequest>,
     ) -> std::result::Result<Response<pb::PauseQueueResponse>, Status> {
         let result = async {
-            self.authorize(&request, "PauseQueue")?;
-            self.handle_pause_queue(request.into_inner()).await
+            let grant = self.authorize(&request, "PauseQueue")?;
+            self.handle_pause_queue(&grant, request.into_inner()).await
         };
         respond(result.await)
     }
@@ -278,8 +322,8 @@ impl Admin for AdminService {
         request: Request<pb::ResumeQueueRequest>,
     ) -> std::result::Result<Response<pb::ResumeQueueResponse>, Status> {
         let result = async {
-            self.authorize(&request, "ResumeQueue")?;
-            self.handle_resume_queue(request.into_inner()).await
+            let grant = self.authorize(&request, "ResumeQueue")?;
+            self.handle_resume_queue(&grant, request.into_inner()).await
         };
         respond(result.await)
     }

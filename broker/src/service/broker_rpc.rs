@@ -5,11 +5,9 @@
 //! errors to statuses.
 //!
 //! Ack, AckBatch, Nack, Extend and Release name a job, not a queue: for a
-//! worker credential scoped to some queues, each job's queue is looked up
-//! and must be covered (a batch with one foreign job is refused whole). A
-//! job id that does not parse or is unknown is left to the usual
-//! validation (INVALID_ARGUMENT, NOT_FOUND). An unscoped credential, or an
-//! open broker, skips the lookup.
+//! credential scoped to some queues, a job outside them is answered as an
+//! unknown one (NOT_FOUND; see `visibility.rs`), per item in an AckBatch.
+//! A job id that does not parse is INVALID_ARGUMENT first, as always.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +22,7 @@ use super::error::RequestError;
 use super::lease_stream::{LeaseBatchStream, LeaseStream};
 use super::respond;
 use super::trace_spans;
+use super::visibility;
 use crate::auth::{Authorizer, Call, Grant};
 use crate::backend::{LeaseRef, SharedBackend};
 use crate::clock::{Clock, TokioClock};
@@ -61,28 +60,6 @@ impl BrokerService {
             lease_streams: Arc::new(tokio::sync::Semaphore::new(max_lease_streams)),
             max_lease_streams,
         }
-    }
-
-    /// Checks `call` and the queue of every job named in `job_ids` (see the
-    /// module doc).
-    async fn authorize_jobs<'a, T>(
-        &self,
-        request: &Request<T>,
-        call: Call,
-        job_ids: impl IntoIterator<Item = &'a str>,
-    ) -> Result<()> {
-        let grant = self.auth.check(request, call)?;
-        if grant.every_queue() {
-            return Ok(());
-        }
-        let ids: Vec<uuid::Uuid> = job_ids
-            .into_iter()
-            .filter_map(|id| uuid::Uuid::parse_str(id).ok())
-            .collect();
-        for queue in self.shared.queues_of(&ids).await? {
-            grant.check_queue(&queue)?;
-        }
-        Ok(())
     }
 
     /// Checks `call` and the queues of a Lease request.
@@ -176,13 +153,28 @@ impl BrokerService {
         Ok(pb::EnqueueBatchResponse { results })
     }
 
-    async fn handle_ack_batch(&self, req: pb::AckBatchRequest) -> Result<pb::AckBatchResponse> {
+    async fn handle_ack_batch(
+        &self,
+        grant: &Grant,
+        req: pb::AckBatchRequest,
+    ) -> Result<pb::AckBatchResponse> {
         check_batch(req.acks.len(), "acks")?;
-        let parsed: Vec<Result<LeaseRef>> = req
+        let mut parsed: Vec<Result<LeaseRef>> = req
             .acks
             .iter()
             .map(|a| lease_ref(&a.job_id, &a.lease_id))
             .collect();
+        let ids: Vec<uuid::Uuid> = parsed.iter().flatten().map(|l| l.job_id).collect();
+        let mut visible = visibility::visible(&self.shared, grant, &ids)
+            .await?
+            .into_iter();
+        for item in &mut parsed {
+            if let Ok(lease) = item
+                && visible.next() == Some(false)
+            {
+                *item = Err(visibility::unknown(lease.job_id));
+            }
+        }
         let valid = parsed
             .iter()
             .filter_map(|l| l.as_ref().ok().copied())
@@ -202,8 +194,9 @@ impl BrokerService {
         Ok(pb::AckBatchResponse { results })
     }
 
-    async fn handle_ack(&self, req: pb::AckRequest) -> Result<pb::AckResponse> {
+    async fn handle_ack(&self, grant: &Grant, req: pb::AckRequest) -> Result<pb::AckResponse> {
         let lease = lease_ref(&req.job_id, &req.lease_id)?;
+        visibility::check_visible(&self.shared, grant, lease.job_id).await?;
         self.shared
             .ack(vec![lease])
             .await?
@@ -212,8 +205,9 @@ impl BrokerService {
         Ok(pb::AckResponse {})
     }
 
-    async fn handle_nack(&self, req: pb::NackRequest) -> Result<pb::NackResponse> {
+    async fn handle_nack(&self, grant: &Grant, req: pb::NackRequest) -> Result<pb::NackResponse> {
         let lease = lease_ref(&req.job_id, &req.lease_id)?;
+        visibility::check_visible(&self.shared, grant, lease.job_id).await?;
         let failure = Failure {
             error: req.error,
             retry_after: convert::duration_in(req.retry_after, "retry_after", Duration::ZERO)?,
@@ -226,8 +220,13 @@ impl BrokerService {
         })
     }
 
-    async fn handle_extend(&self, req: pb::ExtendRequest) -> Result<pb::ExtendResponse> {
+    async fn handle_extend(
+        &self,
+        grant: &Grant,
+        req: pb::ExtendRequest,
+    ) -> Result<pb::ExtendResponse> {
         let lease = lease_ref(&req.job_id, &req.lease_id)?;
+        visibility::check_visible(&self.shared, grant, lease.job_id).await?;
         let by = convert::duration_in(req.extend_by, "extend_by", Duration::ZERO)?;
         let extended = self.shared.extend(lease, by).await?;
         Ok(pb::ExtendResponse {
@@ -236,8 +235,13 @@ impl BrokerService {
         })
     }
 
-    async fn handle_release(&self, req: pb::ReleaseRequest) -> Result<pb::ReleaseResponse> {
+    async fn handle_release(
+        &self,
+        grant: &Grant,
+        req: pb::ReleaseRequest,
+    ) -> Result<pb::ReleaseResponse> {
         let lease = lease_ref(&req.job_id, &req.lease_id)?;
+        visibility::check_visible(&self.shared, grant, lease.job_id).await?;
         let delay = convert::duration_in(req.delay, "delay", Duration::ZERO)?.unwrap_or_default();
         let state = self.shared.release(lease, delay).await?;
         Ok(pb::ReleaseResponse {
@@ -330,9 +334,8 @@ impl Broker for BrokerService {
         request: Request<pb::AckBatchRequest>,
     ) -> std::result::Result<Response<pb::AckBatchResponse>, Status> {
         let result = async {
-            let ids = request.get_ref().acks.iter().map(|a| a.job_id.as_str());
-            self.authorize_jobs(&request, Call::AckBatch, ids).await?;
-            self.handle_ack_batch(request.into_inner()).await
+            let grant = self.auth.check(&request, Call::AckBatch)?;
+            self.handle_ack_batch(&grant, request.into_inner()).await
         };
         respond(result.await)
     }
@@ -368,9 +371,8 @@ impl Broker for BrokerService {
         request: Request<pb::AckRequest>,
     ) -> std::result::Result<Response<pb::AckResponse>, Status> {
         let result = async {
-            let id = request.get_ref().job_id.as_str();
-            self.authorize_jobs(&request, Call::Ack, [id]).await?;
-            self.handle_ack(request.into_inner()).await
+            let grant = self.auth.check(&request, Call::Ack)?;
+            self.handle_ack(&grant, request.into_inner()).await
         };
         respond(result.await)
     }
@@ -380,9 +382,8 @@ impl Broker for BrokerService {
         request: Request<pb::NackRequest>,
     ) -> std::result::Result<Response<pb::NackResponse>, Status> {
         let result = async {
-            let id = request.get_ref().job_id.as_str();
-            self.authorize_jobs(&request, Call::Nack, [id]).await?;
-            self.handle_nack(request.into_inner()).await
+            let grant = self.auth.check(&request, Call::Nack)?;
+            self.handle_nack(&grant, request.into_inner()).await
         };
         respond(result.await)
     }
@@ -392,9 +393,8 @@ impl Broker for BrokerService {
         request: Request<pb::ExtendRequest>,
     ) -> std::result::Result<Response<pb::ExtendResponse>, Status> {
         let result = async {
-            let id = request.get_ref().job_id.as_str();
-            self.authorize_jobs(&request, Call::Extend, [id]).await?;
-            self.handle_extend(request.into_inner()).await
+            let grant = self.auth.check(&request, Call::Extend)?;
+            self.handle_extend(&grant, request.into_inner()).await
         };
         respond(result.await)
     }
@@ -404,9 +404,8 @@ impl Broker for BrokerService {
         request: Request<pb::ReleaseRequest>,
     ) -> std::result::Result<Response<pb::ReleaseResponse>, Status> {
         let result = async {
-            let id = request.get_ref().job_id.as_str();
-            self.authorize_jobs(&request, Call::Release, [id]).await?;
-            self.handle_release(request.into_inner()).await
+            let grant = self.auth.check(&request, Call::Release)?;
+            self.handle_release(&grant, request.into_inner()).await
         };
         respond(result.await)
     }

@@ -10,6 +10,7 @@ mod error;
 mod lease_stream;
 pub mod rates;
 pub(crate) mod trace_spans;
+mod visibility;
 
 pub use admin_rpc::AdminService;
 pub use broker_rpc::BrokerService;

@@ -241,11 +241,13 @@ fn list_pages_through_jobs_in_creation_order() {
     let cancelled = JobFilter {
         state: Some(JobState::Cancelled),
         queue: Some("default".into()),
+        ..Default::default()
     };
     assert_eq!(q.list(&cancelled, None, 10).jobs[0].id, ids[1]);
     let unknown = JobFilter {
         queue: Some("nope".into()),
         state: None,
+        ..Default::default()
     };
     assert!(q.list(&unknown, None, 10).jobs.is_empty());
 }
@@ -325,4 +327,33 @@ fn job_ids_lead_to_their_job_and_no_other() {
     let their_id = enqueue(&mut theirs, job("t"), at(0));
     assert!(q.job(their_id).is_err());
     assert!(q.job(Uuid::new_v4()).is_err());
+}
+
+#[test]
+fn list_shows_only_the_queues_of_its_scope() {
+    let mut q = Queue::new(config(), 1);
+    let mut in_queue = |queue: &str| {
+        let new = NewJob {
+            queue: queue.into(),
+            ..job("t")
+        };
+        enqueue(&mut q, new, at(0))
+    };
+    let orders = in_queue("orders");
+    in_queue("billing");
+    let eu = in_queue("tenant.eu");
+    let scoped = JobFilter {
+        scope: QueueScope::Only(vec![
+            QueuePattern::Exact("orders".into()),
+            QueuePattern::Prefix("tenant.".into()),
+        ]),
+        ..Default::default()
+    };
+    let listed: Vec<Uuid> = q
+        .list(&scoped, None, 10)
+        .jobs
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(listed, [orders, eu]);
 }

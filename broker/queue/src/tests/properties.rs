@@ -474,6 +474,7 @@ fn check_invariants(q: &Queue, run: &Run) -> Result<(), String> {
             let filter = JobFilter {
                 queue: Some(stats.queue.clone()),
                 state: Some(state),
+                ..Default::default()
             };
             let listed = q.list(&filter, None, usize::MAX).jobs.len() as u64;
             if listed != stats.count(state) {

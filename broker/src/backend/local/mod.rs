@@ -138,11 +138,10 @@ impl Backend for LocalBackend {
             .await??)
     }
 
-    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<String>, RequestError> {
+    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, RequestError> {
         self.shared.with_queue(|queue, _| {
             ids.iter()
-                .filter_map(|id| queue.job(*id).ok())
-                .map(|job| job.queue.to_owned())
+                .filter_map(|&id| Some((id, queue.job(id).ok()?.queue.to_owned())))
                 .collect()
         })
     }

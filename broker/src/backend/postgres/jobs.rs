@@ -408,16 +408,16 @@ pub(super) async fn expire(inner: &Inner) -> Result<usize> {
     Ok(rows.len())
 }
 
-pub(super) async fn queues_of(inner: &Inner, ids: &[Uuid]) -> Result<Vec<String>> {
+pub(super) async fn queues_of(inner: &Inner, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>> {
     let client = inner.pool.get().await.map_err(unavailable)?;
     let rows = sql::rows(
         &client,
-        "SELECT queue FROM sluice_jobs WHERE id = ANY($1)
-             UNION ALL SELECT queue FROM sluice_finished WHERE id = ANY($1)",
+        "SELECT id, queue FROM sluice_jobs WHERE id = ANY($1)
+             UNION ALL SELECT id, queue FROM sluice_finished WHERE id = ANY($1)",
         &[&ids],
     )
     .await?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
 pub(super) async fn get(inner: &Inner, id: Uuid) -> Result<pb::Job> {
@@ -452,7 +452,9 @@ pub(super) async fn list(
     let part = |columns: &str, table: &str| {
         format!(
             "SELECT {columns} FROM {table} WHERE seq > $1
-                 AND ($2::text IS NULL OR queue = $2) AND ($3::text IS NULL OR state = $3)"
+                 AND ($2::text IS NULL OR queue = $2) AND ($3::text IS NULL OR state = $3)
+                 AND ($5 OR queue = ANY($6::text[])
+                      OR EXISTS (SELECT 1 FROM unnest($7::text[]) AS p(prefix) WHERE starts_with(queue, p.prefix)))"
         )
     };
     let mut parts = Vec::new();
@@ -464,8 +466,20 @@ pub(super) async fn list(
     }
     let sql = format!("{} ORDER BY 19 LIMIT $4", parts.join(" UNION ALL "));
     let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+    let (exact, prefixes) = filter.scope.split();
     let found = client
-        .query(&sql, &[&after, &filter.queue, &state, &fetch])
+        .query(
+            &sql,
+            &[
+                &after,
+                &filter.queue,
+                &state,
+                &fetch,
+                &filter.scope.is_every(),
+                &exact,
+                &prefixes,
+            ],
+        )
         .await
         .map_err(unavailable)?;
     let more = found.len() > limit;

@@ -260,7 +260,7 @@ impl Backend for PostgresBackend {
         jobs::release(&self.inner, lease, delay).await
     }
 
-    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<String>, RequestError> {
+    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, RequestError> {
         jobs::queues_of(&self.inner, ids).await
     }
 

@@ -172,6 +172,11 @@ async fn queue(
 ) -> Reply {
     let name = segment(queue, "queue")?;
     let name = crate::service::convert::queue_name(name, "queue").map_err(Status::from)?;
+    // A queue outside the caller's scope is refused by name, as every
+    // Admin call that names one is.
+    api.authorize(&headers, Call::Admin("Stats"))?
+        .check_queue(&name)
+        .map_err(|e| Status::from(RequestError::from(e)))?;
     let stats = api.stats(&headers).await?;
     let row = stats
         .queues
