@@ -41,6 +41,12 @@ pub struct Config {
     pub max_lease_streams: usize,
     /// Largest HTTP/2 header list (metadata) accepted, in bytes.
     pub max_header_list_size: u32,
+    /// How long a call's request may take to arrive, from its headers.
+    pub request_timeout: Duration,
+    /// Connections open at once, over both listeners.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Config {
@@ -56,6 +62,9 @@ impl Default for Config {
             max_concurrent_streams: 1024,
             max_lease_streams: 10_000,
             max_header_list_size: 16 * 1024,
+            request_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
         }
     }
 }

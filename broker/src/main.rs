@@ -128,6 +128,17 @@ struct Args {
     #[arg(long, env = "SLUICE_MAX_HEADER_LIST_SIZE", default_value_t = defaults().max_header_list_size,
           value_parser = clap::value_parser!(u32).range(1024..))]
     max_header_list_size: u32,
+    /// How long a call's request may take to arrive, from its headers; past it, DEADLINE_EXCEEDED.
+    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT", default_value_t = Human::from(defaults().request_timeout))]
+    request_timeout: Human,
+    /// Connections open at once, over the gRPC and HTTP listeners; past it, new ones are closed.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = defaults().max_connections as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+    /// Connections open at once from one client address; past it, its new ones are closed.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_IP", default_value_t = defaults().max_connections_per_ip as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections_per_ip: u64,
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -143,6 +154,10 @@ impl Args {
         anyhow::ensure!(
             *self.backoff_initial <= *self.backoff_max,
             "--backoff-initial must not exceed --backoff-max"
+        );
+        anyhow::ensure!(
+            !self.request_timeout.is_zero(),
+            "--request-timeout must be more than 0"
         );
         for (flag, d) in [
             ("--lease-duration", self.lease_duration),
@@ -224,6 +239,10 @@ impl Args {
             max_concurrent_streams: self.max_concurrent_streams,
             max_lease_streams: usize::try_from(self.max_lease_streams).unwrap_or(usize::MAX),
             max_header_list_size: self.max_header_list_size,
+            request_timeout: self.request_timeout.into(),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            max_connections_per_ip: usize::try_from(self.max_connections_per_ip)
+                .unwrap_or(usize::MAX),
         })
     }
 }
@@ -250,6 +269,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
+    raise_file_limit(config.max_connections);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("listening on {}", args.addr))?;
@@ -291,6 +311,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     sluice_broker::server::run(listeners, config, shutdown).await?;
     Ok(())
+}
+
+/// Descriptors the broker needs besides its connections: the listeners,
+/// the data file, PostgreSQL connections, logs.
+const SPARE_FILES: u64 = 256;
+
+/// Raises the soft limit on open files to the hard one (as Go's runtime
+/// does), so that `--max-connections` can be reached where the default
+/// soft limit (often 1024) is lower; warns if even the hard limit is.
+fn raise_file_limit(max_connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let limit = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let wanted = u64::try_from(max_connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(SPARE_FILES);
+    if limit < wanted {
+        warn!(
+            open_files = limit,
+            max_connections,
+            "the open-file limit is below --max-connections plus {SPARE_FILES}: raise it (LimitNOFILE=) or lower --max-connections"
+        );
+    }
 }
 
 /// On SIGHUP, re-reads the token file and the TLS files: new requests and

@@ -4,44 +4,29 @@
 //!
 //! Design: tonic's `ServerTlsConfig` is fixed when serving starts, so the
 //! broker terminates TLS itself. [`TlsSettings`] holds the current
-//! `rustls::ServerConfig` behind an `RwLock<Arc<_>>`; [`TlsSettings::incoming`]
-//! accepts TCP connections, runs each handshake in a task of its own (bounded
-//! by [`HANDSHAKE_TIMEOUT`] and [`MAX_HANDSHAKES`], so a slow client does not
-//! hold up the others) with the configuration current at accept time, and
-//! hands the TLS streams to `serve_with_incoming_shutdown`. tonic's own
-//! `Connected` impl for `tokio_rustls::server::TlsStream` puts the peer
-//! certificates in each request's extensions (`Request::peer_certs`), which
-//! the authorizer reads. [`TlsSettings::reload`] builds a new configuration
-//! from the files and swaps it in: connections accepted afterwards use it,
-//! open ones keep theirs; a failed reload keeps the old one.
+//! `rustls::ServerConfig` behind an `RwLock<Arc<_>>`; the listener
+//! ([`crate::listener`]) takes an acceptor with the configuration current
+//! when a socket's first byte arrives ([`TlsSettings::acceptor`]), and
+//! hands the TLS streams to the servers. [`TlsSettings::reload`] builds a
+//! new configuration from the files and swaps it in: connections accepted
+//! afterwards use it, open ones keep theirs; a failed reload keeps the old
+//! one.
 //!
 //! The gRPC listener's ALPN offers only `h2`. A plaintext client fails its
 //! handshake at once: its HTTP/2 preface is not a TLS record, and the
 //! connection is closed. The HTTP listener (`--http-addr`) is served over
 //! TLS too, with the same certificates (and client CA), offering
-//! `http/1.1` ([`TlsSettings::incoming_http`]).
+//! `http/1.1`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
-
-/// Longest a TLS handshake may take before its connection is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most handshakes in progress at once; accepting waits beyond it.
-pub const MAX_HANDSHAKES: usize = 1024;
 
 /// The files of `--tls-cert`, `--tls-key` and `--tls-client-ca`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,8 +70,10 @@ struct Configs {
 
 /// Which listener a connection is for: the protocol ALPN offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+pub enum Protocol {
+    /// The gRPC listener: HTTP/2 (`h2`).
     Grpc,
+    /// The HTTP listener: HTTP/1.1.
     Http,
 }
 
@@ -135,81 +122,14 @@ impl TlsSettings {
         Ok(())
     }
 
-    fn acceptor(&self, protocol: Protocol) -> TlsAcceptor {
+    /// An acceptor with the configuration current now, offering
+    /// `protocol` in ALPN.
+    pub fn acceptor(&self, protocol: Protocol) -> TlsAcceptor {
         let configs = self.current.read().unwrap_or_else(PoisonError::into_inner);
         TlsAcceptor::from(match protocol {
             Protocol::Grpc => configs.grpc.clone(),
             Protocol::Http => configs.http.clone(),
         })
-    }
-
-    /// Accepts gRPC connections on `listener` until `stop`; see
-    /// [`TlsSettings::accept`].
-    pub fn incoming(
-        &self,
-        listener: TcpListener,
-        stop: CancellationToken,
-    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-        self.accept(listener, stop, Protocol::Grpc)
-    }
-
-    /// Accepts HTTP/1.1 connections on `listener` until `stop` (the
-    /// `--http-addr` listener); see [`TlsSettings::accept`].
-    pub fn incoming_http(
-        &self,
-        listener: TcpListener,
-        stop: CancellationToken,
-    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-        self.accept(listener, stop, Protocol::Http)
-    }
-
-    /// Accepts on `listener` until `stop`, yielding connections whose
-    /// handshake succeeded; failed handshakes are logged at debug.
-    fn accept(
-        &self,
-        listener: TcpListener,
-        stop: CancellationToken,
-        protocol: Protocol,
-    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-        let (tx, rx) = mpsc::channel(64);
-        let settings = self.clone();
-        let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        tokio::spawn(async move {
-            loop {
-                let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                    return;
-                };
-                let accepted = tokio::select! {
-                    biased;
-                    () = stop.cancelled() => return,
-                    accepted = listener.accept() => accepted,
-                };
-                let (tcp, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors, say: back off a little.
-                        warn!(error = %e, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let acceptor = settings.acceptor(protocol);
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            // The server has stopped if this fails: nothing to do.
-                            let _ = tx.send(Ok(stream)).await;
-                        }
-                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => debug!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        });
-        ReceiverStream::new(rx)
     }
 }
 

@@ -39,6 +39,9 @@ pub const RUN_LIMIT: RangeInclusive<Duration> = MIN_RUN_LIMIT..=MAX_DURATION;
 pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Most jobs or acks in one batch call (EnqueueBatch, AckBatch).
 pub const MAX_BATCH: usize = 10_000;
+/// Largest message the Admin service reads: its requests are ids, names
+/// and page tokens, far below this.
+pub const MAX_ADMIN_MESSAGE: usize = 64 * 1024;
 /// Largest ListJobs page.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 /// ListJobs page size when the request says 0.

@@ -479,3 +479,21 @@ async fn the_largest_valid_enqueue_fits_in_a_request_message() {
         (max_payload, MAX_HEADERS)
     );
 }
+
+#[tokio::test]
+async fn an_admin_message_over_64_kib_is_out_of_range() {
+    let b = TestBroker::start().await;
+    let mut admin = b.admin.clone();
+    let limit = sluice_limits::MAX_ADMIN_MESSAGE;
+    // A GetJob's id field: a tag, a length (3 bytes from 16 KiB) and the id.
+    let of_size = |size: usize| pb::GetJobRequest {
+        job_id: "x".repeat(size - 4),
+    };
+    assert_eq!(
+        code(admin.get_job(of_size(limit)).await),
+        Code::InvalidArgument,
+        "at the limit the message is read, and its id refused"
+    );
+    let status = admin.get_job(of_size(limit + 1)).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+}

@@ -1,8 +1,12 @@
 //! The [`Authorizer`]: resolves a request's credential (its
 //! `authorization: Bearer TOKEN` header, else its client certificate's
-//! common name) and checks the call and queues against it. The services
-//! call it at the top of each RPC; [`ReflectionGuard`] is the interceptor
-//! that closes reflection to non-admins with `--reflection admin`.
+//! common name) and checks the call and queues against it. The gRPC
+//! server's gate (`crate::gate`) calls [`Authorizer::admit`] with the
+//! request's headers, before its body is read, and leaves the [`Checked`]
+//! grant in its extensions; the services call [`Authorizer::check`] at
+//! the top of each RPC, which takes that grant (or, for a request that
+//! did not pass the gate, such as the JSON API's, resolves it itself) and
+//! check the queues the message names with it.
 //!
 //! Without `--auth-tokens` the authorizer is open: every check passes and
 //! costs nothing. The credentials sit behind an `RwLock<Arc<_>>` that
@@ -15,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tonic::Request;
-use tonic::metadata::MetadataMap;
 use tracing::debug;
 
 use super::credentials::{Credential, Credentials, CredentialsError};
 use super::rights::{Call, Role};
+use crate::listener::ConnInfo;
 use sluice_queue::QueueScope;
 
 /// Why a call was refused.
@@ -180,12 +184,53 @@ impl Authorizer {
         Ok(count)
     }
 
-    /// Resolves the credential of `request` and checks that its role may
-    /// make `call`; the queues are checked with the [`Grant`].
+    /// Resolves the credential of a request with `headers`, on a
+    /// connection whose client certificate is named `common_name`, and
+    /// checks that its role may make `call`.
+    ///
+    /// # Errors
+    /// [`AuthError`]: unknown caller, or a role without the right.
+    pub fn admit(
+        &self,
+        headers: &http::HeaderMap,
+        common_name: Option<&str>,
+        call: Call,
+    ) -> Result<Checked, AuthError> {
+        let authorization = headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        let grant = self.grant(authorization, common_name, call)?;
+        Ok(Checked { call, grant })
+    }
+
+    /// The grant of `request` for `call`: the gate's, if the request
+    /// passed it, else resolved from its metadata now.
     ///
     /// # Errors
     /// [`AuthError`]: unknown caller, or a role without the right.
     pub fn check<T>(&self, request: &Request<T>, call: Call) -> Result<Grant, AuthError> {
+        if let Some(checked) = request.extensions().get::<Checked>()
+            && checked.call == call
+        {
+            return Ok(checked.grant.clone());
+        }
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes());
+        let common_name = request
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|c| c.common_name.clone());
+        self.grant(authorization, common_name.as_deref(), call)
+    }
+
+    fn grant(
+        &self,
+        authorization: Option<&[u8]>,
+        common_name: Option<&str>,
+        call: Call,
+    ) -> Result<Grant, AuthError> {
         let Some(inner) = &self.inner else {
             return Ok(Grant { credential: None });
         };
@@ -194,10 +239,9 @@ impl Authorizer {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let credential = resolve(&credentials, request.metadata(), || {
-            peer_common_name(request)
-        })
-        .inspect_err(|e| debug!(call = %call, error = %e, "request refused: not authenticated"))?;
+        let credential = resolve(&credentials, authorization, common_name).inspect_err(
+            |e| debug!(call = %call, error = %e, "request refused: not authenticated"),
+        )?;
         if !credential.role.may(call) {
             debug!(role = %credential.role, credential = %credential.label, call = %call, "request refused: role");
             return Err(AuthError::Role {
@@ -211,15 +255,22 @@ impl Authorizer {
     }
 }
 
+/// A request's grant, checked by the gate for `call` before its body was
+/// read; kept in the request's extensions.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    call: Call,
+    grant: Grant,
+}
+
 /// The token's credential if there is a token, else the certificate's.
 fn resolve(
     credentials: &Credentials,
-    metadata: &MetadataMap,
-    common_name: impl FnOnce() -> Option<String>,
+    authorization: Option<&[u8]>,
+    common_name: Option<&str>,
 ) -> Result<Arc<Credential>, AuthError> {
-    if let Some(value) = metadata.get("authorization") {
-        let token = value
-            .to_str()
+    if let Some(value) = authorization {
+        let token = std::str::from_utf8(value)
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
@@ -228,24 +279,15 @@ fn resolve(
         return credentials.by_token(token).ok_or(AuthError::UnknownToken);
     }
     if credentials.has_certs()
-        && let Some(cn) = common_name()
-        && let Some(credential) = credentials.by_cert(&cn)
+        && let Some(cn) = common_name
+        && let Some(credential) = credentials.by_cert(cn)
     {
         return Ok(credential);
     }
     Err(AuthError::Missing)
 }
 
-/// The subject common name of the client's certificate (mTLS), if any.
-fn peer_common_name<T>(request: &Request<T>) -> Option<String> {
-    let certs = request.peer_certs()?;
-    let leaf = certs.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_owned)
-}
-
-/// Who may use gRPC reflection (`--reflection`).
+/// Who may use gRPC reflection (`--reflection`); the gate applies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "bin", derive(clap::ValueEnum))]
 pub enum ReflectionAccess {
@@ -254,34 +296,4 @@ pub enum ReflectionAccess {
     Open,
     /// Admin credentials only.
     Admin,
-}
-
-/// The interceptor in front of the reflection services.
-#[derive(Debug, Clone)]
-pub struct ReflectionGuard {
-    /// Open when reflection is open.
-    authorizer: Authorizer,
-}
-
-impl ReflectionGuard {
-    /// Guards reflection as `access` says, with `authorizer`'s credentials.
-    pub fn new(access: ReflectionAccess, authorizer: &Authorizer) -> Self {
-        Self {
-            authorizer: match access {
-                ReflectionAccess::Open => Authorizer::open(),
-                ReflectionAccess::Admin => authorizer.clone(),
-            },
-        }
-    }
-}
-
-impl tonic::service::Interceptor for ReflectionGuard {
-    /// Reflection's one mapping of refusals to statuses.
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, tonic::Status> {
-        match self.authorizer.check(&request, Call::Reflection) {
-            Ok(_) => Ok(request),
-            Err(e) if e.is_unauthenticated() => Err(tonic::Status::unauthenticated(e.to_string())),
-            Err(e) => Err(tonic::Status::permission_denied(e.to_string())),
-        }
-    }
 }

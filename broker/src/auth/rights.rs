@@ -99,6 +99,45 @@ pub enum Call {
     Metrics,
 }
 
+/// The Admin service's methods, as their paths name them.
+pub const ADMIN_METHODS: [&str; 9] = [
+    "GetJob",
+    "ListJobs",
+    "Stats",
+    "ListWorkers",
+    "RetryJob",
+    "CancelJob",
+    "PurgeQueue",
+    "PauseQueue",
+    "ResumeQueue",
+];
+
+impl Call {
+    /// The Broker call of `method` (as its gRPC path names it), if any.
+    pub fn broker(method: &str) -> Option<Self> {
+        Some(match method {
+            "Enqueue" => Self::Enqueue,
+            "EnqueueBatch" => Self::EnqueueBatch,
+            "Lease" => Self::Lease,
+            "LeaseBatches" => Self::LeaseBatches,
+            "Ack" => Self::Ack,
+            "AckBatch" => Self::AckBatch,
+            "Nack" => Self::Nack,
+            "Extend" => Self::Extend,
+            "Release" => Self::Release,
+            _ => return None,
+        })
+    }
+
+    /// The Admin call of `method`, if any.
+    pub fn admin(method: &str) -> Option<Self> {
+        ADMIN_METHODS
+            .iter()
+            .find(|m| **m == method)
+            .map(|m| Self::Admin(m))
+    }
+}
+
 impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Self::Admin(method) = self {
@@ -124,6 +163,17 @@ impl fmt::Display for Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_path_names_its_call() {
+        assert_eq!(Call::broker("AckBatch"), Some(Call::AckBatch));
+        assert_eq!(Call::broker("Stats"), None);
+        assert_eq!(Call::admin("PurgeQueue"), Some(Call::Admin("PurgeQueue")));
+        assert_eq!(Call::admin("Enqueue"), None);
+        for read in ADMIN_READS {
+            assert!(ADMIN_METHODS.contains(&read));
+        }
+    }
 
     #[test]
     fn each_role_may_make_only_its_calls() {

@@ -1,6 +1,10 @@
 //! The HTTP listener of `--http-addr`, separate from gRPC. HTTP/1.1, over
-//! TLS with the gRPC listener's certificates when the broker has them
-//! (`tls_listener.rs`), plain otherwise. It serves:
+//! TLS with the gRPC listener's certificates when the broker has them,
+//! plain otherwise; its connections are admitted by [`crate::listener`]
+//! (the caps and the first-byte timeout), and each then has
+//! [`HEADER_READ_TIMEOUT`] to send each request's headers, counted from
+//! when the server waits for them: a slowloris client, or a kept-alive
+//! connection left idle, is cut off then. It serves:
 //!
 //! - `GET /metrics` (OpenMetrics text, see [`crate::metrics`]); who may
 //!   read it is decided by [`access`];
@@ -11,9 +15,7 @@
 mod access;
 mod api;
 mod dashboard;
-mod tls_listener;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,21 +25,27 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use access::HttpAccess;
 
 use crate::auth::Authorizer;
+use crate::listener::Conn;
 use crate::metrics::Metrics;
 use crate::service::AdminService;
-use crate::tls::TlsSettings;
-use axum::serve::Listener;
-use tls_listener::TlsListener;
 
 /// How long open connections may take to close once the broker stops.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest a client may take to send a request's headers, and so also
+/// the longest an open connection may stay idle: hyper's timer runs from
+/// the moment the server waits for the next request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The content type of the OpenMetrics text format.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -47,44 +55,45 @@ struct AppState {
     access: HttpAccess,
 }
 
-/// Serves `metrics`, the dashboard and the API (calling `admin`) on
-/// `listener`, over TLS with `tls` if given, under `auth`, until `stop`.
-///
-/// # Errors
-/// The listener's I/O error, if serving fails.
+/// Where the HTTP listener is and who may use it.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// The listener's address.
+    pub addr: SocketAddr,
+    /// Whether it serves HTTPS.
+    pub tls: bool,
+    /// Whose credentials are checked.
+    pub auth: Authorizer,
+}
+
+/// Serves `metrics`, the dashboard and the API (calling `admin`) on the
+/// connections of `incoming`, until `stop`.
 pub async fn serve(
-    listener: TcpListener,
-    tls: Option<&TlsSettings>,
+    incoming: ReceiverStream<std::io::Result<Conn>>,
+    site: Site,
     metrics: Metrics,
     admin: AdminService,
-    auth: Authorizer,
     stop: CancellationToken,
-) -> std::io::Result<()> {
-    let addr = listener.local_addr()?;
-    let loopback = addr.ip().is_loopback();
-    let access = HttpAccess::new(auth.clone(), loopback);
-    announce(addr, &access, &auth, tls.is_some());
-    let origin = api::OriginCheck::new(loopback, auth.is_enabled());
+) {
+    let loopback = site.addr.ip().is_loopback();
+    let access = HttpAccess::new(site.auth.clone(), loopback);
+    announce(&site, &access);
+    let origin = api::OriginCheck::new(loopback, site.auth.is_enabled());
     let state = Arc::new(AppState { metrics, access });
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .with_state(state)
         .merge(dashboard::routes())
-        .merge(api::routes(admin, auth, origin));
-    match tls {
-        Some(tls) => {
-            let local = listener.local_addr()?;
-            let incoming = tls.incoming_http(listener, stop.clone());
-            serve_on(TlsListener::new(incoming, local), app, stop).await
-        }
-        None => serve_on(listener, app, stop).await,
-    }
+        .merge(api::routes(admin, site.auth.clone(), origin));
+    serve_connections(incoming, app, stop).await;
 }
 
 /// Logs what is served where and to whom, warning when that is anyone who
 /// can reach a non-loopback address, or when a token would cross it in
 /// plaintext.
-fn announce(http_addr: SocketAddr, access: &HttpAccess, auth: &Authorizer, tls: bool) {
+fn announce(site: &Site, access: &HttpAccess) {
+    let http_addr = site.addr;
+    let (auth, tls) = (&site.auth, site.tls);
     let loopback = http_addr.ip().is_loopback();
     if !loopback && !auth.is_enabled() {
         warn!(%http_addr, "serving metrics and the dashboard on a non-loopback address without --auth-tokens: anyone who can reach it can read every job and retry, cancel or purge them");
@@ -97,23 +106,45 @@ fn announce(http_addr: SocketAddr, access: &HttpAccess, auth: &Authorizer, tls: 
     info!(%http_addr, access, dashboard, tls, "metrics at GET /metrics, the dashboard at /, its API at /api/v1/");
 }
 
-async fn serve_on<L>(listener: L, app: Router, stop: CancellationToken) -> std::io::Result<()>
-where
-    L: Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future();
-    // Graceful shutdown waits for every open connection: a scraper that
-    // holds one gets CLOSE_TIMEOUT, then the listener stops regardless.
-    tokio::select! {
-        result = server => result,
-        () = async {
-            stop.cancelled().await;
-            tokio::time::sleep(CLOSE_TIMEOUT).await;
-        } => Ok(()),
+/// Serves `app` over HTTP/1.1 on each connection of `incoming` until
+/// `stop`, then lets open connections finish for [`CLOSE_TIMEOUT`].
+async fn serve_connections(
+    mut incoming: ReceiverStream<std::io::Result<Conn>>,
+    app: Router,
+    stop: CancellationToken,
+) {
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let conn = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            conn = incoming.next() => conn,
+        };
+        let conn = match conn {
+            Some(Ok(conn)) => conn,
+            Some(Err(e)) => {
+                warn!(error = %e, "accepting an HTTP connection failed");
+                continue;
+            }
+            None => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let io = TokioIo::new(conn);
+        let connection = graceful.watch(http1.serve_connection(io, service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "HTTP connection ended");
+            }
+        });
     }
+    // A scraper that holds its connection gets CLOSE_TIMEOUT, then the
+    // listener stops regardless.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, graceful.shutdown()).await;
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

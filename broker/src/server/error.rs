@@ -12,6 +12,9 @@ pub enum ServerError {
     /// The serving task panicked or was cancelled.
     #[error("serving task: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The HTTP listener's address could not be read.
+    #[error("the HTTP listener: {0}")]
+    HttpListener(#[from] std::io::Error),
     /// The server stopped without being asked to.
     #[error("the server stopped before shutdown was requested")]
     StoppedEarly,

@@ -11,13 +11,14 @@
 //! failure of the broker (see [`crate::fatal`]) cancels `shutdown` itself:
 //! the drain then ends at once and `run` returns an error.
 //!
-//! With TLS the listener's connections go through
-//! [`crate::tls::TlsSettings::incoming`], which does the handshakes with the
-//! configuration current at accept time (SIGHUP may replace it); without,
-//! they are served as plain TCP. The Broker and Admin services check every
-//! call with the configured [`crate::auth::Authorizer`]; reflection is
-//! guarded by [`ReflectionGuard`] (open unless `--reflection admin`);
-//! health is always open.
+//! Connections come through [`crate::listener`], which admits them (the
+//! connection caps, the first-byte and preface timeouts, the TLS
+//! handshakes with the configuration current then, which SIGHUP may
+//! replace) on both listeners. Every gRPC call passes the [`Gate`] before
+//! its body is read: the credential and role for the Broker and Admin
+//! services (and reflection with `--reflection admin`), a place among its
+//! connection's receiving calls, and `--request-timeout`; the services
+//! check the queues. Health is always open.
 //!
 //! Where jobs live is the [`crate::backend`] that `config.store` names;
 //! health follows whether it can serve. `error.rs` holds [`ServerError`].
@@ -30,21 +31,21 @@ use sluice_proto::v1::broker_server::BrokerServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::auth::ReflectionGuard;
 use crate::backend;
 use crate::config::Config;
 use crate::fatal::Fatal;
+use crate::gate::{Gate, RECEIVING_PER_CONNECTION};
 use crate::http;
+use crate::listener::{self, Admission, ConnectionCaps};
 use crate::metrics::{Metrics, RpcLatencyLayer};
 use crate::service::convert::Limits;
 use crate::service::rates::{self, Rates};
 use crate::service::{AdminService, BrokerService};
+use crate::tls::Protocol;
 
 mod error;
 
@@ -109,16 +110,25 @@ pub async fn run(
     let stop_serving = CancellationToken::new();
     let rates = Arc::new(Rates::default());
     let admin = AdminService::new(shared.clone(), config.auth.clone(), rates.clone());
+    let caps = ConnectionCaps::new(config.max_connections, config.max_connections_per_ip);
+    let admission = |protocol| Admission {
+        caps: caps.clone(),
+        tls: config.tls.clone(),
+        protocol,
+        receiving_per_connection: RECEIVING_PER_CONNECTION,
+    };
     let rpc_metrics = match http {
         Some(http) => {
             let (metrics, rpc) = Metrics::new(&shared, config.queue.max_memory);
             let stop = stop_serving.clone();
-            let (tls, auth, admin) = (config.tls.clone(), config.auth.clone(), admin.clone());
-            tasks.spawn(async move {
-                if let Err(e) = http::serve(http, tls.as_ref(), metrics, admin, auth, stop).await {
-                    warn!(error = %e, "the HTTP listener failed; gRPC goes on");
-                }
-            });
+            let addr = http.local_addr()?;
+            let incoming = listener::accept(http, admission(Protocol::Http), &tasks, stop.clone());
+            let site = http::Site {
+                addr,
+                tls: config.tls.is_some(),
+                auth: config.auth.clone(),
+            };
+            tasks.spawn(http::serve(incoming, site, metrics, admin.clone(), stop));
             Some(rpc)
         }
         None => None,
@@ -139,9 +149,8 @@ pub async fn run(
             .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let guard = ReflectionGuard::new(config.reflection, &config.auth);
-    let reflection_v1 = InterceptedService::new(reflection().build_v1()?, guard.clone());
-    let reflection_v1alpha = InterceptedService::new(reflection().build_v1alpha()?, guard);
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     // Room for the largest payload plus the largest valid rest of an
     // Enqueue (64 headers of up to 4 KiB, names, key): a bigger message is
     // refused by gRPC itself with OUT_OF_RANGE.
@@ -156,14 +165,20 @@ pub async fn run(
         config.max_lease_streams,
     ))
     .max_decoding_message_size(max_message);
-    let admin = AdminServer::new(admin);
+    let admin = AdminServer::new(admin).max_decoding_message_size(sluice_limits::MAX_ADMIN_MESSAGE);
 
     let stop_scheduler = CancellationToken::new();
     shared.spawn_tasks(&tasks, stop_scheduler.clone());
     tasks.spawn(rates::sample(shared.clone(), rates, stop_scheduler.clone()));
 
+    let gate = Gate {
+        auth: config.auth.clone(),
+        reflection: config.reflection,
+        request_timeout: config.request_timeout,
+    };
     let router = Server::builder()
         .layer(RpcLatencyLayer::new(rpc_metrics))
+        .layer(gate)
         // A worker whose host vanished leaves a half-open connection; pings
         // find it so that its Lease stream closes and stops taking jobs.
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -180,16 +195,13 @@ pub async fn run(
         .add_service(broker)
         .add_service(admin);
     let stopped = stop_serving.clone().cancelled_owned();
-    let mut serving = match &config.tls {
-        Some(tls) => {
-            let incoming = tls.incoming(listener, stop_serving.clone());
-            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
-        }
-        None => {
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
-        }
-    };
+    let incoming = listener::accept(
+        listener,
+        admission(Protocol::Grpc),
+        &tasks,
+        stop_serving.clone(),
+    );
+    let mut serving = tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped));
     info!(
         tls = config.tls.is_some(),
         mtls = config.tls.as_ref().is_some_and(|t| t.mutual()),
