@@ -39,6 +39,8 @@ pub struct Config {
     pub max_concurrent_streams: u32,
     /// Lease and LeaseBatches streams open at once, over all connections.
     pub max_lease_streams: usize,
+    /// Lease and LeaseBatches streams of one credential open at once.
+    pub max_lease_streams_per_credential: usize,
     /// Largest HTTP/2 header list (metadata) accepted, in bytes.
     pub max_header_list_size: u32,
     /// How long a call's request may take to arrive, from its headers.
@@ -61,6 +63,7 @@ impl Default for Config {
             reflection: ReflectionAccess::Open,
             max_concurrent_streams: 1024,
             max_lease_streams: 10_000,
+            max_lease_streams_per_credential: 1_000,
             max_header_list_size: 16 * 1024,
             request_timeout: Duration::from_secs(10),
             max_connections: 10_000,

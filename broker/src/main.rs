@@ -124,6 +124,10 @@ struct Args {
     #[arg(long, env = "SLUICE_MAX_LEASE_STREAMS", default_value_t = defaults().max_lease_streams as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_lease_streams: u64,
+    /// Lease and LeaseBatches streams of one credential open at once (with --auth-tokens).
+    #[arg(long, env = "SLUICE_MAX_LEASE_STREAMS_PER_CREDENTIAL", default_value_t = defaults().max_lease_streams_per_credential as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_lease_streams_per_credential: u64,
     /// Largest HTTP/2 header list (a call's metadata) accepted, in bytes.
     #[arg(long, env = "SLUICE_MAX_HEADER_LIST_SIZE", default_value_t = defaults().max_header_list_size,
           value_parser = clap::value_parser!(u32).range(1024..))]
@@ -238,6 +242,10 @@ impl Args {
             reflection,
             max_concurrent_streams: self.max_concurrent_streams,
             max_lease_streams: usize::try_from(self.max_lease_streams).unwrap_or(usize::MAX),
+            max_lease_streams_per_credential: usize::try_from(
+                self.max_lease_streams_per_credential,
+            )
+            .unwrap_or(usize::MAX),
             max_header_list_size: self.max_header_list_size,
             request_timeout: self.request_timeout.into(),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),

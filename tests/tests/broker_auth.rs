@@ -688,3 +688,135 @@ async fn scoped_admins_and_viewers_see_only_their_queues() {
         assert_eq!(purged.is_ok(), allowed, "{queue}: {purged:?}");
     }
 }
+
+/// A Lease stream of `worker_id` on `queue` with `token`.
+async fn lease_stream(
+    channel: &Channel,
+    token: &str,
+    worker_id: &str,
+    queue: &str,
+) -> Result<tonic::Streaming<pb::LeasedJob>, tonic::Status> {
+    BrokerClient::new(channel.clone())
+        .lease(req(
+            pb::LeaseRequest {
+                worker_id: worker_id.into(),
+                queues: vec![queue.into()],
+                max_in_flight: 4,
+                ..Default::default()
+            },
+            Some(token),
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// How `stream` ended: the code of its last status.
+async fn stream_end(stream: &mut tonic::Streaming<pb::LeasedJob>) -> Code {
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Code::Ok,
+            Err(status) => return status.code(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn sighup_ends_the_streams_of_revoked_and_narrowed_credentials() {
+    let dir = scratch_dir("auth-revoke");
+    let path = dir.join("tokens");
+    let (kept, narrowed) = (
+        "kept-worker-token-0123456789",
+        "narrow-worker-token-0123456789",
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "admin {ADMIN}\nworker {WORKER}\nworker {kept}\nworker {narrowed} orders,billing\n"
+        ),
+    )
+    .unwrap();
+    let broker = BrokerProcess::start(&["--auth-tokens", path.to_str().unwrap()]);
+    let channel = broker.channel().await;
+    let mut revoked_stream = lease_stream(&channel, WORKER, "revoked", "orders")
+        .await
+        .unwrap();
+    let mut narrowed_stream = lease_stream(&channel, narrowed, "narrowed", "orders")
+        .await
+        .unwrap();
+    let mut billing_stream = lease_stream(&channel, narrowed, "billing", "billing")
+        .await
+        .unwrap();
+    let mut kept_stream = lease_stream(&channel, kept, "kept", "orders")
+        .await
+        .unwrap();
+
+    std::fs::write(
+        &path,
+        format!("admin {ADMIN}\nworker {kept}\nworker {narrowed} billing\n"),
+    )
+    .unwrap();
+    broker.signal(Signal::SIGHUP);
+    broker.wait_for_log("token file reloaded");
+    let ended = |stream| async move {
+        tokio::time::timeout(std::time::Duration::from_secs(1), stream_end(stream))
+            .await
+            .expect("the stream went on past a second after the reload")
+    };
+    assert_eq!(ended(&mut revoked_stream).await, Code::Unauthenticated);
+    assert_eq!(ended(&mut narrowed_stream).await, Code::PermissionDenied);
+    // The streams the file still covers go on: each takes its queue's job.
+    let mut admin = BrokerClient::new(channel.clone());
+    for queue in ["orders", "billing"] {
+        let mut job = sluice_e2e::job("t", b"");
+        job.queue = queue.into();
+        admin.enqueue(req(job, Some(ADMIN))).await.unwrap();
+    }
+    for stream in [&mut kept_stream, &mut billing_stream] {
+        let leased = tokio::time::timeout(sluice_e2e::WAIT, stream.message())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(leased.is_some());
+    }
+    // The revoked token opens nothing new.
+    let refused = lease_stream(&channel, WORKER, "again", "orders")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn one_credential_cannot_take_every_lease_stream() {
+    let dir = scratch_dir("auth-stream-quota");
+    let mut config = test_config();
+    config.auth = Authorizer::load(&token_file(&dir)).unwrap();
+    config.max_lease_streams_per_credential = 2;
+    let b = TestBroker::with_config(config).await;
+    let first = lease_stream(&b.channel, WORKER, "w1", "default")
+        .await
+        .unwrap();
+    let _second = lease_stream(&b.channel, WORKER, "w2", "default")
+        .await
+        .unwrap();
+    let refused = lease_stream(&b.channel, WORKER, "w3", "default")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert_eq!(
+        refused.message(),
+        "2 Lease streams are open for this credential, the most allowed (--max-lease-streams-per-credential)"
+    );
+    // Another credential still gets its streams.
+    lease_stream(&b.channel, ADMIN, "a1", "default")
+        .await
+        .unwrap();
+    // A closed stream gives its place back.
+    drop(first);
+    sluice_e2e::in_process::eventually("a place freed", || async {
+        lease_stream(&b.channel, WORKER, "w4", "default")
+            .await
+            .is_ok()
+    })
+    .await;
+}

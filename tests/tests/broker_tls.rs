@@ -179,6 +179,38 @@ async fn a_cert_line_makes_an_mtls_client_a_worker_without_a_token() {
 }
 
 #[tokio::test]
+async fn sighup_ends_the_stream_of_a_certificate_whose_line_is_gone() {
+    let dir = scratch_dir("tls-cn-revoked");
+    let ca = Ca::new("ca").unwrap();
+    let broker = mtls_broker(
+        &dir,
+        &ca,
+        &ca,
+        "admin admin-token-0123456789\nworker cert:worker-01\n",
+    );
+    let client = ca.issue("worker-01", &["worker-01"]).unwrap();
+    let channel = tls::channel(&broker.addr, tls::client_config(&ca.pem, Some(&client)))
+        .await
+        .unwrap();
+    let mut stream = BrokerClient::new(channel)
+        .lease(pb::LeaseRequest {
+            worker_id: "cn-worker".into(),
+            max_in_flight: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tls::write(&dir, "tokens", "admin admin-token-0123456789\n");
+    broker.signal(Signal::SIGHUP);
+    broker.wait_for_log("token file reloaded");
+    let end = tokio::time::timeout(Duration::from_secs(1), stream.message())
+        .await
+        .expect("the stream went on past a second after the reload");
+    assert_eq!(end.unwrap_err().code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
 async fn sighup_replaces_the_certificate_for_new_connections() {
     let dir = scratch_dir("tls-reload");
     let (old_ca, new_ca) = (Ca::new("old").unwrap(), Ca::new("new").unwrap());

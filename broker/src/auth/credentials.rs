@@ -61,7 +61,7 @@ pub enum CredentialsError {
 }
 
 /// What a credential identifies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Principal {
     /// A bearer token, kept as its SHA-256 digest.
     Token {
@@ -186,11 +186,16 @@ impl Credentials {
     /// The credential of `token`. Compares its digest with every token's in
     /// constant time, so neither the match nor its position shows in timing.
     pub fn by_token(&self, token: &str) -> Option<Arc<Credential>> {
-        let presented = digest(token);
+        self.by_digest(&digest(token))
+    }
+
+    /// The credential of the token whose SHA-256 is `presented`, compared
+    /// as [`Credentials::by_token`] does.
+    pub fn by_digest(&self, presented: &[u8; 32]) -> Option<Arc<Credential>> {
         let mut found = None;
         for credential in &self.list {
             if let Principal::Token { digest } = &credential.principal
-                && bool::from(digest.ct_eq(&presented))
+                && bool::from(digest.ct_eq(presented))
             {
                 found = Some(credential.clone());
             }

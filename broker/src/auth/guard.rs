@@ -16,12 +16,18 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+
+use tokio::sync::watch;
+use tokio_stream::Stream as _;
+use tokio_stream::wrappers::WatchStream;
 
 use tonic::Request;
 use tracing::debug;
 
-use super::credentials::{Credential, Credentials, CredentialsError};
+use super::credentials::{Credential, Credentials, CredentialsError, Principal};
 use super::rights::{Call, Role};
 use crate::listener::ConnInfo;
 use sluice_queue::QueueScope;
@@ -38,6 +44,9 @@ pub enum AuthError {
     /// A token that no credential has.
     #[error("unknown token")]
     UnknownToken,
+    /// The credential of an open stream left the token file (SIGHUP).
+    #[error("the credential was removed from the token file")]
+    Revoked,
     /// The credential's role may not make this call.
     #[error("the {role} credential may not {call}")]
     Role {
@@ -60,7 +69,10 @@ impl AuthError {
     /// Whether the caller is unknown (UNAUTHENTICATED) rather than known
     /// without the right (PERMISSION_DENIED).
     pub fn is_unauthenticated(&self) -> bool {
-        matches!(self, Self::Missing | Self::Malformed | Self::UnknownToken)
+        matches!(
+            self,
+            Self::Missing | Self::Malformed | Self::UnknownToken | Self::Revoked
+        )
     }
 }
 
@@ -73,7 +85,9 @@ pub struct Authorizer {
 
 struct Inner {
     path: PathBuf,
-    credentials: RwLock<Arc<Credentials>>,
+    /// The credentials in force; a reload sends the new ones, and open
+    /// streams watching it check themselves again ([`StreamGuard`]).
+    credentials: watch::Sender<Arc<Credentials>>,
 }
 
 impl fmt::Debug for Authorizer {
@@ -117,6 +131,12 @@ impl Grant {
         self.credential.as_ref().map(|c| c.role)
     }
 
+    /// Who presents the credential (a token's digest or a certificate's
+    /// name); `None` when the authorizer is open.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.credential.as_ref().map(|c| &c.principal)
+    }
+
     /// How logs name the credential (a fingerprint or `cert:CN`); `None`
     /// when the authorizer is open.
     pub fn label(&self) -> Option<&str> {
@@ -156,7 +176,7 @@ impl Authorizer {
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 path: path.to_owned(),
-                credentials: RwLock::new(Arc::new(credentials)),
+                credentials: watch::Sender::new(Arc::new(credentials)),
             })),
         })
     }
@@ -177,10 +197,7 @@ impl Authorizer {
         };
         let credentials = Credentials::load(&inner.path)?;
         let count = credentials.len();
-        *inner
-            .credentials
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(credentials);
+        inner.credentials.send_replace(Arc::new(credentials));
         Ok(count)
     }
 
@@ -234,11 +251,7 @@ impl Authorizer {
         let Some(inner) = &self.inner else {
             return Ok(Grant { credential: None });
         };
-        let credentials = inner
-            .credentials
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let credentials = inner.credentials.borrow().clone();
         let credential = resolve(&credentials, authorization, common_name).inspect_err(
             |e| debug!(call = %call, error = %e, "request refused: not authenticated"),
         )?;
@@ -252,6 +265,86 @@ impl Authorizer {
         Ok(Grant {
             credential: Some(credential),
         })
+    }
+}
+
+impl Authorizer {
+    /// A guard that ends a stream opened with `grant` for `call` on
+    /// `queues` once a reload removes its credential or takes away the
+    /// right or a queue; `None` when the authorizer is open.
+    pub fn guard_stream(
+        &self,
+        grant: &Grant,
+        call: Call,
+        queues: Vec<String>,
+    ) -> Option<StreamGuard> {
+        let inner = self.inner.as_ref()?;
+        Some(StreamGuard {
+            changes: WatchStream::from_changes(inner.credentials.subscribe()),
+            grant: grant.clone(),
+            call,
+            queues,
+        })
+    }
+}
+
+/// Watches the token file's reloads for one open stream; see
+/// [`Authorizer::guard_stream`].
+pub struct StreamGuard {
+    changes: WatchStream<Arc<Credentials>>,
+    grant: Grant,
+    call: Call,
+    queues: Vec<String>,
+}
+
+impl fmt::Debug for StreamGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamGuard")
+            .field("call", &self.call)
+            .field("queues", &self.queues)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamGuard {
+    /// Ready with the reason once a reload no longer lets the stream's
+    /// credential make its call on its queues; pending until then.
+    pub fn poll_revoked(&mut self, cx: &mut std::task::Context<'_>) -> Poll<AuthError> {
+        loop {
+            match Pin::new(&mut self.changes).poll_next(cx) {
+                Poll::Ready(Some(credentials)) => {
+                    if let Err(e) = self.recheck(&credentials) {
+                        return Poll::Ready(e);
+                    }
+                }
+                // The authorizer is gone (the broker stops): nothing to do.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn recheck(&self, credentials: &Credentials) -> Result<(), AuthError> {
+        let Some(old) = &self.grant.credential else {
+            return Ok(());
+        };
+        let current = match &old.principal {
+            Principal::Token { digest } => credentials.by_digest(digest),
+            Principal::Cert { common_name } => credentials.by_cert(common_name),
+        }
+        .ok_or(AuthError::Revoked)?;
+        if !current.role.may(self.call) {
+            return Err(AuthError::Role {
+                role: current.role,
+                call: self.call,
+            });
+        }
+        let grant = Grant {
+            credential: Some(current),
+        };
+        for queue in &self.queues {
+            grant.check_queue(queue)?;
+        }
+        Ok(())
     }
 }
 

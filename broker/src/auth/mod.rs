@@ -22,6 +22,6 @@ mod guard;
 mod rights;
 
 pub use credentials::{Credential, Credentials, CredentialsError, Principal, fingerprint};
-pub use guard::{AuthError, Authorizer, Checked, Grant, ReflectionAccess};
+pub use guard::{AuthError, Authorizer, Checked, Grant, ReflectionAccess, StreamGuard};
 pub use rights::{Call, Role};
 pub use sluice_queue::{QueuePattern, QueueScope};

@@ -163,6 +163,7 @@ pub async fn run(
         limits,
         config.auth.clone(),
         config.max_lease_streams,
+        config.max_lease_streams_per_credential,
     ))
     .max_decoding_message_size(max_message);
     let admin = AdminServer::new(admin).max_decoding_message_size(sluice_limits::MAX_ADMIN_MESSAGE);

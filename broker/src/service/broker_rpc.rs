@@ -19,6 +19,7 @@ use tracing::Instrument as _;
 
 use super::convert::{self, Limits};
 use super::error::RequestError;
+use super::lease_permits::LeasePermits;
 use super::lease_stream::{LeaseBatchStream, LeaseStream};
 use super::respond;
 use super::trace_spans;
@@ -38,34 +39,50 @@ pub struct BrokerService {
     clock: TokioClock,
     limits: Limits,
     auth: Authorizer,
-    /// One permit per open Lease stream (`--max-lease-streams`).
-    lease_streams: Arc<tokio::sync::Semaphore>,
-    max_lease_streams: usize,
+    /// The open-stream caps, over all and per credential.
+    lease_permits: Arc<LeasePermits>,
 }
 
 impl BrokerService {
     /// Serves `shared` with the given limits, checking calls with `auth`,
-    /// with at most `max_lease_streams` Lease streams open at once.
+    /// with at most `max_lease_streams` Lease streams open at once, and
+    /// `max_per_credential` of one credential.
     pub fn new(
         shared: SharedBackend,
         limits: Limits,
         auth: Authorizer,
         max_lease_streams: usize,
+        max_per_credential: usize,
     ) -> Self {
         Self {
             shared,
             clock: TokioClock::new(),
             limits,
             auth,
-            lease_streams: Arc::new(tokio::sync::Semaphore::new(max_lease_streams)),
-            max_lease_streams,
+            lease_permits: Arc::new(LeasePermits::new(max_lease_streams, max_per_credential)),
         }
     }
 
-    /// Checks `call` and the queues of a Lease request.
-    fn authorize_lease(&self, request: &Request<pb::LeaseRequest>, call: Call) -> Result<()> {
+    /// Checks `call` and the queues of a Lease request; returns the grant
+    /// and the queues (none named is the default queue).
+    fn authorize_lease(
+        &self,
+        request: &Request<pb::LeaseRequest>,
+        call: Call,
+    ) -> Result<(Grant, Vec<String>)> {
         let grant = self.auth.check(request, call)?;
-        check_queues(&grant, request.get_ref().queues.iter().map(String::as_str))
+        let queues = match &request.get_ref().queues {
+            named if named.is_empty() => vec![sluice_limits::DEFAULT_QUEUE.to_owned()],
+            named => named
+                .iter()
+                .map(|q| match q.as_str() {
+                    "" => sluice_limits::DEFAULT_QUEUE.to_owned(),
+                    q => q.to_owned(),
+                })
+                .collect(),
+        };
+        check_queues(&grant, queues.iter().map(String::as_str))?;
+        Ok((grant, queues))
     }
 
     async fn handle_enqueue(&self, req: pb::EnqueueRequest) -> Result<pb::EnqueueResponse> {
@@ -85,17 +102,17 @@ impl BrokerService {
         })
     }
 
-    async fn handle_lease(&self, req: pb::LeaseRequest) -> Result<LeaseStream> {
-        let spec = convert::consumer_spec(req)?;
-        let permit = self
-            .lease_streams
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| RequestError::TooManyLeaseStreams {
-                limit: self.max_lease_streams,
-            })?;
+    async fn handle_lease(
+        &self,
+        request: Request<pb::LeaseRequest>,
+        call: Call,
+    ) -> Result<LeaseStream> {
+        let (grant, queues) = self.authorize_lease(&request, call)?;
+        let spec = convert::consumer_spec(request.into_inner())?;
+        let permit = self.lease_permits.take(&grant)?;
+        let revocation = self.auth.guard_stream(&grant, call, queues);
         let feed = self.shared.open_feed(spec).await?;
-        Ok(LeaseStream::new(feed, permit))
+        Ok(LeaseStream::new(feed, permit, revocation))
     }
 
     async fn handle_enqueue_batch(
@@ -346,10 +363,7 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::LeaseRequest>,
     ) -> std::result::Result<Response<LeaseBatchStream>, Status> {
-        let result = async {
-            self.authorize_lease(&request, Call::LeaseBatches)?;
-            self.handle_lease(request.into_inner()).await
-        };
+        let result = self.handle_lease(request, Call::LeaseBatches);
         respond(result.await.map(LeaseBatchStream::new))
     }
 
@@ -359,10 +373,7 @@ impl Broker for BrokerService {
         &self,
         request: Request<pb::LeaseRequest>,
     ) -> std::result::Result<Response<LeaseStream>, Status> {
-        let result = async {
-            self.authorize_lease(&request, Call::Lease)?;
-            self.handle_lease(request.into_inner()).await
-        };
+        let result = self.handle_lease(request, Call::Lease);
         respond(result.await)
     }
 

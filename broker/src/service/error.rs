@@ -26,11 +26,15 @@ pub enum RequestError {
     /// The caller is unknown, or its credential lacks the right.
     #[error(transparent)]
     Auth(#[from] AuthError),
-    /// `--max-lease-streams` Lease streams are open already.
-    #[error("{limit} Lease streams are open, the most allowed (--max-lease-streams)")]
+    /// As many Lease streams are open as a cap allows.
+    #[error("{limit} Lease streams are open {whose}, the most allowed ({flag})")]
     TooManyLeaseStreams {
         /// The limit.
         limit: usize,
+        /// Its flag.
+        flag: &'static str,
+        /// Whose streams it counts.
+        whose: &'static str,
     },
     /// The queue refused it.
     #[error(transparent)]

@@ -3,6 +3,11 @@
 //! call cancelled, broker draining) it closes its consumer and gives back
 //! every job that was leased to it but never sent, so no job waits out a
 //! lease on a stream that no longer exists.
+//!
+//! With `--auth-tokens` it also watches the token file's reloads: once a
+//! SIGHUP removes its credential, or takes the Lease right or one of its
+//! queues from it, it ends with UNAUTHENTICATED or PERMISSION_DENIED
+//! (and is dropped like any ended stream), before sending another job.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,6 +18,11 @@ use tonic::Status;
 
 use prost::Message as _;
 
+use tracing::debug;
+
+use super::error::RequestError;
+use super::lease_permits::LeasePermit;
+use crate::auth::StreamGuard;
 use crate::backend::{FeedCloser, LeaseFeed};
 
 /// Jobs leased to one consumer, in the order leased.
@@ -22,18 +32,42 @@ pub struct LeaseStream {
     pending: Vec<pb::LeasedJob>,
     /// Taken on drop.
     closer: Option<Box<dyn FeedCloser>>,
-    /// Counts this stream against `--max-lease-streams` until dropped.
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Counts this stream against the stream caps until dropped.
+    _permit: LeasePermit,
+    /// Ends the stream when its credential is revoked; `None` when the
+    /// broker has no tokens, or once it has ended the stream.
+    revocation: Option<StreamGuard>,
+    /// The stream was ended for its credential: nothing more is sent.
+    ended: bool,
 }
 
 impl LeaseStream {
-    pub(super) fn new(feed: LeaseFeed, permit: tokio::sync::OwnedSemaphorePermit) -> Self {
+    pub(super) fn new(
+        feed: LeaseFeed,
+        permit: LeasePermit,
+        revocation: Option<StreamGuard>,
+    ) -> Self {
         Self {
             receiver: feed.jobs,
             pending: Vec::new(),
             closer: Some(feed.closer),
             _permit: permit,
+            revocation,
+            ended: false,
         }
+    }
+
+    /// The status that ends the stream, once its credential no longer
+    /// covers it.
+    fn poll_revoked(&mut self, cx: &mut Context<'_>) -> Poll<Status> {
+        let Some(guard) = &mut self.revocation else {
+            return Poll::Pending;
+        };
+        let revoked = std::task::ready!(guard.poll_revoked(cx));
+        debug!(error = %revoked, "lease stream ended: its credential no longer covers it");
+        self.revocation = None;
+        self.ended = true;
+        Poll::Ready(Status::from(RequestError::from(revoked)))
     }
 }
 
@@ -41,6 +75,12 @@ impl Stream for LeaseStream {
     type Item = Result<pb::LeasedJob, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(status) = self.poll_revoked(cx) {
+            return Poll::Ready(Some(Err(status)));
+        }
         self.receiver.poll_recv(cx).map(|item| item.map(Ok))
     }
 }
@@ -84,6 +124,12 @@ impl Stream for LeaseBatchStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let inner = &mut self.inner;
+        if inner.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(status) = inner.poll_revoked(cx) {
+            return Poll::Ready(Some(Err(status)));
+        }
         if inner.pending.is_empty() {
             match inner
                 .receiver

@@ -7,6 +7,7 @@ mod admin_rpc;
 mod broker_rpc;
 pub mod convert;
 mod error;
+mod lease_permits;
 mod lease_stream;
 pub mod rates;
 pub(crate) mod trace_spans;
