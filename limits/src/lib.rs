@@ -84,6 +84,13 @@ impl<K: Hash + Eq> LabelCap<K> {
         }
     }
 
+    /// Forgets the decision for `key`, whose name is gone (its key may
+    /// name another later). Its place stays counted: the values a label
+    /// ever took stay bounded by the cap.
+    pub fn forget(&mut self, key: &K) {
+        self.own.remove(key);
+    }
+
     /// The label value of `name`, known by `key`.
     pub fn label<'a>(&mut self, key: K, name: &'a str) -> &'a str {
         let own = *self.own.entry(key).or_insert_with(|| {

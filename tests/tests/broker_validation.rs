@@ -385,9 +385,9 @@ async fn lease_fields_are_accepted_at_their_limit_and_refused_past_it() {
 }
 
 #[tokio::test]
-async fn distinct_queue_names_and_job_types_are_capped_at_100_000() {
+async fn names_in_use_are_capped_at_100_000_and_freed_names_are_taken_again() {
     use sluice_limits::MAX_NAMES;
-    if !local_only("the cap bounds one broker's memory; PostgreSQL keeps names in rows") {
+    if !local_only("the cap bounds one broker's memory; PostgreSQL caps its queues instead") {
         return;
     }
     let b = TestBroker::start().await;
@@ -418,16 +418,55 @@ async fn distinct_queue_names_and_job_types_are_capped_at_100_000() {
         ..Default::default()
     })
     .await;
-    let new_type = pb::EnqueueRequest {
-        queue: "q0".into(),
-        job_type: "one-too-many".into(),
+    let new_name = |queue: &str, job_type: &str| pb::EnqueueRequest {
+        queue: queue.into(),
+        job_type: job_type.into(),
         ..Default::default()
     };
-    let status = broker.enqueue(new_type).await.unwrap_err();
+    let status = broker
+        .enqueue(new_name("q0", "one-too-many"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("100000"), "{status:?}");
-    let new_queue = lease_req(|r| r.queues = vec!["one-too-many".into()]);
-    assert_eq!(code(broker.lease(new_queue).await), Code::ResourceExhausted);
+    // A Lease naming queues and types no job uses takes no name: it is
+    // served, and waits for them.
+    let waiting = lease_req(|r| {
+        r.queues = vec!["later".into()];
+        r.job_types = (0..sluice_limits::MAX_LEASE_FILTERS)
+            .map(|i| format!("unused-{i}"))
+            .collect();
+    });
+    let mut stream = broker.lease(waiting).await.unwrap().into_inner();
+    // Names nothing uses any more are taken by new ones.
+    let mut admin = b.admin.clone();
+    for i in 100..110 {
+        let purge = pb::PurgeQueueRequest {
+            queue: format!("q{i}"),
+            state: pb::JobState::Ready.into(),
+        };
+        assert_eq!(
+            admin.purge_queue(purge).await.unwrap().into_inner().purged,
+            1
+        );
+    }
+    // Ten queues and their ten types freed: twenty new names fit, one more does not.
+    for i in 0..9 {
+        broker
+            .enqueue(new_name(&format!("new-q{i}"), &format!("new-t{i}")))
+            .await
+            .unwrap();
+    }
+    let id = broker
+        .enqueue(new_name("later", "unused-7"))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    let status = broker.enqueue(new_name("q0", "fresh")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // The waiting stream took up its names and gets its job.
+    assert_eq!(job_id(&next_job(&mut stream).await), id);
 }
 
 #[tokio::test]

@@ -45,7 +45,7 @@ fn main() {
             lease_duration: Some(Duration::from_secs(30)),
             held_leases: vec![],
         };
-        queue.open_consumer(spec, now()).expect("open consumer");
+        queue.open_consumer(spec, now());
         let mut deliveries = Vec::with_capacity(4);
         queue.drain_deliveries(&mut deliveries);
         let mut current = deliveries.pop().expect("one job leased");

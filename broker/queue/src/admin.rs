@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tracing::info;
 use uuid::Uuid;
 
+use super::consumers::Filter;
 use super::job::{JobState, JobView, Seq};
 use super::ready_set::ReadySet;
 use super::{JobEvent, LOG_TARGET, LogLevel, Queue};
@@ -166,12 +167,14 @@ impl Queue {
                     .queues
                     .iter()
                     .map(|&q| self.names.name(q).to_owned())
+                    .chain(c.waiting_names(Filter::Queue))
                     .collect(),
                 job_types: c
                     .job_types
                     .iter()
                     .flatten()
                     .map(|&t| self.names.name(t).to_owned())
+                    .chain(c.waiting_names(Filter::JobType))
                     .collect(),
                 in_flight: c.in_flight,
                 max_in_flight: c.max_in_flight,
@@ -307,8 +310,12 @@ impl Queue {
     /// # Errors
     /// [`QueueError::TooManyNames`] for a new queue when the broker holds too many names.
     pub fn pause(&mut self, queue: &str) -> Result<(), QueueError> {
-        let id = self.names.intern(queue)?;
-        self.queues.entry(id).or_default().paused = true;
+        let id = self.take_name(queue)?;
+        let qs = self.queues.entry(id).or_default();
+        if std::mem::replace(&mut qs.paused, true) {
+            // Paused already: the flag holds its reference once.
+            self.names.release(id);
+        }
         self.note_paused(id);
         info!(target: LOG_TARGET, queue, "queue paused");
         Ok(())
@@ -323,9 +330,13 @@ impl Queue {
         let Some(qs) = self.queues.get_mut(&id) else {
             return;
         };
-        qs.paused = false;
+        let was_paused = std::mem::replace(&mut qs.paused, false);
+        let consumers = qs.consumers.clone();
+        if was_paused {
+            self.names.release(id);
+        }
         info!(target: LOG_TARGET, queue, "queue resumed");
-        for consumer in qs.consumers.clone() {
+        for consumer in consumers {
             self.fill(consumer, now);
         }
     }

@@ -1,5 +1,12 @@
 //! Consumers (open Lease streams) and how ready jobs are matched to their
 //! free slots.
+//!
+//! A consumer's queues and types that are interned when it opens are
+//! retained (see `names.rs`); those that no job uses yet are not interned
+//! for it, so a Lease cannot fill the name table. The queue keeps them in
+//! its `waiting` index, and when such a name is interned (a job of it is
+//! enqueued, or its queue paused) every consumer waiting for it takes it
+//! up as if it had been there when the consumer opened.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +16,6 @@ use uuid::Uuid;
 use super::job::{ConsumerId, JobState, Lease, Seq};
 use super::names::NameId;
 use super::{Queue, ReadyKey};
-use crate::QueueError;
 use crate::Timestamp;
 
 /// What a Lease stream asks for, validated by the caller.
@@ -29,13 +35,23 @@ pub struct ConsumerSpec {
     pub held_leases: Vec<(Uuid, Uuid)>,
 }
 
+/// Which filter of a consumer a name is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Filter {
+    Queue,
+    JobType,
+}
+
 /// An open Lease stream.
 #[derive(Debug)]
 pub(super) struct Consumer {
     pub worker_id: Arc<str>,
     pub queues: Vec<NameId>,
-    /// `None` takes any type.
+    /// `None` takes any type; `Some` of an empty list takes none yet (its
+    /// types are all waiting).
     pub job_types: Option<Vec<NameId>>,
+    /// Names of its filters that are not interned yet.
+    pub waiting: Vec<(Arc<str>, Filter)>,
     pub max_in_flight: u32,
     /// Jobs leased on this stream and not resolved yet.
     pub in_flight: u32,
@@ -44,6 +60,14 @@ pub(super) struct Consumer {
 }
 
 impl Consumer {
+    /// The names of its `filter` that no job uses yet.
+    pub(super) fn waiting_names(&self, filter: Filter) -> impl Iterator<Item = String> + '_ {
+        self.waiting
+            .iter()
+            .filter(move |(_, f)| *f == filter)
+            .map(|(name, _)| name.to_string())
+    }
+
     fn has_slot(&self) -> bool {
         self.in_flight < self.max_in_flight
     }
@@ -59,31 +83,38 @@ impl Queue {
     /// Opens a consumer, adopts the current ones of its held leases, and
     /// leases it ready jobs up to its `max_in_flight`.
     ///
-    /// # Errors
-    /// [`QueueError::TooManyNames`] when its queues or types are new and the
-    /// broker holds too many names already.
-    pub fn open_consumer(
-        &mut self,
-        spec: ConsumerSpec,
-        now: Timestamp,
-    ) -> Result<ConsumerId, QueueError> {
-        let queues = spec
-            .queues
-            .iter()
-            .map(|q| self.names.intern(q))
-            .collect::<Result<Vec<NameId>, _>>()?;
-        let job_types = if spec.job_types.is_empty() {
-            None
-        } else {
-            Some(
-                spec.job_types
-                    .iter()
-                    .map(|t| self.names.intern(t))
-                    .collect::<Result<Vec<NameId>, _>>()?,
-            )
-        };
+    /// Its queues and types that no job uses are not interned: it waits
+    /// for them (see the module doc), so opening never fails for names.
+    pub fn open_consumer(&mut self, spec: ConsumerSpec, now: Timestamp) -> ConsumerId {
         let id = ConsumerId(self.next_consumer);
         self.next_consumer += 1;
+        let mut queues = Vec::new();
+        let mut job_types = (!spec.job_types.is_empty()).then(Vec::new);
+        let mut waiting = Vec::new();
+        let names = spec
+            .queues
+            .iter()
+            .map(|q| (q, Filter::Queue))
+            .chain(spec.job_types.iter().map(|t| (t, Filter::JobType)));
+        for (name, filter) in names {
+            match self.names.get(name) {
+                Some(name_id) => {
+                    self.names.retain(name_id);
+                    match filter {
+                        Filter::Queue => queues.push(name_id),
+                        Filter::JobType => job_types.get_or_insert_default().push(name_id),
+                    }
+                }
+                None => {
+                    let name: Arc<str> = Arc::from(name.as_str());
+                    self.waiting
+                        .entry(name.clone())
+                        .or_default()
+                        .push((id, filter));
+                    waiting.push((name, filter));
+                }
+            }
+        }
         for &queue in &queues {
             self.queues.entry(queue).or_default().consumers.push(id);
         }
@@ -93,6 +124,7 @@ impl Queue {
                 worker_id: spec.worker_id.into(),
                 queues,
                 job_types,
+                waiting,
                 max_in_flight: spec.max_in_flight,
                 in_flight: 0,
                 lease_duration: spec.lease_duration.unwrap_or(self.config.lease_duration),
@@ -103,7 +135,7 @@ impl Queue {
             self.adopt_lease(id, job_id, lease_id, now);
         }
         self.fill(id, now);
-        Ok(id)
+        id
     }
 
     /// Moves a current lease of the same worker to `consumer` if it has a
@@ -132,10 +164,54 @@ impl Queue {
         let Some(consumer) = self.consumers.remove(&id) else {
             return;
         };
-        for queue in consumer.queues {
+        for &queue in &consumer.queues {
             if let Some(qs) = self.queues.get_mut(&queue) {
                 qs.consumers.retain(|&c| c != id);
             }
+        }
+        for name in consumer
+            .queues
+            .iter()
+            .chain(consumer.job_types.iter().flatten())
+        {
+            self.names.release(*name);
+        }
+        for (name, _) in &consumer.waiting {
+            if let Some(waiters) = self.waiting.get_mut(name) {
+                waiters.retain(|&(c, _)| c != id);
+                if waiters.is_empty() {
+                    self.waiting.remove(name);
+                }
+            }
+        }
+    }
+
+    /// The consumers waiting for the name of `id`, just interned, take it
+    /// up: into their filters, with a reference each.
+    pub(super) fn resolve_waiting(&mut self, id: NameId) {
+        let name = self.names.shared(id);
+        let Some(waiters) = self.waiting.remove(&name) else {
+            return;
+        };
+        for (consumer_id, filter) in waiters {
+            let Some(consumer) = self.consumers.get_mut(&consumer_id) else {
+                continue;
+            };
+            consumer
+                .waiting
+                .retain(|(n, f)| !(*n == name && *f == filter));
+            match filter {
+                Filter::Queue => {
+                    consumer.queues.push(id);
+                    self.queues
+                        .entry(id)
+                        .or_default()
+                        .consumers
+                        .push(consumer_id);
+                }
+                Filter::JobType => consumer.job_types.get_or_insert_default().push(id),
+            }
+            self.names.retain(id);
         }
     }
 

@@ -159,8 +159,7 @@ impl Restorer {
 
 impl Queue {
     fn restore_job(&mut self, r: JobRecord, now: Timestamp) -> Result<(), QueueError> {
-        let queue = self.names.intern(&r.queue)?;
-        let job_type = self.names.intern(&r.job_type)?;
+        let (queue, job_type) = self.take_names(&r.queue, &r.job_type)?;
         let seq = r.seq;
         self.queues.entry(queue).or_default();
         if let Some(key) = &r.idempotency_key {
@@ -191,7 +190,7 @@ impl Queue {
     /// Notes that queue `id` was paused or resumed.
     pub(super) fn note_paused(&mut self, id: super::names::NameId) {
         if self.jobs.is_tracking() {
-            self.paused_changed.push(id);
+            self.paused_changed.push(self.names.shared(id));
         }
     }
 
@@ -205,10 +204,14 @@ impl Queue {
                 None => out.push(Change::Delete { seq }),
             }
         }
-        for queue in self.paused_changed.drain(..) {
-            let paused = self.queues.get(&queue).is_some_and(|qs| qs.paused);
+        for queue in std::mem::take(&mut self.paused_changed) {
+            let paused = self
+                .names
+                .get(&queue)
+                .and_then(|id| self.queues.get(&id))
+                .is_some_and(|qs| qs.paused);
             out.push(Change::Paused {
-                queue: self.names.name(queue).to_owned(),
+                queue: queue.to_string(),
                 paused,
             });
         }

@@ -51,9 +51,19 @@ pub enum QueueError {
         /// The queue asked for.
         queue: String,
     },
-    /// Too many distinct queue names and job types.
-    #[error("the broker holds {limit} distinct queue names and job types already")]
+    /// Too many distinct queue names and job types in use.
+    #[error(
+        "the broker holds {limit} distinct queue names and job types in use already (a name is free again once no job, pause or Lease stream uses it)"
+    )]
     TooManyNames {
+        /// The limit.
+        limit: usize,
+    },
+    /// Too many queues (a shared store's cap, counted in the store).
+    #[error(
+        "{limit} queues exist already, the most allowed (a queue's place is free again once it holds no job and is not paused)"
+    )]
+    TooManyQueues {
         /// The limit.
         limit: usize,
     },

@@ -188,7 +188,7 @@ mod tests {
 
     fn job(priority: i32) -> Job {
         let mut names = Names::default();
-        let name = names.intern("q").expect("one name fits");
+        let name = names.intern("q").expect("one name fits").id;
         Job {
             queue: name,
             job_type: name,

@@ -225,8 +225,12 @@ pub struct Queue {
     /// Jobs leased since the service last drained them, to send on their
     /// streams (the queue does no I/O).
     outbox: Vec<Delivery>,
-    /// Queues paused or resumed since the last `take_changes`, for the store.
-    paused_changed: Vec<NameId>,
+    /// Queues paused or resumed since the last `take_changes`, for the
+    /// store (by name: an id may be reclaimed meanwhile).
+    paused_changed: Vec<std::sync::Arc<str>>,
+    /// Names that open consumers filter on and no job uses yet, with the
+    /// consumers waiting for each: resolved when the name is interned.
+    waiting: HashMap<std::sync::Arc<str>, Vec<(ConsumerId, consumers::Filter)>>,
     /// Told of every job transition (the broker's metrics), if set.
     observer: Option<Box<dyn Observer>>,
     /// The latest failed attempts, oldest first.
@@ -253,6 +257,7 @@ impl Queue {
             next_consumer: 0,
             outbox: Vec::new(),
             paused_changed: Vec::new(),
+            waiting: HashMap::new(),
             observer: None,
             failures: Failures::new(),
         };
@@ -283,6 +288,44 @@ impl Queue {
         }
     }
 
+    /// Interns and retains `name` (see `names.rs`): a reclaimed id is
+    /// forgotten first, and consumers waiting for a new name get it.
+    fn take_name(&mut self, name: &str) -> Result<NameId, QueueError> {
+        let interned = self.names.intern(name)?;
+        if interned.reclaimed {
+            self.forget_name(interned.id);
+        }
+        self.names.retain(interned.id);
+        if interned.new {
+            self.resolve_waiting(interned.id);
+        }
+        Ok(interned.id)
+    }
+
+    /// A job's queue and type names, both retained, or neither.
+    fn take_names(&mut self, queue: &str, job_type: &str) -> Result<(NameId, NameId), QueueError> {
+        let queue = self.take_name(queue)?;
+        match self.take_name(job_type) {
+            Ok(job_type) => Ok((queue, job_type)),
+            Err(e) => {
+                self.names.release(queue);
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops what is kept under a name's id once a new name took its
+    /// place: nothing referred to it, so its queue holds no job, no pause
+    /// and no consumer; only its counters go.
+    fn forget_name(&mut self, id: NameId) {
+        if let Some(qs) = self.queues.remove(&id) {
+            debug_assert!(qs.consumers.is_empty() && !qs.paused && qs.unfinished() == 0);
+        }
+        if let Some(observer) = self.observer.as_mut() {
+            observer.name_forgotten(id.get());
+        }
+    }
+
     /// Adds a job: READY now, or SCHEDULED when `run_at` is in the future.
     ///
     /// # Errors
@@ -291,8 +334,31 @@ impl Queue {
     /// the jobs past `max_memory` even with retained jobs forgotten;
     /// [`QueueError::TooManyNames`] for a new name past the limit.
     pub fn enqueue(&mut self, new: NewJob, now: Timestamp) -> Result<Enqueued, QueueError> {
-        let queue = self.names.intern(&new.queue)?;
-        let job_type = self.names.intern(&new.job_type)?;
+        let (queue, job_type) = self.take_names(&new.queue, &new.job_type)?;
+        let enqueued = self.enqueue_named(new, queue, job_type, now);
+        // A new job keeps the references to its names; anything else gives
+        // them back.
+        if !matches!(
+            enqueued,
+            Ok(Enqueued {
+                duplicate: false,
+                ..
+            })
+        ) {
+            self.names.release(queue);
+            self.names.release(job_type);
+        }
+        enqueued
+    }
+
+    /// [`Queue::enqueue`] once the job's names are interned and retained.
+    fn enqueue_named(
+        &mut self,
+        new: NewJob,
+        queue: NameId,
+        job_type: NameId,
+        now: Timestamp,
+    ) -> Result<Enqueued, QueueError> {
         if let Some(key) = &new.idempotency_key
             && let Some(seq) = self.idempotency.get(&(queue, key.as_str().into()))
         {

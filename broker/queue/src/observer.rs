@@ -58,8 +58,9 @@ pub enum JobEvent {
     Purged,
 }
 
-/// A job's labels: its queue and type, by name and by interned id. Ids
-/// are stable for the broker's life and never reused.
+/// A job's labels: its queue and type, by name and by interned id. An id
+/// names one name until [`Observer::name_forgotten`] says it is gone; it
+/// may then name another.
 #[derive(Debug, Clone, Copy)]
 pub struct JobLabels<'a> {
     /// The queue's interned id.
@@ -76,6 +77,11 @@ pub struct JobLabels<'a> {
 pub trait Observer: Send + Debug {
     /// `event` happened to a job with `labels`.
     fn job_event(&mut self, labels: JobLabels<'_>, event: JobEvent);
+
+    /// The name with interned id `id` is forgotten (nothing referred to
+    /// it and a new name took its place): what is kept under the id is
+    /// stale.
+    fn name_forgotten(&mut self, _id: u32) {}
 }
 
 /// One failed attempt, for [`Queue::recent_failures`].

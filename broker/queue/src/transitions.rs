@@ -172,6 +172,8 @@ impl Queue {
             .get_mut(&job.queue)
             .expect("job's queue is known");
         qs.counts[job.state.index()] -= 1;
+        self.names.release(job.queue);
+        self.names.release(job.job_type);
     }
 
     /// Takes job `seq` out of the index of its state: the scheduled set,

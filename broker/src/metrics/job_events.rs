@@ -175,6 +175,13 @@ impl Observer for JobMetrics {
             _ => {}
         }
     }
+
+    fn name_forgotten(&mut self, id: u32) {
+        self.handles
+            .retain(|&(queue, job_type), _| queue != id && job_type != id);
+        self.queues.forget(&id);
+        self.job_types.forget(&id);
+    }
 }
 
 #[cfg(test)]
@@ -210,5 +217,26 @@ mod tests {
         let last = format!("type-{MAX_JOB_TYPE_LABELS}");
         assert!(!text.contains(&last));
         assert!(enqueued.contains(&r#"jobs_enqueued_total{queue="q",job_type="other"} 2"#));
+    }
+
+    #[test]
+    fn a_reclaimed_id_counts_under_its_new_name() {
+        let mut registry = Registry::default();
+        let mut metrics = JobMetrics::register(&mut registry);
+        let labels = |queue| JobLabels {
+            queue_id: 0,
+            queue,
+            job_type_id: 1,
+            job_type: "t",
+        };
+        metrics.job_event(labels("old"), JobEvent::Enqueued);
+        metrics.name_forgotten(0);
+        metrics.job_event(labels("new"), JobEvent::Enqueued);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for queue in ["old", "new"] {
+            let series = format!(r#"jobs_enqueued_total{{queue="{queue}",job_type="t"}} 1"#);
+            assert!(text.contains(&series), "{series} in {text}");
+        }
     }
 }

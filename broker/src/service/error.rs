@@ -76,6 +76,7 @@ impl From<RequestError> for Status {
                 }
                 QueueError::QueueFull { .. }
                 | QueueError::TooManyNames { .. }
+                | QueueError::TooManyQueues { .. }
                 | QueueError::OverMemory { .. } => Code::ResourceExhausted,
                 QueueError::PurgeLeased => Code::InvalidArgument,
             },

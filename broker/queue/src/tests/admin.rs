@@ -7,7 +7,7 @@ use super::*;
 fn paused_queue_accepts_but_hands_out_nothing_until_resumed() {
     let mut q = Queue::new(config(), 1);
     q.pause("default").unwrap();
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     assert!(delivered(&mut q).is_empty());
     assert!(q.stats()[0].paused);
@@ -32,7 +32,7 @@ fn cancel_ready_is_immediate_and_cancel_leased_waits_for_worker() {
         Err(QueueError::WrongState { .. })
     ));
 
-    q.open_consumer(consumer(2), at(2)).unwrap();
+    q.open_consumer(consumer(2), at(2));
     let nacked = enqueue(&mut q, job("t"), at(2));
     let acked = enqueue(&mut q, job("t"), at(2));
     let leases = delivered(&mut q);
@@ -54,7 +54,7 @@ fn cancel_ready_is_immediate_and_cancel_leased_waits_for_worker() {
 #[test]
 fn retry_revives_dead_and_cancelled_with_attempts_reset() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     q.nack(
@@ -179,7 +179,7 @@ fn full_queue_refuses_until_a_job_finishes() {
         )
         .is_ok()
     );
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let (id, lease) = delivered(&mut q)[0];
     assert!(q.enqueue(job("t"), at(0)).is_err(), "leased jobs count");
     q.ack(id, lease, at(1)).unwrap();
@@ -192,7 +192,7 @@ fn purge_deletes_one_state_and_never_leased_jobs() {
     let a = enqueue(&mut q, job("t"), at(0));
     let b = enqueue(&mut q, job("t"), at(0));
     let scheduled = enqueue(&mut q, job_at(9), at(0));
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let (leased, _) = delivered(&mut q)[0];
     assert_eq!(leased, a);
     assert_eq!(
@@ -265,7 +265,7 @@ fn stats_count_states_per_queue() {
         },
         at(0),
     );
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let stats = q.stats();
     assert_eq!(
         stats.iter().map(|s| s.queue.as_str()).collect::<Vec<_>>(),

@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn waiting_consumer_receives_job_enqueued_later() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     assert!(delivered(&mut q).is_empty());
     let id = enqueue(&mut q, job("email"), at(1));
     let got = delivered(&mut q);
@@ -32,7 +32,7 @@ fn higher_priority_first_then_fifo() {
         at(1),
     );
     let low2 = enqueue(&mut q, job("other"), at(2));
-    q.open_consumer(consumer(3), at(3)).unwrap();
+    q.open_consumer(consumer(3), at(3));
     let order: Vec<Uuid> = delivered(&mut q).into_iter().map(|d| d.0).collect();
     assert_eq!(order, vec![high, low1, low2]);
 }
@@ -43,7 +43,7 @@ fn max_in_flight_holds_and_ack_frees_one_slot() {
     for _ in 0..5 {
         enqueue(&mut q, job("t"), at(0));
     }
-    q.open_consumer(consumer(2), at(0)).unwrap();
+    q.open_consumer(consumer(2), at(0));
     let first = delivered(&mut q);
     assert_eq!(first.len(), 2);
     assert_eq!(q.leased_count(), 2);
@@ -60,7 +60,7 @@ fn max_in_flight_holds_and_ack_frees_one_slot() {
 #[test]
 fn scheduled_job_waits_for_run_at() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job_at(10), at(0));
     assert_eq!(state(&q, id), JobState::Scheduled);
     assert_eq!(q.next_deadline(), Some(at(10)));
@@ -89,8 +89,7 @@ fn type_filter_only_hands_out_those_types() {
             ..consumer(5)
         },
         at(0),
-    )
-    .unwrap();
+    );
     let got = delivered(&mut q);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].0, email);
@@ -101,8 +100,8 @@ fn type_filter_only_hands_out_those_types() {
 #[test]
 fn consumers_share_jobs_round_robin() {
     let mut q = Queue::new(config(), 1);
-    let a = q.open_consumer(consumer(10), at(0)).unwrap();
-    let b = q.open_consumer(consumer(10), at(0)).unwrap();
+    let a = q.open_consumer(consumer(10), at(0));
+    let b = q.open_consumer(consumer(10), at(0));
     for _ in 0..4 {
         enqueue(&mut q, job("t"), at(0));
     }
@@ -116,7 +115,7 @@ fn consumers_share_jobs_round_robin() {
 #[test]
 fn closed_consumer_keeps_its_leases_and_gets_nothing_new() {
     let mut q = Queue::new(config(), 1);
-    let c = q.open_consumer(consumer(1), at(0)).unwrap();
+    let c = q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     q.close_consumer(c);
@@ -130,7 +129,7 @@ fn closed_consumer_keeps_its_leases_and_gets_nothing_new() {
 #[test]
 fn undelivered_job_returns_to_ready_without_an_attempt() {
     let mut q = Queue::new(config(), 1);
-    let c = q.open_consumer(consumer(1), at(0)).unwrap();
+    let c = q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     let mut out = Vec::new();
     q.drain_deliveries(&mut out);
@@ -144,7 +143,7 @@ fn undelivered_job_returns_to_ready_without_an_attempt() {
 #[test]
 fn reconnecting_consumer_adopts_its_held_leases() {
     let mut q = Queue::new(config(), 1);
-    let old = q.open_consumer(consumer(2), at(0)).unwrap();
+    let old = q.open_consumer(consumer(2), at(0));
     let a = enqueue(&mut q, job("t"), at(0));
     let (_, lease_a) = delivered(&mut q)[0];
     q.close_consumer(old);
@@ -152,15 +151,13 @@ fn reconnecting_consumer_adopts_its_held_leases() {
         enqueue(&mut q, job("t"), at(1));
     }
     let stale = (Uuid::from_u128(1), Uuid::from_u128(2));
-    let new = q
-        .open_consumer(
-            ConsumerSpec {
-                held_leases: vec![(a, lease_a), stale],
-                ..consumer(2)
-            },
-            at(2),
-        )
-        .unwrap();
+    let new = q.open_consumer(
+        ConsumerSpec {
+            held_leases: vec![(a, lease_a), stale],
+            ..consumer(2)
+        },
+        at(2),
+    );
     assert_eq!(
         delivered(&mut q).len(),
         1,
@@ -178,7 +175,7 @@ fn reconnecting_consumer_adopts_its_held_leases() {
 #[test]
 fn held_leases_beyond_the_limit_or_of_other_workers_are_not_adopted() {
     let mut q = Queue::new(config(), 1);
-    let old = q.open_consumer(consumer(2), at(0)).unwrap();
+    let old = q.open_consumer(consumer(2), at(0));
     let a = enqueue(&mut q, job("t"), at(0));
     let b = enqueue(&mut q, job("t"), at(0));
     let leases = delivered(&mut q);
@@ -189,7 +186,7 @@ fn held_leases_beyond_the_limit_or_of_other_workers_are_not_adopted() {
         held_leases: held.clone(),
         ..consumer(5)
     };
-    let c2 = q.open_consumer(other, at(1)).unwrap();
+    let c2 = q.open_consumer(other, at(1));
     assert_ne!(
         q.job(a).unwrap().lease.unwrap().consumer,
         c2,
@@ -199,7 +196,7 @@ fn held_leases_beyond_the_limit_or_of_other_workers_are_not_adopted() {
         held_leases: held,
         ..consumer(1)
     };
-    let c3 = q.open_consumer(narrow, at(1)).unwrap();
+    let c3 = q.open_consumer(narrow, at(1));
     let adopted = [a, b]
         .iter()
         .filter(|&&id| q.job(id).unwrap().lease.unwrap().consumer == c3)
@@ -210,7 +207,7 @@ fn held_leases_beyond_the_limit_or_of_other_workers_are_not_adopted() {
 #[test]
 fn retried_and_released_jobs_take_their_place_among_fresh_ones() {
     let mut q = Queue::new(config(), 1);
-    let x = q.open_consumer(consumer(2), at(0)).unwrap();
+    let x = q.open_consumer(consumer(2), at(0));
     let prio = |priority| NewJob {
         priority,
         ..job("t")
@@ -233,7 +230,7 @@ fn retried_and_released_jobs_take_their_place_among_fresh_ones() {
         .unwrap();
     q.expire(at(2));
 
-    q.open_consumer(consumer(5), at(2)).unwrap();
+    q.open_consumer(consumer(5), at(2));
     let order: Vec<Uuid> = delivered(&mut q).into_iter().map(|(id, _)| id).collect();
     // Priority first; within a priority, due time: the released job keeps
     // its first place, the retried one is due from its retry on.

@@ -107,7 +107,7 @@ fn replaying_the_changes_rebuilds_every_state() {
     q.pause("paused-queue").unwrap();
     store.apply(&mut q);
 
-    q.open_consumer(consumer(5), at(1)).unwrap();
+    q.open_consumer(consumer(5), at(1));
     let leased = delivered(&mut q);
     // An ack, a nack with a retry, a dead letter, a cancel while leased;
     // the fifth stays leased.
@@ -187,7 +187,7 @@ fn removals_reach_the_store() {
     );
     q.track_changes();
     let mut store = MapStore::default();
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     for _ in 0..3 {
         q.enqueue(job("t"), at(0)).unwrap();
         let (id, lease) = delivered(&mut q)[0];

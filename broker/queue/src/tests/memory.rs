@@ -32,7 +32,7 @@ fn limited(max_memory: u64) -> Queue {
 
 /// Leases the next job on a fresh one-slot consumer: (job id, lease id).
 fn lease_next(q: &mut Queue, now: Timestamp) -> (Uuid, Uuid) {
-    let consumer = q.open_consumer(consumer(1), now).unwrap();
+    let consumer = q.open_consumer(consumer(1), now);
     let leased = delivered(q);
     q.close_consumer(consumer);
     leased[0]

@@ -6,6 +6,7 @@ mod delivery;
 mod durable;
 mod layering;
 mod memory;
+mod names;
 mod observer;
 mod properties;
 mod resolution;

@@ -46,7 +46,7 @@ fn each_transition_is_one_event_with_its_wait_and_run_times() {
     };
     let id = enqueue(&mut q, keyed.clone(), at(0));
     enqueue(&mut q, keyed, at(0));
-    q.open_consumer(consumer(1), at(3)).unwrap();
+    q.open_consumer(consumer(1), at(3));
     let (_, lease) = delivered(&mut q)[0];
     q.nack(id, lease, nack("boom"), at(5)).unwrap();
     let labels = events.0.lock().unwrap()[0].clone();
@@ -114,7 +114,7 @@ fn release_cancel_and_purge_are_counted_once_each() {
     let leased = enqueue(&mut q, job("t"), at(0));
     let waiting = enqueue(&mut q, job("t"), at(0));
     let doomed = enqueue(&mut q, job_at(100), at(0));
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let (_, lease) = delivered(&mut q)[0];
     q.cancel(waiting, at(1)).unwrap();
     // A leased job is cancelled when its worker gives it back, not before.
@@ -142,7 +142,7 @@ fn release_cancel_and_purge_are_counted_once_each() {
 #[test]
 fn failed_attempts_are_kept_newest_first_up_to_the_limit() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let mut ids = Vec::new();
     for n in 0..=RECENT_FAILURES {
         let id = enqueue(&mut q, one_attempt(), at(0));

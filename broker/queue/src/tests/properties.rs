@@ -204,7 +204,7 @@ fn apply(q: &mut Queue, run: &mut Run, op: &Op) -> Result<(), String> {
                 lease_duration: lease_secs.map(Duration::from_secs),
                 held_leases: held,
             };
-            let id = q.open_consumer(spec, now).map_err(|e| e.to_string())?;
+            let id = q.open_consumer(spec, now);
             run.open.push(id);
             run.worker_of.insert(id, WORKERS[worker]);
         }
@@ -353,7 +353,43 @@ fn is_current(q: &Queue, job: Uuid, lease: Uuid) -> bool {
 
 /// Every invariant of the queue, as seen through its public reads and its
 /// indexes. Returns what broke.
+/// Every interned name's count of references is what refers to it: its
+/// jobs (queue and type), its paused flag, and the consumers whose
+/// filters hold it.
+fn check_name_references(q: &Queue) -> Result<(), String> {
+    let mut expected: HashMap<crate::names::NameId, u32> = HashMap::new();
+    for (_, job) in q.jobs.range(..) {
+        *expected.entry(job.queue).or_default() += 1;
+        *expected.entry(job.job_type).or_default() += 1;
+    }
+    for (&id, qs) in &q.queues {
+        if qs.paused {
+            *expected.entry(id).or_default() += 1;
+        }
+    }
+    for consumer in q.consumers.values() {
+        for &id in consumer
+            .queues
+            .iter()
+            .chain(consumer.job_types.iter().flatten())
+        {
+            *expected.entry(id).or_default() += 1;
+        }
+    }
+    for id in q.names.ids() {
+        let (has, wants) = (q.names.refs(id), expected.get(&id).copied().unwrap_or(0));
+        if has != wants {
+            return Err(format!(
+                "name {:?} has {has} references, {wants} refer to it",
+                q.names.name(id)
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_invariants(q: &Queue, run: &Run) -> Result<(), String> {
+    check_name_references(q)?;
     // Every job, through the public listing (a run never reaches SCAN_BUDGET).
     let all = q.list(&JobFilter::default(), None, usize::MAX);
     if all.next.is_some() {

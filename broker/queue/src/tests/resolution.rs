@@ -7,7 +7,7 @@ use sluice_limits::MAX_ERROR_BYTES;
 #[test]
 fn nack_schedules_retry_after_jittered_backoff_then_dead() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     let failure = Failure {
@@ -65,7 +65,7 @@ fn nack_schedules_retry_after_jittered_backoff_then_dead() {
 #[test]
 fn nack_dead_skips_remaining_attempts_and_retry_after_overrides_backoff() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(2), at(0)).unwrap();
+    q.open_consumer(consumer(2), at(0));
     let a = enqueue(&mut q, job("t"), at(0));
     let b = enqueue(&mut q, job("t"), at(0));
     let leases = delivered(&mut q);
@@ -93,7 +93,7 @@ fn nack_dead_skips_remaining_attempts_and_retry_after_overrides_backoff() {
 #[test]
 fn nack_with_zero_retry_after_is_ready_at_once() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     let failure = Failure {
@@ -110,7 +110,7 @@ fn nack_with_zero_retry_after_is_ready_at_once() {
 #[test]
 fn expired_lease_is_redelivered_with_an_attempt_counted() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     q.expire(at(29));
@@ -136,7 +136,7 @@ fn expired_lease_is_redelivered_with_an_attempt_counted() {
 #[test]
 fn expired_leases_exhaust_attempts() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, one_attempt(), at(0));
     q.expire(at(30));
     assert_eq!(state(&q, id), JobState::Dead);
@@ -146,7 +146,7 @@ fn expired_leases_exhaust_attempts() {
 #[test]
 fn extend_pushes_back_expiry_and_reports_cancel() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     let e = q
@@ -172,7 +172,7 @@ fn extend_pushes_back_expiry_and_reports_cancel() {
 #[test]
 fn stale_and_unknown_leases_are_refused_without_change() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     let wrong = Uuid::from_u128(7);
@@ -210,7 +210,7 @@ fn stale_and_unknown_leases_are_refused_without_change() {
 fn release_gives_back_without_using_an_attempt_and_keeps_place() {
     let mut q = Queue::new(config(), 1);
     let first = enqueue(&mut q, job("t"), at(0));
-    let c = q.open_consumer(consumer(1), at(0)).unwrap();
+    let c = q.open_consumer(consumer(1), at(0));
     let (_, lease) = delivered(&mut q)[0];
     let second = enqueue(&mut q, job("t"), at(1));
     q.close_consumer(c);
@@ -219,7 +219,7 @@ fn release_gives_back_without_using_an_attempt_and_keeps_place() {
         JobState::Ready
     );
     assert_eq!(q.job(first).unwrap().attempt, 0);
-    q.open_consumer(consumer(1), at(3)).unwrap();
+    q.open_consumer(consumer(1), at(3));
     assert_eq!(
         delivered(&mut q)[0].0,
         first,
@@ -231,7 +231,7 @@ fn release_gives_back_without_using_an_attempt_and_keeps_place() {
 fn release_with_delay_schedules() {
     let mut q = Queue::new(config(), 1);
     let id = enqueue(&mut q, job("t"), at(0));
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let (_, lease) = delivered(&mut q)[0];
     assert_eq!(
         q.release(id, lease, Duration::from_secs(5), at(1)).unwrap(),
@@ -243,7 +243,7 @@ fn release_with_delay_schedules() {
 #[test]
 fn release_of_cancelled_job_ends_it_cancelled() {
     let mut q = Queue::new(config(), 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     q.cancel(id, at(1)).unwrap();
@@ -270,7 +270,7 @@ fn stale_delivery_is_not_returned_and_a_lost_job_does_not_panic() {
         },
         1,
     );
-    let c = q.open_consumer(consumer(1), at(0)).unwrap();
+    let c = q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, one_attempt(), at(0));
     let mut out = Vec::new();
     q.drain_deliveries(&mut out);
@@ -296,7 +296,7 @@ fn extend_without_length_uses_the_leases_own() {
         lease_duration: Some(Duration::from_secs(300)),
         ..consumer(1)
     };
-    q.open_consumer(spec, at(0)).unwrap();
+    q.open_consumer(spec, at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     let (_, lease) = delivered(&mut q)[0];
     assert_eq!(
@@ -308,7 +308,7 @@ fn extend_without_length_uses_the_leases_own() {
 #[test]
 fn retry_delays_spread_over_the_jitter_band_across_many_jobs() {
     let mut q = Queue::new(config(), 7);
-    q.open_consumer(consumer(500), at(0)).unwrap();
+    q.open_consumer(consumer(500), at(0));
     for _ in 0..500 {
         enqueue(&mut q, job("t"), at(0));
     }
@@ -345,7 +345,7 @@ fn zero_jitter_doubles_the_delay_exactly() {
     exact.backoff.jitter = 0.0;
     exact.max_attempts = 7;
     let mut q = Queue::new(exact, 1);
-    q.open_consumer(consumer(1), at(0)).unwrap();
+    q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     let failure = Failure {
         error: "boom".into(),

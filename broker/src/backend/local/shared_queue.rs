@@ -187,7 +187,7 @@ impl SharedQueue {
         }
         let (tx, rx) = mpsc::channel(spec.max_in_flight as usize);
         let id = self.apply(&mut state, |state, now| {
-            let id = state.queue.open_consumer(spec, now)?;
+            let id = state.queue.open_consumer(spec, now);
             // Registered before `apply` sends what the consumer was leased.
             state.senders.insert(id, tx);
             Ok::<_, RequestError>(id)
