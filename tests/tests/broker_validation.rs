@@ -536,3 +536,65 @@ async fn an_admin_message_over_64_kib_is_out_of_range() {
     let status = admin.get_job(of_size(limit + 1)).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
 }
+
+#[tokio::test]
+async fn postgres_caps_its_queues_and_sweeps_the_empty_ones() {
+    use sluice_broker::config::StoreConfig;
+    use sluice_limits::MAX_NAMES;
+    if !on_postgres() {
+        eprintln!("PostgreSQL only: the embedded store caps its names instead");
+        return;
+    }
+    let mut config = test_config();
+    if let StoreConfig::Postgres(settings) = &mut config.store {
+        settings.queue_sweep = Duration::from_millis(200);
+    }
+    let b = TestBroker::with_config(config).await;
+    let mut broker = b.broker.clone();
+    let jobs: Vec<pb::EnqueueRequest> = (0..MAX_NAMES)
+        .map(|i| pb::EnqueueRequest {
+            queue: format!("q{i}"),
+            job_type: "t".into(),
+            ..Default::default()
+        })
+        .collect();
+    for batch in jobs.chunks(sluice_limits::MAX_BATCH) {
+        let jobs = batch.to_vec();
+        let results = broker
+            .enqueue_batch(pb::EnqueueBatchRequest { jobs })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        let refused = results.iter().find(|r| r.code != 0);
+        assert!(refused.is_none(), "{refused:?}");
+    }
+    let new_queue = |queue: &str| pb::EnqueueRequest {
+        queue: queue.into(),
+        job_type: "t".into(),
+        ..Default::default()
+    };
+    // A known queue takes more jobs; a new one does not fit.
+    broker.enqueue(new_queue("q0")).await.unwrap();
+    let status = broker.enqueue(new_queue("one-too-many")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("100000 queues"), "{status:?}");
+    // Queues that hold nothing are swept, and their places taken again.
+    let mut admin = b.admin.clone();
+    for i in 1..=3 {
+        let purge = pb::PurgeQueueRequest {
+            queue: format!("q{i}"),
+            state: pb::JobState::Ready.into(),
+        };
+        admin.purge_queue(purge).await.unwrap();
+    }
+    eventually("the empty queues swept", || async {
+        b.find_queue_stats("q1").await.is_none()
+    })
+    .await;
+    for queue in ["new-1", "new-2", "new-3"] {
+        broker.enqueue(new_queue(queue)).await.unwrap();
+    }
+    let status = broker.enqueue(new_queue("new-4")).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}

@@ -3,8 +3,16 @@
 //! [`MAX_GROUP`] jobs) with one statement in one transaction and one
 //! commit, then answers each call. Under load, the calls that arrive
 //! during a commit share the next one; alone, a call commits at once.
+//!
+//! The queues are capped as the embedded store caps its names
+//! ([`MAX_QUEUES`] rows of `sluice_queues`): a group's jobs whose queue is
+//! new and past the room left are refused (RESOURCE_EXHAUSTED). Each
+//! broker remembers the queues it saw in the table ([`KnownQueues`]), so a
+//! group of known queues costs no lookup; the sweep of empty queues
+//! (`maintenance.rs`) clears that memory. Brokers adding new queues at the
+//! same moment may each fill the room left.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use deadpool_postgres::Pool;
@@ -40,6 +48,26 @@ const INSERT: &str =
              ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id";
 
+/// Most queues on PostgreSQL: the embedded store's cap on names.
+pub const MAX_QUEUES: usize = sluice_limits::MAX_NAMES;
+
+/// The queues this broker saw in `sluice_queues`.
+#[derive(Debug, Default, Clone)]
+pub struct KnownQueues(Arc<std::sync::Mutex<HashSet<String>>>);
+
+impl KnownQueues {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets them all: the next groups look their queues up again.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
 /// One call's jobs and where to answer.
 struct Pending {
     jobs: Vec<NewJob>,
@@ -49,6 +77,8 @@ struct Pending {
 /// The handle calls enqueue through.
 pub struct Enqueuer {
     tx: mpsc::UnboundedSender<Pending>,
+    /// Shared with the writers and the sweep.
+    pub known: KnownQueues,
 }
 
 /// `--max-queue-size`, if set.
@@ -61,10 +91,16 @@ impl Enqueuer {
         // The writers take turns gathering: whoever holds the receiver
         // takes what is there, lets go, and commits.
         let rx = Arc::new(Mutex::new(rx));
+        let known = KnownQueues::default();
         for _ in 0..WRITERS {
-            tokio::spawn(write_groups(pool.clone(), rx.clone(), max_queue_size));
+            tokio::spawn(write_groups(
+                pool.clone(),
+                rx.clone(),
+                max_queue_size,
+                known.clone(),
+            ));
         }
-        Self { tx }
+        Self { tx, known }
     }
 
     /// Inserts `jobs` (defaults from `config`), answered each on its own.
@@ -101,6 +137,7 @@ async fn write_groups(
     pool: Pool,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
     max_queue_size: Limit,
+    known: KnownQueues,
 ) {
     loop {
         let group = {
@@ -120,7 +157,7 @@ async fn write_groups(
             group
         };
         let all: Vec<&NewJob> = group.iter().flat_map(|p| p.jobs.iter()).collect();
-        match insert(&pool, &all, max_queue_size).await {
+        match insert(&pool, &all, max_queue_size, &known).await {
             Ok(mut answers) => {
                 for pending in group {
                     let rest = answers.split_off(pending.jobs.len());
@@ -139,18 +176,28 @@ async fn write_groups(
 }
 
 /// One statement for all of `jobs`, in one transaction with the wake-up;
-/// with `--max-queue-size`, the jobs past a queue's room are refused.
+/// with `--max-queue-size`, the jobs past a queue's room are refused, and
+/// those of new queues past [`MAX_QUEUES`].
 async fn insert(
     pool: &Pool,
     jobs: &[&NewJob],
     max_queue_size: Limit,
+    known: &KnownQueues,
 ) -> Result<Batch<Enqueued>, String> {
     let mut client = pool.get().await.map_err(|e| describe(&e))?;
     let tx = client.transaction().await.map_err(|e| describe(&e))?;
-    let refused = match max_queue_size {
+    let mut refused = match max_queue_size {
         None => jobs.iter().map(|_| None).collect(),
         Some(limit) => over_limit(&tx, jobs, limit).await?,
     };
+    let past_cap = past_queue_cap(&tx, jobs, known).await?;
+    if !past_cap.is_empty() {
+        for (job, refusal) in jobs.iter().zip(&mut refused) {
+            if refusal.is_none() && past_cap.contains(job.queue.as_str()) {
+                *refusal = Some(QueueError::TooManyQueues { limit: MAX_QUEUES });
+            }
+        }
+    }
     let admitted: Vec<&NewJob> = jobs
         .iter()
         .zip(&refused)
@@ -162,7 +209,7 @@ async fn insert(
     queues.dedup();
     // Sent together (tokio-postgres pipelines what is polled at once): the
     // rows, the queues' names for Stats, and the wake-up of every broker.
-    let known = tx
+    let remember = tx
         .prepare_cached(
             "INSERT INTO sluice_queues (queue) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
         )
@@ -171,7 +218,7 @@ async fn insert(
     let (inserted, _, _) = tokio::try_join!(
         async { insert_admitted(&tx, &admitted).await },
         async {
-            tx.execute(&known, &[&queues])
+            tx.execute(&remember, &[&queues])
                 .await
                 .map_err(|e| describe(&e))
         },
@@ -183,6 +230,7 @@ async fn insert(
     )?;
     let mut inserted = inserted.into_iter();
     tx.commit().await.map_err(|e| describe(&e))?;
+    known.lock().extend(queues.iter().map(|q| (*q).to_owned()));
     Ok(refused
         .into_iter()
         .map(|r| match r {
@@ -230,6 +278,52 @@ async fn over_limit(
             None
         })
         .collect())
+}
+
+/// The new queues of `jobs` that do not fit under [`MAX_QUEUES`]: those
+/// past the room the table has left, in name order.
+async fn past_queue_cap(
+    tx: &deadpool_postgres::Transaction<'_>,
+    jobs: &[&NewJob],
+    known: &KnownQueues,
+) -> Result<HashSet<String>, String> {
+    let mut unknown: Vec<&str> = {
+        let known = known.lock();
+        jobs.iter()
+            .map(|j| j.queue.as_str())
+            .filter(|q| !known.contains(*q))
+            .collect()
+    };
+    if unknown.is_empty() {
+        return Ok(HashSet::new());
+    }
+    unknown.sort_unstable();
+    unknown.dedup();
+    let present: HashSet<String> = tx
+        .query(
+            "SELECT queue FROM sluice_queues WHERE queue = ANY($1)",
+            &[&unknown],
+        )
+        .await
+        .map_err(|e| describe(&e))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let new: Vec<&str> = unknown
+        .into_iter()
+        .filter(|q| !present.contains(*q))
+        .collect();
+    known.lock().extend(present);
+    if new.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let count: i64 = tx
+        .query_one("SELECT count(*) FROM sluice_queues", &[])
+        .await
+        .map_err(|e| describe(&e))?
+        .get(0);
+    let room = MAX_QUEUES.saturating_sub(usize::try_from(count).unwrap_or(usize::MAX));
+    Ok(new.iter().skip(room).map(|q| (*q).to_owned()).collect())
 }
 
 /// Inserts the admitted jobs with one statement.

@@ -10,7 +10,9 @@
 //!   any broker: SKIP LOCKED lets one broker take each), deletes finished
 //!   jobs past `--retention` in bounded batches, refreshes this broker's
 //!   heartbeat in `sluice_brokers` and forgets brokers whose heartbeat
-//!   stopped. It sleeps until the next job is due or the poll interval,
+//!   stopped, and every `queue_sweep` removes the rows of queues that
+//!   hold nothing (one broker at a time, under an advisory lock). It
+//!   sleeps until the next job is due or the poll interval,
 //!   whichever is first, so a scheduled job runs on time without polling
 //!   faster;
 //! - the **health check**: when the database cannot be reached, health is
@@ -132,6 +134,7 @@ async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
     let mut last_heartbeat = tokio::time::Instant::now();
     let mut last_retention = tokio::time::Instant::now();
     let mut last_gauges = tokio::time::Instant::now() - GAUGES_EVERY;
+    let mut last_sweep = tokio::time::Instant::now();
     loop {
         let mut next_due = POLL_INTERVAL;
         if *inner.serving.borrow() {
@@ -151,6 +154,10 @@ async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
                 if last_retention.elapsed() >= POLL_INTERVAL * 10 {
                     retention(&inner).await?;
                     last_retention = tokio::time::Instant::now();
+                }
+                if last_sweep.elapsed() >= inner.queue_sweep {
+                    sweep_queues(&inner).await?;
+                    last_sweep = tokio::time::Instant::now();
                 }
                 next_wake(&inner).await
             };
@@ -242,6 +249,62 @@ async fn retention(inner: &Inner) -> Result<(), RequestError> {
         &[&FAILURES_KEPT],
     )
     .await?;
+    Ok(())
+}
+
+/// The advisory lock a queue sweep takes ("sluicq" in ASCII): one
+/// broker sweeps at a time.
+const SWEEP_LOCK: i64 = 0x736c_7569_6371;
+
+/// Removes the rows of queues that hold no job (unfinished or finished)
+/// and are not paused, so that queues and their counters cannot grow
+/// without bound; then this broker forgets its own counters of queues
+/// that are gone and the queues it knew (see `enqueue.rs`). One scan of
+/// each job table. A queue enqueued to while the sweep runs may lose its
+/// row until its next enqueue, which adds it again.
+async fn sweep_queues(inner: &Inner) -> Result<(), RequestError> {
+    let mut client = inner.pool.get().await.map_err(unavailable)?;
+    let tx = client.transaction().await.map_err(unavailable)?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])
+        .await
+        .map_err(unavailable)?
+        .get(0);
+    if locked {
+        let swept = tx
+            .query(
+                "WITH used AS (
+                     SELECT queue FROM sluice_jobs UNION SELECT queue FROM sluice_finished
+                     UNION SELECT queue FROM sluice_paused
+                 ), gone AS (
+                     DELETE FROM sluice_queues WHERE queue NOT IN (SELECT queue FROM used)
+                     RETURNING queue
+                 ), counters AS (
+                     DELETE FROM sluice_counters WHERE queue IN (SELECT queue FROM gone)
+                 )
+                 SELECT count(*) FROM gone",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        let swept: i64 = swept.first().map_or(0, |row| row.get(0));
+        if swept > 0 {
+            debug!(swept, "queues that held nothing removed");
+        }
+    }
+    tx.commit().await.map_err(unavailable)?;
+    let queues: std::collections::HashSet<String> =
+        sql::rows(&client, "SELECT queue FROM sluice_queues", &[])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+    inner
+        .counters
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .retain(|queue, _| queues.contains(queue));
+    inner.enqueuer.known.clear();
     Ok(())
 }
 

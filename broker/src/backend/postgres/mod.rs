@@ -56,6 +56,11 @@ pub use connect::Target;
 /// where LISTEN/NOTIFY is lost, unavailable or behind a pooler.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often, by default, the rows of queues that hold nothing (no job,
+/// no pause) are removed: `sluice_queues`, `sluice_counters`, and each
+/// broker's own counters of them.
+pub const QUEUE_SWEEP: Duration = Duration::from_secs(60);
+
 /// `--store postgres://...`, parsed.
 #[derive(Debug, Clone)]
 pub struct PostgresSettings {
@@ -63,6 +68,8 @@ pub struct PostgresSettings {
     pub target: Target,
     /// Connections in the pool.
     pub pool_size: usize,
+    /// How often the rows of queues that hold nothing are removed.
+    pub queue_sweep: Duration,
 }
 
 impl PostgresSettings {
@@ -74,6 +81,7 @@ impl PostgresSettings {
         Ok(Self {
             target: connect::parse(url)?,
             pool_size,
+            queue_sweep: QUEUE_SWEEP,
         })
     }
 }
@@ -104,6 +112,8 @@ struct Inner {
     serving: watch::Sender<bool>,
     /// Lifetime counters of this broker, per queue.
     counters: Mutex<HashMap<String, Counters>>,
+    /// How often empty queues are swept.
+    queue_sweep: Duration,
     /// The last gauge reading, refreshed by the maintenance loop.
     gauges: Mutex<Option<GaugeReading>>,
     fatal: Fatal,
@@ -151,6 +161,7 @@ impl PostgresBackend {
             metrics_on: AtomicBool::new(false),
             serving: watch::Sender::new(true),
             counters: Mutex::new(HashMap::new()),
+            queue_sweep: settings.queue_sweep,
             gauges: Mutex::new(None),
             fatal,
         });
