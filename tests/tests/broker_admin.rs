@@ -384,3 +384,50 @@ async fn futures_ids(b: &TestBroker, n: usize) -> Vec<String> {
     }
     ids
 }
+
+/// How many of 128 bits differ between two ids.
+fn bits_apart(a: &str, b: &str) -> u32 {
+    let (a, b) = (
+        uuid::Uuid::parse_str(a).unwrap(),
+        uuid::Uuid::parse_str(b).unwrap(),
+    );
+    (a.as_u128() ^ b.as_u128()).count_ones()
+}
+
+#[tokio::test]
+async fn consecutive_job_and_lease_ids_share_no_predictable_relation() {
+    let b = TestBroker::start().await;
+    let jobs: Vec<pb::EnqueueRequest> = (0..1000).map(|_| sluice_e2e::job("t", b"")).collect();
+    let ids: Vec<String> = b
+        .enqueue_batch(jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.job_id)
+        .collect();
+    // A counter (or a counter with a fixed prefix) moves one or two bits
+    // from one id to the next; 64 or more bits drawn or permuted under a
+    // key move about half of them.
+    let apart: Vec<u32> = ids.windows(2).map(|w| bits_apart(&w[0], &w[1])).collect();
+    let mean = f64::from(apart.iter().sum::<u32>()) / apart.len() as f64;
+    assert!(apart.iter().all(|&n| n >= 8), "{apart:?}");
+    assert!(
+        mean >= 24.0,
+        "consecutive job ids differ in {mean} bits on average"
+    );
+    let mut stream = b.lease("w", 100).await;
+    let mut leases = Vec::new();
+    for _ in 0..100 {
+        leases.push(next_job(&mut stream).await.lease_id);
+    }
+    let apart: Vec<u32> = leases
+        .windows(2)
+        .map(|w| bits_apart(&w[0], &w[1]))
+        .collect();
+    let mean = f64::from(apart.iter().sum::<u32>()) / apart.len() as f64;
+    assert!(apart.iter().all(|&n| n >= 8), "{apart:?}");
+    assert!(
+        mean >= 48.0,
+        "consecutive lease ids differ in {mean} bits on average"
+    );
+}

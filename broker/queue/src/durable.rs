@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::job::{Headers, Job, JobState, Seq};
-use super::{Queue, QueueConfig};
+use super::{IdSecret, Queue, QueueConfig, Secrets};
 use crate::QueueError;
 use crate::Timestamp;
 
@@ -85,8 +85,8 @@ pub enum Change {
 /// What a store keeps besides its jobs, given back on start.
 #[derive(Debug, Default)]
 pub struct StoreMeta {
-    /// The first half of every job id; `None` for a new store.
-    pub instance: Option<[u8; 8]>,
+    /// The secret of the store's job ids; `None` for a new store.
+    pub ids: Option<IdSecret>,
     /// Above every seq ever handed out.
     pub next_seq: Seq,
     /// Paused queues.
@@ -104,11 +104,12 @@ pub struct Restorer {
 }
 
 impl Restorer {
-    /// Starts rebuilding, at `now`, a queue with `config` whose ids and
-    /// jitter come from `seed`.
-    pub fn new(config: QueueConfig, seed: u64, now: Timestamp) -> Self {
+    /// Starts rebuilding, at `now`, a queue with `config` whose lease ids
+    /// and jitter come from `secrets` (its job ids' secret is the store's,
+    /// given to [`Restorer::finish`]).
+    pub fn new(config: QueueConfig, secrets: impl Into<Secrets>, now: Timestamp) -> Self {
         Self {
-            queue: Queue::new(config, seed),
+            queue: Queue::new(config, secrets),
             cancelled: Vec::new(),
             now,
         }
@@ -140,8 +141,8 @@ impl Restorer {
             cancelled,
             now,
         } = self;
-        if let Some(instance) = meta.instance {
-            queue.instance = instance;
+        if let Some(ids) = meta.ids {
+            queue.ids = super::JobIds::new(ids);
         }
         queue.next_seq = queue.next_seq.max(meta.next_seq);
         for name in &meta.paused {
@@ -217,9 +218,9 @@ impl Queue {
         }
     }
 
-    /// The first half of every job id this queue makes.
-    pub fn instance(&self) -> [u8; 8] {
-        self.instance
+    /// The secret of this queue's job ids, for its store to keep.
+    pub fn id_secret(&self) -> IdSecret {
+        self.ids.secret()
     }
 
     /// The durable view of job `seq`.

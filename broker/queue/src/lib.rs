@@ -23,6 +23,7 @@ mod config;
 mod consumers;
 mod durable;
 mod error;
+mod ids;
 mod job;
 mod job_table;
 mod memory;
@@ -40,8 +41,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 use uuid::Uuid;
 
@@ -52,6 +53,8 @@ use self::consumers::Consumer;
 pub use self::consumers::ConsumerSpec;
 pub use self::durable::{Change, JobRecord, Restorer, StoreMeta};
 pub use self::error::QueueError;
+use self::ids::JobIds;
+pub use self::ids::{IdSecret, Secrets};
 pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease};
 use self::job::{Job, Seq};
 use self::job_table::JobTable;
@@ -190,9 +193,9 @@ impl QueueState {
 pub struct Queue {
     /// The rules (attempts, timeouts, backoff, retention, limits) set by flags.
     config: QueueConfig,
-    /// Seeded randomness for job-id instances, lease ids and backoff
-    /// jitter, so that tests are deterministic.
-    rng: SmallRng,
+    /// Lease ids and backoff jitter: ChaCha12, seeded by the owner from
+    /// the operating system's generator (tests seed it to be reproducible).
+    rng: StdRng,
     /// Interned queue names and job types: jobs and filters hold 4-byte ids.
     names: Names,
     /// The seq of the next job: seqs grow with creation, so they order
@@ -200,9 +203,9 @@ pub struct Queue {
     next_seq: Seq,
     /// Every known job, in creation order (ListJobs pages through it).
     jobs: JobTable,
-    /// The first half of every job id this broker makes; the second half is
-    /// the job's seq. So an id leads to its job without a map of ids.
-    instance: [u8; 8],
+    /// Job ids from seqs and back (see `ids.rs`): an id leads to its job
+    /// without a map of ids, and tells nothing of another.
+    ids: JobIds,
     /// Per queue name: pause flag, counts, ready jobs and consumers.
     queues: HashMap<NameId, QueueState>,
     /// SCHEDULED jobs by due time: `expire` promotes those that are due.
@@ -238,15 +241,18 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// An empty queue whose ids and jitter come from a generator seeded with `seed`.
-    pub fn new(config: QueueConfig, seed: u64) -> Self {
-        let mut queue = Self {
+    /// An empty queue whose lease ids, jitter and job ids come from
+    /// `secrets` (drawn from the operating system's generator by the
+    /// owner; a `u64` derives them, for tests).
+    pub fn new(config: QueueConfig, secrets: impl Into<Secrets>) -> Self {
+        let secrets = secrets.into();
+        Self {
             config,
-            rng: SmallRng::seed_from_u64(seed),
+            rng: StdRng::from_seed(secrets.seed),
             names: Names::default(),
             next_seq: 0,
             jobs: JobTable::default(),
-            instance: [0; 8],
+            ids: JobIds::new(secrets.ids),
             queues: HashMap::new(),
             scheduled: BTreeSet::new(),
             leases: BTreeSet::new(),
@@ -260,31 +266,19 @@ impl Queue {
             waiting: HashMap::new(),
             observer: None,
             failures: Failures::new(),
-        };
-        queue.instance = queue.rng.random();
-        queue
+        }
     }
 
-    /// The public id of job `seq`: a version-8 UUID of this broker's
-    /// instance bytes and the seq (its top two bits hold the variant, so
-    /// seqs stay below 2^62).
+    /// The public id of job `seq`.
     fn job_id(&self, seq: Seq) -> Uuid {
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&self.instance);
-        bytes[8..].copy_from_slice(&seq.to_be_bytes());
-        uuid::Builder::from_custom_bytes(bytes).into_uuid()
+        self.ids.id(seq)
     }
 
     /// The seq of a known job with id `job_id`.
     fn seq_of(&self, job_id: Uuid) -> Result<Seq, QueueError> {
-        let bytes = job_id.as_bytes();
-        let mut low = [0u8; 8];
-        low.copy_from_slice(&bytes[8..]);
-        let seq = u64::from_be_bytes(low) & ((1 << 62) - 1);
-        if self.job_id(seq) == job_id && self.jobs.contains(seq) {
-            Ok(seq)
-        } else {
-            Err(QueueError::UnknownJob { job_id })
+        match self.ids.seq(job_id) {
+            Some(seq) if seq < self.next_seq && self.jobs.contains(seq) => Ok(seq),
+            _ => Err(QueueError::UnknownJob { job_id }),
         }
     }
 

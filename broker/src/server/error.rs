@@ -27,6 +27,9 @@ pub enum ServerError {
     /// The PostgreSQL store could not be opened.
     #[error("--store: {0}")]
     Database(String),
+    /// The operating system's random generator failed.
+    #[error("reading the operating system's random generator: {0}")]
+    Random(String),
     /// The broker failed while serving (see `crate::fatal`).
     #[error("{0}")]
     Failed(std::sync::Arc<str>),

@@ -47,7 +47,8 @@ const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const PAYLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("payloads");
 /// Paused queues.
 const PAUSED: TableDefinition<&str, ()> = TableDefinition::new("paused");
-/// `instance` (8 bytes) and `next_seq` (u64, big-endian).
+/// `instance` (8 bytes) and `id_key` (16 bytes), the secret of the job
+/// ids (see `sluice_queue::IdSecret`), and `next_seq` (u64, big-endian).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// The file in the data directory.
@@ -247,11 +248,15 @@ mod tests {
         let stopped = CancellationToken::new();
         let db = Database::builder().create_with_backend(disk);
         let fatal = Fatal::new(stopped.clone());
-        let (store, meta) = Store::start("memory".into(), db, [7; 8], fatal.clone(), |_| {
+        let ids = sluice_queue::IdSecret {
+            instance: [7; 8],
+            key: [9; 16],
+        };
+        let (store, meta) = Store::start("memory".into(), db, ids, fatal.clone(), |_| {
             Ok::<_, std::convert::Infallible>(())
         })
         .expect("opens");
-        assert_eq!(meta.instance, Some([7; 8]));
+        assert_eq!(meta.ids, Some(ids));
 
         let commit = store
             .submit(put(0), true)

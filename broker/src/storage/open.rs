@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable};
-use sluice_queue::{JobRecord, StoreMeta};
+use sluice_queue::{IdSecret, JobRecord, StoreMeta};
 
 use super::writer::write_loop;
 use super::{CACHE_BYTES, FILE_NAME, JOBS, META, PAUSED, PAYLOADS, Store, StoreError, codec};
@@ -47,7 +47,7 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
 impl Store {
     /// Opens (or creates) the store in `dir` and reads it back: each stored
     /// job goes to `on_job`, in seq order, and the rest is returned. A new
-    /// store keeps `new_instance` as the first half of its job ids. A
+    /// store keeps `new_ids` as the secret of its job ids. A
     /// failure of the store later fails the broker through `fatal`.
     ///
     /// # Errors
@@ -55,7 +55,7 @@ impl Store {
     /// [`StoreError::Restore`] from `on_job`.
     pub fn open<E: std::error::Error + Send + Sync + 'static>(
         dir: &Path,
-        new_instance: [u8; 8],
+        new_ids: IdSecret,
         fatal: Fatal,
         on_job: impl FnMut(JobRecord) -> Result<(), E>,
     ) -> Result<(Store, StoreMeta), StoreError> {
@@ -88,14 +88,14 @@ impl Store {
                 source: e.into(),
             });
         }
-        Self::start(path, db, new_instance, fatal, on_job)
+        Self::start(path, db, new_ids, fatal, on_job)
     }
 
     /// Reads back the database `db` opened at `path` and starts its writer.
     pub(super) fn start<E: std::error::Error + Send + Sync + 'static>(
         path: PathBuf,
         db: Result<Database, redb::DatabaseError>,
-        new_instance: [u8; 8],
+        new_ids: IdSecret,
         fatal: Fatal,
         on_job: impl FnMut(JobRecord) -> Result<(), E>,
     ) -> Result<(Store, StoreMeta), StoreError> {
@@ -112,7 +112,7 @@ impl Store {
             redb::DatabaseError::Storage(redb::StorageError::Io(e)) => open_err(e.into()),
             other => corrupt(other.to_string()),
         })?;
-        let meta = read_back(&db, new_instance, on_job).map_err(|e| match e {
+        let meta = read_back(&db, new_ids, on_job).map_err(|e| match e {
             ReadError::Corrupt(what) => corrupt(what),
             ReadError::Redb(e) => corrupt(e.to_string()),
             ReadError::Restore(e) => StoreError::Restore(e.into()),
@@ -152,11 +152,11 @@ impl<T: Into<redb::Error>, E> From<T> for ReadError<E> {
     }
 }
 
-/// Creates the tables if new, keeps `new_instance` if there is none, and
+/// Creates the tables if new, keeps `new_ids` if there are none, and
 /// reads everything back: jobs to `on_job`, the rest returned.
 fn read_back<E>(
     db: &Database,
-    new_instance: [u8; 8],
+    new_ids: IdSecret,
     mut on_job: impl FnMut(JobRecord) -> Result<(), E>,
 ) -> Result<StoreMeta, ReadError<E>> {
     let txn = db.begin_write()?;
@@ -166,25 +166,38 @@ fn read_back<E>(
         txn.open_table(PAUSED)?;
         let mut meta = txn.open_table(META)?;
         if meta.get("instance")?.is_none() {
-            meta.insert("instance", new_instance.as_slice())?;
+            meta.insert("instance", new_ids.instance.as_slice())?;
+        }
+        // A store made before ids were encrypted has an instance and no
+        // key: it gets one now, and its jobs new ids.
+        if meta.get("id_key")?.is_none() {
+            meta.insert("id_key", new_ids.key.as_slice())?;
         }
     }
     txn.commit()?;
 
     let txn = db.begin_read()?;
     let meta = txn.open_table(META)?;
-    let read_meta = |key: &str| -> Result<Option<[u8; 8]>, ReadError<E>> {
-        match meta.get(key)? {
-            None => Ok(None),
-            Some(v) => v
-                .value()
-                .try_into()
-                .map(Some)
-                .map_err(|_| ReadError::Corrupt(format!("meta {key} is not 8 bytes"))),
-        }
+    let read_meta = |key: &str| -> Result<Option<Vec<u8>>, ReadError<E>> {
+        Ok(meta.get(key)?.map(|v| v.value().to_vec()))
     };
-    let instance = read_meta("instance")?;
-    let next_seq = read_meta("next_seq")?.map_or(0, u64::from_be_bytes);
+    let fixed = |key: &str, value: Option<Vec<u8>>| -> Result<Vec<u8>, ReadError<E>> {
+        value.ok_or_else(|| ReadError::Corrupt(format!("meta {key} is missing")))
+    };
+    let instance: [u8; 8] = fixed("instance", read_meta("instance")?)?
+        .try_into()
+        .map_err(|_| ReadError::Corrupt("meta instance is not 8 bytes".into()))?;
+    let key: [u8; 16] = fixed("id_key", read_meta("id_key")?)?
+        .try_into()
+        .map_err(|_| ReadError::Corrupt("meta id_key is not 16 bytes".into()))?;
+    let next_seq = match read_meta("next_seq")? {
+        None => 0,
+        Some(bytes) => u64::from_be_bytes(
+            bytes
+                .try_into()
+                .map_err(|_| ReadError::Corrupt("meta next_seq is not 8 bytes".into()))?,
+        ),
+    };
     let payloads = txn.open_table(PAYLOADS)?;
     for entry in txn.open_table(JOBS)?.iter()? {
         let (seq, bytes) = entry?;
@@ -202,7 +215,7 @@ fn read_back<E>(
         paused.push(entry?.0.value().to_owned());
     }
     Ok(StoreMeta {
-        instance,
+        ids: Some(IdSecret { instance, key }),
         next_seq,
         paused,
     })

@@ -45,13 +45,13 @@ impl MapStore {
 
     /// The queue a restart at `now` rebuilds from this store, as the
     /// broker does: each record through a [`Restorer`].
-    fn restore(&self, instance: [u8; 8], now: Timestamp) -> Queue {
+    fn restore(&self, ids: IdSecret, now: Timestamp) -> Queue {
         let mut restorer = Restorer::new(config(), 9, now);
         for record in self.jobs.values() {
             restorer.add(record.clone()).unwrap();
         }
         let meta = StoreMeta {
-            instance: Some(instance),
+            ids: Some(ids),
             next_seq: 0,
             paused: self.paused.iter().cloned().collect(),
         };
@@ -126,7 +126,7 @@ fn replaying_the_changes_rebuilds_every_state() {
     assert_eq!(store.payloads_written, 8, "each payload is written once");
 
     // Restored before the failed job's retry is due.
-    let restored = store.restore(q.instance(), at(2));
+    let restored = store.restore(q.id_secret(), at(2));
     let expected: Vec<_> = jobs_of(&q)
         .into_iter()
         .map(|job| match job {
@@ -223,7 +223,7 @@ fn stats_of_a_restored_queue_show_its_jobs_though_its_counters_start_from_zero()
         q.enqueue(job("t"), at(0)).unwrap();
     }
     store.apply(&mut q);
-    let restored = store.restore(q.instance(), at(1));
+    let restored = store.restore(q.id_secret(), at(1));
     let stats = restored.stats();
     assert_eq!(stats.len(), 1, "{stats:?}");
     assert_eq!(stats[0].queue, "default");

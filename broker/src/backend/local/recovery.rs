@@ -2,7 +2,8 @@
 //! records stream into a [`Restorer`], never all in memory at once), or
 //! empty and memory-only without one.
 
-use sluice_queue::{Queue, Restorer};
+use rand::TryRngCore as _;
+use sluice_queue::{IdSecret, Queue, Restorer, Secrets};
 use tracing::{info, warn};
 
 use std::path::Path;
@@ -21,18 +22,19 @@ pub(super) async fn open_queue(
     clock: &TokioClock,
     fatal: &Fatal,
 ) -> Result<(Queue, Option<Store>), ServerError> {
+    let secrets = os_secrets()?;
     let Some(dir) = data_dir.map(Path::to_path_buf) else {
         warn!("memory-only (no --data-dir): jobs do not survive a restart of the broker");
-        return Ok((Queue::new(config.queue.clone(), rand::random()), None));
+        return Ok((Queue::new(config.queue.clone(), secrets), None));
     };
     let started = std::time::Instant::now();
     let fatal = fatal.clone();
-    let mut restorer = Restorer::new(config.queue.clone(), rand::random(), clock.now());
+    let mut restorer = Restorer::new(config.queue.clone(), secrets, clock.now());
     let opened = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
             let mut recovered = 0u64;
-            let opened = Store::open(&dir, rand::random(), fatal, |job| {
+            let opened = Store::open(&dir, secrets.ids, fatal, |job| {
                 recovered += 1;
                 restorer.add(job)
             });
@@ -50,4 +52,22 @@ pub(super) async fn open_queue(
         "recovered the data directory"
     );
     Ok((queue, Some(store)))
+}
+
+/// The queue's secrets, from the operating system's generator: the seed of
+/// its lease ids and jitter, and for a new store the secret of its job ids.
+fn os_secrets() -> Result<Secrets, ServerError> {
+    let mut os = rand::rngs::OsRng;
+    let mut secrets = Secrets {
+        seed: [0; 32],
+        ids: IdSecret {
+            instance: [0; 8],
+            key: [0; 16],
+        },
+    };
+    os.try_fill_bytes(&mut secrets.seed)
+        .and_then(|()| os.try_fill_bytes(&mut secrets.ids.instance))
+        .and_then(|()| os.try_fill_bytes(&mut secrets.ids.key))
+        .map_err(|e| ServerError::Random(e.to_string()))?;
+    Ok(secrets)
 }

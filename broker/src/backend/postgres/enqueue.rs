@@ -339,7 +339,11 @@ async fn insert_admitted(
     let (mut priorities, mut attempts, mut timeouts, mut run_ats, mut keys) =
         (vec![], vec![], vec![], vec![], vec![]);
     for job in jobs {
-        ids.push(Uuid::now_v7());
+        // Time-ordered to the millisecond (the key index grows at its right
+        // edge), and otherwise 74 bits from the operating system's
+        // generator: no counter, unlike `now_v7`, whose ids of one
+        // millisecond follow each other.
+        ids.push(Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext)));
         queues.push(job.queue.as_str());
         types.push(job.job_type.as_str());
         payloads.push(job.payload.as_ref());
