@@ -403,12 +403,23 @@ impl WorkerProcess {
 
     /// Starts a worker of the broker at `url` without waiting for anything.
     pub fn spawn_at(url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_command(Self::command(url, args, env))
+    }
+
+    /// The command that starts a worker of the broker at `url`, for a test
+    /// that changes it (whom it runs as, say) before [`WorkerProcess::spawn_command`].
+    pub fn command(url: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut command = Command::new(binary("sluice-worker"));
         command
             .args(["--broker", url])
             .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied());
+        command
+    }
+
+    /// Runs `command`, which starts a worker.
+    pub fn spawn_command(command: Command) -> Self {
         Self {
             process: Process::spawn(command),
         }

@@ -5,7 +5,9 @@
 //! `ExecStart` line or the Dockerfile's `ENTRYPOINT` passes is one that
 //! binary's `--help` lists; grace periods and stop timeouts exceed the
 //! drain timeouts they must hold; the broker's probes are gRPC probes on
-//! its port; the worker's unit signals the worker alone (`KillMode=mixed`);
+//! its port; the broker and the workers run as different users; no sample
+//! broker is open off loopback (TLS and tokens, or a NetworkPolicy);
+//! the worker's unit signals the worker alone (`KillMode=mixed`);
 //! the broker's unit keeps its data in its `StateDirectory`; the Dockerfile
 //! builds workspace packages. The manifests are also checked against the
 //! Kubernetes API's schemas by `kubernetes-validate` (PyPI, installed by
@@ -778,4 +780,78 @@ fn systemd_units_pass_systemd_analyze_verify() {
         "systemd-analyze verify {BROKER_UNIT} {WORKER_UNIT}: {report}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_broker_and_the_workers_run_as_different_users() {
+    let user = |unit| service_directive(unit, "User").unwrap_or_else(|| panic!("{unit}: no User="));
+    assert_ne!(
+        user(BROKER_UNIT),
+        user(WORKER_UNIT),
+        "the units share a user"
+    );
+    let run_as = |kind, name| {
+        let (file, workload) = object(kind, name);
+        workload["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{file}: {name} sets no runAsUser"))
+    };
+    assert_ne!(
+        run_as("StatefulSet", "sluice-broker"),
+        run_as("Deployment", "sluice-worker"),
+        "the broker and the workers run as one user"
+    );
+}
+
+#[test]
+fn no_sample_broker_is_open_off_loopback() {
+    // systemd: loopback, or TLS and tokens.
+    let unit = exec_start(BROKER_UNIT);
+    let secured =
+        |i: &Invocation| i.value("--tls-cert").is_some() && i.value("--auth-tokens").is_some();
+    let on_loopback = |i: &Invocation| {
+        i.value("--addr")
+            .is_none_or(|addr| addr.starts_with("127.") || addr.starts_with("[::1]"))
+    };
+    assert!(
+        on_loopback(&unit) || secured(&unit),
+        "{BROKER_UNIT}: open off loopback"
+    );
+    // Kubernetes: the same, or a NetworkPolicy that lets only chosen pods
+    // reach the gRPC port.
+    let (file, broker) = object("StatefulSet", "sluice-broker");
+    let invocation = containers(&file, &broker)
+        .iter()
+        .map(|c| container_invocation(&file, c))
+        .find(|i| i.program == "sluice-broker")
+        .unwrap_or_else(|| panic!("{file}: no broker container"));
+    if on_loopback(&invocation) || secured(&invocation) {
+        return;
+    }
+    let pod_labels = &broker["spec"]["template"]["metadata"]["labels"];
+    let guarded = of_kind("NetworkPolicy").iter().any(|(_, policy)| {
+        let spec = &policy["spec"];
+        let selects = spec["podSelector"]["matchLabels"]
+            .as_hash()
+            .is_some_and(|wanted| {
+                wanted
+                    .iter()
+                    .all(|(k, v)| &pod_labels[k.as_str().unwrap_or("")] == v)
+            });
+        let rules = spec["ingress"].as_vec().cloned().unwrap_or_default();
+        // Every rule that opens the gRPC port names who may come.
+        let grpc_guarded = rules.iter().all(|rule| {
+            let ports = rule["ports"].as_vec().cloned().unwrap_or_default();
+            let opens_grpc = ports.is_empty()
+                || ports.iter().any(|p| {
+                    p["port"].as_str() == Some("grpc") || p["port"].as_i64() == Some(BROKER_PORT)
+                });
+            !opens_grpc || rule["from"].as_vec().is_some_and(|from| !from.is_empty())
+        });
+        selects && grpc_guarded
+    });
+    assert!(
+        guarded,
+        "{file}: the broker listens off loopback without TLS and tokens, and no NetworkPolicy guards its gRPC port"
+    );
 }

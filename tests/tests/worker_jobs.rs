@@ -256,3 +256,49 @@ async fn processes_a_command_leaves_behind_are_killed_when_it_exits() {
         "the command's leftover {pid} outlived it"
     );
 }
+
+#[tokio::test]
+async fn a_handler_cannot_read_the_workers_environment() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let dir = scratch_dir("worker-secrets");
+    // The handler writes here as the worker's user.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // An open broker takes the token and ignores it: what matters is that
+    // the worker holds one in its environment.
+    let token = "secret-worker-token-0123456789";
+    let broker = BrokerProcess::start(&[]);
+    // The handler's parent is its supervisor, whose parent is the worker.
+    let exec = format!(
+        "peek=cd {d} && worker=$(cut -d' ' -f4 /proc/$PPID/stat) && \
+         if cat /proc/$worker/environ > environ 2> error; then echo read; else echo refused; fi > result && \
+         env > handler-env",
+        d = dir.display()
+    );
+    let mut command = WorkerProcess::command(
+        &broker.url(),
+        &["--exec", &exec],
+        &[("SLUICE_TOKEN", token)],
+    );
+    // Root may read any process: as root, run the worker (and so its
+    // handlers) as an unprivileged account, as the deployment files do.
+    if nix::unistd::geteuid().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        command.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
+    }
+    let worker = WorkerProcess::spawn_command(command);
+    worker.process.wait_for_log("lease stream open");
+    let id = broker.enqueue(job("peek", b"")).await;
+    broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+    let result = std::fs::read_to_string(dir.join("result")).unwrap();
+    assert_eq!(
+        result.trim(),
+        "refused",
+        "the handler read the worker's environment"
+    );
+    let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+    assert!(!String::from_utf8_lossy(&environ).contains(token));
+    let env = std::fs::read_to_string(dir.join("handler-env")).unwrap();
+    assert!(!env.contains(token), "{env}");
+    assert!(!env.contains("SLUICE_SUPERVISOR_"), "{env}");
+}

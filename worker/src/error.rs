@@ -31,6 +31,12 @@ pub enum WorkerError {
          would start the program itself again"
     )]
     SupervisorNotInstalled,
+    /// The worker could not close itself to its handlers.
+    #[error("{reason}")]
+    Hardening {
+        /// What failed.
+        reason: String,
+    },
     /// Exec handlers were asked for on a system other than Linux.
     #[error(
         "exec handlers need Linux: their supervisor relies on PR_SET_PDEATHSIG and /proc to \

@@ -49,14 +49,17 @@ pub struct ExecHandler {
 impl ExecHandler {
     /// A handler running `command`; the current executable serves as the
     /// supervisor, so its `main` must call [`crate::supervisor::run_if_requested`]
-    /// first.
+    /// first. Building one makes this process non-dumpable
+    /// ([`crate::hardening::hide_from_handlers`]): the commands run as its
+    /// user, and must not read its environment or memory.
     ///
     /// # Errors
     /// [`WorkerError::ExecNeedsLinux`] off Linux,
     /// [`WorkerError::SupervisorNotInstalled`] when
-    /// [`crate::supervisor::run_if_requested`] has not run, and
-    /// [`WorkerError::CurrentExe`] when the current executable's path cannot
-    /// be found.
+    /// [`crate::supervisor::run_if_requested`] has not run,
+    /// [`WorkerError::Hardening`] when the process cannot be made
+    /// non-dumpable, and [`WorkerError::CurrentExe`] when the current
+    /// executable's path cannot be found.
     pub fn new(command: impl Into<String>) -> Result<Self, WorkerError> {
         Self::with_supervisor(command.into(), supervisor::was_called())
     }
@@ -70,6 +73,7 @@ impl ExecHandler {
         if !installed {
             return Err(WorkerError::SupervisorNotInstalled);
         }
+        crate::hardening::hide_from_handlers()?;
         Ok(Self {
             command,
             supervisor: std::env::current_exe().map_err(WorkerError::CurrentExe)?,
@@ -113,6 +117,13 @@ impl Drop for Group {
 }
 
 async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
+    // A broker refuses such headers now; a job kept from before would
+    // fail to start on every attempt.
+    if let Some((name, _)) = job.headers.iter().find(|(_, value)| value.contains('\0')) {
+        return Err(JobError::permanent(format!(
+            "header {name:?} holds a NUL byte, which no environment variable can carry"
+        )));
+    }
     let mut command = Command::new(&handler.supervisor);
     command
         .args([SUPERVISE_ARG, "sh", "-c", &handler.command])

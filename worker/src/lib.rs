@@ -34,7 +34,8 @@
 //! - [`timing`]: the graces and retry bounds that depend on each other
 //!   (stop, kill, release, exit), with their relations checked at compile time.
 //! - [`exec`] and [`supervisor`]: running a program per job, as the
-//!   `sluice-worker` binary does.
+//!   `sluice-worker` binary does; [`hardening`]: keeping the worker's
+//!   secrets from the programs it runs.
 
 mod backoff;
 pub mod client;
@@ -42,6 +43,7 @@ pub mod defaults;
 pub mod error;
 pub mod exec;
 pub mod handler;
+pub mod hardening;
 mod job_task;
 pub mod metrics;
 pub mod runner;

@@ -109,6 +109,12 @@ fn main() -> ExitCode {
     // A handler's supervisor is this same executable: it never returns from
     // here. Exec handlers cannot be built before this call.
     supervisor::run_if_requested();
+    // Before the token is read: the handlers run as this user, and must
+    // not read it from /proc/PID/environ (see `hardening`).
+    if let Err(e) = sluice_worker::hardening::hide_from_handlers() {
+        eprintln!("sluice-worker: {e}");
+        return ExitCode::FAILURE;
+    }
     let args = Args::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -37,6 +37,10 @@ pub const SUPERVISE_ARG: &str = "__sluice_supervise";
 /// supervisor whose worker died before it armed the death signal notices.
 pub const PARENT_PID_ENV: &str = "SLUICE_SUPERVISOR_PARENT";
 
+/// The prefix of the supervisor's own variables, which it removes before
+/// starting the command.
+pub const SUPERVISOR_ENV_PREFIX: &str = "SLUICE_SUPERVISOR_";
+
 /// Set by [`run_if_requested`]: exec handlers may be built only once this
 /// program can serve as their supervisor.
 static CALLED: AtomicBool = AtomicBool::new(false);
@@ -87,7 +91,7 @@ mod linux {
     use nix::unistd::{Pid, getpgrp, getpid, getppid};
     use tokio::signal::unix::{SignalKind, signal};
 
-    use super::{PARENT_PID_ENV, exit_code};
+    use super::{PARENT_PID_ENV, SUPERVISOR_ENV_PREFIX, exit_code};
 
     pub(super) fn supervise(command: &[OsString]) -> i32 {
         let Some((program, args)) = command.split_first() else {
@@ -118,7 +122,15 @@ mod linux {
             }
             // Best effort: without it, orphans are reaped by init instead.
             let _ = nix::sys::prctl::set_child_subreaper(true);
-            let mut child = match tokio::process::Command::new(program).args(args).spawn() {
+            let mut command = tokio::process::Command::new(program);
+            command.args(args);
+            // Its own variables are not the command's (`hardening`).
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with(SUPERVISOR_ENV_PREFIX) {
+                    command.env_remove(name);
+                }
+            }
+            let mut child = match command.spawn() {
                 Ok(child) => child,
                 Err(e) => {
                     eprintln!("sluice supervisor: cannot run {program:?}: {e}");
