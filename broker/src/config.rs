@@ -49,6 +49,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Connections open at once from one client address.
     pub max_connections_per_ip: usize,
+    /// `Host` names the HTTP listener answers to besides its own address
+    /// and the loopback names.
+    pub http_allowed_hosts: Vec<crate::http::hosts::AllowedHost>,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
+            http_allowed_hosts: Vec::new(),
         }
     }
 }

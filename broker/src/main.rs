@@ -13,6 +13,7 @@ use humantime::Duration as Human;
 use sluice_broker::auth::{Authorizer, ReflectionAccess};
 use sluice_broker::backend::postgres::PostgresSettings;
 use sluice_broker::config::{Config, DEFAULT_ADDR, StoreConfig};
+use sluice_broker::http::hosts::AllowedHost;
 use sluice_broker::memory_limit;
 use sluice_broker::server::Listeners;
 use sluice_broker::tls::{TlsFiles, TlsSettings};
@@ -45,6 +46,9 @@ struct Args {
     /// Serve Prometheus metrics at GET /metrics, the dashboard at / and its JSON API at /api/v1/ on this address (HTTPS with --tls-cert; off when unset).
     #[arg(long, env = "SLUICE_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// Host names (NAME or NAME:PORT, comma-separated) the HTTP listener answers to, besides its own address and localhost; any other Host gets 403.
+    #[arg(long, env = "SLUICE_HTTP_ALLOWED_HOSTS", value_delimiter = ',', value_parser = AllowedHost::parse)]
+    http_allowed_hosts: Vec<AllowedHost>,
     /// Attempts for a job that does not set max_attempts (the first try plus retries).
     #[arg(long, env = "SLUICE_MAX_ATTEMPTS", default_value_t = defaults().queue.max_attempts,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(sluice_limits::MAX_ATTEMPTS)))]
@@ -248,6 +252,7 @@ impl Args {
             .unwrap_or(usize::MAX),
             max_header_list_size: self.max_header_list_size,
             request_timeout: self.request_timeout.into(),
+            http_allowed_hosts: self.http_allowed_hosts.clone(),
             max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
             max_connections_per_ip: usize::try_from(self.max_connections_per_ip)
                 .unwrap_or(usize::MAX),

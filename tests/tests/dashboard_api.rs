@@ -669,3 +669,51 @@ async fn scoped_tokens_read_and_act_on_their_queues_only() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn every_route_answers_only_the_listeners_own_names() {
+    use sluice_broker::http::hosts::AllowedHost;
+    let mut config = test_config();
+    config.http_allowed_hosts = vec![AllowedHost::parse("sluice.internal").unwrap()];
+    let broker = TestBroker::with_http(config).await;
+    let api = Api::new(broker.http_addr.unwrap());
+    broker.enqueue_req(job_in("mail", "email", b"{}")).await;
+    // A rebinding page's name is refused on every route: before, /metrics
+    // was outside the check and named every queue.
+    for path in ["/metrics", "/", "/assets/app.js", "/api/v1/stats"] {
+        let reply = api
+            .send(Method::GET, path, &[("host", "rebound.example:80")])
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(!String::from_utf8_lossy(&reply.body).contains("mail"));
+        for host in ["sluice.internal:9090", "localhost", "127.0.0.1"] {
+            let reply = api.send(Method::GET, path, &[("host", host)]).await;
+            assert_eq!(reply.status, StatusCode::OK, "{path} as {host}");
+        }
+    }
+    // An Origin is held to the same list, not to the request's own Host.
+    let pause = |headers: &'static [(&'static str, &'static str)]| {
+        let api = api.clone();
+        async move {
+            api.send(Method::POST, "/api/v1/queues/mail/pause", headers)
+                .await
+                .status
+        }
+    };
+    assert_eq!(
+        pause(&[
+            ("host", "sluice.internal"),
+            ("origin", "http://evil.example")
+        ])
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        pause(&[
+            ("host", "sluice.internal"),
+            ("origin", "https://sluice.internal")
+        ])
+        .await,
+        StatusCode::OK
+    );
+}

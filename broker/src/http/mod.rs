@@ -15,25 +15,32 @@
 mod access;
 mod api;
 mod dashboard;
+pub mod hosts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use sluice_proto::json::status_json;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tower_service::Service as _;
 use tracing::{debug, info, warn};
 
 pub use access::HttpAccess;
+use hosts::{AllowedHosts, ListenerAddr};
 
 use crate::auth::Authorizer;
 use crate::listener::Conn;
@@ -64,6 +71,9 @@ pub struct Site {
     pub tls: bool,
     /// Whose credentials are checked.
     pub auth: Authorizer,
+    /// The `Host` names it answers to besides its own address and the
+    /// loopback names (`--http-allowed-hosts`).
+    pub allowed_hosts: AllowedHosts,
 }
 
 /// Serves `metrics`, the dashboard and the API (calling `admin`) on the
@@ -78,13 +88,14 @@ pub async fn serve(
     let loopback = site.addr.ip().is_loopback();
     let access = HttpAccess::new(site.auth.clone(), loopback);
     announce(&site, &access);
-    let origin = api::OriginCheck::new(loopback, site.auth.is_enabled());
+    let hosts = Arc::new(site.allowed_hosts.clone());
     let state = Arc::new(AppState { metrics, access });
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .with_state(state)
         .merge(dashboard::routes())
-        .merge(api::routes(admin, site.auth.clone(), origin));
+        .merge(api::routes(admin, site.auth.clone(), hosts.clone()))
+        .layer(middleware::from_fn_with_state(hosts, check_host));
     serve_connections(incoming, app, stop).await;
 }
 
@@ -133,7 +144,15 @@ async fn serve_connections(
             }
             None => break,
         };
-        let service = TowerToHyperService::new(app.clone());
+        // Every request carries the address its client reached (the Host
+        // check and the Origin check compare with it).
+        let local = ListenerAddr(conn.info().local);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(local);
+            let mut app = app.clone();
+            async move { app.call(request.map(axum::body::Body::new)).await }
+        });
         let io = TokioIo::new(conn);
         let connection = graceful.watch(http1.serve_connection(io, service));
         tokio::spawn(async move {
@@ -145,6 +164,35 @@ async fn serve_connections(
     // A scraper that holds its connection gets CLOSE_TIMEOUT, then the
     // listener stops regardless.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, graceful.shutdown()).await;
+}
+
+/// Refuses (403) a request whose `Host` is not one this listener answers
+/// to (see [`hosts`]), on every route.
+async fn check_host(
+    State(hosts): State<Arc<AllowedHosts>>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let allowed = request
+        .extensions()
+        .get::<ListenerAddr>()
+        .is_some_and(|local| hosts.allows(host, local.0));
+    if allowed {
+        return next.run(request).await;
+    }
+    let message = format!(
+        "host {host:?} is not this broker's: it answers to its own address, loopback names and --http-allowed-hosts"
+    );
+    (
+        StatusCode::FORBIDDEN,
+        Json(status_json(&tonic::Status::permission_denied(message))),
+    )
+        .into_response()
 }
 
 async fn metrics_text(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {

@@ -24,6 +24,8 @@ use super::caps::Admitted;
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
     /// The subject common name of the client's certificate (mTLS).
     pub common_name: Option<Arc<str>>,
     /// One permit per call that may be receiving its request at once on
@@ -32,10 +34,17 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// A connection from `peer` whose calls may receive `receiving` at once.
-    pub fn new(peer: SocketAddr, common_name: Option<Arc<str>>, receiving: usize) -> Self {
+    /// A connection from `peer` to `local` whose calls may receive
+    /// `receiving` at once.
+    pub fn new(
+        peer: SocketAddr,
+        local: SocketAddr,
+        common_name: Option<Arc<str>>,
+        receiving: usize,
+    ) -> Self {
         Self {
             peer,
+            local,
             common_name,
             receiving: Arc::new(Semaphore::new(receiving)),
         }

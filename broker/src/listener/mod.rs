@@ -133,6 +133,7 @@ async fn admit(
     handshakes: &Semaphore,
 ) -> Result<Conn, &'static str> {
     let accepted_at = tokio::time::Instant::now();
+    let local = tcp.local_addr().map_err(|_| "no local address")?;
     let mut first = [0u8; 1];
     match tokio::time::timeout(FIRST_BYTE_TIMEOUT, tcp.peek(&mut first)).await {
         Err(_) => return Err("nothing sent in time"),
@@ -147,7 +148,7 @@ async fn admit(
         } else {
             Bytes::new()
         };
-        let info = ConnInfo::new(peer, None, receiving);
+        let info = ConnInfo::new(peer, local, None, receiving);
         return Ok(Conn::plain(tcp, prefix, info, admitted));
     };
     let handshake = async {
@@ -174,7 +175,7 @@ async fn admit(
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(|leaf| common_name(leaf.as_ref()));
-    let info = ConnInfo::new(peer, common_name, receiving);
+    let info = ConnInfo::new(peer, local, common_name, receiving);
     Ok(Conn::tls(stream, prefix, info, admitted))
 }
 

@@ -127,6 +127,7 @@ pub async fn run(
                 addr,
                 tls: config.tls.is_some(),
                 auth: config.auth.clone(),
+                allowed_hosts: http::hosts::AllowedHosts::new(config.http_allowed_hosts.clone()),
             };
             tasks.spawn(http::serve(incoming, site, metrics, admin.clone(), stop));
             Some(rpc)

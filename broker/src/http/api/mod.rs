@@ -19,7 +19,8 @@
 //! | `POST /api/v1/queues/{queue}/purge?state=` | PurgeQueue |
 //! | `POST /api/v1/queues/{queue}/retry-dead` | ListJobs of DEAD, then RetryJob each |
 //!
-//! Every `POST` must come from the same origin (`origin.rs`).
+//! Every `POST` must come from one of the listener's allowed hosts
+//! (`origin.rs`).
 
 mod error;
 mod origin;
@@ -42,9 +43,9 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
 use crate::auth::{Authorizer, Call, Grant};
+use crate::http::hosts::{AllowedHosts, ListenerAddr};
 use crate::service::{AdminService, RequestError};
 pub use error::ApiError;
-pub use origin::OriginCheck;
 
 /// What an endpoint answers: a JSON document or a refusal.
 type Reply = Result<Json<Value>, ApiError>;
@@ -59,9 +60,9 @@ struct Api {
     auth: Authorizer,
 }
 
-/// The routes under `/api/v1/`, calling `admin`; `origin` guards every
-/// `POST`.
-pub fn routes(admin: AdminService, auth: Authorizer, origin: OriginCheck) -> Router {
+/// The routes under `/api/v1/`, calling `admin`; every `POST` must come
+/// from one of `hosts` (`origin.rs`).
+pub fn routes(admin: AdminService, auth: Authorizer, hosts: Arc<AllowedHosts>) -> Router {
     let api = Arc::new(Api { admin, auth });
     let reads = Router::new()
         .route("/api/v1/session", get(session))
@@ -83,7 +84,7 @@ pub fn routes(admin: AdminService, auth: Authorizer, origin: OriginCheck) -> Rou
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(wrong_method)
         .with_state(api)
-        .layer(middleware::from_fn_with_state(origin, check_origin))
+        .layer(middleware::from_fn_with_state(hosts, check_origin))
 }
 
 /// A request to the Admin service carrying the caller's credential (only
@@ -119,11 +120,16 @@ fn parameters(
 }
 
 async fn check_origin(
-    State(origin): State<OriginCheck>,
+    State(hosts): State<Arc<AllowedHosts>>,
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    match origin.check(request.method(), request.headers()) {
+    let local = request.extensions().get::<ListenerAddr>().map(|a| a.0);
+    let Some(local) = local else {
+        return ApiError::from(Status::internal("no listener address for this request"))
+            .into_response();
+    };
+    match origin::check(&hosts, local, request.method(), request.headers()) {
         Ok(()) => next.run(request).await,
         Err(refused) => refused.into_response(),
     }

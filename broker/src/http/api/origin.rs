@@ -1,73 +1,53 @@
 //! Protection against requests a web page on another site makes a browser
-//! send. Every `POST` (the API's actions) whose `Origin` header names
-//! another origin than the request's `Host`, or that the browser marks as
-//! cross-site (`Sec-Fetch-Site`), is refused with PERMISSION_DENIED.
-//! Clients that are not browsers (curl, scripts) send neither header and
-//! pass; browsers send `Origin` with every `POST`.
-//!
-//! Without `--auth-tokens` on a loopback listener nothing else stands in
-//! the way, so there every request must also name a loopback host
-//! (`127.0.0.1:9090`, `[::1]:9090`, `localhost:9090`): a page on a
-//! hostile site whose name it points at 127.0.0.1 (DNS rebinding) gets
-//! PERMISSION_DENIED for reads too.
+//! send. Every `POST` (the API's actions) whose `Origin` header is not one
+//! of the listener's allowed hosts (`http/hosts.rs`: its own address, a
+//! loopback name, `--http-allowed-hosts`), or that the browser marks as
+//! cross-site (`Sec-Fetch-Site`), is refused with PERMISSION_DENIED. The
+//! `Origin` is never compared with the request's own `Host`: a rebinding
+//! page chooses both. Clients that are not browsers (curl, scripts) send
+//! neither header and pass; browsers send `Origin` with every `POST`. (The
+//! `Host` of every request, on every route, is checked before this.)
+
+use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, Method, header};
 use tonic::Status;
 
 use super::ApiError;
+use crate::http::hosts::AllowedHosts;
 
-/// The rule of one listener.
-#[derive(Debug, Clone, Copy)]
-pub struct OriginCheck {
-    /// Only loopback `Host` names are let in (no tokens, loopback listener).
-    loopback_hosts_only: bool,
-}
-
-impl OriginCheck {
-    /// The rule for a listener on a loopback address or not, with tokens
-    /// or without.
-    pub fn new(loopback: bool, tokens: bool) -> Self {
-        Self {
-            loopback_hosts_only: loopback && !tokens,
-        }
+/// Lets the request in, or says why not.
+///
+/// # Errors
+/// [`ApiError`] with PERMISSION_DENIED.
+pub fn check(
+    hosts: &AllowedHosts,
+    local: SocketAddr,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    if method == Method::GET || method == Method::HEAD {
+        return Ok(());
     }
-
-    /// Lets the request in, or says why not.
-    ///
-    /// # Errors
-    /// [`ApiError`] with PERMISSION_DENIED.
-    pub fn check(&self, method: &Method, headers: &HeaderMap) -> Result<(), ApiError> {
-        let host = text(headers, header::HOST.as_str());
-        if self.loopback_hosts_only && !host.is_some_and(is_loopback_host) {
+    if let Some(site) = text(headers, "sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(refused(format!(
+            "a {site} request may not change anything: use the dashboard on this broker's own address"
+        )));
+    }
+    if let Some(origin) = text(headers, header::ORIGIN.as_str()) {
+        let origin_host = origin
+            .split_once("://")
+            .map_or(origin, |(_, rest)| rest)
+            .trim_end_matches('/');
+        if !hosts.allows(origin_host, local) {
             return Err(refused(format!(
-                "host {:?} is not a loopback name: this listener has no tokens and answers only requests to 127.0.0.1, [::1] or localhost",
-                host.unwrap_or_default()
+                "origin {origin:?} is not this broker's (its address, a loopback name or --http-allowed-hosts): cross-site requests may not change anything"
             )));
         }
-        if method == Method::GET || method == Method::HEAD {
-            return Ok(());
-        }
-        if let Some(site) = text(headers, "sec-fetch-site")
-            && !matches!(site, "same-origin" | "none")
-        {
-            return Err(refused(format!(
-                "a {site} request may not change anything: use the dashboard on this broker's own address"
-            )));
-        }
-        if let Some(origin) = text(headers, header::ORIGIN.as_str()) {
-            let origin_host = origin
-                .split_once("://")
-                .map_or(origin, |(_, rest)| rest)
-                .trim_end_matches('/');
-            if Some(origin_host) != host {
-                return Err(refused(format!(
-                    "origin {origin:?} is not this broker's ({}): cross-site requests may not change anything",
-                    host.unwrap_or("no Host header")
-                )));
-            }
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -76,18 +56,6 @@ fn text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 fn refused(message: String) -> ApiError {
     Status::permission_denied(message).into()
-}
-
-/// `localhost`, `127.0.0.1`, `[::1]`... with or without a port.
-fn is_loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split_once(']').map_or(rest, |(ip, _)| ip),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -102,70 +70,34 @@ mod tests {
         map
     }
 
-    fn allowed(check: OriginCheck, method: Method, pairs: &[(&'static str, &'static str)]) -> bool {
-        check.check(&method, &headers(pairs)).is_ok()
+    fn allowed(method: Method, pairs: &[(&'static str, &'static str)]) -> bool {
+        let local: SocketAddr = "10.0.0.5:9090".parse().unwrap();
+        check(&AllowedHosts::default(), local, &method, &headers(pairs)).is_ok()
     }
 
     #[test]
     fn a_post_from_another_origin_is_refused() {
-        let check = OriginCheck::new(false, true);
-        let host = ("host", "broker.internal:9090");
-        assert!(allowed(check, Method::POST, &[host]));
+        assert!(allowed(Method::POST, &[]));
         assert!(allowed(
-            check,
             Method::POST,
-            &[host, ("origin", "https://broker.internal:9090")]
+            &[("origin", "https://10.0.0.5:9090")]
+        ));
+        assert!(allowed(
+            Method::POST,
+            &[("origin", "http://localhost:9090")]
         ));
         assert!(!allowed(
-            check,
             Method::POST,
-            &[host, ("origin", "https://evil.example")]
+            &[("origin", "https://evil.example")]
         ));
+        // The attacker's own Host does not make its Origin this broker's.
         assert!(!allowed(
-            check,
             Method::POST,
-            &[host, ("sec-fetch-site", "cross-site")]
+            &[("host", "evil.example"), ("origin", "https://evil.example")]
         ));
-        assert!(allowed(
-            check,
-            Method::POST,
-            &[host, ("sec-fetch-site", "same-origin")]
-        ));
-        // Reads are not guarded: they change nothing.
-        assert!(allowed(
-            check,
-            Method::GET,
-            &[host, ("origin", "https://evil.example")]
-        ));
-    }
-
-    #[test]
-    fn without_tokens_a_loopback_listener_answers_only_loopback_names() {
-        let check = OriginCheck::new(true, false);
-        for host in [
-            "127.0.0.1:9090",
-            "localhost:9090",
-            "[::1]:9090",
-            "LOCALHOST",
-        ] {
-            assert!(allowed(check, Method::GET, &[("host", host)]), "{host}");
-        }
-        assert!(!allowed(
-            check,
-            Method::GET,
-            &[("host", "rebound.example:9090")]
-        ));
-        assert!(!allowed(check, Method::GET, &[]));
-        // With tokens, or on another address, any name may be used.
-        assert!(allowed(
-            OriginCheck::new(true, true),
-            Method::GET,
-            &[("host", "rebound.example:9090")]
-        ));
-        assert!(allowed(
-            OriginCheck::new(false, false),
-            Method::GET,
-            &[("host", "broker.internal:9090")]
-        ));
+        assert!(!allowed(Method::POST, &[("sec-fetch-site", "cross-site")]));
+        assert!(allowed(Method::POST, &[("sec-fetch-site", "same-origin")]));
+        // Reads change nothing; their Host is checked for every route.
+        assert!(allowed(Method::GET, &[("origin", "https://evil.example")]));
     }
 }
