@@ -6,6 +6,12 @@
 //! Tables have a header row and columns separated by two spaces, no box
 //! drawing, so that `grep`, `awk` and an 80-column terminal all read them.
 //! Only this module and the commands' `print` steps write to stdout.
+//!
+//! What a table shows comes from clients of the broker (payloads, header
+//! values, errors a handler wrote): its control characters are shown
+//! escaped ([`escape_controls`]), never sent to the terminal, where an
+//! escape sequence could rewrite the screen or the window title. JSON
+//! output escapes them by its own rules.
 
 use std::io::Write as _;
 use std::time::{Duration, SystemTime};
@@ -56,8 +62,17 @@ impl Table {
     /// The aligned text, one line per row after the header, each ending
     /// in a newline; trailing spaces trimmed.
     pub fn render(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|cell| escape_controls(cell, false))
+                    .collect()
+            })
+            .collect();
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
+        for row in &rows {
             for (i, cell) in row.iter().enumerate() {
                 if let Some(w) = widths.get_mut(i) {
                     *w = (*w).max(cell.chars().count());
@@ -66,7 +81,7 @@ impl Table {
         }
         let mut out = String::new();
         let header: Vec<String> = self.header.iter().map(|h| (*h).to_owned()).collect();
-        for row in std::iter::once(&header).chain(&self.rows) {
+        for row in std::iter::once(&header).chain(&rows) {
             let mut line = String::new();
             for (i, cell) in row.iter().enumerate() {
                 let width = widths.get(i).copied().unwrap_or(0);
@@ -79,6 +94,28 @@ impl Table {
         }
         out
     }
+}
+
+/// `text` with its control characters written out (`\x1b`, `\u{9b}`), so
+/// that bytes from clients reach the terminal as data, never as commands;
+/// with `keep_lines`, newlines and tabs stay as they are (a payload's
+/// lines).
+pub fn escape_controls(text: &str, keep_lines: bool) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' if keep_lines => out.push(c),
+            c if c.is_control() && u32::from(c) < 0x80 => {
+                out.push_str(&format!("\\x{:02x}", u32::from(c)));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Writes `text` to stdout as is.
@@ -173,6 +210,19 @@ pub fn one_line(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent() {
+        assert_eq!(escape_controls("plain", false), "plain");
+        assert_eq!(
+            escape_controls("\x1b]0;pwned\x07 a\tb\nc\u{9b}", false),
+            "\\x1b]0;pwned\\x07 a\\x09b\\x0ac\\u{9b}"
+        );
+        assert_eq!(escape_controls("a\tb\nc\x1b[2J", true), "a\tb\nc\\x1b[2J");
+        let mut table = Table::new(&["NAME"]);
+        table.row(vec!["\x1b[31mred".into()]);
+        assert_eq!(table.render(), "NAME\n\\x1b[31mred\n");
+    }
 
     #[test]
     fn a_table_aligns_its_columns_under_the_header() {

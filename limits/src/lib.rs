@@ -152,6 +152,25 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a header value: at most [`MAX_HEADER_VALUE_LEN`] bytes, and no
+/// control character but tab. Values become environment variables of
+/// exec handlers (no NUL possible there) and lines on operators'
+/// terminals (no escape sequences).
+///
+/// # Errors
+/// Why the value is refused.
+pub fn check_header_value(value: &str) -> Result<(), String> {
+    if value.len() > MAX_HEADER_VALUE_LEN {
+        return Err(format!("is over {MAX_HEADER_VALUE_LEN} bytes"));
+    }
+    if let Some(c) = value.chars().find(|&c| c.is_control() && c != '\t') {
+        return Err(format!(
+            "has the control character {c:?}; only tab is allowed"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a lease or per-attempt timeout against [`RUN_LIMIT`].
 ///
 /// # Errors

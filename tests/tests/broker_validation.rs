@@ -321,6 +321,34 @@ async fn enqueue_fields_are_accepted_at_their_limit_and_refused_past_it() {
 }
 
 #[tokio::test]
+async fn header_values_hold_no_control_character_but_tab() {
+    let b = TestBroker::start().await;
+    let mut broker = b.broker.clone();
+    for bad in [
+        "a\0b",
+        "\x1b]0;pwned\x07",
+        "a\nb",
+        "a\rb",
+        "a\u{7f}b",
+        "a\u{85}b",
+    ] {
+        let mut enqueue = enqueue_req(|_| {});
+        enqueue.headers.insert("x-note".into(), bad.into());
+        let status = broker.enqueue(enqueue).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}");
+        assert!(
+            status
+                .message()
+                .starts_with("headers: the value of \"x-note\" has the control character"),
+            "{status:?}"
+        );
+    }
+    let mut enqueue = enqueue_req(|_| {});
+    enqueue.headers.insert("x-list".into(), "a\tb".into());
+    broker.enqueue(enqueue).await.unwrap();
+}
+
+#[tokio::test]
 async fn names_are_required_at_most_128_bytes_and_free_of_control_characters() {
     let b = TestBroker::start().await;
     let mut broker = b.broker.clone();

@@ -390,3 +390,42 @@ fn retry_and_cancel_report_each_job_and_all_dead_retries_a_whole_queue() {
         format!("{}  CANCELLED\ncancelled 1 of 1 jobs\n", dead[0])
     );
 }
+
+#[tokio::test]
+async fn jobs_get_shows_a_payloads_escape_sequences_instead_of_sending_them() {
+    let broker = BrokerProcess::start(&[]);
+    // A producer's text payload that would retitle the terminal and clear
+    // the screen, and a worker's error with a bell and a C1 control.
+    let payload = "line one\n\x1b]0;pwned\x07\x1b[2J\u{9b}31m";
+    let mut job = sluice_e2e::job("hostile", payload.as_bytes());
+    job.max_attempts = 1;
+    let id = broker.enqueue(job).await;
+    let leased = broker.lease_one("default", "hostile").await;
+    broker
+        .broker()
+        .await
+        .nack(sluice_proto::v1::NackRequest {
+            job_id: id.clone(),
+            lease_id: leased.lease_id,
+            error: "bad\x07\x1b[31m input".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let shown = sluice(&broker, &["jobs", "get", &id]).ok();
+    assert!(
+        !shown.stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "a control character reached the terminal: {:?}",
+        shown.stdout
+    );
+    assert!(shown.stdout.contains("line one\n"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains(r"\x1b]0;pwned\x07\x1b[2J\u{9b}31m"),
+        "{}",
+        shown.stdout
+    );
+    // JSON carries the bytes, escaped by JSON's own rules.
+    let json = sluice(&broker, &["-o", "json", "jobs", "get", &id]).ok();
+    assert!(!json.stdout.contains('\x1b'));
+    assert_eq!(json.json()["payload"]["value"], payload);
+}

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::error::RequestError;
 use crate::clock::Timestamp;
 use sluice_limits::{
-    DEFAULT_QUEUE, MAX_ATTEMPTS, MAX_DURATION, MAX_HEADER_VALUE_LEN, MAX_HEADERS,
-    MAX_IDEMPOTENCY_KEY_LEN, MAX_IN_FLIGHT, MAX_LEASE_FILTERS, MAX_SCHEDULE_AHEAD, MIN_RUN_LIMIT,
+    DEFAULT_QUEUE, MAX_ATTEMPTS, MAX_DURATION, MAX_HEADERS, MAX_IDEMPOTENCY_KEY_LEN, MAX_IN_FLIGHT,
+    MAX_LEASE_FILTERS, MAX_SCHEDULE_AHEAD, MIN_RUN_LIMIT,
 };
 use sluice_queue::{ConsumerSpec, FailedAttempt, Headers, JobState, JobView, NewJob};
 
@@ -51,10 +51,10 @@ pub fn new_job(req: pb::EnqueueRequest, limits: Limits, now: Timestamp) -> Resul
     let mut headers: Headers = Vec::with_capacity(req.headers.len());
     for (key, value) in req.headers {
         let key = name(key, "headers")?;
-        if value.len() > MAX_HEADER_VALUE_LEN {
+        if let Err(reason) = sluice_limits::check_header_value(&value) {
             return Err(RequestError::invalid(
                 "headers",
-                format!("the value of {key:?} is over {MAX_HEADER_VALUE_LEN} bytes"),
+                format!("the value of {key:?} {reason}"),
             ));
         }
         headers.push((key, value));
@@ -395,6 +395,21 @@ mod tests {
             })),
             "headers"
         );
+        for value in ["a\0b", "\x1b[31mred", "line\nbreak", "\u{9b}"] {
+            let refused = enqueue(|r| {
+                r.headers.insert("trace".into(), value.into());
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(
+                refused.starts_with("headers: the value of \"trace\" has the control character"),
+                "{refused}"
+            );
+        }
+        let tab = enqueue(|r| {
+            r.headers.insert("list".into(), "a\tb".into());
+        });
+        assert!(tab.is_ok(), "a tab is allowed");
     }
 
     #[test]

@@ -10,7 +10,8 @@ use sluice_proto::v1 as pb;
 use crate::connect::Connection;
 use crate::error::{CliError, CodeName};
 use crate::output::{
-    Format, Table, one_line, print, print_json, print_table, std_duration, timestamp_text,
+    Format, Table, escape_controls, one_line, print, print_json, print_table, std_duration,
+    timestamp_text,
 };
 use crate::view::{Payload, StateArg, job_json, sorted, state_name};
 
@@ -231,6 +232,7 @@ fn job_text(job: &pb::Job) -> String {
     if !job.headers.is_empty() {
         out.push_str("headers:\n");
         for (name, value) in sorted(&job.headers) {
+            let (name, value) = (escape_controls(name, false), escape_controls(value, false));
             out.push_str(&format!("  {name}: {value}\n"));
         }
     }
@@ -239,7 +241,9 @@ fn job_text(job: &pb::Job) -> String {
         payload.encoding(),
         job.payload.len()
     ));
-    let text = payload.to_text();
+    // A text payload is the producer's bytes: its lines stay, its escape
+    // sequences are shown, not obeyed.
+    let text = escape_controls(&payload.to_text(), true);
     out.push_str(&text);
     if !text.ends_with('\n') {
         out.push('\n');
