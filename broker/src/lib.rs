@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backend;
 pub mod clock;
 pub mod config;
+pub mod exposure;
 pub mod fatal;
 pub mod gate;
 pub mod http;

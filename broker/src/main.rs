@@ -13,6 +13,7 @@ use humantime::Duration as Human;
 use sluice_broker::auth::{Authorizer, ReflectionAccess};
 use sluice_broker::backend::postgres::PostgresSettings;
 use sluice_broker::config::{Config, DEFAULT_ADDR, StoreConfig};
+use sluice_broker::exposure::{self, Exposure};
 use sluice_broker::http::hosts::AllowedHost;
 use sluice_broker::memory_limit;
 use sluice_broker::server::Listeners;
@@ -147,6 +148,9 @@ struct Args {
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_IP", default_value_t = defaults().max_connections_per_ip as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_connections_per_ip: u64,
+    /// Refuse to start (or to reload on SIGHUP) when the token file or the TLS key is readable by other users (a mode wider than 0640), instead of warning.
+    #[arg(long, env = "SLUICE_STRICT_PERMISSIONS")]
+    strict_permissions: bool,
     /// Log format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -262,6 +266,10 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before anything creates a file: nothing the broker writes (its data
+    // file, for an instant, before its mode is set) is ever readable by
+    // others.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let args = Args::parse();
     // Dropped at the end of main: flushes the spans still queued for export.
     let _export = match sluice_process::init_tracing(args.log_format, "sluice-broker") {
@@ -282,6 +290,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.config()?;
+    check_secrets(&config, args.strict_permissions)?;
     raise_file_limit(config.max_connections);
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
@@ -310,12 +319,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             warn!("no memory limit found for the --max-memory default: jobs may use all memory")
         }
     }
-    watch_reload(&config).context("installing the SIGHUP handler")?;
-    if !args.addr.ip().is_loopback() && config.tls.is_none() && !config.auth.is_enabled() {
-        warn!(
-            addr = %args.addr,
-            "listening on a non-loopback address without TLS or --auth-tokens: anyone who can reach it can enqueue, lease and administer jobs in plaintext"
-        );
+    watch_reload(&config, args.strict_permissions).context("installing the SIGHUP handler")?;
+    let exposure = Exposure {
+        addr: args.addr,
+        tls: config.tls.is_some(),
+        client_certs: config.tls.as_ref().is_some_and(TlsSettings::mutual),
+        tokens: config.auth.is_enabled(),
+    };
+    for warning in exposure.warnings() {
+        warn!(addr = %args.addr, "{warning}");
     }
     info!(addr = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "sluice broker listening");
     let listeners = Listeners {
@@ -324,6 +336,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     sluice_broker::server::run(listeners, config, shutdown).await?;
     Ok(())
+}
+
+/// The secret files of `config` (the token file, the TLS key) whose mode
+/// lets other users read them: warned about, or with `strict` refused.
+///
+/// # Errors
+/// With `strict`, when one is readable by others.
+fn check_secrets(config: &Config, strict: bool) -> anyhow::Result<()> {
+    let loose = exposure::loose_secrets(secret_files(config));
+    if strict && !loose.is_empty() {
+        let all: Vec<String> = loose.iter().map(ToString::to_string).collect();
+        anyhow::bail!("--strict-permissions: {}", all.join("; "));
+    }
+    for file in loose {
+        warn!("{file}");
+    }
+    Ok(())
+}
+
+fn secret_files(config: &Config) -> Vec<(&'static str, &std::path::Path)> {
+    let mut files = Vec::new();
+    if let Some(path) = config.auth.path() {
+        files.push(("--auth-tokens", path));
+    }
+    if let Some(tls) = &config.tls {
+        files.push(("--tls-key", tls.key_path()));
+    }
+    files
 }
 
 /// Descriptors the broker needs besides its connections: the listeners,
@@ -357,11 +397,18 @@ fn raise_file_limit(max_connections: usize) {
 
 /// On SIGHUP, re-reads the token file and the TLS files: new requests and
 /// connections use them; a failed reload keeps the old ones and says why.
-fn watch_reload(config: &Config) -> std::io::Result<()> {
+/// The files' modes are checked again first: with `strict`, a secret file
+/// others may read is not reloaded.
+fn watch_reload(config: &Config, strict: bool) -> std::io::Result<()> {
     let mut hangup = tokio::signal::unix::signal(SignalKind::hangup())?;
-    let (auth, tls) = (config.auth.clone(), config.tls.clone());
+    let config = config.clone();
     tokio::spawn(async move {
+        let (auth, tls) = (&config.auth, &config.tls);
         while hangup.recv().await.is_some() {
+            if let Err(e) = check_secrets(&config, strict) {
+                warn!(error = %e, "SIGHUP: nothing reloaded, the old credentials and certificate stay");
+                continue;
+            }
             if auth.is_enabled() {
                 match auth.reload() {
                     Ok(credentials) => info!(credentials, "SIGHUP: token file reloaded"),
@@ -370,7 +417,7 @@ fn watch_reload(config: &Config) -> std::io::Result<()> {
                     }
                 }
             }
-            if let Some(tls) = &tls {
+            if let Some(tls) = tls {
                 match tls.reload() {
                     Ok(()) => info!("SIGHUP: TLS certificate reloaded; new connections use it"),
                     Err(e) => {

@@ -106,6 +106,11 @@ impl TlsSettings {
         })
     }
 
+    /// The private key's file (`--tls-key`).
+    pub fn key_path(&self) -> &Path {
+        &self.files.key
+    }
+
     /// Whether client certificates are required.
     pub fn mutual(&self) -> bool {
         self.files.client_ca.is_some()

@@ -125,6 +125,9 @@ pub async fn connect(args: &ConnectArgs) -> Result<Connection, CliError> {
     };
     let token = token_from_env_or_file(args.token_file.as_deref()).map_err(usage)?;
     let security = Security::load(&args.broker, &sources, token.as_deref()).map_err(usage)?;
+    if let Some(warning) = security.token_in_the_clear(&args.broker) {
+        eprintln!("sluice: warning: {warning}");
+    }
     let endpoint = sluice_worker::client::endpoint(&args.broker, &security)
         .map_err(usage)?
         .timeout(CALL_TIMEOUT);

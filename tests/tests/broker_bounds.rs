@@ -1,14 +1,17 @@
 //! Bounds and warnings of a broker facing a network: `--max-lease-streams`,
 //! `--max-concurrent-streams`, `--max-header-list-size`, the data
-//! directory's permissions, and the warning for a public address without
-//! TLS or tokens.
+//! directory's permissions, the broker's umask, the warnings for a public
+//! address without TLS or tokens (or with one of them alone), and the
+//! secret files others may read (warned, or refused with
+//! `--strict-permissions`).
 
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt as _;
+use std::process::Command;
 
 use sluice_e2e::in_process::test_config;
-use sluice_e2e::{BrokerProcess, TestBroker, scratch_dir};
+use sluice_e2e::{BrokerProcess, TestBroker, WAIT, binary, scratch_dir};
 use sluice_proto::v1 as pb;
 use tonic::Code;
 
@@ -132,4 +135,106 @@ async fn metadata_past_max_header_list_size_is_refused_and_the_broker_serves_on(
         })
         .await;
     assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// A token file and a server certificate and key in `dir`, the secret
+/// files with `mode`; returns the flags that use them.
+fn secret_flags(dir: &std::path::Path, mode: u32) -> Vec<String> {
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "admin admin-token-0123456789\n").unwrap();
+    let server = sluice_e2e::tls::Ca::new("ca").unwrap().server().unwrap();
+    let cert = sluice_e2e::tls::write(dir, "server.pem", &server.cert);
+    let key = sluice_e2e::tls::write(dir, "server.key", &server.key);
+    for file in [&tokens, &key] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    [
+        "--auth-tokens",
+        tokens.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[test]
+fn each_risky_exposure_off_loopback_is_warned_about() {
+    let dir = scratch_dir("bounds-exposure");
+    let flags = secret_flags(&dir, 0o600);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (tokens, tls) = (&flags[..2], &flags[2..]);
+    let broker = BrokerProcess::start_on("0.0.0.0:0", tokens);
+    broker.wait_for_log("tokens cross the network in plaintext");
+    let broker = BrokerProcess::start_on("0.0.0.0:0", tls);
+    broker.wait_for_log("TLS but neither --auth-tokens nor --tls-client-ca");
+    let both = BrokerProcess::start_on("0.0.0.0:0", &flags);
+    let log = both.log();
+    assert!(!log.contains("non-loopback address"), "{log}");
+}
+
+#[tokio::test]
+async fn secrets_others_may_read_are_warned_about_or_refused() {
+    let dir = scratch_dir("bounds-secrets");
+    let flags = secret_flags(&dir, 0o644);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let broker = BrokerProcess::start(&flags);
+    let log = broker.wait_for_log("--tls-key");
+    for file in ["tokens", "server.key"] {
+        let said = format!("{} has mode 0644", dir.join(file).display());
+        assert!(log.contains(&said), "{said} in {log}");
+    }
+    drop(broker);
+    let strict: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain(["--strict-permissions"])
+        .collect();
+    let mut refused = sluice_e2e::Process::spawn({
+        let mut command = Command::new(binary("sluice-broker"));
+        command.args(["--addr", "127.0.0.1:0"]).args(&strict);
+        command
+    });
+    let status = refused.wait_exit(WAIT).expect("refuses to start");
+    assert!(!status.success());
+    assert!(
+        refused.log().contains("--strict-permissions"),
+        "{}",
+        refused.log()
+    );
+    for file in ["tokens", "server.key"] {
+        let path = dir.join(file);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    // Narrowed, the files pass; widened again, each SIGHUP says so, and
+    // a strict broker keeps what it had.
+    let broker = BrokerProcess::start(&strict);
+    std::fs::set_permissions(dir.join("tokens"), std::fs::Permissions::from_mode(0o604)).unwrap();
+    broker.signal(nix::sys::signal::Signal::SIGHUP);
+    let log = broker.wait_for_log("SIGHUP: nothing reloaded");
+    assert!(log.contains("has mode 0604"), "{log}");
+}
+
+#[test]
+fn the_broker_creates_files_for_its_user_alone() {
+    // Whatever umask it was started with (here 000), its own is 077: no
+    // file it creates is readable by others, not even for an instant.
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        &format!(
+            "umask 000 && exec {} --addr 127.0.0.1:0",
+            binary("sluice-broker").display()
+        ),
+    ]);
+    command.env("RUST_LOG", "info");
+    let broker = BrokerProcess::spawn(command);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", broker.process.pid())).unwrap();
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(str::trim);
+    assert_eq!(umask, Some("0077"), "{status}");
 }

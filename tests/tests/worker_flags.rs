@@ -98,3 +98,34 @@ async fn a_setting_only_the_broker_refuses_stops_the_worker_with_the_brokers_rea
         "{log}"
     );
 }
+
+#[test]
+fn a_token_sent_over_plaintext_to_another_host_is_warned_about() {
+    // 0.0.0.0 is not a loopback name, yet a connection to it stays on
+    // this host: the warning is shown and nothing leaves the machine.
+    let broker = BrokerProcess::start(&[]);
+    let port = broker.addr.rsplit_once(':').unwrap().1;
+    let url = format!("http://0.0.0.0:{port}");
+    let token = "plain-worker-token-0123456789";
+    let warned = WorkerProcess::start_at(&url, &["--exec", "t=true"], &[("SLUICE_TOKEN", token)]);
+    let log = warned.process.wait_for_log("over plaintext http://");
+    assert!(log.contains("0.0.0.0") && !log.contains(token), "{log}");
+    let quiet = WorkerProcess::start_at(
+        &broker.url(),
+        &["--exec", "t=true"],
+        &[("SLUICE_TOKEN", token)],
+    );
+    assert!(!quiet.process.log().contains("over plaintext http://"));
+    // The CLI says so on standard error, and works.
+    let mut cli = sluice_e2e::cli::command(&["--broker", &url, "stats"]);
+    cli.env("SLUICE_TOKEN", token);
+    let output = sluice_e2e::cli::run(cli, None).ok();
+    assert!(
+        output
+            .stderr
+            .contains("warning: sending the token to 0.0.0.0 over plaintext http://"),
+        "{}",
+        output.stderr
+    );
+    assert!(!output.stderr.contains(token));
+}

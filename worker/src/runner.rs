@@ -167,6 +167,9 @@ impl WorkerBuilder {
     pub fn build(self) -> Result<Worker, WorkerError> {
         self.check()?;
         let security = Security::load(&self.broker_url, &self.tls, self.token.as_deref())?;
+        if let Some(warning) = security.token_in_the_clear(&self.broker_url) {
+            tracing::warn!("{warning}");
+        }
         let link = BrokerLink::secured(&self.broker_url, &security)?;
         Ok(self.into_worker(Arc::new(link)))
     }

@@ -181,6 +181,11 @@ impl Authorizer {
         })
     }
 
+    /// The token file (`--auth-tokens`); `None` when open.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.as_ref().map(|inner| inner.path.as_path())
+    }
+
     /// Whether calls are checked at all.
     pub fn is_enabled(&self) -> bool {
         self.inner.is_some()

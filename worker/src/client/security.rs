@@ -201,6 +201,51 @@ impl Security {
     }
 }
 
+impl Security {
+    /// The warning a client owes its user when it sends a token in
+    /// plaintext to another host: an `http://` URL whose host is not a
+    /// loopback name or address. `None` when there is nothing to say.
+    pub fn token_in_the_clear(&self, url: &str) -> Option<String> {
+        if self.token.is_none() || self.tls.is_some() {
+            return None;
+        }
+        let host = url_host(url)?;
+        if is_loopback(host) {
+            return None;
+        }
+        Some(format!(
+            "sending the token to {host} over plaintext http://: anyone on the path can read it and use it; use an https:// URL"
+        ))
+    }
+}
+
+/// The host of a URL (`scheme://[user@]host[:port]/...`), without brackets.
+fn url_host(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split_once(']').map(|(host, _)| host);
+    }
+    Some(
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    )
+}
+
+/// `localhost` (and its subdomains) or a loopback address.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The token a client sends: from the [`TOKEN_ENV`] environment variable
 /// (it stays out of `ps`) or from the file `token_file` (its one line,
 /// trimmed), refusing both at once; `None` when neither is given.
@@ -265,6 +310,32 @@ fn read_key(source: &PemSource) -> Result<Vec<u8>, WorkerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_over_plaintext_to_another_host_is_warned_about() {
+        let none = TlsSources::default();
+        let warn = |url: &str, token: Option<&str>| {
+            Security::load(url, &none, token)
+                .unwrap()
+                .token_in_the_clear(url)
+        };
+        let said = warn("http://broker.internal:50051", Some("t0ken")).unwrap();
+        assert!(
+            said.contains("broker.internal") && !said.contains("t0ken"),
+            "{said}"
+        );
+        assert!(warn("http://10.1.2.3:50051/", Some("t0ken")).is_some());
+        assert!(warn("http://[fd00::1]:50051", Some("t0ken")).is_some());
+        for quiet in [
+            "http://127.0.0.1:50051",
+            "http://localhost:50051",
+            "http://[::1]:50051",
+            "https://broker.internal:50051",
+        ] {
+            assert_eq!(warn(quiet, Some("t0ken")), None, "{quiet}");
+        }
+        assert_eq!(warn("http://broker.internal:50051", None), None);
+    }
 
     #[test]
     fn a_token_of_visible_ascii_is_accepted() {
