@@ -172,7 +172,8 @@ where
             let request = request.map(|body| {
                 Body::new(Receiving {
                     inner: body,
-                    deadline: Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    deadline: Some(deadline),
+                    timer: None,
                     permit,
                     timeout: gate.request_timeout,
                     kind,
@@ -207,7 +208,10 @@ fn refused(e: AuthError) -> Status {
 struct Receiving {
     inner: Body,
     /// `None` once received: no deadline any more.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: Option<tokio::time::Instant>,
+    /// Armed only when the body first makes the server wait: a request
+    /// already in the connection's buffers (most are) costs no timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The connection's place, released once received.
     permit: Option<OwnedSemaphorePermit>,
     timeout: Duration,
@@ -217,6 +221,7 @@ struct Receiving {
 impl Receiving {
     fn received(&mut self) {
         self.deadline = None;
+        self.timer = None;
         self.permit = None;
     }
 }
@@ -246,11 +251,13 @@ impl http_body::Body for Receiving {
                 Poll::Ready(Some(frame))
             }
             Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                if !expired {
+                let Some(deadline) = this.deadline else {
+                    return Poll::Pending;
+                };
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.as_mut().poll(cx).is_pending() {
                     return Poll::Pending;
                 }
                 this.received();

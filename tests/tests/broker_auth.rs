@@ -544,19 +544,9 @@ async fn scoped_admins_and_viewers_see_only_their_queues() {
         .job_id;
     // A failed attempt in each queue, and a worker on both and one on default.
     for queue in ["default", "other"] {
-        let mut stream = broker
-            .lease(req(
-                pb::LeaseRequest {
-                    worker_id: format!("w-{queue}"),
-                    queues: vec![queue.into()],
-                    max_in_flight: 1,
-                    ..Default::default()
-                },
-                Some(ADMIN),
-            ))
+        let mut stream = lease_stream(&b.channel, ADMIN, &format!("w-{queue}"), &[queue])
             .await
-            .unwrap()
-            .into_inner();
+            .unwrap();
         let leased = stream.message().await.unwrap().unwrap();
         broker
             .nack(req(
@@ -572,30 +562,8 @@ async fn scoped_admins_and_viewers_see_only_their_queues() {
             .await
             .unwrap();
     }
-    let _both = broker
-        .lease(req(
-            pb::LeaseRequest {
-                worker_id: "both".into(),
-                queues: vec!["default".into(), "other".into()],
-                max_in_flight: 1,
-                ..Default::default()
-            },
-            Some(ADMIN),
-        ))
-        .await
-        .unwrap();
-    let _default_only = broker
-        .lease(req(
-            pb::LeaseRequest {
-                worker_id: "default-only".into(),
-                queues: vec!["default".into()],
-                max_in_flight: 1,
-                ..Default::default()
-            },
-            Some(ADMIN),
-        ))
-        .await
-        .unwrap();
+    let _both = lease_stream(&b.channel, ADMIN, "both", &["default", "other"]).await;
+    let _default_only = lease_stream(&b.channel, ADMIN, "default-only", &["default"]).await;
 
     let mut admin = AdminClient::new(b.channel.clone());
     for token in [ADMIN_OTHER, VIEWER_OTHER] {
@@ -694,13 +662,13 @@ async fn lease_stream(
     channel: &Channel,
     token: &str,
     worker_id: &str,
-    queue: &str,
+    queues: &[&str],
 ) -> Result<tonic::Streaming<pb::LeasedJob>, tonic::Status> {
     BrokerClient::new(channel.clone())
         .lease(req(
             pb::LeaseRequest {
                 worker_id: worker_id.into(),
-                queues: vec![queue.into()],
+                queues: queues.iter().map(|q| (*q).to_owned()).collect(),
                 max_in_flight: 4,
                 ..Default::default()
             },
@@ -738,16 +706,16 @@ async fn sighup_ends_the_streams_of_revoked_and_narrowed_credentials() {
     .unwrap();
     let broker = BrokerProcess::start(&["--auth-tokens", path.to_str().unwrap()]);
     let channel = broker.channel().await;
-    let mut revoked_stream = lease_stream(&channel, WORKER, "revoked", "orders")
+    let mut revoked_stream = lease_stream(&channel, WORKER, "revoked", &["orders"])
         .await
         .unwrap();
-    let mut narrowed_stream = lease_stream(&channel, narrowed, "narrowed", "orders")
+    let mut narrowed_stream = lease_stream(&channel, narrowed, "narrowed", &["orders"])
         .await
         .unwrap();
-    let mut billing_stream = lease_stream(&channel, narrowed, "billing", "billing")
+    let mut billing_stream = lease_stream(&channel, narrowed, "billing", &["billing"])
         .await
         .unwrap();
-    let mut kept_stream = lease_stream(&channel, kept, "kept", "orders")
+    let mut kept_stream = lease_stream(&channel, kept, "kept", &["orders"])
         .await
         .unwrap();
 
@@ -780,7 +748,7 @@ async fn sighup_ends_the_streams_of_revoked_and_narrowed_credentials() {
         assert!(leased.is_some());
     }
     // The revoked token opens nothing new.
-    let refused = lease_stream(&channel, WORKER, "again", "orders")
+    let refused = lease_stream(&channel, WORKER, "again", &["orders"])
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated);
@@ -793,13 +761,13 @@ async fn one_credential_cannot_take_every_lease_stream() {
     config.auth = Authorizer::load(&token_file(&dir)).unwrap();
     config.max_lease_streams_per_credential = 2;
     let b = TestBroker::with_config(config).await;
-    let first = lease_stream(&b.channel, WORKER, "w1", "default")
+    let first = lease_stream(&b.channel, WORKER, "w1", &["default"])
         .await
         .unwrap();
-    let _second = lease_stream(&b.channel, WORKER, "w2", "default")
+    let _second = lease_stream(&b.channel, WORKER, "w2", &["default"])
         .await
         .unwrap();
-    let refused = lease_stream(&b.channel, WORKER, "w3", "default")
+    let refused = lease_stream(&b.channel, WORKER, "w3", &["default"])
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
@@ -808,13 +776,13 @@ async fn one_credential_cannot_take_every_lease_stream() {
         "2 Lease streams are open for this credential, the most allowed (--max-lease-streams-per-credential)"
     );
     // Another credential still gets its streams.
-    lease_stream(&b.channel, ADMIN, "a1", "default")
+    lease_stream(&b.channel, ADMIN, "a1", &["default"])
         .await
         .unwrap();
     // A closed stream gives its place back.
     drop(first);
     sluice_e2e::in_process::eventually("a place freed", || async {
-        lease_stream(&b.channel, WORKER, "w4", "default")
+        lease_stream(&b.channel, WORKER, "w4", &["default"])
             .await
             .is_ok()
     })

@@ -133,6 +133,19 @@ async fn mtls_refuses_a_client_without_a_certificate() {
     assert!(!reachable(&broker.addr, tls::client_config(&ca.pem, Some(&stranger))).await);
 }
 
+/// A Lease over `channel`, whose client certificate is its credential.
+async fn lease_as_cn(
+    channel: &Channel,
+) -> Result<tonic::Response<tonic::Streaming<pb::LeasedJob>>, tonic::Status> {
+    BrokerClient::new(channel.clone())
+        .lease(pb::LeaseRequest {
+            worker_id: "cn-worker".into(),
+            max_in_flight: 1,
+            ..Default::default()
+        })
+        .await
+}
+
 #[tokio::test]
 async fn a_cert_line_makes_an_mtls_client_a_worker_without_a_token() {
     let dir = scratch_dir("tls-mtls-cn");
@@ -148,14 +161,7 @@ async fn a_cert_line_makes_an_mtls_client_a_worker_without_a_token() {
         .await
         .unwrap();
     let mut broker_client = BrokerClient::new(channel.clone());
-    broker_client
-        .lease(pb::LeaseRequest {
-            worker_id: "cn-worker".into(),
-            max_in_flight: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    lease_as_cn(&channel).await.unwrap();
     let refused = broker_client
         .enqueue(sluice_e2e::job("t", b""))
         .await
@@ -192,15 +198,7 @@ async fn sighup_ends_the_stream_of_a_certificate_whose_line_is_gone() {
     let channel = tls::channel(&broker.addr, tls::client_config(&ca.pem, Some(&client)))
         .await
         .unwrap();
-    let mut stream = BrokerClient::new(channel)
-        .lease(pb::LeaseRequest {
-            worker_id: "cn-worker".into(),
-            max_in_flight: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = lease_as_cn(&channel).await.unwrap().into_inner();
     tls::write(&dir, "tokens", "admin admin-token-0123456789\n");
     broker.signal(Signal::SIGHUP);
     broker.wait_for_log("token file reloaded");

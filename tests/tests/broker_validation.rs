@@ -13,7 +13,9 @@ use sluice_limits::{
     MAX_LEASE_FILTERS, MAX_NAME_LEN, MAX_SCHEDULE_AHEAD,
 };
 use sluice_proto::v1 as pb;
+use sluice_proto::v1::broker_client::BrokerClient;
 use tonic::Code;
+use tonic::transport::Channel;
 
 /// Asserts INVALID_ARGUMENT with a message that opens with `field: `.
 fn assert_invalid<T: std::fmt::Debug>(result: Result<T, tonic::Status>, field: &str) {
@@ -412,6 +414,21 @@ async fn lease_fields_are_accepted_at_their_limit_and_refused_past_it() {
     }
 }
 
+/// Enqueues `jobs` in batches, every one of which must be taken.
+async fn enqueue_all(broker: &mut BrokerClient<Channel>, jobs: Vec<pb::EnqueueRequest>) {
+    for batch in jobs.chunks(sluice_limits::MAX_BATCH) {
+        let jobs = batch.to_vec();
+        let results = broker
+            .enqueue_batch(pb::EnqueueBatchRequest { jobs })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        let refused = results.iter().find(|r| r.code != 0);
+        assert!(refused.is_none(), "{refused:?}");
+    }
+}
+
 #[tokio::test]
 async fn names_in_use_are_capped_at_100_000_and_freed_names_are_taken_again() {
     use sluice_limits::MAX_NAMES;
@@ -428,17 +445,7 @@ async fn names_in_use_are_capped_at_100_000_and_freed_names_are_taken_again() {
             ..Default::default()
         })
         .collect();
-    for batch in jobs.chunks(sluice_limits::MAX_BATCH) {
-        let jobs = batch.to_vec();
-        let results = broker
-            .enqueue_batch(pb::EnqueueBatchRequest { jobs })
-            .await
-            .unwrap()
-            .into_inner()
-            .results;
-        let refused = results.iter().find(|r| r.code != 0);
-        assert!(refused.is_none(), "{refused:?}");
-    }
+    enqueue_all(&mut broker, jobs).await;
     // Known names are still served; a new one, anywhere, is not.
     b.enqueue_req(pb::EnqueueRequest {
         queue: "q0".into(),
@@ -586,17 +593,7 @@ async fn postgres_caps_its_queues_and_sweeps_the_empty_ones() {
             ..Default::default()
         })
         .collect();
-    for batch in jobs.chunks(sluice_limits::MAX_BATCH) {
-        let jobs = batch.to_vec();
-        let results = broker
-            .enqueue_batch(pb::EnqueueBatchRequest { jobs })
-            .await
-            .unwrap()
-            .into_inner()
-            .results;
-        let refused = results.iter().find(|r| r.code != 0);
-        assert!(refused.is_none(), "{refused:?}");
-    }
+    enqueue_all(&mut broker, jobs).await;
     let new_queue = |queue: &str| pb::EnqueueRequest {
         queue: queue.into(),
         job_type: "t".into(),
