@@ -137,12 +137,6 @@ impl Grant {
         self.credential.as_ref().map(|c| &c.principal)
     }
 
-    /// How logs name the credential (a fingerprint or `cert:CN`); `None`
-    /// when the authorizer is open.
-    pub fn label(&self) -> Option<&str> {
-        self.credential.as_ref().map(|c| c.label.as_str())
-    }
-
     /// Refuses `queue` unless the credential covers it.
     ///
     /// # Errors

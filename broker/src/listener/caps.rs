@@ -92,7 +92,8 @@ impl ConnectionCaps {
     }
 
     /// Connections open now, in all.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.open
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

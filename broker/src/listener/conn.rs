@@ -22,8 +22,6 @@ use super::caps::Admitted;
 /// extensions.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// The client's address.
-    pub peer: SocketAddr,
     /// The address the client connected to.
     pub local: SocketAddr,
     /// The subject common name of the client's certificate (mTLS).
@@ -34,16 +32,9 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// A connection from `peer` to `local` whose calls may receive
-    /// `receiving` at once.
-    pub fn new(
-        peer: SocketAddr,
-        local: SocketAddr,
-        common_name: Option<Arc<str>>,
-        receiving: usize,
-    ) -> Self {
+    /// A connection to `local` whose calls may receive `receiving` at once.
+    pub fn new(local: SocketAddr, common_name: Option<Arc<str>>, receiving: usize) -> Self {
         Self {
-            peer,
             local,
             common_name,
             receiving: Arc::new(Semaphore::new(receiving)),

@@ -24,7 +24,6 @@
 mod caps;
 mod conn;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +36,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-pub use caps::{Admitted, CapHit, ConnectionCaps};
+use caps::Admitted;
+pub use caps::ConnectionCaps;
 pub use conn::{Conn, ConnInfo};
 
 use crate::tls::{Protocol, TlsSettings};
@@ -111,7 +111,7 @@ pub fn accept(
                 let admitted = tokio::select! {
                     biased;
                     () = stop.cancelled() => return,
-                    conn = admit(tcp, peer, admitted, &admission, &handshakes) => conn,
+                    conn = admit(tcp, admitted, &admission, &handshakes) => conn,
                 };
                 match admitted {
                     // The server has stopped if this fails: nothing to do.
@@ -127,7 +127,6 @@ pub fn accept(
 /// Steps 2 to 4 of the module doc for one socket.
 async fn admit(
     mut tcp: TcpStream,
-    peer: SocketAddr,
     admitted: Admitted,
     admission: &Admission,
     handshakes: &Semaphore,
@@ -148,7 +147,7 @@ async fn admit(
         } else {
             Bytes::new()
         };
-        let info = ConnInfo::new(peer, local, None, receiving);
+        let info = ConnInfo::new(local, None, receiving);
         return Ok(Conn::plain(tcp, prefix, info, admitted));
     };
     let handshake = async {
@@ -175,7 +174,7 @@ async fn admit(
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(|leaf| common_name(leaf.as_ref()));
-    let info = ConnInfo::new(peer, local, common_name, receiving);
+    let info = ConnInfo::new(local, common_name, receiving);
     Ok(Conn::tls(stream, prefix, info, admitted))
 }
 
