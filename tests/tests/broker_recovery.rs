@@ -378,3 +378,38 @@ async fn a_drain_that_times_out_leaves_its_leased_job_to_the_next_start() {
     let again = broker.lease_one(QUEUE, "slow").await;
     assert_eq!(again.job.unwrap().attempt, 1);
 }
+
+#[tokio::test]
+async fn a_released_job_reads_the_same_before_and_after_a_restart() {
+    let dir = scratch_dir("recovery-released");
+    let broker = start(&dir, &[]);
+    // Released at once (READY) and after a delay (SCHEDULED).
+    let mut released = Vec::new();
+    for (job_type, delay) in [("now", 0), ("later", 3600)] {
+        let id = broker.enqueue(rich_job(job_type)).await;
+        let leased = broker.lease_one(QUEUE, job_type).await;
+        broker
+            .broker()
+            .await
+            .release(pb::ReleaseRequest {
+                job_id: id.clone(),
+                lease_id: leased.lease_id,
+                delay: Some(prost_types::Duration {
+                    seconds: delay,
+                    nanos: 0,
+                }),
+            })
+            .await
+            .unwrap();
+        let before = broker.job(&id).await;
+        // Release uses no attempt: the job reads as never tried.
+        assert_eq!(before.attempt, 0, "{before:?}");
+        released.push((id, before));
+    }
+    assert_eq!(released[0].1.state(), pb::JobState::Ready);
+    assert_eq!(released[1].1.state(), pb::JobState::Scheduled);
+    let broker = crash_and_restart(broker, &dir);
+    for (id, before) in released {
+        assert_eq!(broker.job(&id).await, before);
+    }
+}
