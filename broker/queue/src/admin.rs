@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::consumers::Filter;
 use super::job::{JobState, JobView, Seq};
 use super::ready_set::ReadySet;
-use super::{JobEvent, LOG_TARGET, LogLevel, Queue};
+use super::{Action, JobEvent, LOG_TARGET, LogLevel, Queue};
 use crate::QueueError;
 use crate::Timestamp;
 
@@ -195,14 +195,7 @@ impl Queue {
         let seq = self.seq_of(job_id)?;
         let job = &self.jobs[seq];
         let state = job.state;
-        if !matches!(state, JobState::Dead | JobState::Cancelled) {
-            return Err(QueueError::WrongState {
-                job_id,
-                state,
-                action: "RetryJob",
-                allowed: "DEAD or CANCELLED",
-            });
-        }
+        Action::Retry.check(job_id, state)?;
         self.check_room(job.queue)?;
         self.make_room(0, Some(seq))?;
         self.unindex(seq);
@@ -227,14 +220,7 @@ impl Queue {
         let seq = self.seq_of(job_id)?;
         let job = self.jobs.get_mut(seq).expect("seq_of() found it");
         let state = job.state;
-        if !state.is_unfinished() {
-            return Err(QueueError::WrongState {
-                job_id,
-                state,
-                action: "CancelJob",
-                allowed: "SCHEDULED, READY or LEASED",
-            });
-        }
+        Action::Cancel.check(job_id, state)?;
         if state == JobState::Leased {
             job.cancel_requested = true;
         }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::JobState;
 
 /// Why the queue refused an operation. Nothing changed when it did.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum QueueError {
     /// No job with this id is known (never was, purged, or retention ended).
     #[error("job {job_id} not found")]

@@ -29,8 +29,10 @@ mod job_table;
 mod memory;
 mod names;
 mod observer;
+mod policy;
 mod ready_set;
 mod scope;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod time;
@@ -62,8 +64,10 @@ pub use self::memory::JOB_OVERHEAD;
 use self::names::{NameId, Names};
 use self::observer::Failures;
 pub use self::observer::{FailedAttempt, JobEvent, JobLabels, Observer, RECENT_FAILURES};
+pub use self::policy::{Action, AfterFailure, after_failure, check_room};
 use self::ready_set::ReadySet;
 pub use self::scope::{QueuePattern, QueueScope};
+pub use self::snapshot::{JobSnapshot, LeaseSnapshot};
 pub use self::time::Timestamp;
 pub use self::transitions::truncate_error;
 

@@ -13,7 +13,10 @@ use super::job::{JobState, JobView, Lease, Seq};
 use super::names::NameId;
 use sluice_limits::MAX_ERROR_BYTES;
 
-use super::{Failure, FailureOutcome, JobEvent, LOG_TARGET, LogLevel, Queue, QueueState};
+use super::{
+    AfterFailure, Failure, FailureOutcome, JobEvent, LOG_TARGET, LogLevel, Queue, QueueState,
+    after_failure, check_room,
+};
 use crate::QueueError;
 use crate::Timestamp;
 
@@ -52,37 +55,41 @@ impl Queue {
     ) -> FailureOutcome {
         self.jobs.set_last_error(seq, truncate_error(failure.error));
         let job = &self.jobs[seq];
-        let (cancelled, out_of_attempts) = (
+        let unit = self.rng.random::<f64>();
+        let after = after_failure(
+            u32::from(job.attempt),
+            u32::from(job.max_attempts),
             job.cancel_requested,
-            failure.dead || job.attempt >= job.max_attempts,
+            failure.dead,
+            failure.retry_after,
+            &self.config.backoff,
+            unit,
         );
-        let attempt = job.attempt;
-        if cancelled {
-            self.log_job(seq, Some(lease), LogLevel::Debug, "job cancelled");
-            self.observe(seq, JobEvent::Cancelled);
-            self.finish(seq, JobState::Cancelled, now);
-            return FailureOutcome {
-                state: JobState::Cancelled,
-                next_attempt_at: None,
-            };
-        }
-        if out_of_attempts {
-            self.queue_state(seq).counters.dead += 1;
-            self.log_job(seq, Some(lease), LogLevel::Warn, "job dead");
-            self.record_failure(seq, lease, true, now);
-            self.observe(seq, JobEvent::DeadLettered);
-            self.finish(seq, JobState::Dead, now);
-            return FailureOutcome {
-                state: JobState::Dead,
-                next_attempt_at: None,
-            };
-        }
+        let delay = match after {
+            AfterFailure::Cancelled => {
+                self.log_job(seq, Some(lease), LogLevel::Debug, "job cancelled");
+                self.observe(seq, JobEvent::Cancelled);
+                self.finish(seq, JobState::Cancelled, now);
+                return FailureOutcome {
+                    state: JobState::Cancelled,
+                    next_attempt_at: None,
+                };
+            }
+            AfterFailure::Dead => {
+                self.queue_state(seq).counters.dead += 1;
+                self.log_job(seq, Some(lease), LogLevel::Warn, "job dead");
+                self.record_failure(seq, lease, true, now);
+                self.observe(seq, JobEvent::DeadLettered);
+                self.finish(seq, JobState::Dead, now);
+                return FailureOutcome {
+                    state: JobState::Dead,
+                    next_attempt_at: None,
+                };
+            }
+            AfterFailure::Retry(delay) => delay,
+        };
         self.log_job(seq, Some(lease), LogLevel::Warn, "job attempt failed");
         self.record_failure(seq, lease, false, now);
-        let unit = self.rng.random::<f64>();
-        let delay = failure
-            .retry_after
-            .unwrap_or_else(|| self.config.backoff.delay(u32::from(attempt), unit));
         let at = now.saturating_add(delay);
         if delay.is_zero() {
             self.jobs.get_mut(seq).expect("job is known").run_at = now;
@@ -209,13 +216,11 @@ impl Queue {
     /// Refuses new work for a queue that holds `max_queue_size` unfinished jobs.
     pub(super) fn check_room(&self, queue: NameId) -> Result<(), QueueError> {
         let unfinished = self.queues.get(&queue).map_or(0, QueueState::unfinished);
-        match self.config.max_queue_size {
-            Some(limit) if unfinished >= limit => Err(QueueError::QueueFull {
-                queue: self.names.name(queue).to_owned(),
-                limit,
-            }),
-            _ => Ok(()),
-        }
+        check_room(
+            self.names.name(queue),
+            unfinished,
+            self.config.max_queue_size,
+        )
     }
 
     /// Records a new job's first state in its queue's counts.
