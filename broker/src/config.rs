@@ -2,12 +2,12 @@
 //! and environment variables into it; tests build it directly.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use sluice_queue::QueueConfig;
 
 use crate::auth::{Authorizer, ReflectionAccess};
+pub use crate::backend::StoreConfig;
 use crate::tls::TlsSettings;
 
 /// Where the broker listens unless `--addr` says otherwise: loopback, so a
@@ -72,35 +72,6 @@ impl Default for Config {
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             http_allowed_hosts: Vec::new(),
-        }
-    }
-}
-
-/// Where jobs live (`--store`, `--data-dir`).
-#[derive(Debug, Clone)]
-pub enum StoreConfig {
-    /// The broker's own in-memory queue, kept in `data_dir` across
-    /// restarts if set (memory only otherwise).
-    Local {
-        /// `--data-dir`.
-        data_dir: Option<PathBuf>,
-    },
-    /// A PostgreSQL database shared by several brokers.
-    Postgres(Box<crate::backend::postgres::PostgresSettings>),
-}
-
-impl Default for StoreConfig {
-    /// Memory only.
-    fn default() -> Self {
-        Self::Local { data_dir: None }
-    }
-}
-
-impl StoreConfig {
-    /// The local queue kept in `dir`.
-    pub fn data_dir(dir: PathBuf) -> Self {
-        Self::Local {
-            data_dir: Some(dir),
         }
     }
 }

@@ -19,9 +19,10 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestCaseError, TestRunner};
 use prost::Message;
 use sluice_broker::service::convert::{self, Limits};
+use sluice_broker::service::outbound;
 use sluice_proto::v1 as pb;
 use sluice_queue::{
-    Delivery, Failure, JobFilter, JobState, Queue, QueueConfig, QueueError, Timestamp,
+    Delivery, Failure, JobFilter, JobSnapshot, JobState, Queue, QueueConfig, QueueError, Timestamp,
 };
 use uuid::Uuid;
 
@@ -354,7 +355,7 @@ fn apply(run: &mut Run, kind: Kind, bytes: &[u8]) -> Result<(), String> {
                 ..Default::default()
             };
             for job in q.list(&filter, None, 1000).jobs {
-                let _ = convert::job_to_pb(job).encode_to_vec();
+                let _ = outbound::job_to_pb(JobSnapshot::from(job)).encode_to_vec();
             }
         }
     }
@@ -375,7 +376,7 @@ fn settle(run: &mut Run) -> Result<(), String> {
                 job.attempt, job.max_attempts
             ));
         }
-        let _ = convert::leased_job_to_pb(job).encode_to_vec();
+        let _ = outbound::leased_job_to_pb(JobSnapshot::from(job)).encode_to_vec();
         run.leases.push((job.id, lease.id));
         run.deliveries.push(d);
     }

@@ -2,38 +2,50 @@
 //! validate and translate requests, then call one [`Backend`]; they hold
 //! no queue rule and never know which backend serves them.
 //!
-//! Two implementations:
+//! Implementations:
 //! - [`local`]: the in-memory [`sluice_queue::Queue`] of one broker, kept
 //!   on disk with `--data-dir` (the default);
 //! - [`postgres`]: several stateless brokers over one PostgreSQL database
 //!   (`--store postgres://...`).
 //!
-//! Another backend (Redis, say) is one more module implementing [`Backend`]
-//! and one more arm in [`open`]: a Lease stream is a [`LeaseFeed`] (a
-//! channel of leased jobs and a [`FeedCloser`] that gives back what was
-//! never sent), every other operation is one async method whose errors are
-//! the service's own [`RequestError`].
+//! The seam belongs to this layer, below the services: its data is owned
+//! and the contract's messages never cross it (a job is a
+//! [`JobSnapshot`], a failed attempt a [`FailedAttempt`]); its errors are
+//! [`BackendError`] and [`OpenError`], which the service and the server
+//! map in their one place each; the rules every backend applies alike
+//! (what a failed attempt leads to, which states an action takes, a
+//! queue's room) are the queue crate's pure functions. Nothing here names
+//! the service, the server or the contract: `tests.rs` fails if it does.
+//!
+//! Another backend is one more module implementing [`Backend`] and one
+//! more arm in [`open`]: a Lease stream is a [`LeaseFeed`] (a channel of
+//! leased jobs and a [`FeedCloser`] that gives back what was never sent),
+//! every other operation is one async method. ARCHITECTURE.md says more.
 
+mod cluster;
+mod error;
 pub mod local;
 pub mod postgres;
+#[cfg(test)]
+mod tests;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_proto::v1 as pb;
 use sluice_queue::{
-    ConsumerSpec, Enqueued, Extended, Failure, FailureOutcome, JobFilter, JobState, NewJob,
-    Observer, QueueError, QueueStats, Timestamp, WorkerInfo,
+    ConsumerSpec, Enqueued, Extended, FailedAttempt, Failure, FailureOutcome, JobFilter,
+    JobSnapshot, JobState, NewJob, Observer, QueueConfig, QueueError, QueueStats, Timestamp,
+    WorkerInfo,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::config::{Config, StoreConfig};
+pub use error::{BackendError, OpenError};
+
 use crate::fatal::Fatal;
-use crate::server::ServerError;
-use crate::service::RequestError;
 use crate::storage::StoreStats;
 
 /// The answer to each item of a batch, in its order.
@@ -49,12 +61,11 @@ pub struct LeaseRef {
 }
 
 impl LeaseRef {
-    /// The lease a leased-job message carries; `None` if its ids do not
-    /// parse (a message this broker made always does).
-    pub fn of(message: &pb::LeasedJob) -> Option<Self> {
+    /// The lease of a leased job; `None` if it holds none.
+    pub fn of(job: &JobSnapshot) -> Option<Self> {
         Some(Self {
-            job_id: Uuid::parse_str(&message.job.as_ref()?.id).ok()?,
-            lease_id: Uuid::parse_str(&message.lease_id).ok()?,
+            job_id: job.id,
+            lease_id: job.lease.as_ref()?.lease_id,
         })
     }
 }
@@ -63,7 +74,7 @@ impl LeaseRef {
 #[derive(Debug, Default)]
 pub struct JobPage {
     /// The jobs, oldest first.
-    pub jobs: Vec<pb::Job>,
+    pub jobs: Vec<JobSnapshot>,
     /// Where the next page starts, if there is one.
     pub next: Option<u64>,
 }
@@ -75,7 +86,7 @@ pub struct StatsReading {
     /// One entry per queue.
     pub queues: Vec<QueueStats>,
     /// The last failed attempts, newest last.
-    pub recent_failures: Vec<pb::FailedAttempt>,
+    pub recent_failures: Vec<FailedAttempt>,
     /// When they were read (the database's clock on PostgreSQL).
     pub now: Timestamp,
 }
@@ -97,56 +108,56 @@ pub struct GaugeReading {
 /// `jobs`; when the stream ends, [`FeedCloser::close`] gets back every job
 /// that was taken but never sent.
 pub struct LeaseFeed {
-    /// Leased jobs, in the order leased.
-    pub jobs: mpsc::Receiver<pb::LeasedJob>,
+    /// Leased jobs (each with its lease), in the order leased.
+    pub jobs: mpsc::Receiver<JobSnapshot>,
     /// Ends the stream's consumer.
     pub closer: Box<dyn FeedCloser>,
 }
 
 /// Ends a Lease stream's consumer in its backend.
 pub trait FeedCloser: Send {
-    /// The stream is gone: take no more jobs for it, and make `unsent`
-    /// (leased to it, never sent) ready again with no attempt used.
-    fn close(self: Box<Self>, unsent: Vec<pb::LeasedJob>);
+    /// The stream is gone: take no more jobs for it, and make the jobs of
+    /// `unsent` (leased to it, never sent) ready again with no attempt used.
+    fn close(self: Box<Self>, unsent: Vec<LeaseRef>);
 }
 
 /// Where jobs live; see the module doc. Every method that changes a job
 /// returns once the change is durable (or, for a memory-only broker,
-/// made). Refusals are [`RequestError`]s with the queue's own
-/// [`QueueError`] inside, so every backend answers with the same statuses.
+/// made). Refusals carry the queue's own [`QueueError`], so every backend
+/// answers with the same statuses.
 #[tonic::async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Adds `jobs`, each answered on its own. While draining, the whole
-    /// call is refused with [`RequestError::ShuttingDown`] saying `what`.
+    /// call is refused with [`BackendError::ShuttingDown`] saying `what`.
     async fn enqueue(
         &self,
         jobs: Vec<NewJob>,
         what: &'static str,
-    ) -> Result<Batch<Enqueued>, RequestError>;
+    ) -> Result<Batch<Enqueued>, BackendError>;
 
     /// Opens a Lease stream's consumer.
-    async fn open_feed(&self, spec: ConsumerSpec) -> Result<LeaseFeed, RequestError>;
+    async fn open_feed(&self, spec: ConsumerSpec) -> Result<LeaseFeed, BackendError>;
 
     /// Acknowledges each lease.
-    async fn ack(&self, leases: Vec<LeaseRef>) -> Result<Batch<()>, RequestError>;
+    async fn ack(&self, leases: Vec<LeaseRef>) -> Result<Batch<()>, BackendError>;
 
     /// Fails the attempt of `lease`.
     async fn nack(&self, lease: LeaseRef, failure: Failure)
-    -> Result<FailureOutcome, RequestError>;
+    -> Result<FailureOutcome, BackendError>;
 
     /// Extends `lease` by `by` (the stream's lease duration if `None`).
     async fn extend(&self, lease: LeaseRef, by: Option<Duration>)
-    -> Result<Extended, RequestError>;
+    -> Result<Extended, BackendError>;
 
     /// Gives the job of `lease` back, ready again after `delay`.
-    async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, RequestError>;
+    async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, BackendError>;
 
     /// Each known job among `ids` with its queue (unknown ones are left
     /// out), for checking a scoped credential.
-    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, RequestError>;
+    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, BackendError>;
 
     /// One job.
-    async fn job(&self, id: Uuid) -> Result<pb::Job, RequestError>;
+    async fn job(&self, id: Uuid) -> Result<JobSnapshot, BackendError>;
 
     /// Jobs matching `filter`, after the page token `after`.
     async fn list(
@@ -154,34 +165,34 @@ pub trait Backend: Send + Sync + 'static {
         filter: JobFilter,
         after: Option<u64>,
         limit: usize,
-    ) -> Result<JobPage, RequestError>;
+    ) -> Result<JobPage, BackendError>;
 
     /// Every queue's figures.
-    async fn stats(&self) -> Result<StatsReading, RequestError>;
+    async fn stats(&self) -> Result<StatsReading, BackendError>;
 
     /// Every queue's lifetime counters, for the rates of Stats (sampled
     /// every few seconds); the counts by state may be left out.
-    async fn counters(&self) -> Result<StatsReading, RequestError> {
+    async fn counters(&self) -> Result<StatsReading, BackendError> {
         self.stats().await
     }
 
     /// The open Lease streams (of every broker, on a shared backend).
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, RequestError>;
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BackendError>;
 
     /// Makes a DEAD or CANCELLED job ready again.
-    async fn retry(&self, id: Uuid) -> Result<(), RequestError>;
+    async fn retry(&self, id: Uuid) -> Result<(), BackendError>;
 
     /// Cancels a job, or asks its worker to stop it if leased.
-    async fn cancel(&self, id: Uuid) -> Result<JobState, RequestError>;
+    async fn cancel(&self, id: Uuid) -> Result<JobState, BackendError>;
 
     /// Deletes the jobs of `queue` in `state`; returns how many.
-    async fn purge(&self, queue: String, state: JobState) -> Result<u64, RequestError>;
+    async fn purge(&self, queue: String, state: JobState) -> Result<u64, BackendError>;
 
     /// Stops leasing the jobs of `queue`.
-    async fn pause(&self, queue: String) -> Result<(), RequestError>;
+    async fn pause(&self, queue: String) -> Result<(), BackendError>;
 
     /// Leases the jobs of `queue` again.
-    async fn resume(&self, queue: String) -> Result<(), RequestError>;
+    async fn resume(&self, queue: String) -> Result<(), BackendError>;
 
     /// Refuses new work from now on and ends every Lease stream of this
     /// broker; leased jobs can still be resolved.
@@ -218,18 +229,52 @@ pub trait Backend: Send + Sync + 'static {
 /// A shared handle to the backend the services call.
 pub type SharedBackend = Arc<dyn Backend>;
 
-/// Opens the backend `config` names: the local queue (restored from
-/// `--data-dir` if set) or a PostgreSQL database.
+/// Where jobs live (`--store`, `--data-dir`).
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// The broker's own in-memory queue, kept in `data_dir` across
+    /// restarts if set (memory only otherwise).
+    Local {
+        /// `--data-dir`.
+        data_dir: Option<PathBuf>,
+    },
+    /// A PostgreSQL database shared by several brokers.
+    Postgres(Box<postgres::PostgresSettings>),
+}
+
+impl Default for StoreConfig {
+    /// Memory only.
+    fn default() -> Self {
+        Self::Local { data_dir: None }
+    }
+}
+
+impl StoreConfig {
+    /// The local queue kept in `dir`.
+    pub fn data_dir(dir: PathBuf) -> Self {
+        Self::Local {
+            data_dir: Some(dir),
+        }
+    }
+}
+
+/// Opens the backend `store` names, with the queue's rules `queue`: the
+/// local queue (restored from `--data-dir` if set) or a shared store. A
+/// failure of the broker while serving goes to `fatal`.
 ///
 /// # Errors
-/// When the data directory or the database cannot be opened.
-pub async fn open(config: &Config, fatal: &Fatal) -> Result<SharedBackend, ServerError> {
-    match &config.store {
+/// [`OpenError`] when the data directory or the store cannot be opened.
+pub async fn open(
+    store: &StoreConfig,
+    queue: &QueueConfig,
+    fatal: &Fatal,
+) -> Result<SharedBackend, OpenError> {
+    match store {
         StoreConfig::Local { data_dir } => Ok(Arc::new(
-            local::LocalBackend::open(config, data_dir.as_deref(), fatal).await?,
+            local::LocalBackend::open(queue, data_dir.as_deref(), fatal).await?,
         )),
         StoreConfig::Postgres(settings) => Ok(Arc::new(
-            postgres::PostgresBackend::open(config, settings, fatal.clone()).await?,
+            postgres::PostgresBackend::open(queue, settings, fatal.clone()).await?,
         )),
     }
 }

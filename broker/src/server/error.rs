@@ -18,18 +18,9 @@ pub enum ServerError {
     /// The server stopped without being asked to.
     #[error("the server stopped before shutdown was requested")]
     StoppedEarly,
-    /// The data directory could not be opened.
+    /// The backend could not be opened.
     #[error(transparent)]
-    Store(#[from] crate::storage::StoreError),
-    /// The data directory holds what the queue cannot take back.
-    #[error("restoring the data directory: {0}")]
-    Restore(sluice_queue::QueueError),
-    /// The PostgreSQL store could not be opened.
-    #[error("--store: {0}")]
-    Database(String),
-    /// The operating system's random generator failed.
-    #[error("reading the operating system's random generator: {0}")]
-    Random(String),
+    Open(#[from] crate::backend::OpenError),
     /// The broker failed while serving (see `crate::fatal`).
     #[error("{0}")]
     Failed(std::sync::Arc<str>),

@@ -105,7 +105,7 @@ pub async fn run(
         http,
     } = listeners.into();
     let fatal = Fatal::new(shutdown.clone());
-    let shared = backend::open(&config, &fatal).await?;
+    let shared = backend::open(&config.store, &config.queue, &fatal).await?;
     let tasks = TaskTracker::new();
     let stop_serving = CancellationToken::new();
     let rates = Arc::new(Rates::default());

@@ -18,11 +18,11 @@ use sluice_limits::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 use std::sync::Arc;
 
-use super::convert;
 use super::error::RequestError;
 use super::rates::Rates;
 use super::respond;
 use super::visibility;
+use super::{convert, outbound};
 use crate::auth::{Authorizer, Call, Grant};
 use crate::backend::SharedBackend;
 use sluice_queue::{JobFilter, JobState};
@@ -57,7 +57,7 @@ impl AdminService {
     async fn handle_get_job(&self, grant: &Grant, req: pb::GetJobRequest) -> Result<pb::Job> {
         let job_id = convert::uuid(&req.job_id, "job_id")?;
         visibility::check_visible(&self.shared, grant, job_id).await?;
-        self.shared.job(job_id).await
+        Ok(outbound::job_to_pb(self.shared.job(job_id).await?))
     }
 
     async fn handle_list_jobs(
@@ -89,7 +89,7 @@ impl AdminService {
         let after = page_token(&req.page_token)?;
         let page = self.shared.list(filter, after, page_size as usize).await?;
         Ok(pb::ListJobsResponse {
-            jobs: page.jobs,
+            jobs: page.jobs.into_iter().map(outbound::job_to_pb).collect(),
             next_page_token: page.next.map(|n| n.to_string()).unwrap_or_default(),
         })
     }
@@ -102,6 +102,7 @@ impl AdminService {
                 .recent_failures
                 .into_iter()
                 .filter(|f| grant.allows(&f.queue))
+                .map(outbound::failure_to_pb)
                 .collect(),
             queues: reading
                 .queues
@@ -150,7 +151,7 @@ impl AdminService {
                     job_types: w.job_types,
                     in_flight: w.in_flight,
                     max_in_flight: w.max_in_flight,
-                    connected_since: Some(convert::timestamp_to_pb(w.connected_since)),
+                    connected_since: Some(outbound::timestamp_to_pb(w.connected_since)),
                 })
                 .collect(),
         })
@@ -176,7 +177,7 @@ impl AdminService {
         visibility::check_visible(&self.shared, grant, job_id).await?;
         let state = self.shared.cancel(job_id).await?;
         Ok(pb::CancelJobResponse {
-            state: convert::state_to_pb(state).into(),
+            state: outbound::state_to_pb(state).into(),
         })
     }
 

@@ -21,6 +21,7 @@ use super::convert::{self, Limits};
 use super::error::RequestError;
 use super::lease_permits::LeasePermits;
 use super::lease_stream::{LeaseBatchStream, LeaseStream};
+use super::outbound;
 use super::respond;
 use super::trace_spans;
 use super::visibility;
@@ -232,8 +233,8 @@ impl BrokerService {
         };
         let outcome = self.shared.nack(lease, failure).await?;
         Ok(pb::NackResponse {
-            state: convert::state_to_pb(outcome.state).into(),
-            next_attempt_at: outcome.next_attempt_at.map(convert::timestamp_to_pb),
+            state: outbound::state_to_pb(outcome.state).into(),
+            next_attempt_at: outcome.next_attempt_at.map(outbound::timestamp_to_pb),
         })
     }
 
@@ -247,7 +248,7 @@ impl BrokerService {
         let by = convert::duration_in(req.extend_by, "extend_by", Duration::ZERO)?;
         let extended = self.shared.extend(lease, by).await?;
         Ok(pb::ExtendResponse {
-            lease_expires_at: Some(convert::timestamp_to_pb(extended.expires_at)),
+            lease_expires_at: Some(outbound::timestamp_to_pb(extended.expires_at)),
             cancel_requested: extended.cancel_requested,
         })
     }
@@ -262,7 +263,7 @@ impl BrokerService {
         let delay = convert::duration_in(req.delay, "delay", Duration::ZERO)?.unwrap_or_default();
         let state = self.shared.release(lease, delay).await?;
         Ok(pb::ReleaseResponse {
-            state: convert::state_to_pb(state).into(),
+            state: outbound::state_to_pb(state).into(),
         })
     }
 }

@@ -1,6 +1,7 @@
-//! Translation between `sluice.v1` messages and the queue's types, with
+//! Inbound translation: `sluice.v1` requests to the queue's types, with
 //! the validation of every field a client sends. A refused field is named
-//! in the error; nothing reaches the queue unvalidated.
+//! in the error; nothing reaches the backend unvalidated. The way back
+//! (jobs and figures to messages) is `outbound.rs`.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use sluice_limits::{
     DEFAULT_QUEUE, MAX_ATTEMPTS, MAX_DURATION, MAX_HEADERS, MAX_IDEMPOTENCY_KEY_LEN, MAX_IN_FLIGHT,
     MAX_LEASE_FILTERS, MAX_SCHEDULE_AHEAD, MIN_RUN_LIMIT,
 };
-use sluice_queue::{ConsumerSpec, FailedAttempt, Headers, JobState, JobView, NewJob};
+use sluice_queue::{ConsumerSpec, Headers, JobState, NewJob};
 
 /// Limits set by flags rather than by the contract.
 #[derive(Debug, Clone, Copy)]
@@ -234,18 +235,6 @@ pub fn state_filter(value: i32, field: &'static str) -> Result<Option<JobState>>
     }
 }
 
-/// The wire value of a state.
-pub fn state_to_pb(state: JobState) -> pb::JobState {
-    match state {
-        JobState::Scheduled => pb::JobState::Scheduled,
-        JobState::Ready => pb::JobState::Ready,
-        JobState::Leased => pb::JobState::Leased,
-        JobState::Succeeded => pb::JobState::Succeeded,
-        JobState::Dead => pb::JobState::Dead,
-        JobState::Cancelled => pb::JobState::Cancelled,
-    }
-}
-
 fn timestamp_from_pb(t: PbTimestamp, field: &'static str) -> Result<Timestamp> {
     let invalid = || RequestError::invalid(field, "is before 1970 or malformed");
     let secs = u64::try_from(t.seconds).map_err(|_| invalid())?;
@@ -258,62 +247,6 @@ fn timestamp_from_pb(t: PbTimestamp, field: &'static str) -> Result<Timestamp> {
         .and_then(|m| m.checked_add(nanos / 1000))
         .ok_or_else(invalid)?;
     Ok(Timestamp::from_micros(micros))
-}
-
-/// A timestamp on the wire.
-pub fn timestamp_to_pb(t: Timestamp) -> PbTimestamp {
-    let (seconds, nanos) = t.to_unix_parts();
-    PbTimestamp { seconds, nanos }
-}
-
-/// A failed attempt on the wire.
-pub fn failure_to_pb(failure: &FailedAttempt) -> pb::FailedAttempt {
-    pb::FailedAttempt {
-        job_id: failure.job_id.to_string(),
-        queue: failure.queue.clone(),
-        job_type: failure.job_type.clone(),
-        attempt: failure.attempt,
-        error: failure.error.clone(),
-        failed_at: Some(timestamp_to_pb(failure.failed_at)),
-        dead: failure.dead,
-        worker_id: failure.worker_id.clone(),
-    }
-}
-
-/// A job on the wire.
-pub fn job_to_pb(job: JobView<'_>) -> pb::Job {
-    pb::Job {
-        id: job.id.to_string(),
-        queue: job.queue.to_owned(),
-        job_type: job.job_type.to_owned(),
-        payload: job.payload.clone(),
-        headers: job.headers.iter().cloned().collect(),
-        priority: job.priority,
-        state: state_to_pb(job.state).into(),
-        attempt: job.attempt,
-        max_attempts: job.max_attempts,
-        timeout: Some(sluice_proto::duration_to_pb(job.timeout)),
-        created_at: Some(timestamp_to_pb(job.created_at)),
-        run_at: Some(timestamp_to_pb(job.run_at)),
-        last_error: job.last_error.unwrap_or_default().to_owned(),
-        lease_expires_at: job.lease.map(|l| timestamp_to_pb(l.expires_at)),
-        worker_id: job
-            .lease
-            .map(|l| l.worker_id.to_string())
-            .unwrap_or_default(),
-        cancel_requested: job.cancel_requested,
-        finished_at: job.finished_at.map(timestamp_to_pb),
-    }
-}
-
-/// A leased job on the wire.
-pub fn leased_job_to_pb(job: JobView<'_>) -> pb::LeasedJob {
-    let lease = job.lease.expect("a delivered job is leased");
-    pb::LeasedJob {
-        lease_id: lease.id.to_string(),
-        lease_expires_at: Some(timestamp_to_pb(lease.expires_at)),
-        job: Some(job_to_pb(job)),
-    }
 }
 
 #[cfg(test)]

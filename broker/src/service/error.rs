@@ -1,12 +1,14 @@
 //! Why an RPC was refused, and the one mapping of every refusal to a gRPC
 //! status: [`RequestError`] adds what the service refuses before it reaches
-//! the queue (bad fields, draining, a failed store) to the queue's own
-//! [`QueueError`]. `impl From<RequestError> for Status` is the only place
+//! the backend (bad fields, credentials, stream caps) to the backend's own
+//! [`BackendError`] (draining, the queue's refusals, an unreachable or
+//! failed store). `impl From<RequestError> for Status` is the only place
 //! that picks status codes.
 
 use sluice_queue::QueueError;
 
 use crate::auth::AuthError;
+use crate::backend::BackendError;
 use tonic::{Code, Status};
 
 /// Why an RPC was refused.
@@ -20,9 +22,6 @@ pub enum RequestError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The broker is draining for shutdown and takes no new work.
-    #[error("the broker is shutting down: {0}")]
-    ShuttingDown(&'static str),
     /// The caller is unknown, or its credential lacks the right.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -36,17 +35,15 @@ pub enum RequestError {
         /// Whose streams it counts.
         whose: &'static str,
     },
-    /// The queue refused it.
+    /// The backend refused it, or could not do it.
     #[error(transparent)]
-    Queue(#[from] QueueError),
-    /// The backend cannot serve now (its database is unreachable); the
-    /// broker goes on and recovers by itself.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
-    /// The broker failed (its data directory, or a panic in the queue; see
-    /// `crate::fatal`) and is stopping: the change was not acknowledged.
-    #[error("the broker could not make this change durable ({0}); it is stopping")]
-    Failed(std::sync::Arc<str>),
+    Backend(#[from] BackendError),
+}
+
+impl From<QueueError> for RequestError {
+    fn from(err: QueueError) -> Self {
+        Self::Backend(BackendError::Queue(err))
+    }
 }
 
 impl RequestError {
@@ -66,10 +63,13 @@ impl From<RequestError> for Status {
             RequestError::Auth(a) if a.is_unauthenticated() => Code::Unauthenticated,
             RequestError::Auth(_) => Code::PermissionDenied,
             RequestError::TooManyLeaseStreams { .. } => Code::ResourceExhausted,
-            RequestError::ShuttingDown(_)
-            | RequestError::Unavailable(_)
-            | RequestError::Failed(_) => Code::Unavailable,
-            RequestError::Queue(q) => match q {
+            RequestError::Backend(
+                BackendError::ShuttingDown(_)
+                | BackendError::Unavailable(_)
+                | BackendError::Failed(_),
+            ) => Code::Unavailable,
+            RequestError::Backend(BackendError::Internal) => Code::Internal,
+            RequestError::Backend(BackendError::Queue(q)) => match q {
                 QueueError::UnknownJob { .. } | QueueError::UnknownQueue { .. } => Code::NotFound,
                 QueueError::StaleLease { .. } | QueueError::WrongState { .. } => {
                     Code::FailedPrecondition

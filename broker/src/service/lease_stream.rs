@@ -2,7 +2,9 @@
 //! leased to it from its [`LeaseFeed`]; when tonic drops it (client gone,
 //! call cancelled, broker draining) it closes its consumer and gives back
 //! every job that was leased to it but never sent, so no job waits out a
-//! lease on a stream that no longer exists.
+//! lease on a stream that no longer exists. Every backend's leased jobs
+//! pass here, so this is where each becomes a message and where its
+//! `lease` span is emitted.
 //!
 //! With `--auth-tokens` it also watches the token file's reloads: once a
 //! SIGHUP removes its credential, or takes the Lease right or one of its
@@ -16,20 +18,20 @@ use sluice_proto::v1 as pb;
 use tokio_stream::Stream;
 use tonic::Status;
 
-use prost::Message as _;
-
-use tracing::debug;
+use sluice_queue::JobSnapshot;
+use tracing::{debug, error};
 
 use super::error::RequestError;
 use super::lease_permits::LeasePermit;
+use super::{outbound, trace_spans};
 use crate::auth::StreamGuard;
-use crate::backend::{FeedCloser, LeaseFeed};
+use crate::backend::{FeedCloser, LeaseFeed, LeaseRef};
 
 /// Jobs leased to one consumer, in the order leased.
 pub struct LeaseStream {
-    receiver: tokio::sync::mpsc::Receiver<pb::LeasedJob>,
+    receiver: tokio::sync::mpsc::Receiver<JobSnapshot>,
     /// Taken off the channel but not sent yet (batching only).
-    pending: Vec<pb::LeasedJob>,
+    pending: Vec<JobSnapshot>,
     /// Taken on drop.
     closer: Option<Box<dyn FeedCloser>>,
     /// Counts this stream against the stream caps until dropped.
@@ -81,8 +83,28 @@ impl Stream for LeaseStream {
         if let Poll::Ready(status) = self.poll_revoked(cx) {
             return Poll::Ready(Some(Err(status)));
         }
-        self.receiver.poll_recv(cx).map(|item| item.map(Ok))
+        loop {
+            let Some(job) = std::task::ready!(self.receiver.poll_recv(cx)) else {
+                return Poll::Ready(None);
+            };
+            if let Some(message) = to_message(job) {
+                return Poll::Ready(Some(Ok(message)));
+            }
+        }
     }
+}
+
+/// The message that sends `job` to its worker, with its `lease` span;
+/// `None` (and an error logged) for a job without a lease, which no
+/// backend should send.
+fn to_message(job: JobSnapshot) -> Option<pb::LeasedJob> {
+    if job.lease.is_none() {
+        error!(job_id = %job.id, queue = job.queue, job_type = job.job_type,
+            attempt = job.attempt, "a backend sent a job without a lease: not sent");
+        return None;
+    }
+    trace_spans::leased(&job);
+    Some(outbound::leased_job_to_pb(job))
 }
 
 impl Drop for LeaseStream {
@@ -90,14 +112,29 @@ impl Drop for LeaseStream {
         // Closed first: a job leased from now on fails to send, and its
         // backend gives it back itself.
         self.receiver.close();
-        let mut unsent = std::mem::take(&mut self.pending);
-        while let Ok(message) = self.receiver.try_recv() {
-            unsent.push(message);
+        let mut unsent: Vec<LeaseRef> = self.pending.iter().filter_map(LeaseRef::of).collect();
+        while let Ok(job) = self.receiver.try_recv() {
+            unsent.extend(LeaseRef::of(&job));
         }
         if let Some(closer) = self.closer.take() {
             closer.close(unsent);
         }
     }
+}
+
+/// About the encoded size of `job` as a message: its variable parts,
+/// plus a bound on the fixed ones (ids, times, numbers, tags).
+fn estimated_len(job: &JobSnapshot) -> usize {
+    const FIXED: usize = 256;
+    let headers: usize = job.headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum();
+    let lease = job.lease.as_ref().map_or(0, |l| l.worker_id.len());
+    FIXED
+        + job.payload.len()
+        + job.queue.len()
+        + job.job_type.len()
+        + job.last_error.as_ref().map_or(0, String::len)
+        + headers
+        + lease
 }
 
 /// Most jobs packed into one [`pb::LeasedJobBatch`].
@@ -140,17 +177,19 @@ impl Stream for LeaseBatchStream {
                 Poll::Ready(_) => {}
             }
         }
+        // Sizes are estimated from the jobs before they become messages,
+        // so that what does not fit stays a job the drop can give back.
         let mut size = 0;
         let take = inner
             .pending
             .iter()
-            .take_while(|message| {
-                size += message.encoded_len();
+            .take_while(|job| {
+                size += estimated_len(job);
                 size <= MAX_BATCH_BYTES
             })
             .count()
             .max(1);
-        let jobs = inner.pending.drain(..take).collect();
+        let jobs = inner.pending.drain(..take).filter_map(to_message).collect();
         Poll::Ready(Some(Ok(pb::LeasedJobBatch { jobs })))
     }
 }

@@ -1,5 +1,6 @@
 //! The gRPC layer: glue between `sluice.v1` and the [`crate::backend`]. It
-//! validates and converts requests, runs each operation on the backend, and
+//! validates and converts requests (`convert.rs`), runs each operation on
+//! the backend, turns what it answers into messages (`outbound.rs`), and
 //! maps errors to statuses in one place (`error.rs`, applied by
 //! [`respond`]). No queue rule lives here.
 
@@ -9,8 +10,9 @@ pub mod convert;
 mod error;
 mod lease_permits;
 mod lease_stream;
+pub mod outbound;
 pub mod rates;
-pub(crate) mod trace_spans;
+mod trace_spans;
 mod visibility;
 
 pub use admin_rpc::AdminService;

@@ -7,6 +7,7 @@
 
 use sluice_limits::DEFAULT_QUEUE;
 use sluice_proto::v1 as pb;
+use sluice_queue::JobSnapshot;
 use sluice_trace::{TRACE_TARGET, TraceContext, continue_trace};
 use tracing::{Level, Span, field, trace_span};
 
@@ -23,34 +24,19 @@ pub fn enqueue(req: &pb::EnqueueRequest) -> Span {
     span
 }
 
-/// A `lease` span to emit once its job is sent; taken before the send,
-/// which consumes the message.
-pub struct PendingLease {
-    job: pb::Job,
-}
-
-impl PendingLease {
-    /// What the span of `message` needs, if such spans are enabled.
-    pub fn of(message: &pb::LeasedJob) -> Option<Self> {
-        if !tracing::enabled!(target: TRACE_TARGET, Level::TRACE) {
-            return None;
-        }
-        let job = message.job.as_ref()?;
-        Some(Self {
-            job: pb::Job {
-                payload: Default::default(),
-                ..job.clone()
-            },
-        })
+/// The `lease` span of `job`, sent to its worker now (if such spans are
+/// enabled). Emitted by the Lease stream, where every backend's jobs pass.
+pub fn leased(job: &JobSnapshot) {
+    if !tracing::enabled!(target: TRACE_TARGET, Level::TRACE) {
+        return;
     }
-
-    /// The job reached its stream: the span.
-    pub fn sent(self) {
-        let job = &self.job;
-        let span = trace_span!(target: TRACE_TARGET, "lease", job_id = job.id, queue = job.queue,
-            job_type = job.job_type, attempt = job.attempt, worker_id = job.worker_id, trace_id = field::Empty);
-        continue_trace(&span, context(&job.headers));
-    }
+    let worker_id = job.lease.as_ref().map_or("", |l| l.worker_id.as_str());
+    let span = trace_span!(target: TRACE_TARGET, "lease", job_id = %job.id, queue = job.queue,
+        job_type = job.job_type, attempt = job.attempt, worker_id, trace_id = field::Empty);
+    continue_trace(
+        &span,
+        TraceContext::from_headers(job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+    );
 }
 
 fn context(headers: &std::collections::HashMap<String, String>) -> Option<TraceContext<'_>> {

@@ -13,22 +13,21 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_proto::v1 as pb;
 use sluice_queue::{
-    ConsumerId, ConsumerSpec, Enqueued, Extended, Failure, FailureOutcome, JobFilter, JobState,
-    NewJob, Observer, WorkerInfo,
+    ConsumerId, ConsumerSpec, Enqueued, Extended, Failure, FailureOutcome, JobFilter, JobSnapshot,
+    JobState, NewJob, Observer, QueueConfig, WorkerInfo,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::{Backend, Batch, FeedCloser, GaugeReading, JobPage, LeaseFeed, LeaseRef, StatsReading};
+use super::{
+    Backend, BackendError, Batch, FeedCloser, GaugeReading, JobPage, LeaseFeed, LeaseRef,
+    OpenError, StatsReading,
+};
 use crate::clock::TokioClock;
-use crate::config::Config;
 use crate::fatal::Fatal;
-use crate::server::ServerError;
-use crate::service::{RequestError, convert};
 pub use shared_queue::SharedQueue;
 
 /// The local backend: see the module doc.
@@ -45,10 +44,10 @@ impl LocalBackend {
     /// # Errors
     /// When the data directory cannot be opened or restored.
     pub async fn open(
-        config: &Config,
+        config: &QueueConfig,
         data_dir: Option<&Path>,
         fatal: &Fatal,
-    ) -> Result<Self, ServerError> {
+    ) -> Result<Self, OpenError> {
         let clock = TokioClock::new();
         let (queue, store) = recovery::open_queue(config, data_dir, &clock, fatal).await?;
         let durable = store.is_some();
@@ -67,7 +66,7 @@ struct LocalCloser {
 }
 
 impl FeedCloser for LocalCloser {
-    fn close(self: Box<Self>, unsent: Vec<pb::LeasedJob>) {
+    fn close(self: Box<Self>, unsent: Vec<LeaseRef>) {
         self.shared.close_consumer(self.consumer, unsent);
     }
 }
@@ -78,7 +77,7 @@ impl Backend for LocalBackend {
         &self,
         jobs: Vec<NewJob>,
         what: &'static str,
-    ) -> Result<Batch<Enqueued>, RequestError> {
+    ) -> Result<Batch<Enqueued>, BackendError> {
         self.shared
             .write_unless_draining(what, |queue, now| {
                 jobs.into_iter()
@@ -88,7 +87,7 @@ impl Backend for LocalBackend {
             .await
     }
 
-    async fn open_feed(&self, spec: ConsumerSpec) -> Result<LeaseFeed, RequestError> {
+    async fn open_feed(&self, spec: ConsumerSpec) -> Result<LeaseFeed, BackendError> {
         let (consumer, jobs) = self.shared.open_consumer(spec)?;
         Ok(LeaseFeed {
             jobs,
@@ -99,7 +98,7 @@ impl Backend for LocalBackend {
         })
     }
 
-    async fn ack(&self, leases: Vec<LeaseRef>) -> Result<Batch<()>, RequestError> {
+    async fn ack(&self, leases: Vec<LeaseRef>) -> Result<Batch<()>, BackendError> {
         self.shared
             .write(|queue, now| {
                 leases
@@ -114,7 +113,7 @@ impl Backend for LocalBackend {
         &self,
         lease: LeaseRef,
         failure: Failure,
-    ) -> Result<FailureOutcome, RequestError> {
+    ) -> Result<FailureOutcome, BackendError> {
         Ok(self
             .shared
             .write(|queue, now| queue.nack(lease.job_id, lease.lease_id, failure, now))
@@ -125,20 +124,20 @@ impl Backend for LocalBackend {
         &self,
         lease: LeaseRef,
         by: Option<Duration>,
-    ) -> Result<Extended, RequestError> {
+    ) -> Result<Extended, BackendError> {
         Ok(self
             .shared
             .with_queue(|queue, now| queue.extend(lease.job_id, lease.lease_id, by, now))??)
     }
 
-    async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, RequestError> {
+    async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, BackendError> {
         Ok(self
             .shared
             .write(|queue, now| queue.release(lease.job_id, lease.lease_id, delay, now))
             .await??)
     }
 
-    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, RequestError> {
+    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, BackendError> {
         self.shared.with_queue(|queue, _| {
             ids.iter()
                 .filter_map(|&id| Some((id, queue.job(id).ok()?.queue.to_owned())))
@@ -146,10 +145,10 @@ impl Backend for LocalBackend {
         })
     }
 
-    async fn job(&self, id: Uuid) -> Result<pb::Job, RequestError> {
+    async fn job(&self, id: Uuid) -> Result<JobSnapshot, BackendError> {
         Ok(self
             .shared
-            .with_queue(|queue, _| queue.job(id).map(convert::job_to_pb))??)
+            .with_queue(|queue, _| queue.job(id).map(JobSnapshot::from))??)
     }
 
     async fn list(
@@ -157,39 +156,36 @@ impl Backend for LocalBackend {
         filter: JobFilter,
         after: Option<u64>,
         limit: usize,
-    ) -> Result<JobPage, RequestError> {
+    ) -> Result<JobPage, BackendError> {
         self.shared.with_queue(|queue, _| {
             let page = queue.list(&filter, after, limit);
             JobPage {
-                jobs: page.jobs.into_iter().map(convert::job_to_pb).collect(),
+                jobs: page.jobs.into_iter().map(JobSnapshot::from).collect(),
                 next: page.next,
             }
         })
     }
 
-    async fn stats(&self) -> Result<StatsReading, RequestError> {
+    async fn stats(&self) -> Result<StatsReading, BackendError> {
         self.shared.with_queue(|queue, now| StatsReading {
             queues: queue.stats(),
-            recent_failures: queue
-                .recent_failures()
-                .map(convert::failure_to_pb)
-                .collect(),
+            recent_failures: queue.recent_failures().cloned().collect(),
             now,
         })
     }
 
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, RequestError> {
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BackendError> {
         self.shared.with_queue(|queue, _| queue.workers())
     }
 
-    async fn retry(&self, id: Uuid) -> Result<(), RequestError> {
+    async fn retry(&self, id: Uuid) -> Result<(), BackendError> {
         Ok(self
             .shared
             .write(|queue, now| queue.retry(id, now))
             .await??)
     }
 
-    async fn cancel(&self, id: Uuid) -> Result<JobState, RequestError> {
+    async fn cancel(&self, id: Uuid) -> Result<JobState, BackendError> {
         Ok(self
             .shared
             .write(|queue, now| queue.cancel(id, now))
@@ -198,7 +194,7 @@ impl Backend for LocalBackend {
 
     /// Purges in bounded steps, releasing the queue between them so that a
     /// large purge does not stall the data path.
-    async fn purge(&self, queue_name: String, state: JobState) -> Result<u64, RequestError> {
+    async fn purge(&self, queue_name: String, state: JobState) -> Result<u64, BackendError> {
         let until = self.shared.with_queue(|queue, _| queue.horizon())?;
         let mut purged = 0;
         let mut after = None;
@@ -216,11 +212,11 @@ impl Backend for LocalBackend {
         }
     }
 
-    async fn pause(&self, name: String) -> Result<(), RequestError> {
+    async fn pause(&self, name: String) -> Result<(), BackendError> {
         Ok(self.shared.write(|queue, _| queue.pause(&name)).await??)
     }
 
-    async fn resume(&self, name: String) -> Result<(), RequestError> {
+    async fn resume(&self, name: String) -> Result<(), BackendError> {
         self.shared
             .write(|queue, now| queue.resume(&name, now))
             .await

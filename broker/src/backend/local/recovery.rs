@@ -3,33 +3,32 @@
 //! empty and memory-only without one.
 
 use rand::TryRngCore as _;
-use sluice_queue::{IdSecret, Queue, Restorer, Secrets};
+use sluice_queue::{IdSecret, Queue, QueueConfig, Restorer, Secrets};
 use tracing::{info, warn};
 
 use std::path::Path;
 
+use crate::backend::OpenError;
 use crate::clock::{Clock, TokioClock};
-use crate::config::Config;
 use crate::fatal::Fatal;
-use crate::server::ServerError;
 use crate::storage::Store;
 
 /// The queue to serve: rebuilt from the data directory, or empty and
 /// memory-only without one.
 pub(super) async fn open_queue(
-    config: &Config,
+    config: &QueueConfig,
     data_dir: Option<&Path>,
     clock: &TokioClock,
     fatal: &Fatal,
-) -> Result<(Queue, Option<Store>), ServerError> {
+) -> Result<(Queue, Option<Store>), OpenError> {
     let secrets = os_secrets()?;
     let Some(dir) = data_dir.map(Path::to_path_buf) else {
         warn!("memory-only (no --data-dir): jobs do not survive a restart of the broker");
-        return Ok((Queue::new(config.queue.clone(), secrets), None));
+        return Ok((Queue::new(config.clone(), secrets), None));
     };
     let started = std::time::Instant::now();
     let fatal = fatal.clone();
-    let mut restorer = Restorer::new(config.queue.clone(), secrets, clock.now());
+    let mut restorer = Restorer::new(config.clone(), secrets, clock.now());
     let opened = {
         let dir = dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -43,7 +42,7 @@ pub(super) async fn open_queue(
         .await?
     };
     let (store, meta, restorer, recovered) = opened?;
-    let queue = restorer.finish(meta).map_err(ServerError::Restore)?;
+    let queue = restorer.finish(meta).map_err(OpenError::Restore)?;
     info!(
         data_dir = %dir.display(),
         recovered_jobs = recovered,
@@ -56,7 +55,7 @@ pub(super) async fn open_queue(
 
 /// The queue's secrets, from the operating system's generator: the seed of
 /// its lease ids and jitter, and for a new store the secret of its job ids.
-fn os_secrets() -> Result<Secrets, ServerError> {
+fn os_secrets() -> Result<Secrets, OpenError> {
     let mut os = rand::rngs::OsRng;
     let mut secrets = Secrets {
         seed: [0; 32],
@@ -68,6 +67,6 @@ fn os_secrets() -> Result<Secrets, ServerError> {
     os.try_fill_bytes(&mut secrets.seed)
         .and_then(|()| os.try_fill_bytes(&mut secrets.ids.instance))
         .and_then(|()| os.try_fill_bytes(&mut secrets.ids.key))
-        .map_err(|e| ServerError::Random(e.to_string()))?;
+        .map_err(|e| OpenError::Random(e.to_string()))?;
     Ok(secrets)
 }

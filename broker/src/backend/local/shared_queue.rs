@@ -19,18 +19,14 @@ use sluice_queue::Timestamp;
 use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
-use crate::backend::LeaseRef;
+use crate::backend::{BackendError, LeaseRef};
 use crate::clock::{Clock, TokioClock};
 use crate::fatal::Fatal;
-use crate::service::RequestError;
-use crate::service::convert;
-use crate::service::trace_spans::PendingLease;
 use crate::storage::{Commit, Store, StoreStats};
-use sluice_proto::v1 as pb;
-use sluice_queue::{ConsumerId, ConsumerSpec, Delivery, Queue};
+use sluice_queue::{ConsumerId, ConsumerSpec, Delivery, JobSnapshot, Queue};
 
 /// The receiving end of one Lease stream.
-pub(super) type JobReceiver = mpsc::Receiver<pb::LeasedJob>;
+pub(super) type JobReceiver = mpsc::Receiver<JobSnapshot>;
 
 /// A cheap handle to the shared queue.
 #[derive(Clone)]
@@ -59,7 +55,7 @@ struct State {
     /// instead each channel holds the stream's max_in_flight, which the queue
     /// never exceeds, so `try_send` meets a full channel only when leases
     /// expired while their messages sat unread (the stream is then closed).
-    senders: HashMap<ConsumerId, mpsc::Sender<pb::LeasedJob>>,
+    senders: HashMap<ConsumerId, mpsc::Sender<JobSnapshot>>,
     /// Reused buffer for deliveries.
     deliveries: Vec<Delivery>,
     /// The deadline the scheduler sleeps towards.
@@ -97,11 +93,11 @@ impl SharedQueue {
     /// leased and wakes whoever its changes concern.
     ///
     /// # Errors
-    /// [`RequestError::Failed`] once the broker failed.
+    /// [`BackendError::Failed`] once the broker failed.
     pub fn with_queue<T>(
         &self,
         op: impl FnOnce(&mut Queue, Timestamp) -> T,
-    ) -> Result<T, RequestError> {
+    ) -> Result<T, BackendError> {
         let mut state = self.lock()?;
         Ok(self.apply(&mut state, |state, now| op(&mut state.queue, now)))
     }
@@ -111,12 +107,12 @@ impl SharedQueue {
     /// store).
     ///
     /// # Errors
-    /// [`RequestError::Failed`] when the broker failed before or during
+    /// [`BackendError::Failed`] when the broker failed before or during
     /// the commit (a failed store): the change may not be on disk.
     pub async fn write<T>(
         &self,
         op: impl FnOnce(&mut Queue, Timestamp) -> T,
-    ) -> Result<T, RequestError> {
+    ) -> Result<T, BackendError> {
         self.write_checked(None, op).await
     }
 
@@ -124,12 +120,12 @@ impl SharedQueue {
     /// with `what` saying what is refused.
     ///
     /// # Errors
-    /// [`RequestError::ShuttingDown`] while draining, or as [`SharedQueue::write`].
+    /// [`BackendError::ShuttingDown`] while draining, or as [`SharedQueue::write`].
     pub async fn write_unless_draining<T>(
         &self,
         what: &'static str,
         op: impl FnOnce(&mut Queue, Timestamp) -> T,
-    ) -> Result<T, RequestError> {
+    ) -> Result<T, BackendError> {
         self.write_checked(Some(what), op).await
     }
 
@@ -137,14 +133,14 @@ impl SharedQueue {
         &self,
         refused_while_draining: Option<&'static str>,
         op: impl FnOnce(&mut Queue, Timestamp) -> T,
-    ) -> Result<T, RequestError> {
+    ) -> Result<T, BackendError> {
         let (out, commit) = {
             let mut state = self.lock()?;
             if let Some(what) = refused_while_draining.filter(|_| state.draining) {
-                return Err(RequestError::ShuttingDown(what));
+                return Err(BackendError::ShuttingDown(what));
             }
             if let Some(why) = self.inner.fatal.reason() {
-                return Err(RequestError::Failed(why));
+                return Err(BackendError::Failed(why));
             }
             self.apply_with(&mut state, true, |state, now| op(&mut state.queue, now))
         };
@@ -152,7 +148,7 @@ impl SharedQueue {
             commit
                 .await
                 .unwrap_or_else(|_| Err("the store stopped".into()))
-                .map_err(RequestError::Failed)?;
+                .map_err(BackendError::Failed)?;
         }
         Ok(out)
     }
@@ -178,10 +174,10 @@ impl SharedQueue {
     pub(super) fn open_consumer(
         &self,
         spec: ConsumerSpec,
-    ) -> Result<(ConsumerId, JobReceiver), RequestError> {
+    ) -> Result<(ConsumerId, JobReceiver), BackendError> {
         let mut state = self.lock()?;
         if state.draining {
-            return Err(RequestError::ShuttingDown(
+            return Err(BackendError::ShuttingDown(
                 "no new Lease streams are opened",
             ));
         }
@@ -190,20 +186,20 @@ impl SharedQueue {
             let id = state.queue.open_consumer(spec, now);
             // Registered before `apply` sends what the consumer was leased.
             state.senders.insert(id, tx);
-            Ok::<_, RequestError>(id)
+            Ok::<_, BackendError>(id)
         })?;
         Ok((id, rx))
     }
 
     /// Closes a consumer whose stream ended (its channel closed), giving
     /// back what it took off the channel but never sent.
-    pub(super) fn close_consumer(&self, id: ConsumerId, unsent: Vec<pb::LeasedJob>) {
+    pub(super) fn close_consumer(&self, id: ConsumerId, unsent: Vec<LeaseRef>) {
         // A failed broker serves nothing more: there is nothing to give back.
         let Ok(mut state) = self.lock() else { return };
         self.apply(&mut state, |state, now| {
             state.queue.close_consumer(id);
             state.senders.remove(&id);
-            for lease in unsent.iter().filter_map(LeaseRef::of) {
+            for lease in unsent {
                 state.queue.return_unsent(lease.job_id, lease.lease_id, now);
             }
         });
@@ -272,7 +268,7 @@ impl SharedQueue {
         state: &mut State,
         wait: bool,
         op: impl FnOnce(&mut State, Timestamp) -> T,
-    ) -> (T, Result<Option<Commit>, RequestError>) {
+    ) -> (T, Result<Option<Commit>, BackendError>) {
         let now = self.inner.clock.now();
         let leased_before = state.queue.leased_count();
         let out = op(state, now);
@@ -282,7 +278,7 @@ impl SharedQueue {
             Some(store) => {
                 let mut changes = Vec::new();
                 state.queue.take_changes(&mut changes);
-                store.submit(changes, wait).map_err(RequestError::Failed)
+                store.submit(changes, wait).map_err(BackendError::Failed)
             }
         };
         (out, commit)
@@ -298,18 +294,14 @@ impl SharedQueue {
                 break;
             }
             for delivery in deliveries.drain(..) {
-                let message = convert::leased_job_to_pb(state.queue.delivered_job(delivery));
-                let traced = PendingLease::of(&message);
+                let job = JobSnapshot::from(state.queue.delivered_job(delivery));
                 let sent = match state.senders.get(&delivery.consumer) {
-                    Some(tx) => tx.try_send(message).map_err(|e| match e {
+                    Some(tx) => tx.try_send(job).map_err(|e| match e {
                         mpsc::error::TrySendError::Full(_) => "full",
                         mpsc::error::TrySendError::Closed(_) => "closed",
                     }),
                     None => Err("gone"),
                 };
-                if let (Ok(()), Some(traced)) = (&sent, traced) {
-                    traced.sent();
-                }
                 if let Err(why) = sent {
                     if why == "full" {
                         // Only stale messages (leases that expired unsent)
@@ -339,10 +331,10 @@ impl SharedQueue {
         }
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, State>, RequestError> {
+    fn lock(&self) -> Result<MutexGuard<'_, State>, BackendError> {
         self.inner
             .fatal
             .lock(&self.inner.state, "the queue")
-            .map_err(RequestError::Failed)
+            .map_err(BackendError::Failed)
     }
 }

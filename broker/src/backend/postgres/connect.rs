@@ -223,39 +223,77 @@ pub fn pool(target: &Target, size: usize) -> Result<Pool, String> {
         .map_err(|e| format!("--store: {e}"))
 }
 
-/// One connection outside the pool, with its messages (notifications)
-/// forwarded to `on_message` until it closes.
+/// LISTENs on one connection outside the pool: runs `listen` (the LISTEN
+/// statements), calls `on_listening`, then passes the channel of each
+/// notification to `on_notification`, until the connection closes or
+/// `stop`. The connection is driven here, in the caller's task.
 ///
 /// # Errors
-/// When it cannot connect.
-pub async fn listener(
+/// When it cannot connect, LISTEN, or the connection fails.
+pub async fn listen(
     target: &Target,
-    on_message: tokio::sync::mpsc::UnboundedSender<tokio_postgres::AsyncMessage>,
-) -> Result<Client, tokio_postgres::Error> {
+    listen: &str,
+    on_listening: impl FnOnce(),
+    on_notification: impl FnMut(&str),
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<(), tokio_postgres::Error> {
     match &target.tls {
         Tls::Off => {
             let (client, connection) = target.config.connect(NoTls).await?;
-            tokio::spawn(forward(connection, on_message));
-            Ok(client)
+            drive(
+                client,
+                connection,
+                listen,
+                on_listening,
+                on_notification,
+                stop,
+            )
+            .await
         }
         Tls::On(tls) => {
             let (client, connection) = target.config.connect(tls.clone()).await?;
-            tokio::spawn(forward(connection, on_message));
-            Ok(client)
+            drive(
+                client,
+                connection,
+                listen,
+                on_listening,
+                on_notification,
+                stop,
+            )
+            .await
         }
     }
 }
 
-async fn forward<S, T>(
+async fn drive<S, T>(
+    client: Client,
     mut connection: tokio_postgres::Connection<S, T>,
-    to: tokio::sync::mpsc::UnboundedSender<tokio_postgres::AsyncMessage>,
-) where
+    listen: &str,
+    on_listening: impl FnOnce(),
+    mut on_notification: impl FnMut(&str),
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<(), tokio_postgres::Error>
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-        if to.send(message).is_err() {
-            return;
+    let mut listening = std::pin::pin!(client.batch_execute(listen));
+    let mut on_listening = Some(on_listening);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            done = &mut listening, if on_listening.is_some() => {
+                done?;
+                if let Some(f) = on_listening.take() {
+                    f();
+                }
+            }
+            message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => on_notification(n.channel()),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
         }
     }
 }

@@ -13,24 +13,30 @@
 //! same moment may each fill the room left.
 
 use std::collections::{HashMap, HashSet};
-use std::time::SystemTime;
 
-use deadpool_postgres::Pool;
-use sluice_queue::{Enqueued, NewJob, QueueConfig, QueueError};
+use deadpool_postgres::{Pool, Transaction};
+use sluice_queue::{Enqueued, NewJob, QueueConfig, QueueError, check_room};
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::describe;
-use crate::backend::Batch;
-use crate::service::RequestError;
+use super::columns::{millis, system_time};
+use super::sql::{self, get};
+use crate::backend::{BackendError, Batch};
+
+type Result<T> = std::result::Result<T, BackendError>;
 
 /// Most jobs in one commit.
 const MAX_GROUP: usize = 4096;
 
 /// Writers committing at once: one commits while the next group gathers.
 const WRITERS: usize = 2;
+
+/// Calls waiting for a writer; past this, a call waits to queue up.
+const WAITING_CALLS: usize = 4096;
 
 /// The insert of a group: one row per job; a job due now is READY, one
 /// due later SCHEDULED. A key already held by an unfinished job of its
@@ -71,12 +77,17 @@ impl KnownQueues {
 /// One call's jobs and where to answer.
 struct Pending {
     jobs: Vec<NewJob>,
-    reply: oneshot::Sender<Result<Batch<Enqueued>, RequestError>>,
+    reply: oneshot::Sender<Result<Batch<Enqueued>>>,
 }
 
 /// The handle calls enqueue through.
 pub struct Enqueuer {
-    tx: mpsc::UnboundedSender<Pending>,
+    tx: mpsc::Sender<Pending>,
+    /// The writers take turns gathering: whoever holds the receiver takes
+    /// what is there, lets go, and commits.
+    rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    pool: Pool,
+    max_queue_size: Limit,
     /// Shared with the writers and the sweep.
     pub known: KnownQueues,
 }
@@ -85,34 +96,41 @@ pub struct Enqueuer {
 type Limit = Option<u64>;
 
 impl Enqueuer {
-    /// Starts the writers on `pool`.
+    /// An enqueuer on `pool`, whose writers [`Enqueuer::start`] starts.
     pub fn new(pool: Pool, max_queue_size: Limit) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        // The writers take turns gathering: whoever holds the receiver
-        // takes what is there, lets go, and commits.
-        let rx = Arc::new(Mutex::new(rx));
-        let known = KnownQueues::default();
+        let (tx, rx) = mpsc::channel(WAITING_CALLS);
+        Self {
+            tx,
+            rx: Arc::new(Mutex::new(rx)),
+            pool,
+            max_queue_size,
+            known: KnownQueues::default(),
+        }
+    }
+
+    /// Starts the writers on `tasks`; they stop with `stop`, answering
+    /// what is still queued as unavailable.
+    pub fn start(&self, tasks: &TaskTracker, stop: CancellationToken) {
         for _ in 0..WRITERS {
-            tokio::spawn(write_groups(
-                pool.clone(),
-                rx.clone(),
-                max_queue_size,
-                known.clone(),
+            tasks.spawn(write_groups(
+                self.pool.clone(),
+                self.rx.clone(),
+                self.max_queue_size,
+                self.known.clone(),
+                stop.clone(),
             ));
         }
-        Self { tx, known }
     }
 
     /// Inserts `jobs` (defaults from `config`), answered each on its own.
     ///
     /// # Errors
-    /// [`RequestError::Unavailable`] when the database fails: nothing of
-    /// this call was committed.
+    /// As the database fails: nothing of this call was committed.
     pub async fn enqueue(
         &self,
         jobs: Vec<NewJob>,
         config: &QueueConfig,
-    ) -> Result<Batch<Enqueued>, RequestError> {
+    ) -> Result<Batch<Enqueued>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -127,22 +145,36 @@ impl Enqueuer {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Pending { jobs, reply })
+            .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-/// Gathers calls and commits them, until every sender is gone.
+/// Gathers calls and commits them, until `stop`.
 async fn write_groups(
     pool: Pool,
-    rx: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+    rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
     max_queue_size: Limit,
     known: KnownQueues,
+    stop: CancellationToken,
 ) {
     loop {
         let group = {
             let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
+            let first = tokio::select! {
+                biased;
+                () = stop.cancelled() => None,
+                first = rx.recv() => first,
+            };
+            let Some(first) = first else {
+                // Stopping: the server has answered its last call; what
+                // is queued still hears why it was not written.
+                while let Ok(pending) = rx.try_recv() {
+                    let _ = pending.reply.send(Err(stopped()));
+                }
+                return;
+            };
             let mut jobs = first.jobs.len();
             let mut group = vec![first];
             while jobs < MAX_GROUP {
@@ -167,8 +199,7 @@ async fn write_groups(
             }
             Err(e) => {
                 for pending in group {
-                    let error = RequestError::Unavailable(format!("the database: {e}"));
-                    let _ = pending.reply.send(Err(error));
+                    let _ = pending.reply.send(Err(e.clone()));
                 }
             }
         }
@@ -183,9 +214,9 @@ async fn insert(
     jobs: &[&NewJob],
     max_queue_size: Limit,
     known: &KnownQueues,
-) -> Result<Batch<Enqueued>, String> {
-    let mut client = pool.get().await.map_err(|e| describe(&e))?;
-    let tx = client.transaction().await.map_err(|e| describe(&e))?;
+) -> Result<Batch<Enqueued>> {
+    let mut client = sql::connection(pool).await?;
+    let tx = sql::transaction(&mut client).await?;
     let mut refused = match max_queue_size {
         None => jobs.iter().map(|_| None).collect(),
         Some(limit) => over_limit(&tx, jobs, limit).await?,
@@ -209,27 +240,18 @@ async fn insert(
     queues.dedup();
     // Sent together (tokio-postgres pipelines what is polled at once): the
     // rows, the queues' names for Stats, and the wake-up of every broker.
-    let remember = tx
-        .prepare_cached(
+    let remember: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&queues];
+    let (inserted, _, ()) = tokio::try_join!(
+        insert_admitted(&tx, &admitted),
+        sql::execute(
+            &tx,
             "INSERT INTO sluice_queues (queue) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
-        )
-        .await
-        .map_err(|e| describe(&e))?;
-    let (inserted, _, _) = tokio::try_join!(
-        async { insert_admitted(&tx, &admitted).await },
-        async {
-            tx.execute(&remember, &[&queues])
-                .await
-                .map_err(|e| describe(&e))
-        },
-        async {
-            tx.batch_execute(super::sql::WAKE)
-                .await
-                .map_err(|e| describe(&e))
-        },
+            &remember,
+        ),
+        sql::wake_all(&tx),
     )?;
     let mut inserted = inserted.into_iter();
-    tx.commit().await.map_err(|e| describe(&e))?;
+    sql::commit(tx).await?;
     known.lock().extend(queues.iter().map(|q| (*q).to_owned()));
     Ok(refused
         .into_iter()
@@ -246,36 +268,37 @@ async fn insert(
 /// queue's unfinished jobs plus those admitted before it in this group.
 /// Brokers enqueueing at once may each admit up to the limit.
 async fn over_limit(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Transaction<'_>,
     jobs: &[&NewJob],
     limit: u64,
-) -> Result<Vec<Option<QueueError>>, String> {
+) -> Result<Vec<Option<QueueError>>> {
     let mut queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
     queues.sort_unstable();
     queues.dedup();
-    let rows = tx
-        .query(
-            "SELECT queue, count(*) FROM sluice_jobs WHERE queue = ANY($1) GROUP BY queue",
-            &[&queues],
-        )
-        .await
-        .map_err(|e| describe(&e))?;
+    let rows = sql::query(
+        tx,
+        "SELECT queue, count(*) AS n FROM sluice_jobs WHERE queue = ANY($1) GROUP BY queue",
+        &[&queues],
+    )
+    .await?;
     let mut held: HashMap<String, u64> = rows
         .iter()
-        .map(|r| (r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0)))
-        .collect();
+        .map(|r| {
+            Ok((
+                get(r, "queue")?,
+                u64::try_from(get::<i64>(r, "n")?).unwrap_or(0),
+            ))
+        })
+        .collect::<Result<_>>()?;
     Ok(jobs
         .iter()
         .map(|job| {
             let count = held.entry(job.queue.clone()).or_default();
-            if *count >= limit {
-                return Some(QueueError::QueueFull {
-                    queue: job.queue.clone(),
-                    limit,
-                });
+            let refused = check_room(&job.queue, *count, Some(limit)).err();
+            if refused.is_none() {
+                *count += 1;
             }
-            *count += 1;
-            None
+            refused
         })
         .collect())
 }
@@ -283,10 +306,10 @@ async fn over_limit(
 /// The new queues of `jobs` that do not fit under [`MAX_QUEUES`]: those
 /// past the room the table has left, in name order.
 async fn past_queue_cap(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &Transaction<'_>,
     jobs: &[&NewJob],
     known: &KnownQueues,
-) -> Result<HashSet<String>, String> {
+) -> Result<HashSet<String>> {
     let mut unknown: Vec<&str> = {
         let known = known.lock();
         jobs.iter()
@@ -299,16 +322,15 @@ async fn past_queue_cap(
     }
     unknown.sort_unstable();
     unknown.dedup();
-    let present: HashSet<String> = tx
-        .query(
-            "SELECT queue FROM sluice_queues WHERE queue = ANY($1)",
-            &[&unknown],
-        )
-        .await
-        .map_err(|e| describe(&e))?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let present: HashSet<String> = sql::query(
+        tx,
+        "SELECT queue FROM sluice_queues WHERE queue = ANY($1)",
+        &[&unknown],
+    )
+    .await?
+    .iter()
+    .map(|row| get(row, "queue"))
+    .collect::<Result<_>>()?;
     let new: Vec<&str> = unknown
         .into_iter()
         .filter(|q| !present.contains(*q))
@@ -317,20 +339,16 @@ async fn past_queue_cap(
     if new.is_empty() {
         return Ok(HashSet::new());
     }
-    let count: i64 = tx
-        .query_one("SELECT count(*) FROM sluice_queues", &[])
-        .await
-        .map_err(|e| describe(&e))?
-        .get(0);
+    let count: i64 = get(
+        &sql::query_one(tx, "SELECT count(*) AS n FROM sluice_queues", &[]).await?,
+        "n",
+    )?;
     let room = MAX_QUEUES.saturating_sub(usize::try_from(count).unwrap_or(usize::MAX));
     Ok(new.iter().skip(room).map(|q| (*q).to_owned()).collect())
 }
 
 /// Inserts the admitted jobs with one statement.
-async fn insert_admitted(
-    tx: &deadpool_postgres::Transaction<'_>,
-    jobs: &[&NewJob],
-) -> Result<Batch<Enqueued>, String> {
+async fn insert_admitted(tx: &Transaction<'_>, jobs: &[&NewJob]) -> Result<Batch<Enqueued>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
@@ -355,32 +373,27 @@ async fn insert_admitted(
         headers.push(serde_json::to_string(&map).unwrap_or_else(|_| "{}".into()));
         priorities.push(job.priority);
         attempts.push(i32::try_from(job.max_attempts.unwrap_or(1)).unwrap_or(i32::MAX));
-        timeouts.push(i64::try_from(job.timeout.map_or(0, |t| t.as_millis())).unwrap_or(i64::MAX));
-        run_ats.push(
-            job.run_at
-                .map(|t| SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(t.as_micros())),
-        );
+        timeouts.push(job.timeout.map_or(0, millis));
+        run_ats.push(job.run_at.map(system_time));
         keys.push(job.idempotency_key.as_deref());
     }
-    let insert = tx.prepare_cached(INSERT).await.map_err(|e| describe(&e))?;
-    let inserted = tx
-        .query(
-            &insert,
-            &[
-                &ids,
-                &queues,
-                &types,
-                &payloads,
-                &headers,
-                &priorities,
-                &attempts,
-                &timeouts,
-                &run_ats,
-                &keys,
-            ],
-        )
-        .await
-        .map_err(|e| describe(&e))?;
+    let inserted = sql::query(
+        tx,
+        INSERT,
+        &[
+            &ids,
+            &queues,
+            &types,
+            &payloads,
+            &headers,
+            &priorities,
+            &attempts,
+            &timeouts,
+            &run_ats,
+            &keys,
+        ],
+    )
+    .await?;
     let mut answers: Batch<Enqueued> = Vec::with_capacity(jobs.len());
     if inserted.len() == jobs.len() {
         answers.extend(ids.iter().map(|&job_id| {
@@ -391,21 +404,27 @@ async fn insert_admitted(
         }));
     } else {
         // Duplicates: the job holding each key answers for it.
-        let inserted: std::collections::HashSet<Uuid> =
-            inserted.iter().map(|row| row.get(0)).collect();
-        let held = tx
-            .query(
-                "SELECT j.queue, j.idempotency_key, j.id FROM sluice_jobs j
-                 JOIN unnest($1::text[], $2::text[]) AS k(queue, key)
-                   ON j.queue = k.queue AND j.idempotency_key = k.key",
-                &[&queues, &keys],
-            )
-            .await
-            .map_err(|e| describe(&e))?;
+        let inserted: HashSet<Uuid> = inserted
+            .iter()
+            .map(|row| get(row, "id"))
+            .collect::<Result<_>>()?;
+        let held = sql::query(
+            tx,
+            "SELECT j.queue, j.idempotency_key, j.id FROM sluice_jobs j
+             JOIN unnest($1::text[], $2::text[]) AS k(queue, key)
+               ON j.queue = k.queue AND j.idempotency_key = k.key",
+            &[&queues, &keys],
+        )
+        .await?;
         let held: HashMap<(String, String), Uuid> = held
             .iter()
-            .map(|row| ((row.get(0), row.get(1)), row.get(2)))
-            .collect();
+            .map(|row| {
+                Ok((
+                    (get(row, "queue")?, get(row, "idempotency_key")?),
+                    get(row, "id")?,
+                ))
+            })
+            .collect::<Result<_>>()?;
         for (i, id) in ids.iter().enumerate() {
             if inserted.contains(id) {
                 answers.push(Ok(Enqueued {
@@ -427,6 +446,6 @@ async fn insert_admitted(
     Ok(answers)
 }
 
-fn stopped() -> RequestError {
-    RequestError::Unavailable("the enqueue writer stopped".into())
+fn stopped() -> BackendError {
+    BackendError::Unavailable("the enqueue writers stopped")
 }

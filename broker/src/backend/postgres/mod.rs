@@ -1,40 +1,43 @@
 //! The PostgreSQL backend: several stateless brokers over one database
 //! (`--store postgres://...`). The database holds every job and decides
 //! every time (run_at, lease expiry, backoff due times) with its own clock;
-//! a broker holds only its open Lease streams and counters.
+//! a broker holds only its open Lease streams (`cluster::Streams`) and
+//! its counters.
 //!
-//! - `connect.rs`: the URL, the pool, TLS, LISTEN connections;
+//! - `connect.rs`: the URL, the pool, TLS, the LISTEN connection;
 //! - `schema.rs` and `migrations/`: the versioned schema;
-//! - `rows.rs`: rows to the contract's messages; `sql.rs`: statements
-//!   prepared once per connection;
-//! - `jobs.rs`: one statement (or one short transaction) per operation,
-//!   every lease operation fenced by lease id in the statement itself;
+//! - `sql.rs`: the one way to run SQL, and the classification of its
+//!   errors; `columns.rs`: a job's columns, by name, and their reading;
 //! - `enqueue.rs`: concurrent Enqueue calls grouped into one statement and
 //!   one commit;
-//! - `streams.rs`: this broker's Lease streams and the claimer that fills
-//!   them with `FOR UPDATE SKIP LOCKED`;
-//! - `maintenance.rs`: wake-ups (LISTEN/NOTIFY and the poll fallback),
-//!   promotion of due jobs, lease expiry, retention, the broker registry's
-//!   heartbeat and the health of the connection.
+//! - `claims.rs`: Lease streams opened, and filled with `FOR UPDATE SKIP
+//!   LOCKED`;
+//! - `leases.rs`: Ack, Nack, Extend, Release and expiry, each fenced by
+//!   lease id in the statement itself;
+//! - `admin.rs`: the operator's actions; `reads.rs`: jobs, pages, Stats;
+//! - `registry.rs`: the brokers' heartbeats, streams and counters;
+//! - `tasks.rs`: LISTEN, the claimer, the maintenance loop, the health
+//!   check.
 
+mod admin;
+mod claims;
+mod columns;
 mod connect;
 mod enqueue;
-mod jobs;
-mod maintenance;
-mod rows;
+mod leases;
+mod reads;
+mod registry;
 pub mod schema;
 mod sql;
-mod streams;
+mod tasks;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use sluice_proto::v1 as pb;
 use sluice_queue::{
-    ConsumerSpec, Counters, Enqueued, Extended, Failure, FailureOutcome, JobFilter, JobState,
+    ConsumerSpec, Enqueued, Extended, Failure, FailureOutcome, JobFilter, JobSnapshot, JobState,
     NewJob, Observer, QueueConfig, WorkerInfo,
 };
 use tokio::sync::{Notify, watch};
@@ -43,17 +46,19 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 use uuid::Uuid;
 
-use super::{Backend, Batch, GaugeReading, JobPage, LeaseFeed, LeaseRef, StatsReading};
-use crate::config::Config;
+use super::cluster::{Counts, Health, Streams};
+use super::{
+    Backend, BackendError, Batch, GaugeReading, JobPage, LeaseFeed, LeaseRef, OpenError,
+    StatsReading,
+};
 use crate::fatal::Fatal;
-use crate::server::ServerError;
-use crate::service::RequestError;
 
 pub use connect::Target;
 
-/// How often each broker looks for work even without a notification:
-/// claims, due jobs and expired leases are found within this interval
-/// where LISTEN/NOTIFY is lost, unavailable or behind a pooler.
+/// How often, by default, each broker looks for work even without a
+/// notification: claims, due jobs and expired leases are found within
+/// this interval where LISTEN/NOTIFY is lost, unavailable or behind a
+/// pooler.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often, by default, the rows of queues that hold nothing (no job,
@@ -70,6 +75,8 @@ pub struct PostgresSettings {
     pub pool_size: usize,
     /// How often the rows of queues that hold nothing are removed.
     pub queue_sweep: Duration,
+    /// How often each broker looks for work without a notification.
+    pub poll_interval: Duration,
 }
 
 impl PostgresSettings {
@@ -82,6 +89,7 @@ impl PostgresSettings {
             target: connect::parse(url)?,
             pool_size,
             queue_sweep: QUEUE_SWEEP,
+            poll_interval: POLL_INTERVAL,
         })
     }
 }
@@ -98,22 +106,19 @@ struct Inner {
     queue: QueueConfig,
     /// This broker in `sluice_brokers`.
     broker_id: Uuid,
-    streams: streams::Streams,
+    streams: Streams,
     enqueuer: enqueue::Enqueuer,
-    /// Wakes the claimer (jobs may be ready, or a stream has room).
-    claim: Notify,
     /// Wakes the maintenance loop (a job was scheduled).
     maintain: Notify,
-    /// Asks the health check to look now (an operation failed).
-    health_check: Notify,
-    draining: AtomicBool,
+    health: Health,
     /// /metrics is served: the gauges are read from the database.
     metrics_on: AtomicBool,
-    serving: watch::Sender<bool>,
-    /// Lifetime counters of this broker, per queue.
-    counters: Mutex<HashMap<String, Counters>>,
+    /// This broker's lifetime counters, per queue.
+    counts: Counts,
     /// How often empty queues are swept.
     queue_sweep: Duration,
+    /// How often the claimer and the maintenance loop poll.
+    poll_interval: Duration,
     /// The last gauge reading, refreshed by the maintenance loop.
     gauges: Mutex<Option<GaugeReading>>,
     fatal: Fatal,
@@ -125,20 +130,19 @@ impl PostgresBackend {
     /// # Errors
     /// When the database cannot be reached or its schema is newer.
     pub async fn open(
-        config: &Config,
+        queue: &QueueConfig,
         settings: &PostgresSettings,
         fatal: Fatal,
-    ) -> Result<Self, ServerError> {
-        let store = |e: String| ServerError::Database(e);
-        let pool = connect::pool(&settings.target, settings.pool_size).map_err(store)?;
+    ) -> Result<Self, OpenError> {
+        let pool =
+            connect::pool(&settings.target, settings.pool_size).map_err(OpenError::Shared)?;
         let applied = {
-            let mut client = pool
-                .get()
-                .await
-                .map_err(|e| store(format!("connecting to the database: {}", describe(&e))))?;
+            let mut client = pool.get().await.map_err(|e| {
+                OpenError::Shared(format!("connecting to the database: {}", sql::describe(&e)))
+            })?;
             schema::migrate(&mut client)
                 .await
-                .map_err(|e| store(e.to_string()))?
+                .map_err(|e| OpenError::Shared(sql::describe(&e)))?
         };
         let broker_id = Uuid::new_v4();
         info!(
@@ -148,75 +152,29 @@ impl PostgresBackend {
             "connected to PostgreSQL"
         );
         let inner = Arc::new(Inner {
-            enqueuer: enqueue::Enqueuer::new(pool.clone(), config.queue.max_queue_size),
+            enqueuer: enqueue::Enqueuer::new(pool.clone(), queue.max_queue_size),
             pool,
             target: settings.target.clone(),
-            queue: config.queue.clone(),
+            queue: queue.clone(),
             broker_id,
-            streams: streams::Streams::default(),
-            claim: Notify::new(),
+            streams: Streams::default(),
             maintain: Notify::new(),
-            health_check: Notify::new(),
-            draining: AtomicBool::new(false),
+            health: Health::new(
+                "PostgreSQL",
+                "the database is unreachable; the broker reconnects by itself",
+            ),
             metrics_on: AtomicBool::new(false),
-            serving: watch::Sender::new(true),
-            counters: Mutex::new(HashMap::new()),
+            counts: Counts::default(),
             queue_sweep: settings.queue_sweep,
+            poll_interval: settings.poll_interval,
             gauges: Mutex::new(None),
             fatal,
         });
-        maintenance::register(&inner)
+        registry::heartbeat(&inner)
             .await
-            .map_err(|e| store(format!("registering the broker: {e}")))?;
+            .map_err(|e| OpenError::Shared(format!("registering the broker: {e}")))?;
         Ok(Self { inner })
     }
-}
-
-impl Inner {
-    /// Adds to this broker's counters of `queue`.
-    fn count(&self, queue: &str, add: impl FnOnce(&mut Counters)) {
-        let mut counters = self
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = counters.get_mut(queue) {
-            add(c);
-        } else {
-            let mut c = Counters::default();
-            add(&mut c);
-            counters.insert(queue.to_owned(), c);
-        }
-    }
-
-    fn refuse_new_work(&self, what: &'static str) -> Result<(), RequestError> {
-        if self.draining.load(Ordering::Acquire) {
-            return Err(RequestError::ShuttingDown(what));
-        }
-        if !*self.serving.borrow() {
-            return Err(RequestError::Unavailable(
-                "the database is unreachable; the broker reconnects by itself".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// A database failure as the service reports it.
-fn unavailable(e: impl std::error::Error) -> RequestError {
-    RequestError::Unavailable(format!("the database: {}", describe(&e)))
-}
-
-/// An error with its causes: tokio-postgres says only "db error" until
-/// its source, the server's message, is added.
-fn describe(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[tonic::async_trait]
@@ -225,58 +183,59 @@ impl Backend for PostgresBackend {
         &self,
         jobs: Vec<NewJob>,
         what: &'static str,
-    ) -> Result<Batch<Enqueued>, RequestError> {
-        self.inner.refuse_new_work(what)?;
+    ) -> Result<Batch<Enqueued>, BackendError> {
+        self.inner.health.refuse_new_work(what)?;
         let queues: Vec<String> = jobs.iter().map(|j| j.queue.clone()).collect();
         let results = self.inner.enqueuer.enqueue(jobs, &self.inner.queue).await?;
         for (queue, result) in queues.iter().zip(&results) {
             if let Ok(e) = result
                 && !e.duplicate
             {
-                self.inner.count(queue, |c| c.enqueued += 1);
+                self.inner.counts.add(queue, |c| c.enqueued += 1);
             }
         }
-        self.inner.claim.notify_one();
+        self.inner.streams.wake();
         self.inner.maintain.notify_one();
         Ok(results)
     }
 
-    async fn open_feed(&self, spec: ConsumerSpec) -> Result<LeaseFeed, RequestError> {
+    async fn open_feed(&self, spec: ConsumerSpec) -> Result<LeaseFeed, BackendError> {
         self.inner
+            .health
             .refuse_new_work("no new Lease streams are opened")?;
-        streams::open(&self.inner, spec).await
+        claims::open(&self.inner, spec).await
     }
 
-    async fn ack(&self, leases: Vec<LeaseRef>) -> Result<Batch<()>, RequestError> {
-        jobs::ack(&self.inner, leases).await
+    async fn ack(&self, leases: Vec<LeaseRef>) -> Result<Batch<()>, BackendError> {
+        leases::ack(&self.inner, leases).await
     }
 
     async fn nack(
         &self,
         lease: LeaseRef,
         failure: Failure,
-    ) -> Result<FailureOutcome, RequestError> {
-        jobs::nack(&self.inner, lease, failure).await
+    ) -> Result<FailureOutcome, BackendError> {
+        leases::nack(&self.inner, lease, failure).await
     }
 
     async fn extend(
         &self,
         lease: LeaseRef,
         by: Option<Duration>,
-    ) -> Result<Extended, RequestError> {
-        jobs::extend(&self.inner, lease, by).await
+    ) -> Result<Extended, BackendError> {
+        leases::extend(&self.inner, lease, by).await
     }
 
-    async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, RequestError> {
-        jobs::release(&self.inner, lease, delay).await
+    async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, BackendError> {
+        leases::release(&self.inner, lease, delay).await
     }
 
-    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, RequestError> {
-        jobs::queues_of(&self.inner, ids).await
+    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, BackendError> {
+        reads::queues_of(&self.inner, ids).await
     }
 
-    async fn job(&self, id: Uuid) -> Result<pb::Job, RequestError> {
-        jobs::get(&self.inner, id).await
+    async fn job(&self, id: Uuid) -> Result<JobSnapshot, BackendError> {
+        reads::job(&self.inner, id).await
     }
 
     async fn list(
@@ -284,56 +243,53 @@ impl Backend for PostgresBackend {
         filter: JobFilter,
         after: Option<u64>,
         limit: usize,
-    ) -> Result<JobPage, RequestError> {
-        jobs::list(&self.inner, filter, after, limit).await
+    ) -> Result<JobPage, BackendError> {
+        reads::list(&self.inner, filter, after, limit).await
     }
 
-    async fn stats(&self) -> Result<StatsReading, RequestError> {
-        maintenance::stats(&self.inner).await
+    async fn stats(&self) -> Result<StatsReading, BackendError> {
+        reads::stats(&self.inner).await
     }
 
-    async fn counters(&self) -> Result<StatsReading, RequestError> {
-        maintenance::counters(&self.inner).await
+    async fn counters(&self) -> Result<StatsReading, BackendError> {
+        reads::counters(&self.inner).await
     }
 
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, RequestError> {
-        maintenance::workers(&self.inner).await
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BackendError> {
+        registry::workers(&self.inner).await
     }
 
-    async fn retry(&self, id: Uuid) -> Result<(), RequestError> {
-        jobs::retry(&self.inner, id).await
+    async fn retry(&self, id: Uuid) -> Result<(), BackendError> {
+        admin::retry(&self.inner, id).await
     }
 
-    async fn cancel(&self, id: Uuid) -> Result<JobState, RequestError> {
-        jobs::cancel(&self.inner, id).await
+    async fn cancel(&self, id: Uuid) -> Result<JobState, BackendError> {
+        admin::cancel(&self.inner, id).await
     }
 
-    async fn purge(&self, queue: String, state: JobState) -> Result<u64, RequestError> {
-        jobs::purge(&self.inner, queue, state).await
+    async fn purge(&self, queue: String, state: JobState) -> Result<u64, BackendError> {
+        admin::purge(&self.inner, queue, state).await
     }
 
-    async fn pause(&self, queue: String) -> Result<(), RequestError> {
-        jobs::pause(&self.inner, queue, true).await
+    async fn pause(&self, queue: String) -> Result<(), BackendError> {
+        admin::pause(&self.inner, queue, true).await
     }
 
-    async fn resume(&self, queue: String) -> Result<(), RequestError> {
-        jobs::pause(&self.inner, queue, false).await
+    async fn resume(&self, queue: String) -> Result<(), BackendError> {
+        admin::pause(&self.inner, queue, false).await
     }
 
     fn begin_drain(&self) {
-        self.inner.draining.store(true, Ordering::Release);
+        self.inner.health.begin_drain();
         self.inner.streams.end_all();
     }
 
     async fn leases_resolved(&self, deadline: tokio::time::Instant) -> usize {
-        maintenance::leases_resolved(&self.inner, deadline).await
+        reads::leases_resolved(&self.inner, deadline).await
     }
 
     async fn unfinished(&self) -> (u64, bool) {
-        (
-            maintenance::unfinished(&self.inner).await.unwrap_or(0),
-            true,
-        )
+        (reads::unfinished(&self.inner).await.unwrap_or(0), true)
     }
 
     fn failure(&self) -> Option<Arc<str>> {
@@ -341,11 +297,11 @@ impl Backend for PostgresBackend {
     }
 
     fn spawn_tasks(&self, tasks: &TaskTracker, stop: CancellationToken) {
-        maintenance::spawn(&self.inner, tasks, stop);
+        tasks::spawn(&self.inner, tasks, stop);
     }
 
     fn serving(&self) -> watch::Receiver<bool> {
-        self.inner.serving.subscribe()
+        self.inner.health.subscribe()
     }
 
     fn observe(&self, _observer: Box<dyn Observer>) {
@@ -365,6 +321,6 @@ impl Backend for PostgresBackend {
     }
 
     async fn close(&self) {
-        maintenance::deregister(&self.inner).await;
+        registry::deregister(&self.inner).await;
     }
 }

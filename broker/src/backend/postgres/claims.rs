@@ -1,0 +1,181 @@
+//! Claims: how this broker's Lease streams (`cluster::Streams`) get jobs
+//! from the database. A claim takes up to a stream's credit of ready jobs
+//! with one `FOR UPDATE SKIP LOCKED` statement, in the contract's order
+//! (priority, then run_at, then enqueue order), skipping paused queues
+//! and other job types: brokers never wait on each other's claims, a row
+//! another broker is claiming is skipped. A stream that opens adopts the
+//! leases its worker says it still holds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
+use sluice_queue::{ConsumerSpec, JobSnapshot};
+use uuid::Uuid;
+
+use super::columns::{self, Table, millis, select_list};
+use super::sql::{self, get};
+use super::{Inner, leases};
+use crate::backend::cluster::{ClaimStore, Closer, StreamId, Streams, Want};
+use crate::backend::{BackendError, LeaseFeed, LeaseRef};
+
+type Result<T> = std::result::Result<T, BackendError>;
+
+/// Opens a stream: adopts the leases the worker says it still holds, then
+/// lets the claimer fill it.
+pub(super) async fn open(inner: &Arc<Inner>, spec: ConsumerSpec) -> Result<LeaseFeed> {
+    let stream = inner.streams.next_id();
+    let lease = spec.lease_duration.unwrap_or(inner.queue.lease_duration);
+    let mut adopted = 0;
+    if !spec.held_leases.is_empty() {
+        let (jobs, leases): (Vec<Uuid>, Vec<Uuid>) = spec.held_leases.iter().copied().unzip();
+        let client = sql::connection(&inner.pool).await?;
+        adopted = sql::execute(
+            &client,
+            "UPDATE sluice_jobs SET broker_id = $3, stream_id = $4
+                 WHERE id IN (SELECT j.id FROM sluice_jobs j
+                     JOIN unnest($1::uuid[], $2::uuid[]) AS h(id, lease_id)
+                       ON j.id = h.id AND j.lease_id = h.lease_id
+                     WHERE j.state = 'leased' AND j.worker_id = $5 LIMIT $6)",
+            &[
+                &jobs,
+                &leases,
+                &inner.broker_id,
+                &stream,
+                &spec.worker_id,
+                &i64::from(spec.max_in_flight),
+            ],
+        )
+        .await?;
+    }
+    let adopted = u32::try_from(adopted).unwrap_or(u32::MAX);
+    let jobs = inner.streams.open(stream, spec, lease, adopted);
+    Ok(LeaseFeed {
+        jobs,
+        closer: Box::new(Closer::new(inner, stream)),
+    })
+}
+
+#[tonic::async_trait]
+impl ClaimStore for Inner {
+    fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    async fn ready(&self, queues: &[String], most: u64) -> Result<u64> {
+        let client = sql::connection(&self.pool).await?;
+        let row = sql::query_one(
+            &client,
+            "SELECT count(*) AS n FROM (SELECT 1 FROM sluice_jobs
+                 WHERE state = 'ready' AND queue = ANY($1) LIMIT $2) r",
+            &[&queues, &i64::try_from(most).unwrap_or(i64::MAX)],
+        )
+        .await?;
+        Ok(u64::try_from(get::<i64>(&row, "n")?).unwrap_or(0))
+    }
+
+    async fn claim(&self, want: &Want) -> Result<Vec<JobSnapshot>> {
+        let job_types: Option<&Vec<String>> =
+            (!want.job_types.is_empty()).then_some(&want.job_types);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            &want.queues,
+            &job_types,
+            &i64::from(want.credit),
+            &want.worker_id,
+            &self.broker_id,
+            &want.stream,
+            &millis(want.lease),
+        ];
+        let mut client = sql::connection(&self.pool).await?;
+        // A claim is committed without waiting for the WAL flush: nothing is
+        // acknowledged to a client by it. If PostgreSQL crashes before the
+        // flush, the job is READY again and runs again (at least once, as
+        // after an expired lease); every Ack, Nack and Enqueue waits.
+        let tx = sql::transaction(&mut client).await?;
+        // Sent together: tokio-postgres pipelines the requests polled at once.
+        let (_, rows) = tokio::try_join!(
+            sql::execute(
+                &tx,
+                "SELECT set_config('synchronous_commit', 'off', true)",
+                &[]
+            ),
+            sql::query(&tx, claim_sql(), &params),
+        )?;
+        sql::commit(tx).await?;
+        drop(client);
+        let mut jobs = rows
+            .iter()
+            .map(|row| Ok((columns::seq(row)?, columns::job(row)?)))
+            .collect::<Result<Vec<_>>>()?;
+        // The UPDATE returns rows in no order: send them in the claim order.
+        jobs.sort_by(|(seq_a, a), (seq_b, b)| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(seq_a.cmp(seq_b))
+        });
+        Ok(jobs.into_iter().map(|(_, job)| job).collect())
+    }
+
+    async fn held(&self) -> Result<HashMap<StreamId, u32>> {
+        let client = sql::connection(&self.pool).await?;
+        let rows = sql::query(
+            &client,
+            "SELECT stream_id, count(*) AS n FROM sluice_jobs
+                 WHERE broker_id = $1 AND state = 'leased' GROUP BY stream_id",
+            &[&self.broker_id],
+        )
+        .await?;
+        rows.iter()
+            .filter_map(|row| {
+                let stream: Result<Option<StreamId>> = get(row, "stream_id");
+                let n: Result<i64> = get(row, "n");
+                match (stream, n) {
+                    (Ok(Some(stream)), Ok(n)) => {
+                        Some(Ok((stream, u32::try_from(n).unwrap_or(u32::MAX))))
+                    }
+                    (Ok(None), Ok(_)) => None,
+                    (Err(e), _) | (_, Err(e)) => Some(Err(e)),
+                }
+            })
+            .collect()
+    }
+
+    async fn give_back(&self, leases: Vec<LeaseRef>) -> Result<()> {
+        leases::give_back_unsent(self, leases).await
+    }
+}
+
+/// The claim statement: see the module doc.
+fn claim_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            // Per queue (not paused), the first ready jobs straight
+            // off the claim index; then the first of those over all.
+            // Each is found again by its row address (ctid), which its lock
+            // keeps valid, not through the key index.
+            "WITH picked AS (
+                     SELECT j.tid FROM (
+                         SELECT unnest($1::text[]) AS queue
+                         EXCEPT SELECT queue FROM sluice_paused
+                     ) q CROSS JOIN LATERAL (
+                         SELECT ctid AS tid, priority, run_at, seq FROM sluice_jobs
+                         WHERE state = 'ready' AND queue = q.queue
+                           AND ($2::text[] IS NULL OR job_type = ANY($2))
+                         ORDER BY priority DESC, run_at, seq
+                         LIMIT $3
+                         FOR UPDATE SKIP LOCKED
+                     ) j
+                     ORDER BY j.priority DESC, j.run_at, j.seq
+                     LIMIT $3
+                 )
+                 UPDATE sluice_jobs j SET state = 'leased', attempt = attempt + 1,
+                     lease_id = gen_random_uuid(), worker_id = $4, broker_id = $5,
+                     stream_id = $6, leased_at = now(), lease_ms = $7::bigint,
+                     lease_expires_at = now() + $7::bigint * interval '1 millisecond'
+                 FROM picked WHERE j.ctid = picked.tid
+                 RETURNING {}",
+            select_list(Table::Unfinished, Some("j"))
+        )
+    })
+}

@@ -1,0 +1,303 @@
+//! The backend's own tasks, each started on the server's tracker and
+//! stopped by its token:
+//!
+//! - the **listener** holds one connection that LISTENs on the wake-up
+//!   channel (a job became ready or was scheduled: claim, and look at
+//!   the due times) and on this broker's own channel (a lease of one of
+//!   its streams ended through another broker: recount, then claim);
+//! - the **claimer** (`cluster::run_claimer`) fills this broker's streams
+//!   on each wake-up and at least every poll interval (the fallback
+//!   where notifications are lost);
+//! - the **maintenance loop** promotes due jobs, fails expired leases (of
+//!   any broker: SKIP LOCKED lets one broker take each), deletes finished
+//!   jobs past `--retention` in bounded batches, renews this broker's
+//!   heartbeat (`registry.rs`), refreshes the gauges of /metrics, and
+//!   every `queue_sweep` removes the rows of queues that hold nothing
+//!   (one broker at a time, under an advisory lock). It sleeps until the
+//!   next job is due or the poll interval, whichever is first, so a
+//!   scheduled job runs on time without polling faster;
+//! - the **health check** (`cluster::Health`);
+//! - the **enqueue writers** (`enqueue.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use super::columns::millis;
+use super::sql::{self, get};
+use super::{Inner, connect, leases, reads, registry};
+use crate::backend::BackendError;
+use crate::backend::cluster::{Ping, run_claimer};
+
+type Result<T> = std::result::Result<T, BackendError>;
+
+/// How often the gauges of /metrics are read from the database (they
+/// count every job, which is not free on a large history).
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
+
+/// Finished jobs deleted per statement once past `--retention`.
+const RETENTION_BATCH: i64 = 5000;
+
+/// Failed attempts kept for Stats.
+const FAILURES_KEPT: i64 = 500;
+
+/// The longest wait between two attempts to LISTEN again.
+const MAX_RECONNECT: Duration = Duration::from_secs(5);
+
+/// Starts every task of the backend.
+pub(super) fn spawn(inner: &Arc<Inner>, tasks: &TaskTracker, stop: CancellationToken) {
+    inner.streams.track(tasks);
+    inner.enqueuer.start(tasks, stop.clone());
+    tasks.spawn(listen(inner.clone(), stop.clone()));
+    tasks.spawn(run_claimer(
+        inner.clone(),
+        inner.poll_interval,
+        inner.health.subscribe(),
+        inner.health.check_now(),
+        stop.clone(),
+    ));
+    tasks.spawn(maintain(inner.clone(), stop.clone()));
+    let pinged = inner.clone();
+    let ping: Ping = Box::new(move || {
+        let inner = pinged.clone();
+        Box::pin(async move {
+            let client = inner.pool.get().await.map_err(|e| sql::describe(&e))?;
+            client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| sql::describe(&e))?;
+            Ok(())
+        })
+    });
+    let watched = inner.clone();
+    tasks.spawn(async move {
+        watched.health.watch(ping, &watched.streams, stop).await;
+    });
+}
+
+/// LISTENs on the wake-up channel and this broker's own, reconnecting
+/// with backoff; a notification may be lost while it reconnects, which
+/// the recount on reconnection and the claimer's poll cover.
+async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
+    let own = sql::freed_channel(inner.broker_id);
+    let statement = format!("LISTEN {}; LISTEN {own}", sql::WAKE_CHANNEL);
+    let mut backoff = Duration::from_millis(100);
+    while !stop.is_cancelled() {
+        let mut listened = false;
+        let ended = connect::listen(
+            &inner.target,
+            &statement,
+            || {
+                listened = true;
+                debug!("listening for wake-ups");
+                // Notifications may have been missed while not listening.
+                inner.streams.recount_soon();
+                inner.maintain.notify_one();
+            },
+            |channel| {
+                if channel == own {
+                    inner.streams.recount_soon();
+                } else {
+                    inner.streams.wake();
+                    inner.maintain.notify_one();
+                }
+            },
+            &stop,
+        )
+        .await;
+        if let Err(e) = ended {
+            debug!(error = %e, "LISTEN connection failed; polling meanwhile");
+        }
+        if listened {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_RECONNECT);
+    }
+}
+
+async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
+    let now = tokio::time::Instant::now();
+    let (mut last_heartbeat, mut last_retention, mut last_sweep) = (now, now, now);
+    let mut last_gauges = now.checked_sub(GAUGES_EVERY).unwrap_or(now);
+    loop {
+        let mut next_due = inner.poll_interval;
+        if inner.health.serving() {
+            let pass = async {
+                promote(&inner).await?;
+                while leases::expire(&inner).await? > 0 {}
+                if last_heartbeat.elapsed() >= registry::HEARTBEAT {
+                    registry::heartbeat(&inner).await?;
+                    last_heartbeat = tokio::time::Instant::now();
+                }
+                if inner.metrics_on.load(std::sync::atomic::Ordering::Acquire)
+                    && last_gauges.elapsed() >= GAUGES_EVERY
+                {
+                    let reading = reads::gauges(&inner).await?;
+                    *inner
+                        .gauges
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reading);
+                    last_gauges = tokio::time::Instant::now();
+                }
+                if last_retention.elapsed() >= inner.poll_interval * 10 {
+                    retention(&inner).await?;
+                    last_retention = tokio::time::Instant::now();
+                }
+                if last_sweep.elapsed() >= inner.queue_sweep {
+                    sweep_queues(&inner).await?;
+                    last_sweep = tokio::time::Instant::now();
+                }
+                next_wake(&inner).await
+            };
+            match pass.await {
+                Ok(due) => next_due = due.min(inner.poll_interval),
+                Err(e) => {
+                    debug!(error = %e, "maintenance pass failed");
+                    inner.health.check_now().notify_one();
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = inner.maintain.notified() => {}
+            () = tokio::time::sleep(next_due) => {}
+        }
+    }
+}
+
+/// Makes due scheduled jobs READY, a bounded batch at a time.
+async fn promote(inner: &Inner) -> Result<()> {
+    let client = sql::connection(&inner.pool).await?;
+    loop {
+        let row = sql::query_one(
+            &client,
+            "WITH due AS (
+                     SELECT id FROM sluice_jobs WHERE state = 'scheduled' AND run_at <= now()
+                     ORDER BY run_at LIMIT 1000 FOR UPDATE SKIP LOCKED
+                 ), made AS (
+                     UPDATE sluice_jobs j SET state = 'ready' FROM due WHERE j.id = due.id
+                     RETURNING j.id
+                 )
+                 SELECT count(*) AS n FROM made",
+            &[],
+        )
+        .await?;
+        let promoted: i64 = get(&row, "n")?;
+        if promoted > 0 {
+            // Committed already (no transaction here): the others now.
+            sql::wake_all(&client).await?;
+            inner.streams.wake();
+        }
+        if promoted < 1000 {
+            return Ok(());
+        }
+    }
+}
+
+/// How long until the next scheduled job is due, or a lease expires.
+async fn next_wake(inner: &Inner) -> Result<Duration> {
+    let client = sql::connection(&inner.pool).await?;
+    let row = sql::query_one(
+        &client,
+        "SELECT extract(epoch FROM least(
+                 (SELECT min(run_at) FROM sluice_jobs WHERE state = 'scheduled'),
+                 (SELECT min(lease_expires_at) FROM sluice_jobs WHERE state = 'leased')
+             ) - now())::float8 AS seconds",
+        &[],
+    )
+    .await?;
+    let seconds: Option<f64> = get(&row, "seconds")?;
+    Ok(seconds.map_or(inner.poll_interval, |s| {
+        Duration::from_secs_f64(s.max(0.0) + 0.001)
+    }))
+}
+
+/// Deletes finished jobs past retention, and old failure records.
+async fn retention(inner: &Inner) -> Result<()> {
+    let client = sql::connection(&inner.pool).await?;
+    let retention = millis(inner.queue.retention);
+    loop {
+        let deleted = sql::execute(
+            &client,
+            "DELETE FROM sluice_finished WHERE id IN (
+                     SELECT id FROM sluice_finished
+                     WHERE finished_at < now() - $1::bigint * interval '1 millisecond'
+                     ORDER BY finished_at LIMIT $2)",
+            &[&retention, &RETENTION_BATCH],
+        )
+        .await?;
+        if deleted < RETENTION_BATCH.unsigned_abs() {
+            break;
+        }
+    }
+    sql::execute(
+        &client,
+        "DELETE FROM sluice_failures WHERE id <= (SELECT max(id) FROM sluice_failures) - $1",
+        &[&FAILURES_KEPT],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The advisory lock a queue sweep takes ("sluicq" in ASCII): one
+/// broker sweeps at a time.
+const SWEEP_LOCK: i64 = 0x736c_7569_6371;
+
+/// Removes the rows of queues that hold no job (unfinished or finished)
+/// and are not paused, so that queues and their counters cannot grow
+/// without bound; then this broker forgets its own counters of queues
+/// that are gone and the queues it knew (see `enqueue.rs`). One scan of
+/// each job table. A queue enqueued to while the sweep runs may lose its
+/// row until its next enqueue, which adds it again.
+async fn sweep_queues(inner: &Inner) -> Result<()> {
+    let mut client = sql::connection(&inner.pool).await?;
+    let tx = sql::transaction(&mut client).await?;
+    let locked: bool = get(
+        &sql::query_one(
+            &tx,
+            "SELECT pg_try_advisory_xact_lock($1) AS locked",
+            &[&SWEEP_LOCK],
+        )
+        .await?,
+        "locked",
+    )?;
+    if locked {
+        let row = sql::query_one(
+            &tx,
+            "WITH used AS (
+                 SELECT queue FROM sluice_jobs UNION SELECT queue FROM sluice_finished
+                 UNION SELECT queue FROM sluice_paused
+             ), gone AS (
+                 DELETE FROM sluice_queues WHERE queue NOT IN (SELECT queue FROM used)
+                 RETURNING queue
+             ), counters AS (
+                 DELETE FROM sluice_counters WHERE queue IN (SELECT queue FROM gone)
+             )
+             SELECT count(*) AS swept FROM gone",
+            &[],
+        )
+        .await?;
+        let swept: i64 = get(&row, "swept")?;
+        if swept > 0 {
+            debug!(swept, "queues that held nothing removed");
+        }
+    }
+    sql::commit(tx).await?;
+    let queues: std::collections::HashSet<String> =
+        sql::query(&client, "SELECT queue FROM sluice_queues", &[])
+            .await?
+            .iter()
+            .map(|row| get(row, "queue"))
+            .collect::<Result<_>>()?;
+    inner.counts.retain(|queue| queues.contains(queue));
+    inner.enqueuer.known.clear();
+    Ok(())
+}
