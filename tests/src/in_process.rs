@@ -7,8 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_broker::backend::postgres::PostgresSettings;
-use sluice_broker::config::{Config, StoreConfig};
+use sluice_broker::config::Config;
 use sluice_broker::server::{self, DrainReport};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
@@ -19,6 +18,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
 pub use crate::WAIT;
+pub use crate::backends::local_only;
 
 /// A broker serving on 127.0.0.1:0; stopped (without waiting) on drop.
 /// If the server failed or panicked during the test, the drop fails the
@@ -36,47 +36,15 @@ pub struct TestBroker {
     outcome: Arc<Mutex<Option<Result<DrainReport, String>>>>,
 }
 
-/// Test settings: short backoff so retries are quick, the backend
-/// [`test_store`] picks, everything else default.
+/// Test settings: short backoff so retries are quick, the backend of the
+/// running test ([`crate::backends`]), everything else default.
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.queue.backoff.initial = Duration::from_millis(50);
     config.queue.backoff.max = Duration::from_millis(200);
     config.drain_timeout = Duration::from_secs(5);
-    config.store = test_store();
+    config.store = crate::backends::store_config();
     config
-}
-
-/// The environment variable that runs the service tests on PostgreSQL:
-/// `SLUICE_TEST_STORE=postgres` (`scripts/test` runs them once each way).
-pub const TEST_STORE_VAR: &str = "SLUICE_TEST_STORE";
-
-/// Whether this run's service tests are on PostgreSQL.
-pub fn on_postgres() -> bool {
-    std::env::var(TEST_STORE_VAR).is_ok_and(|v| v == "postgres")
-}
-
-/// The backend of this run: the embedded store (memory only), or with
-/// `SLUICE_TEST_STORE=postgres` a fresh database of the test binary's
-/// private PostgreSQL ([`crate::postgres::shared`]).
-pub fn test_store() -> StoreConfig {
-    if !on_postgres() {
-        return StoreConfig::default();
-    }
-    let postgres = crate::postgres::shared().unwrap_or_else(|e| panic!("{e}"));
-    let settings = PostgresSettings::new(&postgres.fresh_database(), 8).unwrap();
-    StoreConfig::Postgres(Box::new(settings))
-}
-
-/// Skips the rest of a test on PostgreSQL, where `why` makes it not apply
-/// (each such difference is listed in the README's Scale-out section).
-/// Returns whether the test goes on.
-pub fn local_only(why: &str) -> bool {
-    if on_postgres() {
-        eprintln!("not on PostgreSQL: {why}");
-        return false;
-    }
-    true
 }
 
 impl TestBroker {

@@ -2,6 +2,8 @@
 //! broker (the broker's service tests, the worker library's tests, and the
 //! end-to-end tests of the binaries), and for the load generator:
 //!
+//! - [`backends`]: the backends a service test runs on, and the macros
+//!   that run one test body on each.
 //! - [`in_process`]: [`TestBroker`], `server::run` inside the test on
 //!   127.0.0.1:0, with gRPC clients and helpers.
 //! - [`process`]: [`BrokerProcess`] and [`WorkerProcess`], the real
@@ -25,6 +27,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+pub mod backends;
 pub mod browser;
 pub mod cli;
 pub mod http;

@@ -7,10 +7,10 @@
 //! before the first input are all still there.
 //!
 //! The per-field limits of the README's "Limits and errors" table are
-//! covered through the Rust client in `broker_validation.rs` (and ListJobs'
-//! `page_size` in `broker_admin.rs`); this file does not repeat them.
+//! covered through the Rust client in `validation.rs` (and ListJobs'
+//! `page_size` in `admin.rs`); this file does not repeat them.
 //!
-//! `cargo test -p sluice-e2e --test broker_hostile -- --nocapture` prints
+//! `cargo test -p sluice-e2e --test service hostile -- --nocapture` prints
 //! the table of inputs and outcomes.
 
 #![allow(clippy::unwrap_used)]
@@ -367,55 +367,56 @@ async fn assert_kept(b: &TestBroker, kept: &[String], after: &str) {
     assert_eq!(listed, want, "jobs lost after {after:?}");
 }
 
-#[tokio::test]
-async fn malformed_grpc_frames_are_refused_and_the_broker_keeps_every_job() {
-    let mut config = test_config();
-    config.max_payload = MAX_PAYLOAD;
-    let b = TestBroker::with_config(config).await;
-    let mut kept = Vec::new();
-    for _ in 0..KEPT_JOBS {
-        kept.push(
-            b.enqueue_req(pb::EnqueueRequest {
-                queue: "kept".into(),
-                ..sluice_e2e::job("kept", b"keep me")
-            })
-            .await,
-        );
-    }
-    canary(&b, "nothing").await;
-
-    let mut table = Vec::new();
-    let mut failures = Vec::new();
-    for input in inputs() {
-        let outcome = tokio::time::timeout(EXCHANGE, exchange(b.addr, &input))
-            .await
-            .unwrap_or_else(|_| panic!("{:?} hung: no answer in {EXCHANGE:?}", input.name));
-        let ok = match (input.expect, &outcome) {
-            (Expect::Refused, outcome) => outcome.is_error(),
-            (Expect::Status(want), Outcome::Grpc(code, _)) => *code == want,
-            (Expect::Status(_), _) => false,
-            (Expect::Tolerated, outcome) => matches!(outcome, Outcome::Grpc(tonic::Code::Ok, _)),
-        };
-        if !ok {
-            failures.push(format!(
-                "{}: expected {:?}, got {outcome:?}",
-                input.name, input.expect
-            ));
+every_backend! {
+    async fn malformed_grpc_frames_are_refused_and_the_broker_keeps_every_job() {
+        let mut config = test_config();
+        config.max_payload = MAX_PAYLOAD;
+        let b = TestBroker::with_config(config).await;
+        let mut kept = Vec::new();
+        for _ in 0..KEPT_JOBS {
+            kept.push(
+                b.enqueue_req(pb::EnqueueRequest {
+                    queue: "kept".into(),
+                    ..sluice_e2e::job("kept", b"keep me")
+                })
+                .await,
+            );
         }
-        let expected = match input.expect {
-            Expect::Refused => "error".to_owned(),
-            Expect::Status(code) => format!("{code:?}"),
-            Expect::Tolerated => "tolerated".to_owned(),
-        };
-        table.push((input.name, expected, outcome.show()));
-        canary(&b, input.name).await;
-        assert_kept(&b, &kept, input.name).await;
-    }
+        canary(&b, "nothing").await;
 
-    println!("\n{:<58} | {:<13} | outcome", "hostile input", "expected");
-    println!("{:-<58}-+-{:-<13}-+-{:-<60}", "", "", "");
-    for (name, expected, outcome) in &table {
-        println!("{name:<58} | {expected:<13} | {outcome}");
+        let mut table = Vec::new();
+        let mut failures = Vec::new();
+        for input in inputs() {
+            let outcome = tokio::time::timeout(EXCHANGE, exchange(b.addr, &input))
+                .await
+                .unwrap_or_else(|_| panic!("{:?} hung: no answer in {EXCHANGE:?}", input.name));
+            let ok = match (input.expect, &outcome) {
+                (Expect::Refused, outcome) => outcome.is_error(),
+                (Expect::Status(want), Outcome::Grpc(code, _)) => *code == want,
+                (Expect::Status(_), _) => false,
+                (Expect::Tolerated, outcome) => matches!(outcome, Outcome::Grpc(tonic::Code::Ok, _)),
+            };
+            if !ok {
+                failures.push(format!(
+                    "{}: expected {:?}, got {outcome:?}",
+                    input.name, input.expect
+                ));
+            }
+            let expected = match input.expect {
+                Expect::Refused => "error".to_owned(),
+                Expect::Status(code) => format!("{code:?}"),
+                Expect::Tolerated => "tolerated".to_owned(),
+            };
+            table.push((input.name, expected, outcome.show()));
+            canary(&b, input.name).await;
+            assert_kept(&b, &kept, input.name).await;
+        }
+
+        println!("\n{:<58} | {:<13} | outcome", "hostile input", "expected");
+        println!("{:-<58}-+-{:-<13}-+-{:-<60}", "", "", "");
+        for (name, expected, outcome) in &table {
+            println!("{name:<58} | {expected:<13} | {outcome}");
+        }
+        assert!(failures.is_empty(), "{failures:#?}");
     }
-    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -254,116 +254,119 @@ fn expected(rpc: &str, caller: &str) -> Expect {
     }
 }
 
-#[tokio::test]
-async fn every_rpc_is_allowed_or_refused_by_role_and_queue() {
-    let dir = scratch_dir("auth-matrix");
-    let mut config = test_config();
-    config.auth = Authorizer::load(&token_file(&dir)).unwrap();
-    let b = TestBroker::with_config(config).await;
-    // A job in the default queue, for the calls that name a job.
-    let job_id = BrokerClient::new(b.channel.clone())
-        .enqueue(req(sluice_e2e::job("matrix", b""), Some(ADMIN)))
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
+every_backend! {
+    async fn every_rpc_is_allowed_or_refused_by_role_and_queue() {
+        let dir = scratch_dir("auth-matrix");
+        let mut config = test_config();
+        config.auth = Authorizer::load(&token_file(&dir)).unwrap();
+        let b = TestBroker::with_config(config).await;
+        // A job in the default queue, for the calls that name a job.
+        let job_id = BrokerClient::new(b.channel.clone())
+            .enqueue(req(sluice_e2e::job("matrix", b""), Some(ADMIN)))
+            .await
+            .unwrap()
+            .into_inner()
+            .job_id;
 
-    let callers: [(&str, Option<&str>); 10] = [
-        ("none", None),
-        ("unknown", Some(UNKNOWN)),
-        ("producer", Some(PRODUCER)),
-        ("worker", Some(WORKER)),
-        ("admin", Some(ADMIN)),
-        ("viewer", Some(VIEWER)),
-        ("producer@other", Some(PRODUCER_OTHER)),
-        ("worker@other", Some(WORKER_OTHER)),
-        ("admin@other", Some(ADMIN_OTHER)),
-        ("viewer@other", Some(VIEWER_OTHER)),
-    ];
-    let mut table = format!("{:<13}", "rpc");
-    for (caller, _) in &callers {
-        table += &format!(" {caller:<19}");
-    }
-    let mut wrong = Vec::new();
-    for rpc in BROKER_RPCS.iter().chain(&ADMIN_RPCS) {
-        table += &format!("\n{rpc:<13}");
-        for (caller, token) in &callers {
-            let (code, message) = call(rpc, &b.channel, *token, &job_id).await;
-            table += &format!(" {:<19}", format!("{code:?}"));
-            let ok = match expected(rpc, caller) {
-                Expect::Allowed => !matches!(code, Code::Unauthenticated | Code::PermissionDenied),
-                Expect::Refused(want) => {
-                    code == want && (want != Code::PermissionDenied || message.contains("may not"))
+        let callers: [(&str, Option<&str>); 10] = [
+            ("none", None),
+            ("unknown", Some(UNKNOWN)),
+            ("producer", Some(PRODUCER)),
+            ("worker", Some(WORKER)),
+            ("admin", Some(ADMIN)),
+            ("viewer", Some(VIEWER)),
+            ("producer@other", Some(PRODUCER_OTHER)),
+            ("worker@other", Some(WORKER_OTHER)),
+            ("admin@other", Some(ADMIN_OTHER)),
+            ("viewer@other", Some(VIEWER_OTHER)),
+        ];
+        let mut table = format!("{:<13}", "rpc");
+        for (caller, _) in &callers {
+            table += &format!(" {caller:<19}");
+        }
+        let mut wrong = Vec::new();
+        for rpc in BROKER_RPCS.iter().chain(&ADMIN_RPCS) {
+            table += &format!("\n{rpc:<13}");
+            for (caller, token) in &callers {
+                let (code, message) = call(rpc, &b.channel, *token, &job_id).await;
+                table += &format!(" {:<19}", format!("{code:?}"));
+                let ok = match expected(rpc, caller) {
+                    Expect::Allowed => !matches!(code, Code::Unauthenticated | Code::PermissionDenied),
+                    Expect::Refused(want) => {
+                        code == want && (want != Code::PermissionDenied || message.contains("may not"))
+                    }
+                    Expect::Hidden => code == Code::NotFound && !message.contains("default"),
+                };
+                if !ok || token.is_some_and(|t| message.contains(t)) {
+                    wrong.push(format!(
+                        "{rpc} as {caller}: got {code:?} {message:?}, expected {:?}",
+                        expected(rpc, caller)
+                    ));
                 }
-                Expect::Hidden => code == Code::NotFound && !message.contains("default"),
-            };
-            if !ok || token.is_some_and(|t| message.contains(t)) {
-                wrong.push(format!(
-                    "{rpc} as {caller}: got {code:?} {message:?}, expected {:?}",
-                    expected(rpc, caller)
-                ));
             }
         }
+        println!("{table}");
+        assert!(wrong.is_empty(), "wrong cells:\n{}", wrong.join("\n"));
     }
-    println!("{table}");
-    assert!(wrong.is_empty(), "wrong cells:\n{}", wrong.join("\n"));
 }
 
-#[tokio::test]
-async fn a_refusal_names_the_missing_right() {
-    let dir = scratch_dir("auth-messages");
-    let mut config = test_config();
-    config.auth = Authorizer::load(&token_file(&dir)).unwrap();
-    let b = TestBroker::with_config(config).await;
-    let (code, message) = call("Lease", &b.channel, Some(PRODUCER), "").await;
-    assert_eq!(code, Code::PermissionDenied);
-    assert_eq!(message, "the producer credential may not Lease");
-    let (_, message) = call("Enqueue", &b.channel, Some(PRODUCER_OTHER), "").await;
-    assert_eq!(
-        message,
-        "the producer credential may not use queue \"default\""
-    );
-    let (_, message) = call("Stats", &b.channel, Some(WORKER), "").await;
-    assert_eq!(message, "the worker credential may not call Admin/Stats");
-    // A prefix scope covers the queues under it, and only those.
-    let mut broker = BrokerClient::new(b.channel.clone());
-    let mut job = sluice_e2e::job("t", b"");
-    job.queue = "elsewhere.eu".into();
-    broker
-        .enqueue(req(job.clone(), Some(PRODUCER_OTHER)))
-        .await
-        .unwrap();
-    // A batch with one job outside the scope is refused whole.
-    let mut outside = job.clone();
-    outside.queue = "default".into();
-    let refused = broker
-        .enqueue_batch(req(
-            pb::EnqueueBatchRequest {
-                jobs: vec![job, outside],
-            },
-            Some(PRODUCER_OTHER),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::PermissionDenied);
+every_backend! {
+    async fn a_refusal_names_the_missing_right() {
+        let dir = scratch_dir("auth-messages");
+        let mut config = test_config();
+        config.auth = Authorizer::load(&token_file(&dir)).unwrap();
+        let b = TestBroker::with_config(config).await;
+        let (code, message) = call("Lease", &b.channel, Some(PRODUCER), "").await;
+        assert_eq!(code, Code::PermissionDenied);
+        assert_eq!(message, "the producer credential may not Lease");
+        let (_, message) = call("Enqueue", &b.channel, Some(PRODUCER_OTHER), "").await;
+        assert_eq!(
+            message,
+            "the producer credential may not use queue \"default\""
+        );
+        let (_, message) = call("Stats", &b.channel, Some(WORKER), "").await;
+        assert_eq!(message, "the worker credential may not call Admin/Stats");
+        // A prefix scope covers the queues under it, and only those.
+        let mut broker = BrokerClient::new(b.channel.clone());
+        let mut job = sluice_e2e::job("t", b"");
+        job.queue = "elsewhere.eu".into();
+        broker
+            .enqueue(req(job.clone(), Some(PRODUCER_OTHER)))
+            .await
+            .unwrap();
+        // A batch with one job outside the scope is refused whole.
+        let mut outside = job.clone();
+        outside.queue = "default".into();
+        let refused = broker
+            .enqueue_batch(req(
+                pb::EnqueueBatchRequest {
+                    jobs: vec![job, outside],
+                },
+                Some(PRODUCER_OTHER),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
 }
 
-#[tokio::test]
-async fn health_is_open_without_a_token() {
-    let dir = scratch_dir("auth-health");
-    let mut config = test_config();
-    config.auth = Authorizer::load(&token_file(&dir)).unwrap();
-    let b = TestBroker::with_config(config).await;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(b.channel.clone());
-    let reply = health
-        .check(tonic_health::pb::HealthCheckRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        reply.status(),
-        tonic_health::pb::health_check_response::ServingStatus::Serving
-    );
+every_backend! {
+    async fn health_is_open_without_a_token() {
+        let dir = scratch_dir("auth-health");
+        let mut config = test_config();
+        config.auth = Authorizer::load(&token_file(&dir)).unwrap();
+        let b = TestBroker::with_config(config).await;
+        let mut health = tonic_health::pb::health_client::HealthClient::new(b.channel.clone());
+        let reply = health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            reply.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving
+        );
+    }
 }
 
 /// The status of a reflection ListServices call with `token`.
@@ -385,25 +388,26 @@ async fn list_services(channel: &Channel, token: Option<&str>) -> Result<(), Cod
     Ok(())
 }
 
-#[tokio::test]
-async fn reflection_is_open_by_default_and_admin_only_when_asked() {
-    let dir = scratch_dir("auth-reflection");
-    let mut config = test_config();
-    config.auth = Authorizer::load(&token_file(&dir)).unwrap();
-    let open = TestBroker::with_config(config.clone()).await;
-    assert_eq!(list_services(&open.channel, None).await, Ok(()));
+every_backend! {
+    async fn reflection_is_open_by_default_and_admin_only_when_asked() {
+        let dir = scratch_dir("auth-reflection");
+        let mut config = test_config();
+        config.auth = Authorizer::load(&token_file(&dir)).unwrap();
+        let open = TestBroker::with_config(config.clone()).await;
+        assert_eq!(list_services(&open.channel, None).await, Ok(()));
 
-    config.reflection = ReflectionAccess::Admin;
-    let closed = TestBroker::with_config(config).await;
-    assert_eq!(
-        list_services(&closed.channel, None).await,
-        Err(Code::Unauthenticated)
-    );
-    assert_eq!(
-        list_services(&closed.channel, Some(WORKER)).await,
-        Err(Code::PermissionDenied)
-    );
-    assert_eq!(list_services(&closed.channel, Some(ADMIN)).await, Ok(()));
+        config.reflection = ReflectionAccess::Admin;
+        let closed = TestBroker::with_config(config).await;
+        assert_eq!(
+            list_services(&closed.channel, None).await,
+            Err(Code::Unauthenticated)
+        );
+        assert_eq!(
+            list_services(&closed.channel, Some(WORKER)).await,
+            Err(Code::PermissionDenied)
+        );
+        assert_eq!(list_services(&closed.channel, Some(ADMIN)).await, Ok(()));
+    }
 }
 
 #[test]
@@ -474,186 +478,188 @@ async fn broker_with_tokens(name: &str) -> (TestBroker, String) {
     (b, job_id)
 }
 
-#[tokio::test]
-async fn a_job_outside_the_scope_is_answered_exactly_as_an_unknown_one() {
-    let (b, job_id) = broker_with_tokens("auth-foreign").await;
-    // Every call that names the job, by each scoped credential that may
-    // make it. (The matrix's CancelJob names another id.)
-    let worker_calls = ["Ack", "AckBatch", "Nack", "Extend", "Release"];
-    let cells = worker_calls
-        .iter()
-        .map(|rpc| (WORKER_OTHER, *rpc))
-        .chain(
-            worker_calls
-                .iter()
-                .chain(&["GetJob", "RetryJob"])
-                .map(|rpc| (ADMIN_OTHER, *rpc)),
-        )
-        .chain([(VIEWER_OTHER, "GetJob")]);
-    let mut foreign = Vec::new();
-    for (token, rpc) in cells {
-        foreign.push((
-            token,
-            rpc,
-            call(rpc, &b.channel, Some(token), &job_id).await,
-        ));
-    }
-    // The job goes away: its id is now unknown to everyone.
-    let mut admin = AdminClient::new(b.channel.clone());
-    admin
-        .cancel_job(req(
-            pb::CancelJobRequest {
-                job_id: job_id.clone(),
-            },
-            Some(ADMIN),
-        ))
-        .await
-        .unwrap();
-    admin
-        .purge_queue(req(
-            pb::PurgeQueueRequest {
-                queue: "default".into(),
-                state: pb::JobState::Cancelled.into(),
-            },
-            Some(ADMIN),
-        ))
-        .await
-        .unwrap();
-    for (token, rpc, answer) in foreign {
-        assert_eq!(answer.0, Code::NotFound, "{rpc}: {answer:?}");
-        let unknown = call(rpc, &b.channel, Some(token), &job_id).await;
-        assert_eq!(answer, unknown, "{rpc}: foreign and unknown differ");
-        // And as an unscoped credential of the same role hears it.
-        let unscoped = if token == WORKER_OTHER { WORKER } else { ADMIN };
-        let plain = call(rpc, &b.channel, Some(unscoped), &job_id).await;
-        assert_eq!(answer, plain, "{rpc}: scoped and unscoped differ");
-    }
-}
-
-#[tokio::test]
-async fn scoped_admins_and_viewers_see_only_their_queues() {
-    let (b, default_id) = broker_with_tokens("auth-scoped-reads").await;
-    let mut broker = BrokerClient::new(b.channel.clone());
-    let mut other = sluice_e2e::job("t", b"");
-    other.queue = "other".into();
-    let other_id = broker
-        .enqueue(req(other, Some(ADMIN)))
-        .await
-        .unwrap()
-        .into_inner()
-        .job_id;
-    // A failed attempt in each queue, and a worker on both and one on default.
-    for queue in ["default", "other"] {
-        let mut stream = lease_stream(&b.channel, ADMIN, &format!("w-{queue}"), &[queue])
-            .await
-            .unwrap();
-        let leased = stream.message().await.unwrap().unwrap();
-        broker
-            .nack(req(
-                pb::NackRequest {
-                    job_id: leased.job.unwrap().id,
-                    lease_id: leased.lease_id,
-                    error: format!("failed in {queue}"),
-                    dead: true,
-                    ..Default::default()
+every_backend! {
+    async fn a_job_outside_the_scope_is_answered_exactly_as_an_unknown_one() {
+        let (b, job_id) = broker_with_tokens("auth-foreign").await;
+        // Every call that names the job, by each scoped credential that may
+        // make it. (The matrix's CancelJob names another id.)
+        let worker_calls = ["Ack", "AckBatch", "Nack", "Extend", "Release"];
+        let cells = worker_calls
+            .iter()
+            .map(|rpc| (WORKER_OTHER, *rpc))
+            .chain(
+                worker_calls
+                    .iter()
+                    .chain(&["GetJob", "RetryJob"])
+                    .map(|rpc| (ADMIN_OTHER, *rpc)),
+            )
+            .chain([(VIEWER_OTHER, "GetJob")]);
+        let mut foreign = Vec::new();
+        for (token, rpc) in cells {
+            foreign.push((
+                token,
+                rpc,
+                call(rpc, &b.channel, Some(token), &job_id).await,
+            ));
+        }
+        // The job goes away: its id is now unknown to everyone.
+        let mut admin = AdminClient::new(b.channel.clone());
+        admin
+            .cancel_job(req(
+                pb::CancelJobRequest {
+                    job_id: job_id.clone(),
                 },
                 Some(ADMIN),
             ))
             .await
             .unwrap();
+        admin
+            .purge_queue(req(
+                pb::PurgeQueueRequest {
+                    queue: "default".into(),
+                    state: pb::JobState::Cancelled.into(),
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap();
+        for (token, rpc, answer) in foreign {
+            assert_eq!(answer.0, Code::NotFound, "{rpc}: {answer:?}");
+            let unknown = call(rpc, &b.channel, Some(token), &job_id).await;
+            assert_eq!(answer, unknown, "{rpc}: foreign and unknown differ");
+            // And as an unscoped credential of the same role hears it.
+            let unscoped = if token == WORKER_OTHER { WORKER } else { ADMIN };
+            let plain = call(rpc, &b.channel, Some(unscoped), &job_id).await;
+            assert_eq!(answer, plain, "{rpc}: scoped and unscoped differ");
+        }
     }
-    let _both = lease_stream(&b.channel, ADMIN, "both", &["default", "other"]).await;
-    let _default_only = lease_stream(&b.channel, ADMIN, "default-only", &["default"]).await;
+}
 
-    let mut admin = AdminClient::new(b.channel.clone());
-    for token in [ADMIN_OTHER, VIEWER_OTHER] {
+every_backend! {
+    async fn scoped_admins_and_viewers_see_only_their_queues() {
+        let (b, default_id) = broker_with_tokens("auth-scoped-reads").await;
+        let mut broker = BrokerClient::new(b.channel.clone());
+        let mut other = sluice_e2e::job("t", b"");
+        other.queue = "other".into();
+        let other_id = broker
+            .enqueue(req(other, Some(ADMIN)))
+            .await
+            .unwrap()
+            .into_inner()
+            .job_id;
+        // A failed attempt in each queue, and a worker on both and one on default.
+        for queue in ["default", "other"] {
+            let mut stream = lease_stream(&b.channel, ADMIN, &format!("w-{queue}"), &[queue])
+                .await
+                .unwrap();
+            let leased = stream.message().await.unwrap().unwrap();
+            broker
+                .nack(req(
+                    pb::NackRequest {
+                        job_id: leased.job.unwrap().id,
+                        lease_id: leased.lease_id,
+                        error: format!("failed in {queue}"),
+                        dead: true,
+                        ..Default::default()
+                    },
+                    Some(ADMIN),
+                ))
+                .await
+                .unwrap();
+        }
+        let _both = lease_stream(&b.channel, ADMIN, "both", &["default", "other"]).await;
+        let _default_only = lease_stream(&b.channel, ADMIN, "default-only", &["default"]).await;
+
+        let mut admin = AdminClient::new(b.channel.clone());
+        for token in [ADMIN_OTHER, VIEWER_OTHER] {
+            let stats = admin
+                .stats(req(pb::StatsRequest {}, Some(token)))
+                .await
+                .unwrap()
+                .into_inner();
+            let queues: Vec<&str> = stats.queues.iter().map(|q| q.queue.as_str()).collect();
+            assert_eq!(queues, ["other"], "{token}");
+            let failures: Vec<&str> = stats
+                .recent_failures
+                .iter()
+                .map(|f| f.queue.as_str())
+                .collect();
+            assert_eq!(failures, ["other"]);
+            let jobs = admin
+                .list_jobs(req(pb::ListJobsRequest::default(), Some(token)))
+                .await
+                .unwrap()
+                .into_inner()
+                .jobs;
+            let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
+            assert_eq!(ids, [other_id.as_str()]);
+            let refused = admin
+                .list_jobs(req(
+                    pb::ListJobsRequest {
+                        queue: "default".into(),
+                        ..Default::default()
+                    },
+                    Some(token),
+                ))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), Code::PermissionDenied);
+            assert_eq!(
+                refused.message(),
+                format!(
+                    "the {} credential may not use queue \"default\"",
+                    if token == ADMIN_OTHER {
+                        "admin"
+                    } else {
+                        "viewer"
+                    }
+                )
+            );
+            let workers = admin
+                .list_workers(req(pb::ListWorkersRequest {}, Some(token)))
+                .await
+                .unwrap()
+                .into_inner()
+                .workers;
+            let rows: Vec<(&str, &[String])> = workers
+                .iter()
+                .map(|w| (w.worker_id.as_str(), w.queues.as_slice()))
+                .collect();
+            assert_eq!(rows, [("both", &["other".to_owned()][..])]);
+        }
+        // The unscoped viewer sees both queues, and the default queue's job.
         let stats = admin
-            .stats(req(pb::StatsRequest {}, Some(token)))
+            .stats(req(pb::StatsRequest {}, Some(VIEWER)))
             .await
             .unwrap()
             .into_inner();
-        let queues: Vec<&str> = stats.queues.iter().map(|q| q.queue.as_str()).collect();
-        assert_eq!(queues, ["other"], "{token}");
-        let failures: Vec<&str> = stats
-            .recent_failures
-            .iter()
-            .map(|f| f.queue.as_str())
-            .collect();
-        assert_eq!(failures, ["other"]);
-        let jobs = admin
-            .list_jobs(req(pb::ListJobsRequest::default(), Some(token)))
+        assert_eq!(stats.queues.len(), 2);
+        admin
+            .get_job(req(pb::GetJobRequest { job_id: default_id }, Some(VIEWER)))
             .await
-            .unwrap()
-            .into_inner()
-            .jobs;
-        let ids: Vec<&str> = jobs.iter().map(|j| j.id.as_str()).collect();
-        assert_eq!(ids, [other_id.as_str()]);
-        let refused = admin
-            .list_jobs(req(
-                pb::ListJobsRequest {
-                    queue: "default".into(),
-                    ..Default::default()
-                },
-                Some(token),
-            ))
-            .await
-            .unwrap_err();
-        assert_eq!(refused.code(), Code::PermissionDenied);
-        assert_eq!(
-            refused.message(),
-            format!(
-                "the {} credential may not use queue \"default\"",
-                if token == ADMIN_OTHER {
-                    "admin"
-                } else {
-                    "viewer"
-                }
-            )
-        );
-        let workers = admin
-            .list_workers(req(pb::ListWorkersRequest {}, Some(token)))
-            .await
-            .unwrap()
-            .into_inner()
-            .workers;
-        let rows: Vec<(&str, &[String])> = workers
-            .iter()
-            .map(|w| (w.worker_id.as_str(), w.queues.as_slice()))
-            .collect();
-        assert_eq!(rows, [("both", &["other".to_owned()][..])]);
-    }
-    // The unscoped viewer sees both queues, and the default queue's job.
-    let stats = admin
-        .stats(req(pb::StatsRequest {}, Some(VIEWER)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(stats.queues.len(), 2);
-    admin
-        .get_job(req(pb::GetJobRequest { job_id: default_id }, Some(VIEWER)))
-        .await
-        .unwrap();
-    // A scoped admin acts in its queues only.
-    for (queue, allowed) in [("other", true), ("default", false)] {
-        let paused = admin
-            .pause_queue(req(
-                pb::PauseQueueRequest {
-                    queue: queue.into(),
-                },
-                Some(ADMIN_OTHER),
-            ))
-            .await;
-        assert_eq!(paused.is_ok(), allowed, "{queue}: {paused:?}");
-        let purged = admin
-            .purge_queue(req(
-                pb::PurgeQueueRequest {
-                    queue: queue.into(),
-                    state: pb::JobState::Dead.into(),
-                },
-                Some(ADMIN_OTHER),
-            ))
-            .await;
-        assert_eq!(purged.is_ok(), allowed, "{queue}: {purged:?}");
+            .unwrap();
+        // A scoped admin acts in its queues only.
+        for (queue, allowed) in [("other", true), ("default", false)] {
+            let paused = admin
+                .pause_queue(req(
+                    pb::PauseQueueRequest {
+                        queue: queue.into(),
+                    },
+                    Some(ADMIN_OTHER),
+                ))
+                .await;
+            assert_eq!(paused.is_ok(), allowed, "{queue}: {paused:?}");
+            let purged = admin
+                .purge_queue(req(
+                    pb::PurgeQueueRequest {
+                        queue: queue.into(),
+                        state: pb::JobState::Dead.into(),
+                    },
+                    Some(ADMIN_OTHER),
+                ))
+                .await;
+            assert_eq!(purged.is_ok(), allowed, "{queue}: {purged:?}");
+        }
     }
 }
 
@@ -754,37 +760,38 @@ async fn sighup_ends_the_streams_of_revoked_and_narrowed_credentials() {
     assert_eq!(refused.code(), Code::Unauthenticated);
 }
 
-#[tokio::test]
-async fn one_credential_cannot_take_every_lease_stream() {
-    let dir = scratch_dir("auth-stream-quota");
-    let mut config = test_config();
-    config.auth = Authorizer::load(&token_file(&dir)).unwrap();
-    config.max_lease_streams_per_credential = 2;
-    let b = TestBroker::with_config(config).await;
-    let first = lease_stream(&b.channel, WORKER, "w1", &["default"])
-        .await
-        .unwrap();
-    let _second = lease_stream(&b.channel, WORKER, "w2", &["default"])
-        .await
-        .unwrap();
-    let refused = lease_stream(&b.channel, WORKER, "w3", &["default"])
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), Code::ResourceExhausted);
-    assert_eq!(
-        refused.message(),
-        "2 Lease streams are open for this credential, the most allowed (--max-lease-streams-per-credential)"
-    );
-    // Another credential still gets its streams.
-    lease_stream(&b.channel, ADMIN, "a1", &["default"])
-        .await
-        .unwrap();
-    // A closed stream gives its place back.
-    drop(first);
-    sluice_e2e::in_process::eventually("a place freed", || async {
-        lease_stream(&b.channel, WORKER, "w4", &["default"])
+every_backend! {
+    async fn one_credential_cannot_take_every_lease_stream() {
+        let dir = scratch_dir("auth-stream-quota");
+        let mut config = test_config();
+        config.auth = Authorizer::load(&token_file(&dir)).unwrap();
+        config.max_lease_streams_per_credential = 2;
+        let b = TestBroker::with_config(config).await;
+        let first = lease_stream(&b.channel, WORKER, "w1", &["default"])
             .await
-            .is_ok()
-    })
-    .await;
+            .unwrap();
+        let _second = lease_stream(&b.channel, WORKER, "w2", &["default"])
+            .await
+            .unwrap();
+        let refused = lease_stream(&b.channel, WORKER, "w3", &["default"])
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        assert_eq!(
+            refused.message(),
+            "2 Lease streams are open for this credential, the most allowed (--max-lease-streams-per-credential)"
+        );
+        // Another credential still gets its streams.
+        lease_stream(&b.channel, ADMIN, "a1", &["default"])
+            .await
+            .unwrap();
+        // A closed stream gives its place back.
+        drop(first);
+        sluice_e2e::in_process::eventually("a place freed", || async {
+            lease_stream(&b.channel, WORKER, "w4", &["default"])
+                .await
+                .is_ok()
+        })
+        .await;
+    }
 }

@@ -193,58 +193,59 @@ async fn memory_stays_bounded_under_overload_and_no_accepted_job_is_lost() {
     println!("still held {still_held}");
 }
 
-#[tokio::test]
-async fn enqueue_batch_jobs_and_retry_are_refused_over_the_mark() {
-    if !local_only(
-        "--max-memory bounds one broker's memory; on PostgreSQL the jobs live in the database",
-    ) {
-        return;
-    }
-    // Room for two jobs without payload or headers.
-    let job_bytes = sluice_queue::JOB_OVERHEAD;
-    let mut config = test_config();
-    config.queue.max_memory = Some(2 * job_bytes);
-    let b = TestBroker::with_config(config).await;
-    let jobs = vec![
-        pb::EnqueueRequest {
-            job_type: "t".into(),
+every_backend! {
+    async fn enqueue_batch_jobs_and_retry_are_refused_over_the_mark() {
+        if !local_only(
+            "--max-memory bounds one broker's memory; on PostgreSQL the jobs live in the database",
+        ) {
+            return;
+        }
+        // Room for two jobs without payload or headers.
+        let job_bytes = sluice_queue::JOB_OVERHEAD;
+        let mut config = test_config();
+        config.queue.max_memory = Some(2 * job_bytes);
+        let b = TestBroker::with_config(config).await;
+        let jobs = vec![
+            pb::EnqueueRequest {
+                job_type: "t".into(),
+                ..Default::default()
+            };
+            3
+        ];
+        let results = b.enqueue_batch(jobs).await.unwrap();
+        let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
+        assert_eq!(codes, [0, 0, Code::ResourceExhausted as i32]);
+        assert!(
+            results[2].message.contains("over --max-memory"),
+            "{}",
+            results[2].message
+        );
+
+        // Over the mark (a nack's error), leases and nacks still work; a
+        // retry is refused until a retained job can be forgotten for it.
+        let mut stream = b.lease("w", 1).await;
+        let first = next_job(&mut stream).await;
+        let nack = pb::NackRequest {
+            job_id: job_id(&first).into(),
+            lease_id: first.lease_id.clone(),
+            error: "boom".into(),
+            dead: true,
             ..Default::default()
         };
-        3
-    ];
-    let results = b.enqueue_batch(jobs).await.unwrap();
-    let codes: Vec<i32> = results.iter().map(|r| r.code).collect();
-    assert_eq!(codes, [0, 0, Code::ResourceExhausted as i32]);
-    assert!(
-        results[2].message.contains("over --max-memory"),
-        "{}",
-        results[2].message
-    );
-
-    // Over the mark (a nack's error), leases and nacks still work; a
-    // retry is refused until a retained job can be forgotten for it.
-    let mut stream = b.lease("w", 1).await;
-    let first = next_job(&mut stream).await;
-    let nack = pb::NackRequest {
-        job_id: job_id(&first).into(),
-        lease_id: first.lease_id.clone(),
-        error: "boom".into(),
-        dead: true,
-        ..Default::default()
-    };
-    b.broker.clone().nack(nack).await.unwrap();
-    let retry = || pb::RetryJobRequest {
-        job_id: job_id(&first).into(),
-    };
-    let refused = b.admin.clone().retry_job(retry()).await.unwrap_err();
-    assert_eq!(refused.code(), Code::ResourceExhausted);
-    let second = next_job(&mut stream).await;
-    b.ack(&second).await.unwrap();
-    b.admin.clone().retry_job(retry()).await.unwrap();
-    assert_eq!(b.state(job_id(&first)).await, pb::JobState::Leased);
-    let forgotten = pb::GetJobRequest {
-        job_id: job_id(&second).into(),
-    };
-    let status = b.admin.clone().get_job(forgotten).await.unwrap_err();
-    assert_eq!(status.code(), Code::NotFound, "forgotten to make room");
+        b.broker.clone().nack(nack).await.unwrap();
+        let retry = || pb::RetryJobRequest {
+            job_id: job_id(&first).into(),
+        };
+        let refused = b.admin.clone().retry_job(retry()).await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted);
+        let second = next_job(&mut stream).await;
+        b.ack(&second).await.unwrap();
+        b.admin.clone().retry_job(retry()).await.unwrap();
+        assert_eq!(b.state(job_id(&first)).await, pb::JobState::Leased);
+        let forgotten = pb::GetJobRequest {
+            job_id: job_id(&second).into(),
+        };
+        let status = b.admin.clone().get_job(forgotten).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "forgotten to make room");
+    }
 }

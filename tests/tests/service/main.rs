@@ -1,0 +1,27 @@
+//! The service tests: what a client sees of the broker's gRPC services,
+//! its JSON API and the worker library against a broker served in the
+//! test, one module per feature. Each test written with
+//! [`sluice_e2e::every_backend!`] runs once per backend (its name ends in
+//! `::embedded` or `::postgres`), each broker on a fresh store; those
+//! with [`sluice_e2e::shared_backends!`] on each shared backend; the rest
+//! (a broker process with flags of its own, the data directory) on the
+//! embedded store. `cargo test --test service postgres` runs the
+//! PostgreSQL half. A difference between backends that is intended skips
+//! itself, saying why (`local_only`; the README's Scale-out section lists
+//! them).
+
+#[macro_use]
+extern crate sluice_e2e;
+
+mod admin;
+mod auth;
+mod batches;
+mod bounds;
+mod dashboard_api;
+mod health_reflection_drain;
+mod hostile;
+mod lease_stream;
+mod leases;
+mod memory;
+mod validation;
+mod worker_library;

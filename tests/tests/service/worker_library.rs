@@ -1,0 +1,163 @@
+//! The worker library against an in-process broker: what handlers return,
+//! panics, permanent errors, retry_after, and timeouts of handlers that
+//! ignore cancellation.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use sluice_e2e::in_process::{TestBroker, test_config};
+use sluice_proto::v1 as pb;
+use sluice_worker::{Job, JobContext, JobError, WorkerBuilder};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// A broker whose retries come quickly.
+async fn setup() -> TestBroker {
+    let mut config = test_config();
+    config.queue.backoff.initial = Duration::from_millis(20);
+    config.queue.backoff.max = Duration::from_millis(50);
+    TestBroker::with_config(config).await
+}
+
+/// Runs `worker` until the returned guard drops (the end of the test).
+fn run(worker: WorkerBuilder) -> DropGuard {
+    let stop = CancellationToken::new();
+    tokio::spawn(worker.build().unwrap().run(stop.clone()));
+    stop.drop_guard()
+}
+
+fn job(job_type: &str) -> pb::EnqueueRequest {
+    pb::EnqueueRequest {
+        job_type: job_type.into(),
+        ..Default::default()
+    }
+}
+
+every_backend! {
+    async fn panicking_handler_is_nacked_with_its_message_and_the_worker_goes_on() {
+        let s = setup().await;
+        let _worker = run(sluice_worker::Worker::builder(s.url()).handler(
+            "t",
+            |job: Job, _ctx: JobContext| async move {
+                assert!(job.attempt > 1, "boom on attempt {}", job.attempt);
+                Ok(())
+            },
+        ));
+        let id = s.enqueue_req(job("t")).await;
+        let done = s.wait_for_state(&id, pb::JobState::Succeeded).await;
+        assert_eq!(
+            (done.attempt, done.last_error.as_str()),
+            (2, "handler panicked: boom on attempt 1")
+        );
+    }
+}
+
+every_backend! {
+    async fn errors_choose_between_retry_dead_and_a_later_retry() {
+        let s = setup().await;
+        let _worker = run(sluice_worker::Worker::builder(s.url())
+            .concurrency(3)
+            .handler("permanent", |_: Job, _: JobContext| async {
+                Err::<(), _>(JobError::permanent("bad input"))
+            })
+            .handler("later", |_: Job, _: JobContext| async {
+                Err::<(), _>(JobError::retry("busy").with_retry_after(Duration::from_secs(3600)))
+            })
+            .handler("io", |_: Job, _: JobContext| async {
+                std::fs::read("/nonexistent/sluice")?;
+                Ok(())
+            }));
+        let permanent = s.enqueue_req(job("permanent")).await;
+        let later = s.enqueue_req(job("later")).await;
+        let mut io = job("io");
+        io.max_attempts = 2;
+        let io = s.enqueue_req(io).await;
+
+        let dead = s.wait_for_state(&permanent, pb::JobState::Dead).await;
+        assert_eq!((dead.attempt, dead.last_error.as_str()), (1, "bad input"));
+        let scheduled = s.wait_for_state(&later, pb::JobState::Scheduled).await;
+        let ahead = scheduled.run_at.unwrap().seconds - scheduled.created_at.unwrap().seconds;
+        assert!(
+            (3590..=3610).contains(&ahead),
+            "retry_after 1h gave run_at {ahead}s ahead"
+        );
+        let dead = s.wait_for_state(&io, pb::JobState::Dead).await;
+        assert_eq!(dead.attempt, 2, "a `?` error is retried");
+        assert!(
+            dead.last_error.contains("No such file"),
+            "{}",
+            dead.last_error
+        );
+    }
+}
+
+every_backend! {
+    async fn handler_that_ignores_cancellation_is_dropped_after_its_timeout() {
+        let s = setup().await;
+        let (dropped_tx, mut dropped_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let _worker = run(sluice_worker::Worker::builder(s.url()).handler(
+            "stuck",
+            move |_: Job, _: JobContext| {
+                let guard = DropSignal(dropped_tx.clone());
+                async move {
+                    let _guard = guard;
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    Ok(())
+                }
+            },
+        ));
+        let mut req = job("stuck");
+        req.timeout = Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        });
+        req.max_attempts = 1;
+        let id = s.enqueue_req(req).await;
+        let dead = s.wait_for_state(&id, pb::JobState::Dead).await;
+        assert_eq!(dead.last_error, "timed out after 1s");
+        // Its future was dropped before the job was reported.
+        assert!(
+            dropped_rx.try_recv().is_ok(),
+            "the handler's future was not dropped"
+        );
+    }
+}
+
+every_backend! {
+    async fn cooperative_handler_sees_cancellation_at_its_timeout() {
+        let s = setup().await;
+        let _worker = run(sluice_worker::Worker::builder(s.url()).handler(
+            "polite",
+            |_: Job, ctx: JobContext| async move {
+                ctx.cancelled().await;
+                Err::<(), _>(JobError::retry("stopped as asked"))
+            },
+        ));
+        let mut req = job("polite");
+        req.timeout = Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        });
+        req.max_attempts = 1;
+        let id = s.enqueue_req(req).await;
+        let started = tokio::time::Instant::now();
+        let dead = s.wait_for_state(&id, pb::JobState::Dead).await;
+        assert_eq!(
+            dead.last_error, "timed out after 1s",
+            "the timeout, not the handler's own error"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no grace wasted on a handler that stopped"
+        );
+    }
+}
+
+/// Sends on drop: tells the test a handler's future was dropped.
+struct DropSignal(tokio::sync::mpsc::Sender<()>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.try_send(());
+    }
+}
