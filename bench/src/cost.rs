@@ -150,6 +150,7 @@ async fn one_run(
         queue: queue.into(),
         security: side.clients.clone(),
         report_every: None,
+        ack_elsewhere: false,
     };
     let measured = load::run(std::slice::from_ref(&broker.addr), &load).await;
     stop.cancel();
@@ -181,7 +182,8 @@ async fn scrape_every_second(url: String, stop: CancellationToken) -> anyhow::Re
     }
 }
 
-fn median(values: &[f64]) -> f64 {
+/// The median of `values` (0 for none).
+pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)

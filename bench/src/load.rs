@@ -54,6 +54,9 @@ pub struct Load {
     pub security: ClientSecurity,
     /// Print the ack rate of each step of this many jobs (sustained runs).
     pub report_every: Option<u64>,
+    /// Raw consumers ack through the next broker of the run, not the one
+    /// their stream is on (as behind a balancer that spreads calls).
+    pub ack_elsewhere: bool,
 }
 
 /// How the load's clients reach the broker: TLS (an `https://` URL) and a
@@ -189,9 +192,14 @@ pub async fn run(addrs: &[String], load: &Load) -> anyhow::Result<Measured> {
     let mut consumers = JoinSet::new();
     for id in 0..load.consumers {
         let client = BrokerClient::new(connect(at(id), &load.security, Role::Worker).await?);
+        let acks_to = if load.ack_elsewhere {
+            BrokerClient::new(connect(at(id + 1), &load.security, Role::Worker).await?)
+        } else {
+            client.clone()
+        };
         let (load, progress) = (load.clone(), progress.clone());
         match load.worker_handler {
-            None => consumers.spawn(consume(client, id, load, progress, epoch)),
+            None => consumers.spawn(consume(client, acks_to, id, load, progress, epoch)),
             Some(work) => consumers.spawn(consume_with_worker(
                 at(id).to_owned(),
                 id,
@@ -423,6 +431,7 @@ async fn produce(
 
 async fn consume(
     mut client: BrokerClient<Conn>,
+    acks_to: BrokerClient<Conn>,
     id: usize,
     load: Load,
     progress: Arc<Progress>,
@@ -451,7 +460,7 @@ async fn consume(
                     message = stream.message() => {
                         let Some(job) = message? else { break };
                         latency.record(latency_of(&job, epoch))?;
-                        let mut c = client.clone();
+                        let mut c = acks_to.clone();
                         let req = pb::AckRequest { job_id: job.job.map(|j| j.id).unwrap_or_default(), lease_id: job.lease_id };
                         acks.spawn(async move { c.ack(req).await.context("Ack").map(|_| 1) });
                     }
@@ -471,7 +480,7 @@ async fn consume(
                             latency.record(latency_of(&job, epoch))?;
                             ack_list.push(pb::AckRequest { job_id: job.job.map(|j| j.id).unwrap_or_default(), lease_id: job.lease_id });
                         }
-                        let mut c = client.clone();
+                        let mut c = acks_to.clone();
                         acks.spawn(async move {
                             let n = ack_list.len() as u64;
                             let results = c.ack_batch(pb::AckBatchRequest { acks: ack_list }).await.context("AckBatch")?;

@@ -9,10 +9,12 @@
 //! queued job. `sluice-bench durable` measures the disk's fsync rate and
 //! compares a memory-only broker with one on `--data-dir`. `load --secure`
 //! runs with TLS and tokens on, and `sluice-bench security-cost` compares
-//! brokers with both on and both off. Output is a table, or JSON with
-//! `--json`.
+//! brokers with both on and both off. `sluice-bench cross-ack` compares a
+//! worker acking through its stream's broker with one acking through
+//! another. Output is a table, or JSON with `--json`.
 
 mod cost;
+mod cross;
 mod durable;
 mod load;
 mod proc_stats;
@@ -60,6 +62,10 @@ enum Command {
     /// --http-addr (metrics on, scraped every second), alternating, N
     /// rounds: jobs/s of each and their ratio.
     MetricsCost(cost::CostArgs),
+    /// Two brokers on a shared --store, one consumer leasing through the
+    /// first: jobs/s when it acks through the first and through the
+    /// second, alternating, N rounds, and their ratio.
+    CrossAck(cross::CrossAckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
             let broker_bin = broker_binary(args.broker_bin.clone())?;
             secure::security_cost(args, &broker_bin).await
         }
+        Command::CrossAck(args) => cross::run(args).await,
         Command::MetricsCost(args) => {
             let broker_bin = broker_binary(args.broker_bin.clone())?;
             let metrics = cost::Side {
@@ -310,6 +317,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         queue: format!("bench-{}", std::process::id()),
         security,
         report_every: args.report_every,
+        ack_elsewhere: false,
     };
     // CPU and memory of the brokers it started, summed.
     let cpu_of = |brokers: &[BrokerProcess]| -> anyhow::Result<Option<f64>> {

@@ -34,6 +34,27 @@ pub fn memory(pid: i32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:"), field("VmHWM:")))
 }
 
+/// CPU seconds the whole machine has been busy (every core, every
+/// process: the brokers, their store, the load), from /proc/stat.
+pub fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let cpu = stat.lines().next().unwrap_or_default();
+    // user nice system idle iowait irq softirq steal ...: busy is all but
+    // idle and iowait.
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Ok(busy as f64 / clock_ticks_per_second())
+}
+
 fn clock_ticks_per_second() -> f64 {
     // Linux reports /proc times in USER_HZ, 100 on every mainstream platform.
     100.0

@@ -4,12 +4,15 @@
 //! to that many ready jobs per stream, the streams' claims running at
 //! once, and sends what each got down its channel.
 //!
-//! A stream's slot is freed at once when one of its leases ends through
-//! this broker ([`Streams::slot_freed`]); a lease ended through another
-//! broker, or expired, is found by a recount ([`Streams::recount_soon`],
-//! which that broker's notification asks for, or the poll).
+//! Each stream knows the jobs it holds. A lease that ends frees its slot
+//! ([`Streams::slot_freed`]) when it ends through this broker, and when
+//! another broker's notification says it ended there; a recount from the
+//! store ([`ClaimStore::held`]: at each poll, and when notifications may
+//! have been lost) catches what no notification told. Freeing a job the
+//! stream no longer holds does nothing, so a notification and a recount
+//! may both see the same end.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -19,6 +22,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
+use uuid::Uuid;
 
 use crate::backend::{BackendError, FeedCloser, LeaseRef};
 
@@ -40,8 +44,8 @@ pub trait ClaimStore: Send + Sync + 'static {
     /// (priority, then due time, then enqueue order).
     async fn claim(&self, want: &Want) -> Result<Vec<JobSnapshot>, BackendError>;
 
-    /// The leases each of this broker's streams holds in the store.
-    async fn held(&self) -> Result<HashMap<StreamId, u32>, BackendError>;
+    /// The jobs each of this broker's streams holds leased in the store.
+    async fn held(&self) -> Result<HashMap<StreamId, HashSet<Uuid>>, BackendError>;
 
     /// Makes the jobs of `leases` (leased, never sent) ready again with no
     /// attempt used.
@@ -75,7 +79,9 @@ struct Stream {
     /// Empty takes any type.
     job_types: Vec<String>,
     max_in_flight: u32,
-    in_flight: u32,
+    /// The jobs leased to it and not known to be resolved: its in-flight
+    /// count is their number.
+    held: HashSet<Uuid>,
     lease: Duration,
     connected_since: Timestamp,
     /// Slots freed since the last recount began: a recount that raced
@@ -116,14 +122,14 @@ impl Streams {
         StreamId::try_from(self.next_id.fetch_add(1, Ordering::Relaxed)).unwrap_or(StreamId::MAX)
     }
 
-    /// Opens stream `id` for `spec`, holding `adopted` leases already,
+    /// Opens stream `id` for `spec`, holding the jobs `adopted` already,
     /// and wakes the claimer; returns the channel its jobs come down.
     pub fn open(
         &self,
         id: StreamId,
         spec: ConsumerSpec,
         lease: Duration,
-        adopted: u32,
+        adopted: HashSet<Uuid>,
     ) -> mpsc::Receiver<JobSnapshot> {
         // Sized to max_in_flight, which the credit never exceeds: a full
         // channel means the client stopped reading (see `wants`).
@@ -135,7 +141,7 @@ impl Streams {
                 queues: spec.queues,
                 job_types: spec.job_types,
                 max_in_flight: spec.max_in_flight,
-                in_flight: adopted.min(spec.max_in_flight),
+                held: adopted,
                 lease,
                 connected_since: Timestamp::from_system_time(std::time::SystemTime::now()),
                 freed: 0,
@@ -151,22 +157,23 @@ impl Streams {
         self.wake.notify_one();
     }
 
-    /// Asks the claimer to recount the streams' leases, then claim: a
-    /// lease of this broker ended elsewhere.
+    /// Asks the claimer to recount the streams' leases, then claim:
+    /// notifications of leases ended elsewhere may have been lost.
     pub fn recount_soon(&self) {
         self.recount.store(true, Ordering::Release);
         self.wake();
     }
 
-    /// A lease of `stream` ended through this broker: its slot is free,
-    /// and worth a claim if the last round may have left jobs ready
-    /// (otherwise the next ready job's wake-up comes anyway).
-    pub fn slot_freed(&self, stream: StreamId) {
-        if let Some(s) = self.lock().get_mut(&stream) {
-            s.in_flight = s.in_flight.saturating_sub(1);
-            s.freed += 1;
-        }
-        if self.more_ready.load(Ordering::Relaxed) {
+    /// The lease of `job` on `stream` ended: its slot is free, and worth
+    /// a claim if the last round may have left jobs ready (otherwise the
+    /// next ready job's wake-up comes anyway).
+    pub fn slot_freed(&self, stream: StreamId, job: Uuid) {
+        let freed = self.lock().get_mut(&stream).is_some_and(|s| {
+            let held = s.held.remove(&job);
+            s.freed += u64::from(held);
+            held
+        });
+        if freed && self.more_ready.load(Ordering::Relaxed) {
             self.wake();
         }
     }
@@ -189,7 +196,7 @@ impl Streams {
                 worker_id: s.worker_id.as_str().into(),
                 queues: s.queues.clone(),
                 job_types: s.job_types.clone(),
-                in_flight: s.in_flight,
+                in_flight: in_flight(s),
                 max_in_flight: s.max_in_flight,
                 connected_since: s.connected_since,
             })
@@ -216,7 +223,7 @@ impl Streams {
         // its stream for a lease duration (the leases of what waits in it
         // expired). Closed, as on the local backend.
         open.retain(|id, s| {
-            let stale = s.in_flight < s.max_in_flight && s.tx.capacity() == 0;
+            let stale = in_flight(s) < s.max_in_flight && s.tx.capacity() == 0;
             if stale {
                 warn!(stream = id, worker_id = %s.worker_id, "lease stream not read for a lease duration: closing it");
             }
@@ -224,14 +231,14 @@ impl Streams {
         });
         let mut wants: Vec<Want> = open
             .iter()
-            .filter(|(_, s)| s.in_flight < s.max_in_flight)
+            .filter(|(_, s)| in_flight(s) < s.max_in_flight)
             .map(|(&stream, s)| Want {
                 stream,
                 worker_id: s.worker_id.clone(),
                 queues: s.queues.clone(),
                 job_types: s.job_types.clone(),
-                credit: s.max_in_flight - s.in_flight,
-                in_flight: s.in_flight,
+                credit: s.max_in_flight - in_flight(s),
+                in_flight: in_flight(s),
                 lease: s.lease,
             })
             .collect();
@@ -257,13 +264,19 @@ impl Streams {
         for job in jobs {
             debug!(job_id = %job.id, queue = %job.queue, job_type = %job.job_type,
                 attempt = job.attempt, worker_id = %stream.worker_id, "job leased");
+            let id = job.id;
             match stream.tx.try_send(job) {
-                Ok(()) => stream.in_flight += 1,
+                Ok(()) => drop(stream.held.insert(id)),
                 Err(e) => unsent.extend(LeaseRef::of(&e.into_inner())),
             }
         }
         unsent
     }
+}
+
+/// A stream's unresolved leases.
+fn in_flight(stream: &Stream) -> u32 {
+    u32::try_from(stream.held.len()).unwrap_or(u32::MAX)
 }
 
 /// Closes a stream of a shared backend.
@@ -350,13 +363,13 @@ async fn recount<S: ClaimStore>(store: &S) -> Result<(), BackendError> {
     if before.is_empty() {
         return Ok(());
     }
-    let held = store.held().await?;
+    let mut held = store.held().await?;
     let mut open = streams.lock();
     for (id, stream) in open.iter_mut() {
         // A claim runs in the same task as the recount, so only a freed
         // slot can race with it: such a stream is recounted next time.
         if before.get(id) == Some(&stream.freed) {
-            stream.in_flight = held.get(id).copied().unwrap_or(0);
+            stream.held = held.remove(id).unwrap_or_default();
         }
     }
     Ok(())

@@ -66,9 +66,9 @@ pub(super) async fn retry(inner: &Inner, id: Uuid) -> Result<()> {
         &[&id],
     )
     .await?;
-    sql::wake_all(&tx).await?;
     sql::commit(tx).await?;
     info!(job_id = %id, %queue, %job_type, attempt = 0, "job retried by operator");
+    inner.notifier.job_now(JobState::Ready);
     inner.streams.wake();
     Ok(())
 }
@@ -172,13 +172,13 @@ pub(super) async fn pause(inner: &Inner, queue: String, paused: bool) -> Result<
         .await?;
     } else {
         sql::execute(&tx, "DELETE FROM sluice_paused WHERE queue = $1", &[&queue]).await?;
-        sql::wake_all(&tx).await?;
     }
     sql::commit(tx).await?;
     if paused {
         info!(%queue, "queue paused");
     } else {
         info!(%queue, "queue resumed");
+        inner.notifier.job_now(JobState::Ready);
         inner.streams.wake();
     }
     Ok(())

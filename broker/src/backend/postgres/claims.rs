@@ -6,7 +6,7 @@
 //! another broker is claiming is skipped. A stream that opens adopts the
 //! leases its worker says it still holds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
 use sluice_queue::{ConsumerSpec, JobSnapshot};
@@ -25,17 +25,18 @@ type Result<T> = std::result::Result<T, BackendError>;
 pub(super) async fn open(inner: &Arc<Inner>, spec: ConsumerSpec) -> Result<LeaseFeed> {
     let stream = inner.streams.next_id();
     let lease = spec.lease_duration.unwrap_or(inner.queue.lease_duration);
-    let mut adopted = 0;
+    let mut adopted = HashSet::new();
     if !spec.held_leases.is_empty() {
         let (jobs, leases): (Vec<Uuid>, Vec<Uuid>) = spec.held_leases.iter().copied().unzip();
         let client = sql::connection(&inner.pool).await?;
-        adopted = sql::execute(
+        let rows = sql::query(
             &client,
             "UPDATE sluice_jobs SET broker_id = $3, stream_id = $4
                  WHERE id IN (SELECT j.id FROM sluice_jobs j
                      JOIN unnest($1::uuid[], $2::uuid[]) AS h(id, lease_id)
                        ON j.id = h.id AND j.lease_id = h.lease_id
-                     WHERE j.state = 'leased' AND j.worker_id = $5 LIMIT $6)",
+                     WHERE j.state = 'leased' AND j.worker_id = $5 LIMIT $6)
+                 RETURNING id",
             &[
                 &jobs,
                 &leases,
@@ -46,8 +47,10 @@ pub(super) async fn open(inner: &Arc<Inner>, spec: ConsumerSpec) -> Result<Lease
             ],
         )
         .await?;
+        for row in &rows {
+            adopted.insert(get(row, "id")?);
+        }
     }
-    let adopted = u32::try_from(adopted).unwrap_or(u32::MAX);
     let jobs = inner.streams.open(stream, spec, lease, adopted);
     Ok(LeaseFeed {
         jobs,
@@ -116,28 +119,22 @@ impl ClaimStore for Inner {
         Ok(jobs.into_iter().map(|(_, job)| job).collect())
     }
 
-    async fn held(&self) -> Result<HashMap<StreamId, u32>> {
+    async fn held(&self) -> Result<HashMap<StreamId, HashSet<Uuid>>> {
         let client = sql::connection(&self.pool).await?;
         let rows = sql::query(
             &client,
-            "SELECT stream_id, count(*) AS n FROM sluice_jobs
-                 WHERE broker_id = $1 AND state = 'leased' GROUP BY stream_id",
+            "SELECT stream_id, id FROM sluice_jobs
+                 WHERE broker_id = $1 AND state = 'leased' AND stream_id IS NOT NULL",
             &[&self.broker_id],
         )
         .await?;
-        rows.iter()
-            .filter_map(|row| {
-                let stream: Result<Option<StreamId>> = get(row, "stream_id");
-                let n: Result<i64> = get(row, "n");
-                match (stream, n) {
-                    (Ok(Some(stream)), Ok(n)) => {
-                        Some(Ok((stream, u32::try_from(n).unwrap_or(u32::MAX))))
-                    }
-                    (Ok(None), Ok(_)) => None,
-                    (Err(e), _) | (_, Err(e)) => Some(Err(e)),
-                }
-            })
-            .collect()
+        let mut held: HashMap<StreamId, HashSet<Uuid>> = HashMap::new();
+        for row in &rows {
+            held.entry(get(row, "stream_id")?)
+                .or_default()
+                .insert(get(row, "id")?);
+        }
+        Ok(held)
     }
 
     async fn give_back(&self, leases: Vec<LeaseRef>) -> Result<()> {

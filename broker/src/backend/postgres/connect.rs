@@ -224,8 +224,8 @@ pub fn pool(target: &Target, size: usize) -> Result<Pool, String> {
 }
 
 /// LISTENs on one connection outside the pool: runs `listen` (the LISTEN
-/// statements), calls `on_listening`, then passes the channel of each
-/// notification to `on_notification`, until the connection closes or
+/// statements), calls `on_listening`, then passes the channel and payload
+/// of each notification to `on_notification`, until the connection closes or
 /// `stop`. The connection is driven here, in the caller's task.
 ///
 /// # Errors
@@ -234,7 +234,7 @@ pub async fn listen(
     target: &Target,
     listen: &str,
     on_listening: impl FnOnce(),
-    on_notification: impl FnMut(&str),
+    on_notification: impl FnMut(&str, &str),
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(), tokio_postgres::Error> {
     match &target.tls {
@@ -270,7 +270,7 @@ async fn drive<S, T>(
     mut connection: tokio_postgres::Connection<S, T>,
     listen: &str,
     on_listening: impl FnOnce(),
-    mut on_notification: impl FnMut(&str),
+    mut on_notification: impl FnMut(&str, &str),
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(), tokio_postgres::Error>
 where
@@ -289,7 +289,9 @@ where
                 }
             }
             message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => on_notification(n.channel()),
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    on_notification(n.channel(), n.payload());
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
                 None => return Ok(()),

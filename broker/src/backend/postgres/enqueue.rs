@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 
 use deadpool_postgres::{Pool, Transaction};
-use sluice_queue::{Enqueued, NewJob, QueueConfig, QueueError, check_room};
+use sluice_queue::{Enqueued, JobState, NewJob, QueueConfig, QueueError, check_room};
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::columns::{millis, system_time};
+use super::columns::{self, millis, system_time};
+use super::notify::Notifier;
 use super::sql::{self, get};
 use crate::backend::{BackendError, Batch};
 
@@ -52,7 +53,7 @@ const INSERT: &str =
                  AS j(id, queue, job_type, payload, headers, priority, max_attempts,
                       timeout_ms, run_at, key)
              ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-             RETURNING id";
+             RETURNING id, state";
 
 /// Most queues on PostgreSQL: the embedded store's cap on names.
 pub const MAX_QUEUES: usize = sluice_limits::MAX_NAMES;
@@ -88,6 +89,8 @@ pub struct Enqueuer {
     rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
     pool: Pool,
     max_queue_size: Limit,
+    /// Tells the other brokers of what a group added.
+    notifier: Arc<Notifier>,
     /// Shared with the writers and the sweep.
     pub known: KnownQueues,
 }
@@ -97,13 +100,14 @@ type Limit = Option<u64>;
 
 impl Enqueuer {
     /// An enqueuer on `pool`, whose writers [`Enqueuer::start`] starts.
-    pub fn new(pool: Pool, max_queue_size: Limit) -> Self {
+    pub fn new(pool: Pool, max_queue_size: Limit, notifier: Arc<Notifier>) -> Self {
         let (tx, rx) = mpsc::channel(WAITING_CALLS);
         Self {
             tx,
             rx: Arc::new(Mutex::new(rx)),
             pool,
             max_queue_size,
+            notifier,
             known: KnownQueues::default(),
         }
     }
@@ -117,6 +121,7 @@ impl Enqueuer {
                 self.rx.clone(),
                 self.max_queue_size,
                 self.known.clone(),
+                self.notifier.clone(),
                 stop.clone(),
             ));
         }
@@ -157,6 +162,7 @@ async fn write_groups(
     rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
     max_queue_size: Limit,
     known: KnownQueues,
+    notifier: Arc<Notifier>,
     stop: CancellationToken,
 ) {
     loop {
@@ -189,7 +195,7 @@ async fn write_groups(
             group
         };
         let all: Vec<&NewJob> = group.iter().flat_map(|p| p.jobs.iter()).collect();
-        match insert(&pool, &all, max_queue_size, &known).await {
+        match insert(&pool, &all, max_queue_size, &known, &notifier).await {
             Ok(mut answers) => {
                 for pending in group {
                     let rest = answers.split_off(pending.jobs.len());
@@ -214,6 +220,7 @@ async fn insert(
     jobs: &[&NewJob],
     max_queue_size: Limit,
     known: &KnownQueues,
+    notifier: &Notifier,
 ) -> Result<Batch<Enqueued>> {
     let mut client = sql::connection(pool).await?;
     let tx = sql::transaction(&mut client).await?;
@@ -239,19 +246,21 @@ async fn insert(
     queues.sort_unstable();
     queues.dedup();
     // Sent together (tokio-postgres pipelines what is polled at once): the
-    // rows, the queues' names for Stats, and the wake-up of every broker.
+    // rows and the queues' names for Stats.
     let remember: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&queues];
-    let (inserted, _, ()) = tokio::try_join!(
+    let ((inserted, added), _) = tokio::try_join!(
         insert_admitted(&tx, &admitted),
         sql::execute(
             &tx,
             "INSERT INTO sluice_queues (queue) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
             &remember,
         ),
-        sql::wake_all(&tx),
     )?;
     let mut inserted = inserted.into_iter();
     sql::commit(tx).await?;
+    for state in added {
+        notifier.job_now(state);
+    }
     known.lock().extend(queues.iter().map(|q| (*q).to_owned()));
     Ok(refused
         .into_iter()
@@ -347,10 +356,16 @@ async fn past_queue_cap(
     Ok(new.iter().skip(room).map(|q| (*q).to_owned()).collect())
 }
 
+/// The states the jobs a group added are in (READY, SCHEDULED).
+type Added = HashSet<JobState>;
+
 /// Inserts the admitted jobs with one statement.
-async fn insert_admitted(tx: &Transaction<'_>, jobs: &[&NewJob]) -> Result<Batch<Enqueued>> {
+async fn insert_admitted(
+    tx: &Transaction<'_>,
+    jobs: &[&NewJob],
+) -> Result<(Batch<Enqueued>, Added)> {
     if jobs.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Added::new()));
     }
     let mut ids = Vec::with_capacity(jobs.len());
     let (mut queues, mut types, mut payloads, mut headers) = (vec![], vec![], vec![], vec![]);
@@ -394,6 +409,7 @@ async fn insert_admitted(tx: &Transaction<'_>, jobs: &[&NewJob]) -> Result<Batch
         ],
     )
     .await?;
+    let added: Added = inserted.iter().map(columns::state).collect::<Result<_>>()?;
     let mut answers: Batch<Enqueued> = Vec::with_capacity(jobs.len());
     if inserted.len() == jobs.len() {
         answers.extend(ids.iter().map(|&job_id| {
@@ -443,7 +459,7 @@ async fn insert_admitted(tx: &Transaction<'_>, jobs: &[&NewJob]) -> Result<Batch
             }));
         }
     }
-    Ok(answers)
+    Ok((answers, added))
 }
 
 fn stopped() -> BackendError {

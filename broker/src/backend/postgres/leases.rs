@@ -8,8 +8,8 @@
 //!
 //! A lease that ends frees a slot of the stream that holds it: at once
 //! when that stream is on this broker; through a notification to its
-//! broker (`sql::notify_freed`, sent at the commit) when it is on another,
-//! so that a worker acking through another broker is not held to the poll.
+//! broker (`notify.rs`, after the commit) when it is on another, so that
+//! a worker acking through another broker is not held to the poll.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -123,30 +123,15 @@ async fn refusal(inner: &Inner, lease: LeaseRef) -> BackendError {
     }
 }
 
-/// A lease ended: a slot of its stream is free, if the stream is here
-/// (another broker hears it from the notification).
-fn lease_ended(inner: &Inner, broker_id: Option<Uuid>, stream_id: Option<i64>) {
-    if broker_id == Some(inner.broker_id)
-        && let Some(stream) = stream_id
-    {
-        inner.streams.slot_freed(stream);
-    }
-}
-
-/// Tells the broker of `held`'s stream that its lease ends, at `tx`'s
-/// commit, if that broker is another.
-async fn notify_elsewhere(inner: &Inner, tx: &Transaction<'_>, held: &Held) -> Result<()> {
-    match (held.broker_id, held.stream_id) {
-        (Some(broker), Some(stream)) if broker != inner.broker_id => {
-            sql::execute(
-                tx,
-                "SELECT pg_notify($1, $2)",
-                &[&sql::freed_channel(broker), &stream.to_string()],
-            )
-            .await?;
-            Ok(())
+/// The lease of `job` ended (committed): a slot of its stream is free,
+/// here or, told, on the stream's broker.
+fn lease_ended(inner: &Inner, job: Uuid, broker_id: Option<Uuid>, stream_id: Option<i64>) {
+    if let (Some(broker), Some(stream)) = (broker_id, stream_id) {
+        if broker == inner.broker_id {
+            inner.streams.slot_freed(stream, job);
+        } else {
+            inner.notifier.lease_ended(broker, stream, job);
         }
-        _ => Ok(()),
     }
 }
 
@@ -155,32 +140,23 @@ pub(super) async fn ack(inner: &Inner, leases: Vec<LeaseRef>) -> Result<Batch<()
         return Ok(Vec::new());
     }
     let (jobs, ids): (Vec<Uuid>, Vec<Uuid>) = leases.iter().map(|l| (l.job_id, l.lease_id)).unzip();
-    static SQL: OnceLock<String> = OnceLock::new();
-    // One statement: the fenced delete, the insert into the history, and
-    // the notification of other brokers whose streams held the leases.
-    let sql = SQL.get_or_init(|| {
-        format!(
-            "WITH gone AS (
-                 DELETE FROM sluice_jobs j USING unnest($1::uuid[], $2::uuid[]) AS a(id, lease_id)
-                 WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'
-                 RETURNING j.*
-             ), kept AS (
-                 INSERT INTO sluice_finished (id, seq, queue, job_type, payload, headers,
-                     priority, state, attempt, max_attempts, timeout_ms, idempotency_key,
-                     last_error, created_at, run_at, worker_id, finished_at)
-                 SELECT id, seq, queue, job_type, payload, headers, priority, 'succeeded',
-                     attempt, max_attempts, timeout_ms, idempotency_key, last_error,
-                     created_at, run_at, worker_id, now()
-                 FROM gone
-             )
-             SELECT j.id, j.queue, j.job_type, j.attempt, j.worker_id, j.broker_id, j.stream_id,
-                 {} AS notified
-             FROM gone j",
-            sql::notify_freed("$3::uuid")
-        )
-    });
+    // One statement: the fenced delete and the insert into the history.
+    let sql = "WITH gone AS (
+             DELETE FROM sluice_jobs j USING unnest($1::uuid[], $2::uuid[]) AS a(id, lease_id)
+             WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'
+             RETURNING j.*
+         ), kept AS (
+             INSERT INTO sluice_finished (id, seq, queue, job_type, payload, headers,
+                 priority, state, attempt, max_attempts, timeout_ms, idempotency_key,
+                 last_error, created_at, run_at, worker_id, finished_at)
+             SELECT id, seq, queue, job_type, payload, headers, priority, 'succeeded',
+                 attempt, max_attempts, timeout_ms, idempotency_key, last_error,
+                 created_at, run_at, worker_id, now()
+             FROM gone
+         )
+         SELECT id, queue, job_type, attempt, worker_id, broker_id, stream_id FROM gone";
     let client = sql::connection(&inner.pool).await?;
-    let rows = sql::query(&client, sql, &[&jobs, &ids, &inner.broker_id]).await?;
+    let rows = sql::query(&client, sql, &[&jobs, &ids]).await?;
     drop(client);
     let mut acked = std::collections::HashSet::with_capacity(rows.len());
     for row in &rows {
@@ -191,7 +167,7 @@ pub(super) async fn ack(inner: &Inner, leases: Vec<LeaseRef>) -> Result<Batch<()
         let worker_id: Option<String> = get(row, "worker_id")?;
         debug!(job_id = %id, %queue, %job_type, attempt, worker_id = worker_id.as_deref().unwrap_or(""), "job acked");
         inner.counts.add(&queue, |c| c.acked += 1);
-        lease_ended(inner, get(row, "broker_id")?, get(row, "stream_id")?);
+        lease_ended(inner, id, get(row, "broker_id")?, get(row, "stream_id")?);
         acked.insert(id);
     }
     let mut answers = Vec::with_capacity(leases.len());
@@ -224,9 +200,9 @@ pub(super) async fn nack(
     let error = truncate_error(failure.error);
     let after = held.after_failure(inner, failure.dead, failure.retry_after);
     let outcome = settle_failure(inner, &tx, &held, &error, after).await?;
-    notify_elsewhere(inner, &tx, &held).await?;
     sql::commit(tx).await?;
-    lease_ended(inner, held.broker_id, held.stream_id);
+    inner.notifier.job_now(outcome.state);
+    lease_ended(inner, held.job_id, held.broker_id, held.stream_id);
     Ok(outcome)
 }
 
@@ -293,7 +269,6 @@ async fn settle_failure(
         &[&job_id, &ms, &error],
     )
     .await?;
-    sql::wake_all(tx).await?;
     Ok(FailureOutcome {
         state: if ms == 0 {
             JobState::Ready
@@ -339,11 +314,11 @@ pub(super) async fn release(inner: &Inner, lease: LeaseRef, delay: Duration) -> 
         return Err(refusal(inner, lease).await);
     };
     let state = give_back(&tx, &held, delay).await?;
-    notify_elsewhere(inner, &tx, &held).await?;
     sql::commit(tx).await?;
+    inner.notifier.job_now(state);
     debug!(job_id = %lease.job_id, queue = %held.queue, job_type = %held.job_type,
         attempt = held.attempt - 1, worker_id = %held.worker_id, "job released");
-    lease_ended(inner, held.broker_id, held.stream_id);
+    lease_ended(inner, held.job_id, held.broker_id, held.stream_id);
     Ok(state)
 }
 
@@ -374,7 +349,6 @@ async fn give_back(tx: &Transaction<'_>, held: &Held, delay: Duration) -> Result
         &[&job_id, &ms],
     )
     .await?;
-    sql::wake_all(tx).await?;
     Ok(if ms == 0 {
         JobState::Ready
     } else {
@@ -387,13 +361,17 @@ async fn give_back(tx: &Transaction<'_>, held: &Held, delay: Duration) -> Result
 pub(super) async fn give_back_unsent(inner: &Inner, leases: Vec<LeaseRef>) -> Result<()> {
     let mut client = sql::connection(&inner.pool).await?;
     let tx = sql::transaction(&mut client).await?;
+    let mut ready = false;
     for lease in leases {
         if let Some(held) = hold(&tx, lease).await? {
-            give_back(&tx, &held, Duration::ZERO).await?;
+            ready |= give_back(&tx, &held, Duration::ZERO).await? == JobState::Ready;
         }
     }
     sql::commit(tx).await?;
-    inner.streams.wake();
+    if ready {
+        inner.notifier.job_now(JobState::Ready);
+        inner.streams.wake();
+    }
     Ok(())
 }
 
@@ -417,12 +395,11 @@ pub(super) async fn expire(inner: &Inner) -> Result<usize> {
         inner.counts.add(&held.queue, |c| c.expired += 1);
         let after = held.after_failure(inner, false, None);
         settle_failure(inner, &tx, &held, LEASE_EXPIRED, after).await?;
-        notify_elsewhere(inner, &tx, &held).await?;
-        ended.push((held.broker_id, held.stream_id));
+        ended.push((held.job_id, held.broker_id, held.stream_id));
     }
     sql::commit(tx).await?;
-    for (broker, stream) in ended {
-        lease_ended(inner, broker, stream);
+    for (job, broker, stream) in ended {
+        lease_ended(inner, job, broker, stream);
     }
     Ok(rows.len())
 }

@@ -14,6 +14,8 @@
 //!   LOCKED`;
 //! - `leases.rs`: Ack, Nack, Extend, Release and expiry, each fenced by
 //!   lease id in the statement itself;
+//! - `notify.rs`: what brokers tell each other (a job is ready or
+//!   scheduled; a lease of your stream ended), after each commit;
 //! - `admin.rs`: the operator's actions; `reads.rs`: jobs, pages, Stats;
 //! - `registry.rs`: the brokers' heartbeats, streams and counters;
 //! - `tasks.rs`: LISTEN, the claimer, the maintenance loop, the health
@@ -25,6 +27,7 @@ mod columns;
 mod connect;
 mod enqueue;
 mod leases;
+mod notify;
 mod reads;
 mod registry;
 pub mod schema;
@@ -110,6 +113,8 @@ struct Inner {
     enqueuer: enqueue::Enqueuer,
     /// Wakes the maintenance loop (a job was scheduled).
     maintain: Notify,
+    /// What the other brokers are told, after each commit.
+    notifier: Arc<notify::Notifier>,
     health: Health,
     /// /metrics is served: the gauges are read from the database.
     metrics_on: AtomicBool,
@@ -151,14 +156,16 @@ impl PostgresBackend {
             migrations_applied = applied,
             "connected to PostgreSQL"
         );
+        let notifier = Arc::new(notify::Notifier::default());
         let inner = Arc::new(Inner {
-            enqueuer: enqueue::Enqueuer::new(pool.clone(), queue.max_queue_size),
+            enqueuer: enqueue::Enqueuer::new(pool.clone(), queue.max_queue_size, notifier.clone()),
             pool,
             target: settings.target.clone(),
             queue: queue.clone(),
             broker_id,
             streams: Streams::default(),
             maintain: Notify::new(),
+            notifier,
             health: Health::new(
                 "PostgreSQL",
                 "the database is unreachable; the broker reconnects by itself",
@@ -194,8 +201,9 @@ impl Backend for PostgresBackend {
                 self.inner.counts.add(queue, |c| c.enqueued += 1);
             }
         }
+        // The other brokers hear of it from the notifier (and so does this
+        // one's maintenance loop, of scheduled jobs); this one's claimer now.
         self.inner.streams.wake();
-        self.inner.maintain.notify_one();
         Ok(results)
     }
 

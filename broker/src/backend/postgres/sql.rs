@@ -79,35 +79,6 @@ pub fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, name: &str) 
     row.try_get(name).map_err(|e| classify(&e))
 }
 
-/// The channel every broker LISTENs on: a job became ready or was scheduled.
-pub const WAKE_CHANNEL: &str = "sluice_wake";
-
-/// Wakes every broker once `c`'s transaction commits (at once outside one).
-pub async fn wake_all(c: &impl GenericClient) -> Result<()> {
-    execute(c, "SELECT pg_notify('sluice_wake', '')", &[])
-        .await
-        .map(|_| ())
-}
-
-/// The channel broker `broker_id` LISTENs on for its streams' leases
-/// that ended through other brokers (63 bytes at most, as PostgreSQL's
-/// identifiers).
-pub fn freed_channel(broker_id: uuid::Uuid) -> String {
-    format!("sluice_freed_{}", broker_id.simple())
-}
-
-/// The SQL expression that tells the broker of a lease row (its
-/// `broker_id` and `stream_id` columns, as `j`) that the lease ended, if
-/// that broker is not `$me`: NULL otherwise. Selected in the statement
-/// that ends the lease, so the notification goes at its commit.
-pub fn notify_freed(me: &str) -> String {
-    format!(
-        "CASE WHEN j.broker_id IS NOT NULL AND j.broker_id <> {me}
-              THEN pg_notify('sluice_freed_' || replace(j.broker_id::text, '-', ''),
-                             j.stream_id::text) END"
-    )
-}
-
 /// A pool failure: no connection within the wait, or none could be made.
 pub fn pool_error(e: &PoolError) -> BackendError {
     match e {

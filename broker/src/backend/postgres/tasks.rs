@@ -3,8 +3,9 @@
 //!
 //! - the **listener** holds one connection that LISTENs on the wake-up
 //!   channel (a job became ready or was scheduled: claim, and look at
-//!   the due times) and on this broker's own channel (a lease of one of
-//!   its streams ended through another broker: recount, then claim);
+//!   the due times) and on this broker's own channel (the lease of a job
+//!   of one of its streams ended through another broker: its slot is
+//!   free);
 //! - the **claimer** (`cluster::run_claimer`) fills this broker's streams
 //!   on each wake-up and at least every poll interval (the fallback
 //!   where notifications are lost);
@@ -17,7 +18,8 @@
 //!   next job is due or the poll interval, whichever is first, so a
 //!   scheduled job runs on time without polling faster;
 //! - the **health check** (`cluster::Health`);
-//! - the **enqueue writers** (`enqueue.rs`).
+//! - the **enqueue writers** (`enqueue.rs`), and the **notifier** that
+//!   tells the other brokers what changed here (`notify.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +30,10 @@ use tracing::debug;
 
 use super::columns::millis;
 use super::sql::{self, get};
-use super::{Inner, connect, leases, reads, registry};
+use super::{Inner, connect, leases, notify, reads, registry};
 use crate::backend::BackendError;
 use crate::backend::cluster::{Ping, run_claimer};
+use sluice_queue::JobState;
 
 type Result<T> = std::result::Result<T, BackendError>;
 
@@ -51,6 +54,8 @@ const MAX_RECONNECT: Duration = Duration::from_secs(5);
 pub(super) fn spawn(inner: &Arc<Inner>, tasks: &TaskTracker, stop: CancellationToken) {
     inner.streams.track(tasks);
     inner.enqueuer.start(tasks, stop.clone());
+    let (notifier, pool, stop_telling) = (inner.notifier.clone(), inner.pool.clone(), stop.clone());
+    tasks.spawn(async move { notifier.run(pool, stop_telling).await });
     tasks.spawn(listen(inner.clone(), stop.clone()));
     tasks.spawn(run_claimer(
         inner.clone(),
@@ -82,8 +87,8 @@ pub(super) fn spawn(inner: &Arc<Inner>, tasks: &TaskTracker, stop: CancellationT
 /// with backoff; a notification may be lost while it reconnects, which
 /// the recount on reconnection and the claimer's poll cover.
 async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
-    let own = sql::freed_channel(inner.broker_id);
-    let statement = format!("LISTEN {}; LISTEN {own}", sql::WAKE_CHANNEL);
+    let own = notify::freed_channel(inner.broker_id);
+    let statement = format!("LISTEN {}; LISTEN {own}", notify::WAKE_CHANNEL);
     let mut backoff = Duration::from_millis(100);
     while !stop.is_cancelled() {
         let mut listened = false;
@@ -97,11 +102,17 @@ async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
                 inner.streams.recount_soon();
                 inner.maintain.notify_one();
             },
-            |channel| {
+            |channel, payload| {
                 if channel == own {
-                    inner.streams.recount_soon();
-                } else {
+                    for entry in notify::parse_freed(payload) {
+                        match entry {
+                            Some((stream, job)) => inner.streams.slot_freed(stream, job),
+                            None => inner.streams.recount_soon(),
+                        }
+                    }
+                } else if payload == notify::READY {
                     inner.streams.wake();
+                } else {
                     inner.maintain.notify_one();
                 }
             },
@@ -192,8 +203,7 @@ async fn promote(inner: &Inner) -> Result<()> {
         .await?;
         let promoted: i64 = get(&row, "n")?;
         if promoted > 0 {
-            // Committed already (no transaction here): the others now.
-            sql::wake_all(&client).await?;
+            inner.notifier.job_now(JobState::Ready);
             inner.streams.wake();
         }
         if promoted < 1000 {
