@@ -10,6 +10,7 @@
 //!   after their leases ended;
 //! - PostgreSQL restarted (`pg_ctl restart -m fast`) under load: no
 //!   acknowledged job lost, the brokers serve again by themselves;
+//! - a statement the database refuses answers INTERNAL and changes nothing;
 //! - brokers started together migrate the schema once; a newer schema,
 //!   an unreachable database and contradictory flags refuse to start.
 
@@ -391,7 +392,10 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_job() {
     // Enqueue through it succeeds.
     for broker in &brokers {
         let mut client = pb::broker_client::BrokerClient::new(broker.channel().await);
-        while client.enqueue(sluice_e2e::job("t", b"x")).await.is_err() {
+        while let Err(status) = client.enqueue(sluice_e2e::job("t", b"x")).await {
+            // Retry-worthy, and in the broker's words, not the database's.
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert!(!status.message().contains("db error"), "{status:?}");
             assert!(back.elapsed() < Duration::from_secs(10), "{}", broker.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -414,6 +418,41 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_job() {
         acked.len(),
         recovered.as_secs_f64()
     );
+}
+
+/// A statement the database refuses (here, a column renamed under the
+/// broker) is a defect, not an outage: INTERNAL, without the database's
+/// text, the change not made, and the broker serving on.
+#[tokio::test]
+async fn a_statement_the_database_refuses_is_internal_and_the_broker_serves_on() {
+    use sluice_broker::backend::postgres::PostgresSettings;
+    use sluice_broker::config::StoreConfig;
+    use sluice_e2e::in_process::{TestBroker, next_job, test_config};
+    let pg = shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = pg.fresh_database();
+    let mut config = test_config();
+    config.store = StoreConfig::Postgres(Box::new(PostgresSettings::new(&url, 4).unwrap()));
+    let b = TestBroker::with_config(config).await;
+    let id = b.enqueue("t").await;
+    let mut stream = b.lease("w", 1).await;
+    let leased = next_job(&mut stream).await;
+    pg.psql(
+        &url,
+        "ALTER TABLE sluice_failures RENAME COLUMN error TO renamed",
+    );
+    let status = b.nack(&leased, "failed").await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "internal error (the broker's log has the details)"
+    );
+    assert_eq!(b.state(&id).await, pb::JobState::Leased, "nothing changed");
+    pg.psql(
+        &url,
+        "ALTER TABLE sluice_failures RENAME COLUMN renamed TO error",
+    );
+    let outcome = b.nack(&leased, "failed").await.unwrap();
+    assert_eq!(outcome.state(), pb::JobState::Scheduled);
 }
 
 #[test]
