@@ -12,6 +12,7 @@ use clap::Parser;
 use humantime::Duration as Human;
 use sluice_broker::auth::{Authorizer, ReflectionAccess};
 use sluice_broker::backend::postgres::PostgresSettings;
+use sluice_broker::backend::redis::RedisSettings;
 use sluice_broker::config::{Config, DEFAULT_ADDR, StoreConfig};
 use sluice_broker::exposure::{self, Exposure};
 use sluice_broker::http::hosts::AllowedHost;
@@ -97,11 +98,17 @@ struct Args {
     #[arg(long, env = "SLUICE_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Where jobs live: `embedded` (this broker's own queue, on disk with
-    /// --data-dir) or a PostgreSQL URL, `postgres://user:password@host:port/db`
+    /// --data-dir), a PostgreSQL URL, `postgres://user:password@host:port/db`
     /// (`?sslmode=require`, or `verify-full&sslrootcert=ca.pem`, for TLS),
-    /// shared by every broker given the same URL.
+    /// or a Redis URL, `redis://[:password@]host:port/db` (`rediss://` and
+    /// `?sslrootcert=ca.pem` for TLS), shared by every broker given the
+    /// same URL.
     #[arg(long, env = "SLUICE_STORE", default_value = "embedded")]
     store: String,
+    /// With --store redis://: refuse to start unless Redis fsyncs every
+    /// write before it answers (appendonly yes, appendfsync always).
+    #[arg(long, env = "SLUICE_REDIS_REQUIRE_FSYNC")]
+    redis_require_fsync: bool,
     /// Connections each broker keeps to PostgreSQL (with --store postgres://).
     #[arg(long, env = "SLUICE_STORE_POOL_SIZE", default_value_t = 16)]
     store_pool_size: usize,
@@ -210,8 +217,17 @@ impl Args {
             },
             _ if self.data_dir.is_some() => {
                 anyhow::bail!(
-                    "--data-dir is for the embedded store: a PostgreSQL store keeps jobs in its database (give one or the other)"
+                    "--data-dir is for the embedded store: a shared store keeps jobs in its database (give one or the other)"
                 )
+            }
+            _ if self.redis_require_fsync && !self.store.starts_with("redis") => {
+                anyhow::bail!("--redis-require-fsync is for --store redis:// or rediss://")
+            }
+            url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                StoreConfig::Redis(Box::new(
+                    RedisSettings::new(url, self.redis_require_fsync)
+                        .map_err(anyhow::Error::msg)?,
+                ))
             }
             url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 if self.store_pool_size == 0 {
@@ -222,7 +238,7 @@ impl Args {
                 ))
             }
             _ => anyhow::bail!(
-                "--store must be `embedded` or a postgres:// URL (the URL is not repeated here: it may hold a password)"
+                "--store must be `embedded`, a postgres:// URL or a redis:// URL (the URL is not repeated here: it may hold a password)"
             ),
         };
         Ok(Config {

@@ -1,11 +1,13 @@
 //! The backends the service tests run on. One test body runs once per
 //! backend: [`every_backend!`] makes a test module holding one `#[tokio::test]`
-//! per backend (`embedded`, `postgres`), and [`shared_backends!`] one per
-//! backend shared by several brokers (`postgres`), each running the body
-//! with [`run_on`]. Inside, [`crate::in_process::test_config`] puts the
-//! broker on that backend: memory only, or a fresh database of the test
-//! binary's private PostgreSQL ([`crate::postgres::shared`]). A test run
-//! by no macro is on the embedded store.
+//! per backend (`embedded`, `postgres`, `redis`), and [`shared_backends!`]
+//! one per backend shared by several brokers (`postgres`, `redis`), each
+//! running the body with [`run_on`]. Inside,
+//! [`crate::in_process::test_config`] puts the broker on that backend:
+//! memory only, or a fresh database of the test binary's private
+//! PostgreSQL ([`crate::postgres::shared`]) or Redis
+//! ([`crate::redis::shared`]). A test run by no macro is on the embedded
+//! store.
 //!
 //! A backend whose server is not installed is skipped, saying so, unless
 //! `SLUICE_TEST_BACKENDS` names it: `scripts/test` sets it to every
@@ -15,6 +17,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use sluice_broker::backend::postgres::PostgresSettings;
+use sluice_broker::backend::redis::RedisSettings;
 use sluice_broker::config::{Config, StoreConfig};
 
 /// A backend a service test runs on.
@@ -24,6 +27,8 @@ pub enum Store {
     Embedded,
     /// A database of a private PostgreSQL server.
     Postgres,
+    /// A database of a private Redis server.
+    Redis,
 }
 
 impl Store {
@@ -32,6 +37,7 @@ impl Store {
         match self {
             Self::Embedded => "embedded",
             Self::Postgres => "postgres",
+            Self::Redis => "redis",
         }
     }
 
@@ -71,6 +77,7 @@ fn installed(store: Store) -> Result<(), String> {
     match store {
         Store::Embedded => Ok(()),
         Store::Postgres => crate::postgres::shared().map(drop),
+        Store::Redis => crate::redis::shared().map(drop),
     }
 }
 
@@ -83,6 +90,11 @@ pub fn store_config() -> StoreConfig {
             let settings = PostgresSettings::new(&postgres.fresh_database(), 8).unwrap();
             StoreConfig::Postgres(Box::new(settings))
         }
+        Store::Redis => {
+            let redis = crate::redis::shared().unwrap_or_else(|e| panic!("{e}"));
+            let settings = RedisSettings::new(&redis.fresh_database(), true).unwrap();
+            StoreConfig::Redis(Box::new(settings))
+        }
     }
 }
 
@@ -92,6 +104,17 @@ pub fn store_config() -> StoreConfig {
 pub fn set_poll_interval(config: &mut Config, every: Duration) {
     match &mut config.store {
         StoreConfig::Postgres(settings) => settings.poll_interval = every,
+        StoreConfig::Redis(settings) => settings.poll_interval = every,
+        StoreConfig::Local { .. } => {}
+    }
+}
+
+/// Sets how often a broker of `config` on a shared backend removes the
+/// queues that hold nothing.
+pub fn set_queue_sweep(config: &mut Config, every: Duration) {
+    match &mut config.store {
+        StoreConfig::Postgres(settings) => settings.queue_sweep = every,
+        StoreConfig::Redis(settings) => settings.queue_sweep = every,
         StoreConfig::Local { .. } => {}
     }
 }
@@ -128,6 +151,11 @@ macro_rules! every_backend {
             async fn postgres() {
                 $crate::backends::run_on($crate::backends::Store::Postgres, test()).await;
             }
+
+            #[tokio::test]
+            async fn redis() {
+                $crate::backends::run_on($crate::backends::Store::Redis, test()).await;
+            }
         }
     };
 }
@@ -146,6 +174,11 @@ macro_rules! shared_backends {
             #[tokio::test]
             async fn postgres() {
                 $crate::backends::run_on($crate::backends::Store::Postgres, test()).await;
+            }
+
+            #[tokio::test]
+            async fn redis() {
+                $crate::backends::run_on($crate::backends::Store::Redis, test()).await;
             }
         }
     };

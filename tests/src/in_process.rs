@@ -73,6 +73,7 @@ impl TestBroker {
     }
 
     async fn start_with(config: Config, http: Option<&str>) -> Self {
+        init_test_log();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let http = match http {
@@ -315,6 +316,17 @@ impl Drop for TestBroker {
             None if finished => panic!("the broker under test panicked"),
             _ => {}
         }
+    }
+}
+
+/// With `SLUICE_TEST_LOG` set (a filter, as `RUST_LOG`), the logs of the
+/// brokers a test serves inside it, in the test's output.
+fn init_test_log() {
+    if let Ok(filter) = std::env::var("SLUICE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
     }
 }
 

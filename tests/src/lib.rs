@@ -18,6 +18,10 @@
 //! - [`postgres`]: [`TestPostgres`], a private PostgreSQL server on
 //!   127.0.0.1 in a temporary directory, and [`postgres::shared`], one per
 //!   test binary, in which each test takes a fresh database.
+//! - [`redis`]: [`redis::TestRedis`], a private Redis server on 127.0.0.1
+//!   in a temporary directory (AOF, fsync on every write), and
+//!   [`redis::shared`], one per test binary, in which each test takes a
+//!   fresh database.
 //! - [`proxy`]: a TCP proxy a test can cut, to drop a client's connections
 //!   while the broker stays up.
 //! - [`tls`]: test certificates (rcgen), as PEM or as files ([`tls::TestPki`]),
@@ -36,6 +40,7 @@ pub mod metrics;
 pub mod postgres;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -148,7 +153,12 @@ pub fn wait_for_file(path: &Path) -> String {
 
 /// A fresh scratch directory for one test.
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-e2e-{}-{name}", std::process::id()));
+    // One test body runs on each backend at once: each its own directory.
+    let backend = backends::current().name();
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-e2e-{}-{name}-{backend}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

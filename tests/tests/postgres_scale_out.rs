@@ -498,7 +498,7 @@ fn bad_store_settings_refuse_to_start_saying_why() {
         ),
         (
             &["--store", "mysql://x"],
-            "--store must be `embedded` or a postgres:// URL",
+            "--store must be `embedded`, a postgres:// URL or a redis:// URL",
         ),
         (
             &["--store", "postgres://u@127.0.0.1:1/db?sslmode=verify-full"],

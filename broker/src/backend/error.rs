@@ -20,6 +20,10 @@ pub enum BackendError {
     /// The message is the broker's own, never the store's.
     #[error("unavailable: {0}")]
     Unavailable(&'static str),
+    /// The store has no room for more (Redis at its `maxmemory`): a
+    /// refusal the client may retry later. The message is the broker's.
+    #[error("{0}")]
+    StoreFull(&'static str),
     /// The broker failed (its data directory, or a panic in the queue; see
     /// `crate::fatal`) and is stopping: the change was not acknowledged.
     #[error("the broker could not make this change durable ({0}); it is stopping")]

@@ -6,7 +6,9 @@
 //! - [`local`]: the in-memory [`sluice_queue::Queue`] of one broker, kept
 //!   on disk with `--data-dir` (the default);
 //! - [`postgres`]: several stateless brokers over one PostgreSQL database
-//!   (`--store postgres://...`).
+//!   (`--store postgres://...`);
+//! - [`mod@redis`]: several stateless brokers over one Redis or Valkey
+//!   server (`--store redis://...`).
 //!
 //! The seam belongs to this layer, below the services: its data is owned
 //! and the contract's messages never cross it (a job is a
@@ -26,6 +28,8 @@ mod cluster;
 mod error;
 pub mod local;
 pub mod postgres;
+pub mod redis;
+mod store_tls;
 #[cfg(test)]
 mod tests;
 
@@ -240,6 +244,8 @@ pub enum StoreConfig {
     },
     /// A PostgreSQL database shared by several brokers.
     Postgres(Box<postgres::PostgresSettings>),
+    /// A Redis server shared by several brokers.
+    Redis(Box<self::redis::RedisSettings>),
 }
 
 impl Default for StoreConfig {
@@ -275,6 +281,9 @@ pub async fn open(
         )),
         StoreConfig::Postgres(settings) => Ok(Arc::new(
             postgres::PostgresBackend::open(queue, settings, fatal.clone()).await?,
+        )),
+        StoreConfig::Redis(settings) => Ok(Arc::new(
+            self::redis::RedisBackend::open(queue, settings, fatal.clone()).await?,
         )),
     }
 }

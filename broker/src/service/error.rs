@@ -69,6 +69,7 @@ impl From<RequestError> for Status {
                 | BackendError::Failed(_),
             ) => Code::Unavailable,
             RequestError::Backend(BackendError::Internal) => Code::Internal,
+            RequestError::Backend(BackendError::StoreFull(_)) => Code::ResourceExhausted,
             RequestError::Backend(BackendError::Queue(q)) => match q {
                 QueueError::UnknownJob { .. } | QueueError::UnknownQueue { .. } => Code::NotFound,
                 QueueError::StaleLease { .. } | QueueError::WrongState { .. } => {

@@ -2,11 +2,11 @@
 //! its JSON API and the worker library against a broker served in the
 //! test, one module per feature. Each test written with
 //! [`sluice_e2e::every_backend!`] runs once per backend (its name ends in
-//! `::embedded` or `::postgres`), each broker on a fresh store; those
-//! with [`sluice_e2e::shared_backends!`] on each shared backend; the rest
-//! (a broker process with flags of its own, the data directory) on the
-//! embedded store. `cargo test --test service postgres` runs the
-//! PostgreSQL half. A difference between backends that is intended skips
+//! `::embedded`, `::postgres` or `::redis`), each broker on a fresh store;
+//! those with [`sluice_e2e::shared_backends!`] on each shared backend; the
+//! rest (a broker process with flags of its own, the data directory) on
+//! the embedded store. `cargo test --test service redis` runs the Redis
+//! third. A difference between backends that is intended skips
 //! itself, saying why (`local_only`; the README's Scale-out section lists
 //! them).
 

@@ -588,12 +588,9 @@ every_backend! {
 shared_backends! {
     /// The embedded store caps its names instead (above).
     async fn shared_stores_cap_their_queues_and_sweep_the_empty_ones() {
-        use sluice_broker::config::StoreConfig;
         use sluice_limits::MAX_NAMES;
         let mut config = test_config();
-        if let StoreConfig::Postgres(settings) = &mut config.store {
-            settings.queue_sweep = Duration::from_millis(200);
-        }
+        sluice_e2e::backends::set_queue_sweep(&mut config, Duration::from_millis(200));
         let b = TestBroker::with_config(config).await;
         let mut broker = b.broker.clone();
         let jobs: Vec<pb::EnqueueRequest> = (0..MAX_NAMES)

@@ -1,20 +1,16 @@
 //! Connections to the database: `--store`'s URL parsed and checked, the
-//! pool (deadpool-postgres) the operations share, and single connections
-//! for LISTEN. TLS goes through rustls when the URL's `sslmode` asks for it:
-//! `require` encrypts without checking the server's certificate (as libpq
-//! does), `verify-ca` and `verify-full` check it against `sslrootcert` (a
-//! PEM file), `verify-full` checks the host name too.
+//! pool (deadpool-postgres) the operations share, and the connection for
+//! LISTEN. TLS goes through rustls when the URL's `sslmode` asks for it
+//! (`store_tls.rs`: the options every shared store takes).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::backend::store_tls;
 
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -53,9 +49,12 @@ impl std::fmt::Debug for Target {
 /// # Errors
 /// A message naming what is wrong, without the password.
 pub fn parse(url: &str) -> Result<Target, String> {
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        return Err("--store: expected postgres://user@host:port/database".into());
+    }
     // tokio-postgres knows sslmode disable/prefer/require only: take the
     // libpq parameters it lacks off the URL first.
-    let (url, sslmode, root_cert) = split_tls_params(url)?;
+    let (url, params) = store_tls::split_params(url);
     let mut config: Config = url
         .parse()
         .map_err(|e| format!("--store: not a PostgreSQL URL: {e}"))?;
@@ -66,138 +65,17 @@ pub fn parse(url: &str) -> Result<Target, String> {
     // Every OK the broker sends follows a commit that is on disk.
     config.options("-c synchronous_commit=on");
     config.application_name("sluice-broker");
-    let tls = match sslmode.as_deref() {
-        None | Some("disable") => {
+    let tls = match store_tls::client_config(&params, "disable", "--store")? {
+        None => {
             config.ssl_mode(SslMode::Disable);
             Tls::Off
         }
-        Some("require") => {
+        Some(tls) => {
             config.ssl_mode(SslMode::Require);
-            Tls::On(rustls_connect(Verify::Nothing)?)
-        }
-        Some(mode @ ("verify-ca" | "verify-full")) => {
-            let path = root_cert.ok_or_else(|| {
-                format!("--store: sslmode={mode} needs sslrootcert=<PEM file of the CA>")
-            })?;
-            config.ssl_mode(SslMode::Require);
-            Tls::On(rustls_connect(Verify::Against(path))?)
-        }
-        Some(other) => {
-            return Err(format!(
-                "--store: sslmode={other} is not supported (disable, require, verify-ca or verify-full)"
-            ));
+            Tls::On(MakeRustlsConnect::new((*tls).clone()))
         }
     };
     Ok(Target { config, tls })
-}
-
-/// The URL without `sslmode` and `sslrootcert`, and their values.
-type SplitUrl = (String, Option<String>, Option<String>);
-
-fn split_tls_params(url: &str) -> Result<SplitUrl, String> {
-    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
-        return Err("--store: expected postgres://user@host:port/database".into());
-    }
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), None, None));
-    };
-    let (mut sslmode, mut root_cert, mut kept) = (None, None, Vec::new());
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("sslmode", v)) => sslmode = Some(v.to_owned()),
-            Some(("sslrootcert", v)) => root_cert = Some(v.to_owned()),
-            _ => kept.push(pair),
-        }
-    }
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    Ok((url, sslmode, root_cert))
-}
-
-enum Verify {
-    /// `sslmode=require`: encrypted, the server not authenticated.
-    Nothing,
-    /// The server's chain must lead to this PEM file's CAs.
-    Against(String),
-}
-
-fn rustls_connect(verify: Verify) -> Result<MakeRustlsConnect, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("--store TLS: {e}"))?;
-    let config = match verify {
-        Verify::Nothing => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
-            .with_no_client_auth(),
-        Verify::Against(path) => {
-            use rustls::pki_types::pem::PemObject as _;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(&path)
-                .map_err(|e| format!("--store: sslrootcert {path}: {e}"))?
-            {
-                let cert = cert.map_err(|e| format!("--store: sslrootcert {path}: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("--store: sslrootcert {path}: {e}"))?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-    };
-    Ok(MakeRustlsConnect::new(config))
-}
-
-/// Accepts any server certificate: what `sslmode=require` means.
-#[derive(Debug)]
-struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyServer {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// A pool of up to `size` connections to `target`.

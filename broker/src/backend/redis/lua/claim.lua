@@ -1,0 +1,50 @@
+-- Claim: leases up to `credit` ready jobs of the queues given (paused ones
+-- left out) to a stream of this broker, in the contract's order: priority,
+-- then due time, then enqueue order. ARGV: stream, worker, lease ms,
+-- credit, the count of queues and the queues, the count of job types and
+-- the types (none: any), then a lease id per job that may be claimed.
+-- Answers each job claimed, as FIELDS.
+local stream, worker, lease_ms, credit = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
+local at = 7
+local queues = {}
+for i = 1, tonumber(ARGV[at]) do queues[i] = ARGV[at + i] end
+at = at + #queues + 1
+local types = {}
+for i = 1, tonumber(ARGV[at]) do types[i] = ARGV[at + i] end
+at = at + #types + 1
+local candidates = {}
+for _, q in ipairs(queues) do
+  if redis.call('SISMEMBER', PAUSED, q) == 0 then
+    local of_queue = types
+    if #of_queue == 0 then of_queue = redis.call('SMEMBERS', qkey(q, 'types')) end
+    for _, t in ipairs(of_queue) do
+      local head = redis.call('ZRANGE', ready_key(q, t), 0, credit - 1, 'WITHSCORES')
+      for i = 1, #head, 2 do
+        candidates[#candidates + 1] = {tonumber(head[i + 1]), head[i], q}
+      end
+    end
+  end
+end
+table.sort(candidates, function(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return a[2] < b[2]
+end)
+local now = now_us()
+local out, touched = {}, {}
+for i = 1, math.min(credit, #candidates) do
+  local q = candidates[i][3]
+  local id = string.sub(candidates[i][2], 33)
+  local j = load(q, id)
+  remove_ready(q, j)
+  move(q, j, 'leased')
+  local lease, expires = ARGV[at + i - 1], now + lease_ms * 1000
+  redis.call('HINCRBY', job_key(q, id), 'a', 1)
+  redis.call('HSET', job_key(q, id), 'li', lease, 'w', worker, 'b', ME, 'st', stream,
+    'lm', lease_ms, 'le', expires)
+  redis.call('ZADD', qkey(q, 'l'), expires, id)
+  redis.call('SADD', held_key(ME), stream .. ':' .. id)
+  touched[q] = true
+  out[#out + 1] = reply(q, id)
+end
+for q in pairs(touched) do redue(q) end
+return out

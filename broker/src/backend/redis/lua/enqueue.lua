@@ -1,0 +1,52 @@
+-- Enqueue: the jobs of one queue. ARGV: queue, max unfinished jobs ('' for
+-- no limit), most queues, then nine per job: id, type, payload, headers,
+-- priority, max attempts, timeout ms, due time in us ('' for now),
+-- idempotency key ('' for none). Answers per job: {'ok', id, state},
+-- {'dup', id of the job holding the key}, {'full'} or {'queues'}.
+local q, limit, max_queues = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local out = {}
+if redis.call('SISMEMBER', QUEUES, q) == 0 then
+  if redis.call('SCARD', QUEUES) >= max_queues then
+    for i = 6, #ARGV, 9 do out[#out + 1] = {'queues'} end
+    return out
+  end
+  redis.call('SADD', QUEUES, q)
+end
+local now = now_us()
+local held = unfinished(q)
+local ready, scheduled = false, false
+for i = 6, #ARGV, 9 do
+  local id, key = ARGV[i], ARGV[i + 8]
+  local holder = key ~= '' and redis.call('HGET', qkey(q, 'k'), key)
+  if holder then
+    out[#out + 1] = {'dup', holder}
+  elseif limit and held >= limit then
+    out[#out + 1] = {'full'}
+  else
+    local due = tonumber(ARGV[i + 7])
+    local ra = now
+    if due and due > now then ra = due end
+    local j = {id = id, t = ARGV[i + 1], pr = ARGV[i + 4], sq = int(redis.call('INCR', SEQ))}
+    redis.call('HSET', job_key(q, id), 'id', id, 'q', q, 't', j.t, 'p', ARGV[i + 2],
+      'h', ARGV[i + 3], 'pr', j.pr, 'a', 0, 'm', ARGV[i + 5], 'to', ARGV[i + 6],
+      'ct', now, 'sq', j.sq)
+    if key ~= '' then
+      j.k = key
+      redis.call('HSET', job_key(q, id), 'k', key)
+      redis.call('HSET', qkey(q, 'k'), key, id)
+    end
+    redis.call('HSET', JOBS, id, q)
+    if ra > now then
+      schedule(q, j, ra)
+      scheduled = true
+    else
+      make_ready(q, j, ra)
+      ready = true
+    end
+    held = held + 1
+    out[#out + 1] = {'ok', id, j.s}
+  end
+end
+if scheduled then redue(q) end
+wake(ready, scheduled)
+return out

@@ -1,0 +1,30 @@
+-- Fail: ends a failed attempt (a Nack, or an expired lease), fenced by the
+-- lease, as the failure policy decided ('dead', or 'retry' after a delay);
+-- a job an operator asked to cancel is CANCELLED whatever was decided.
+-- ARGV: job id, lease id, decision, delay ms, error. Answers {'ok', state,
+-- next due time in us or '', queue, type, attempt, worker, broker, stream},
+-- {'unknown'} or {'stale', state}.
+local q, j, refused = leased(ARGV[3], ARGV[4])
+if refused then return refused end
+local decision, delay_ms, err = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local now = now_us()
+end_lease(q, j)
+local next_at = ''
+if j.c == '1' then
+  finish(q, j, 'cancelled', now, err)
+else
+  local dead = decision == 'dead'
+  redis.call('LPUSH', FAILURES, cjson.encode({j.id, q, j.t, tonumber(j.a), err, int(now), dead, j.w or ''}))
+  redis.call('LTRIM', FAILURES, 0, FAILURES_KEPT - 1)
+  if dead then
+    finish(q, j, 'dead', now, err)
+  else
+    redis.call('HSET', job_key(q, j.id), 'e', err)
+    local ra = now + delay_ms * 1000
+    if delay_ms == 0 then make_ready(q, j, ra) else schedule(q, j, ra) end
+    next_at = int(ra)
+    wake(j.s == 'ready', j.s == 'scheduled')
+  end
+end
+redue(q)
+return {'ok', j.s, next_at, q, j.t, j.a, j.w or '', j.b or '', j.st or ''}

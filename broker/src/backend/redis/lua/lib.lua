@@ -1,0 +1,233 @@
+-- The Redis backend's key layout and the steps its scripts share. Each
+-- script is this library followed by its own body (scripts.rs puts them
+-- together, after the lines that bind FIELDS, LOADED and the channels,
+-- which the Rust side defines). Every script runs atomically; ARGV[1] is
+-- the calling broker's id, ARGV[2] the retention of finished jobs in
+-- microseconds, and the script's own arguments start at ARGV[3].
+--
+-- Global keys (standalone Redis: scripts touch them with a queue's):
+--   sluice:jobs      HASH  job id -> its queue
+--   sluice:queues    SET   every queue (Stats, PurgeQueue, the cap)
+--   sluice:paused    SET   paused queues
+--   sluice:due       ZSET  queue -> its next deadline (a scheduled job due,
+--                          a lease expiring, a finished job's retention)
+--   sluice:seq       STRING the enqueue order, over every queue
+--   sluice:failures  LIST  the last failed attempts, newest first
+--   sluice:counters  HASH  "queue|i" -> lifetime counter i of brokers gone
+--   sluice:empty     SET   queues that may hold nothing (for the sweep)
+--   sluice:brokers   SET   registered brokers
+--   sluice:broker:B  STRING broker B's streams (JSON), with a TTL
+--   sluice:broker:B:counters STRING broker B's counters (JSON)
+--   sluice:held:B    SET   "stream:job" leased to broker B's streams
+-- Keys of queue Q, all under the hash tag {Q}:
+--   sluice:{Q}:j:ID     HASH  the job (fields: FIELDS below)
+--   sluice:{Q}:r:TYPE   ZSET  ready jobs of a type: score -priority, member
+--                             due time and enqueue order (fixed width) then id
+--   sluice:{Q}:types    SET   types with ready jobs
+--   sluice:{Q}:rd       ZSET  ready jobs by due time (Stats' oldest)
+--   sluice:{Q}:s        ZSET  scheduled jobs by due time
+--   sluice:{Q}:l        ZSET  leased jobs by lease expiry
+--   sluice:{Q}:f        ZSET  finished jobs by finish time (retention)
+--   sluice:{Q}:st:STATE ZSET  jobs in STATE by enqueue order (ListJobs)
+--   sluice:{Q}:n        HASH  state -> count
+--   sluice:{Q}:k        HASH  idempotency key -> the unfinished job holding it
+
+local ME = ARGV[1]
+local RETENTION_US = tonumber(ARGV[2])
+
+local JOBS = 'sluice:jobs'
+local QUEUES = 'sluice:queues'
+local PAUSED = 'sluice:paused'
+local DUE = 'sluice:due'
+local SEQ = 'sluice:seq'
+local FAILURES = 'sluice:failures'
+local COUNTERS = 'sluice:counters'
+local BROKERS = 'sluice:brokers'
+local EMPTY = 'sluice:empty'
+local FAILURES_KEPT = 500
+local UNFINISHED = {'scheduled', 'ready', 'leased'}
+local STATES = {'scheduled', 'ready', 'leased', 'succeeded', 'dead', 'cancelled'}
+
+local function broker_key(b) return 'sluice:broker:' .. b end
+local function counters_key(b) return 'sluice:broker:' .. b .. ':counters' end
+local function held_key(b) return 'sluice:held:' .. b end
+local function qkey(q, suffix) return 'sluice:{' .. q .. '}:' .. suffix end
+local function job_key(q, id) return qkey(q, 'j:' .. id) end
+local function ready_key(q, t) return qkey(q, 'r:' .. t) end
+
+-- A whole number as text, every digit (tostring would round it to 14
+-- significant digits in an exponent).
+local function int(n) return string.format('%d', n) end
+
+local function now_us()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- The job's fields the broker reads (FIELDS, for a reply), or those the
+-- scripts need (LOADED: no payload), as a table by name; nil if unknown.
+local function read(q, id, names)
+  local values = redis.call('HMGET', job_key(q, id), unpack(names))
+  if not values[1] then return nil end
+  local j = {}
+  for i, name in ipairs(names) do
+    if values[i] then j[name] = values[i] end
+  end
+  return j
+end
+local function load(q, id) return read(q, id, LOADED) end
+local function reply(q, id) return redis.call('HMGET', job_key(q, id), unpack(FIELDS)) end
+
+-- The queue of job `id` and the job, or nil.
+local function find(id)
+  local q = redis.call('HGET', JOBS, id)
+  if not q then return nil end
+  local j = load(q, id)
+  if not j then return nil end
+  return q, j
+end
+
+-- A ready job's member in its type's ZSET: equal priorities sort by due
+-- time, then enqueue order.
+local function ready_member(ra, sq, id)
+  return string.format('%016d%016d', ra, sq) .. id
+end
+
+local function add_ready(q, j)
+  redis.call('ZADD', ready_key(q, j.t), -tonumber(j.pr), ready_member(tonumber(j.ra), tonumber(j.sq), j.id))
+  redis.call('SADD', qkey(q, 'types'), j.t)
+  redis.call('ZADD', qkey(q, 'rd'), j.ra, j.id)
+end
+
+local function remove_ready(q, j)
+  local key = ready_key(q, j.t)
+  redis.call('ZREM', key, ready_member(tonumber(j.ra), tonumber(j.sq), j.id))
+  if redis.call('ZCARD', key) == 0 then redis.call('SREM', qkey(q, 'types'), j.t) end
+  redis.call('ZREM', qkey(q, 'rd'), j.id)
+end
+
+-- Moves job j from its state's list and count to state `to` (nil: out).
+local function move(q, j, to)
+  if j.s then
+    redis.call('ZREM', qkey(q, 'st:' .. j.s), j.id)
+    redis.call('HINCRBY', qkey(q, 'n'), j.s, -1)
+  end
+  if to then
+    redis.call('ZADD', qkey(q, 'st:' .. to), j.sq, j.id)
+    redis.call('HINCRBY', qkey(q, 'n'), to, 1)
+    redis.call('HSET', job_key(q, j.id), 's', to)
+  end
+  j.s = to
+end
+
+-- Ends the lease of leased job j: out of the leased jobs and its broker's
+-- held set; the stream's broker is told if it is another.
+local function end_lease(q, j)
+  redis.call('ZREM', qkey(q, 'l'), j.id)
+  if j.b then
+    local entry = j.st .. ':' .. j.id
+    redis.call('SREM', held_key(j.b), entry)
+    if j.b ~= ME then redis.call('PUBLISH', FREED_PREFIX .. j.b, entry) end
+  end
+  redis.call('HDEL', job_key(q, j.id), 'li', 'w', 'b', 'st', 'lm', 'le')
+end
+
+-- Takes unfinished job j out of the structures of its state.
+local function unlist(q, j)
+  if j.s == 'ready' then remove_ready(q, j)
+  elseif j.s == 'scheduled' then redis.call('ZREM', qkey(q, 's'), j.id)
+  elseif j.s == 'leased' then end_lease(q, j)
+  end
+end
+
+-- Frees j's idempotency key, if j holds it.
+local function free_key(q, j)
+  if j.k and redis.call('HGET', qkey(q, 'k'), j.k) == j.id then
+    redis.call('HDEL', qkey(q, 'k'), j.k)
+  end
+end
+
+-- Finishes job j (taken out of its unfinished structures already) in
+-- `state`, with `err` as its last error if given.
+local function finish(q, j, state, now, err)
+  move(q, j, state)
+  local key = job_key(q, j.id)
+  redis.call('HSET', key, 'ft', now)
+  if err then redis.call('HSET', key, 'e', err) end
+  redis.call('ZADD', qkey(q, 'f'), now, j.id)
+  free_key(q, j)
+end
+
+-- The queue's unfinished jobs.
+local function unfinished(q)
+  local n = redis.call('HMGET', qkey(q, 'n'), unpack(UNFINISHED))
+  return (tonumber(n[1]) or 0) + (tonumber(n[2]) or 0) + (tonumber(n[3]) or 0)
+end
+
+-- Notes queue q for the sweep if it holds no job.
+local function maybe_empty(q)
+  if unfinished(q) == 0 and redis.call('ZCARD', qkey(q, 'f')) == 0 then
+    redis.call('SADD', EMPTY, q)
+  end
+end
+
+-- Deletes job j and every trace of it.
+local function remove(q, j)
+  if j.s == 'succeeded' or j.s == 'dead' or j.s == 'cancelled' then
+    redis.call('ZREM', qkey(q, 'f'), j.id)
+  else
+    unlist(q, j)
+  end
+  move(q, j, nil)
+  free_key(q, j)
+  redis.call('DEL', job_key(q, j.id))
+  redis.call('HDEL', JOBS, j.id)
+  maybe_empty(q)
+end
+
+-- Makes j, taken out of its state's structures, READY (`ra` its due time).
+local function make_ready(q, j, ra)
+  j.ra = int(ra)
+  redis.call('HSET', job_key(q, j.id), 'ra', j.ra)
+  move(q, j, 'ready')
+  add_ready(q, j)
+end
+
+-- Makes j, taken out of its state's structures, SCHEDULED for `ra`.
+local function schedule(q, j, ra)
+  j.ra = int(ra)
+  redis.call('HSET', job_key(q, j.id), 'ra', j.ra)
+  move(q, j, 'scheduled')
+  redis.call('ZADD', qkey(q, 's'), ra, j.id)
+end
+
+-- Sets queue q's next deadline in sluice:due.
+local function redue(q)
+  local best
+  local function consider(key, add)
+    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if head[2] then
+      local at = tonumber(head[2]) + add
+      if not best or at < best then best = at end
+    end
+  end
+  consider(qkey(q, 's'), 0)
+  consider(qkey(q, 'l'), 0)
+  consider(qkey(q, 'f'), RETENTION_US)
+  if best then redis.call('ZADD', DUE, best, q) else redis.call('ZREM', DUE, q) end
+end
+
+-- Tells every broker that jobs became READY or were scheduled.
+local function wake(ready, scheduled)
+  if ready then redis.call('PUBLISH', WAKE_CHANNEL, 'ready') end
+  if scheduled then redis.call('PUBLISH', WAKE_CHANNEL, 'scheduled') end
+end
+
+-- The lease check every lease operation starts with: the queue and the
+-- job, or the refusal to return (unknown job, or a stale lease).
+local function leased(id, lease)
+  local q, j = find(id)
+  if not q then return nil, nil, {'unknown'} end
+  if j.s ~= 'leased' or j.li ~= lease then return nil, nil, {'stale', j.s} end
+  return q, j, nil
+end

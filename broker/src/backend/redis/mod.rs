@@ -1,0 +1,312 @@
+//! The Redis backend: several stateless brokers over one Redis or Valkey
+//! server (`--store redis://...`, standalone, with replicas if wanted).
+//! Redis holds every job; each transition is one Lua script, atomic and
+//! fenced by lease id inside it, on Redis's clock; a broker holds only
+//! its open Lease streams (`cluster::Streams`) and its counters.
+//!
+//! - `lua/`: the key layout (`lib.lua`, every key of a queue under the
+//!   hash tag `{queue}`) and one script per operation; `scripts.rs`: the
+//!   one way to run them, and the classification of failures; `job.rs`:
+//!   a job as the scripts answer it;
+//! - `connect.rs`: the URL, TLS, the shared connection and pub/sub;
+//! - `durability.rs`: what an acknowledged job survives, read from the
+//!   server's settings at startup;
+//! - `enqueue.rs`; `claims.rs`: Lease streams opened and filled;
+//!   `leases.rs`: Ack, Nack, Extend, Release and expiry; `admin.rs`: the
+//!   operator's actions; `reads.rs`: jobs, pages, Stats;
+//! - `registry.rs`: the brokers' records (streams, counters) with a TTL;
+//! - `tasks.rs`: the subscriber, the claimer, the maintenance loop, the
+//!   health check.
+
+mod admin;
+mod claims;
+mod connect;
+mod durability;
+mod enqueue;
+mod job;
+mod leases;
+mod reads;
+mod registry;
+mod scripts;
+mod tasks;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_queue::{
+    ConsumerSpec, Enqueued, Extended, Failure, FailureOutcome, JobFilter, JobSnapshot, JobState,
+    NewJob, Observer, QueueConfig, WorkerInfo,
+};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+use uuid::Uuid;
+
+use super::cluster::{Counts, Health, Streams};
+use super::{
+    Backend, BackendError, Batch, GaugeReading, JobPage, LeaseFeed, LeaseRef, OpenError,
+    StatsReading,
+};
+use crate::fatal::Fatal;
+use scripts::Call;
+
+pub use connect::Target;
+
+/// How often, by default, each broker looks for work without a
+/// notification: claims, and leases of its streams ended elsewhere, are
+/// found within this interval where pub/sub messages were lost (a
+/// subscriber reconnecting).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often, by default, queues that hold nothing (no job, no pause) are
+/// removed with their counters.
+pub const QUEUE_SWEEP: Duration = Duration::from_secs(60);
+
+/// `--store redis://...`, parsed.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Where Redis is, and how to reach it.
+    pub target: Target,
+    /// `--redis-require-fsync`: refuse to start unless every write is
+    /// fsynced before Redis answers (`appendfsync always`).
+    pub require_fsync: bool,
+    /// How often the rows of queues that hold nothing are removed.
+    pub queue_sweep: Duration,
+    /// How often each broker looks for work without a notification.
+    pub poll_interval: Duration,
+}
+
+impl RedisSettings {
+    /// Settings for `url`.
+    ///
+    /// # Errors
+    /// A message saying what is wrong with the URL.
+    pub fn new(url: &str, require_fsync: bool) -> Result<Self, String> {
+        Ok(Self {
+            target: connect::parse(url)?,
+            require_fsync,
+            queue_sweep: QUEUE_SWEEP,
+            poll_interval: POLL_INTERVAL,
+        })
+    }
+}
+
+/// The Redis backend: see the module doc.
+pub struct RedisBackend {
+    inner: Arc<Inner>,
+}
+
+/// What the backend's tasks and calls share.
+struct Inner {
+    conn: connect::Connection,
+    queue: QueueConfig,
+    /// This broker in the registry.
+    broker_id: Uuid,
+    streams: Streams,
+    /// Wakes the maintenance loop (a job was scheduled).
+    maintain: Notify,
+    health: Health,
+    /// /metrics is served: the gauges are read from Redis.
+    metrics_on: AtomicBool,
+    /// This broker's lifetime counters, per queue.
+    counts: Counts,
+    queue_sweep: Duration,
+    poll_interval: Duration,
+    /// The last gauge reading, refreshed by the maintenance loop.
+    gauges: Mutex<Option<GaugeReading>>,
+    fatal: Fatal,
+}
+
+impl Inner {
+    /// A script call by this broker.
+    fn call(&self) -> Call {
+        let retention = u64::try_from(self.queue.retention.as_micros()).unwrap_or(u64::MAX);
+        Call::new(self.broker_id, retention)
+    }
+}
+
+impl RedisBackend {
+    /// Connects, reads what the server's persistence settings make of an
+    /// acknowledged job (refusing to start where `settings` or the
+    /// eviction policy say so), and registers this broker.
+    ///
+    /// # Errors
+    /// When Redis cannot be reached or its settings are refused.
+    pub async fn open(
+        queue: &QueueConfig,
+        settings: &RedisSettings,
+        fatal: Fatal,
+    ) -> Result<Self, OpenError> {
+        let conn = connect::Connection::new(settings.target.clone());
+        let mut connection = conn.get().await.map_err(|e| {
+            OpenError::Shared(format!(
+                "connecting to Redis at {}: {e}",
+                settings.target.describe()
+            ))
+        })?;
+        durability::check(&mut connection, settings.require_fsync)
+            .await
+            .map_err(OpenError::Shared)?;
+        let broker_id = Uuid::new_v4();
+        info!(%broker_id, redis = %settings.target.describe(), "connected to Redis");
+        let inner = Arc::new(Inner {
+            conn,
+            queue: queue.clone(),
+            broker_id,
+            streams: Streams::default(),
+            maintain: Notify::new(),
+            health: Health::new("Redis", scripts::UNREACHABLE),
+            metrics_on: AtomicBool::new(false),
+            counts: Counts::default(),
+            queue_sweep: settings.queue_sweep,
+            poll_interval: settings.poll_interval,
+            gauges: Mutex::new(None),
+            fatal,
+        });
+        registry::heartbeat(&inner)
+            .await
+            .map_err(|e| OpenError::Shared(format!("registering the broker: {e}")))?;
+        Ok(Self { inner })
+    }
+}
+
+#[tonic::async_trait]
+impl Backend for RedisBackend {
+    async fn enqueue(
+        &self,
+        jobs: Vec<NewJob>,
+        what: &'static str,
+    ) -> Result<Batch<Enqueued>, BackendError> {
+        self.inner.health.refuse_new_work(what)?;
+        enqueue::enqueue(&self.inner, jobs).await
+    }
+
+    async fn open_feed(&self, spec: ConsumerSpec) -> Result<LeaseFeed, BackendError> {
+        self.inner
+            .health
+            .refuse_new_work("no new Lease streams are opened")?;
+        claims::open(&self.inner, spec).await
+    }
+
+    async fn ack(&self, leases: Vec<LeaseRef>) -> Result<Batch<()>, BackendError> {
+        leases::ack(&self.inner, leases).await
+    }
+
+    async fn nack(
+        &self,
+        lease: LeaseRef,
+        failure: Failure,
+    ) -> Result<FailureOutcome, BackendError> {
+        leases::nack(&self.inner, lease, failure).await
+    }
+
+    async fn extend(
+        &self,
+        lease: LeaseRef,
+        by: Option<Duration>,
+    ) -> Result<Extended, BackendError> {
+        leases::extend(&self.inner, lease, by).await
+    }
+
+    async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, BackendError> {
+        leases::release(&self.inner, lease, delay).await
+    }
+
+    async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, BackendError> {
+        reads::queues_of(&self.inner, ids).await
+    }
+
+    async fn job(&self, id: Uuid) -> Result<JobSnapshot, BackendError> {
+        reads::job(&self.inner, id).await
+    }
+
+    async fn list(
+        &self,
+        filter: JobFilter,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<JobPage, BackendError> {
+        reads::list(&self.inner, filter, after, limit).await
+    }
+
+    async fn stats(&self) -> Result<StatsReading, BackendError> {
+        reads::stats(&self.inner, true).await
+    }
+
+    async fn counters(&self) -> Result<StatsReading, BackendError> {
+        reads::stats(&self.inner, false).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, BackendError> {
+        registry::workers(&self.inner).await
+    }
+
+    async fn retry(&self, id: Uuid) -> Result<(), BackendError> {
+        admin::retry(&self.inner, id).await
+    }
+
+    async fn cancel(&self, id: Uuid) -> Result<JobState, BackendError> {
+        admin::cancel(&self.inner, id).await
+    }
+
+    async fn purge(&self, queue: String, state: JobState) -> Result<u64, BackendError> {
+        admin::purge(&self.inner, queue, state).await
+    }
+
+    async fn pause(&self, queue: String) -> Result<(), BackendError> {
+        admin::pause(&self.inner, queue, true).await
+    }
+
+    async fn resume(&self, queue: String) -> Result<(), BackendError> {
+        admin::pause(&self.inner, queue, false).await
+    }
+
+    fn begin_drain(&self) {
+        self.inner.health.begin_drain();
+        self.inner.streams.end_all();
+    }
+
+    async fn leases_resolved(&self, deadline: tokio::time::Instant) -> usize {
+        reads::leases_resolved(&self.inner, deadline).await
+    }
+
+    async fn unfinished(&self) -> (u64, bool) {
+        let count = reads::unfinished(&self.inner).await.unwrap_or(0);
+        (count, true)
+    }
+
+    fn failure(&self) -> Option<Arc<str>> {
+        self.inner.fatal.reason()
+    }
+
+    fn spawn_tasks(&self, tasks: &TaskTracker, stop: CancellationToken) {
+        tasks::spawn(&self.inner, tasks, stop);
+    }
+
+    fn serving(&self) -> watch::Receiver<bool> {
+        self.inner.health.subscribe()
+    }
+
+    fn observe(&self, _observer: Box<dyn Observer>) {
+        // Job transitions happen in Redis, on any broker: the job counters
+        // of /metrics are the local backend's. The gauges, read from
+        // Redis, are kept from now on.
+        self.inner.metrics_on.store(true, Ordering::Release);
+    }
+
+    fn gauges(&self) -> Option<GaugeReading> {
+        self.inner
+            .gauges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .or_else(|| Some(GaugeReading::default()))
+    }
+
+    async fn close(&self) {
+        registry::leave(&self.inner).await;
+        self.inner.conn.close().await;
+    }
+}
