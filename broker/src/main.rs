@@ -212,6 +212,9 @@ impl Args {
             access => access,
         };
         let store = match self.store.as_str() {
+            _ if self.redis_require_fsync && !self.store.starts_with("redis") => {
+                anyhow::bail!("--redis-require-fsync is for --store redis:// or rediss://")
+            }
             "embedded" => StoreConfig::Local {
                 data_dir: self.data_dir.clone(),
             },
@@ -219,9 +222,6 @@ impl Args {
                 anyhow::bail!(
                     "--data-dir is for the embedded store: a shared store keeps jobs in its database (give one or the other)"
                 )
-            }
-            _ if self.redis_require_fsync && !self.store.starts_with("redis") => {
-                anyhow::bail!("--redis-require-fsync is for --store redis:// or rediss://")
             }
             url if url.starts_with("redis://") || url.starts_with("rediss://") => {
                 StoreConfig::Redis(Box::new(

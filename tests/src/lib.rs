@@ -22,6 +22,8 @@
 //!   in a temporary directory (AOF, fsync on every write), and
 //!   [`redis::shared`], one per test binary, in which each test takes a
 //!   fresh database.
+//! - [`scale_out`]: brokers, workers and producers for the scale-out
+//!   tests of every shared store.
 //! - [`proxy`]: a TCP proxy a test can cut, to drop a client's connections
 //!   while the broker stays up.
 //! - [`tls`]: test certificates (rcgen), as PEM or as files ([`tls::TestPki`]),
@@ -41,6 +43,7 @@ pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod redis;
+pub mod scale_out;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

@@ -54,6 +54,8 @@ pub struct TestRedis {
     server: Option<Child>,
     watchdog: Option<Child>,
     next_database: AtomicU32,
+    /// Settings beyond the defaults above, as `redis-server` flags.
+    extra: Vec<String>,
 }
 
 /// The test binary's one shared server, started on first use; each test
@@ -75,6 +77,16 @@ impl TestRedis {
     /// # Errors
     /// The server is not installed or does not start (with its log).
     pub fn start() -> Result<Self, String> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`TestRedis::start`], with more `redis-server` flags (another
+    /// `--appendfsync`, a `--maxmemory-policy`, TLS: with `--tls-port` the
+    /// server listens on TLS only, at [`TestRedis::port`]).
+    ///
+    /// # Errors
+    /// As [`TestRedis::start`].
+    pub fn start_with(extra: &[&str]) -> Result<Self, String> {
         let program = server_program()?;
         let dir = std::env::temp_dir().join(format!(
             "sluice-redis-{}-{}",
@@ -95,6 +107,7 @@ impl TestRedis {
             server: None,
             watchdog: None,
             next_database: AtomicU32::new(0),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         redis.start_again_checked()?;
         Ok(redis)
@@ -137,23 +150,16 @@ impl TestRedis {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let mut request = resp(&["SELECT", &database.to_string()]);
         request.push_str(&resp(words));
+        // QUIT: Redis answers +OK and closes, so the reply ends at EOF.
+        request.push_str(&resp(&["QUIT"]));
         stream.write_all(request.as_bytes()).unwrap();
-        // +OK for SELECT, then the reply: read until the stream is quiet.
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
         let mut reply = Vec::new();
-        let mut chunk = [0; 4096];
-        while let Ok(n) = stream.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&chunk[..n]);
-        }
+        stream
+            .read_to_end(&mut reply)
+            .expect("the test Redis's reply");
         let reply = String::from_utf8_lossy(&reply).into_owned();
-        reply
-            .strip_prefix("+OK\r\n")
-            .map_or(reply.clone(), str::to_owned)
+        let reply = reply.strip_prefix("+OK\r\n").unwrap_or(&reply);
+        reply.strip_suffix("+OK\r\n").unwrap_or(reply).to_owned()
     }
 
     /// Kills the server (SIGKILL: a crash); its AOF stays.
@@ -173,14 +179,22 @@ impl TestRedis {
     }
 
     fn start_again_checked(&mut self) -> Result<(), String> {
+        let tls = self.extra.iter().any(|a| a == "--tls-port");
+        let port = self.port.to_string();
         let mut command = Command::new(&self.program);
+        if tls {
+            command.args(["--port", "0", "--tls-port", &port]);
+        } else {
+            command.args(["--port", &port]);
+        }
         command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(&self.dir)
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .args(["--save", "", "--databases", &DATABASES.to_string()])
             .args(["--daemonize", "no", "--logfile", "redis.log"])
+            .args(self.extra.iter().filter(|a| *a != "--tls-port"))
             .current_dir(&self.dir)
             .process_group(0)
             .stdin(Stdio::null())
@@ -196,8 +210,14 @@ impl TestRedis {
             self.watchdog = Some(self.spawn_watchdog(pid)?);
         }
         let started = Instant::now();
+        let logged = self.log().matches("Ready to accept connections").count();
         loop {
-            if self.ping() {
+            let ready = if tls {
+                self.log().matches("Ready to accept connections").count() > logged
+            } else {
+                self.ping()
+            };
+            if ready {
                 return Ok(());
             }
             if started.elapsed() > WAIT {

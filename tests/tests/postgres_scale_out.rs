@@ -18,17 +18,13 @@
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sluice_e2e::postgres::{TestPostgres, shared};
+use sluice_e2e::scale_out::{LEASE, Producers, broker_id, broker_on, worker_of};
 use sluice_e2e::{BrokerProcess, WAIT, WorkerProcess, binary};
 use sluice_proto::v1 as pb;
-
-/// The lease the workers ask for: a killed broker's jobs run again after it.
-const LEASE: Duration = Duration::from_secs(2);
 /// The test's own lease history: a row per lease, with when it began, when
 /// it was to expire (extends included) and when and how it ended.
 const LEASE_HISTORY: &str = "
@@ -56,159 +52,6 @@ END $$;
 CREATE TRIGGER test_lease_history AFTER UPDATE OR DELETE ON sluice_jobs
     FOR EACH ROW EXECUTE FUNCTION test_lease_history();
 ";
-
-/// A broker on `url`, once it has migrated and serves.
-fn broker_on(url: &str) -> BrokerProcess {
-    let broker = BrokerProcess::start(&[
-        "--store",
-        url,
-        "--lease-duration",
-        "2s",
-        "--backoff-initial",
-        "100ms",
-        "--backoff-max",
-        "200ms",
-        "--drain-timeout",
-        "2s",
-    ]);
-    broker.wait_for_log("broker serving");
-    broker
-}
-
-fn worker_of(broker: &BrokerProcess, id: &str) -> WorkerProcess {
-    WorkerProcess::start(
-        broker,
-        &[
-            "--exec",
-            "t=true",
-            "--concurrency",
-            "4",
-            "--lease-duration",
-            "2s",
-            "--worker-id",
-            id,
-        ],
-    )
-}
-
-/// The `broker_id` a broker logged when it connected.
-fn broker_id(broker: &BrokerProcess) -> String {
-    let log = broker.wait_for_log("connected to PostgreSQL");
-    log.lines()
-        .find(|l| l.contains("connected to PostgreSQL"))
-        .and_then(|l| l.split("broker_id=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned()
-}
-
-/// Producers: each enqueues `per_producer` jobs in batches through its own
-/// broker, moving to the next live one when its broker fails, and with a
-/// `backlog` waits while more jobs than that are ready (so that a job given
-/// back is not queued behind thousands); every id whose Enqueue returned
-/// OK is recorded.
-async fn produce(
-    urls: Vec<String>,
-    start_at: usize,
-    per_producer: usize,
-    backlog: Option<u64>,
-    acked: Arc<Mutex<HashSet<String>>>,
-    sent: Arc<AtomicUsize>,
-) {
-    let mut at = start_at;
-    let mut client: Option<tonic::transport::Channel> = None;
-    let mut done = 0;
-    while done < per_producer {
-        if client.is_none() {
-            let endpoint = tonic::transport::Endpoint::from_shared(urls[at % urls.len()].clone())
-                .unwrap()
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(5));
-            match endpoint.connect().await {
-                Ok(channel) => client = Some(channel),
-                Err(_) => {
-                    at += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            }
-        }
-        let channel = client.clone().unwrap();
-        if let Some(backlog) = backlog {
-            let stats = pb::admin_client::AdminClient::new(channel.clone())
-                .stats(pb::StatsRequest {})
-                .await;
-            let ready = stats.map_or(0, |s| {
-                let queues = s.into_inner().queues;
-                queues
-                    .iter()
-                    .find(|q| q.queue == "default")
-                    .map_or(0, |q| q.ready)
-            });
-            if ready > backlog {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        }
-        let batch = 20.min(per_producer - done);
-        let jobs = (0..batch).map(|_| sluice_e2e::job("t", b"x")).collect();
-        let reply = pb::broker_client::BrokerClient::new(channel)
-            .enqueue_batch(pb::EnqueueBatchRequest { jobs })
-            .await;
-        match reply {
-            Ok(reply) => {
-                let mut acked = acked.lock().unwrap();
-                for result in reply.into_inner().results {
-                    assert_eq!(result.code, 0, "{}", result.message);
-                    acked.insert(result.job_id);
-                }
-                done += batch;
-                sent.fetch_add(batch, Ordering::Relaxed);
-            }
-            // Not acknowledged: tried again (as new jobs) elsewhere.
-            Err(_) => {
-                client = None;
-                at += 1;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// One producer per broker (see [`produce`]).
-struct Producers {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    acked: Arc<Mutex<HashSet<String>>>,
-    sent: Arc<AtomicUsize>,
-}
-
-impl Producers {
-    fn start(brokers: &[BrokerProcess], per_producer: usize, backlog: Option<u64>) -> Self {
-        let urls: Vec<String> = brokers.iter().map(BrokerProcess::url).collect();
-        let acked = Arc::new(Mutex::new(HashSet::new()));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let tasks = (0..urls.len())
-            .map(|i| {
-                let (urls, acked, sent) = (urls.clone(), acked.clone(), sent.clone());
-                tokio::spawn(produce(urls, i, per_producer, backlog, acked, sent))
-            })
-            .collect();
-        Self { tasks, acked, sent }
-    }
-
-    /// Jobs whose Enqueue returned OK so far.
-    fn sent(&self) -> usize {
-        self.sent.load(Ordering::Relaxed)
-    }
-
-    /// Waits for every producer; returns the ids acknowledged.
-    async fn finish(self) -> HashSet<String> {
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-        self.acked.lock().unwrap().clone()
-    }
-}
 
 /// Waits until the database holds no unfinished job, for at most `limit`.
 fn wait_all_done(pg: &TestPostgres, url: &str, limit: Duration) {
@@ -264,10 +107,10 @@ async fn three_brokers_share_the_work_and_a_killed_brokers_jobs_run_elsewhere() 
     const PER_PRODUCER: usize = 500;
     let pg = shared().unwrap_or_else(|e| panic!("{e}"));
     let url = pg.fresh_database();
-    let first = broker_on(&url);
+    let first = broker_on(&url, &[]);
     pg.psql(&url, LEASE_HISTORY);
-    let mut brokers = [first, broker_on(&url), broker_on(&url)];
-    let victim_id = broker_id(&brokers[1]);
+    let mut brokers = [first, broker_on(&url, &[]), broker_on(&url, &[])];
+    let victim_id = broker_id(&brokers[1], "connected to PostgreSQL");
     let _workers: Vec<WorkerProcess> = brokers
         .iter()
         .enumerate()
@@ -376,7 +219,7 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_job() {
     // Its own server: a restart would disturb the other tests' databases.
     let pg = TestPostgres::start().unwrap_or_else(|e| panic!("{e}"));
     let url = pg.fresh_database();
-    let brokers = [broker_on(&url), broker_on(&url)];
+    let brokers = [broker_on(&url, &[]), broker_on(&url, &[])];
     let _workers: Vec<WorkerProcess> = brokers
         .iter()
         .enumerate()
@@ -460,7 +303,7 @@ fn brokers_started_together_migrate_once_and_a_newer_schema_is_refused() {
     let pg = shared().unwrap_or_else(|e| panic!("{e}"));
     let url = pg.fresh_database();
     let brokers: Vec<BrokerProcess> = std::thread::scope(|s| {
-        let started: Vec<_> = (0..3).map(|_| s.spawn(|| broker_on(&url))).collect();
+        let started: Vec<_> = (0..3).map(|_| s.spawn(|| broker_on(&url, &[]))).collect();
         started.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(pg.psql(&url, "SELECT count(*) FROM sluice_schema"), "1");
