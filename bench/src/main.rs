@@ -79,12 +79,14 @@ struct Target {
     /// An extra flag for the started broker; repeatable.
     #[arg(long = "broker-arg", allow_hyphen_values = true)]
     broker_args: Vec<String>,
-    /// Where the started brokers keep jobs: `embedded`, a postgres:// URL,
-    /// or `postgres` for a private PostgreSQL this run starts (initdb in a
-    /// temporary directory, fsync on, stopped at the end).
+    /// Where the started brokers keep jobs: `embedded`, a postgres:// or
+    /// redis:// URL, `postgres` for a private PostgreSQL this run starts
+    /// (initdb in a temporary directory, fsync on, stopped at the end), or
+    /// `redis` for a private Redis (AOF with appendfsync always, in a
+    /// temporary directory, stopped at the end).
     #[arg(long, default_value = "embedded")]
     store: String,
-    /// Brokers to start on --store (PostgreSQL for more than one);
+    /// Brokers to start on --store (a shared store for more than one);
     /// producers and consumers are spread across them.
     #[arg(long, default_value_t = 1)]
     brokers: usize,
@@ -129,8 +131,9 @@ struct LoadArgs {
     #[arg(long, value_parser = humantime_duration)]
     worker_handler: Option<std::time::Duration>,
     /// Print the ack rate of every step of this many jobs to stderr, and
-    /// with `--store postgres` the tables' and indexes' sizes at the end: a
-    /// sustained run (say -n 10000000 --report-every 1000000).
+    /// with `--store postgres` the tables' and indexes' sizes at the end
+    /// (with `--store redis` its memory): a sustained run (say -n 10000000
+    /// --report-every 1000000).
     #[arg(long)]
     report_every: Option<u64>,
 }
@@ -193,14 +196,43 @@ fn broker_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// A store a run starts for itself.
+enum PrivateStore {
+    Postgres(sluice_e2e::TestPostgres),
+    Redis(sluice_e2e::redis::TestRedis),
+}
+
+impl PrivateStore {
+    /// The Redis server's CPU seconds so far (`None` for PostgreSQL, whose
+    /// work is spread over a process per connection).
+    fn cpu_seconds(&self) -> anyhow::Result<Option<f64>> {
+        match self {
+            Self::Redis(redis) => redis
+                .pid()
+                .map(|pid| proc_stats::cpu_seconds(i32::try_from(pid)?))
+                .transpose(),
+            Self::Postgres(_) => Ok(None),
+        }
+    }
+}
+
+/// A field of Redis's `INFO memory` (bytes).
+fn redis_memory(redis: &sluice_e2e::redis::TestRedis, field: &str) -> anyhow::Result<u64> {
+    let info = redis.command(0, &["INFO", "memory"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("Redis's INFO memory has no {field}"))
+}
+
 /// The brokers of a run and what they stand on.
 struct Started {
     /// Their addresses (one with --addr).
     addrs: Vec<String>,
     /// The brokers this run started.
     brokers: Vec<BrokerProcess>,
-    /// The private PostgreSQL of `--store postgres`, stopped on drop.
-    postgres: Option<sluice_e2e::TestPostgres>,
+    /// The private store of `--store postgres` or `redis`, stopped on drop.
+    private: Option<PrivateStore>,
     /// The database the brokers use on it.
     database: String,
 }
@@ -212,21 +244,28 @@ impl Target {
             return Ok(Started {
                 addrs: vec![addr.clone()],
                 brokers: Vec::new(),
-                postgres: None,
+                private: None,
                 database: String::new(),
             });
         }
-        let (url, postgres) = match self.store.as_str() {
+        let (url, private) = match self.store.as_str() {
             "embedded" => (None, None),
             "postgres" => {
                 let pg = sluice_e2e::TestPostgres::start().map_err(anyhow::Error::msg)?;
-                (Some(pg.fresh_database()), Some(pg))
+                (Some(pg.fresh_database()), Some(PrivateStore::Postgres(pg)))
+            }
+            "redis" => {
+                let redis = sluice_e2e::redis::TestRedis::start().map_err(anyhow::Error::msg)?;
+                (
+                    Some(redis.fresh_database()),
+                    Some(PrivateStore::Redis(redis)),
+                )
             }
             url => (Some(url.to_owned()), None),
         };
         anyhow::ensure!(
             self.brokers >= 1 && (self.brokers == 1 || url.is_some()),
-            "--brokers above 1 needs a PostgreSQL --store"
+            "--brokers above 1 needs a shared --store (PostgreSQL or Redis)"
         );
         let binary = broker_binary(self.broker_bin.clone())?;
         let mut args: Vec<String> = self.broker_args.iter().chain(extra).cloned().collect();
@@ -240,7 +279,7 @@ impl Target {
             addrs: brokers.iter().map(|b| b.addr.clone()).collect(),
             brokers,
             database: url.clone().unwrap_or_default(),
-            postgres,
+            private,
         })
     }
 }
@@ -330,20 +369,41 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         }
         Ok(Some(sum))
     };
+    let store_cpu = |started: &Started| match &started.private {
+        Some(store) => store.cpu_seconds(),
+        None => Ok(None),
+    };
     let cpu_before = cpu_of(&started.brokers)?;
+    let store_cpu_before = store_cpu(&started)?;
     let measured = load::run(&started.addrs, &load).await?;
-    if let (Some(pg), Some(_)) = (&started.postgres, args.report_every) {
-        // What the run left behind: the tables and their indexes.
-        eprintln!(
-            "{}",
-            pg.psql(
-                &started.database,
-                "SELECT format('%-16s table %8s  indexes %8s  rows %s', relname,
-                     pg_size_pretty(pg_table_size(oid)), pg_size_pretty(pg_indexes_size(oid)),
-                     (SELECT reltuples::bigint FROM pg_class c WHERE c.oid = t.oid))
-                 FROM pg_class t WHERE relname IN ('sluice_jobs', 'sluice_finished')"
-            )
-        );
+    let store_cpu = match (store_cpu(&started)?, store_cpu_before) {
+        (Some(after), Some(before)) => Some(after - before),
+        _ => None,
+    };
+    match (&started.private, args.report_every) {
+        (Some(PrivateStore::Postgres(pg)), Some(_)) => {
+            // What the run left behind: the tables and their indexes.
+            eprintln!(
+                "{}",
+                pg.psql(
+                    &started.database,
+                    "SELECT format('%-16s table %8s  indexes %8s  rows %s', relname,
+                         pg_size_pretty(pg_table_size(oid)), pg_size_pretty(pg_indexes_size(oid)),
+                         (SELECT reltuples::bigint FROM pg_class c WHERE c.oid = t.oid))
+                     FROM pg_class t WHERE relname IN ('sluice_jobs', 'sluice_finished')"
+                )
+            );
+        }
+        (Some(PrivateStore::Redis(redis)), Some(_)) => {
+            // What the run left behind: the finished jobs kept for
+            // --retention, and the most Redis held.
+            eprintln!(
+                "redis used_memory {:.1} MiB, peak {:.1} MiB",
+                redis_memory(redis, "used_memory")? as f64 / (1 << 20) as f64,
+                redis_memory(redis, "used_memory_peak")? as f64 / (1 << 20) as f64
+            );
+        }
+        _ => {}
     }
     let cpu = match (cpu_of(&started.brokers)?, cpu_before) {
         (Some(after), Some(before)) => Some(after - before),
@@ -370,6 +430,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         "enqueue_call_us": { "p50": c.value_at_quantile(0.5), "p99": c.value_at_quantile(0.99) },
         "broker_cpu_s": cpu, "broker_cpu_pct": cpu.map(|c| 100.0 * c / e2e_secs),
         "broker_peak_rss_mib": peak_rss.map(|b| b as f64 / (1 << 20) as f64),
+        "redis_cpu_s": store_cpu, "redis_cpu_pct": store_cpu.map(|c| 100.0 * c / e2e_secs),
     });
     if args.target.json {
         println!("{report}");
@@ -414,6 +475,12 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
                 rss as f64 / (1 << 20) as f64
             );
         }
+        if let Some(cpu) = store_cpu {
+            println!(
+                "  redis-server   {cpu:.2} CPU s ({:.0}% of one core)",
+                100.0 * cpu / e2e_secs
+            );
+        }
     }
     Ok(())
 }
@@ -429,7 +496,12 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<()> {
     let mut client =
         BrokerClient::new(load::connect(&addr, &security, load::Role::Producer).await?);
     let (before, _) = proc_stats::memory(broker.process.pid())?;
-    let started = Instant::now();
+    let redis = match &started.private {
+        Some(PrivateStore::Redis(redis)) => Some(redis),
+        _ => None,
+    };
+    let redis_before = redis.map(|r| redis_memory(r, "used_memory")).transpose()?;
+    let began = Instant::now();
     let payload = bytes::Bytes::from(vec![b'x'; args.payload]);
     // Batches of 1,000 jobs (fewer for large payloads, to stay under about
     // 1 MiB a call): larger calls only add transient buffers to the RSS.
@@ -457,12 +529,20 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<()> {
     }
     let (after, peak) = proc_stats::memory(broker.process.pid())?;
     let per_job = (after.saturating_sub(before)) as f64 / args.jobs as f64;
+    // On Redis the jobs are in Redis: its used_memory grows by them.
+    let redis_per_job = match (redis, redis_before) {
+        (Some(redis), Some(before)) => Some(
+            redis_memory(redis, "used_memory")?.saturating_sub(before) as f64 / args.jobs as f64,
+        ),
+        _ => None,
+    };
     let report = json!({
         "jobs": args.jobs, "payload": args.payload,
         "rss_before_mib": before as f64 / (1 << 20) as f64, "rss_after_mib": after as f64 / (1 << 20) as f64,
         "peak_rss_mib": peak as f64 / (1 << 20) as f64,
         "bytes_per_job": per_job, "bytes_per_job_beyond_payload": per_job - args.payload as f64,
-        "enqueue_secs": started.elapsed().as_secs_f64(),
+        "enqueue_secs": began.elapsed().as_secs_f64(),
+        "redis_bytes_per_job": redis_per_job,
     });
     if args.target.json {
         println!("{report}");
@@ -476,6 +556,12 @@ async fn memory(args: MemoryArgs) -> anyhow::Result<()> {
             per_job,
             per_job - args.payload as f64
         );
+        if let Some(redis_per_job) = redis_per_job {
+            println!(
+                "  Redis used_memory: {redis_per_job:.0} B per job ({:.0} B beyond the payload)",
+                redis_per_job - args.payload as f64
+            );
+        }
     }
     Ok(())
 }

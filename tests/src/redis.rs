@@ -133,6 +133,11 @@ impl TestRedis {
         self.url(database)
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
+    }
+
     /// The directory of the server's AOF and log.
     pub fn dir(&self) -> &Path {
         &self.dir

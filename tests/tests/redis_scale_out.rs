@@ -162,12 +162,14 @@ fn history(ran: &[Ran]) -> (Vec<Lease>, HashMap<String, u32>) {
                     leases[i].broker = field("b").unwrap().clone();
                 }
             }
-            "HSET" if field("s").is_some_and(|s| s == "succeeded") => {
-                *succeeded.entry(job.to_owned()).or_default() += 1;
-            }
-            "HDEL" if rest.first().is_some_and(|f| f == "li") => {
+            // Any other state ends the lease it had (the claim's own
+            // HSET, which names `li`, is matched above).
+            "HSET" if field("s").is_some() => {
                 if let Some(i) = open.remove(job) {
                     leases[i].ended_at = Some(r.at);
+                }
+                if field("s").is_some_and(|s| s == "succeeded") {
+                    *succeeded.entry(job.to_owned()).or_default() += 1;
                 }
             }
             _ => {}
@@ -550,14 +552,13 @@ fn the_lease_history_reader_sees_leases_and_their_ends() {
     let (leases, succeeded) = history(&[
         ran(
             1.0,
-            r#""HSET" "sluice:{q}:j:A" "li" "L1" "w" "w" "b" "B1" "st" "0" "lm" "2000" "le" "3000000""#,
+            r#""HSET" "sluice:{q}:j:A" "s" "leased" "a" "1" "li" "L1" "w" "w" "b" "B1" "st" "0" "lm" "2000" "le" "3000000""#,
         ),
         ran(1.5, r#""HSET" "sluice:{q}:j:A" "le" "4000000""#),
         ran(
             2.0,
-            r#""HDEL" "sluice:{q}:j:A" "li" "w" "b" "st" "lm" "le""#,
+            r#""HSET" "sluice:{q}:j:A" "s" "succeeded" "ft" "2000000""#,
         ),
-        ran(2.0, r#""HSET" "sluice:{q}:j:A" "s" "succeeded""#),
     ]);
     assert_eq!(leases.len(), 1);
     assert_eq!((leases[0].expires_at, leases[0].ended_at), (4.0, Some(2.0)));

@@ -11,5 +11,4 @@ end
 if j.s ~= 'scheduled' and j.s ~= 'ready' then return {'wrong', j.s} end
 unlist(q, j)
 finish(q, j, 'cancelled', now_us(), nil)
-redue(q)
 return {'cancelled', q, j.t, j.a}

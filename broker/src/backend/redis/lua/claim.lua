@@ -20,7 +20,7 @@ for _, q in ipairs(queues) do
     for _, t in ipairs(of_queue) do
       local head = redis.call('ZRANGE', ready_key(q, t), 0, credit - 1, 'WITHSCORES')
       for i = 1, #head, 2 do
-        candidates[#candidates + 1] = {tonumber(head[i + 1]), head[i], q}
+        candidates[#candidates + 1] = {tonumber(head[i + 1]), head[i], q, t}
       end
     end
   end
@@ -30,21 +30,28 @@ table.sort(candidates, function(a, b)
   return a[2] < b[2]
 end)
 local now = now_us()
-local out, touched = {}, {}
+local expires = int(now + lease_ms * 1000)
+local out, queues_touched, types_touched = {}, {}, {}
 for i = 1, math.min(credit, #candidates) do
-  local q = candidates[i][3]
-  local id = string.sub(candidates[i][2], 33)
-  local j = load(q, id)
-  remove_ready(q, j)
-  move(q, j, 'leased')
-  local lease, expires = ARGV[at + i - 1], now + lease_ms * 1000
-  redis.call('HINCRBY', job_key(q, id), 'a', 1)
-  redis.call('HSET', job_key(q, id), 'li', lease, 'w', worker, 'b', ME, 'st', stream,
-    'lm', lease_ms, 'le', expires)
+  local member, q, t = candidates[i][2], candidates[i][3], candidates[i][4]
+  local id = string.sub(member, 33)
+  local key = job_key(q, id)
+  -- The reply, read once and then given the lease.
+  local job = redis.call('HMGET', key, unpack(FIELDS))
+  local lease, attempt = ARGV[at + i - 1], int(tonumber(job[FIELD_AT.a]) + 1)
+  redis.call('ZREM', ready_key(q, t), member)
+  redis.call('ZREM', qkey(q, 'st:ready'), id)
+  redis.call('ZADD', qkey(q, 'st:leased'), job[FIELD_AT.sq], id)
+  redis.call('HSET', key, 's', 'leased', 'a', attempt, 'li', lease, 'w', worker, 'b', ME,
+    'st', stream, 'lm', lease_ms, 'le', expires)
   redis.call('ZADD', qkey(q, 'l'), expires, id)
   redis.call('SADD', held_key(ME), stream .. ':' .. id)
-  touched[q] = true
-  out[#out + 1] = reply(q, id)
+  job[FIELD_AT.s], job[FIELD_AT.a] = 'leased', attempt
+  job[FIELD_AT.li], job[FIELD_AT.w], job[FIELD_AT.le] = lease, worker, expires
+  queues_touched[q] = true
+  types_touched[q .. '\0' .. t] = {q, t}
+  out[#out + 1] = job
 end
-for q in pairs(touched) do redue(q) end
+for _, qt in pairs(types_touched) do drop_type_if_empty(qt[1], qt[2]) end
+for q in pairs(queues_touched) do due_at(q, expires) end
 return out

@@ -15,7 +15,12 @@ end
 local now = now_us()
 local held = unfinished(q)
 local ready, scheduled = false, false
+-- One enqueue position per job offered, taken at once.
+local jobs = (#ARGV - 5) / 9
+local seq = redis.call('INCRBY', SEQ, jobs) - jobs
+local seen = {}
 for i = 6, #ARGV, 9 do
+  seq = seq + 1
   local id, key = ARGV[i], ARGV[i + 8]
   local holder = key ~= '' and redis.call('HGET', qkey(q, 'k'), key)
   if holder then
@@ -26,27 +31,26 @@ for i = 6, #ARGV, 9 do
     local due = tonumber(ARGV[i + 7])
     local ra = now
     if due and due > now then ra = due end
-    local j = {id = id, t = ARGV[i + 1], pr = ARGV[i + 4], sq = int(redis.call('INCR', SEQ))}
-    redis.call('HSET', job_key(q, id), 'id', id, 'q', q, 't', j.t, 'p', ARGV[i + 2],
-      'h', ARGV[i + 3], 'pr', j.pr, 'a', 0, 'm', ARGV[i + 5], 'to', ARGV[i + 6],
-      'ct', now, 'sq', j.sq)
+    local j = {id = id, t = ARGV[i + 1], pr = ARGV[i + 4], sq = int(seq)}
+    local fields = {'id', id, 'q', q, 't', j.t, 'p', ARGV[i + 2], 'h', ARGV[i + 3],
+      'pr', j.pr, 'a', 0, 'm', ARGV[i + 5], 'to', ARGV[i + 6], 'ct', int(now), 'sq', j.sq}
     if key ~= '' then
       j.k = key
-      redis.call('HSET', job_key(q, id), 'k', key)
+      fields[#fields + 1] = 'k'
+      fields[#fields + 1] = key
       redis.call('HSET', qkey(q, 'k'), key, id)
     end
     redis.call('HSET', JOBS, id, q)
     if ra > now then
-      schedule(q, j, ra)
+      schedule(q, j, ra, fields)
       scheduled = true
     else
-      make_ready(q, j, ra)
+      make_ready(q, j, ra, fields, seen)
       ready = true
     end
     held = held + 1
     out[#out + 1] = {'ok', id, j.s}
   end
 end
-if scheduled then redue(q) end
 wake(ready, scheduled)
 return out

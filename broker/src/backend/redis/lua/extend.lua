@@ -7,5 +7,4 @@ local by = tonumber(ARGV[5]) or tonumber(j.lm)
 local expires = now_us() + by * 1000
 redis.call('HSET', job_key(q, j.id), 'le', expires)
 redis.call('ZADD', qkey(q, 'l'), expires, j.id)
-redue(q)
 return {'ok', int(expires), j.c or ''}

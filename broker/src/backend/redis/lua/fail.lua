@@ -26,5 +26,4 @@ else
     wake(j.s == 'ready', j.s == 'scheduled')
   end
 end
-redue(q)
 return {'ok', j.s, next_at, q, j.t, j.a, j.w or '', j.b or '', j.st or ''}

@@ -23,14 +23,22 @@
 --   sluice:{Q}:j:ID     HASH  the job (fields: FIELDS below)
 --   sluice:{Q}:r:TYPE   ZSET  ready jobs of a type: score -priority, member
 --                             due time and enqueue order (fixed width) then id
---   sluice:{Q}:types    SET   types with ready jobs
---   sluice:{Q}:rd       ZSET  ready jobs by due time (Stats' oldest)
+--   sluice:{Q}:types    SET   types with ready jobs (a type whose set a
+--                             claim emptied leaves it)
 --   sluice:{Q}:s        ZSET  scheduled jobs by due time
 --   sluice:{Q}:l        ZSET  leased jobs by lease expiry
 --   sluice:{Q}:f        ZSET  finished jobs by finish time (retention)
---   sluice:{Q}:st:STATE ZSET  jobs in STATE by enqueue order (ListJobs)
---   sluice:{Q}:n        HASH  state -> count
+--   sluice:{Q}:st:STATE ZSET  jobs in STATE by enqueue order (ListJobs;
+--                             its ZCARD is the state's count)
 --   sluice:{Q}:k        HASH  idempotency key -> the unfinished job holding it
+--
+-- Every job transition is a handful of commands (a job's whole life, from
+-- enqueue to ack, about twenty): each command a script runs costs Redis
+-- about a microsecond to call and another to append to the AOF, which is
+-- most of its work per job. So one HSET per transition sets every field
+-- that changes; a finished job keeps its last lease's fields (read only
+-- while it is LEASED); and sluice:due is only ever moved earlier by a
+-- transition (ZADD LT), made exact again by the maintenance that wakes.
 
 local ME = ARGV[1]
 local RETENTION_US = tonumber(ARGV[2])
@@ -77,12 +85,16 @@ local function read(q, id, names)
 end
 local function load(q, id) return read(q, id, LOADED) end
 local function reply(q, id) return redis.call('HMGET', job_key(q, id), unpack(FIELDS)) end
+-- Where each field is in a reply.
+local FIELD_AT = {}
+for i, name in ipairs(FIELDS) do FIELD_AT[name] = i end
 
--- The queue of job `id` and the job, or nil.
-local function find(id)
+-- The queue of job `id` and the job (its LOADED fields, or `names`, which
+-- start with 'id'), or nil.
+local function find(id, names)
   local q = redis.call('HGET', JOBS, id)
   if not q then return nil end
-  local j = load(q, id)
+  local j = read(q, id, names or LOADED)
   if not j then return nil end
   return q, j
 end
@@ -93,35 +105,52 @@ local function ready_member(ra, sq, id)
   return string.format('%016d%016d', ra, sq) .. id
 end
 
-local function add_ready(q, j)
+-- Adds ready job j to its type's set; `seen` (optional) the types of this
+-- queue already noted in sluice:{Q}:types by the calling script.
+local function add_ready(q, j, seen)
   redis.call('ZADD', ready_key(q, j.t), -tonumber(j.pr), ready_member(tonumber(j.ra), tonumber(j.sq), j.id))
-  redis.call('SADD', qkey(q, 'types'), j.t)
-  redis.call('ZADD', qkey(q, 'rd'), j.ra, j.id)
+  if not (seen and seen[j.t]) then
+    redis.call('SADD', qkey(q, 'types'), j.t)
+    if seen then seen[j.t] = true end
+  end
+end
+
+-- Forgets type t of queue q if it has no ready job left.
+local function drop_type_if_empty(q, t)
+  if redis.call('ZCARD', ready_key(q, t)) == 0 then redis.call('SREM', qkey(q, 'types'), t) end
 end
 
 local function remove_ready(q, j)
-  local key = ready_key(q, j.t)
-  redis.call('ZREM', key, ready_member(tonumber(j.ra), tonumber(j.sq), j.id))
-  if redis.call('ZCARD', key) == 0 then redis.call('SREM', qkey(q, 'types'), j.t) end
-  redis.call('ZREM', qkey(q, 'rd'), j.id)
+  redis.call('ZREM', ready_key(q, j.t), ready_member(tonumber(j.ra), tonumber(j.sq), j.id))
+  drop_type_if_empty(q, j.t)
 end
 
--- Moves job j from its state's list and count to state `to` (nil: out).
-local function move(q, j, to)
-  if j.s then
-    redis.call('ZREM', qkey(q, 'st:' .. j.s), j.id)
-    redis.call('HINCRBY', qkey(q, 'n'), j.s, -1)
-  end
+-- Moves job j from its state's list to state `to`'s (nil: out); `fields`
+-- (optional: name, value, ...) are set in the same HSET as the state.
+local function move(q, j, to, fields)
+  if j.s then redis.call('ZREM', qkey(q, 'st:' .. j.s), j.id) end
   if to then
     redis.call('ZADD', qkey(q, 'st:' .. to), j.sq, j.id)
-    redis.call('HINCRBY', qkey(q, 'n'), to, 1)
-    redis.call('HSET', job_key(q, j.id), 's', to)
+    redis.call('HSET', job_key(q, j.id), 's', to, unpack(fields or {}))
   end
   j.s = to
 end
 
+-- Queue q has a deadline at `at` (a scheduled job, a lease, a finished
+-- job's retention): sluice:due moves earlier if it is later. (Once per
+-- queue in a script's run, unless a deadline is earlier still.)
+local due_noted = {}
+local function due_at(q, at)
+  local noted = due_noted[q]
+  if noted and noted <= at then return end
+  due_noted[q] = at
+  redis.call('ZADD', DUE, 'LT', at, q)
+end
+
 -- Ends the lease of leased job j: out of the leased jobs and its broker's
--- held set; the stream's broker is told if it is another.
+-- held set; the stream's broker is told if it is another. (The job's
+-- lease fields stay until the next lease: they are read only while it is
+-- LEASED.)
 local function end_lease(q, j)
   redis.call('ZREM', qkey(q, 'l'), j.id)
   if j.b then
@@ -129,7 +158,6 @@ local function end_lease(q, j)
     redis.call('SREM', held_key(j.b), entry)
     if j.b ~= ME then redis.call('PUBLISH', FREED_PREFIX .. j.b, entry) end
   end
-  redis.call('HDEL', job_key(q, j.id), 'li', 'w', 'b', 'st', 'lm', 'le')
 end
 
 -- Takes unfinished job j out of the structures of its state.
@@ -150,18 +178,24 @@ end
 -- Finishes job j (taken out of its unfinished structures already) in
 -- `state`, with `err` as its last error if given.
 local function finish(q, j, state, now, err)
-  move(q, j, state)
-  local key = job_key(q, j.id)
-  redis.call('HSET', key, 'ft', now)
-  if err then redis.call('HSET', key, 'e', err) end
+  local fields = {'ft', int(now)}
+  if err then fields[3], fields[4] = 'e', err end
+  move(q, j, state, fields)
   redis.call('ZADD', qkey(q, 'f'), now, j.id)
   free_key(q, j)
+  due_at(q, now + RETENTION_US)
+end
+
+-- How many jobs of queue q are in `state`.
+local function count(q, state)
+  return redis.call('ZCARD', qkey(q, 'st:' .. state))
 end
 
 -- The queue's unfinished jobs.
 local function unfinished(q)
-  local n = redis.call('HMGET', qkey(q, 'n'), unpack(UNFINISHED))
-  return (tonumber(n[1]) or 0) + (tonumber(n[2]) or 0) + (tonumber(n[3]) or 0)
+  local n = 0
+  for _, state in ipairs(UNFINISHED) do n = n + count(q, state) end
+  return n
 end
 
 -- Notes queue q for the sweep if it holds no job.
@@ -186,22 +220,26 @@ local function remove(q, j)
 end
 
 -- Makes j, taken out of its state's structures, READY (`ra` its due time).
-local function make_ready(q, j, ra)
+-- (`fields`: more to set, as for move.)
+local function make_ready(q, j, ra, fields, seen)
   j.ra = int(ra)
-  redis.call('HSET', job_key(q, j.id), 'ra', j.ra)
-  move(q, j, 'ready')
-  add_ready(q, j)
+  local all = {'ra', j.ra}
+  for _, v in ipairs(fields or {}) do all[#all + 1] = v end
+  move(q, j, 'ready', all)
+  add_ready(q, j, seen)
 end
 
 -- Makes j, taken out of its state's structures, SCHEDULED for `ra`.
-local function schedule(q, j, ra)
+local function schedule(q, j, ra, fields)
   j.ra = int(ra)
-  redis.call('HSET', job_key(q, j.id), 'ra', j.ra)
-  move(q, j, 'scheduled')
+  local all = {'ra', j.ra}
+  for _, v in ipairs(fields or {}) do all[#all + 1] = v end
+  move(q, j, 'scheduled', all)
   redis.call('ZADD', qkey(q, 's'), ra, j.id)
+  due_at(q, ra)
 end
 
--- Sets queue q's next deadline in sluice:due.
+-- Sets queue q's next deadline in sluice:due, exactly.
 local function redue(q)
   local best
   local function consider(key, add)
@@ -224,9 +262,10 @@ local function wake(ready, scheduled)
 end
 
 -- The lease check every lease operation starts with: the queue and the
--- job, or the refusal to return (unknown job, or a stale lease).
-local function leased(id, lease)
-  local q, j = find(id)
+-- job (as find reads it), or the refusal to return (unknown job, or a
+-- stale lease).
+local function leased(id, lease, names)
+  local q, j = find(id, names)
   if not q then return nil, nil, {'unknown'} end
   if j.s ~= 'leased' or j.li ~= lease then return nil, nil, {'stale', j.s} end
   return q, j, nil

@@ -3,7 +3,7 @@
 local most, total = tonumber(ARGV[3]), 0
 for i = 4, #ARGV do
   if redis.call('SISMEMBER', PAUSED, ARGV[i]) == 0 then
-    total = total + (tonumber(redis.call('HGET', qkey(ARGV[i], 'n'), 'ready')) or 0)
+    total = total + count(ARGV[i], 'ready')
     if total >= most then return most end
   end
 end

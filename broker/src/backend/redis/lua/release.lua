@@ -17,5 +17,4 @@ else
   schedule(q, j, now + delay_ms * 1000)
 end
 wake(j.s == 'ready', j.s == 'scheduled')
-redue(q)
 return {'ok', j.s, q, j.t, j.a, j.w or '', j.b or '', j.st or ''}

@@ -20,6 +20,5 @@ end
 redis.call('HSET', key, 'a', 0)
 redis.call('HDEL', key, 'ft', 'c')
 make_ready(q, j, now_us())
-redue(q)
 wake(true, false)
 return {'ok', q, j.t}

@@ -8,14 +8,34 @@
 -- pairs, other brokers' counters (JSON each), the last failed attempts
 -- (JSON each, newest first)}.
 local cursor, counts = ARGV[3], ARGV[4] == '1'
+
+-- The earliest due time of queue q's ready jobs ('' for none): a type's
+-- set is ordered by priority first, so the head of each priority band is
+-- read (the first 64 bands of each type: beyond that many distinct
+-- priorities among ready jobs the figure may be later than the truth).
+local function oldest_ready(q)
+  local best
+  for _, t in ipairs(redis.call('SMEMBERS', qkey(q, 'types'))) do
+    local key = ready_key(q, t)
+    local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    local bands = 0
+    while head[1] and bands < 64 do
+      local ra = tonumber(string.sub(head[1], 1, 16))
+      if not best or ra < best then best = ra end
+      bands = bands + 1
+      head = redis.call('ZRANGEBYSCORE', key, '(' .. head[2], '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+    end
+  end
+  if best then return int(best) end
+  return ''
+end
 local step = redis.call('SSCAN', QUEUES, cursor, 'COUNT', 500)
 local queues = {}
 for _, q in ipairs(step[2]) do
   local row = {q, int(redis.call('SISMEMBER', PAUSED, q))}
   if counts then
-    local n = redis.call('HMGET', qkey(q, 'n'), unpack(STATES))
-    for i = 1, #STATES do row[#row + 1] = n[i] or '0' end
-    row[#row + 1] = redis.call('ZRANGE', qkey(q, 'rd'), 0, 0, 'WITHSCORES')[2] or ''
+    for _, state in ipairs(STATES) do row[#row + 1] = count(q, state) end
+    row[#row + 1] = oldest_ready(q)
   end
   queues[#queues + 1] = row
 end

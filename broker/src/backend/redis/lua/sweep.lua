@@ -9,7 +9,7 @@ for _, q in ipairs(looked) do
   if redis.call('SISMEMBER', PAUSED, q) == 0 and unfinished(q) == 0
       and redis.call('ZCARD', qkey(q, 'f')) == 0 then
     redis.call('SREM', QUEUES, q)
-    redis.call('DEL', qkey(q, 'n'), qkey(q, 'types'), qkey(q, 'k'))
+    redis.call('DEL', qkey(q, 'types'), qkey(q, 'k'))
     redis.call('ZREM', DUE, q)
     for i = 0, 4 do redis.call('HDEL', COUNTERS, q .. '|' .. i) end
     removed[#removed + 1] = q
