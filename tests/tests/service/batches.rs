@@ -144,3 +144,40 @@ every_backend! {
         }
     }
 }
+
+every_backend! {
+    async fn the_largest_batches_go_through_whole() {
+        // A store may split a batch's writes (Redis sends its set writes
+        // in steps of 1,000 arguments): nothing of the largest batch is
+        // lost or answered twice.
+        let b = TestBroker::start().await;
+        let jobs = vec![job("t"); sluice_limits::MAX_BATCH];
+        let results = b.enqueue_batch(jobs).await.unwrap();
+        assert!(results.iter().all(|r| r.code == 0));
+        assert_eq!(b.queue_stats("default").await.ready, 10_000);
+        let mut stream = b.lease_batches("w", 10_000).await;
+        let mut acks = Vec::new();
+        while acks.len() < 10_000 {
+            let batch = within("the next batch", stream.message())
+                .await
+                .unwrap()
+                .unwrap();
+            acks.extend(batch.jobs.iter().map(|j| pb::AckRequest {
+                job_id: job_id(j).into(),
+                lease_id: j.lease_id.clone(),
+            }));
+        }
+        assert_eq!(acks.len(), 10_000, "no job leased twice");
+        let results = b
+            .broker
+            .clone()
+            .ack_batch(pb::AckBatchRequest { acks })
+            .await
+            .unwrap()
+            .into_inner()
+            .results;
+        assert!(results.iter().all(|r| r.code == 0));
+        let stats = b.queue_stats("default").await;
+        assert_eq!((stats.ready, stats.leased, stats.succeeded), (0, 0, 10_000));
+    }
+}

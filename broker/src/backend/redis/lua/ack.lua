@@ -1,13 +1,24 @@
 -- Ack: each (job id, lease id) pair of ARGV, fenced by the lease. Answers
 -- per pair {'ok', queue, type, attempt, worker, broker, stream},
 -- {'unknown'} or {'stale', state}.
+DEFER = true
 local now = now_us()
 local out = {}
 -- What an ack reads of a job: the lease check, the lease's end, finish()
 -- and the answer (fewer fields than LOADED: each is a lookup).
 local NEEDED = {'id', 's', 'li', 'sq', 't', 'a', 'w', 'b', 'st', 'k'}
-for i = 3, #ARGV, 2 do
-  local q, j, refused = leased(ARGV[i], ARGV[i + 1], NEEDED)
+local ids = {}
+for i = 3, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+local queues = queues_of(ids)
+for n, id in ipairs(ids) do
+  local q = queues[n]
+  local refused
+  local j
+  if q then
+    q, j, refused = leased(id, ARGV[2 * n + 2], NEEDED, q)
+  else
+    refused = {'unknown'}
+  end
   if refused then
     out[#out + 1] = refused
   else
@@ -16,4 +27,5 @@ for i = 3, #ARGV, 2 do
     out[#out + 1] = {'ok', q, j.t, j.a, j.w or '', j.b or '', j.st or ''}
   end
 end
+flush()
 return out

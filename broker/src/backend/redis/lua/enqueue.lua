@@ -3,6 +3,7 @@
 -- priority, max attempts, timeout ms, due time in us ('' for now),
 -- idempotency key ('' for none). Answers per job: {'ok', id, state},
 -- {'dup', id of the job holding the key}, {'full'} or {'queues'}.
+DEFER = true
 local q, limit, max_queues = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {}
 if redis.call('SISMEMBER', QUEUES, q) == 0 then
@@ -40,7 +41,7 @@ for i = 6, #ARGV, 9 do
       fields[#fields + 1] = key
       redis.call('HSET', qkey(q, 'k'), key, id)
     end
-    redis.call('HSET', JOBS, id, q)
+    write('HSET', JOBS, id, q)
     if ra > now then
       schedule(q, j, ra, fields)
       scheduled = true
@@ -52,5 +53,6 @@ for i = 6, #ARGV, 9 do
     out[#out + 1] = {'ok', id, j.s}
   end
 end
+flush()
 wake(ready, scheduled)
 return out

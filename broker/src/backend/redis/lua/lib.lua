@@ -32,13 +32,15 @@
 --                             its ZCARD is the state's count)
 --   sluice:{Q}:k        HASH  idempotency key -> the unfinished job holding it
 --
--- Every job transition is a handful of commands (a job's whole life, from
--- enqueue to ack, about twenty): each command a script runs costs Redis
--- about a microsecond to call and another to append to the AOF, which is
--- most of its work per job. So one HSET per transition sets every field
--- that changes; a finished job keeps its last lease's fields (read only
--- while it is LEASED); and sluice:due is only ever moved earlier by a
--- transition (ZADD LT), made exact again by the maintenance that wakes.
+-- Each command a script runs costs Redis about a microsecond to call and
+-- another to append to the AOF, whatever it carries: most of its work per
+-- job. So one HSET per transition sets every field that changes; a finished
+-- job keeps its last lease's fields (read only while it is LEASED);
+-- sluice:due is only ever moved earlier by a transition (ZADD LT), made
+-- exact again by the maintenance that wakes; and the batch scripts
+-- (enqueue, claim, ack) gather their set and sorted-set writes into one
+-- variadic command per key (see `write`): a job's life from enqueue to
+-- ack is about six commands of its own.
 
 local ME = ARGV[1]
 local RETENTION_US = tonumber(ARGV[2])
@@ -55,6 +57,45 @@ local EMPTY = 'sluice:empty'
 local FAILURES_KEPT = 500
 local UNFINISHED = {'scheduled', 'ready', 'leased'}
 local STATES = {'scheduled', 'ready', 'leased', 'succeeded', 'dead', 'cancelled'}
+
+-- Set and sorted-set writes (ZADD, ZREM, SADD, SREM, and HSET of a shared
+-- hash; one member, or a score or field and its member or value): sent at
+-- once, or, in a script that sets DEFER, gathered per
+-- command and key and sent by `flush` as one variadic command each,
+-- removals first. Such a script must not read what it deferred before
+-- flushing, nor add and remove one member of one key.
+local DEFER = false
+local later, later_order = {}, {}
+local function write(cmd, key, a, b)
+  if not DEFER then
+    if b == nil then redis.call(cmd, key, a) else redis.call(cmd, key, a, b) end
+    return
+  end
+  local slot = cmd .. ' ' .. key
+  local args = later[slot]
+  if not args then
+    args = {}
+    later[slot] = args
+    later_order[#later_order + 1] = {cmd, key, slot}
+  end
+  args[#args + 1] = a
+  if b ~= nil then args[#args + 1] = b end
+end
+local REMOVES = {ZREM = true, SREM = true}
+-- (Sent in steps of 1,000 arguments: Lua's unpack has a limit.)
+local function flush()
+  for _, removes in ipairs({true, false}) do
+    for _, w in ipairs(later_order) do
+      if (REMOVES[w[1]] == true) == removes then
+        local args = later[w[3]]
+        for i = 1, #args, 1000 do
+          redis.call(w[1], w[2], unpack(args, i, math.min(i + 999, #args)))
+        end
+      end
+    end
+  end
+  later, later_order = {}, {}
+end
 
 local function broker_key(b) return 'sluice:broker:' .. b end
 local function counters_key(b) return 'sluice:broker:' .. b .. ':counters' end
@@ -89,6 +130,16 @@ local function reply(q, id) return redis.call('HMGET', job_key(q, id), unpack(FI
 local FIELD_AT = {}
 for i, name in ipairs(FIELDS) do FIELD_AT[name] = i end
 
+-- The queues of `ids` (false for an unknown one), in one HMGET per 1,000.
+local function queues_of(ids)
+  local out = {}
+  for i = 1, #ids, 1000 do
+    local step = redis.call('HMGET', JOBS, unpack(ids, i, math.min(i + 999, #ids)))
+    for _, q in ipairs(step) do out[#out + 1] = q end
+  end
+  return out
+end
+
 -- The queue of job `id` and the job (its LOADED fields, or `names`, which
 -- start with 'id'), or nil.
 local function find(id, names)
@@ -108,9 +159,9 @@ end
 -- Adds ready job j to its type's set; `seen` (optional) the types of this
 -- queue already noted in sluice:{Q}:types by the calling script.
 local function add_ready(q, j, seen)
-  redis.call('ZADD', ready_key(q, j.t), -tonumber(j.pr), ready_member(tonumber(j.ra), tonumber(j.sq), j.id))
+  write('ZADD', ready_key(q, j.t), -tonumber(j.pr), ready_member(tonumber(j.ra), tonumber(j.sq), j.id))
   if not (seen and seen[j.t]) then
-    redis.call('SADD', qkey(q, 'types'), j.t)
+    write('SADD', qkey(q, 'types'), j.t)
     if seen then seen[j.t] = true end
   end
 end
@@ -128,9 +179,9 @@ end
 -- Moves job j from its state's list to state `to`'s (nil: out); `fields`
 -- (optional: name, value, ...) are set in the same HSET as the state.
 local function move(q, j, to, fields)
-  if j.s then redis.call('ZREM', qkey(q, 'st:' .. j.s), j.id) end
+  if j.s then write('ZREM', qkey(q, 'st:' .. j.s), j.id) end
   if to then
-    redis.call('ZADD', qkey(q, 'st:' .. to), j.sq, j.id)
+    write('ZADD', qkey(q, 'st:' .. to), j.sq, j.id)
     redis.call('HSET', job_key(q, j.id), 's', to, unpack(fields or {}))
   end
   j.s = to
@@ -152,10 +203,10 @@ end
 -- lease fields stay until the next lease: they are read only while it is
 -- LEASED.)
 local function end_lease(q, j)
-  redis.call('ZREM', qkey(q, 'l'), j.id)
+  write('ZREM', qkey(q, 'l'), j.id)
   if j.b then
     local entry = j.st .. ':' .. j.id
-    redis.call('SREM', held_key(j.b), entry)
+    write('SREM', held_key(j.b), entry)
     if j.b ~= ME then redis.call('PUBLISH', FREED_PREFIX .. j.b, entry) end
   end
 end
@@ -181,7 +232,7 @@ local function finish(q, j, state, now, err)
   local fields = {'ft', int(now)}
   if err then fields[3], fields[4] = 'e', err end
   move(q, j, state, fields)
-  redis.call('ZADD', qkey(q, 'f'), now, j.id)
+  write('ZADD', qkey(q, 'f'), now, j.id)
   free_key(q, j)
   due_at(q, now + RETENTION_US)
 end
@@ -235,7 +286,7 @@ local function schedule(q, j, ra, fields)
   local all = {'ra', j.ra}
   for _, v in ipairs(fields or {}) do all[#all + 1] = v end
   move(q, j, 'scheduled', all)
-  redis.call('ZADD', qkey(q, 's'), ra, j.id)
+  write('ZADD', qkey(q, 's'), ra, j.id)
   due_at(q, ra)
 end
 
@@ -262,11 +313,12 @@ local function wake(ready, scheduled)
 end
 
 -- The lease check every lease operation starts with: the queue and the
--- job (as find reads it), or the refusal to return (unknown job, or a
--- stale lease).
-local function leased(id, lease, names)
-  local q, j = find(id, names)
-  if not q then return nil, nil, {'unknown'} end
+-- job (as find reads it; `q` if the caller read the job's queue), or the
+-- refusal to return (unknown job, or a stale lease).
+local function leased(id, lease, names, q)
+  local j
+  if q then j = read(q, id, names or LOADED) else q, j = find(id, names) end
+  if not q or not j then return nil, nil, {'unknown'} end
   if j.s ~= 'leased' or j.li ~= lease then return nil, nil, {'stale', j.s} end
   return q, j, nil
 end
