@@ -443,6 +443,60 @@ async fn while_redis_is_down_a_broker_is_not_serving_and_then_serves_again() {
 }
 
 #[tokio::test]
+async fn at_redis_maxmemory_enqueue_is_refused_and_jobs_still_finish() {
+    let redis = TestRedis::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let broker = broker_on(&redis.fresh_database(), &[]);
+    let mut client = broker.broker().await;
+    // 64 KiB payloads until Redis is full (4 MiB: well within 200 of them).
+    let big = pb::EnqueueRequest {
+        job_type: "t".into(),
+        payload: vec![b'x'; 64 * 1024].into(),
+        ..Default::default()
+    };
+    let mut accepted = 0;
+    let refused = loop {
+        match client.enqueue(big.clone()).await {
+            Ok(_) => accepted += 1,
+            Err(status) => break status,
+        }
+        assert!(accepted < 200, "Redis at its maxmemory took every job");
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("maxmemory"), "{refused:?}");
+    assert!(accepted > 0);
+    // The broker serves on, and the jobs it holds still lease and finish:
+    // that is what frees the room.
+    assert_eq!(health(&broker).await, Some(ServingStatus::Serving));
+    let mut stream = client
+        .lease(pb::LeaseRequest {
+            worker_id: "w".into(),
+            max_in_flight: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let leased = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("a job leased at maxmemory")
+        .unwrap()
+        .unwrap();
+    let job = leased.job.unwrap();
+    client
+        .ack(pb::AckRequest {
+            job_id: job.id,
+            lease_id: leased.lease_id,
+        })
+        .await
+        .expect("an ack at maxmemory");
+}
+
+#[tokio::test]
 async fn the_broker_talks_to_redis_over_verified_tls() {
     let dir = scratch_dir("redis-tls");
     let ca = Ca::new("Redis CA").unwrap();

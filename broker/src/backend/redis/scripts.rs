@@ -75,32 +75,38 @@ pub fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(|| {
         let script = |body: &str| Script::new(&format!("{}\n{body}", prelude()));
+        // Work that must go on with Redis at its maxmemory: jobs that
+        // finish, expire or are purged are what frees room. Only enqueue
+        // and retry (which add jobs) are refused then, as on the embedded
+        // store past --max-memory.
+        let even_when_full =
+            |body: &str| Script::new(&format!("#!lua flags=allow-oom\n{}\n{body}", prelude()));
         Scripts {
             enqueue: script(include_str!("lua/enqueue.lua")),
-            claim: script(include_str!("lua/claim.lua")),
-            adopt: script(include_str!("lua/adopt.lua")),
+            claim: even_when_full(include_str!("lua/claim.lua")),
+            adopt: even_when_full(include_str!("lua/adopt.lua")),
             ready: script(include_str!("lua/ready.lua")),
             held: script(include_str!("lua/held.lua")),
-            ack: script(include_str!("lua/ack.lua")),
+            ack: even_when_full(include_str!("lua/ack.lua")),
             peek: script(include_str!("lua/peek.lua")),
-            fail: script(include_str!("lua/fail.lua")),
-            release: script(include_str!("lua/release.lua")),
-            extend: script(include_str!("lua/extend.lua")),
+            fail: even_when_full(include_str!("lua/fail.lua")),
+            release: even_when_full(include_str!("lua/release.lua")),
+            extend: even_when_full(include_str!("lua/extend.lua")),
             due: script(include_str!("lua/due.lua")),
-            maintain: script(include_str!("lua/maintain.lua")),
-            cancel: script(include_str!("lua/cancel.lua")),
+            maintain: even_when_full(include_str!("lua/maintain.lua")),
+            cancel: even_when_full(include_str!("lua/cancel.lua")),
             retry: script(include_str!("lua/retry.lua")),
-            purge: script(include_str!("lua/purge.lua")),
-            pause: script(include_str!("lua/pause.lua")),
+            purge: even_when_full(include_str!("lua/purge.lua")),
+            pause: even_when_full(include_str!("lua/pause.lua")),
             get: script(include_str!("lua/get.lua")),
             list: script(include_str!("lua/list.lua")),
             queues_of: script(include_str!("lua/queues_of.lua")),
             stats: script(include_str!("lua/stats.lua")),
             unfinished: script(include_str!("lua/unfinished.lua")),
-            heartbeat: script(include_str!("lua/heartbeat.lua")),
-            leave: script(include_str!("lua/leave.lua")),
+            heartbeat: even_when_full(include_str!("lua/heartbeat.lua")),
+            leave: even_when_full(include_str!("lua/leave.lua")),
             workers: script(include_str!("lua/workers.lua")),
-            sweep: script(include_str!("lua/sweep.lua")),
+            sweep: even_when_full(include_str!("lua/sweep.lua")),
         }
     })
 }
