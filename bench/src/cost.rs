@@ -150,6 +150,7 @@ async fn one_run(
         queue: queue.into(),
         security: side.clients.clone(),
         report_every: None,
+        max_backlog: None,
         ack_elsewhere: false,
     };
     let measured = load::run(std::slice::from_ref(&broker.addr), &load).await;

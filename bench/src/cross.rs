@@ -65,6 +65,7 @@ pub async fn run(mut args: CrossAckArgs) -> anyhow::Result<()> {
                 queue: format!("cross-ack-{round}-{side}"),
                 security: load::ClientSecurity::default(),
                 report_every: None,
+                max_backlog: None,
                 ack_elsewhere: side == 1,
             };
             let busy_before = crate::proc_stats::machine_busy_seconds()?;

@@ -105,6 +105,7 @@ pub async fn run(broker_bin: &Path, dir: &Path, jobs: u64, json_out: bool) -> an
                     queue: "durable-bench".into(),
                     security: Default::default(),
                     report_every: None,
+                    max_backlog: None,
                     ack_elsewhere: false,
                 },
             )

@@ -54,6 +54,9 @@ pub struct Load {
     pub security: ClientSecurity,
     /// Print the ack rate of each step of this many jobs (sustained runs).
     pub report_every: Option<u64>,
+    /// Producers wait while more than this many jobs are enqueued and not
+    /// yet acked (a sustained run whose backlog stays bounded).
+    pub max_backlog: Option<u64>,
     /// Raw consumers ack through the next broker of the run, not the one
     /// their stream is on (as behind a balancer that spreads calls).
     pub ack_elsewhere: bool,
@@ -174,6 +177,8 @@ const STALL: Duration = Duration::from_millis(5);
 
 struct Progress {
     acked: AtomicU64,
+    /// Jobs the producers sent (for --max-backlog).
+    sent: AtomicU64,
     /// Cancelled once every job is acked (level-triggered: no missed wake-up).
     done: CancellationToken,
     target: u64,
@@ -186,6 +191,7 @@ pub async fn run(addrs: &[String], load: &Load) -> anyhow::Result<Measured> {
     let epoch = Instant::now();
     let progress = Arc::new(Progress {
         acked: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
         done: CancellationToken::new(),
         target: load.jobs,
     });
@@ -230,7 +236,14 @@ pub async fn run(addrs: &[String], load: &Load) -> anyhow::Result<Measured> {
             per_producer
         };
         let client = BrokerClient::new(connect(at(id), &load.security, Role::Producer).await?);
-        producers.spawn(produce(client, count, load.clone(), epoch, started));
+        producers.spawn(produce(
+            client,
+            count,
+            load.clone(),
+            progress.clone(),
+            epoch,
+            started,
+        ));
     }
     let mut enqueue_call_us = Histogram::<u64>::new(3)?;
     while let Some(result) = producers.join_next().await {
@@ -359,6 +372,7 @@ async fn produce(
     client: BrokerClient<Conn>,
     count: u64,
     load: Load,
+    progress: Arc<Progress>,
     epoch: Instant,
     started: Instant,
 ) -> anyhow::Result<Histogram<u64>> {
@@ -393,6 +407,13 @@ async fn produce(
         if let Some(interval) = interval {
             tokio::time::sleep_until(started + interval.mul_f64(sent as f64)).await;
         }
+        if let Some(most) = load.max_backlog {
+            while progress.sent.load(Ordering::Acquire)
+                > progress.acked.load(Ordering::Acquire) + most
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
         match load.api {
             Api::Unary => {
                 let mut c = client.clone();
@@ -403,6 +424,7 @@ async fn produce(
                     Ok(at.elapsed().as_micros() as u64)
                 });
                 sent += 1;
+                progress.sent.fetch_add(1, Ordering::AcqRel);
             }
             Api::Batch => {
                 let n = (count - sent).min(load.batch as u64);
@@ -420,6 +442,7 @@ async fn produce(
                     }
                 });
                 sent += n;
+                progress.sent.fetch_add(n, Ordering::AcqRel);
             }
         }
     }

@@ -136,6 +136,10 @@ struct LoadArgs {
     /// --report-every 1000000).
     #[arg(long)]
     report_every: Option<u64>,
+    /// Producers wait while more than this many jobs are enqueued and not
+    /// yet acked: a sustained run with a bounded backlog.
+    #[arg(long)]
+    max_backlog: Option<u64>,
 }
 
 fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -356,6 +360,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         queue: format!("bench-{}", std::process::id()),
         security,
         report_every: args.report_every,
+        max_backlog: args.max_backlog,
         ack_elsewhere: false,
     };
     // CPU and memory of the brokers it started, summed.
