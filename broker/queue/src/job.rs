@@ -49,6 +49,24 @@ impl JobState {
         self as usize
     }
 
+    /// The name a store keeps this state under (a PostgreSQL column, a
+    /// Redis field and key): lower case, and one definition for every store.
+    pub const fn stored_name(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Ready => "ready",
+            JobState::Leased => "leased",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// The state a store's `name` stands for ([`JobState::stored_name`]).
+    pub fn from_stored_name(name: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|s| s.stored_name() == name)
+    }
+
     /// A job in this state will run again without an operator's help.
     pub const fn is_unfinished(self) -> bool {
         matches!(

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::timing::MAX_BACKOFF;
+
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -22,9 +24,6 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// How long a check may take before the store counts as unreachable.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The longest wait between two checks while unreachable.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// One round trip to the store; `Err` says why it failed.
 pub type Ping =

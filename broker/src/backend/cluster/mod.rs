@@ -2,12 +2,14 @@
 //! (PostgreSQL, Redis): this broker's Lease streams with their credit and
 //! the claim loop that fills them (`streams.rs`), the record each broker
 //! publishes of its streams and counters (`record.rs`), and the health
-//! of the connection to the store (`health.rs`). A shared backend
+//! of the connection to the store (`health.rs`), and the intervals they
+//! keep alike (`timing.rs`). A shared backend
 //! implements [`ClaimStore`] for its store and keeps the rest here.
 
 mod health;
 mod record;
 mod streams;
+pub mod timing;
 
 pub use health::{Health, Ping};
 pub use record::{Counts, parse_streams, streams_json};

@@ -7,7 +7,7 @@ use sluice_queue::{Action, JobState, QueueError, check_room};
 use tracing::info;
 use uuid::Uuid;
 
-use super::columns::{self, Table, state_name};
+use super::columns::{self, Table};
 use super::leases::FINISH;
 use super::sql::{self, get};
 use super::{Inner, reads};
@@ -142,7 +142,7 @@ pub(super) async fn purge(inner: &Inner, queue: String, state: JobState) -> Resu
     );
     let mut purged = 0;
     loop {
-        let n = sql::execute(&client, &delete, &[&queue, &state_name(state), &horizon]).await?;
+        let n = sql::execute(&client, &delete, &[&queue, &state.stored_name(), &horizon]).await?;
         purged += n;
         if n == 0 {
             break;

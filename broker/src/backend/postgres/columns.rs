@@ -98,28 +98,13 @@ pub fn columns(table: Table) -> &'static str {
     }
 }
 
-/// A job state's name in the `state` columns.
-pub fn state_name(state: JobState) -> &'static str {
-    match state {
-        JobState::Scheduled => "scheduled",
-        JobState::Ready => "ready",
-        JobState::Leased => "leased",
-        JobState::Succeeded => "succeeded",
-        JobState::Dead => "dead",
-        JobState::Cancelled => "cancelled",
-    }
-}
-
 /// The state a `state` column names; another name (the tables' CHECK
 /// constraints allow none) is a defect.
 pub fn state_of(name: &str) -> Result<JobState, BackendError> {
-    JobState::ALL
-        .into_iter()
-        .find(|s| state_name(*s) == name)
-        .ok_or_else(|| {
-            error!(state = name, "unknown job state in the database");
-            BackendError::Internal
-        })
+    JobState::from_stored_name(name).ok_or_else(|| {
+        error!(state = name, "unknown job state in the database");
+        BackendError::Internal
+    })
 }
 
 /// The `state` column of `row`.

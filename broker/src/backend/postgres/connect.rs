@@ -3,17 +3,13 @@
 //! LISTEN. TLS goes through rustls when the URL's `sslmode` asks for it
 //! (`store_tls.rs`: the options every shared store takes).
 
-use std::time::Duration;
-
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+use crate::backend::cluster::timing::CONNECT_TIMEOUT;
 use crate::backend::store_tls;
-
-/// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How TLS to the database is set up.
 #[derive(Clone)]

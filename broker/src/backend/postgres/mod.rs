@@ -49,7 +49,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 use uuid::Uuid;
 
-use super::cluster::{Counts, Health, Streams};
+use super::cluster::{Counts, Health, Streams, timing};
 use super::{
     Backend, BackendError, Batch, GaugeReading, JobPage, LeaseFeed, LeaseRef, OpenError,
     StatsReading,
@@ -57,17 +57,6 @@ use super::{
 use crate::fatal::Fatal;
 
 pub use connect::Target;
-
-/// How often, by default, each broker looks for work even without a
-/// notification: claims, due jobs and expired leases are found within
-/// this interval where LISTEN/NOTIFY is lost, unavailable or behind a
-/// pooler.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How often, by default, the rows of queues that hold nothing (no job,
-/// no pause) are removed: `sluice_queues`, `sluice_counters`, and each
-/// broker's own counters of them.
-pub const QUEUE_SWEEP: Duration = Duration::from_secs(60);
 
 /// `--store postgres://...`, parsed.
 #[derive(Debug, Clone)]
@@ -91,8 +80,8 @@ impl PostgresSettings {
         Ok(Self {
             target: connect::parse(url)?,
             pool_size,
-            queue_sweep: QUEUE_SWEEP,
-            poll_interval: POLL_INTERVAL,
+            queue_sweep: timing::QUEUE_SWEEP,
+            poll_interval: timing::POLL_INTERVAL,
         })
     }
 }

@@ -11,7 +11,7 @@ use sluice_queue::{
 };
 use uuid::Uuid;
 
-use super::columns::{self, Table, columns, state_name};
+use super::columns::{self, Table, columns};
 use super::sql::{self, get};
 use super::{Inner, registry};
 use crate::backend::cluster::Counts;
@@ -67,7 +67,7 @@ pub(super) async fn list(
     limit: usize,
 ) -> Result<JobPage> {
     let after = after.map_or(0, |a| i64::try_from(a).unwrap_or(i64::MAX));
-    let state = filter.state.map(state_name);
+    let state = filter.state.map(JobState::stored_name);
     let tables = match filter.state {
         None => vec![Table::Unfinished, Table::Finished],
         Some(s) => vec![Table::of(s)],

@@ -12,16 +12,10 @@ use uuid::Uuid;
 use super::Inner;
 use super::sql::{self, get};
 use crate::backend::BackendError;
+use crate::backend::cluster::timing::BROKER_GONE_AFTER;
 use crate::backend::cluster::{Counts, parse_streams, streams_json};
 
 type Result<T> = std::result::Result<T, BackendError>;
-
-/// How often a broker renews its row.
-pub(super) const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// A broker whose heartbeat is older than this is gone: its streams leave
-/// ListWorkers and its counters are folded into `sluice_counters`.
-const BROKER_TIMEOUT_SECS: i64 = 10;
 
 /// Renews this broker's row (adding it the first time) and forgets the
 /// brokers that stopped renewing theirs.
@@ -45,7 +39,7 @@ pub(super) async fn heartbeat(inner: &Inner) -> Result<()> {
         &tx,
         "DELETE FROM sluice_brokers WHERE heartbeat < now() - $1::bigint * interval '1 second'
              RETURNING broker_id, counters::text AS counters",
-        &[&BROKER_TIMEOUT_SECS],
+        &[&gone_after_secs()],
     )
     .await?;
     for row in &gone {
@@ -102,7 +96,7 @@ pub(super) async fn workers(inner: &Inner) -> Result<Vec<WorkerInfo>> {
         &client,
         "SELECT streams::text AS streams FROM sluice_brokers
              WHERE broker_id <> $1 AND heartbeat >= now() - $2::bigint * interval '1 second'",
-        &[&inner.broker_id, &BROKER_TIMEOUT_SECS],
+        &[&inner.broker_id, &gone_after_secs()],
     )
     .await?;
     let mut workers = inner.streams.workers();
@@ -110,4 +104,9 @@ pub(super) async fn workers(inner: &Inner) -> Result<Vec<WorkerInfo>> {
         workers.extend(parse_streams(get(row, "streams")?));
     }
     Ok(workers)
+}
+
+/// [`BROKER_GONE_AFTER`] in whole seconds, as the statements take it.
+fn gone_after_secs() -> i64 {
+    i64::try_from(BROKER_GONE_AFTER.as_secs()).unwrap_or(i64::MAX)
 }

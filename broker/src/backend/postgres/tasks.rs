@@ -32,23 +32,17 @@ use super::columns::millis;
 use super::sql::{self, get};
 use super::{Inner, connect, leases, notify, reads, registry};
 use crate::backend::BackendError;
+use crate::backend::cluster::timing::{GAUGES_EVERY, HEARTBEAT, MAX_BACKOFF};
 use crate::backend::cluster::{Ping, run_claimer};
 use sluice_queue::JobState;
 
 type Result<T> = std::result::Result<T, BackendError>;
-
-/// How often the gauges of /metrics are read from the database (they
-/// count every job, which is not free on a large history).
-const GAUGES_EVERY: Duration = Duration::from_secs(5);
 
 /// Finished jobs deleted per statement once past `--retention`.
 const RETENTION_BATCH: i64 = 5000;
 
 /// Failed attempts kept for Stats.
 const FAILURES_KEPT: i64 = 500;
-
-/// The longest wait between two attempts to LISTEN again.
-const MAX_RECONNECT: Duration = Duration::from_secs(5);
 
 /// Starts every task of the backend.
 pub(super) fn spawn(inner: &Arc<Inner>, tasks: &TaskTracker, stop: CancellationToken) {
@@ -129,7 +123,7 @@ async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(MAX_RECONNECT);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -143,7 +137,7 @@ async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
             let pass = async {
                 promote(&inner).await?;
                 while leases::expire(&inner).await? > 0 {}
-                if last_heartbeat.elapsed() >= registry::HEARTBEAT {
+                if last_heartbeat.elapsed() >= HEARTBEAT {
                     registry::heartbeat(&inner).await?;
                     last_heartbeat = tokio::time::Instant::now();
                 }

@@ -92,7 +92,7 @@ pub(super) async fn purge(inner: &Inner, queue: String, state: JobState) -> Resu
         let answer = inner
             .call()
             .arg(&queue)
-            .arg(job::state_name(state))
+            .arg(state.stored_name())
             .arg(&horizon)
             .arg(PURGE_STEP)
             .run(&inner.conn, &scripts().purge)

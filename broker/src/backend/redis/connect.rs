@@ -16,10 +16,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Mutex;
 use tokio_util::task::TaskTracker;
 
+use crate::backend::cluster::timing::CONNECT_TIMEOUT;
 use crate::backend::store_tls;
-
-/// How long connecting (TCP, TLS and the handshake) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a request may wait for its answer. Scripts are short; a
 /// longer wait means the server is gone or stuck.

@@ -12,24 +12,9 @@ use tracing::error;
 use super::scripts::{FIELDS, reply};
 use crate::backend::BackendError;
 
-/// A job state's name in a job hash (and in the keys of its lists).
-pub fn state_name(state: JobState) -> &'static str {
-    match state {
-        JobState::Scheduled => "scheduled",
-        JobState::Ready => "ready",
-        JobState::Leased => "leased",
-        JobState::Succeeded => "succeeded",
-        JobState::Dead => "dead",
-        JobState::Cancelled => "cancelled",
-    }
-}
-
 /// The state a job hash names; another name is a defect.
 pub fn state_of(name: &str) -> Result<JobState, BackendError> {
-    JobState::ALL
-        .into_iter()
-        .find(|s| state_name(*s) == name)
-        .ok_or_else(|| reply::malformed("a job state"))
+    JobState::from_stored_name(name).ok_or_else(|| reply::malformed("a job state"))
 }
 
 /// A time in microseconds since the epoch.

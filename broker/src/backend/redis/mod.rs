@@ -44,7 +44,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 use uuid::Uuid;
 
-use super::cluster::{Counts, Health, Streams};
+use super::cluster::{Counts, Health, Streams, timing};
 use super::{
     Backend, BackendError, Batch, GaugeReading, JobPage, LeaseFeed, LeaseRef, OpenError,
     StatsReading,
@@ -53,16 +53,6 @@ use crate::fatal::Fatal;
 use scripts::Call;
 
 pub use connect::Target;
-
-/// How often, by default, each broker looks for work without a
-/// notification: claims, and leases of its streams ended elsewhere, are
-/// found within this interval where pub/sub messages were lost (a
-/// subscriber reconnecting).
-pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How often, by default, queues that hold nothing (no job, no pause) are
-/// removed with their counters.
-pub const QUEUE_SWEEP: Duration = Duration::from_secs(60);
 
 /// `--store redis://...`, parsed.
 #[derive(Debug, Clone)]
@@ -87,8 +77,8 @@ impl RedisSettings {
         Ok(Self {
             target: connect::parse(url)?,
             require_fsync,
-            queue_sweep: QUEUE_SWEEP,
-            poll_interval: POLL_INTERVAL,
+            queue_sweep: timing::QUEUE_SWEEP,
+            poll_interval: timing::POLL_INTERVAL,
         })
     }
 }

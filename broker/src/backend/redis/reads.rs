@@ -67,7 +67,7 @@ pub(super) async fn list(
             .call()
             .arg(after.unwrap_or(0))
             .arg(limit.saturating_add(1))
-            .arg(filter.state.map_or("", job::state_name))
+            .arg(filter.state.map_or("", JobState::stored_name))
             .arg(filter.queue.as_deref().unwrap_or(""))
             .arg(&cursor)
             .arg(if filter.scope.is_every() { "1" } else { "0" })

@@ -4,22 +4,14 @@
 //! forgotten by the next heartbeat of any other, its counters added to
 //! the totals of brokers gone; one that stops cleanly leaves the same way.
 
-use std::time::Duration;
-
 use sluice_queue::WorkerInfo;
 use tracing::{info, warn};
 
 use super::Inner;
 use super::scripts::{reply, scripts};
 use crate::backend::BackendError;
+use crate::backend::cluster::timing::BROKER_GONE_AFTER;
 use crate::backend::cluster::{parse_streams, streams_json};
-
-/// How often a broker renews its record.
-pub(super) const HEARTBEAT: Duration = Duration::from_secs(1);
-
-/// A record not renewed for this long expires: its broker is gone, its
-/// streams leave ListWorkers.
-const RECORD_TTL: Duration = Duration::from_secs(10);
 
 /// Renews this broker's record (adding it the first time) and forgets the
 /// brokers whose record expired.
@@ -28,7 +20,7 @@ pub(super) async fn heartbeat(inner: &Inner) -> Result<(), BackendError> {
         .call()
         .arg(streams_json(&inner.streams.workers()))
         .arg(inner.counts.to_json())
-        .arg(u64::try_from(RECORD_TTL.as_millis()).unwrap_or(u64::MAX))
+        .arg(u64::try_from(BROKER_GONE_AFTER.as_millis()).unwrap_or(u64::MAX))
         .run(&inner.conn, &scripts().heartbeat)
         .await?;
     for broker in reply::items(&gone)? {

@@ -32,21 +32,16 @@ use uuid::Uuid;
 use super::claims::parse_entry;
 use super::scripts::{FREED_PREFIX, WAKE_CHANNEL, reply, scripts};
 use super::{Inner, leases, reads, registry};
+use crate::backend::cluster::timing::{GAUGES_EVERY, HEARTBEAT, MAX_BACKOFF};
 use crate::backend::cluster::{Ping, run_claimer};
 use crate::backend::{BackendError, LeaseRef};
 
 type Result<T> = std::result::Result<T, BackendError>;
 
-/// How often the gauges of /metrics are read from Redis.
-const GAUGES_EVERY: Duration = Duration::from_secs(5);
-
 /// The most queues maintained in one pass, and jobs of each kind per
 /// queue and script.
 const MAINTAIN_QUEUES: u32 = 100;
 const MAINTAIN_BATCH: u32 = 1000;
-
-/// The longest wait between two attempts to subscribe again.
-const MAX_RECONNECT: Duration = Duration::from_secs(5);
 
 /// Starts every task of the backend.
 pub(super) fn spawn(inner: &Arc<Inner>, tasks: &TaskTracker, stop: CancellationToken) {
@@ -94,7 +89,7 @@ async fn subscribe(inner: Arc<Inner>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(MAX_RECONNECT);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -145,7 +140,7 @@ async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
         if inner.health.serving() {
             let pass = async {
                 let due = maintain_due(&inner).await?;
-                if last_heartbeat.elapsed() >= registry::HEARTBEAT {
+                if last_heartbeat.elapsed() >= HEARTBEAT {
                     registry::heartbeat(&inner).await?;
                     last_heartbeat = tokio::time::Instant::now();
                 }
