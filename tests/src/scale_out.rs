@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_proto::v1 as pb;
 
@@ -50,6 +50,40 @@ pub fn worker_of(broker: &BrokerProcess, id: &str) -> WorkerProcess {
             id,
         ],
     )
+}
+
+/// One `sluice-worker` per broker (`w0`, `w1`, ...).
+pub fn workers_of(brokers: &[BrokerProcess]) -> Vec<WorkerProcess> {
+    brokers
+        .iter()
+        .enumerate()
+        .map(|(i, b)| worker_of(b, &format!("w{i}")))
+        .collect()
+}
+
+/// Waits until an Enqueue through each broker succeeds, for at most 10 s
+/// after `since` (the store came back). Each refusal meanwhile must be
+/// UNAVAILABLE (worth retrying) with a message `in_our_words` accepts
+/// (the broker's, not the store's). Returns how long it took.
+pub async fn serving_again(
+    brokers: &[BrokerProcess],
+    since: Instant,
+    in_our_words: impl Fn(&str) -> bool,
+) -> Duration {
+    for broker in brokers {
+        let mut client = pb::broker_client::BrokerClient::new(broker.channel().await);
+        while let Err(status) = client.enqueue(crate::job("t", b"x")).await {
+            assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+            assert!(in_our_words(status.message()), "{status:?}");
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "{}",
+                broker.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    since.elapsed()
 }
 
 /// The `broker_id` a broker logged on the line that says `connected`

@@ -227,10 +227,13 @@ async fn a_connection_receives_at_most_64_requests_at_once() {
     let mut times: Vec<Instant> = answered.iter().map(|(_, at)| *at).collect();
     times.sort();
     // The 65th got its place when the first of the others gave one up,
-    // and then had its whole time.
+    // and then had its whole time: it ends a timeout after the first (had
+    // its time started on arrival, it would end with the others). The
+    // times are when this test saw each answer, so each may be late by a
+    // scheduling delay: the bound leaves half a second for that.
     let waited = times[64].duration_since(times[0]);
     assert!(
-        waited >= timeout,
+        waited >= timeout - Duration::from_millis(500),
         "the 65th ended {waited:?} after the first"
     );
     assert!(times[63].duration_since(times[0]) < timeout);
