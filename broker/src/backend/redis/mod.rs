@@ -30,7 +30,7 @@ mod registry;
 mod scripts;
 mod tasks;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -103,6 +103,8 @@ struct Inner {
     /// This broker's lifetime counters, per queue.
     counts: Counts,
     queue_sweep: Duration,
+    /// Where the next sweep starts checking this broker's counted queues.
+    sweep_from: AtomicUsize,
     poll_interval: Duration,
     /// The last gauge reading, refreshed by the maintenance loop.
     gauges: Mutex<Option<GaugeReading>>,
@@ -151,6 +153,7 @@ impl RedisBackend {
             metrics_on: AtomicBool::new(false),
             counts: Counts::default(),
             queue_sweep: settings.queue_sweep,
+            sweep_from: AtomicUsize::new(0),
             poll_interval: settings.poll_interval,
             gauges: Mutex::new(None),
             fatal,

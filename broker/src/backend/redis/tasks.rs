@@ -21,6 +21,7 @@
 //! - the **health check** (`cluster::Health`, a PING).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio_stream::StreamExt as _;
@@ -240,11 +241,15 @@ async fn maintain_queue(inner: &Inner, queue: &str) -> Result<usize> {
     Ok(expired.len() / 5)
 }
 
-/// Queues looked at per step of the sweep.
+/// Queues looked at per step of the sweep, and counted queues checked
+/// per sweep.
 const SWEEP_STEP: u32 = 1000;
 
 /// Removes the queues that hold nothing and are not paused (of those the
-/// scripts noted), then forgets this broker's counters of queues gone.
+/// scripts noted), then forgets this broker's counters of queues gone:
+/// those this sweep removed at once, and of the others (removed by
+/// another broker) the next [`SWEEP_STEP`] this broker counts, in turn, so
+/// that a sweep costs the same however many queues there are.
 async fn sweep_queues(inner: &Inner) -> Result<()> {
     let mut counted: Vec<String> = inner
         .counts
@@ -252,23 +257,32 @@ async fn sweep_queues(inner: &Inner) -> Result<()> {
         .into_iter()
         .map(|(q, _)| q)
         .collect();
+    counted.sort_unstable();
+    let step = SWEEP_STEP as usize;
+    let from = inner.sweep_from.load(Ordering::Relaxed);
+    let from = if from < counted.len() { from } else { 0 };
+    inner.sweep_from.store(from + step, Ordering::Relaxed);
+    let mut check: Vec<String> = counted.drain(from..).take(step).collect();
     loop {
         let answer = inner
             .call()
             .arg(SWEEP_STEP)
-            .args(std::mem::take(&mut counted))
+            .args(std::mem::take(&mut check))
             .run(&inner.conn, &scripts().sweep)
             .await?;
         let answer = reply::items(&answer)?;
         let looked: u32 = reply::int(reply::at(answer, 0)?)?;
         let removed = reply::items(reply::at(answer, 1)?)?;
-        if !removed.is_empty() {
-            debug!(swept = removed.len(), "queues that held nothing removed");
-        }
-        let gone: std::collections::HashSet<String> = reply::items(reply::at(answer, 2)?)?
+        let mut gone: std::collections::HashSet<String> = reply::items(reply::at(answer, 2)?)?
             .iter()
             .map(reply::string)
             .collect::<Result<_>>()?;
+        if !removed.is_empty() {
+            debug!(swept = removed.len(), "queues that held nothing removed");
+            for queue in removed {
+                gone.insert(reply::string(queue)?);
+            }
+        }
         if !gone.is_empty() {
             inner.counts.retain(|queue| !gone.contains(queue));
         }

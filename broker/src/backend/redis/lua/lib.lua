@@ -60,10 +60,10 @@ local STATES = {'scheduled', 'ready', 'leased', 'succeeded', 'dead', 'cancelled'
 
 -- Set and sorted-set writes (ZADD, ZREM, SADD, SREM, and HSET of a shared
 -- hash; one member, or a score or field and its member or value): sent at
--- once, or, in a script that sets DEFER, gathered per
--- command and key and sent by `flush` as one variadic command each,
--- removals first. Such a script must not read what it deferred before
--- flushing, nor add and remove one member of one key.
+-- once, or, in a script that sets DEFER, gathered per command and key and
+-- sent by `flush` as one variadic command each, removals first. Such a
+-- script must not read what it deferred before flushing, nor add and
+-- remove one member of one key.
 local DEFER = false
 local later, later_order = {}, {}
 local function write(cmd, key, a, b)

@@ -35,7 +35,8 @@ for _, q in ipairs(step[2]) do
   local row = {q, int(redis.call('SISMEMBER', PAUSED, q))}
   if counts then
     for _, state in ipairs(STATES) do row[#row + 1] = count(q, state) end
-    row[#row + 1] = oldest_ready(q)
+    -- (row[4] is the ready count.)
+    if row[4] > 0 then row[#row + 1] = oldest_ready(q) else row[#row + 1] = '' end
   end
   queues[#queues + 1] = row
 end

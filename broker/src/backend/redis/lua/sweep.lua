@@ -1,7 +1,8 @@
 -- Sweep: removes the queues that hold no job and are not paused, with
 -- their counters, of those the scripts noted as maybe empty (a job
 -- deleted, a queue resumed); then says which of the queues this broker
--- counts are gone. ARGV: most queues, then the queues this broker counts.
+-- counts are gone. ARGV: most queues, then queues this broker counts (a
+-- window of them: each sweep checks the next ones).
 -- Answers {queues looked at, queues removed, counted queues gone}.
 local looked = redis.call('SPOP', EMPTY, tonumber(ARGV[3]))
 local removed = {}
