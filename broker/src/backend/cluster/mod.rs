@@ -13,4 +13,6 @@ pub mod timing;
 
 pub use health::{Health, Ping};
 pub use record::{Counts, parse_streams, streams_json};
-pub use streams::{ClaimStore, Closer, StreamId, Streams, Want, run_claimer};
+pub use streams::{
+    ClaimStore, Closer, StreamId, Streams, Want, lease_entry, parse_lease_entry, run_claimer,
+};

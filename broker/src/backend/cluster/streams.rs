@@ -29,6 +29,19 @@ use crate::backend::{BackendError, FeedCloser, LeaseRef};
 /// A stream's id, unique within its broker.
 pub type StreamId = i64;
 
+/// A lease of a stream as shared stores write it, in a notification that
+/// it ended or in a broker's list of held leases: `stream:job`. (Redis's
+/// scripts write the same form.)
+pub fn lease_entry(stream: StreamId, job: Uuid) -> String {
+    format!("{stream}:{job}")
+}
+
+/// The stream and the job of a [`lease_entry`]; `None` if it is not one.
+pub fn parse_lease_entry(entry: &str) -> Option<(StreamId, Uuid)> {
+    let (stream, job) = entry.split_once(':')?;
+    Some((stream.parse().ok()?, job.parse().ok()?))
+}
+
 /// What a shared store does for the claimer.
 #[tonic::async_trait]
 pub trait ClaimStore: Send + Sync + 'static {
@@ -175,6 +188,17 @@ impl Streams {
         });
         if freed && self.more_ready.load(Ordering::Relaxed) {
             self.wake();
+        }
+    }
+
+    /// A `stream:job` entry ([`lease_entry`]) arrived on this broker's
+    /// channel: that lease ended through another broker. An entry that is
+    /// not one (never written by a broker of this version) asks for a
+    /// recount instead.
+    pub fn entry_freed(&self, entry: &str) {
+        match parse_lease_entry(entry) {
+            Some((stream, job)) => self.slot_freed(stream, job),
+            None => self.recount_soon(),
         }
     }
 

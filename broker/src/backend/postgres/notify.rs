@@ -26,6 +26,7 @@ use tracing::debug;
 use uuid::Uuid;
 
 use super::sql;
+use crate::backend::cluster::lease_entry;
 
 /// The channel every broker LISTENs on for wake-ups.
 pub const WAKE_CHANNEL: &str = "sluice_wake";
@@ -142,19 +143,10 @@ pub fn freed_channel(broker_id: Uuid) -> String {
     format!("sluice_freed_{}", broker_id.simple())
 }
 
-/// One entry of a notification on [`freed_channel`] (its payload joins
-/// them with `,`): the stream and the job whose lease ended.
-fn freed_entry(stream: i64, job: Uuid) -> String {
-    format!("{stream}:{job}")
-}
-
-/// The stream and the job of each entry of a [`freed_channel`] payload;
-/// `None` for an entry that is not one.
-pub fn parse_freed(payload: &str) -> impl Iterator<Item = Option<(i64, Uuid)>> + '_ {
-    payload.split(',').map(|entry| {
-        let (stream, job) = entry.split_once(':')?;
-        Some((stream.parse().ok()?, job.parse().ok()?))
-    })
+/// The entries of a [`freed_channel`] payload (each a
+/// [`lease_entry`], joined with `,`).
+pub fn freed_entries(payload: &str) -> impl Iterator<Item = &str> {
+    payload.split(',')
 }
 
 /// One notification per broker (more if its payload would be too long):
@@ -165,7 +157,7 @@ fn lease_notifications(ended: &[Ended]) -> (Vec<String>, Vec<String>) {
         by_broker
             .entry(broker)
             .or_default()
-            .push(freed_entry(stream, job));
+            .push(lease_entry(stream, job));
     }
     let (mut channels, mut payloads) = (Vec::new(), Vec::new());
     for (broker, entries) in by_broker {
@@ -189,6 +181,7 @@ fn lease_notifications(ended: &[Ended]) -> (Vec<String>, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cluster::parse_lease_entry;
 
     #[test]
     fn long_lists_are_split_under_the_payload_limit() {
@@ -199,8 +192,8 @@ mod tests {
         assert!(payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
         let parsed: Vec<(i64, Uuid)> = payloads
             .iter()
-            .flat_map(|p| parse_freed(p))
-            .map(|entry| entry.expect("an entry"))
+            .flat_map(|p| freed_entries(p))
+            .map(|entry| parse_lease_entry(entry).expect("an entry"))
             .collect();
         assert_eq!(parsed.len(), 500);
         assert_eq!(

@@ -98,11 +98,8 @@ async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
             },
             |channel, payload| {
                 if channel == own {
-                    for entry in notify::parse_freed(payload) {
-                        match entry {
-                            Some((stream, job)) => inner.streams.slot_freed(stream, job),
-                            None => inner.streams.recount_soon(),
-                        }
+                    for entry in notify::freed_entries(payload) {
+                        inner.streams.entry_freed(entry);
                     }
                 } else if payload == notify::READY {
                     inner.streams.wake();

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::scripts::{reply, scripts};
 use super::{Inner, job, leases};
-use crate::backend::cluster::{ClaimStore, Closer, StreamId, Streams, Want};
+use crate::backend::cluster::{ClaimStore, Closer, StreamId, Streams, Want, parse_lease_entry};
 use crate::backend::{BackendError, LeaseFeed, LeaseRef};
 
 type Result<T> = std::result::Result<T, BackendError>;
@@ -93,7 +93,7 @@ impl ClaimStore for Inner {
         let entries = self.call().run(&self.conn, &scripts().held).await?;
         let mut held: HashMap<StreamId, HashSet<Uuid>> = HashMap::new();
         for entry in reply::items(&entries)? {
-            let (stream, job) = parse_entry(&reply::string(entry)?)
+            let (stream, job) = parse_lease_entry(&reply::string(entry)?)
                 .ok_or_else(|| reply::malformed("a held lease"))?;
             held.entry(stream).or_default().insert(job);
         }
@@ -111,10 +111,4 @@ impl ClaimStore for Inner {
         }
         Ok(())
     }
-}
-
-/// A `stream:job` entry (a held lease, or a freed one).
-pub(super) fn parse_entry(entry: &str) -> Option<(StreamId, Uuid)> {
-    let (stream, job) = entry.split_once(':')?;
-    Some((stream.parse().ok()?, job.parse().ok()?))
 }

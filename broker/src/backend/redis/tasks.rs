@@ -30,7 +30,6 @@ use tokio_util::task::TaskTracker;
 use tracing::debug;
 use uuid::Uuid;
 
-use super::claims::parse_entry;
 use super::scripts::{FREED_PREFIX, WAKE_CHANNEL, reply, scripts};
 use super::{Inner, leases, reads, registry};
 use crate::backend::cluster::timing::{GAUGES_EVERY, HEARTBEAT, MAX_BACKOFF};
@@ -120,10 +119,7 @@ async fn listen(
         };
         let payload: String = message.get_payload().unwrap_or_default();
         if message.get_channel_name() == own {
-            match parse_entry(&payload) {
-                Some((stream, job)) => inner.streams.slot_freed(stream, job),
-                None => inner.streams.recount_soon(),
-            }
+            inner.streams.entry_freed(&payload);
         } else if payload == "ready" {
             inner.streams.wake();
         } else {
