@@ -29,6 +29,17 @@ pub struct Counters {
     pub dead: u64,
 }
 
+impl std::ops::AddAssign for Counters {
+    /// Adds another broker's (or another time's) counts of the same queue.
+    fn add_assign(&mut self, other: Counters) {
+        self.enqueued += other.enqueued;
+        self.acked += other.acked;
+        self.nacked += other.nacked;
+        self.expired += other.expired;
+        self.dead += other.dead;
+    }
+}
+
 /// One queue's statistics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueStats {

@@ -12,7 +12,7 @@ mod streams;
 pub mod timing;
 
 pub use health::{Health, Ping};
-pub use record::{Counts, parse_streams, streams_json};
+pub use record::{Counts, add_counters, parse_streams, streams_json};
 pub use streams::{
     ClaimStore, Closer, StreamId, Streams, Want, lease_entry, parse_lease_entry, run_claimer,
 };

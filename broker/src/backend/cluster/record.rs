@@ -4,11 +4,11 @@
 //! every broker's up; a departed broker's are folded into the store's own
 //! totals).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use serde_json::{Value, json};
-use sluice_queue::{Counters, Timestamp, WorkerInfo};
+use sluice_queue::{Counters, QueueStats, Timestamp, WorkerInfo};
 
 /// This broker's lifetime counters, per queue.
 #[derive(Default)]
@@ -67,6 +67,20 @@ impl Counts {
                 (queue, counters)
             })
             .collect()
+    }
+}
+
+/// Adds each `(queue, counters)` of `counts` (this broker's, other
+/// brokers', those of brokers gone) to that queue's figures in `queues`;
+/// counts of a queue not there (removed since) are left out.
+pub fn add_counters(
+    queues: &mut BTreeMap<String, QueueStats>,
+    counts: impl IntoIterator<Item = (String, Counters)>,
+) {
+    for (queue, c) in counts {
+        if let Some(q) = queues.get_mut(&queue) {
+            q.counters += c;
+        }
     }
 }
 

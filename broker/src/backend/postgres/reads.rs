@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::columns::{self, Table, columns};
 use super::sql::{self, get};
 use super::{Inner, registry};
-use crate::backend::cluster::Counts;
+use crate::backend::cluster::{Counts, add_counters};
 use crate::backend::{BackendError, JobPage, StatsReading};
 
 type Result<T> = std::result::Result<T, BackendError>;
@@ -216,15 +216,7 @@ pub(super) async fn counters(inner: &Inner) -> Result<StatsReading> {
     for row in &others {
         all.extend(Counts::parse(get(row, "counters")?));
     }
-    for (queue, c) in all {
-        if let Some(q) = queues.get_mut(&queue) {
-            q.counters.enqueued += c.enqueued;
-            q.counters.acked += c.acked;
-            q.counters.nacked += c.nacked;
-            q.counters.expired += c.expired;
-            q.counters.dead += c.dead;
-        }
-    }
+    add_counters(&mut queues, all);
     Ok(StatsReading {
         queues: queues.into_values().collect(),
         recent_failures: Vec::new(),

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::scripts::{reply, scripts};
 use super::{Inner, job, registry};
-use crate::backend::cluster::Counts;
+use crate::backend::cluster::{Counts, add_counters};
 use crate::backend::{BackendError, GaugeReading, JobPage, StatsReading};
 
 type Result<T> = std::result::Result<T, BackendError>;
@@ -139,15 +139,7 @@ pub(super) async fn stats(inner: &Inner, counts: bool) -> Result<StatsReading> {
             break;
         }
     }
-    for (queue, c) in all {
-        if let Some(q) = queues.get_mut(&queue) {
-            q.counters.enqueued += c.enqueued;
-            q.counters.acked += c.acked;
-            q.counters.nacked += c.nacked;
-            q.counters.expired += c.expired;
-            q.counters.dead += c.dead;
-        }
-    }
+    add_counters(&mut queues, all);
     Ok(StatsReading {
         queues: queues.into_values().collect(),
         recent_failures,
