@@ -131,3 +131,22 @@ impl Health {
         }
     }
 }
+/// The drain's wait on a shared store: until `leased` (this broker's
+/// leases still held, counted in the store) is 0, or `deadline`, asking
+/// every 100 ms; what is left at the deadline. A store that cannot be
+/// reached counts none: the leases stay valid in it, for any broker.
+pub async fn wait_for_leases<F, Fut>(deadline: tokio::time::Instant, mut leased: F) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<usize, BackendError>>,
+{
+    loop {
+        match tokio::time::timeout_at(deadline, leased()).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return 0,
+            Ok(Ok(n)) if tokio::time::Instant::now() >= deadline => return n,
+            Ok(Ok(_)) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100).min(deadline - tokio::time::Instant::now()))
+            .await;
+    }
+}

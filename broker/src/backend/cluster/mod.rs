@@ -11,7 +11,7 @@ mod record;
 mod streams;
 pub mod timing;
 
-pub use health::{Health, Ping};
+pub use health::{Health, Ping, wait_for_leases};
 pub use record::{Counts, add_counters, parse_streams, streams_json};
 pub use streams::{
     ClaimStore, Closer, StreamId, Streams, Want, lease_entry, parse_lease_entry, run_claimer,

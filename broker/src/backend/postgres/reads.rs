@@ -3,7 +3,6 @@
 //! the shutdown report need.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use sluice_queue::{
     Counters, FailedAttempt, JobFilter, JobSnapshot, JobState, QueueError, QueueStats,
@@ -14,7 +13,7 @@ use uuid::Uuid;
 use super::columns::{self, Table, columns};
 use super::sql::{self, get};
 use super::{Inner, registry};
-use crate::backend::cluster::{Counts, add_counters};
+use crate::backend::cluster::{Counts, add_counters, wait_for_leases};
 use crate::backend::{BackendError, JobPage, StatsReading};
 
 type Result<T> = std::result::Result<T, BackendError>;
@@ -236,27 +235,17 @@ pub(super) async fn gauges(inner: &Inner) -> Result<crate::backend::GaugeReading
 
 /// Waits until no job is leased to this broker's streams, or `deadline`.
 pub(super) async fn leases_resolved(inner: &Inner, deadline: tokio::time::Instant) -> usize {
-    loop {
-        let leased = async {
-            let client = sql::connection(&inner.pool).await?;
-            let row = sql::query_one(
-                &client,
-                "SELECT count(*) AS n FROM sluice_jobs WHERE broker_id = $1 AND state = 'leased'",
-                &[&inner.broker_id],
-            )
-            .await?;
-            Ok::<_, BackendError>(usize::try_from(get::<i64>(&row, "n")?).unwrap_or(0))
-        };
-        match tokio::time::timeout_at(deadline, leased).await {
-            Ok(Ok(0)) => return 0,
-            Ok(Ok(n)) if tokio::time::Instant::now() >= deadline => return n,
-            Ok(Ok(_)) => {}
-            // Unreachable: the leases stay valid in the database.
-            Ok(Err(_)) | Err(_) => return 0,
-        }
-        tokio::time::sleep(Duration::from_millis(100).min(deadline - tokio::time::Instant::now()))
-            .await;
-    }
+    wait_for_leases(deadline, || async {
+        let client = sql::connection(&inner.pool).await?;
+        let row = sql::query_one(
+            &client,
+            "SELECT count(*) AS n FROM sluice_jobs WHERE broker_id = $1 AND state = 'leased'",
+            &[&inner.broker_id],
+        )
+        .await?;
+        Ok(usize::try_from(get::<i64>(&row, "n")?).unwrap_or(0))
+    })
+    .await
 }
 
 /// Jobs scheduled, ready or leased, in the whole database.

@@ -3,7 +3,6 @@
 //! the shutdown report need.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use redis::Value;
 use sluice_queue::{
@@ -14,7 +13,7 @@ use uuid::Uuid;
 
 use super::scripts::{reply, scripts};
 use super::{Inner, job, registry};
-use crate::backend::cluster::{Counts, add_counters};
+use crate::backend::cluster::{Counts, add_counters, wait_for_leases};
 use crate::backend::{BackendError, GaugeReading, JobPage, StatsReading};
 
 type Result<T> = std::result::Result<T, BackendError>;
@@ -263,15 +262,5 @@ async fn held(inner: &Inner) -> Result<usize> {
 
 /// Waits until no job is leased to this broker's streams, or `deadline`.
 pub(super) async fn leases_resolved(inner: &Inner, deadline: tokio::time::Instant) -> usize {
-    loop {
-        match tokio::time::timeout_at(deadline, held(inner)).await {
-            Ok(Ok(0)) => return 0,
-            Ok(Ok(n)) if tokio::time::Instant::now() >= deadline => return n,
-            Ok(Ok(_)) => {}
-            // Unreachable: the leases stay valid in Redis.
-            Ok(Err(_)) | Err(_) => return 0,
-        }
-        tokio::time::sleep(Duration::from_millis(100).min(deadline - tokio::time::Instant::now()))
-            .await;
-    }
+    wait_for_leases(deadline, || held(inner)).await
 }
