@@ -34,8 +34,7 @@ pub mod schema;
 mod sql;
 mod tasks;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -49,7 +48,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 use uuid::Uuid;
 
-use super::cluster::{Counts, Health, Streams, timing};
+use super::cluster::{Counts, Gauges, Health, Streams, timing};
 use super::{
     Backend, BackendError, Batch, GaugeReading, JobPage, LeaseFeed, LeaseRef, OpenError,
     StatsReading,
@@ -105,16 +104,14 @@ struct Inner {
     /// What the other brokers are told, after each commit.
     notifier: Arc<notify::Notifier>,
     health: Health,
-    /// /metrics is served: the gauges are read from the database.
-    metrics_on: AtomicBool,
     /// This broker's lifetime counters, per queue.
     counts: Counts,
     /// How often empty queues are swept.
     queue_sweep: Duration,
     /// How often the claimer and the maintenance loop poll.
     poll_interval: Duration,
-    /// The last gauge reading, refreshed by the maintenance loop.
-    gauges: Mutex<Option<GaugeReading>>,
+    /// The gauges of /metrics, read from the store once it is served.
+    gauges: Gauges,
     fatal: Fatal,
 }
 
@@ -159,11 +156,10 @@ impl PostgresBackend {
                 "PostgreSQL",
                 "the database is unreachable; the broker reconnects by itself",
             ),
-            metrics_on: AtomicBool::new(false),
             counts: Counts::default(),
             queue_sweep: settings.queue_sweep,
             poll_interval: settings.poll_interval,
-            gauges: Mutex::new(None),
+            gauges: Gauges::default(),
             fatal,
         });
         registry::heartbeat(&inner)
@@ -305,16 +301,11 @@ impl Backend for PostgresBackend {
         // Job transitions happen in the database, on any broker: the job
         // counters of /metrics are the local backend's. The gauges, read
         // from the database, are kept from now on.
-        self.inner.metrics_on.store(true, Ordering::Release);
+        self.inner.gauges.turn_on();
     }
 
     fn gauges(&self) -> Option<GaugeReading> {
-        self.inner
-            .gauges
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .or_else(|| Some(GaugeReading::default()))
+        Some(self.inner.gauges.latest())
     }
 
     async fn close(&self) {

@@ -32,8 +32,8 @@ use super::columns::millis;
 use super::sql::{self, get};
 use super::{Inner, connect, leases, notify, reads, registry};
 use crate::backend::BackendError;
-use crate::backend::cluster::timing::{GAUGES_EVERY, HEARTBEAT, MAX_BACKOFF};
-use crate::backend::cluster::{Ping, run_claimer};
+use crate::backend::cluster::timing::{HEARTBEAT, MAX_BACKOFF};
+use crate::backend::cluster::{Every, Ping, between_passes, run_claimer};
 use sluice_queue::JobState;
 
 type Result<T> = std::result::Result<T, BackendError>;
@@ -125,54 +125,50 @@ async fn listen(inner: Arc<Inner>, stop: CancellationToken) {
 }
 
 async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
-    let now = tokio::time::Instant::now();
-    let (mut last_heartbeat, mut last_retention, mut last_sweep) = (now, now, now);
-    let mut last_gauges = now.checked_sub(GAUGES_EVERY).unwrap_or(now);
+    let mut chores = Chores {
+        heartbeat: Every::new(HEARTBEAT),
+        retention: Every::new(inner.poll_interval * 10),
+        sweep: Every::new(inner.queue_sweep),
+    };
     loop {
-        let mut next_due = inner.poll_interval;
-        if inner.health.serving() {
-            let pass = async {
-                promote(&inner).await?;
-                while leases::expire(&inner).await? > 0 {}
-                if last_heartbeat.elapsed() >= HEARTBEAT {
-                    registry::heartbeat(&inner).await?;
-                    last_heartbeat = tokio::time::Instant::now();
-                }
-                if inner.metrics_on.load(std::sync::atomic::Ordering::Acquire)
-                    && last_gauges.elapsed() >= GAUGES_EVERY
-                {
-                    let reading = reads::gauges(&inner).await?;
-                    *inner
-                        .gauges
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reading);
-                    last_gauges = tokio::time::Instant::now();
-                }
-                if last_retention.elapsed() >= inner.poll_interval * 10 {
-                    retention(&inner).await?;
-                    last_retention = tokio::time::Instant::now();
-                }
-                if last_sweep.elapsed() >= inner.queue_sweep {
-                    sweep_queues(&inner).await?;
-                    last_sweep = tokio::time::Instant::now();
-                }
-                next_wake(&inner).await
-            };
-            match pass.await {
-                Ok(due) => next_due = due.min(inner.poll_interval),
-                Err(e) => {
-                    debug!(error = %e, "maintenance pass failed");
-                    inner.health.check_now().notify_one();
-                }
-            }
-        }
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            () = inner.maintain.notified() => {}
-            () = tokio::time::sleep(next_due) => {}
+        let outcome = if inner.health.serving() {
+            Some(maintain_pass(&inner, &mut chores).await)
+        } else {
+            None
+        };
+        let (health, wake, poll) = (&inner.health, &inner.maintain, inner.poll_interval);
+        if !between_passes(health, wake, poll, &stop, outcome).await {
+            return;
         }
     }
+}
+
+/// What a maintenance pass does at its own pace.
+struct Chores {
+    heartbeat: Every,
+    retention: Every,
+    sweep: Every,
+}
+
+/// One pass: due jobs made READY, expired leases ended, then the chores
+/// that are due; how long until the next deadline.
+async fn maintain_pass(inner: &Inner, chores: &mut Chores) -> Result<Duration> {
+    promote(inner).await?;
+    while leases::expire(inner).await? > 0 {}
+    chores
+        .heartbeat
+        .run(async || registry::heartbeat(inner).await)
+        .await?;
+    inner
+        .gauges
+        .refresh(async || reads::gauges(inner).await)
+        .await?;
+    chores
+        .retention
+        .run(async || retention(inner).await)
+        .await?;
+    chores.sweep.run(async || sweep_queues(inner).await).await?;
+    next_wake(inner).await
 }
 
 /// Makes due scheduled jobs READY, a bounded batch at a time.

@@ -30,8 +30,8 @@ mod registry;
 mod scripts;
 mod tasks;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use sluice_queue::{
@@ -44,7 +44,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 use uuid::Uuid;
 
-use super::cluster::{Counts, Health, Streams, timing};
+use super::cluster::{Counts, Gauges, Health, Streams, timing};
 use super::{
     Backend, BackendError, Batch, GaugeReading, JobPage, LeaseFeed, LeaseRef, OpenError,
     StatsReading,
@@ -98,16 +98,14 @@ struct Inner {
     /// Wakes the maintenance loop (a job was scheduled).
     maintain: Notify,
     health: Health,
-    /// /metrics is served: the gauges are read from Redis.
-    metrics_on: AtomicBool,
     /// This broker's lifetime counters, per queue.
     counts: Counts,
     queue_sweep: Duration,
     /// Where the next sweep starts checking this broker's counted queues.
     sweep_from: AtomicUsize,
     poll_interval: Duration,
-    /// The last gauge reading, refreshed by the maintenance loop.
-    gauges: Mutex<Option<GaugeReading>>,
+    /// The gauges of /metrics, read from the store once it is served.
+    gauges: Gauges,
     fatal: Fatal,
 }
 
@@ -150,12 +148,11 @@ impl RedisBackend {
             streams: Streams::default(),
             maintain: Notify::new(),
             health: Health::new("Redis", scripts::UNREACHABLE),
-            metrics_on: AtomicBool::new(false),
             counts: Counts::default(),
             queue_sweep: settings.queue_sweep,
             sweep_from: AtomicUsize::new(0),
             poll_interval: settings.poll_interval,
-            gauges: Mutex::new(None),
+            gauges: Gauges::default(),
             fatal,
         });
         registry::heartbeat(&inner)
@@ -286,16 +283,11 @@ impl Backend for RedisBackend {
         // Job transitions happen in Redis, on any broker: the job counters
         // of /metrics are the local backend's. The gauges, read from
         // Redis, are kept from now on.
-        self.inner.metrics_on.store(true, Ordering::Release);
+        self.inner.gauges.turn_on();
     }
 
     fn gauges(&self) -> Option<GaugeReading> {
-        self.inner
-            .gauges
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-            .or_else(|| Some(GaugeReading::default()))
+        Some(self.inner.gauges.latest())
     }
 
     async fn close(&self) {

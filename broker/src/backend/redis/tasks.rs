@@ -32,8 +32,8 @@ use uuid::Uuid;
 
 use super::scripts::{FREED_PREFIX, WAKE_CHANNEL, reply, scripts};
 use super::{Inner, leases, reads, registry};
-use crate::backend::cluster::timing::{GAUGES_EVERY, HEARTBEAT, MAX_BACKOFF};
-use crate::backend::cluster::{Ping, run_claimer};
+use crate::backend::cluster::timing::{HEARTBEAT, MAX_BACKOFF};
+use crate::backend::cluster::{Every, Ping, between_passes, run_claimer};
 use crate::backend::{BackendError, LeaseRef};
 
 type Result<T> = std::result::Result<T, BackendError>;
@@ -129,49 +129,37 @@ async fn listen(
 }
 
 async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
-    let now = tokio::time::Instant::now();
-    let (mut last_heartbeat, mut last_sweep) = (now, now);
-    let mut last_gauges = now.checked_sub(GAUGES_EVERY).unwrap_or(now);
+    let (mut heartbeat, mut sweep) = (Every::new(HEARTBEAT), Every::new(inner.queue_sweep));
     loop {
-        let mut next = inner.poll_interval;
-        if inner.health.serving() {
-            let pass = async {
-                let due = maintain_due(&inner).await?;
-                if last_heartbeat.elapsed() >= HEARTBEAT {
-                    registry::heartbeat(&inner).await?;
-                    last_heartbeat = tokio::time::Instant::now();
-                }
-                if inner.metrics_on.load(std::sync::atomic::Ordering::Acquire)
-                    && last_gauges.elapsed() >= GAUGES_EVERY
-                {
-                    let reading = reads::gauges(&inner).await?;
-                    *inner
-                        .gauges
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reading);
-                    last_gauges = tokio::time::Instant::now();
-                }
-                if last_sweep.elapsed() >= inner.queue_sweep {
-                    sweep_queues(&inner).await?;
-                    last_sweep = tokio::time::Instant::now();
-                }
-                Ok::<_, BackendError>(due)
-            };
-            match pass.await {
-                Ok(due) => next = due.min(inner.poll_interval),
-                Err(e) => {
-                    debug!(error = %e, "maintenance pass failed");
-                    inner.health.check_now().notify_one();
-                }
-            }
-        }
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            () = inner.maintain.notified() => {}
-            () = tokio::time::sleep(next) => {}
+        let outcome = if inner.health.serving() {
+            Some(maintain_pass(&inner, &mut heartbeat, &mut sweep).await)
+        } else {
+            None
+        };
+        let (health, wake, poll) = (&inner.health, &inner.maintain, inner.poll_interval);
+        if !between_passes(health, wake, poll, &stop, outcome).await {
+            return;
         }
     }
+}
+
+/// One pass: the queues whose deadline has come, then the chores that
+/// are due; how long until the next deadline.
+async fn maintain_pass(
+    inner: &Inner,
+    heartbeat: &mut Every,
+    sweep: &mut Every,
+) -> Result<Duration> {
+    let due = maintain_due(inner).await?;
+    heartbeat
+        .run(async || registry::heartbeat(inner).await)
+        .await?;
+    inner
+        .gauges
+        .refresh(async || reads::gauges(inner).await)
+        .await?;
+    sweep.run(async || sweep_queues(inner).await).await?;
+    Ok(due)
 }
 
 /// Maintains every queue whose deadline has come; returns how long until
