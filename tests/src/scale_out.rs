@@ -35,13 +35,13 @@ pub fn broker_on(url: &str, extra: &[&str]) -> BrokerProcess {
     broker
 }
 
-/// A `sluice-worker` of `broker` whose jobs succeed at once, four at a time.
-pub fn worker_of(broker: &BrokerProcess, id: &str) -> WorkerProcess {
+/// A `sluice-worker` of `broker`, four jobs at a time, running `exec`.
+fn worker_of(broker: &BrokerProcess, id: &str, exec: &str) -> WorkerProcess {
     WorkerProcess::start(
         broker,
         &[
             "--exec",
-            "t=true",
+            exec,
             "--concurrency",
             "4",
             "--lease-duration",
@@ -52,12 +52,30 @@ pub fn worker_of(broker: &BrokerProcess, id: &str) -> WorkerProcess {
     )
 }
 
-/// One `sluice-worker` per broker (`w0`, `w1`, ...).
-pub fn workers_of(brokers: &[BrokerProcess]) -> Vec<WorkerProcess> {
+/// `sluice-worker`s of each broker, one per suffix: broker `i`'s are
+/// `w{i}{suffix}` (`&[""]`: `w0`, `w1`, ...; `&["a", "b"]`: `w0a`, `w0b`, ...).
+/// Their jobs succeed at once, except those of the broker `hanging`
+/// names: its workers' jobs run for a minute, so that once it holds a
+/// lease it holds it until it is killed (a kill under load that is sure
+/// to leave leases behind).
+pub fn workers_of(
+    brokers: &[BrokerProcess],
+    suffixes: &[&str],
+    hanging: Option<usize>,
+) -> Vec<WorkerProcess> {
     brokers
         .iter()
         .enumerate()
-        .map(|(i, b)| worker_of(b, &format!("w{i}")))
+        .flat_map(|(i, b)| {
+            let exec = if hanging == Some(i) {
+                "t=sleep 60"
+            } else {
+                "t=true"
+            };
+            suffixes
+                .iter()
+                .map(move |suffix| worker_of(b, &format!("w{i}{suffix}"), exec))
+        })
         .collect()
 }
 

@@ -22,10 +22,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sluice_e2e::postgres::{TestPostgres, shared};
-use sluice_e2e::scale_out::{
-    LEASE, Producers, broker_id, broker_on, serving_again, worker_of, workers_of,
-};
-use sluice_e2e::{BrokerProcess, WAIT, WorkerProcess, binary};
+use sluice_e2e::scale_out::{LEASE, Producers, broker_id, broker_on, serving_again, workers_of};
+use sluice_e2e::{BrokerProcess, WAIT, binary};
 use sluice_proto::v1 as pb;
 /// The test's own lease history: a row per lease, with when it began, when
 /// it was to expire (extends included) and when and how it ended.
@@ -113,16 +111,8 @@ async fn three_brokers_share_the_work_and_a_killed_brokers_jobs_run_elsewhere() 
     pg.psql(&url, LEASE_HISTORY);
     let mut brokers = [first, broker_on(&url, &[]), broker_on(&url, &[])];
     let victim_id = broker_id(&brokers[1], "connected to PostgreSQL");
-    let _workers: Vec<WorkerProcess> = brokers
-        .iter()
-        .enumerate()
-        .flat_map(|(i, b)| {
-            [
-                worker_of(b, &format!("w{i}a")),
-                worker_of(b, &format!("w{i}b")),
-            ]
-        })
-        .collect();
+    // The victim (broker 1) holds the leases its workers take until it dies.
+    let _workers = workers_of(&brokers, &["a", "b"], Some(1));
     let producers = Producers::start(&brokers, PER_PRODUCER, Some(20));
 
     // Under load: a third of the jobs in, and the victim holding leases.
@@ -222,7 +212,7 @@ async fn a_postgres_restart_under_load_loses_no_acknowledged_job() {
     let pg = TestPostgres::start().unwrap_or_else(|e| panic!("{e}"));
     let url = pg.fresh_database();
     let brokers = [broker_on(&url, &[]), broker_on(&url, &[])];
-    let _workers = workers_of(&brokers);
+    let _workers = workers_of(&brokers, &[""], None);
     let producers = Producers::start(&brokers, PER_PRODUCER, None);
     while producers.sent() < PER_PRODUCER / 2 {
         tokio::time::sleep(Duration::from_millis(20)).await;

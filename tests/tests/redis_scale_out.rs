@@ -28,11 +28,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sluice_e2e::redis::{TestRedis, shared};
-use sluice_e2e::scale_out::{
-    LEASE, Producers, broker_id, broker_on, serving_again, worker_of, workers_of,
-};
+use sluice_e2e::scale_out::{LEASE, Producers, broker_id, broker_on, serving_again, workers_of};
 use sluice_e2e::tls::{Ca, write};
-use sluice_e2e::{BrokerProcess, WAIT, WorkerProcess, binary, scratch_dir};
+use sluice_e2e::{BrokerProcess, WAIT, binary, scratch_dir};
 use sluice_proto::v1 as pb;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -232,16 +230,8 @@ async fn three_brokers_share_the_work_and_a_killed_brokers_jobs_run_elsewhere() 
         broker_on(&url, &[]),
     ];
     let victim = broker_id(&brokers[1], "connected to Redis");
-    let _workers: Vec<WorkerProcess> = brokers
-        .iter()
-        .enumerate()
-        .flat_map(|(i, b)| {
-            [
-                worker_of(b, &format!("w{i}a")),
-                worker_of(b, &format!("w{i}b")),
-            ]
-        })
-        .collect();
+    // The victim (broker 1) holds the leases its workers take until it dies.
+    let _workers = workers_of(&brokers, &["a", "b"], Some(1));
     let producers = Producers::start(&brokers, PER_PRODUCER, Some(20));
 
     // Under load: a third of the jobs in, and the victim holding leases.
@@ -338,7 +328,7 @@ async fn a_redis_crash_under_load_loses_no_acknowledged_job() {
         broker_on(&url, &["--redis-require-fsync"]),
         broker_on(&url, &["--redis-require-fsync"]),
     ];
-    let _workers = workers_of(&brokers);
+    let _workers = workers_of(&brokers, &[""], None);
     let producers = Producers::start(&brokers, PER_PRODUCER, None);
     while producers.sent() < PER_PRODUCER / 2 {
         tokio::time::sleep(Duration::from_millis(20)).await;
