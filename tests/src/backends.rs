@@ -135,28 +135,9 @@ pub fn local_only(why: &str) -> bool {
 #[macro_export]
 macro_rules! every_backend {
     ($(#[$attr:meta])* async fn $name:ident() $body:block) => {
-        $(#[$attr])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            async fn test() $body
-
-            #[tokio::test]
-            async fn embedded() {
-                $crate::backends::run_on($crate::backends::Store::Embedded, test()).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                $crate::backends::run_on($crate::backends::Store::Postgres, test()).await;
-            }
-
-            #[tokio::test]
-            async fn redis() {
-                $crate::backends::run_on($crate::backends::Store::Redis, test()).await;
-            }
-        }
+        $crate::backend_tests!(
+            $(#[$attr])* $name, $body, embedded => Embedded, postgres => Postgres, redis => Redis
+        );
     };
 }
 
@@ -164,6 +145,16 @@ macro_rules! every_backend {
 #[macro_export]
 macro_rules! shared_backends {
     ($(#[$attr:meta])* async fn $name:ident() $body:block) => {
+        $crate::backend_tests!($(#[$attr])* $name, $body, postgres => Postgres, redis => Redis);
+    };
+}
+
+/// What the two macros above expand to: a module `$name` holding the
+/// body, and one test per store listed (`test_name => Store variant`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! backend_tests {
+    ($(#[$attr:meta])* $name:ident, $body:block, $($test:ident => $store:ident),+) => {
         $(#[$attr])*
         mod $name {
             #[allow(unused_imports)]
@@ -171,15 +162,12 @@ macro_rules! shared_backends {
 
             async fn test() $body
 
-            #[tokio::test]
-            async fn postgres() {
-                $crate::backends::run_on($crate::backends::Store::Postgres, test()).await;
-            }
-
-            #[tokio::test]
-            async fn redis() {
-                $crate::backends::run_on($crate::backends::Store::Redis, test()).await;
-            }
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    $crate::backends::run_on($crate::backends::Store::$store, test()).await;
+                }
+            )+
         }
     };
 }
