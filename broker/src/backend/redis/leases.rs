@@ -3,8 +3,8 @@
 //! `lua/lib.lua`), which tells an unknown job (NOT_FOUND) from a stale
 //! lease (FAILED_PRECONDITION) as the local backend does. What a failed
 //! attempt leads to is the queue crate's [`after_failure`], decided here
-//! on what `lua/peek.lua` read and applied by `lua/fail.lua`, which a
-//! lease ended meanwhile refuses.
+//! on what `lua/peek.lua` (a Nack) or `lua/maintain.lua` (an expiry) read
+//! and applied by `lua/fail.lua`, which a lease ended meanwhile refuses.
 //!
 //! A lease that ends frees its stream's slot: here when the stream is this
 //! broker's, else by the script's message on that broker's channel.
@@ -77,6 +77,26 @@ impl Ended {
     }
 }
 
+/// What the failure policy needs of a leased job: its attempt, its most
+/// attempts, and whether an operator asked to cancel it.
+pub(super) struct Peeked {
+    attempt: u32,
+    max_attempts: u32,
+    cancel_requested: bool,
+}
+
+impl Peeked {
+    /// From three items of a script's answer, as `lua/peek.lua` and
+    /// `lua/maintain.lua` give them.
+    pub(super) fn of(items: &[Value]) -> Result<Self> {
+        Ok(Self {
+            attempt: reply::int(reply::at(items, 0)?)?,
+            max_attempts: reply::int(reply::at(items, 1)?)?,
+            cancel_requested: reply::string(reply::at(items, 2)?)? == "1",
+        })
+    }
+}
+
 pub(super) async fn ack(inner: &Inner, leases: Vec<LeaseRef>) -> Result<Batch<()>> {
     if leases.is_empty() {
         return Ok(Vec::new());
@@ -113,29 +133,6 @@ pub(super) async fn nack(
     lease: LeaseRef,
     failure: Failure,
 ) -> Result<FailureOutcome> {
-    fail(
-        inner,
-        lease,
-        truncate_error(failure.error).into(),
-        failure.dead,
-        failure.retry_after,
-        false,
-    )
-    .await?
-    .map_err(BackendError::from)
-}
-
-/// Ends a failed attempt of `lease` as the failure policy decides: read
-/// what it needs (`peek`), decide, then apply (`fail`, fenced). `expired`
-/// says a lease expiry rather than a Nack (for the counters and the log).
-async fn fail(
-    inner: &Inner,
-    lease: LeaseRef,
-    error: String,
-    dead: bool,
-    retry_after: Option<Duration>,
-    expired: bool,
-) -> Result<std::result::Result<FailureOutcome, QueueError>> {
     let ids = [lease.job_id.to_string(), lease.lease_id.to_string()];
     let peeked = inner
         .call()
@@ -144,12 +141,41 @@ async fn fail(
         .await?;
     let peeked = reply::items(&peeked)?;
     if reply::string(reply::at(peeked, 0)?)? != "ok" {
-        return Ok(Err(refusal(peeked, lease)?));
+        return Err(refusal(peeked, lease)?.into());
     }
+    let read = Peeked::of(&peeked[1..])?;
+    let error = truncate_error(failure.error).into();
+    fail(
+        inner,
+        lease,
+        read,
+        error,
+        failure.dead,
+        failure.retry_after,
+        false,
+    )
+    .await?
+    .map_err(BackendError::from)
+}
+
+/// Ends a failed attempt of `lease` as the failure policy decides on what
+/// was `read` of the job, then applies it (`fail`, fenced: a lease ended
+/// meanwhile is refused). `expired` says a lease expiry rather than a
+/// Nack (for the counters and the log).
+async fn fail(
+    inner: &Inner,
+    lease: LeaseRef,
+    read: Peeked,
+    error: String,
+    dead: bool,
+    retry_after: Option<Duration>,
+    expired: bool,
+) -> Result<std::result::Result<FailureOutcome, QueueError>> {
+    let ids = [lease.job_id.to_string(), lease.lease_id.to_string()];
     let after = after_failure(
-        reply::int(reply::at(peeked, 1)?)?,
-        reply::int(reply::at(peeked, 2)?)?,
-        reply::string(reply::at(peeked, 3)?)? == "1",
+        read.attempt,
+        read.max_attempts,
+        read.cancel_requested,
         dead,
         retry_after,
         &inner.queue.backoff,
@@ -210,11 +236,19 @@ async fn fail(
 
 /// Fails the expired lease `lease` of a job (its attempt counts), if it
 /// is still the job's: of brokers maintaining at once, one ends it.
-pub(super) async fn expire(inner: &Inner, lease: LeaseRef) -> Result<()> {
+pub(super) async fn expire(inner: &Inner, lease: LeaseRef, read: Peeked) -> Result<()> {
     // A refusal means another broker ended it first.
-    fail(inner, lease, LEASE_EXPIRED.to_owned(), false, None, true)
-        .await
-        .map(drop)
+    fail(
+        inner,
+        lease,
+        read,
+        LEASE_EXPIRED.to_owned(),
+        false,
+        None,
+        true,
+    )
+    .await
+    .map(drop)
 }
 
 pub(super) async fn extend(

@@ -208,7 +208,7 @@ async fn maintain_queue(inner: &Inner, queue: &str) -> Result<usize> {
     }
     let expired = &answer[1..];
     for lease in expired.chunks(5) {
-        let [job, lease_id, ..] = lease else {
+        let [job, lease_id, read @ ..] = lease else {
             return Err(reply::malformed("an expired lease"));
         };
         let parse = |v| -> Result<Uuid> {
@@ -220,7 +220,8 @@ async fn maintain_queue(inner: &Inner, queue: &str) -> Result<usize> {
             job_id: parse(job)?,
             lease_id: parse(lease_id)?,
         };
-        leases::expire(inner, lease).await?;
+        // The script read what the failure policy needs: no second read.
+        leases::expire(inner, lease, leases::Peeked::of(read)?).await?;
     }
     Ok(expired.len() / 5)
 }
