@@ -7,6 +7,7 @@ use prost::Message as _;
 
 const PROTOS: &[&str] = &[
     "sluice/v1/job.proto",
+    "sluice/v1/schedule.proto",
     "sluice/v1/broker.proto",
     "sluice/v1/admin.proto",
 ];

@@ -18,6 +18,7 @@ pub mod http;
 pub mod listener;
 pub mod memory_limit;
 pub mod metrics;
+pub mod schedules;
 pub mod server;
 pub mod service;
 pub mod storage;

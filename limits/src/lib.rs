@@ -117,18 +117,31 @@ pub const QUEUE_NAME_CHARS: &str = "A-Z a-z 0-9 . _ : -";
 /// # Errors
 /// Why the name is refused.
 pub fn check_queue_name(queue: &str) -> Result<(), String> {
-    if queue.is_empty() {
-        return Err("queue name is empty".to_owned());
+    check_handle("queue", queue)
+}
+
+/// Checks a schedule name: the rules of a queue name.
+///
+/// # Errors
+/// Why the name is refused.
+pub fn check_schedule_name(name: &str) -> Result<(), String> {
+    check_handle("schedule", name)
+}
+
+/// A `what` name of 1 to [`MAX_NAME_LEN`] bytes of [`QUEUE_NAME_CHARS`].
+fn check_handle(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("{what} name is empty"));
     }
-    if queue.len() > MAX_NAME_LEN {
-        return Err(format!("queue name is over {MAX_NAME_LEN} bytes"));
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!("{what} name is over {MAX_NAME_LEN} bytes"));
     }
-    if let Some(c) = queue
+    if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
     {
         return Err(format!(
-            "queue name {queue:?} has {c:?}; allowed are {QUEUE_NAME_CHARS}"
+            "{what} name {name:?} has {c:?}; allowed are {QUEUE_NAME_CHARS}"
         ));
     }
     Ok(())
@@ -269,3 +282,19 @@ mod tests {
         assert_eq!(whole_unit(Duration::from_secs(120)), "2m");
     }
 }
+
+// Schedules.
+
+/// A due schedule tick at most this old when a firing pass sees it is on
+/// time: it fires whatever the schedule's catch-up policy. Older ticks were
+/// missed (the brokers were down) and follow the policy.
+pub const SCHEDULE_ON_TIME: Duration = Duration::from_secs(10);
+/// Most missed ticks of one schedule that the catch-up policy `all`
+/// enqueues in one firing pass; older missed ticks are skipped.
+pub const SCHEDULE_CATCH_UP_MAX: usize = 100;
+/// Shortest interval of an interval (`every`) schedule.
+pub const MIN_SCHEDULE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest interval of an interval (`every`) schedule.
+pub const MAX_SCHEDULE_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
+/// How many upcoming fire times a schedule shows when it is created or read.
+pub const SCHEDULE_UPCOMING: usize = 5;

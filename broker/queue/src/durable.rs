@@ -80,6 +80,15 @@ pub enum Change {
         /// Paused now.
         paused: bool,
     },
+    /// A schedule was written or deleted. The queue never makes this
+    /// change: the broker's schedules pass through the same group commit,
+    /// as bytes the store does not read.
+    Schedule {
+        /// The schedule's name.
+        name: String,
+        /// Its encoded record; `None` when deleted.
+        record: Option<Vec<u8>>,
+    },
 }
 
 /// What a store keeps besides its jobs, given back on start.
@@ -91,6 +100,8 @@ pub struct StoreMeta {
     pub next_seq: Seq,
     /// Paused queues.
     pub paused: Vec<String>,
+    /// Every schedule's encoded record (see [`Change::Schedule`]), by name.
+    pub schedules: Vec<(String, Vec<u8>)>,
 }
 
 /// Rebuilds a queue from a store, one job at a time, so that recovery

@@ -22,7 +22,14 @@ pub enum Role {
 }
 
 /// The Admin calls that change nothing, which a [`Role::Viewer`] may make.
-pub const ADMIN_READS: [&str; 4] = ["GetJob", "ListJobs", "Stats", "ListWorkers"];
+pub const ADMIN_READS: [&str; 6] = [
+    "GetJob",
+    "ListJobs",
+    "Stats",
+    "ListWorkers",
+    "GetSchedule",
+    "ListSchedules",
+];
 
 impl Role {
     /// The role named `name` in the token file.
@@ -100,7 +107,7 @@ pub enum Call {
 }
 
 /// The Admin service's methods, as their paths name them.
-pub const ADMIN_METHODS: [&str; 9] = [
+pub const ADMIN_METHODS: [&str; 16] = [
     "GetJob",
     "ListJobs",
     "Stats",
@@ -110,6 +117,13 @@ pub const ADMIN_METHODS: [&str; 9] = [
     "PurgeQueue",
     "PauseQueue",
     "ResumeQueue",
+    "CreateSchedule",
+    "GetSchedule",
+    "ListSchedules",
+    "DeleteSchedule",
+    "PauseSchedule",
+    "ResumeSchedule",
+    "TriggerSchedule",
 ];
 
 impl Call {

@@ -44,6 +44,9 @@ pub enum OpenError {
     /// The data directory holds what the queue cannot take back.
     #[error("restoring the data directory: {0}")]
     Restore(QueueError),
+    /// A schedule's record in the data directory does not decode.
+    #[error("restoring the data directory: {0}")]
+    Schedules(String),
     /// Reading the data directory stopped (its task panicked).
     #[error("restoring the data directory: {0}")]
     Interrupted(#[from] tokio::task::JoinError),

@@ -29,6 +29,7 @@ mod error;
 pub mod local;
 pub mod postgres;
 pub mod redis;
+mod schedule_store;
 mod store_tls;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use error::{BackendError, OpenError};
+pub use schedule_store::{Expect, Fired, Millis, ScheduleStore, StoredSchedule};
 
 use crate::fatal::Fatal;
 use crate::storage::StoreStats;
@@ -128,9 +130,10 @@ pub trait FeedCloser: Send {
 /// Where jobs live; see the module doc. Every method that changes a job
 /// returns once the change is durable (or, for a memory-only broker,
 /// made). Refusals carry the queue's own [`QueueError`], so every backend
-/// answers with the same statuses.
+/// answers with the same statuses. Schedules are kept through the
+/// supertrait [`ScheduleStore`].
 #[tonic::async_trait]
-pub trait Backend: Send + Sync + 'static {
+pub trait Backend: ScheduleStore + Send + Sync + 'static {
     /// Adds `jobs`, each answered on its own. While draining, the whole
     /// call is refused with [`BackendError::ShuttingDown`] saying `what`.
     async fn enqueue(

@@ -5,7 +5,9 @@
 //! - `job_events.rs`: job counters and wait/run-time histograms per queue
 //!   and job type, fed by the queue's observer on every transition;
 //! - `queue_gauges.rs`: gauges read from the queue at scrape time;
-//! - `rpc.rs`: gRPC latency per method, a tower layer on the server.
+//! - `rpc.rs`: gRPC latency per method, a tower layer on the server;
+//! - `schedule_ticks.rs`: schedule ticks fired and skipped, and their lag,
+//!   fed by the firing loop.
 //!
 //! Metrics exist only when `--http-addr` is set; without it the queue has
 //! no observer and the layer passes calls through.
@@ -13,6 +15,7 @@
 mod job_events;
 mod queue_gauges;
 mod rpc;
+mod schedule_ticks;
 
 use std::sync::Arc;
 
@@ -21,6 +24,7 @@ use sluice_queue::QueueScope;
 
 pub use job_events::JobMetrics;
 pub use rpc::{RpcLatency, RpcLatencyLayer, RpcMetrics};
+pub use schedule_ticks::ScheduleMetrics;
 
 use crate::backend::SharedBackend;
 use queue_gauges::QueueGauges;
@@ -34,14 +38,19 @@ pub struct Metrics {
 impl Metrics {
     /// Registers every metric of the broker serving `shared`, whose jobs
     /// may hold up to `max_memory` bytes: installs the job observer on its
-    /// backend, and returns the RPC metrics for the server's [`RpcLatencyLayer`].
-    pub fn new(shared: &SharedBackend, max_memory: Option<u64>) -> (Self, Arc<RpcMetrics>) {
+    /// backend, and returns the RPC metrics for the server's
+    /// [`RpcLatencyLayer`] and the tick metrics for the firing loop.
+    pub fn new(
+        shared: &SharedBackend,
+        max_memory: Option<u64>,
+    ) -> (Self, Arc<RpcMetrics>, Arc<ScheduleMetrics>) {
         let mut registry = Registry::with_prefix("sluice");
         let jobs = JobMetrics::register(&mut registry);
         shared.observe(Box::new(jobs));
         registry.register_collector(Box::new(QueueGauges::new(shared.clone(), max_memory)));
         let rpc = Arc::new(RpcMetrics::register(&mut registry));
-        (Self { registry }, rpc)
+        let ticks = Arc::new(ScheduleMetrics::register(&mut registry));
+        (Self { registry }, rpc, ticks)
     }
 
     /// Every metric, as OpenMetrics text.

@@ -29,6 +29,7 @@ use std::time::Duration;
 use sluice_proto::v1::admin_server::AdminServer;
 use sluice_proto::v1::broker_server::BrokerServer;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
@@ -36,15 +37,17 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::backend;
+use crate::clock::TokioClock;
 use crate::config::Config;
 use crate::fatal::Fatal;
 use crate::gate::{Gate, RECEIVING_PER_CONNECTION};
 use crate::http;
 use crate::listener::{self, Admission, ConnectionCaps};
 use crate::metrics::{Metrics, RpcLatencyLayer};
+use crate::schedules::{Firing, TickObserver};
 use crate::service::convert::Limits;
 use crate::service::rates::{self, Rates};
-use crate::service::{AdminService, BrokerService};
+use crate::service::{AdminService, BrokerService, ScheduleDesk};
 use crate::tls::Protocol;
 
 mod error;
@@ -109,7 +112,20 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let stop_serving = CancellationToken::new();
     let rates = Arc::new(Rates::default());
-    let admin = AdminService::new(shared.clone(), config.auth.clone(), rates.clone());
+    // Room for the largest payload plus the largest valid rest of an
+    // Enqueue (64 headers of up to 4 KiB, names, key): a bigger message is
+    // refused by gRPC itself with OUT_OF_RANGE.
+    let max_message = config.max_payload.saturating_add(512 * 1024);
+    let limits = Limits {
+        max_payload: config.max_payload,
+    };
+    let schedule_wake = Arc::new(Notify::new());
+    let admin = AdminService::new(
+        shared.clone(),
+        config.auth.clone(),
+        rates.clone(),
+        ScheduleDesk::new(shared.clone(), limits, schedule_wake.clone()),
+    );
     let caps = ConnectionCaps::new(config.max_connections, config.max_connections_per_ip);
     let admission = |protocol| Admission {
         caps: caps.clone(),
@@ -117,9 +133,11 @@ pub async fn run(
         protocol,
         receiving_per_connection: RECEIVING_PER_CONNECTION,
     };
+    let mut tick_metrics: Option<Arc<dyn TickObserver>> = None;
     let rpc_metrics = match http {
         Some(http) => {
-            let (metrics, rpc) = Metrics::new(&shared, config.queue.max_memory);
+            let (metrics, rpc, ticks) = Metrics::new(&shared, config.queue.max_memory);
+            tick_metrics = Some(ticks);
             let stop = stop_serving.clone();
             let addr = http.local_addr()?;
             let incoming = listener::accept(http, admission(Protocol::Http), &tasks, stop.clone());
@@ -152,13 +170,6 @@ pub async fn run(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
-    // Room for the largest payload plus the largest valid rest of an
-    // Enqueue (64 headers of up to 4 KiB, names, key): a bigger message is
-    // refused by gRPC itself with OUT_OF_RANGE.
-    let max_message = config.max_payload.saturating_add(512 * 1024);
-    let limits = Limits {
-        max_payload: config.max_payload,
-    };
     let broker = BrokerServer::new(BrokerService::new(
         shared.clone(),
         limits,
@@ -172,6 +183,15 @@ pub async fn run(
     let stop_scheduler = CancellationToken::new();
     shared.spawn_tasks(&tasks, stop_scheduler.clone());
     tasks.spawn(rates::sample(shared.clone(), rates, stop_scheduler.clone()));
+    // Stopped when the drain begins: a draining broker enqueues nothing.
+    let stop_firing = CancellationToken::new();
+    let firing = Firing {
+        backend: shared.clone(),
+        clock: TokioClock::new(),
+        wake: schedule_wake,
+        observer: tick_metrics,
+    };
+    tasks.spawn(firing.run(stop_firing.clone()));
 
     let gate = Gate {
         auth: config.auth.clone(),
@@ -216,6 +236,7 @@ pub async fn run(
         () = shutdown.cancelled() => {}
         result = &mut serving => {
             stop_health.cancel();
+            stop_firing.cancel();
             stop_scheduler.cancel();
             stop_serving.cancel();
             tasks.close();
@@ -233,6 +254,7 @@ pub async fn run(
     // Joined first, so that it cannot set SERVING after this.
     let _ = health_follower.await;
     set_health(&health, ServingStatus::NotServing).await;
+    stop_firing.cancel();
     shared.begin_drain();
     // A failed broker resolves nothing any more: stop at once.
     let drain_deadline = match shared.failure() {

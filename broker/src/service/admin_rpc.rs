@@ -21,6 +21,7 @@ use std::sync::Arc;
 use super::error::RequestError;
 use super::rates::Rates;
 use super::respond;
+use super::schedule_rpc::ScheduleDesk;
 use super::visibility;
 use super::{convert, outbound};
 use crate::auth::{Authorizer, Call, Grant};
@@ -35,16 +36,24 @@ pub struct AdminService {
     shared: SharedBackend,
     auth: Authorizer,
     rates: Arc<Rates>,
+    /// The schedule calls.
+    schedules: ScheduleDesk,
 }
 
 impl AdminService {
     /// Serves `shared`, checking calls with `auth`; Stats reads its rates
-    /// from `rates`.
-    pub fn new(shared: SharedBackend, auth: Authorizer, rates: Arc<Rates>) -> Self {
+    /// from `rates`; the schedule calls go to `schedules`.
+    pub fn new(
+        shared: SharedBackend,
+        auth: Authorizer,
+        rates: Arc<Rates>,
+        schedules: ScheduleDesk,
+    ) -> Self {
         Self {
             shared,
             auth,
             rates,
+            schedules,
         }
     }
 
@@ -325,6 +334,92 @@ impl Admin for AdminService {
         let result = async {
             let grant = self.authorize(&request, "ResumeQueue")?;
             self.handle_resume_queue(&grant, request.into_inner()).await
+        };
+        respond(result.await)
+    }
+
+    async fn create_schedule(
+        &self,
+        request: Request<pb::CreateScheduleRequest>,
+    ) -> std::result::Result<Response<pb::Schedule>, Status> {
+        let result = async {
+            let grant = self.authorize(&request, "CreateSchedule")?;
+            self.schedules.create(&grant, request.into_inner()).await
+        };
+        respond(result.await)
+    }
+
+    async fn get_schedule(
+        &self,
+        request: Request<pb::GetScheduleRequest>,
+    ) -> std::result::Result<Response<pb::Schedule>, Status> {
+        let result = async {
+            let grant = self.authorize(&request, "GetSchedule")?;
+            self.schedules.get(&grant, &request.get_ref().name).await
+        };
+        respond(result.await)
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<pb::ListSchedulesRequest>,
+    ) -> std::result::Result<Response<pb::ListSchedulesResponse>, Status> {
+        let result = async {
+            let grant = self.authorize(&request, "ListSchedules")?;
+            self.schedules.list(&grant).await
+        };
+        respond(result.await)
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<pb::DeleteScheduleRequest>,
+    ) -> std::result::Result<Response<pb::DeleteScheduleResponse>, Status> {
+        let result = async {
+            let grant = self.authorize(&request, "DeleteSchedule")?;
+            self.schedules
+                .delete(&grant, &request.get_ref().name)
+                .await
+                .map(|()| pb::DeleteScheduleResponse {})
+        };
+        respond(result.await)
+    }
+
+    async fn pause_schedule(
+        &self,
+        request: Request<pb::PauseScheduleRequest>,
+    ) -> std::result::Result<Response<pb::Schedule>, Status> {
+        let result = async {
+            let grant = self.authorize(&request, "PauseSchedule")?;
+            self.schedules
+                .set_paused(&grant, &request.get_ref().name, true)
+                .await
+        };
+        respond(result.await)
+    }
+
+    async fn resume_schedule(
+        &self,
+        request: Request<pb::ResumeScheduleRequest>,
+    ) -> std::result::Result<Response<pb::Schedule>, Status> {
+        let result = async {
+            let grant = self.authorize(&request, "ResumeSchedule")?;
+            self.schedules
+                .set_paused(&grant, &request.get_ref().name, false)
+                .await
+        };
+        respond(result.await)
+    }
+
+    async fn trigger_schedule(
+        &self,
+        request: Request<pb::TriggerScheduleRequest>,
+    ) -> std::result::Result<Response<pb::TriggerScheduleResponse>, Status> {
+        let result = async {
+            let grant = self.authorize(&request, "TriggerSchedule")?;
+            self.schedules
+                .trigger(&grant, &request.get_ref().name)
+                .await
         };
         respond(result.await)
     }

@@ -35,6 +35,24 @@ pub enum RequestError {
         /// Whose streams it counts.
         whose: &'static str,
     },
+    /// CreateSchedule without upsert named a schedule that exists.
+    #[error("schedule {name:?} exists (upsert replaces it)")]
+    ScheduleExists {
+        /// Its name.
+        name: String,
+    },
+    /// No schedule of that name (or none the credential covers).
+    #[error("no schedule {name:?}")]
+    UnknownSchedule {
+        /// The name asked for.
+        name: String,
+    },
+    /// Other writers changed the schedule every time it was read.
+    #[error("schedule {name:?} is being changed by other calls; try again")]
+    ScheduleBusy {
+        /// Its name.
+        name: String,
+    },
     /// The backend refused it, or could not do it.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -63,6 +81,9 @@ impl From<RequestError> for Status {
             RequestError::Auth(a) if a.is_unauthenticated() => Code::Unauthenticated,
             RequestError::Auth(_) => Code::PermissionDenied,
             RequestError::TooManyLeaseStreams { .. } => Code::ResourceExhausted,
+            RequestError::ScheduleExists { .. } => Code::AlreadyExists,
+            RequestError::UnknownSchedule { .. } => Code::NotFound,
+            RequestError::ScheduleBusy { .. } => Code::Aborted,
             RequestError::Backend(
                 BackendError::ShuttingDown(_)
                 | BackendError::Unavailable(_)

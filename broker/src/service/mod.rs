@@ -12,6 +12,7 @@ mod lease_permits;
 mod lease_stream;
 pub mod outbound;
 pub mod rates;
+mod schedule_rpc;
 mod trace_spans;
 mod visibility;
 
@@ -19,6 +20,7 @@ pub use admin_rpc::AdminService;
 pub use broker_rpc::BrokerService;
 pub use error::RequestError;
 pub use lease_stream::{LeaseBatchStream, LeaseStream};
+pub use schedule_rpc::ScheduleDesk;
 
 use tonic::{Response, Status};
 

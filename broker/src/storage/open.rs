@@ -18,7 +18,9 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use sluice_queue::{IdSecret, JobRecord, StoreMeta};
 
 use super::writer::write_loop;
-use super::{CACHE_BYTES, FILE_NAME, JOBS, META, PAUSED, PAYLOADS, Store, StoreError, codec};
+use super::{
+    CACHE_BYTES, FILE_NAME, JOBS, META, PAUSED, PAYLOADS, SCHEDULES, Store, StoreError, codec,
+};
 use crate::fatal::Fatal;
 
 /// Creates `dir` (and its missing parents) with mode 0700, or warns if it
@@ -164,6 +166,7 @@ fn read_back<E>(
         txn.open_table(JOBS)?;
         txn.open_table(PAYLOADS)?;
         txn.open_table(PAUSED)?;
+        txn.open_table(SCHEDULES)?;
         let mut meta = txn.open_table(META)?;
         if meta.get("instance")?.is_none() {
             meta.insert("instance", new_ids.instance.as_slice())?;
@@ -214,9 +217,15 @@ fn read_back<E>(
     for entry in txn.open_table(PAUSED)?.iter()? {
         paused.push(entry?.0.value().to_owned());
     }
+    let mut schedules = Vec::new();
+    for entry in txn.open_table(SCHEDULES)?.iter()? {
+        let (name, record) = entry?;
+        schedules.push((name.value().to_owned(), record.value().to_vec()));
+    }
     Ok(StoreMeta {
         ids: Some(IdSecret { instance, key }),
         next_seq,
         paused,
+        schedules,
     })
 }

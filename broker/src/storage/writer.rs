@@ -10,7 +10,7 @@ use redb::Database;
 use sluice_queue::Change;
 
 use super::compaction::{COMPACT_AFTER_REMOVALS, IDLE, compact};
-use super::{Batch, JOBS, MAX_GROUP_CHANGES, META, PAUSED, PAYLOADS, codec};
+use super::{Batch, JOBS, MAX_GROUP_CHANGES, META, PAUSED, PAYLOADS, SCHEDULES, codec};
 use crate::fatal::Fatal;
 
 /// The writer thread: one transaction and one fsync per group of batches.
@@ -99,6 +99,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
         let mut jobs = txn.open_table(JOBS)?;
         let mut payloads = txn.open_table(PAYLOADS)?;
         let mut paused = txn.open_table(PAUSED)?;
+        let mut schedules = txn.open_table(SCHEDULES)?;
         let mut next_seq = None;
         for change in group.iter().flat_map(|b| &b.changes) {
             match change {
@@ -121,6 +122,15 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                 }
                 Change::Paused { queue, .. } => {
                     paused.remove(queue.as_str())?;
+                }
+                Change::Schedule {
+                    name,
+                    record: Some(record),
+                } => {
+                    schedules.insert(name.as_str(), record.as_slice())?;
+                }
+                Change::Schedule { name, record: None } => {
+                    schedules.remove(name.as_str())?;
                 }
             }
         }

@@ -170,6 +170,46 @@ async fn call(rpc: &str, channel: &Channel, token: Option<&str>, job_id: &str) -
             },
             token
         ))),
+        // The matrix's schedule, written again as it is (nothing changes).
+        "CreateSchedule" => status!(admin.create_schedule(req(
+            pb::CreateScheduleRequest {
+                schedule: Some(matrix_schedule()),
+                upsert: true,
+            },
+            token
+        ))),
+        "GetSchedule" => status!(admin.get_schedule(req(
+            pb::GetScheduleRequest {
+                name: "matrix".into()
+            },
+            token
+        ))),
+        "ListSchedules" => status!(admin.list_schedules(req(pb::ListSchedulesRequest {}, token))),
+        // Another name: deleting the matrix's schedule would change later cells.
+        "DeleteSchedule" => status!(admin.delete_schedule(req(
+            pb::DeleteScheduleRequest {
+                name: "unknown".into()
+            },
+            token
+        ))),
+        "PauseSchedule" => status!(admin.pause_schedule(req(
+            pb::PauseScheduleRequest {
+                name: "matrix".into()
+            },
+            token
+        ))),
+        "ResumeSchedule" => status!(admin.resume_schedule(req(
+            pb::ResumeScheduleRequest {
+                name: "matrix".into()
+            },
+            token
+        ))),
+        "TriggerSchedule" => status!(admin.trigger_schedule(req(
+            pb::TriggerScheduleRequest {
+                name: "matrix".into()
+            },
+            token
+        ))),
         other => unreachable!("no RPC {other}"),
     }
 }
@@ -185,7 +225,7 @@ const BROKER_RPCS: [&str; 9] = [
     "Extend",
     "Release",
 ];
-const ADMIN_RPCS: [&str; 9] = [
+const ADMIN_RPCS: [&str; 16] = [
     "GetJob",
     "ListJobs",
     "Stats",
@@ -195,6 +235,36 @@ const ADMIN_RPCS: [&str; 9] = [
     "PurgeQueue",
     "PauseQueue",
     "ResumeQueue",
+    "CreateSchedule",
+    "GetSchedule",
+    "ListSchedules",
+    "DeleteSchedule",
+    "PauseSchedule",
+    "ResumeSchedule",
+    "TriggerSchedule",
+];
+
+/// The matrix's schedule: hourly, its jobs in the default queue.
+fn matrix_schedule() -> pb::Schedule {
+    pb::Schedule {
+        name: "matrix".into(),
+        cron: "@hourly".into(),
+        job: Some(pb::JobTemplate {
+            job_type: "matrix".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The calls that name a schedule (the matrix's, or for DeleteSchedule an
+/// unknown one).
+const SCHEDULE_CALLS: [&str; 5] = [
+    "GetSchedule",
+    "DeleteSchedule",
+    "PauseSchedule",
+    "ResumeSchedule",
+    "TriggerSchedule",
 ];
 
 /// What a cell must get: refused with this code, let through (any other
@@ -225,7 +295,10 @@ fn expected(rpc: &str, caller: &str) -> Expect {
     use Expect::{Allowed, Hidden, Refused};
     let producer_call = matches!(rpc, "Enqueue" | "EnqueueBatch");
     let worker_call = BROKER_RPCS.contains(&rpc) && !producer_call;
-    let read = matches!(rpc, "GetJob" | "ListJobs" | "Stats" | "ListWorkers");
+    let read = matches!(
+        rpc,
+        "GetJob" | "ListJobs" | "Stats" | "ListWorkers" | "GetSchedule" | "ListSchedules"
+    );
     let (role, scoped) = match caller.split_once('@') {
         Some((role, _)) => (role, true),
         None => (caller, false),
@@ -248,8 +321,8 @@ fn expected(rpc: &str, caller: &str) -> Expect {
     // it; a call naming the default queue is refused; the reads without a
     // queue are let through, showing only the queues in scope.
     match rpc {
-        _ if JOB_CALLS.contains(&rpc) => Hidden,
-        "ListJobs" | "Stats" | "ListWorkers" => Allowed,
+        _ if JOB_CALLS.contains(&rpc) || SCHEDULE_CALLS.contains(&rpc) => Hidden,
+        "ListJobs" | "Stats" | "ListWorkers" | "ListSchedules" => Allowed,
         _ => Refused(Code::PermissionDenied),
     }
 }
@@ -267,6 +340,17 @@ every_backend! {
             .unwrap()
             .into_inner()
             .job_id;
+        // And a schedule of it, for the calls that name a schedule.
+        AdminClient::new(b.channel.clone())
+            .create_schedule(req(
+                pb::CreateScheduleRequest {
+                    schedule: Some(matrix_schedule()),
+                    upsert: false,
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap();
 
         let callers: [(&str, Option<&str>); 10] = [
             ("none", None),

@@ -23,5 +23,6 @@ mod hostile;
 mod lease_stream;
 mod leases;
 mod memory;
+mod schedules;
 mod validation;
 mod worker_library;

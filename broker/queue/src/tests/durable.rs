@@ -39,6 +39,7 @@ impl MapStore {
                         self.paused.remove(&queue);
                     }
                 }
+                Change::Schedule { .. } => unreachable!("the queue writes no schedule"),
             }
         }
     }
@@ -54,6 +55,7 @@ impl MapStore {
             ids: Some(ids),
             next_seq: 0,
             paused: self.paused.iter().cloned().collect(),
+            schedules: Vec::new(),
         };
         restorer.finish(meta).unwrap()
     }

@@ -7,6 +7,7 @@
 
 mod recovery;
 mod scheduler;
+mod schedules;
 mod shared_queue;
 
 use std::path::Path;
@@ -23,16 +24,18 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::{
-    Backend, BackendError, Batch, FeedCloser, GaugeReading, JobPage, LeaseFeed, LeaseRef,
-    OpenError, StatsReading,
+    Backend, BackendError, Batch, Expect, FeedCloser, Fired, GaugeReading, JobPage, LeaseFeed,
+    LeaseRef, Millis, OpenError, ScheduleStore, StatsReading, StoredSchedule,
 };
 use crate::clock::TokioClock;
 use crate::fatal::Fatal;
+use schedules::LocalSchedules;
 pub use shared_queue::SharedQueue;
 
 /// The local backend: see the module doc.
 pub struct LocalBackend {
     shared: SharedQueue,
+    schedules: LocalSchedules,
     durable: bool,
     /// Always serving: the local queue has nothing to wait for.
     serving: watch::Sender<bool>,
@@ -49,10 +52,12 @@ impl LocalBackend {
         fatal: &Fatal,
     ) -> Result<Self, OpenError> {
         let clock = TokioClock::new();
-        let (queue, store) = recovery::open_queue(config, data_dir, &clock, fatal).await?;
+        let (queue, store, schedules) =
+            recovery::open_queue(config, data_dir, &clock, fatal).await?;
         let durable = store.is_some();
         Ok(Self {
             shared: SharedQueue::new(queue, clock, store, fatal.clone()),
+            schedules: LocalSchedules::new(schedules, fatal.clone()),
             durable,
             serving: watch::Sender::new(true),
         })
@@ -68,6 +73,52 @@ struct LocalCloser {
 impl FeedCloser for LocalCloser {
     fn close(self: Box<Self>, unsent: Vec<LeaseRef>) {
         self.shared.close_consumer(self.consumer, unsent);
+    }
+}
+
+#[tonic::async_trait]
+impl ScheduleStore for LocalBackend {
+    async fn schedules(&self) -> Result<Vec<StoredSchedule>, BackendError> {
+        self.schedules.all()
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<StoredSchedule>, BackendError> {
+        self.schedules.get(name)
+    }
+
+    async fn due_schedules(
+        &self,
+        until: Millis,
+        limit: usize,
+    ) -> Result<Vec<StoredSchedule>, BackendError> {
+        self.schedules.due(until, limit)
+    }
+
+    async fn next_schedule_fire(&self) -> Result<Option<Millis>, BackendError> {
+        self.schedules.next_fire()
+    }
+
+    async fn put_schedule(
+        &self,
+        schedule: StoredSchedule,
+        expect: Expect,
+    ) -> Result<bool, BackendError> {
+        self.schedules.put(&self.shared, schedule, expect).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, BackendError> {
+        self.schedules.delete(&self.shared, name).await
+    }
+
+    async fn fire_schedule(
+        &self,
+        schedule: StoredSchedule,
+        expect: u64,
+        job: NewJob,
+    ) -> Result<Option<Fired>, BackendError> {
+        self.schedules
+            .fire(&self.shared, schedule, expect, job)
+            .await
     }
 }
 

@@ -8,6 +8,7 @@ use tracing::{info, warn};
 
 use std::path::Path;
 
+use super::schedules::ScheduleTable;
 use crate::backend::OpenError;
 use crate::clock::{Clock, TokioClock};
 use crate::fatal::Fatal;
@@ -20,11 +21,15 @@ pub(super) async fn open_queue(
     data_dir: Option<&Path>,
     clock: &TokioClock,
     fatal: &Fatal,
-) -> Result<(Queue, Option<Store>), OpenError> {
+) -> Result<(Queue, Option<Store>, ScheduleTable), OpenError> {
     let secrets = os_secrets()?;
     let Some(dir) = data_dir.map(Path::to_path_buf) else {
         warn!("memory-only (no --data-dir): jobs do not survive a restart of the broker");
-        return Ok((Queue::new(config.clone(), secrets), None));
+        return Ok((
+            Queue::new(config.clone(), secrets),
+            None,
+            ScheduleTable::default(),
+        ));
     };
     let started = std::time::Instant::now();
     let fatal = fatal.clone();
@@ -41,7 +46,9 @@ pub(super) async fn open_queue(
         })
         .await?
     };
-    let (store, meta, restorer, recovered) = opened?;
+    let (store, mut meta, restorer, recovered) = opened?;
+    let schedules = ScheduleTable::restore(std::mem::take(&mut meta.schedules))
+        .map_err(OpenError::Schedules)?;
     let queue = restorer.finish(meta).map_err(OpenError::Restore)?;
     info!(
         data_dir = %dir.display(),
@@ -50,7 +57,7 @@ pub(super) async fn open_queue(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered the data directory"
     );
-    Ok((queue, Some(store)))
+    Ok((queue, Some(store), schedules))
 }
 
 /// The queue's secrets, from the operating system's generator: the seed of

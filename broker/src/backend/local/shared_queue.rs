@@ -23,7 +23,7 @@ use crate::backend::{BackendError, LeaseRef};
 use crate::clock::{Clock, TokioClock};
 use crate::fatal::Fatal;
 use crate::storage::{Commit, Store, StoreStats};
-use sluice_queue::{ConsumerId, ConsumerSpec, Delivery, JobSnapshot, Queue};
+use sluice_queue::{Change, ConsumerId, ConsumerSpec, Delivery, JobSnapshot, Queue};
 
 /// The receiving end of one Lease stream.
 pub(super) type JobReceiver = mpsc::Receiver<JobSnapshot>;
@@ -134,23 +134,52 @@ impl SharedQueue {
         refused_while_draining: Option<&'static str>,
         op: impl FnOnce(&mut Queue, Timestamp) -> T,
     ) -> Result<T, BackendError> {
-        let (out, commit) = {
-            let mut state = self.lock()?;
-            if let Some(what) = refused_while_draining.filter(|_| state.draining) {
-                return Err(BackendError::ShuttingDown(what));
-            }
-            if let Some(why) = self.inner.fatal.reason() {
-                return Err(BackendError::Failed(why));
-            }
-            self.apply_with(&mut state, true, |state, now| op(&mut state.queue, now))
-        };
-        if let Some(commit) = commit? {
+        let (out, commit) = self.write_now(refused_while_draining, op)?;
+        self.committed(commit).await?;
+        Ok(out)
+    }
+
+    /// Runs `op` on the queue now (refused while draining if it says
+    /// what), and returns, without waiting for it, the commit that holds
+    /// its changes.
+    pub(super) fn write_now<T>(
+        &self,
+        refused_while_draining: Option<&'static str>,
+        op: impl FnOnce(&mut Queue, Timestamp) -> T,
+    ) -> Result<(T, Option<Commit>), BackendError> {
+        let mut state = self.lock()?;
+        if let Some(what) = refused_while_draining.filter(|_| state.draining) {
+            return Err(BackendError::ShuttingDown(what));
+        }
+        if let Some(why) = self.inner.fatal.reason() {
+            return Err(BackendError::Failed(why));
+        }
+        let (out, commit) =
+            self.apply_with(&mut state, true, |state, now| op(&mut state.queue, now));
+        Ok((out, commit?))
+    }
+
+    /// Hands `changes` that are not the queue's (schedules) to the store:
+    /// the commit to await, `None` for a memory-only broker.
+    pub(super) fn submit(&self, changes: Vec<Change>) -> Result<Option<Commit>, BackendError> {
+        if let Some(why) = self.inner.fatal.reason() {
+            return Err(BackendError::Failed(why));
+        }
+        match &self.inner.store {
+            None => Ok(None),
+            Some(store) => store.submit(changes, true).map_err(BackendError::Failed),
+        }
+    }
+
+    /// Waits for `commit`, if any.
+    pub(super) async fn committed(&self, commit: Option<Commit>) -> Result<(), BackendError> {
+        if let Some(commit) = commit {
             commit
                 .await
                 .unwrap_or_else(|_| Err("the store stopped".into()))
                 .map_err(BackendError::Failed)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The store's figures for metrics; `None` for a memory-only broker.

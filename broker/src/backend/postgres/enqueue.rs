@@ -96,7 +96,7 @@ pub struct Enqueuer {
 }
 
 /// `--max-queue-size`, if set.
-type Limit = Option<u64>;
+pub(super) type Limit = Option<u64>;
 
 impl Enqueuer {
     /// An enqueuer on `pool`, whose writers [`Enqueuer::start`] starts.
@@ -142,8 +142,7 @@ impl Enqueuer {
         let jobs = jobs
             .into_iter()
             .map(|mut job| {
-                job.max_attempts.get_or_insert(config.max_attempts);
-                job.timeout.get_or_insert(config.default_timeout);
+                with_defaults(&mut job, config);
                 job
             })
             .collect();
@@ -224,11 +223,39 @@ async fn insert(
 ) -> Result<Batch<Enqueued>> {
     let mut client = sql::connection(pool).await?;
     let tx = sql::transaction(&mut client).await?;
+    let (answers, added, queues) = insert_within(&tx, jobs, max_queue_size, known).await?;
+    sql::commit(tx).await?;
+    after_commit(notifier, known, added, queues);
+    Ok(answers)
+}
+
+/// What a committed insert tells: the other brokers of what it `added`,
+/// and this one of its `queues`.
+pub(super) fn after_commit(
+    notifier: &Notifier,
+    known: &KnownQueues,
+    added: Added,
+    queues: Vec<String>,
+) {
+    for state in added {
+        notifier.job_now(state);
+    }
+    known.lock().extend(queues);
+}
+
+/// [`insert`]'s statements in `tx`, uncommitted: each job's answer, the
+/// states added, and the queues named.
+pub(super) async fn insert_within(
+    tx: &Transaction<'_>,
+    jobs: &[&NewJob],
+    max_queue_size: Limit,
+    known: &KnownQueues,
+) -> Result<(Batch<Enqueued>, Added, Vec<String>)> {
     let mut refused = match max_queue_size {
         None => jobs.iter().map(|_| None).collect(),
-        Some(limit) => over_limit(&tx, jobs, limit).await?,
+        Some(limit) => over_limit(tx, jobs, limit).await?,
     };
-    let past_cap = past_queue_cap(&tx, jobs, known).await?;
+    let past_cap = past_queue_cap(tx, jobs, known).await?;
     if !past_cap.is_empty() {
         for (job, refusal) in jobs.iter().zip(&mut refused) {
             if refusal.is_none() && past_cap.contains(job.queue.as_str()) {
@@ -249,20 +276,15 @@ async fn insert(
     // rows and the queues' names for Stats.
     let remember: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&queues];
     let ((inserted, added), _) = tokio::try_join!(
-        insert_admitted(&tx, &admitted),
+        insert_admitted(tx, &admitted),
         sql::execute(
-            &tx,
+            tx,
             "INSERT INTO sluice_queues (queue) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
             &remember,
         ),
     )?;
     let mut inserted = inserted.into_iter();
-    sql::commit(tx).await?;
-    for state in added {
-        notifier.job_now(state);
-    }
-    known.lock().extend(queues.iter().map(|q| (*q).to_owned()));
-    Ok(refused
+    let answers = refused
         .into_iter()
         .map(|r| match r {
             Some(e) => Err(e),
@@ -270,7 +292,9 @@ async fn insert(
                 .next()
                 .unwrap_or_else(|| unreachable!("one answer per admitted job")),
         })
-        .collect())
+        .collect();
+    let queues = queues.iter().map(|q| (*q).to_owned()).collect();
+    Ok((answers, added, queues))
 }
 
 /// For each job, the refusal if its queue has no room for it: the
@@ -357,7 +381,7 @@ async fn past_queue_cap(
 }
 
 /// The states the jobs a group added are in (READY, SCHEDULED).
-type Added = HashSet<JobState>;
+pub(super) type Added = HashSet<JobState>;
 
 /// Inserts the admitted jobs with one statement.
 async fn insert_admitted(
@@ -460,6 +484,12 @@ async fn insert_admitted(
         }
     }
     Ok((answers, added))
+}
+
+/// The queue's defaults for what `job` leaves unset.
+pub(super) fn with_defaults(job: &mut NewJob, config: &QueueConfig) {
+    job.max_attempts.get_or_insert(config.max_attempts);
+    job.timeout.get_or_insert(config.default_timeout);
 }
 
 fn stopped() -> BackendError {

@@ -30,6 +30,7 @@ mod leases;
 mod notify;
 mod reads;
 mod registry;
+mod schedules;
 pub mod schema;
 mod sql;
 mod tasks;
@@ -50,8 +51,8 @@ use uuid::Uuid;
 
 use super::cluster::{Counts, Gauges, Health, Streams, timing};
 use super::{
-    Backend, BackendError, Batch, GaugeReading, JobPage, LeaseFeed, LeaseRef, OpenError,
-    StatsReading,
+    Backend, BackendError, Batch, Expect, Fired, GaugeReading, JobPage, LeaseFeed, LeaseRef,
+    Millis, OpenError, ScheduleStore, StatsReading, StoredSchedule,
 };
 use crate::fatal::Fatal;
 
@@ -166,6 +167,51 @@ impl PostgresBackend {
             .await
             .map_err(|e| OpenError::Shared(format!("registering the broker: {e}")))?;
         Ok(Self { inner })
+    }
+}
+
+#[tonic::async_trait]
+impl ScheduleStore for PostgresBackend {
+    async fn schedules(&self) -> Result<Vec<StoredSchedule>, BackendError> {
+        schedules::all(&self.inner).await
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<StoredSchedule>, BackendError> {
+        schedules::one(&self.inner, name).await
+    }
+
+    async fn due_schedules(
+        &self,
+        until: Millis,
+        limit: usize,
+    ) -> Result<Vec<StoredSchedule>, BackendError> {
+        schedules::due(&self.inner, until, limit).await
+    }
+
+    async fn next_schedule_fire(&self) -> Result<Option<Millis>, BackendError> {
+        schedules::next_fire(&self.inner).await
+    }
+
+    async fn put_schedule(
+        &self,
+        schedule: StoredSchedule,
+        expect: Expect,
+    ) -> Result<bool, BackendError> {
+        schedules::put(&self.inner, schedule, expect).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, BackendError> {
+        schedules::delete(&self.inner, name).await
+    }
+
+    async fn fire_schedule(
+        &self,
+        schedule: StoredSchedule,
+        expect: u64,
+        job: NewJob,
+    ) -> Result<Option<Fired>, BackendError> {
+        self.inner.health.refuse_new_work("no tick is fired")?;
+        schedules::fire(&self.inner, schedule, expect, job).await
     }
 }
 

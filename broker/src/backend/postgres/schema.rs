@@ -6,7 +6,10 @@
 use tokio_postgres::Client;
 
 /// Every migration, in order; version N is the N-th.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_jobs.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_jobs.sql"),
+    include_str!("migrations/0002_schedules.sql"),
+];
 
 /// The advisory lock key the migrations take ("sluice" in ASCII).
 const MIGRATION_LOCK: i64 = 0x736c_7569_6365;

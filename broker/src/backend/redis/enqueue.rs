@@ -13,8 +13,11 @@ use sluice_queue::{Enqueued, NewJob, QueueError};
 use uuid::Uuid;
 
 use super::Inner;
-use super::scripts::{reply, scripts};
+use super::scripts::{Call, reply, scripts};
 use crate::backend::{BackendError, Batch};
+
+/// One job's place in a call, its answer, and whether it is READY.
+pub(super) type Answered = (usize, Result<Enqueued, QueueError>, bool);
 
 /// Adds `jobs` (defaults from the queue's rules), answered each on its own.
 ///
@@ -71,13 +74,25 @@ async fn enqueue_queue(
     inner: &Inner,
     queue: String,
     jobs: Vec<(usize, NewJob)>,
-) -> Result<Vec<(usize, Result<Enqueued, QueueError>, bool)>, BackendError> {
+) -> Result<Vec<Answered>, BackendError> {
+    let call = enqueue_call(inner, &queue, jobs.iter().map(|(_, job)| job));
+    let answered = call.run(&inner.conn, &scripts().enqueue).await?;
+    let places: Vec<usize> = jobs.into_iter().map(|(i, _)| i).collect();
+    answers(inner, &queue, places, &answered)
+}
+
+/// The arguments of `enqueue.lua` for `jobs`, all of `queue`.
+pub(super) fn enqueue_call<'a>(
+    inner: &Inner,
+    queue: &str,
+    jobs: impl Iterator<Item = &'a NewJob>,
+) -> Call {
     let config = &inner.queue;
     let limit = config
         .max_queue_size
         .map_or_else(String::new, |l| l.to_string());
-    let mut call = inner.call().arg(&queue).arg(limit).arg(MAX_NAMES);
-    for (_, job) in &jobs {
+    let mut call = inner.call().arg(queue).arg(limit).arg(MAX_NAMES);
+    for job in jobs {
         // Time-ordered to the millisecond, and otherwise 74 random bits.
         let id = Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));
         let headers: HashMap<&str, &str> = job
@@ -100,13 +115,24 @@ async fn enqueue_queue(
             )
             .arg(job.idempotency_key.as_deref().unwrap_or(""));
     }
-    let answered = call.run(&inner.conn, &scripts().enqueue).await?;
-    let answered = reply::items(&answered)?;
-    if answered.len() != jobs.len() {
+    call
+}
+
+/// What `enqueue.lua` answered for the jobs at `places` of a call: each
+/// job's place, its answer, and whether it is READY.
+pub(super) fn answers(
+    inner: &Inner,
+    queue: &str,
+    places: Vec<usize>,
+    answered: &redis::Value,
+) -> Result<Vec<Answered>, BackendError> {
+    let config = &inner.queue;
+    let answered = reply::items(answered)?;
+    if answered.len() != places.len() {
         return Err(reply::malformed("an answer per job"));
     }
-    let mut out = Vec::with_capacity(jobs.len());
-    for ((i, _), answer) in jobs.into_iter().zip(answered) {
+    let mut out = Vec::with_capacity(places.len());
+    for (i, answer) in places.into_iter().zip(answered) {
         let answer = reply::items(answer)?;
         let job_id = || -> Result<Uuid, BackendError> {
             reply::string(reply::at(answer, 1)?)?
@@ -115,7 +141,7 @@ async fn enqueue_queue(
         };
         let (result, ready) = match reply::string(reply::at(answer, 0)?)?.as_str() {
             "ok" => {
-                inner.counts.add(&queue, |c| c.enqueued += 1);
+                inner.counts.add(queue, |c| c.enqueued += 1);
                 let ready = reply::string(reply::at(answer, 2)?)? == "ready";
                 let enqueued = Enqueued {
                     job_id: job_id()?,
@@ -132,7 +158,7 @@ async fn enqueue_queue(
             }
             "full" => {
                 let limit = config.max_queue_size.unwrap_or(0);
-                let refused = sluice_queue::check_room(&queue, limit, Some(limit))
+                let refused = sluice_queue::check_room(queue, limit, Some(limit))
                     .err()
                     .ok_or_else(|| reply::malformed("a full queue"))?;
                 (Err(refused), false)

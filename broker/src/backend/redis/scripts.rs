@@ -68,6 +68,9 @@ pub struct Scripts {
     pub leave: Script,
     pub workers: Script,
     pub sweep: Script,
+    pub schedule_put: Script,
+    pub schedule_fire: Script,
+    pub schedule_read: Script,
 }
 
 /// The scripts, built once.
@@ -107,6 +110,15 @@ pub fn scripts() -> &'static Scripts {
             leave: even_when_full(include_str!("lua/leave.lua")),
             workers: script(include_str!("lua/workers.lua")),
             sweep: even_when_full(include_str!("lua/sweep.lua")),
+            schedule_put: script(include_str!("lua/schedule_put.lua")),
+            // enqueue.lua's body as a function, run once the schedule's
+            // revision is checked.
+            schedule_fire: script(&format!(
+                "local function enqueue()\n{}\nend\n{}",
+                include_str!("lua/enqueue.lua"),
+                include_str!("lua/schedule_fire.lua")
+            )),
+            schedule_read: script(include_str!("lua/schedule_read.lua")),
         }
     })
 }

@@ -31,6 +31,10 @@
 --   sluice:{Q}:st:STATE ZSET  jobs in STATE by enqueue order (ListJobs;
 --                             its ZCARD is the state's count)
 --   sluice:{Q}:k        HASH  idempotency key -> the unfinished job holding it
+-- Schedules (their bodies are the broker's, never read here):
+--   sluice:schedules     SET   every schedule's name
+--   sluice:schedules:due ZSET  name -> its next tick (ms), if it has one
+--   sluice:schedule:NAME HASH  r (revision), n (next tick in ms, or ''), b (body)
 --
 -- Each command a script runs costs Redis about a microsecond to call and
 -- another to append to the AOF, whatever it carries: most of its work per
@@ -54,6 +58,8 @@ local FAILURES = 'sluice:failures'
 local COUNTERS = 'sluice:counters'
 local BROKERS = 'sluice:brokers'
 local EMPTY = 'sluice:empty'
+local SCHEDULES = 'sluice:schedules'
+local SCHEDULES_DUE = 'sluice:schedules:due'
 local FAILURES_KEPT = 500
 local UNFINISHED = {'scheduled', 'ready', 'leased'}
 local STATES = {'scheduled', 'ready', 'leased', 'succeeded', 'dead', 'cancelled'}
@@ -321,4 +327,21 @@ local function leased(id, lease, names, q)
   if not q or not j then return nil, nil, {'unknown'} end
   if j.s ~= 'leased' or j.li ~= lease then return nil, nil, {'stale', j.s} end
   return q, j, nil
+end
+
+-- Schedules: whether NAME is at revision EXPECT ('' for absent), and a write.
+local function schedule_key(name) return 'sluice:schedule:' .. name end
+local function schedule_at(name, expect)
+  local r = redis.call('HGET', schedule_key(name), 'r')
+  if expect == '' then return not r end
+  return r == expect
+end
+local function schedule_write(name, r, n, b)
+  redis.call('HSET', schedule_key(name), 'r', r, 'n', n, 'b', b)
+  redis.call('SADD', SCHEDULES, name)
+  if n == '' then
+    redis.call('ZREM', SCHEDULES_DUE, name)
+  else
+    redis.call('ZADD', SCHEDULES_DUE, n, name)
+  end
 end
