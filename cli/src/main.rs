@@ -1,6 +1,6 @@
 //! `sluice`: the operator's command line for a Sluice broker. Enqueue
 //! jobs, read stats and workers, list, show, retry and cancel jobs, pause,
-//! resume and purge queues, watch it all live with `top`.
+//! resume and purge queues, keep schedules, watch it all live with `top`.
 //!
 //! This file owns the flags (clap) and the exit status: every failure is
 //! a [`CliError`], printed here as one `sluice: ...` line and turned into
@@ -27,6 +27,7 @@ use clap_complete::Shell;
 use commands::enqueue::EnqueueArgs;
 use commands::jobs::JobsCommand;
 use commands::queue::QueueCommand;
+use commands::schedules::ScheduleCommand;
 use connect::ConnectArgs;
 use error::CliError;
 use output::Format;
@@ -68,6 +69,10 @@ enum Command {
     /// Pauses, resumes and purges queues.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Creates, shows, lists, pauses, resumes, triggers, deletes and
+    /// applies schedules (periodic jobs).
+    #[command(subcommand)]
+    Schedules(ScheduleCommand),
     /// A live view of queues, workers and failures (q to quit).
     Top(TopArgs),
     /// Prints a shell completion script (e.g. `sluice completions bash`).
@@ -102,14 +107,22 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Enqueue(args) => Some(commands::enqueue::prepare(args)?),
         _ => None,
     };
+    let (command, schedules) = match cli.command {
+        Command::Schedules(command) => (None, Some(commands::schedules::prepare(command)?)),
+        command => (Some(command), None),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::Local(format!("starting the runtime: {e}")))?;
     let mut conn = runtime.block_on(connect::connect(&cli.connect))?;
-    match cli.command {
-        Command::Top(args) => top::run(&runtime, conn, cli.connect.broker, &args),
-        command => runtime.block_on(async move {
+    if let Some(prepared) = schedules {
+        return runtime.block_on(commands::schedules::run(&mut conn, prepared, format));
+    }
+    match command {
+        None => Ok(()),
+        Some(Command::Top(args)) => top::run(&runtime, conn, cli.connect.broker, &args),
+        Some(command) => runtime.block_on(async move {
             match command {
                 Command::Enqueue(_) => match enqueue {
                     Some(request) => commands::enqueue::run(&mut conn, request, format).await,
@@ -119,7 +132,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Workers => commands::stats::workers(&mut conn, format).await,
                 Command::Jobs(jobs) => commands::jobs::run(&mut conn, jobs, format).await,
                 Command::Queue(queue) => commands::queue::run(&mut conn, queue, format).await,
-                Command::Top(_) | Command::Completions { .. } => Ok(()),
+                Command::Top(_) | Command::Completions { .. } | Command::Schedules(_) => Ok(()),
             }
         }),
     }

@@ -224,6 +224,22 @@ pub fn check_max_in_flight(n: u64) -> Result<(), String> {
     Ok(())
 }
 
+// Schedules.
+
+/// A due schedule tick at most this old when a firing pass sees it is on
+/// time: it fires whatever the schedule's catch-up policy. Older ticks were
+/// missed (the brokers were down) and follow the policy.
+pub const SCHEDULE_ON_TIME: Duration = Duration::from_secs(10);
+/// Most missed ticks of one schedule that the catch-up policy `all`
+/// enqueues in one firing pass; older missed ticks are skipped.
+pub const SCHEDULE_CATCH_UP_MAX: usize = 100;
+/// Shortest interval of an interval (`every`) schedule.
+pub const MIN_SCHEDULE_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest interval of an interval (`every`) schedule.
+pub const MAX_SCHEDULE_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
+/// How many upcoming fire times a schedule shows when it is created or read.
+pub const SCHEDULE_UPCOMING: usize = 5;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,19 +298,3 @@ mod tests {
         assert_eq!(whole_unit(Duration::from_secs(120)), "2m");
     }
 }
-
-// Schedules.
-
-/// A due schedule tick at most this old when a firing pass sees it is on
-/// time: it fires whatever the schedule's catch-up policy. Older ticks were
-/// missed (the brokers were down) and follow the policy.
-pub const SCHEDULE_ON_TIME: Duration = Duration::from_secs(10);
-/// Most missed ticks of one schedule that the catch-up policy `all`
-/// enqueues in one firing pass; older missed ticks are skipped.
-pub const SCHEDULE_CATCH_UP_MAX: usize = 100;
-/// Shortest interval of an interval (`every`) schedule.
-pub const MIN_SCHEDULE_INTERVAL: Duration = Duration::from_secs(1);
-/// Longest interval of an interval (`every`) schedule.
-pub const MAX_SCHEDULE_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
-/// How many upcoming fire times a schedule shows when it is created or read.
-pub const SCHEDULE_UPCOMING: usize = 5;

@@ -228,6 +228,86 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// A state's name, or null when UNSPECIFIED (the job is unknown or gone).
+fn known_state(state: pb::JobState) -> Value {
+    match state {
+        pb::JobState::Unspecified => Value::Null,
+        state => Value::String(state_name(state).to_owned()),
+    }
+}
+
+/// A catch-up policy as files, flags and documents write it.
+pub fn catch_up_name(policy: pb::CatchUp) -> &'static str {
+    match policy {
+        pb::CatchUp::Unspecified | pb::CatchUp::Skip => "skip",
+        pb::CatchUp::One => "one",
+        pb::CatchUp::All => "all",
+    }
+}
+
+/// An overlap policy as files, flags and documents write it.
+pub fn overlap_name(policy: pb::Overlap) -> &'static str {
+    match policy {
+        pb::Overlap::Unspecified | pb::Overlap::Allow => "allow",
+        pb::Overlap::Skip => "skip",
+        pb::Overlap::CancelPrevious => "cancel-previous",
+    }
+}
+
+/// A schedule as JSON: its definition (`job` the template, its payload
+/// decoded as a job's), its state, the next fire times and recent runs.
+pub fn schedule_json(s: &pb::Schedule) -> Value {
+    let job = s.job.clone().unwrap_or_default();
+    let headers: Map<String, Value> = sorted(&job.headers)
+        .into_iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let timestamps = |list: &[prost_types::Timestamp]| -> Vec<Value> {
+        list.iter().map(|t| timestamp_json(Some(t))).collect()
+    };
+    let runs: Vec<Value> = s
+        .recent_runs
+        .iter()
+        .map(|r| {
+            json!({
+                "scheduled_for": timestamp_json(r.scheduled_for.as_ref()),
+                "job_id": r.job_id,
+                "triggered": r.triggered,
+                "state": known_state(r.state()),
+            })
+        })
+        .collect();
+    json!({
+        "name": s.name,
+        "cron": non_empty(&s.cron),
+        "every": seconds_json(std_duration(s.every.as_ref())),
+        "time_zone": if s.time_zone.is_empty() { "UTC" } else { s.time_zone.as_str() },
+        "description": s.description,
+        "job": {
+            "queue": job.queue,
+            "job_type": job.job_type,
+            "payload": Payload::decode(&job.payload).to_json(),
+            "headers": headers,
+            "priority": job.priority,
+            "max_attempts": job.max_attempts,
+            "timeout": seconds_json(std_duration(job.timeout.as_ref())),
+        },
+        "catch_up": catch_up_name(s.catch_up()),
+        "overlap": overlap_name(s.overlap()),
+        "start_at": timestamp_json(s.start_at.as_ref()),
+        "end_at": timestamp_json(s.end_at.as_ref()),
+        "paused": s.paused,
+        "next_fire_at": timestamp_json(s.next_fire_at.as_ref()),
+        "last_fired_at": timestamp_json(s.last_fired_at.as_ref()),
+        "last_job_id": non_empty(&s.last_job_id),
+        "last_job_state": known_state(s.last_job_state()),
+        "created_at": timestamp_json(s.created_at.as_ref()),
+        "updated_at": timestamp_json(s.updated_at.as_ref()),
+        "upcoming": timestamps(&s.upcoming),
+        "recent_runs": runs,
+    })
+}
+
 /// A refusal as JSON: `{"code": "NOT_FOUND", "message": "..."}`.
 pub fn status_json(status: &tonic::Status) -> Value {
     json!({"code": code_name(status.code()), "message": status.message()})

@@ -5,4 +5,6 @@
 pub mod enqueue;
 pub mod jobs;
 pub mod queue;
+pub mod schedule_file;
+pub mod schedules;
 pub mod stats;
