@@ -612,6 +612,116 @@ function workersPage() {
   };
 }
 
+// The Pause or Resume and the Trigger buttons of schedule `s` (admins only).
+function scheduleActions(s, errors, notice) {
+  if (!app.session.actions) return [];
+  const path = `/api/v1/schedules/${enc(s.name)}`;
+  const pauseLabel = s.paused ? "Resume" : "Pause";
+  return [
+    el("button", { type: "button", class: s.paused ? "primary pause-resume" : "pause-resume", "data-key": `${s.paused ? "resume" : "pause"}-${s.name}`,
+      "aria-label": `${pauseLabel} schedule ${s.name}`, onclick: (event) =>
+        act(event.currentTarget, errors, () => post(`${path}/${s.paused ? "resume" : "pause"}`)) }, pauseLabel),
+    el("button", { type: "button", class: "trigger", "data-key": `trigger-${s.name}`, "aria-label": `Trigger schedule ${s.name} now`, onclick: (event) =>
+      act(event.currentTarget, errors, async () => {
+        const answer = await post(`${path}/trigger`);
+        replace(notice, `Schedule ${s.name} enqueued job `, jobLink(answer.job_id), ".");
+      }) }, "Trigger now"),
+  ];
+}
+
+function lastJob(s) {
+  if (!s.last_job_id) return el("span", { class: "muted" }, "none yet");
+  return el("span", {}, jobLink(s.last_job_id), " ", s.last_job_state ? badge(s.last_job_state) : el("span", { class: "muted" }, "(gone)"));
+}
+
+function scheduleLink(name) {
+  return el("a", { href: `#/schedules/${enc(name)}`, "data-key": `schedule-${name}` }, name);
+}
+
+function schedulesPage() {
+  const list = el("section", { "aria-label": "Schedules" });
+  const errors = errorLine("schedules-error");
+  const notice = el("p", { class: "notice", role: "status", id: "schedules-notice" });
+  replace(main(), el("h1", {}, "Schedules"), errors, notice, list);
+  return {
+    key: "schedules",
+    async refresh() {
+      let answer;
+      try {
+        answer = await get("/api/v1/schedules");
+      } catch (e) {
+        errors.textContent = e.toString();
+        return;
+      }
+      if (!answer.schedules.length) {
+        replace(list, empty(el("p", { id: "empty-schedules" }, "No schedules: create one with ",
+          el("code", {}, "sluice schedules create nightly --cron '0 3 * * *' --tz Europe/Berlin --queue reports --type nightly --json '{}'"),
+          " or the Admin service's CreateSchedule call.")));
+        return;
+      }
+      replace(list, table(["Schedule", "When", "Zone", "Job", "State", "Next fire", "Last fire", "Last job", ""],
+        answer.schedules.map((s) => el("tr", { "data-schedule": s.name },
+          el("th", { scope: "row" }, scheduleLink(s.name)),
+          el("td", { class: "description" }, s.description),
+          el("td", {}, s.time_zone),
+          el("td", {}, queueLink(s.job.queue), ` · ${s.job.job_type}`),
+          el("td", { class: "schedule-state" }, badge(s.paused ? "paused" : "active")),
+          el("td", { class: "next-fire" }, when(s.next_fire_at)),
+          el("td", {}, when(s.last_fired_at)),
+          el("td", { class: "last-job" }, lastJob(s)),
+          el("td", { class: "actions" }, scheduleActions(s, errors, notice)))), { id: "schedules" }));
+    },
+  };
+}
+
+function schedulePage(name) {
+  const body = el("div");
+  const errors = errorLine("schedule-error");
+  const notice = el("p", { class: "notice", role: "status", id: "schedule-notice" });
+  replace(main(), el("h1", {}, `Schedule ${name}`), errors, notice, body);
+  return {
+    key: `schedule:${name}`,
+    async refresh() {
+      let s;
+      try {
+        s = await get(`/api/v1/schedules/${enc(name)}`);
+      } catch (e) {
+        replace(body, el("p", { class: "error", role: "alert" }, e.toString()),
+          el("p", {}, el("a", { href: "#/schedules" }, "Back to the schedules")));
+        return;
+      }
+      const field = (label, value, attrs) => [el("dt", {}, label), el("dd", attrs || {}, value)];
+      const timing = s.cron ? el("code", {}, s.cron) : `every ${duration(s.every)}`;
+      replace(body,
+        el("div", { class: "toolbar" }, scheduleActions(s, errors, notice)),
+        el("dl", { class: "fields" },
+          field("State", badge(s.paused ? "paused" : "active"), { id: "schedule-state" }),
+          field("When", [s.description, " (", timing, ")"], { id: "schedule-description" }),
+          field("Zone", s.time_zone),
+          field("Job", [queueLink(s.job.queue), ` · ${s.job.job_type}`]),
+          field("Catch-up", s.catch_up),
+          field("Overlap", s.overlap),
+          s.start_at ? field("Starts", when(s.start_at)) : null,
+          s.end_at ? field("Ends", when(s.end_at)) : null,
+          field("Next fire", when(s.next_fire_at), { id: "schedule-next" }),
+          field("Last fire", when(s.last_fired_at)),
+          field("Last job", lastJob(s))),
+        el("h2", {}, "Next fire times"),
+        s.upcoming.length
+          ? el("ol", { id: "schedule-upcoming" }, s.upcoming.map((t) => el("li", {}, el("time", { datetime: t }, new Date(t).toLocaleString()), el("span", { class: "muted" }, ` (${t})`))))
+          : el("p", { class: "muted", id: "schedule-upcoming" }, s.paused ? "None while paused." : "None: the schedule has ended."),
+        el("h2", {}, "Recent jobs"),
+        s.recent_runs.length
+          ? table(["Job", "For", "How", "State"], s.recent_runs.map((r) => el("tr", {},
+            el("td", {}, jobLink(r.job_id)),
+            el("td", {}, when(r.scheduled_for)),
+            el("td", {}, r.triggered ? "triggered" : "tick"),
+            el("td", {}, r.state ? badge(r.state) : el("span", { class: "muted" }, "gone")))), { id: "schedule-runs" })
+          : el("p", { class: "muted", id: "schedule-runs" }, "No jobs yet."));
+    },
+  };
+}
+
 // ---- routing ------------------------------------------------------------
 
 function route() {
@@ -625,6 +735,8 @@ function route() {
   else if (parts[0] === "jobs" && parts[1]) view = jobPage(parts[1]);
   else if (parts[0] === "dead") { view = deadPage(); nav = "dead"; }
   else if (parts[0] === "workers") { view = workersPage(); nav = "workers"; }
+  else if (parts[0] === "schedules" && parts[1]) { view = schedulePage(parts[1]); nav = "schedules"; }
+  else if (parts[0] === "schedules") { view = schedulesPage(); nav = "schedules"; }
   else view = overview();
   for (const link of document.querySelectorAll("nav a[data-nav]")) {
     if (link.dataset.nav === nav && parts[0] !== "queues" && parts[0] !== "jobs") link.setAttribute("aria-current", "page");

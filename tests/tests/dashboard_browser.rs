@@ -49,6 +49,11 @@ async fn assert_contrast(browser: &Browser, page: &str) {
     assert_eq!(low, json!([]), "low contrast on the {page} page");
 }
 
+/// A start time no test outlives.
+fn a_year_from_now() -> prost_types::Timestamp {
+    (std::time::SystemTime::now() + std::time::Duration::from_secs(365 * 24 * 3600)).into()
+}
+
 fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -304,6 +309,110 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A schedule made over gRPC (the page creates nothing): listed with its
+/// timing in words, triggered from the list, then paused and resumed from
+/// its own page, each change seen through the Admin service.
+#[tokio::test]
+async fn an_operator_triggers_and_pauses_a_schedule() {
+    let shots = screenshots();
+    let broker = BrokerProcess::start(&["--http-addr", "127.0.0.1:0"]);
+    let http = broker.process.http_addr();
+    let mut admin = broker.admin().await;
+    // Daily at 02:30 in Berlin from a year on: no tick fires while the
+    // test runs, whatever the time.
+    let created = admin
+        .create_schedule(pb::CreateScheduleRequest {
+            schedule: Some(pb::Schedule {
+                name: "nightly-report".into(),
+                cron: "30 2 * * *".into(),
+                time_zone: "Europe/Berlin".into(),
+                start_at: Some(a_year_from_now()),
+                job: Some(pb::JobTemplate {
+                    queue: "reports".into(),
+                    job_type: "pdf".into(),
+                    payload: br#"{"kind": "daily"}"#.to_vec().into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            upsert: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let browser = Browser::start("schedules").await;
+    browser.goto(&format!("http://{http}/")).await;
+    browser.click(r#"nav a[data-nav="schedules"]"#).await;
+    let row = r#"tr[data-schedule="nightly-report"]"#;
+    browser
+        .wait_for_text(&format!("{row} td.description"), &created.description)
+        .await;
+    browser
+        .wait_for_text(&format!("{row} td.last-job"), "none yet")
+        .await;
+    assert_contrast(&browser, "schedules").await;
+    browser.screenshot(&shots, "12-schedules").await;
+
+    // Trigger: one job now, named in the notice. It is not a tick: the
+    // last fired tick and its job stay as they were.
+    browser
+        .click(r#"button[data-key="trigger-nightly-report"]"#)
+        .await;
+    browser
+        .wait_for_text("#schedules-notice", "Schedule nightly-report enqueued job")
+        .await;
+    let jobs = admin
+        .list_jobs(pb::ListJobsRequest {
+            queue: "reports".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].headers["sluice-schedule"], "nightly-report");
+    browser
+        .wait_for_text("#schedules-notice", &jobs[0].id)
+        .await;
+    browser
+        .wait_for_text(&format!("{row} td.last-job"), "none yet")
+        .await;
+
+    // Its page: the next five fire times and the recent job; pause, resume.
+    browser
+        .click(r#"a[data-key="schedule-nightly-report"]"#)
+        .await;
+    browser.wait_for_text("#schedule-state", "Active").await;
+    browser.wait_for_text("#schedule-runs", "triggered").await;
+    browser.wait_for_text("#schedule-runs", &jobs[0].id).await;
+    browser.wait_for_text("#schedule-runs", "READY").await;
+    let upcoming = "return document.querySelectorAll('#schedule-upcoming li').length;";
+    assert_eq!(browser.run(upcoming).await, json!(5));
+    assert_contrast(&browser, "schedule").await;
+    browser.screenshot(&shots, "13-schedule").await;
+    browser
+        .click(r#"button[data-key="pause-nightly-report"]"#)
+        .await;
+    browser.wait_for_text("#schedule-state", "Paused").await;
+    browser
+        .wait_for_text("#schedule-upcoming", "None while paused.")
+        .await;
+    let read = pb::GetScheduleRequest {
+        name: "nightly-report".into(),
+    };
+    let paused = admin.get_schedule(read.clone()).await.unwrap().into_inner();
+    assert!(paused.paused && paused.next_fire_at.is_none());
+    browser.screenshot(&shots, "14-schedule-paused").await;
+    browser
+        .click(r#"button[data-key="resume-nightly-report"]"#)
+        .await;
+    browser.wait_for_text("#schedule-state", "Active").await;
+    let resumed = admin.get_schedule(read).await.unwrap().into_inner();
+    assert!(!resumed.paused && resumed.next_fire_at.is_some());
+    browser.close().await;
+}
+
 /// With tokens the page asks for one, keeps it only for the tab
 /// (sessionStorage, never localStorage), and shows a viewer no buttons.
 #[tokio::test]
@@ -330,6 +439,24 @@ async fn a_viewer_gives_a_token_once_and_sees_no_action_buttons() {
         .unwrap()
         .into_inner()
         .job_id;
+    let mut request = tonic::Request::new(pb::CreateScheduleRequest {
+        schedule: Some(pb::Schedule {
+            name: "hourly".into(),
+            cron: "@hourly".into(),
+            start_at: Some(a_year_from_now()),
+            job: Some(pb::JobTemplate {
+                queue: "digests".into(),
+                job_type: "digest".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        upsert: false,
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+    broker.admin().await.create_schedule(request).await.unwrap();
     let http = broker.process.http_addr();
     let browser = Browser::start("tokens").await;
     browser.goto(&format!("http://{http}/")).await;
@@ -362,6 +489,12 @@ async fn a_viewer_gives_a_token_once_and_sees_no_action_buttons() {
     )
     .await;
     assert_eq!(buttons, json!(0));
+    browser.goto(&format!("http://{http}/#/schedules")).await;
+    browser
+        .wait_for_text(r#"tr[data-schedule="hourly"] td.description"#, "every hour")
+        .await;
+    let buttons = "return document.querySelectorAll('.pause-resume, .trigger').length;";
+    assert_eq!(browser.run(buttons).await, json!(0));
     browser.screenshot(&shots, "11-job-as-viewer").await;
     browser.close().await;
     let _ = std::fs::remove_dir_all(&dir);

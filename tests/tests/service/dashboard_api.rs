@@ -12,7 +12,7 @@ use sluice_broker::auth::Authorizer;
 use sluice_e2e::http::{Api, Reply};
 use sluice_e2e::in_process::{eventually, job_id, next_job, test_config};
 use sluice_e2e::{TestBroker, job_in, scratch_dir};
-use sluice_proto::json::{code_name, job_json};
+use sluice_proto::json::{code_name, job_json, schedule_json};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::broker_client::BrokerClient;
@@ -38,13 +38,18 @@ fn assert_same_refusal(reply: &Reply, status: &tonic::Status, http: StatusCode) 
     );
 }
 
-/// `message` with the viewer's token.
-fn with_viewer<T>(message: T) -> Request<T> {
+/// `message` with the bearer token `token`.
+fn with_token<T>(token: &str, message: T) -> Request<T> {
     let mut request = Request::new(message);
     request
         .metadata_mut()
-        .insert("authorization", format!("Bearer {VIEWER}").parse().unwrap());
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
+}
+
+/// `message` with the viewer's token.
+fn with_viewer<T>(message: T) -> Request<T> {
+    with_token(VIEWER, message)
 }
 
 /// The one job a queue's lease stream hands out, leased by `worker_id`.
@@ -832,5 +837,98 @@ every_backend! {
             .await,
             StatusCode::OK
         );
+    }
+}
+
+every_backend! {
+    async fn schedules_are_read_paused_resumed_and_triggered() {
+        let dir = scratch_dir("dashboard-api-schedules");
+        let tokens = dir.join("tokens");
+        std::fs::write(&tokens, format!("admin {ADMIN}\nviewer {VIEWER}\n")).unwrap();
+        let mut config = test_config();
+        config.auth = Authorizer::load(&tokens).unwrap();
+        let broker = TestBroker::with_http(config).await;
+        let api = Api::new(broker.http_addr.unwrap());
+        let (admin, viewer) = (api.with_token(ADMIN), api.with_token(VIEWER));
+        let mut grpc = AdminClient::new(broker.channel.clone());
+        // Hourly: no tick fires while the test runs.
+        let created = grpc
+            .create_schedule(with_token(ADMIN, pb::CreateScheduleRequest {
+                schedule: Some(pb::Schedule {
+                    name: "nightly-report".into(),
+                    cron: "0 * * * *".into(),
+                    time_zone: "Europe/Berlin".into(),
+                    job: Some(pb::JobTemplate {
+                        queue: "reports".into(),
+                        job_type: "pdf".into(),
+                        payload: br#"{"kind": "daily"}"#.to_vec().into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                upsert: false,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+
+        // Reads are the Admin calls' documents, for viewers too.
+        let list = viewer.get_ok("/api/v1/schedules").await;
+        assert_eq!(list, json!({"schedules": [schedule_json(&created)]}));
+        let one = viewer.get_ok("/api/v1/schedules/nightly-report").await;
+        assert_eq!(one, schedule_json(&created));
+        assert_eq!(one["description"], "every hour (Europe/Berlin)");
+        assert_eq!(one["upcoming"].as_array().unwrap().len(), 5);
+        let status = grpc
+            .get_schedule(with_token(ADMIN, pb::GetScheduleRequest {
+                name: "missing".into(),
+            }))
+            .await
+            .unwrap_err();
+        assert_same_refusal(
+            &viewer.get("/api/v1/schedules/missing").await,
+            &status,
+            StatusCode::NOT_FOUND,
+        );
+
+        // A viewer acts on nothing.
+        for action in ["pause", "resume", "trigger"] {
+            let reply = viewer
+                .post(&format!("/api/v1/schedules/nightly-report/{action}"))
+                .await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{action}");
+            assert_eq!(reply.code(), "PERMISSION_DENIED");
+        }
+        // (No job was enqueued: the queue is not even known.)
+        assert_eq!(
+            viewer.get("/api/v1/queues/reports").await.status,
+            StatusCode::NOT_FOUND
+        );
+
+        // The admin triggers one run now: a job with the schedule's headers.
+        let triggered = admin
+            .post_ok("/api/v1/schedules/nightly-report/trigger")
+            .await;
+        let job_id = triggered["job_id"].as_str().unwrap().to_owned();
+        let job = admin.get_ok(&format!("/api/v1/jobs/{job_id}")).await;
+        assert_eq!((&job["queue"], &job["state"]), (&json!("reports"), &json!("READY")));
+        assert_eq!(job["headers"]["sluice-schedule"], "nightly-report");
+        let runs = admin.get_ok("/api/v1/schedules/nightly-report").await["recent_runs"].clone();
+        assert_eq!(runs[0]["job_id"], json!(job_id));
+        assert_eq!((&runs[0]["triggered"], &runs[0]["state"]), (&json!(true), &json!("READY")));
+
+        // Pause and resume answer the schedule as it is now.
+        let paused = admin.post_ok("/api/v1/schedules/nightly-report/pause").await;
+        assert_eq!((&paused["paused"], &paused["next_fire_at"]), (&json!(true), &Value::Null));
+        assert_eq!(
+            viewer.get_ok("/api/v1/schedules").await["schedules"][0]["paused"],
+            true
+        );
+        let resumed = admin.post_ok("/api/v1/schedules/nightly-report/resume").await;
+        assert_eq!(resumed["paused"], false);
+        assert!(resumed["next_fire_at"].is_string(), "{resumed}");
+        let reply = admin.post("/api/v1/schedules/missing/trigger").await;
+        assert_eq!((reply.status, reply.code()), (StatusCode::NOT_FOUND, "NOT_FOUND".into()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -18,6 +18,8 @@
 //! | `POST /api/v1/queues/{queue}/pause`, `.../resume` | PauseQueue, ResumeQueue |
 //! | `POST /api/v1/queues/{queue}/purge?state=` | PurgeQueue |
 //! | `POST /api/v1/queues/{queue}/retry-dead` | ListJobs of DEAD, then RetryJob each |
+//! | `GET /api/v1/schedules`, `GET /api/v1/schedules/{name}` | ListSchedules, GetSchedule |
+//! | `POST /api/v1/schedules/{name}/pause`, `.../resume`, `.../trigger` | PauseSchedule, ResumeSchedule, TriggerSchedule |
 //!
 //! Every `POST` must come from one of the listener's allowed hosts
 //! (`origin.rs`).
@@ -71,14 +73,19 @@ pub fn routes(admin: AdminService, auth: Authorizer, hosts: Arc<AllowedHosts>) -
         .route("/api/v1/queues/{queue}", get(queue))
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{id}", get(get_job))
-        .route("/api/v1/workers", get(workers));
+        .route("/api/v1/workers", get(workers))
+        .route("/api/v1/schedules", get(list_schedules))
+        .route("/api/v1/schedules/{name}", get(get_schedule));
     let actions = Router::new()
         .route("/api/v1/jobs/{id}/retry", post(retry_job))
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/api/v1/queues/{queue}/pause", post(pause_queue))
         .route("/api/v1/queues/{queue}/resume", post(resume_queue))
         .route("/api/v1/queues/{queue}/purge", post(purge_queue))
-        .route("/api/v1/queues/{queue}/retry-dead", post(retry_dead));
+        .route("/api/v1/queues/{queue}/retry-dead", post(retry_dead))
+        .route("/api/v1/schedules/{name}/pause", post(pause_schedule))
+        .route("/api/v1/schedules/{name}/resume", post(resume_schedule))
+        .route("/api/v1/schedules/{name}/trigger", post(trigger_schedule));
     reads
         .merge(actions)
         .fallback(unknown_endpoint)
@@ -362,6 +369,73 @@ async fn retry_dead(
         }
         page_token = page.next_page_token;
     }
+}
+
+async fn list_schedules(State(api): State<Arc<Api>>, headers: HeaderMap) -> Reply {
+    let list = api
+        .admin
+        .list_schedules(admin_request(&headers, pb::ListSchedulesRequest {}))
+        .await?
+        .into_inner();
+    let schedules: Vec<Value> = list.schedules.iter().map(view::schedule_json).collect();
+    Ok(Json(json!({ "schedules": schedules })))
+}
+
+async fn get_schedule(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let name = segment(name, "name")?;
+    let schedule = api
+        .admin
+        .get_schedule(admin_request(&headers, pb::GetScheduleRequest { name }))
+        .await?
+        .into_inner();
+    Ok(Json(view::schedule_json(&schedule)))
+}
+
+async fn pause_schedule(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let name = segment(name, "name")?;
+    let schedule = api
+        .admin
+        .pause_schedule(admin_request(&headers, pb::PauseScheduleRequest { name }))
+        .await?
+        .into_inner();
+    Ok(Json(view::schedule_json(&schedule)))
+}
+
+async fn resume_schedule(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let name = segment(name, "name")?;
+    let schedule = api
+        .admin
+        .resume_schedule(admin_request(&headers, pb::ResumeScheduleRequest { name }))
+        .await?
+        .into_inner();
+    Ok(Json(view::schedule_json(&schedule)))
+}
+
+/// One run now: `{"job_id": "..."}`.
+async fn trigger_schedule(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let name = segment(name, "name")?;
+    let answer = api
+        .admin
+        .trigger_schedule(admin_request(&headers, pb::TriggerScheduleRequest { name }))
+        .await?
+        .into_inner();
+    Ok(Json(json!({ "job_id": answer.job_id })))
 }
 
 /// The `state` query parameter: absent is UNSPECIFIED; an unknown name is
