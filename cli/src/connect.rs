@@ -102,6 +102,18 @@ impl Connection {
             .map(|r| r.into_inner().workers)
             .map_err(|s| CliError::from_status(&s))
     }
+
+    /// Admin.ListSchedules: the `n` schedules that fire soonest.
+    ///
+    /// # Errors
+    /// The broker's refusal.
+    pub async fn soonest_schedules(&mut self, n: u32) -> Result<Vec<pb::Schedule>, CliError> {
+        self.admin
+            .list_schedules(pb::ListSchedulesRequest { soonest: n })
+            .await
+            .map(|r| r.into_inner().schedules)
+            .map_err(|s| CliError::from_status(&s))
+    }
 }
 
 /// Settings that cannot work are a usage error, named as the worker names them.

@@ -1,5 +1,5 @@
 //! `sluice top`: `--once` prints one plain-text frame (queues, workers,
-//! recent failures from a worker whose jobs fail), and the live view runs
+//! the schedules due soonest, recent failures from a worker whose jobs fail), and the live view runs
 //! in a pseudo-terminal: it draws and refreshes, keeps running with an
 //! error line when the broker goes away, quits on `q` with status 0, and
 //! gives the terminal back (alternate screen left, cursor shown, cooked
@@ -13,8 +13,9 @@ use nix::sys::signal::Signal;
 use sluice_e2e::cli::{PtyRun, enqueue, sluice, wait_for_state};
 use sluice_e2e::{BrokerProcess, WAIT, WorkerProcess};
 
-/// A broker with 3 jobs waiting in `waiting` and two jobs of `flaky` that
-/// failed for good on worker `w-top`, which stays connected.
+/// A broker with 3 jobs waiting in `waiting`, two jobs of `flaky` that
+/// failed for good on worker `w-top`, which stays connected, and an
+/// hourly schedule.
 fn busy_broker() -> (BrokerProcess, WorkerProcess) {
     let broker = BrokerProcess::start(&[]);
     let worker = WorkerProcess::start(
@@ -38,6 +39,21 @@ fn busy_broker() -> (BrokerProcess, WorkerProcess) {
     for _ in 0..3 {
         enqueue(&broker, &["--queue", "waiting", "--type", "later"]);
     }
+    sluice(
+        &broker,
+        &[
+            "schedules",
+            "create",
+            "hourly-digest",
+            "--every",
+            "1h",
+            "--queue",
+            "digests",
+            "--type",
+            "digest",
+        ],
+    )
+    .ok();
     (broker, worker)
 }
 
@@ -82,6 +98,20 @@ fn top_once_prints_queues_workers_and_failures_as_plain_text() {
         assert_eq!(cells[1..5], ["flaky", "fail", "1", "yes"], "{frame}");
     }
     assert!(frame.contains("Recent failures"), "{frame}");
+    // The schedule, due within the hour, its timing in words, no job yet.
+    let schedule = frame
+        .lines()
+        .find(|l| l.contains("hourly-digest"))
+        .unwrap_or_else(|| panic!("no schedule in:\n{frame}"));
+    let cells: Vec<&str> = schedule.split_whitespace().collect();
+    // Under the hour: minutes and seconds ("59m58s").
+    assert!(cells[0].contains('m') && cells[0].ends_with('s'), "{frame}");
+    assert_eq!(
+        cells[1..],
+        ["hourly-digest", "digests", "every", "hour", "-"],
+        "{frame}"
+    );
+    assert!(frame.contains("Schedules due soon"), "{frame}");
 }
 
 #[test]

@@ -366,7 +366,7 @@ impl Admin for AdminService {
     ) -> std::result::Result<Response<pb::ListSchedulesResponse>, Status> {
         let result = async {
             let grant = self.authorize(&request, "ListSchedules")?;
-            self.schedules.list(&grant).await
+            self.schedules.list(&grant, request.get_ref().soonest).await
         };
         respond(result.await)
     }

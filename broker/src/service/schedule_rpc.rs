@@ -107,12 +107,31 @@ impl ScheduleDesk {
         self.view(record, true).await
     }
 
-    /// ListSchedules.
-    pub async fn list(&self, grant: &Grant) -> Result<pb::ListSchedulesResponse> {
+    /// ListSchedules: every schedule by name, or (`soonest` > 0) the
+    /// `soonest` ones with the earliest next tick.
+    pub async fn list(&self, grant: &Grant, soonest: u32) -> Result<pb::ListSchedulesResponse> {
+        if soonest > sluice_limits::MAX_PAGE_SIZE {
+            return Err(RequestError::invalid(
+                "soonest",
+                format!("is at most {}", sluice_limits::MAX_PAGE_SIZE),
+            ));
+        }
+        let stored = match soonest {
+            0 => self.shared.schedules().await?,
+            // A scoped credential reads further: the soonest of its queues
+            // may come after many of others.
+            n if grant.every_queue() => self.shared.due_schedules(Millis::MAX, n as usize).await?,
+            _ => self.shared.due_schedules(Millis::MAX, usize::MAX).await?,
+        };
+        let limit = if soonest == 0 {
+            usize::MAX
+        } else {
+            soonest as usize
+        };
         let mut schedules = Vec::new();
-        for stored in self.shared.schedules().await? {
+        for stored in stored {
             let record = decoded(stored)?;
-            if grant.allows(template_queue(&record.schedule)) {
+            if schedules.len() < limit && grant.allows(template_queue(&record.schedule)) {
                 schedules.push(self.view(record, false).await?);
             }
         }

@@ -397,7 +397,7 @@ pub async fn run(conn: &mut Connection, command: Prepared, format: Format) -> Re
 async fn list(conn: &mut Connection) -> Result<Vec<pb::Schedule>, CliError> {
     Ok(conn
         .admin
-        .list_schedules(pb::ListSchedulesRequest {})
+        .list_schedules(pb::ListSchedulesRequest::default())
         .await
         .map_err(|s| CliError::from_status(&s))?
         .into_inner()

@@ -1,7 +1,7 @@
 //! One frame of `sluice top`, drawn from a [`TopState`] alone (no I/O):
 //! a title line, a status line that shows the refresh error while the
 //! broker cannot be reached, the queues (depth, rates, oldest ready age), the workers
-//! (in-flight counts) and the recent failures.
+//! (in-flight counts), the schedules due soonest and the recent failures.
 //!
 //! [`render_text`] draws the same frame into ratatui's `TestBackend` and
 //! returns its cells as plain lines: `--once` prints that, so scripts and
@@ -21,6 +21,8 @@ use super::state::TopState;
 use crate::commands::stats::{QUEUE_COLUMNS, queue_cells};
 use crate::error::CliError;
 use crate::output::{age_text, ago_text, one_line};
+use sluice_proto::json::{state_name, system_time};
+use sluice_proto::v1 as pb;
 
 /// Most failures listed.
 const MAX_FAILURES: usize = 10;
@@ -31,13 +33,14 @@ fn bold() -> Style {
 
 /// Draws the whole frame.
 pub fn draw(frame: &mut Frame<'_>, state: &TopState) {
-    let (queues, workers, failures) = match &state.snapshot {
+    let (queues, workers, schedules, failures) = match &state.snapshot {
         Some(s) => (
             s.stats.queues.as_slice(),
             s.workers.as_slice(),
+            s.schedules.as_slice(),
             s.stats.recent_failures.as_slice(),
         ),
-        None => (&[][..], &[][..], &[][..]),
+        None => (&[][..], &[][..], &[][..], &[][..]),
     };
     // A section is its title, its header and its rows (at least one line
     // for "none").
@@ -45,11 +48,19 @@ pub fn draw(frame: &mut Frame<'_>, state: &TopState) {
         |rows: usize| Constraint::Length(u16::try_from(rows.max(1) + 2).unwrap_or(u16::MAX));
     // The status line sits under the title, so that a short frame ends
     // with its last failure and `--once` prints no run of blank lines.
-    let [title, status, queues_area, workers_area, failures_area] = Layout::vertical([
+    let [
+        title,
+        status,
+        queues_area,
+        workers_area,
+        schedules_area,
+        failures_area,
+    ] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
         height(queues.len()),
         height(workers.len()),
+        height(schedules.len()),
         Constraint::Min(3),
     ])
     .areas(frame.area());
@@ -63,6 +74,7 @@ pub fn draw(frame: &mut Frame<'_>, state: &TopState) {
     );
     draw_queues(frame, queues_area, queues);
     draw_workers(frame, workers_area, workers);
+    draw_schedules(frame, schedules_area, schedules);
     draw_failures(frame, failures_area, failures);
     let (text, style) = match (&state.error, &state.snapshot) {
         (Some(e), _) => (format!("error: {e}"), Style::default().fg(Color::Red)),
@@ -157,6 +169,47 @@ fn draw_workers(frame: &mut Frame<'_>, area: Rect, workers: &[sluice_proto::v1::
     );
 }
 
+fn draw_schedules(frame: &mut Frame<'_>, area: Rect, schedules: &[pb::Schedule]) {
+    let now = SystemTime::now();
+    let rows = schedules
+        .iter()
+        .map(|s| {
+            let due_in = system_time(s.next_fire_at.as_ref()).map_or_else(
+                || "-".to_owned(),
+                |t| age_text(t.duration_since(now).unwrap_or_default()),
+            );
+            let job = s.job.as_ref();
+            let last = match (s.last_job_id.is_empty(), s.last_job_state()) {
+                (true, _) => "-",
+                (false, pb::JobState::Unspecified) => "gone",
+                (false, state) => state_name(state),
+            };
+            Row::new(vec![
+                due_in,
+                s.name.clone(),
+                job.map(|j| j.queue.clone()).unwrap_or_default(),
+                s.description.clone(),
+                last.to_owned(),
+            ])
+        })
+        .collect();
+    section(
+        frame,
+        area,
+        "Schedules due soon",
+        &["DUE IN", "SCHEDULE", "QUEUE", "WHEN", "LAST JOB"],
+        &[
+            Constraint::Length(6),
+            Constraint::Length(20),
+            Constraint::Length(12),
+            Constraint::Min(24),
+            Constraint::Length(9),
+        ],
+        rows,
+        "no schedules due",
+    );
+}
+
 fn draw_failures(frame: &mut Frame<'_>, area: Rect, failures: &[sluice_proto::v1::FailedAttempt]) {
     let rows = failures
         .iter()
@@ -217,9 +270,10 @@ pub fn render_text(state: &TopState, width: u16, height: u16) -> Result<String, 
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::top::state::Snapshot;
-    use sluice_proto::v1 as pb;
 
     #[test]
     fn a_frame_shows_queues_workers_failures_and_the_error() {
@@ -248,6 +302,18 @@ mod tests {
                 max_in_flight: 4,
                 ..Default::default()
             }],
+            schedules: vec![pb::Schedule {
+                name: "nightly".into(),
+                description: "every day at 03:00 (Europe/Berlin)".into(),
+                next_fire_at: Some((SystemTime::now() + Duration::from_secs(125)).into()),
+                last_job_id: "0192".into(),
+                last_job_state: pb::JobState::Succeeded.into(),
+                job: Some(pb::JobTemplate {
+                    queue: "reports".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
             taken_at: SystemTime::now(),
         }));
         state.update(Err(CliError::Local("the broker is gone".into())));
@@ -257,6 +323,18 @@ mod tests {
         assert!(text.contains("w-1"), "{text}");
         assert!(text.contains("1/4"), "{text}");
         assert!(text.contains("smtp down"), "{text}");
+        let schedule = text
+            .lines()
+            .find(|l| l.contains("nightly"))
+            .unwrap_or_default();
+        for part in [
+            "2m0",
+            "reports",
+            "every day at 03:00 (Europe/Berlin)",
+            "SUCCEEDED",
+        ] {
+            assert!(schedule.contains(part), "{part}: {text}");
+        }
         assert!(text.contains("error: the broker is gone"), "{text}");
         assert!(!text.contains('\x1b'), "{text}");
     }

@@ -32,7 +32,7 @@ use terminal::TerminalGuard;
 /// The size of the `--once` frame.
 const ONCE_WIDTH: u16 = 100;
 /// See [`ONCE_WIDTH`].
-const ONCE_HEIGHT: u16 = 30;
+const ONCE_HEIGHT: u16 = 40;
 
 /// Flags of `sluice top`.
 #[derive(Debug, Args)]

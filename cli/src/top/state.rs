@@ -1,5 +1,5 @@
-//! What `sluice top` shows: the latest [`Snapshot`] of the broker (Stats
-//! and the workers), and the error of the latest refresh, if it failed.
+//! What `sluice top` shows: the latest [`Snapshot`] of the broker (Stats,
+//! the workers and the schedules due soonest), and the error of the latest refresh, if it failed.
 //! A failed refresh keeps the last snapshot on screen: the view goes on
 //! while the broker is away and catches up when it is back.
 
@@ -17,6 +17,8 @@ pub struct Snapshot {
     pub stats: pb::StatsResponse,
     /// The open Lease streams.
     pub workers: Vec<pb::WorkerInfo>,
+    /// The schedules that fire soonest, soonest first.
+    pub schedules: Vec<pb::Schedule>,
     /// When it was taken.
     pub taken_at: SystemTime,
 }
@@ -55,16 +57,21 @@ impl TopState {
     }
 }
 
-/// Fetches Stats and the workers.
+/// How many of the schedules due soonest are shown.
+pub const SCHEDULES_SHOWN: u32 = 5;
+
+/// Fetches Stats, the workers and the schedules due soonest.
 ///
 /// # Errors
 /// The broker's refusal, or UNAVAILABLE while it cannot be reached.
 pub async fn fetch(conn: &mut Connection) -> Result<Snapshot, CliError> {
     let stats = conn.stats().await?;
     let workers = conn.workers().await?;
+    let schedules = conn.soonest_schedules(SCHEDULES_SHOWN).await?;
     Ok(Snapshot {
         stats,
         workers,
+        schedules,
         taken_at: SystemTime::now(),
     })
 }
@@ -77,6 +84,7 @@ mod tests {
         Snapshot {
             stats: pb::StatsResponse::default(),
             workers: Vec::new(),
+            schedules: Vec::new(),
             taken_at: SystemTime::UNIX_EPOCH,
         }
     }

@@ -184,7 +184,9 @@ async fn call(rpc: &str, channel: &Channel, token: Option<&str>, job_id: &str) -
             },
             token
         ))),
-        "ListSchedules" => status!(admin.list_schedules(req(pb::ListSchedulesRequest {}, token))),
+        "ListSchedules" => {
+            status!(admin.list_schedules(req(pb::ListSchedulesRequest::default(), token)))
+        }
         // Another name: deleting the matrix's schedule would change later cells.
         "DeleteSchedule" => status!(admin.delete_schedule(req(
             pb::DeleteScheduleRequest {

@@ -50,6 +50,16 @@ async fn create(admin: &mut AdminClient<Channel>, schedule: pb::Schedule) -> pb:
         .into_inner()
 }
 
+/// The names ListSchedules answers for `soonest`.
+async fn soonest(admin: &mut AdminClient<Channel>, soonest: u32) -> Vec<String> {
+    let listed = admin
+        .list_schedules(pb::ListSchedulesRequest { soonest })
+        .await
+        .unwrap()
+        .into_inner();
+    listed.schedules.into_iter().map(|s| s.name).collect()
+}
+
 async fn get(admin: &mut AdminClient<Channel>, name: &str) -> Result<pb::Schedule, tonic::Status> {
     admin
         .get_schedule(pb::GetScheduleRequest { name: name.into() })
@@ -143,13 +153,25 @@ every_backend! {
 
         create(&mut admin, every("often", 3600, "other")).await;
         let listed = admin
-            .list_schedules(pb::ListSchedulesRequest {})
+            .list_schedules(pb::ListSchedulesRequest::default())
             .await
             .unwrap()
             .into_inner()
             .schedules;
         let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["nightly", "often"]);
+        // The soonest first, from the order by next tick.
+        let mut by_fire: Vec<&pb::Schedule> = listed.iter().collect();
+        by_fire.sort_by_key(|s| s.next_fire_at.map(|t| t.seconds));
+        let by_fire: Vec<&str> = by_fire.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(soonest(&mut admin, 5).await, by_fire);
+        assert_eq!(soonest(&mut admin, 1).await, by_fire[..1]);
+        let refused = admin
+            .list_schedules(pb::ListSchedulesRequest { soonest: 1001 })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(refused.message().contains("soonest"), "{}", refused.message());
 
         // Paused: no next tick; resumed: one again.
         let paused = admin
@@ -158,6 +180,8 @@ every_backend! {
             .unwrap()
             .into_inner();
         assert!(paused.paused && paused.next_fire_at.is_none() && paused.upcoming.is_empty());
+        // A paused schedule has no next tick: it is not among the soonest.
+        assert_eq!(soonest(&mut admin, 5).await, ["often"]);
         let resumed = admin
             .resume_schedule(pb::ResumeScheduleRequest { name: "nightly".into() })
             .await

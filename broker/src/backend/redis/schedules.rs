@@ -58,6 +58,8 @@ pub(super) async fn one(inner: &Inner, name: &str) -> Result<Option<StoredSchedu
 }
 
 pub(super) async fn due(inner: &Inner, until: Millis, limit: usize) -> Result<Vec<StoredSchedule>> {
+    // ZRANGE's LIMIT is a signed 64-bit count.
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     read(inner, &["due".into(), until.to_string(), limit.to_string()]).await
 }
 

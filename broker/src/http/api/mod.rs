@@ -374,7 +374,7 @@ async fn retry_dead(
 async fn list_schedules(State(api): State<Arc<Api>>, headers: HeaderMap) -> Reply {
     let list = api
         .admin
-        .list_schedules(admin_request(&headers, pb::ListSchedulesRequest {}))
+        .list_schedules(admin_request(&headers, pb::ListSchedulesRequest::default()))
         .await?
         .into_inner();
     let schedules: Vec<Value> = list.schedules.iter().map(view::schedule_json).collect();
