@@ -49,7 +49,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 pub use error::{BackendError, OpenError};
-pub use schedule_store::{Expect, Fired, Millis, ScheduleStore, StoredSchedule};
+pub use schedule_store::{Expect, Fired, Millis, ScheduleStore, StoredSchedule, TickFire};
 
 use crate::fatal::Fatal;
 use crate::storage::StoreStats;

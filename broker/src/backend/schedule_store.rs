@@ -71,19 +71,39 @@ pub trait ScheduleStore: Send + Sync {
     /// Deletes a schedule; returns whether it existed.
     async fn delete_schedule(&self, name: &str) -> Result<bool, BackendError>;
 
-    /// Fires a tick: if the store holds the schedule at revision `expect`,
-    /// enqueues `job` and writes `schedule` in one atomic step (one
-    /// transaction, one script, one commit), so that however many brokers
-    /// fire a tick at once, one job is added. `None` when the revision
-    /// differs (nothing done); the enqueue's own answer otherwise, and the
+    /// Writes each schedule the store holds at the revision paired with
+    /// it (the firing loop's second write, of many schedules at once);
+    /// whether each was written, in order. The schedules are different
+    /// ones.
+    async fn put_schedules(
+        &self,
+        writes: Vec<(StoredSchedule, u64)>,
+    ) -> Result<Vec<bool>, BackendError>;
+
+    /// Fires ticks of different schedules. For each, if the store holds
+    /// its schedule at revision `expect`, enqueues its job and writes its
+    /// schedule in one atomic step (one transaction, one script, one
+    /// commit), so that however many brokers fire a tick at once, one job
+    /// is added; a backend may commit several ticks together. The answers
+    /// are in the order of `ticks`: `None` when the revision differs
+    /// (nothing done); the enqueue's own answer otherwise, and the
     /// schedule is written only if the job was added or its idempotency
     /// key already held. Refused while draining, as Enqueue is.
-    async fn fire_schedule(
+    async fn fire_schedules(
         &self,
-        schedule: StoredSchedule,
-        expect: u64,
-        job: NewJob,
-    ) -> Result<Option<Fired>, BackendError>;
+        ticks: Vec<TickFire>,
+    ) -> Result<Vec<Option<Fired>>, BackendError>;
+}
+
+/// One tick to fire; see [`ScheduleStore::fire_schedules`].
+#[derive(Debug, Clone)]
+pub struct TickFire {
+    /// The schedule as it is once the tick fired.
+    pub schedule: StoredSchedule,
+    /// The revision it was read at.
+    pub expect: u64,
+    /// The tick's job.
+    pub job: NewJob,
 }
 
 /// What a tick's enqueue answered.

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::{
     Backend, BackendError, Batch, Expect, FeedCloser, Fired, GaugeReading, JobPage, LeaseFeed,
-    LeaseRef, Millis, OpenError, ScheduleStore, StatsReading, StoredSchedule,
+    LeaseRef, Millis, OpenError, ScheduleStore, StatsReading, StoredSchedule, TickFire,
 };
 use crate::clock::TokioClock;
 use crate::fatal::Fatal;
@@ -110,15 +110,18 @@ impl ScheduleStore for LocalBackend {
         self.schedules.delete(&self.shared, name).await
     }
 
-    async fn fire_schedule(
+    async fn put_schedules(
         &self,
-        schedule: StoredSchedule,
-        expect: u64,
-        job: NewJob,
-    ) -> Result<Option<Fired>, BackendError> {
-        self.schedules
-            .fire(&self.shared, schedule, expect, job)
-            .await
+        writes: Vec<(StoredSchedule, u64)>,
+    ) -> Result<Vec<bool>, BackendError> {
+        self.schedules.put_many(&self.shared, writes).await
+    }
+
+    async fn fire_schedules(
+        &self,
+        ticks: Vec<TickFire>,
+    ) -> Result<Vec<Option<Fired>>, BackendError> {
+        self.schedules.fire_many(&self.shared, ticks).await
     }
 }
 

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use sluice_queue::{Change, NewJob};
+use sluice_queue::Change;
 
 use super::shared_queue::SharedQueue;
 use crate::backend::schedule_store::expected;
-use crate::backend::{BackendError, Expect, Fired, Millis, StoredSchedule};
+use crate::backend::{BackendError, Expect, Fired, Millis, StoredSchedule, TickFire};
 use crate::fatal::Fatal;
 
 /// Every schedule of this broker.
@@ -57,6 +57,14 @@ impl ScheduleTable {
             self.by_fire.remove(&(at, old.name));
         }
         true
+    }
+}
+
+/// The store's change that writes `schedule`.
+fn schedule_change(schedule: &StoredSchedule) -> Change {
+    Change::Schedule {
+        name: schedule.name.clone(),
+        record: Some(encode(schedule)),
     }
 }
 
@@ -153,43 +161,85 @@ impl LocalSchedules {
         .await
     }
 
-    /// Under the table's lock: the revision checked, the job enqueued,
-    /// the schedule written; the two commits awaited after.
-    pub(super) async fn fire(
+    /// Under the table's lock: each revision checked and each schedule
+    /// written, handed to one commit; then that commit awaited.
+    pub(super) async fn put_many(
         &self,
         queue: &SharedQueue,
-        schedule: StoredSchedule,
-        expect: u64,
-        job: NewJob,
-    ) -> Result<Option<Fired>, BackendError> {
-        let (answer, commits) = {
+        writes: Vec<(StoredSchedule, u64)>,
+    ) -> Result<Vec<bool>, BackendError> {
+        let (written, commit) = {
             let mut table = self
                 .fatal
                 .lock(&self.table, "the schedules")
                 .map_err(BackendError::Failed)?;
-            let current = table.by_name.get(&schedule.name).map(|s| s.revision);
-            if current != Some(expect) {
-                return Ok(None);
-            }
-            let (answer, job_commit) =
-                queue.write_now(Some("no tick is fired"), |q, now| q.enqueue(job, now))?;
-            let schedule_commit = match answer {
-                Ok(_) => {
-                    let change = Change::Schedule {
-                        name: schedule.name.clone(),
-                        record: Some(encode(&schedule)),
-                    };
+            let mut written = Vec::with_capacity(writes.len());
+            let mut changes = Vec::new();
+            for (schedule, expect) in writes {
+                let current = table.by_name.get(&schedule.name).map(|s| s.revision);
+                let write = current == Some(expect);
+                if write {
+                    changes.push(schedule_change(&schedule));
                     table.insert(schedule);
-                    queue.submit(vec![change])?
                 }
-                Err(_) => None,
+                written.push(write);
+            }
+            let commit = if changes.is_empty() {
+                None
+            } else {
+                queue.submit(changes)?
             };
-            (answer, [job_commit, schedule_commit])
+            (written, commit)
+        };
+        queue.committed(commit).await?;
+        Ok(written)
+    }
+
+    /// Under the table's lock: for each tick, the revision checked, the
+    /// job enqueued and the schedule written (one commit for the
+    /// schedules); every commit awaited after.
+    pub(super) async fn fire_many(
+        &self,
+        queue: &SharedQueue,
+        ticks: Vec<TickFire>,
+    ) -> Result<Vec<Option<Fired>>, BackendError> {
+        let (answers, commits) = {
+            let mut table = self
+                .fatal
+                .lock(&self.table, "the schedules")
+                .map_err(BackendError::Failed)?;
+            let mut answers = Vec::with_capacity(ticks.len());
+            let mut commits = Vec::new();
+            let mut changes = Vec::new();
+            for TickFire {
+                schedule,
+                expect,
+                job,
+            } in ticks
+            {
+                let current = table.by_name.get(&schedule.name).map(|s| s.revision);
+                if current != Some(expect) {
+                    answers.push(None);
+                    continue;
+                }
+                let (answer, job_commit) =
+                    queue.write_now(Some("no tick is fired"), |q, now| q.enqueue(job, now))?;
+                commits.push(job_commit);
+                if answer.is_ok() {
+                    changes.push(schedule_change(&schedule));
+                    table.insert(schedule);
+                }
+                answers.push(Some(answer));
+            }
+            if !changes.is_empty() {
+                commits.push(queue.submit(changes)?);
+            }
+            (answers, commits)
         };
         for commit in commits {
             queue.committed(commit).await?;
         }
-        Ok(Some(answer))
+        Ok(answers)
     }
 
     pub(super) async fn delete(

@@ -52,7 +52,7 @@ use uuid::Uuid;
 use super::cluster::{Counts, Gauges, Health, Streams, timing};
 use super::{
     Backend, BackendError, Batch, Expect, Fired, GaugeReading, JobPage, LeaseFeed, LeaseRef,
-    Millis, OpenError, ScheduleStore, StatsReading, StoredSchedule,
+    Millis, OpenError, ScheduleStore, StatsReading, StoredSchedule, TickFire,
 };
 use crate::fatal::Fatal;
 
@@ -204,14 +204,19 @@ impl ScheduleStore for PostgresBackend {
         schedules::delete(&self.inner, name).await
     }
 
-    async fn fire_schedule(
+    async fn put_schedules(
         &self,
-        schedule: StoredSchedule,
-        expect: u64,
-        job: NewJob,
-    ) -> Result<Option<Fired>, BackendError> {
+        writes: Vec<(StoredSchedule, u64)>,
+    ) -> Result<Vec<bool>, BackendError> {
+        schedules::put_many(&self.inner, writes).await
+    }
+
+    async fn fire_schedules(
+        &self,
+        ticks: Vec<TickFire>,
+    ) -> Result<Vec<Option<Fired>>, BackendError> {
         self.inner.health.refuse_new_work("no tick is fired")?;
-        schedules::fire(&self.inner, schedule, expect, job).await
+        schedules::fire_many(&self.inner, ticks).await
     }
 }
 

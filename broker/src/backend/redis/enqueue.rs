@@ -82,7 +82,14 @@ async fn enqueue_queue(
 }
 
 /// The arguments of `enqueue.lua` for `jobs`, all of `queue`.
-pub(super) fn enqueue_call<'a>(
+fn enqueue_call<'a>(inner: &Inner, queue: &str, jobs: impl Iterator<Item = &'a NewJob>) -> Call {
+    enqueue_args(inner.call(), inner, queue, jobs)
+}
+
+/// `call` with `enqueue.lua`'s arguments for `jobs` of `queue` added
+/// (after the call's own two).
+pub(super) fn enqueue_args<'a>(
+    call: Call,
     inner: &Inner,
     queue: &str,
     jobs: impl Iterator<Item = &'a NewJob>,
@@ -91,7 +98,7 @@ pub(super) fn enqueue_call<'a>(
     let limit = config
         .max_queue_size
         .map_or_else(String::new, |l| l.to_string());
-    let mut call = inner.call().arg(queue).arg(limit).arg(MAX_NAMES);
+    let mut call = call.arg(queue).arg(limit).arg(MAX_NAMES);
     for job in jobs {
         // Time-ordered to the millisecond, and otherwise 74 random bits.
         let id = Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));

@@ -2,18 +2,16 @@
 //! schedule, a set of names and a sorted set by next tick; a put and a
 //! fire are each one script, checking the revision inside it, and a fire
 //! runs `enqueue.lua`'s body in the same script, so the tick's job and the
-//! schedule's new state are written together or not at all.
-
-use std::sync::Arc;
+//! schedule's new state are written together or not at all. Many puts or
+//! fires go in one script call.
 
 use bytes::Bytes;
 use redis::Value;
-use sluice_queue::NewJob;
 
 use super::Inner;
-use super::enqueue::{answers, enqueue_call};
+use super::enqueue::{answers, enqueue_args};
 use super::scripts::{reply, scripts};
-use crate::backend::{BackendError, Expect, Fired, Millis, StoredSchedule};
+use crate::backend::{BackendError, Expect, Fired, Millis, StoredSchedule, TickFire};
 
 type Result<T> = std::result::Result<T, BackendError>;
 
@@ -76,16 +74,8 @@ pub(super) async fn next_fire(inner: &Inner) -> Result<Option<Millis>> {
 }
 
 pub(super) async fn put(inner: &Inner, schedule: StoredSchedule, expect: Expect) -> Result<bool> {
-    let answered = inner
-        .call()
-        .arg(&schedule.name)
-        .arg(expected(expect))
-        .arg(schedule.revision)
-        .arg(next_arg(schedule.next_fire))
-        .arg(schedule.body.as_ref())
-        .run(&inner.conn, &scripts().schedule_put)
-        .await?;
-    Ok(reply::int::<u64>(&answered)? == 1)
+    let written = put_all(inner, vec![(schedule, expect)]).await?;
+    Ok(written.first() == Some(&true))
 }
 
 pub(super) async fn delete(inner: &Inner, name: &str) -> Result<bool> {
@@ -93,37 +83,89 @@ pub(super) async fn delete(inner: &Inner, name: &str) -> Result<bool> {
         .call()
         .arg(name)
         .arg("*")
+        .arg("")
+        .arg("")
+        .arg("")
         .run(&inner.conn, &scripts().schedule_put)
         .await?;
-    Ok(reply::int::<u64>(&answered)? == 1)
+    let deleted = reply::items(&answered)?;
+    Ok(reply::int::<u64>(reply::at(deleted, 0)?)? == 1)
 }
 
-pub(super) async fn fire(
-    inner: &Arc<Inner>,
-    schedule: StoredSchedule,
-    expect: u64,
-    job: NewJob,
-) -> Result<Option<Fired>> {
-    let queue = job.queue.clone();
-    let answered = enqueue_call(inner, &queue, std::iter::once(&job))
-        .arg(&schedule.name)
-        .arg(expect.to_string())
-        .arg(schedule.revision)
-        .arg(next_arg(schedule.next_fire))
-        .arg(schedule.body.as_ref())
-        .run(&inner.conn, &scripts().schedule_fire)
-        .await?;
-    if let Ok(items) = reply::items(&answered)
-        && let Some(first) = items.first()
-        && reply::text(first).ok().flatten().as_deref() == Some("stale")
-    {
-        return Ok(None);
+/// Every write in one script call.
+pub(super) async fn put_many(
+    inner: &Inner,
+    writes: Vec<(StoredSchedule, u64)>,
+) -> Result<Vec<bool>> {
+    let writes = writes
+        .into_iter()
+        .map(|(schedule, expect)| (schedule, Expect::Revision(expect)))
+        .collect();
+    put_all(inner, writes).await
+}
+
+async fn put_all(inner: &Inner, writes: Vec<(StoredSchedule, Expect)>) -> Result<Vec<bool>> {
+    if writes.is_empty() {
+        return Ok(Vec::new());
     }
-    let (_, answer, ready) = answers(inner, &queue, vec![0], &answered)?
-        .pop()
-        .ok_or_else(|| reply::malformed("an answer for the tick's job"))?;
-    if ready {
+    let mut call = inner.call();
+    for (schedule, expect) in &writes {
+        call = call
+            .arg(&schedule.name)
+            .arg(expected(*expect))
+            .arg(schedule.revision)
+            .arg(next_arg(schedule.next_fire))
+            .arg(schedule.body.as_ref());
+    }
+    let answered = call.run(&inner.conn, &scripts().schedule_put).await?;
+    let written = reply::items(&answered)?;
+    if written.len() != writes.len() {
+        return Err(reply::malformed("an answer per schedule"));
+    }
+    written
+        .iter()
+        .map(|w| Ok(reply::int::<u64>(w)? == 1))
+        .collect()
+}
+
+/// Every tick in one script call (each tick atomic on its own, and the
+/// whole call too, as any script).
+pub(super) async fn fire_many(inner: &Inner, ticks: Vec<TickFire>) -> Result<Vec<Option<Fired>>> {
+    if ticks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut call = inner.call();
+    for tick in &ticks {
+        call = enqueue_args(call, inner, &tick.job.queue, std::iter::once(&tick.job))
+            .arg(&tick.schedule.name)
+            .arg(tick.expect.to_string())
+            .arg(tick.schedule.revision)
+            .arg(next_arg(tick.schedule.next_fire))
+            .arg(tick.schedule.body.as_ref());
+    }
+    let answered = call.run(&inner.conn, &scripts().schedule_fire).await?;
+    let items = reply::items(&answered)?;
+    if items.len() != ticks.len() {
+        return Err(reply::malformed("an answer per tick"));
+    }
+    let mut fired = Vec::with_capacity(ticks.len());
+    let mut woken = false;
+    for (tick, item) in ticks.iter().zip(items) {
+        if let Ok(parts) = reply::items(item)
+            && let Some(first) = parts.first()
+            && reply::text(first).ok().flatten().as_deref() == Some("stale")
+        {
+            fired.push(None);
+            continue;
+        }
+        let (_, answer, ready) = answers(inner, &tick.job.queue, vec![0], item)?
+            .pop()
+            .ok_or_else(|| reply::malformed("an answer for the tick's job"))?;
+        woken |= ready;
+        fired.push(Some(answer));
+    }
+    if woken {
         inner.streams.wake();
     }
-    Ok(Some(answer))
+    Ok(fired)
 }
