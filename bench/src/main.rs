@@ -11,13 +11,16 @@
 //! runs with TLS and tokens on, and `sluice-bench security-cost` compares
 //! brokers with both on and both off. `sluice-bench cross-ack` compares a
 //! worker acking through its stream's broker with one acking through
-//! another. Output is a table, or JSON with `--json`.
+//! another. `sluice-bench schedules` fires many schedules at once and
+//! reports each tick's lag and the broker's CPU. Output is a table, or
+//! JSON with `--json`.
 
 mod cost;
 mod cross;
 mod durable;
 mod load;
 mod proc_stats;
+mod schedules;
 mod secure;
 
 use std::path::PathBuf;
@@ -66,6 +69,10 @@ enum Command {
     /// first: jobs/s when it acks through the first and through the
     /// second, alternating, N rounds, and their ratio.
     CrossAck(cross::CrossAckArgs),
+    /// Many schedules on one timing (default: 10,000 every minute): per
+    /// tick, the jobs fired and the lag from the tick to each enqueue, with
+    /// the brokers' CPU.
+    Schedules(schedules::SchedulesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -308,6 +315,7 @@ async fn main() -> anyhow::Result<()> {
             secure::security_cost(args, &broker_bin).await
         }
         Command::CrossAck(args) => cross::run(args).await,
+        Command::Schedules(args) => schedules::run(args).await,
         Command::MetricsCost(args) => {
             let broker_bin = broker_binary(args.broker_bin.clone())?;
             let metrics = cost::Side {
