@@ -1,8 +1,9 @@
 //! `/metrics` on `--http-addr`: after a known sequence of job transitions,
 //! every counter, gauge and histogram count is exactly what happened, as
 //! read by the Prometheus project's own OpenMetrics parser; queue latency
-//! grows while a job waits; store gauges with `--data-dir`; the loopback
-//! listener stays open when tokens are on.
+//! grows while a job waits; store gauges with `--data-dir`; schedule ticks
+//! fired and skipped by policy, and their lag; the loopback listener stays
+//! open when tokens are on.
 
 #![allow(clippy::unwrap_used)]
 
@@ -374,4 +375,93 @@ async fn with_tls_the_metrics_listener_serves_https_with_the_brokers_certificate
         .output()
         .unwrap();
     assert!(!plain.status.success(), "plain HTTP was answered");
+}
+
+/// A schedule every second into `queue`, with `overlap`.
+fn pulse(name: &str, queue: &str, overlap: pb::Overlap) -> pb::CreateScheduleRequest {
+    pb::CreateScheduleRequest {
+        schedule: Some(pb::Schedule {
+            name: name.into(),
+            every: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            overlap: overlap.into(),
+            job: Some(pb::JobTemplate {
+                queue: queue.into(),
+                job_type: "tick".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        upsert: false,
+    }
+}
+
+/// Ticks fired, ticks skipped for overlap (the first tick's job is never
+/// taken, so each later tick is skipped) and for catch-up (ticks missed
+/// while the broker was down, past the on-time window), and the lag of
+/// each fired tick.
+#[tokio::test]
+async fn schedule_ticks_fired_skipped_and_their_lag_are_counted() {
+    let dir = sluice_e2e::scratch_dir("metrics-schedules");
+    let args = [
+        "--http-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ];
+    let mut broker = BrokerProcess::start(&args);
+    let url = broker.metrics_url();
+    let mut admin = broker.admin().await;
+    admin
+        .create_schedule(pulse("one-at-a-time", "pulse", pb::Overlap::Skip))
+        .await
+        .unwrap();
+    admin
+        .create_schedule(pulse("every-second", "beat", pb::Overlap::Allow))
+        .await
+        .unwrap();
+    let one = &[("schedule", "one-at-a-time"), ("queue", "pulse")];
+    let skipped_overlap = &[
+        ("schedule", "one-at-a-time"),
+        ("queue", "pulse"),
+        ("reason", "overlap"),
+    ];
+    let scraped = scrape_until(&url, "two ticks skipped for overlap", |s| {
+        s.get("sluice_schedule_ticks_skipped_total", skipped_overlap) >= Some(2.0)
+    })
+    .await;
+    // One job, the first tick's, never taken: every other tick skipped.
+    assert_eq!(broker.queue_stats("pulse").await.ready, 1);
+    assert_eq!(scraped.value("sluice_schedule_ticks_fired_total", one), 1.0);
+    assert_eq!(
+        scraped.value("sluice_schedule_tick_lag_seconds_count", one),
+        1.0
+    );
+    let lag = scraped.value("sluice_schedule_tick_lag_seconds_sum", one);
+    assert!((0.0..10.0).contains(&lag), "{lag}");
+
+    // Down for 13 s: more than the 10 s a late tick may be and still
+    // fire. By the default catch-up policy (skip) the missed ticks are
+    // counted and none fires.
+    broker.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(broker.wait_exit(WAIT).is_some());
+    tokio::time::sleep(Duration::from_secs(13)).await;
+    let broker = BrokerProcess::start(&args);
+    let url = broker.metrics_url();
+    let beat_skipped = &[
+        ("schedule", "every-second"),
+        ("queue", "beat"),
+        ("reason", "catch_up"),
+    ];
+    let beat = &[("schedule", "every-second"), ("queue", "beat")];
+    // The missed ticks are counted; those of the last 10 s fire: they are
+    // late, not missed.
+    scrape_until(&url, "missed ticks skipped and late ones fired", |s| {
+        s.get("sluice_schedule_ticks_skipped_total", beat_skipped) >= Some(1.0)
+            && s.get("sluice_schedule_ticks_fired_total", beat) >= Some(1.0)
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use sluice_e2e::cli::sluice;
-use sluice_e2e::{BrokerProcess, scratch_dir};
+use sluice_e2e::{BrokerProcess, WorkerProcess, scratch_dir, wait_for_file};
 
 const FILE: &str = r#"
 [[schedule]]
@@ -296,4 +296,42 @@ fn bad_flags_and_files_are_refused_saying_why() {
     );
     let list = sluice(&broker, &["schedules", "list"]).ok();
     assert_eq!(list.stdout, "no schedules\n");
+}
+
+/// A tick run by `sluice-worker --exec` sees which schedule and which tick
+/// it is as variables (the job's headers).
+#[test]
+fn an_exec_handler_sees_the_schedule_and_the_tick() {
+    let dir = scratch_dir("cli-schedules-exec");
+    let seen = dir.join("seen");
+    let broker = BrokerProcess::start(&[]);
+    let command = format!(
+        "tick=echo \"$SLUICE_HEADER_SLUICE_SCHEDULE $SLUICE_HEADER_SLUICE_SCHEDULED_FOR\" > {}.part && mv {0}.part {0}",
+        seen.display()
+    );
+    let _worker = WorkerProcess::start(&broker, &["--queues", "ticks", "--exec", &command]);
+    sluice(
+        &broker,
+        &[
+            "schedules",
+            "create",
+            "every-second",
+            "--every",
+            "1s",
+            "--queue",
+            "ticks",
+            "--type",
+            "tick",
+        ],
+    )
+    .ok();
+    let line = wait_for_file(&seen);
+    let (name, tick) = line.trim().split_once(' ').unwrap();
+    assert_eq!(name, "every-second");
+    // The tick: RFC 3339 in UTC, whole seconds.
+    assert!(
+        humantime::parse_rfc3339(tick).is_ok() && tick.ends_with('Z'),
+        "{line:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

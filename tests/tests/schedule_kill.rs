@@ -122,8 +122,9 @@ async fn every_tick_fires_once_while_a_broker_is_killed_again_and_again(url: &st
         .filter(|j| j.state() == pb::JobState::Succeeded)
         .count();
     println!(
-        "ticks in the window {}, jobs {}, succeeded {succeeded}, duplicates {}, missed {}, \
+        "{}: ticks in the window {}, jobs {}, succeeded {succeeded}, duplicates {}, missed {}, \
          kills {kills}, largest lag {max_lag} ms",
+        url.split(':').next().unwrap_or_default(),
         window.len(),
         by_tick.values().map(Vec::len).sum::<usize>(),
         duplicates.len(),

@@ -6,6 +6,7 @@
 mod describe;
 mod dst;
 mod interval;
+mod layering;
 mod parse;
 mod plan;
 mod ticks;
