@@ -514,7 +514,7 @@ fn detail(s: &pb::Schedule) -> String {
     let job = s.job.clone().unwrap_or_default();
     let mut out = format!(
         "name:          {}\ntiming:        {} ({})\nzone:          {}\njob:           {} in queue {}\n\
-         catch-up:      {}\noverlap:       {}\npaused:        {}\nlast fired:    {}\nlast job:      {} {}\n",
+         catch-up:      {}\noverlap:       {}\npaused:        {}\nlast fired:    {}\nlast job:      {}\n",
         s.name,
         timing(s),
         s.description,
@@ -526,11 +526,10 @@ fn detail(s: &pb::Schedule) -> String {
         if s.paused { "yes" } else { "no" },
         timestamp_text(s.last_fired_at.as_ref()),
         if s.last_job_id.is_empty() {
-            "-"
+            "-".to_owned()
         } else {
-            &s.last_job_id
+            format!("{} {}", s.last_job_id, last_state(s))
         },
-        last_state(s),
     );
     out.push_str("next fire times:\n");
     if s.upcoming.is_empty() {
