@@ -298,7 +298,7 @@ fn brokers_started_together_migrate_once_and_a_newer_schema_is_refused() {
     assert_ne!(out.code, 0);
     assert!(
         out.stderr
-            .contains("version 99, newer than this broker's 1"),
+            .contains("version 99, newer than this broker's 2"),
         "{}",
         out.stderr
     );

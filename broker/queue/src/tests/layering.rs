@@ -2,7 +2,8 @@
 //! crate, nor any crate of the broker's service, store or contract. Its
 //! manifest is what the compiler lets it import, so the rule holds as long
 //! as this list does; `sluice-limits`, its one crate of ours, must itself
-//! depend on nothing.
+//! depend on nothing. The schedule crate's manifest is held to the same
+//! rule here.
 
 /// The names in the `[dependencies]` table of a Cargo manifest.
 fn dependencies(manifest: &str) -> Vec<&str> {
@@ -33,6 +34,21 @@ fn the_queue_depends_on_no_grpc_protobuf_storage_or_broker_crate() {
         limits.is_empty(),
         "sluice-limits must have no dependencies: {limits:?}"
     );
+}
+
+/// The schedule crate is pure too (its own test checks its code for
+/// clock and zone-database reads): jiff, and of ours only `sluice-limits`.
+#[test]
+fn the_schedule_crate_depends_on_no_grpc_protobuf_runtime_or_broker_crate() {
+    let schedule = dependencies(include_str!("../../../schedule/Cargo.toml"));
+    assert!(schedule.contains(&"jiff"), "{schedule:?}");
+    for name in &schedule {
+        let forbidden = ["tonic", "prost", "redb", "hyper", "h2", "tokio", "chrono"]
+            .iter()
+            .any(|f| name.starts_with(f))
+            || (name.starts_with("sluice-") && *name != "sluice-limits");
+        assert!(!forbidden, "the schedule crate must not depend on {name}");
+    }
 }
 
 #[test]

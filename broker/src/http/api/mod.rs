@@ -400,13 +400,8 @@ async fn pause_schedule(
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
 ) -> Reply {
-    let name = segment(name, "name")?;
-    let schedule = api
-        .admin
-        .pause_schedule(admin_request(&headers, pb::PauseScheduleRequest { name }))
-        .await?
-        .into_inner();
-    Ok(Json(view::schedule_json(&schedule)))
+    api.set_schedule_paused(&headers, segment(name, "name")?, true)
+        .await
 }
 
 async fn resume_schedule(
@@ -414,13 +409,8 @@ async fn resume_schedule(
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
 ) -> Reply {
-    let name = segment(name, "name")?;
-    let schedule = api
-        .admin
-        .resume_schedule(admin_request(&headers, pb::ResumeScheduleRequest { name }))
-        .await?
-        .into_inner();
-    Ok(Json(view::schedule_json(&schedule)))
+    api.set_schedule_paused(&headers, segment(name, "name")?, false)
+        .await
 }
 
 /// One run now: `{"job_id": "..."}`.
@@ -460,6 +450,22 @@ impl Api {
         self.auth
             .check(&admin_request(headers, ()), call)
             .map_err(|e| Status::from(RequestError::from(e)).into())
+    }
+
+    /// PauseSchedule or ResumeSchedule: the schedule as it is now.
+    async fn set_schedule_paused(&self, headers: &HeaderMap, name: String, paused: bool) -> Reply {
+        let schedule = if paused {
+            let request = pb::PauseScheduleRequest { name };
+            self.admin
+                .pause_schedule(admin_request(headers, request))
+                .await?
+        } else {
+            let request = pb::ResumeScheduleRequest { name };
+            self.admin
+                .resume_schedule(admin_request(headers, request))
+                .await?
+        };
+        Ok(Json(view::schedule_json(&schedule.into_inner())))
     }
 
     async fn stats(&self, headers: &HeaderMap) -> Result<pb::StatsResponse, ApiError> {
