@@ -139,7 +139,7 @@ impl Firing {
             batches.spawn(async move { this.advance(advances).await });
         }
         let mut ticks = ticks.into_iter().peekable();
-        while ticks.peek().is_some() {
+        while ticks.peek().is_some() && !stop.is_cancelled() {
             if batches.len() >= BATCHES
                 && let Some(done) = batches.join_next().await
             {
