@@ -195,9 +195,10 @@ impl LocalSchedules {
         Ok(written)
     }
 
-    /// Under the table's lock: for each tick, the revision checked, the
-    /// job enqueued and the schedule written (one commit for the
-    /// schedules); every commit awaited after.
+    /// Under the table's lock: each tick's revision checked, the jobs of
+    /// those still at it enqueued in one step of the queue, and their
+    /// schedules written (one commit for the schedules); both commits
+    /// awaited after.
     pub(super) async fn fire_many(
         &self,
         queue: &SharedQueue,
@@ -208,33 +209,38 @@ impl LocalSchedules {
                 .fatal
                 .lock(&self.table, "the schedules")
                 .map_err(BackendError::Failed)?;
-            let mut answers = Vec::with_capacity(ticks.len());
-            let mut commits = Vec::new();
-            let mut changes = Vec::new();
-            for TickFire {
-                schedule,
-                expect,
-                job,
-            } in ticks
-            {
-                let current = table.by_name.get(&schedule.name).map(|s| s.revision);
-                if current != Some(expect) {
-                    answers.push(None);
-                    continue;
+            let mut answers: Vec<Option<Fired>> = ticks.iter().map(|_| None).collect();
+            let mut live = Vec::new();
+            let mut jobs = Vec::new();
+            for (i, tick) in ticks.into_iter().enumerate() {
+                let current = table.by_name.get(&tick.schedule.name).map(|s| s.revision);
+                if current == Some(tick.expect) {
+                    live.push((i, tick.schedule));
+                    jobs.push(tick.job);
                 }
-                let (answer, job_commit) =
-                    queue.write_now(Some("no tick is fired"), |q, now| q.enqueue(job, now))?;
-                commits.push(job_commit);
+            }
+            if jobs.is_empty() {
+                return Ok(answers);
+            }
+            let (enqueued, job_commit) = queue.write_now(Some("no tick is fired"), |q, now| {
+                jobs.into_iter()
+                    .map(|job| q.enqueue(job, now))
+                    .collect::<Vec<_>>()
+            })?;
+            let mut changes = Vec::new();
+            for ((i, schedule), answer) in live.into_iter().zip(enqueued) {
                 if answer.is_ok() {
                     changes.push(schedule_change(&schedule));
                     table.insert(schedule);
                 }
-                answers.push(Some(answer));
+                answers[i] = Some(answer);
             }
-            if !changes.is_empty() {
-                commits.push(queue.submit(changes)?);
-            }
-            (answers, commits)
+            let schedule_commit = if changes.is_empty() {
+                None
+            } else {
+                queue.submit(changes)?
+            };
+            (answers, [job_commit, schedule_commit])
         };
         for commit in commits {
             queue.committed(commit).await?;
