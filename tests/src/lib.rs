@@ -58,6 +58,32 @@ use sluice_proto::v1 as pb;
 /// Longest any single wait may take.
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// Every job of `queue` (any state), in ListJobs' order, read page by page.
+pub async fn all_jobs(
+    admin: &mut sluice_proto::v1::admin_client::AdminClient<tonic::transport::Channel>,
+    queue: &str,
+) -> Vec<pb::Job> {
+    let mut jobs = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_jobs(pb::ListJobsRequest {
+                queue: queue.into(),
+                page_size: sluice_limits::MAX_PAGE_SIZE,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        jobs.extend(page.jobs);
+        if page.next_page_token.is_empty() {
+            return jobs;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
 /// A job request of `job_type` with `payload`.
 pub fn job(job_type: &str, payload: &[u8]) -> pb::EnqueueRequest {
     pb::EnqueueRequest {

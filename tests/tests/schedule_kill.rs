@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 use sluice_e2e::scale_out::{broker_on, workers_of};
-use sluice_e2e::{BrokerProcess, WAIT};
+use sluice_e2e::{BrokerProcess, WAIT, all_jobs};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 
@@ -72,26 +72,9 @@ async fn every_tick_fires_once_while_a_broker_is_killed_again_and_again(url: &st
 
     // Every job of the queue, by its tick.
     let mut by_tick: BTreeMap<i64, Vec<pb::Job>> = BTreeMap::new();
-    let mut page_token = String::new();
-    loop {
-        let page = admin
-            .list_jobs(pb::ListJobsRequest {
-                queue: "default".into(),
-                page_size: 1000,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        for job in page.jobs {
-            let tick = humantime::parse_rfc3339(&job.headers["sluice-scheduled-for"]).unwrap();
-            by_tick.entry(secs_of(tick)).or_default().push(job);
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
+    for job in all_jobs(&mut admin, "default").await {
+        let tick = humantime::parse_rfc3339(&job.headers["sluice-scheduled-for"]).unwrap();
+        by_tick.entry(secs_of(tick)).or_default().push(job);
     }
     let window: Vec<i64> = (first..=last).collect();
     let missed: Vec<i64> = window

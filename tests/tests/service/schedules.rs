@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use prost_types::Timestamp as PbTimestamp;
 use sluice_broker::config::StoreConfig;
 use sluice_e2e::in_process::*;
-use sluice_e2e::scratch_dir;
+use sluice_e2e::{all_jobs, scratch_dir};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use tonic::Code;
@@ -65,29 +65,6 @@ async fn get(admin: &mut AdminClient<Channel>, name: &str) -> Result<pb::Schedul
         .get_schedule(pb::GetScheduleRequest { name: name.into() })
         .await
         .map(tonic::Response::into_inner)
-}
-
-/// Every job of `queue` (any state), oldest first.
-async fn jobs_of(admin: &mut AdminClient<Channel>, queue: &str) -> Vec<pb::Job> {
-    let mut jobs = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = admin
-            .list_jobs(pb::ListJobsRequest {
-                queue: queue.into(),
-                page_size: 1000,
-                page_token,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        jobs.extend(page.jobs);
-        if page.next_page_token.is_empty() {
-            return jobs;
-        }
-        page_token = page.next_page_token;
-    }
 }
 
 /// The tick of a tick's job, in seconds since the epoch.
@@ -266,10 +243,10 @@ every_backend! {
         let mut ticks = Vec::new();
         eventually("three ticks", || {
             let mut admin = admin.clone();
-            async move { jobs_of(&mut admin, "pulse").await.len() >= 3 }
+            async move { all_jobs(&mut admin, "pulse").await.len() >= 3 }
         })
         .await;
-        for job in jobs_of(&mut admin, "pulse").await {
+        for job in all_jobs(&mut admin, "pulse").await {
             assert_eq!(job.headers["sluice-schedule"], "pulse");
             assert_eq!(job.headers["team"], "ops");
             assert_eq!(job.job_type, "tick");
@@ -304,17 +281,17 @@ every_backend! {
         // No worker: every job stays READY.
         eventually("three ticks of the canceller", || {
             let mut admin = admin.clone();
-            async move { jobs_of(&mut admin, "cancel").await.len() >= 3 }
+            async move { all_jobs(&mut admin, "cancel").await.len() >= 3 }
         })
         .await;
-        let cancelled = jobs_of(&mut admin, "cancel").await;
+        let cancelled = all_jobs(&mut admin, "cancel").await;
         let (last, earlier) = cancelled.split_last().unwrap();
         assert_eq!(last.state(), pb::JobState::Ready);
         for job in earlier {
             assert_eq!(job.state(), pb::JobState::Cancelled, "{job:?}");
         }
         // The skipper's first job is still READY: every later tick skipped.
-        assert_eq!(jobs_of(&mut admin, "skip").await.len(), 1);
+        assert_eq!(all_jobs(&mut admin, "skip").await.len(), 1);
         let read = get(&mut admin, "skipper").await.unwrap();
         assert!(read.last_fired_at.as_ref().map(secs) < read.next_fire_at.as_ref().map(secs));
         assert_eq!(read.last_job_state(), pb::JobState::Ready);
@@ -338,7 +315,7 @@ every_backend! {
             let mut admin = admin.clone();
             async move {
                 for name in ["skip", "one", "all"] {
-                    if jobs_of(&mut admin, name).await.is_empty() {
+                    if all_jobs(&mut admin, name).await.is_empty() {
                         return false;
                     }
                 }
@@ -371,7 +348,7 @@ every_backend! {
             let mut admin = admin.clone();
             async move {
                 for name in ["skip", "one", "all"] {
-                    let jobs = jobs_of(&mut admin, name).await;
+                    let jobs = all_jobs(&mut admin, name).await;
                     if !jobs.iter().any(|j| tick_of(j) > restarted_at) {
                         return false;
                     }
@@ -382,7 +359,7 @@ every_backend! {
         .await;
         for (name, was) in &before {
             let last_before = was.last_fired_at.as_ref().map(secs).unwrap();
-            let ticks: Vec<i64> = jobs_of(&mut admin, name).await.iter().map(tick_of).collect();
+            let ticks: Vec<i64> = all_jobs(&mut admin, name).await.iter().map(tick_of).collect();
             let mut sorted = ticks.clone();
             sorted.sort_unstable();
             sorted.dedup();
