@@ -183,6 +183,11 @@ function pager(container, refresh) {
   };
 }
 
+// One term and its value of a <dl class="fields">.
+function field(label, value, attrs) {
+  return [el("dt", {}, label), el("dd", attrs || {}, value)];
+}
+
 function empty(...children) {
   return el("div", { class: "empty" }, ...children);
 }
@@ -496,7 +501,6 @@ function jobPage(id) {
           } }, "Cancel"));
         }
       }
-      const field = (label, value, attrs) => [el("dt", {}, label), el("dd", attrs || {}, value)];
       const headers = Object.entries(job.headers);
       replace(body,
         el("div", { class: "toolbar" }, actions),
@@ -690,7 +694,6 @@ function schedulePage(name) {
           el("p", {}, el("a", { href: "#/schedules" }, "Back to the schedules")));
         return;
       }
-      const field = (label, value, attrs) => [el("dt", {}, label), el("dd", attrs || {}, value)];
       const timing = s.cron ? el("code", {}, s.cron) : `every ${duration(s.every)}`;
       replace(body,
         el("div", { class: "toolbar" }, scheduleActions(s, errors, notice)),
