@@ -851,13 +851,17 @@ every_backend! {
         let api = Api::new(broker.http_addr.unwrap());
         let (admin, viewer) = (api.with_token(ADMIN), api.with_token(VIEWER));
         let mut grpc = AdminClient::new(broker.channel.clone());
-        // Hourly: no tick fires while the test runs.
+        // Hourly from a year on: no tick fires while the test runs,
+        // whatever the time (one at the top of the hour would change the
+        // documents compared below).
+        let a_year_from_now = std::time::SystemTime::now() + std::time::Duration::from_secs(365 * 24 * 3600);
         let created = grpc
             .create_schedule(with_token(ADMIN, pb::CreateScheduleRequest {
                 schedule: Some(pb::Schedule {
                     name: "nightly-report".into(),
                     cron: "0 * * * *".into(),
                     time_zone: "Europe/Berlin".into(),
+                    start_at: Some(a_year_from_now.into()),
                     job: Some(pb::JobTemplate {
                         queue: "reports".into(),
                         job_type: "pdf".into(),
