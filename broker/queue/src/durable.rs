@@ -89,6 +89,16 @@ pub enum Change {
         /// Its encoded record; `None` when deleted.
         record: Option<Vec<u8>>,
     },
+    /// A row of a source group was written or deleted: bytes the store
+    /// does not read, as a schedule's.
+    Source {
+        /// The source group.
+        group: String,
+        /// The row's key in it.
+        key: String,
+        /// Its encoded record; `None` when deleted.
+        record: Option<Vec<u8>>,
+    },
 }
 
 /// What a store keeps besides its jobs, given back on start.
@@ -102,6 +112,9 @@ pub struct StoreMeta {
     pub paused: Vec<String>,
     /// Every schedule's encoded record (see [`Change::Schedule`]), by name.
     pub schedules: Vec<(String, Vec<u8>)>,
+    /// Every source row's encoded record (see [`Change::Source`]), by
+    /// group and key.
+    pub sources: Vec<(String, String, Vec<u8>)>,
 }
 
 /// Rebuilds a queue from a store, one job at a time, so that recovery

@@ -100,6 +100,11 @@ pub struct NewJob {
     pub run_at: Option<Timestamp>,
     /// Deduplicates enqueues within the queue.
     pub idempotency_key: Option<String>,
+    /// Arrives DEAD with this reason as its last error, never run: a
+    /// record a source could not turn into a runnable job, kept where
+    /// operators look for failures. It holds no idempotency key and takes
+    /// no room in its queue (it is not unfinished).
+    pub dead_letter: Option<String>,
 }
 
 /// What [`Queue::enqueue`] did.
@@ -367,12 +372,16 @@ impl Queue {
                 duplicate: true,
             });
         }
-        self.check_room(queue)?;
+        if new.dead_letter.is_none() {
+            self.check_room(queue)?;
+        }
         let seq = self.next_seq;
         // 2^54 jobs (the ready key's seq bits): 570 years at a million a second.
         assert!(seq < 1 << 54, "job sequence space exhausted");
         let run_at = new.run_at.map_or(now, |t| t.max(now));
-        let key = new.idempotency_key.as_deref().map(Box::<str>::from);
+        let dead_letter = new.dead_letter.map(truncate_error);
+        let idempotency_key = new.idempotency_key.filter(|_| dead_letter.is_none());
+        let key = idempotency_key.as_deref().map(Box::<str>::from);
         let record = JobRecord {
             seq,
             queue: new.queue,
@@ -388,7 +397,7 @@ impl Queue {
             run_at,
             finished_at: None,
             last_error: None,
-            idempotency_key: new.idempotency_key,
+            idempotency_key,
             cancel_requested: false,
         };
         let job = Job::from_record(record, queue, job_type);
@@ -403,7 +412,10 @@ impl Queue {
         self.jobs.insert(seq, job);
         self.log_job(seq, None, LogLevel::Debug, "job enqueued");
         self.observe(seq, JobEvent::Enqueued);
-        self.admit(seq, now);
+        match dead_letter {
+            None => self.admit(seq, now),
+            Some(reason) => self.bury_new(seq, reason, now),
+        }
         Ok(Enqueued {
             job_id: id,
             duplicate: false,

@@ -162,6 +162,16 @@ impl Queue {
         }
     }
 
+    /// Counts a new job that arrives DEAD (see [`crate::NewJob::dead_letter`]).
+    pub(super) fn bury_new(&mut self, seq: Seq, reason: Box<str>, now: Timestamp) {
+        self.count_new(seq, JobState::Dead);
+        self.jobs.set_last_error(seq, reason);
+        self.queue_state(seq).counters.dead += 1;
+        self.log_job(seq, None, LogLevel::Warn, "job dead on arrival");
+        self.observe(seq, JobEvent::DeadLettered);
+        self.jobs.get_mut(seq).expect("job is known").finished_at = now;
+    }
+
     /// Forgets a job that is not leased, with every index entry it has.
     pub(super) fn remove_job(&mut self, seq: Seq) {
         if !self.jobs.contains(seq) {

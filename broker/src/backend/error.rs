@@ -44,9 +44,10 @@ pub enum OpenError {
     /// The data directory holds what the queue cannot take back.
     #[error("restoring the data directory: {0}")]
     Restore(QueueError),
-    /// A schedule's record in the data directory does not decode.
+    /// A schedule's or source row's record in the data directory does not
+    /// decode.
     #[error("restoring the data directory: {0}")]
-    Schedules(String),
+    Records(String),
     /// Reading the data directory stopped (its task panicked).
     #[error("restoring the data directory: {0}")]
     Interrupted(#[from] tokio::task::JoinError),

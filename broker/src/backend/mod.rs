@@ -30,6 +30,7 @@ pub mod local;
 pub mod postgres;
 pub mod redis;
 mod schedule_store;
+mod source_store;
 mod store_tls;
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,7 @@ use uuid::Uuid;
 
 pub use error::{BackendError, OpenError};
 pub use schedule_store::{Expect, Fired, Millis, ScheduleStore, StoredSchedule, TickFire};
+pub use source_store::{RowWrite, SourceCommit, SourceCommitted, SourceRow, SourceStore};
 
 use crate::fatal::Fatal;
 use crate::storage::StoreStats;
@@ -130,10 +132,10 @@ pub trait FeedCloser: Send {
 /// Where jobs live; see the module doc. Every method that changes a job
 /// returns once the change is durable (or, for a memory-only broker,
 /// made). Refusals carry the queue's own [`QueueError`], so every backend
-/// answers with the same statuses. Schedules are kept through the
-/// supertrait [`ScheduleStore`].
+/// answers with the same statuses. Schedules and source groups are kept
+/// through the supertraits [`ScheduleStore`] and [`SourceStore`].
 #[tonic::async_trait]
-pub trait Backend: ScheduleStore + Send + Sync + 'static {
+pub trait Backend: ScheduleStore + SourceStore + Send + Sync + 'static {
     /// Adds `jobs`, each answered on its own. While draining, the whole
     /// call is refused with [`BackendError::ShuttingDown`] saying `what`.
     async fn enqueue(

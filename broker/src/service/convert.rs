@@ -99,6 +99,7 @@ pub fn new_job(req: pb::EnqueueRequest, limits: Limits, now: Timestamp) -> Resul
         timeout: duration_in(req.timeout, "timeout", MIN_RUN_LIMIT)?,
         run_at,
         idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
+        dead_letter: None,
     })
 }
 

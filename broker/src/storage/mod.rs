@@ -49,6 +49,9 @@ const PAYLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("payloads");
 const PAUSED: TableDefinition<&str, ()> = TableDefinition::new("paused");
 /// Schedules by name: records the backend encodes (`backend/local/schedules.rs`).
 const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
+/// Source rows by group and key: records the backend encodes
+/// (`backend/local/sources.rs`).
+const SOURCES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sources");
 /// `instance` (8 bytes) and `id_key` (16 bytes), the secret of the job
 /// ids (see `sluice_queue::IdSecret`), and `next_seq` (u64, big-endian).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");

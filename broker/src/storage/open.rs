@@ -19,7 +19,7 @@ use sluice_queue::{IdSecret, JobRecord, StoreMeta};
 
 use super::writer::write_loop;
 use super::{
-    CACHE_BYTES, FILE_NAME, JOBS, META, PAUSED, PAYLOADS, SCHEDULES, Store, StoreError, codec,
+    CACHE_BYTES, FILE_NAME, JOBS, META, PAUSED, PAYLOADS, SCHEDULES, SOURCES, Store, StoreError, codec,
 };
 use crate::fatal::Fatal;
 
@@ -167,6 +167,7 @@ fn read_back<E>(
         txn.open_table(PAYLOADS)?;
         txn.open_table(PAUSED)?;
         txn.open_table(SCHEDULES)?;
+        txn.open_table(SOURCES)?;
         let mut meta = txn.open_table(META)?;
         if meta.get("instance")?.is_none() {
             meta.insert("instance", new_ids.instance.as_slice())?;
@@ -222,10 +223,17 @@ fn read_back<E>(
         let (name, record) = entry?;
         schedules.push((name.value().to_owned(), record.value().to_vec()));
     }
+    let mut sources = Vec::new();
+    for entry in txn.open_table(SOURCES)?.iter()? {
+        let (key, record) = entry?;
+        let (group, key) = key.value();
+        sources.push((group.to_owned(), key.to_owned(), record.value().to_vec()));
+    }
     Ok(StoreMeta {
         ids: Some(IdSecret { instance, key }),
         next_seq,
         paused,
         schedules,
+        sources,
     })
 }

@@ -10,7 +10,7 @@ use redb::Database;
 use sluice_queue::Change;
 
 use super::compaction::{COMPACT_AFTER_REMOVALS, IDLE, compact};
-use super::{Batch, JOBS, MAX_GROUP_CHANGES, META, PAUSED, PAYLOADS, SCHEDULES, codec};
+use super::{Batch, JOBS, MAX_GROUP_CHANGES, META, PAUSED, PAYLOADS, SCHEDULES, SOURCES, codec};
 use crate::fatal::Fatal;
 
 /// The writer thread: one transaction and one fsync per group of batches.
@@ -100,6 +100,7 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
         let mut payloads = txn.open_table(PAYLOADS)?;
         let mut paused = txn.open_table(PAUSED)?;
         let mut schedules = txn.open_table(SCHEDULES)?;
+        let mut sources = txn.open_table(SOURCES)?;
         let mut next_seq = None;
         for change in group.iter().flat_map(|b| &b.changes) {
             match change {
@@ -131,6 +132,20 @@ fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
                 }
                 Change::Schedule { name, record: None } => {
                     schedules.remove(name.as_str())?;
+                }
+                Change::Source {
+                    group,
+                    key,
+                    record: Some(record),
+                } => {
+                    sources.insert((group.as_str(), key.as_str()), record.as_slice())?;
+                }
+                Change::Source {
+                    group,
+                    key,
+                    record: None,
+                } => {
+                    sources.remove((group.as_str(), key.as_str()))?;
                 }
             }
         }

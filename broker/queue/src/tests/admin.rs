@@ -357,3 +357,39 @@ fn list_shows_only_the_queues_of_its_scope() {
         .collect();
     assert_eq!(listed, [orders, eu]);
 }
+
+#[test]
+fn a_dead_letter_arrives_dead_without_room_or_key_and_can_be_retried() {
+    let mut q = Queue::new(
+        QueueConfig {
+            max_queue_size: Some(1),
+            ..config()
+        },
+        1,
+    );
+    enqueue(&mut q, job("t"), at(0));
+    assert!(
+        matches!(q.enqueue(job("t"), at(0)), Err(QueueError::QueueFull { .. })),
+        "the queue is full for runnable jobs"
+    );
+    let dead = || NewJob {
+        dead_letter: Some("header sluice-type is missing".into()),
+        idempotency_key: Some("k".into()),
+        ..job("t")
+    };
+    let id = enqueue(&mut q, dead(), at(1));
+    let again = enqueue(&mut q, dead(), at(1));
+    assert_ne!(id, again, "a dead letter holds no idempotency key");
+    let view = q.job(id).unwrap();
+    assert_eq!(view.state, JobState::Dead);
+    assert_eq!(view.attempt, 0);
+    assert_eq!(view.last_error, Some("header sluice-type is missing"));
+    let stats = q.stats();
+    assert_eq!(stats[0].counts[JobState::Dead.index()], 2);
+    q.open_consumer(consumer(2), at(2));
+    let leased = delivered(&mut q);
+    assert_eq!(leased.len(), 1, "only the runnable job is leased");
+    q.ack(leased[0].0, leased[0].1, at(2)).unwrap();
+    q.retry(id, at(3)).unwrap();
+    assert_eq!(delivered(&mut q)[0].0, id);
+}

@@ -39,7 +39,9 @@ impl MapStore {
                         self.paused.remove(&queue);
                     }
                 }
-                Change::Schedule { .. } => unreachable!("the queue writes no schedule"),
+                Change::Schedule { .. } | Change::Source { .. } => {
+                    unreachable!("the queue writes no schedule or source row")
+                }
             }
         }
     }
@@ -56,6 +58,7 @@ impl MapStore {
             next_seq: 0,
             paused: self.paused.iter().cloned().collect(),
             schedules: Vec::new(),
+            sources: Vec::new(),
         };
         restorer.finish(meta).unwrap()
     }

@@ -8,6 +8,7 @@
 mod recovery;
 mod scheduler;
 mod schedules;
+mod sources;
 mod shared_queue;
 
 use std::path::Path;
@@ -25,17 +26,20 @@ use uuid::Uuid;
 
 use super::{
     Backend, BackendError, Batch, Expect, FeedCloser, Fired, GaugeReading, JobPage, LeaseFeed,
-    LeaseRef, Millis, OpenError, ScheduleStore, StatsReading, StoredSchedule, TickFire,
+    LeaseRef, Millis, OpenError, RowWrite, ScheduleStore, SourceCommit, SourceCommitted, SourceRow,
+    SourceStore, StatsReading, StoredSchedule, TickFire,
 };
 use crate::clock::TokioClock;
 use crate::fatal::Fatal;
 use schedules::LocalSchedules;
+use sources::LocalSources;
 pub use shared_queue::SharedQueue;
 
 /// The local backend: see the module doc.
 pub struct LocalBackend {
     shared: SharedQueue,
     schedules: LocalSchedules,
+    sources: LocalSources,
     durable: bool,
     /// Always serving: the local queue has nothing to wait for.
     serving: watch::Sender<bool>,
@@ -52,12 +56,13 @@ impl LocalBackend {
         fatal: &Fatal,
     ) -> Result<Self, OpenError> {
         let clock = TokioClock::new();
-        let (queue, store, schedules) =
+        let (queue, store, schedules, sources) =
             recovery::open_queue(config, data_dir, &clock, fatal).await?;
         let durable = store.is_some();
         Ok(Self {
             shared: SharedQueue::new(queue, clock, store, fatal.clone()),
             schedules: LocalSchedules::new(schedules, fatal.clone()),
+            sources: LocalSources::new(sources, fatal.clone()),
             durable,
             serving: watch::Sender::new(true),
         })
@@ -73,6 +78,29 @@ struct LocalCloser {
 impl FeedCloser for LocalCloser {
     fn close(self: Box<Self>, unsent: Vec<LeaseRef>) {
         self.shared.close_consumer(self.consumer, unsent);
+    }
+}
+
+#[tonic::async_trait]
+impl SourceStore for LocalBackend {
+    async fn source_rows(&self, group: &str) -> Result<Vec<SourceRow>, BackendError> {
+        self.sources.rows(group)
+    }
+
+    async fn put_source_rows(
+        &self,
+        group: &str,
+        writes: Vec<RowWrite>,
+    ) -> Result<Vec<bool>, BackendError> {
+        self.sources.put(&self.shared, group, writes).await
+    }
+
+    async fn commit_source(
+        &self,
+        group: &str,
+        commit: SourceCommit,
+    ) -> Result<Option<SourceCommitted>, BackendError> {
+        self.sources.commit(&self.shared, group, commit).await
     }
 }
 

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 use std::path::Path;
 
 use super::schedules::ScheduleTable;
+use super::sources::{self, SourceTable};
 use crate::backend::OpenError;
 use crate::clock::{Clock, TokioClock};
 use crate::fatal::Fatal;
@@ -21,7 +22,7 @@ pub(super) async fn open_queue(
     data_dir: Option<&Path>,
     clock: &TokioClock,
     fatal: &Fatal,
-) -> Result<(Queue, Option<Store>, ScheduleTable), OpenError> {
+) -> Result<(Queue, Option<Store>, ScheduleTable, SourceTable), OpenError> {
     let secrets = os_secrets()?;
     let Some(dir) = data_dir.map(Path::to_path_buf) else {
         warn!("memory-only (no --data-dir): jobs do not survive a restart of the broker");
@@ -29,6 +30,7 @@ pub(super) async fn open_queue(
             Queue::new(config.clone(), secrets),
             None,
             ScheduleTable::default(),
+            SourceTable::new(),
         ));
     };
     let started = std::time::Instant::now();
@@ -48,7 +50,8 @@ pub(super) async fn open_queue(
     };
     let (store, mut meta, restorer, recovered) = opened?;
     let schedules = ScheduleTable::restore(std::mem::take(&mut meta.schedules))
-        .map_err(OpenError::Schedules)?;
+        .map_err(OpenError::Records)?;
+    let sources = sources::restore(std::mem::take(&mut meta.sources)).map_err(OpenError::Records)?;
     let queue = restorer.finish(meta).map_err(OpenError::Restore)?;
     info!(
         data_dir = %dir.display(),
@@ -57,7 +60,7 @@ pub(super) async fn open_queue(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered the data directory"
     );
-    Ok((queue, Some(store), schedules))
+    Ok((queue, Some(store), schedules, sources))
 }
 
 /// The queue's secrets, from the operating system's generator: the seed of

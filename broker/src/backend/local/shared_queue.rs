@@ -147,6 +147,17 @@ impl SharedQueue {
         refused_while_draining: Option<&'static str>,
         op: impl FnOnce(&mut Queue, Timestamp) -> T,
     ) -> Result<(T, Option<Commit>), BackendError> {
+        self.write_now_with(refused_while_draining, |q, now| (op(q, now), Vec::new()))
+    }
+
+    /// [`SharedQueue::write_now`] for an operation whose changes go with
+    /// others that are not the queue's (a source's position): `op` returns
+    /// those too, and they are written in the same commit.
+    pub(super) fn write_now_with<T>(
+        &self,
+        refused_while_draining: Option<&'static str>,
+        op: impl FnOnce(&mut Queue, Timestamp) -> (T, Vec<Change>),
+    ) -> Result<(T, Option<Commit>), BackendError> {
         let mut state = self.lock()?;
         if let Some(what) = refused_while_draining.filter(|_| state.draining) {
             return Err(BackendError::ShuttingDown(what));
@@ -287,26 +298,29 @@ impl SharedQueue {
     /// the changes to the store without waiting for them.
     fn apply<T>(&self, state: &mut State, op: impl FnOnce(&mut State, Timestamp) -> T) -> T {
         // A failed store has stopped the broker already; nothing to add here.
-        let (out, _) = self.apply_with(state, false, op);
+        let (out, _) = self.apply_with(state, false, |state, now| (op(state, now), Vec::new()));
         out
     }
 
-    /// [`SharedQueue::apply`], returning with `wait` the commit to await.
+    /// [`SharedQueue::apply`], returning with `wait` the commit to await;
+    /// `op` also returns changes that are not the queue's, committed with
+    /// the queue's own, after them.
     fn apply_with<T>(
         &self,
         state: &mut State,
         wait: bool,
-        op: impl FnOnce(&mut State, Timestamp) -> T,
+        op: impl FnOnce(&mut State, Timestamp) -> (T, Vec<Change>),
     ) -> (T, Result<Option<Commit>, BackendError>) {
         let now = self.inner.clock.now();
         let leased_before = state.queue.leased_count();
-        let out = op(state, now);
+        let (out, extra) = op(state, now);
         self.settle(state, now, leased_before);
         let commit = match &self.inner.store {
             None => Ok(None),
             Some(store) => {
                 let mut changes = Vec::new();
                 state.queue.take_changes(&mut changes);
+                changes.extend(extra);
                 store.submit(changes, wait).map_err(BackendError::Failed)
             }
         };

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::columns::{self, millis, system_time};
+use super::leases::FINISH;
 use super::notify::Notifier;
 use super::sql::{self, get};
 use crate::backend::{BackendError, Batch};
@@ -284,7 +285,7 @@ pub(super) async fn insert_within(
         ),
     )?;
     let mut inserted = inserted.into_iter();
-    let answers = refused
+    let answers: Batch<Enqueued> = refused
         .into_iter()
         .map(|r| match r {
             Some(e) => Err(e),
@@ -293,8 +294,26 @@ pub(super) async fn insert_within(
                 .unwrap_or_else(|| unreachable!("one answer per admitted job")),
         })
         .collect();
+    bury_dead_letters(tx, jobs, &answers).await?;
     let queues = queues.iter().map(|q| (*q).to_owned()).collect();
     Ok((answers, added, queues))
+}
+
+/// Moves the dead letters among `jobs` (inserted as runnable, in the
+/// same transaction) to the finished jobs, DEAD with their reason: the
+/// statement a Nack to DEAD runs.
+async fn bury_dead_letters(
+    tx: &Transaction<'_>,
+    jobs: &[&NewJob],
+    answers: &Batch<Enqueued>,
+) -> Result<()> {
+    for (job, answer) in jobs.iter().zip(answers) {
+        if let (Some(reason), Ok(enqueued)) = (&job.dead_letter, answer) {
+            let reason = sluice_queue::truncate_error(reason.clone()).to_string();
+            sql::execute(tx, FINISH, &[&enqueued.job_id, &"dead", &reason]).await?;
+        }
+    }
+    Ok(())
 }
 
 /// For each job, the refusal if its queue has no room for it: the
@@ -326,6 +345,9 @@ async fn over_limit(
     Ok(jobs
         .iter()
         .map(|job| {
+            if job.dead_letter.is_some() {
+                return None;
+            }
             let count = held.entry(job.queue.clone()).or_default();
             let refused = check_room(&job.queue, *count, Some(limit)).err();
             if refused.is_none() {
@@ -414,7 +436,8 @@ async fn insert_admitted(
         attempts.push(i32::try_from(job.max_attempts.unwrap_or(1)).unwrap_or(i32::MAX));
         timeouts.push(job.timeout.map_or(0, millis));
         run_ats.push(job.run_at.map(system_time));
-        keys.push(job.idempotency_key.as_deref());
+        // A dead letter holds no key (see NewJob::dead_letter).
+        keys.push(job.idempotency_key.as_deref().filter(|_| job.dead_letter.is_none()));
     }
     let inserted = sql::query(
         tx,

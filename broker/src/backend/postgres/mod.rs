@@ -31,6 +31,7 @@ mod notify;
 mod reads;
 mod registry;
 mod schedules;
+mod sources;
 pub mod schema;
 mod sql;
 mod tasks;
@@ -167,6 +168,33 @@ impl PostgresBackend {
             .await
             .map_err(|e| OpenError::Shared(format!("registering the broker: {e}")))?;
         Ok(Self { inner })
+    }
+}
+
+#[tonic::async_trait]
+impl crate::backend::SourceStore for PostgresBackend {
+    async fn source_rows(
+        &self,
+        group: &str,
+    ) -> Result<Vec<crate::backend::SourceRow>, BackendError> {
+        sources::rows(&self.inner, group).await
+    }
+
+    async fn put_source_rows(
+        &self,
+        group: &str,
+        writes: Vec<crate::backend::RowWrite>,
+    ) -> Result<Vec<bool>, BackendError> {
+        sources::put(&self.inner, group, writes).await
+    }
+
+    async fn commit_source(
+        &self,
+        group: &str,
+        commit: crate::backend::SourceCommit,
+    ) -> Result<Option<crate::backend::SourceCommitted>, BackendError> {
+        self.inner.health.refuse_new_work("no record is enqueued")?;
+        sources::commit(&self.inner, group, commit).await
     }
 }
 

@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_jobs.sql"),
     include_str!("migrations/0002_schedules.sql"),
+    include_str!("migrations/0003_sources.sql"),
 ];
 
 /// The advisory lock key the migrations take ("sluice" in ASCII).

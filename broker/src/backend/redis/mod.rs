@@ -28,6 +28,7 @@ mod leases;
 mod reads;
 mod registry;
 mod schedules;
+mod sources;
 mod scripts;
 mod tasks;
 
@@ -160,6 +161,33 @@ impl RedisBackend {
             .await
             .map_err(|e| OpenError::Shared(format!("registering the broker: {e}")))?;
         Ok(Self { inner })
+    }
+}
+
+#[tonic::async_trait]
+impl crate::backend::SourceStore for RedisBackend {
+    async fn source_rows(
+        &self,
+        group: &str,
+    ) -> Result<Vec<crate::backend::SourceRow>, BackendError> {
+        sources::rows(&self.inner, group).await
+    }
+
+    async fn put_source_rows(
+        &self,
+        group: &str,
+        writes: Vec<crate::backend::RowWrite>,
+    ) -> Result<Vec<bool>, BackendError> {
+        sources::put(&self.inner, group, writes).await
+    }
+
+    async fn commit_source(
+        &self,
+        group: &str,
+        commit: crate::backend::SourceCommit,
+    ) -> Result<Option<crate::backend::SourceCommitted>, BackendError> {
+        self.inner.health.refuse_new_work("no record is enqueued")?;
+        sources::commit(&self.inner, group, commit).await
     }
 }
 

@@ -71,6 +71,9 @@ pub struct Scripts {
     pub schedule_put: Script,
     pub schedule_fire: Script,
     pub schedule_read: Script,
+    pub source_read: Script,
+    pub source_put: Script,
+    pub source_commit: Script,
 }
 
 /// The scripts, built once.
@@ -119,6 +122,15 @@ pub fn scripts() -> &'static Scripts {
                 include_str!("lua/schedule_fire.lua")
             )),
             schedule_read: script(include_str!("lua/schedule_read.lua")),
+            source_read: script(include_str!("lua/source_read.lua")),
+            source_put: script(include_str!("lua/source_put.lua")),
+            // enqueue.lua's body as a function, run for each job once the
+            // row's epoch and position are checked.
+            source_commit: script(&format!(
+                "local function enqueue()\n{}\nend\n{}",
+                include_str!("lua/enqueue.lua"),
+                include_str!("lua/source_commit.lua")
+            )),
         }
     })
 }

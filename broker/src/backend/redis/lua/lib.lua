@@ -345,3 +345,8 @@ local function schedule_write(name, r, n, b)
     redis.call('ZADD', SCHEDULES_DUE, n, name)
   end
 end
+
+-- Source groups: a hash per row (r revision, e epoch, p position, b body)
+-- and a set of each group's keys. Group names hold no '/'.
+local function source_set(group) return 'sluice:sources:' .. group end
+local function source_key(group, key) return 'sluice:source:' .. group .. '/' .. key end
