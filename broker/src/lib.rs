@@ -21,5 +21,6 @@ pub mod metrics;
 pub mod schedules;
 pub mod server;
 pub mod service;
+pub mod sources;
 pub mod storage;
 pub mod tls;

@@ -130,11 +130,16 @@ pub fn check_schedule_name(name: &str) -> Result<(), String> {
 
 /// A `what` name of 1 to [`MAX_NAME_LEN`] bytes of [`QUEUE_NAME_CHARS`].
 fn check_handle(what: &str, name: &str) -> Result<(), String> {
+    check_chars(what, name, MAX_NAME_LEN)
+}
+
+/// A `what` name of 1 to `max` bytes of [`QUEUE_NAME_CHARS`].
+fn check_chars(what: &str, name: &str, max: usize) -> Result<(), String> {
     if name.is_empty() {
         return Err(format!("{what} name is empty"));
     }
-    if name.len() > MAX_NAME_LEN {
-        return Err(format!("{what} name is over {MAX_NAME_LEN} bytes"));
+    if name.len() > max {
+        return Err(format!("{what} name is over {max} bytes"));
     }
     if let Some(c) = name
         .chars()
@@ -239,6 +244,33 @@ pub const MIN_SCHEDULE_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_SCHEDULE_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
 /// How many upcoming fire times a schedule shows when it is created or read.
 pub const SCHEDULE_UPCOMING: usize = 5;
+
+// Sources.
+
+/// Longest stream name of a source (a Kafka topic name's limit).
+pub const MAX_STREAM_NAME_LEN: usize = 249;
+/// How long a source member's claims last when it names no duration.
+pub const SOURCE_LEASE_DEFAULT: Duration = Duration::from_secs(10);
+/// The durations a source member's claims may last.
+pub const SOURCE_LEASE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(600);
+
+/// Checks a source group's name: the rules of a queue name.
+///
+/// # Errors
+/// Why the name is refused.
+pub fn check_source_group(name: &str) -> Result<(), String> {
+    check_handle("source group", name)
+}
+
+/// Checks a source's stream name (a Kafka topic): 1 to
+/// [`MAX_STREAM_NAME_LEN`] bytes of [`QUEUE_NAME_CHARS`].
+///
+/// # Errors
+/// Why the name is refused.
+pub fn check_stream_name(name: &str) -> Result<(), String> {
+    check_chars("stream", name, MAX_STREAM_NAME_LEN)
+}
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,8 @@ use std::fmt;
 /// What a credential is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Enqueue and EnqueueBatch.
+    /// Enqueue, EnqueueBatch and the source calls (ClaimPartitions,
+    /// CommitPartition, LeaveSourceGroup).
     Producer,
     /// Lease, LeaseBatches and resolving leased jobs.
     Worker,
@@ -22,13 +23,14 @@ pub enum Role {
 }
 
 /// The Admin calls that change nothing, which a [`Role::Viewer`] may make.
-pub const ADMIN_READS: [&str; 6] = [
+pub const ADMIN_READS: [&str; 7] = [
     "GetJob",
     "ListJobs",
     "Stats",
     "ListWorkers",
     "GetSchedule",
     "ListSchedules",
+    "ListSourcePartitions",
 ];
 
 impl Role {
@@ -48,7 +50,14 @@ impl Role {
     pub fn may(self, call: Call) -> bool {
         match self {
             Self::Admin => true,
-            Self::Producer => matches!(call, Call::Enqueue | Call::EnqueueBatch),
+            Self::Producer => matches!(
+                call,
+                Call::Enqueue
+                    | Call::EnqueueBatch
+                    | Call::ClaimPartitions
+                    | Call::CommitPartition
+                    | Call::LeaveSourceGroup
+            ),
             Self::Metrics => call == Call::Metrics,
             Self::Viewer => matches!(call, Call::Admin(method) if ADMIN_READS.contains(&method)),
             Self::Worker => matches!(
@@ -98,6 +107,12 @@ pub enum Call {
     Extend,
     /// `Broker/Release`.
     Release,
+    /// `Broker/ClaimPartitions`.
+    ClaimPartitions,
+    /// `Broker/CommitPartition`.
+    CommitPartition,
+    /// `Broker/LeaveSourceGroup`.
+    LeaveSourceGroup,
     /// Any `Admin` call, by method name.
     Admin(&'static str),
     /// gRPC reflection, when `--reflection admin`.
@@ -107,7 +122,7 @@ pub enum Call {
 }
 
 /// The Admin service's methods, as their paths name them.
-pub const ADMIN_METHODS: [&str; 16] = [
+pub const ADMIN_METHODS: [&str; 18] = [
     "GetJob",
     "ListJobs",
     "Stats",
@@ -124,6 +139,8 @@ pub const ADMIN_METHODS: [&str; 16] = [
     "PauseSchedule",
     "ResumeSchedule",
     "TriggerSchedule",
+    "ListSourcePartitions",
+    "SetSourcePositions",
 ];
 
 impl Call {
@@ -139,6 +156,9 @@ impl Call {
             "Nack" => Self::Nack,
             "Extend" => Self::Extend,
             "Release" => Self::Release,
+            "ClaimPartitions" => Self::ClaimPartitions,
+            "CommitPartition" => Self::CommitPartition,
+            "LeaveSourceGroup" => Self::LeaveSourceGroup,
             _ => return None,
         })
     }
@@ -167,6 +187,9 @@ impl fmt::Display for Call {
             Self::Nack => "Nack",
             Self::Extend => "Extend",
             Self::Release => "Release",
+            Self::ClaimPartitions => "ClaimPartitions",
+            Self::CommitPartition => "CommitPartition",
+            Self::LeaveSourceGroup => "LeaveSourceGroup",
             Self::Admin(_) => "call Admin",
             Self::Reflection => "use reflection",
             Self::Metrics => "read metrics",
@@ -193,6 +216,11 @@ mod tests {
     fn each_role_may_make_only_its_calls() {
         assert!(Role::Producer.may(Call::EnqueueBatch));
         assert!(!Role::Producer.may(Call::Lease));
+        assert!(Role::Producer.may(Call::CommitPartition));
+        assert!(!Role::Worker.may(Call::ClaimPartitions));
+        assert!(!Role::Producer.may(Call::Admin("SetSourcePositions")));
+        assert!(Role::Viewer.may(Call::Admin("ListSourcePartitions")));
+        assert!(!Role::Viewer.may(Call::Admin("SetSourcePositions")));
         assert!(!Role::Producer.may(Call::Admin("Stats")));
         assert!(Role::Worker.may(Call::Release));
         assert!(!Role::Worker.may(Call::Enqueue));

@@ -6,11 +6,14 @@
 //! here a backend keeps the rows with the fewest rules.
 //!
 //! Two writes: a put, compare-and-set on the revision (claims, renewals,
-//! resets), and a commit, which enqueues a partition's jobs and moves its
-//! position in one atomic step (one transaction, one script, one group
-//! commit) if the row still has the epoch and position its holder read:
-//! so a record is enqueued once however sources and brokers die, and a
-//! holder whose partition moved on (a new epoch) adds nothing.
+//! resets), which leaves the position alone unless it sets it (a reset),
+//! and a commit, which enqueues a partition's jobs and moves its position
+//! in one atomic step (one transaction, one script, one group commit) if
+//! the row still has the epoch and position its holder read: so a record
+//! is enqueued once however sources and brokers die, and a holder whose
+//! partition moved on (a new epoch) adds nothing. A commit does not
+//! change the revision, so renewing a claim never races the commits of
+//! its holder.
 
 use bytes::Bytes;
 use sluice_queue::{Enqueued, NewJob, QueueError};
@@ -22,7 +25,7 @@ use super::{BackendError, Expect};
 pub struct SourceRow {
     /// Unique within the group.
     pub key: String,
-    /// Bumped by every write, puts and commits alike.
+    /// Bumped by every put.
     pub revision: u64,
     /// The fence of commits: a commit names the epoch it holds.
     pub epoch: u64,
@@ -42,6 +45,9 @@ pub struct RowWrite {
     pub expect: Expect,
     /// Deletes the row instead (`row`'s key and `expect` only).
     pub delete: bool,
+    /// Writes `row.position` too; otherwise a row that exists keeps its
+    /// own (a new row takes `row.position`).
+    pub set_position: bool,
 }
 
 /// A partition's records to enqueue; see [`SourceStore::commit_source`].

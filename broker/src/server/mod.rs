@@ -47,7 +47,7 @@ use crate::metrics::{Metrics, RpcLatencyLayer};
 use crate::schedules::{Firing, TickObserver};
 use crate::service::convert::Limits;
 use crate::service::rates::{self, Rates};
-use crate::service::{AdminService, BrokerService, ScheduleDesk};
+use crate::service::{AdminService, BrokerService, ScheduleDesk, SourceDesk};
 use crate::tls::Protocol;
 
 mod error;
@@ -125,6 +125,7 @@ pub async fn run(
         config.auth.clone(),
         rates.clone(),
         ScheduleDesk::new(shared.clone(), limits, schedule_wake.clone()),
+        SourceDesk::new(shared.clone(), limits),
     );
     let caps = ConnectionCaps::new(config.max_connections, config.max_connections_per_ip);
     let admission = |protocol| Admission {

@@ -22,6 +22,7 @@ use super::error::RequestError;
 use super::rates::Rates;
 use super::respond;
 use super::schedule_rpc::ScheduleDesk;
+use super::source_rpc::SourceDesk;
 use super::visibility;
 use super::{convert, outbound};
 use crate::auth::{Authorizer, Call, Grant};
@@ -38,6 +39,7 @@ pub struct AdminService {
     rates: Arc<Rates>,
     /// The schedule calls.
     schedules: ScheduleDesk,
+    sources: SourceDesk,
 }
 
 impl AdminService {
@@ -48,12 +50,14 @@ impl AdminService {
         auth: Authorizer,
         rates: Arc<Rates>,
         schedules: ScheduleDesk,
+        sources: SourceDesk,
     ) -> Self {
         Self {
             shared,
             auth,
             rates,
             schedules,
+            sources,
         }
     }
 
@@ -334,6 +338,30 @@ impl Admin for AdminService {
         let result = async {
             let grant = self.authorize(&request, "ResumeQueue")?;
             self.handle_resume_queue(&grant, request.into_inner()).await
+        };
+        respond(result.await)
+    }
+
+    async fn list_source_partitions(
+        &self,
+        request: Request<pb::ListSourcePartitionsRequest>,
+    ) -> std::result::Result<Response<pb::ListSourcePartitionsResponse>, Status> {
+        let result = async {
+            self.authorize(&request, "ListSourcePartitions")?;
+            self.sources.list(request.into_inner()).await
+        };
+        respond(result.await)
+    }
+
+    async fn set_source_positions(
+        &self,
+        request: Request<pb::SetSourcePositionsRequest>,
+    ) -> std::result::Result<Response<pb::SetSourcePositionsResponse>, Status> {
+        let result = async {
+            let grant = self.authorize(&request, "SetSourcePositions")?;
+            self.sources
+                .set_positions(&grant, request.into_inner())
+                .await
         };
         respond(result.await)
     }

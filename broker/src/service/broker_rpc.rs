@@ -23,6 +23,7 @@ use super::lease_permits::LeasePermits;
 use super::lease_stream::{LeaseBatchStream, LeaseStream};
 use super::outbound;
 use super::respond;
+use super::source_rpc::SourceDesk;
 use super::trace_spans;
 use super::visibility;
 use crate::auth::{Authorizer, Call, Grant};
@@ -42,6 +43,8 @@ pub struct BrokerService {
     auth: Authorizer,
     /// The open-stream caps, over all and per credential.
     lease_permits: Arc<LeasePermits>,
+    /// The source calls.
+    sources: SourceDesk,
 }
 
 impl BrokerService {
@@ -56,11 +59,12 @@ impl BrokerService {
         max_per_credential: usize,
     ) -> Self {
         Self {
-            shared,
+            shared: shared.clone(),
             clock: TokioClock::new(),
             limits,
             auth,
             lease_permits: Arc::new(LeasePermits::new(max_lease_streams, max_per_credential)),
+            sources: SourceDesk::new(shared, limits),
         }
     }
 
@@ -343,6 +347,39 @@ impl Broker for BrokerService {
                 check_queues(&grant, jobs.iter().map(|j| j.queue.as_str()))?;
             }
             self.handle_enqueue_batch(request.into_inner()).await
+        };
+        respond(result.await)
+    }
+
+    async fn claim_partitions(
+        &self,
+        request: Request<pb::ClaimPartitionsRequest>,
+    ) -> std::result::Result<Response<pb::ClaimPartitionsResponse>, Status> {
+        let result = async {
+            self.auth.check(&request, Call::ClaimPartitions)?;
+            self.sources.claim(request.into_inner()).await
+        };
+        respond(result.await)
+    }
+
+    async fn commit_partition(
+        &self,
+        request: Request<pb::CommitPartitionRequest>,
+    ) -> std::result::Result<Response<pb::CommitPartitionResponse>, Status> {
+        let result = async {
+            let grant = self.auth.check(&request, Call::CommitPartition)?;
+            self.sources.commit(&grant, request.into_inner()).await
+        };
+        respond(result.await)
+    }
+
+    async fn leave_source_group(
+        &self,
+        request: Request<pb::LeaveSourceGroupRequest>,
+    ) -> std::result::Result<Response<pb::LeaveSourceGroupResponse>, Status> {
+        let result = async {
+            self.auth.check(&request, Call::LeaveSourceGroup)?;
+            self.sources.leave(request.into_inner()).await
         };
         respond(result.await)
     }

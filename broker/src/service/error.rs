@@ -53,6 +53,32 @@ pub enum RequestError {
         /// Its name.
         name: String,
     },
+    /// A commit's partition changed hands or was moved since the member
+    /// claimed it.
+    #[error(
+        "partition {partition} of {stream:?} moved on in source group {group:?} (another holder or a reset): claim again and start from its position"
+    )]
+    PartitionMoved {
+        /// The group.
+        group: String,
+        /// The stream.
+        stream: String,
+        /// The partition.
+        partition: i32,
+    },
+    /// Other writers changed the group's rows every time they were read.
+    #[error("source group {group:?} is being changed by other calls; try again")]
+    SourceBusy {
+        /// The group.
+        group: String,
+    },
+    /// A call that moves a group's positions, by a credential scoped to
+    /// some queues (a group is not a queue's).
+    #[error("{what} needs a credential of every queue")]
+    NeedsEveryQueue {
+        /// The call.
+        what: &'static str,
+    },
     /// The backend refused it, or could not do it.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -83,7 +109,9 @@ impl From<RequestError> for Status {
             RequestError::TooManyLeaseStreams { .. } => Code::ResourceExhausted,
             RequestError::ScheduleExists { .. } => Code::AlreadyExists,
             RequestError::UnknownSchedule { .. } => Code::NotFound,
-            RequestError::ScheduleBusy { .. } => Code::Aborted,
+            RequestError::ScheduleBusy { .. } | RequestError::SourceBusy { .. } => Code::Aborted,
+            RequestError::PartitionMoved { .. } => Code::FailedPrecondition,
+            RequestError::NeedsEveryQueue { .. } => Code::PermissionDenied,
             RequestError::Backend(
                 BackendError::ShuttingDown(_)
                 | BackendError::Unavailable(_)

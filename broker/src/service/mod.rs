@@ -13,6 +13,7 @@ mod lease_stream;
 pub mod outbound;
 pub mod rates;
 mod schedule_rpc;
+mod source_rpc;
 mod trace_spans;
 mod visibility;
 
@@ -21,6 +22,7 @@ pub use broker_rpc::BrokerService;
 pub use error::RequestError;
 pub use lease_stream::{LeaseBatchStream, LeaseStream};
 pub use schedule_rpc::ScheduleDesk;
+pub use source_rpc::{INVALID_JOB_TYPE, SourceDesk};
 
 use tonic::{Response, Status};
 

@@ -19,7 +19,8 @@ use sluice_queue::{IdSecret, JobRecord, StoreMeta};
 
 use super::writer::write_loop;
 use super::{
-    CACHE_BYTES, FILE_NAME, JOBS, META, PAUSED, PAYLOADS, SCHEDULES, SOURCES, Store, StoreError, codec,
+    CACHE_BYTES, FILE_NAME, JOBS, META, PAUSED, PAYLOADS, SCHEDULES, SOURCES, Store, StoreError,
+    codec,
 };
 use crate::fatal::Fatal;
 

@@ -24,5 +24,6 @@ mod lease_stream;
 mod leases;
 mod memory;
 mod schedules;
+mod sources;
 mod validation;
 mod worker_library;

@@ -369,7 +369,10 @@ fn a_dead_letter_arrives_dead_without_room_or_key_and_can_be_retried() {
     );
     enqueue(&mut q, job("t"), at(0));
     assert!(
-        matches!(q.enqueue(job("t"), at(0)), Err(QueueError::QueueFull { .. })),
+        matches!(
+            q.enqueue(job("t"), at(0)),
+            Err(QueueError::QueueFull { .. })
+        ),
         "the queue is full for runnable jobs"
     );
     let dead = || NewJob {

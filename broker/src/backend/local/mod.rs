@@ -8,8 +8,8 @@
 mod recovery;
 mod scheduler;
 mod schedules;
-mod sources;
 mod shared_queue;
+mod sources;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,8 +32,8 @@ use super::{
 use crate::clock::TokioClock;
 use crate::fatal::Fatal;
 use schedules::LocalSchedules;
-use sources::LocalSources;
 pub use shared_queue::SharedQueue;
+use sources::LocalSources;
 
 /// The local backend: see the module doc.
 pub struct LocalBackend {

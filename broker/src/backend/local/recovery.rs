@@ -49,9 +49,10 @@ pub(super) async fn open_queue(
         .await?
     };
     let (store, mut meta, restorer, recovered) = opened?;
-    let schedules = ScheduleTable::restore(std::mem::take(&mut meta.schedules))
-        .map_err(OpenError::Records)?;
-    let sources = sources::restore(std::mem::take(&mut meta.sources)).map_err(OpenError::Records)?;
+    let schedules =
+        ScheduleTable::restore(std::mem::take(&mut meta.schedules)).map_err(OpenError::Records)?;
+    let sources =
+        sources::restore(std::mem::take(&mut meta.sources)).map_err(OpenError::Records)?;
     let queue = restorer.finish(meta).map_err(OpenError::Restore)?;
     info!(
         data_dir = %dir.display(),

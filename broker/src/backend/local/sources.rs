@@ -27,8 +27,12 @@ pub(super) type SourceTable = BTreeMap<(String, String), SourceRow>;
 pub(super) fn restore(records: Vec<(String, String, Vec<u8>)>) -> Result<SourceTable, String> {
     let mut table = SourceTable::new();
     for (group, key, record) in records {
-        let row = decode(key.clone(), &record)
-            .ok_or_else(|| format!("source {group:?} row {key:?}: a record of {} bytes", record.len()))?;
+        let row = decode(key.clone(), &record).ok_or_else(|| {
+            format!(
+                "source {group:?} row {key:?}: a record of {} bytes",
+                record.len()
+            )
+        })?;
         table.insert((group, key), row);
     }
     Ok(table)
@@ -92,8 +96,14 @@ impl LocalSources {
                         table.remove(&id);
                         changes.push(change(group, &write.row.key, None));
                     } else {
-                        changes.push(change(group, &write.row.key, Some(&write.row)));
-                        table.insert(id, write.row);
+                        let mut row = write.row;
+                        if !write.set_position
+                            && let Some(current) = table.get(&id)
+                        {
+                            row.position = current.position;
+                        }
+                        changes.push(change(group, &row.key, Some(&row)));
+                        table.insert(id, row);
                     }
                 }
                 written.push(ok);
@@ -128,25 +138,25 @@ impl LocalSources {
                 return Ok(None);
             }
             let jobs: Vec<_> = commit.jobs.iter().map(|(job, _)| job.clone()).collect();
-            let (answers, pending) = queue.write_now_with(Some("no record is enqueued"), |q, now| {
-                let mut answers = Vec::with_capacity(jobs.len());
-                for job in jobs {
-                    let answer = q.enqueue(job, now);
-                    let refused = answer.is_err();
-                    answers.push(answer);
-                    if refused {
-                        break;
+            let (answers, pending) =
+                queue.write_now_with(Some("no record is enqueued"), |q, now| {
+                    let mut answers = Vec::with_capacity(jobs.len());
+                    for job in jobs {
+                        let answer = q.enqueue(job, now);
+                        let refused = answer.is_err();
+                        answers.push(answer);
+                        if refused {
+                            break;
+                        }
                     }
-                }
-                let taken = answers.iter().filter(|a| a.is_ok()).count();
-                let row = SourceRow {
-                    revision: row.revision + 1,
-                    position: Some(commit.position_after(taken)),
-                    ..row
-                };
-                let changes = vec![change(group, &commit.key, Some(&row))];
-                ((answers, row), changes)
-            })?;
+                    let taken = answers.iter().filter(|a| a.is_ok()).count();
+                    let row = SourceRow {
+                        position: Some(commit.position_after(taken)),
+                        ..row
+                    };
+                    let changes = vec![change(group, &commit.key, Some(&row))];
+                    ((answers, row), changes)
+                })?;
             let (answers, row) = answers;
             let position = row.position.unwrap_or(commit.to);
             table.insert(id, row);

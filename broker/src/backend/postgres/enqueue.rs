@@ -437,7 +437,11 @@ async fn insert_admitted(
         timeouts.push(job.timeout.map_or(0, millis));
         run_ats.push(job.run_at.map(system_time));
         // A dead letter holds no key (see NewJob::dead_letter).
-        keys.push(job.idempotency_key.as_deref().filter(|_| job.dead_letter.is_none()));
+        keys.push(
+            job.idempotency_key
+                .as_deref()
+                .filter(|_| job.dead_letter.is_none()),
+        );
     }
     let inserted = sql::query(
         tx,

@@ -31,8 +31,8 @@ mod notify;
 mod reads;
 mod registry;
 mod schedules;
-mod sources;
 pub mod schema;
+mod sources;
 mod sql;
 mod tasks;
 

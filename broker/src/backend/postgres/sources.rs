@@ -1,6 +1,7 @@
 //! Source groups on PostgreSQL (`sluice_source_rows`, migration 0003): a
 //! row per member or partition. Puts are one transaction of
-//! compare-and-set statements on the revision; a commit locks its row,
+//! compare-and-set statements on the revision (the position written only
+//! when a put sets it); a commit locks its row,
 //! checks the epoch and position, inserts the jobs with the enqueue's own
 //! statements and moves the position, in one transaction.
 
@@ -55,36 +56,45 @@ pub(super) async fn put(inner: &Inner, group: &str, writes: Vec<RowWrite>) -> Re
     for write in &writes {
         let row = &write.row;
         let (revision, epoch, body) = (signed(row.revision), signed(row.epoch), row.body.as_ref());
-        let changed = match (write.expect, write.delete) {
-            (Expect::Absent, true) => 0,
-            (Expect::Revision(r), true) => {
-                sql::execute(
+        let changed =
+            match (write.expect, write.delete) {
+                (Expect::Absent, true) => 0,
+                (Expect::Revision(r), true) => sql::execute(
                     &tx,
                     "DELETE FROM sluice_source_rows WHERE grp = $1 AND key = $2 AND revision = $3",
                     &[&group, &row.key, &signed(r)],
                 )
-                .await?
-            }
-            (Expect::Absent, false) => {
-                sql::execute(
-                    &tx,
-                    "INSERT INTO sluice_source_rows (grp, key, revision, epoch, position, body)
+                .await?,
+                (Expect::Absent, false) => {
+                    sql::execute(
+                        &tx,
+                        "INSERT INTO sluice_source_rows (grp, key, revision, epoch, position, body)
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (grp, key) DO NOTHING",
-                    &[&group, &row.key, &revision, &epoch, &row.position, &body],
-                )
-                .await?
-            }
-            (Expect::Revision(r), false) => {
-                sql::execute(
-                    &tx,
-                    "UPDATE sluice_source_rows
-                     SET revision = $3, epoch = $4, position = $5, body = $6
+                        &[&group, &row.key, &revision, &epoch, &row.position, &body],
+                    )
+                    .await?
+                }
+                (Expect::Revision(r), false) => {
+                    sql::execute(
+                        &tx,
+                        "UPDATE sluice_source_rows
+                     SET revision = $3, epoch = $4, body = $6,
+                         position = CASE WHEN $8 THEN $5 ELSE position END
                      WHERE grp = $1 AND key = $2 AND revision = $7",
-                    &[&group, &row.key, &revision, &epoch, &row.position, &body, &signed(r)],
-                )
-                .await?
-            }
-        };
+                        &[
+                            &group,
+                            &row.key,
+                            &revision,
+                            &epoch,
+                            &row.position,
+                            &body,
+                            &signed(r),
+                            &write.set_position,
+                        ],
+                    )
+                    .await?
+                }
+            };
         written.push(changed == 1);
     }
     sql::commit(tx).await?;
@@ -114,7 +124,10 @@ pub(super) async fn commit(
         let Some(locked) = locked else {
             return Ok(None);
         };
-        let current = (unsigned(&locked, "epoch")?, get::<Option<i64>>(&locked, "position")?);
+        let current = (
+            unsigned(&locked, "epoch")?,
+            get::<Option<i64>>(&locked, "position")?,
+        );
         if !commit_fits(Some(current), &commit) {
             return Ok(None);
         }
@@ -133,8 +146,7 @@ pub(super) async fn commit(
         let position = commit.position_after(taken);
         sql::execute(
             &tx,
-            "UPDATE sluice_source_rows SET revision = revision + 1, position = $3
-             WHERE grp = $1 AND key = $2",
+            "UPDATE sluice_source_rows SET position = $3 WHERE grp = $1 AND key = $2",
             &[&group, &commit.key, &position],
         )
         .await?;

@@ -121,9 +121,13 @@ pub(super) fn enqueue_args<'a>(
                     .map_or_else(String::new, |t| t.as_micros().to_string()),
             )
             .arg(job.idempotency_key.as_deref().unwrap_or(""))
-            .arg(job.dead_letter.as_deref().map_or_else(String::new, |reason| {
-                sluice_queue::truncate_error(reason.to_owned()).into()
-            }));
+            .arg(
+                job.dead_letter
+                    .as_deref()
+                    .map_or_else(String::new, |reason| {
+                        sluice_queue::truncate_error(reason.to_owned()).into()
+                    }),
+            );
     }
     call
 }

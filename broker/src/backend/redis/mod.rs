@@ -28,8 +28,8 @@ mod leases;
 mod reads;
 mod registry;
 mod schedules;
-mod sources;
 mod scripts;
+mod sources;
 mod tasks;
 
 use std::sync::Arc;

@@ -50,7 +50,13 @@ pub(super) async fn put(inner: &Inner, group: &str, writes: Vec<RowWrite>) -> Re
                 Expect::Absent => String::new(),
                 Expect::Revision(r) => r.to_string(),
             })
-            .arg(if write.delete { "1" } else { "" })
+            .arg(if write.delete {
+                "delete"
+            } else if write.set_position {
+                "position"
+            } else {
+                ""
+            })
             .arg(row.revision)
             .arg(row.epoch)
             .arg(row.position.map_or_else(String::new, |p| p.to_string()))

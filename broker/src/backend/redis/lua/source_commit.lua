@@ -30,5 +30,4 @@ for j = 1, n do
   end
 end
 redis.call('HSET', rk, 'p', position)
-redis.call('HINCRBY', rk, 'r', 1)
 return {'done', position, answers}

@@ -1,8 +1,8 @@
 -- Source puts or deletes, each if its row is at the revision expected.
 -- ARGV: the call's two, then the group, then seven per write: key,
--- expected revision ('' for absent), '1' to delete (else ''), revision,
--- epoch, position ('' for none), body. Answers 1 per write if done, 0 if
--- not.
+-- expected revision ('' for absent), what ('delete'; 'position' to write
+-- the position too; '' to keep a row's own), revision, epoch, position
+-- ('' for none), body. Answers 1 per write if done, 0 if not.
 local group = ARGV[3]
 local out = {}
 for i = 4, #ARGV, 7 do
@@ -11,18 +11,19 @@ for i = 4, #ARGV, 7 do
   local r = redis.call('HGET', rk, 'r')
   if (expect == '' and r) or (expect ~= '' and r ~= expect) then
     out[#out + 1] = 0
-  elseif ARGV[i + 2] == '1' then
+  elseif ARGV[i + 2] == 'delete' then
     redis.call('DEL', rk)
     redis.call('SREM', source_set(group), key)
     out[#out + 1] = 1
   else
-    redis.call('DEL', rk)
-    local fields = {'r', ARGV[i + 3], 'e', ARGV[i + 4], 'b', ARGV[i + 6]}
-    if ARGV[i + 5] ~= '' then
-      fields[#fields + 1] = 'p'
-      fields[#fields + 1] = ARGV[i + 5]
+    redis.call('HSET', rk, 'r', ARGV[i + 3], 'e', ARGV[i + 4], 'b', ARGV[i + 6])
+    if ARGV[i + 2] == 'position' or not r then
+      if ARGV[i + 5] ~= '' then
+        redis.call('HSET', rk, 'p', ARGV[i + 5])
+      else
+        redis.call('HDEL', rk, 'p')
+      end
     end
-    redis.call('HSET', rk, unpack(fields))
     redis.call('SADD', source_set(group), key)
     out[#out + 1] = 1
   end
