@@ -18,6 +18,7 @@
 mod cost;
 mod cross;
 mod durable;
+mod kafka;
 mod load;
 mod proc_stats;
 mod schedules;
@@ -73,6 +74,10 @@ enum Command {
     /// tick, the jobs fired and the lag from the tick to each enqueue, with
     /// the brokers' CPU.
     Schedules(schedules::SchedulesArgs),
+    /// Kafka source throughput: records produced to a topic first, then
+    /// read by one sluice-kafka into one broker; records/s to durable
+    /// jobs, with the CPU of the source, the broker and Kafka.
+    Kafka(kafka::KafkaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +321,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::CrossAck(args) => cross::run(args).await,
         Command::Schedules(args) => schedules::run(args).await,
+        Command::Kafka(args) => kafka::run(args).await,
         Command::MetricsCost(args) => {
             let broker_bin = broker_binary(args.broker_bin.clone())?;
             let metrics = cost::Side {
