@@ -45,7 +45,10 @@ const GROUP: &str = "bench";
 /// # Errors
 /// A process that cannot start, or Kafka or the broker refusing.
 pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.records > 0 && args.partitions > 0, "records and partitions must be above 0");
+    anyhow::ensure!(
+        args.records > 0 && args.partitions > 0,
+        "records and partitions must be above 0"
+    );
     let kafka = Kafka::start().await;
     kafka.create_topic("bench", args.partitions).await;
     let client = kafka.client().await;
@@ -54,7 +57,9 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
     let per_partition = args.records / u64::try_from(args.partitions)?;
     let remainder = args.records % u64::try_from(args.partitions)?;
     for p in 0..args.partitions {
-        let pc = client.partition_client("bench", p, UnknownTopicHandling::Retry).await?;
+        let pc = client
+            .partition_client("bench", p, UnknownTopicHandling::Retry)
+            .await?;
         let mut left = per_partition + u64::from(u64::try_from(p)? < remainder);
         while left > 0 {
             let n = left.min(5_000);
@@ -75,13 +80,21 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut broker_command = Command::new(sibling("sluice-broker")?);
-    broker_command.args(["--addr", "127.0.0.1:0"]).env("RUST_LOG", "info");
+    broker_command
+        .args(["--addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "info");
     if !args.memory_only {
         broker_command.arg("--data-dir").arg(dir.join("data"));
     }
     let broker = BrokerProcess::launch(broker_command).map_err(anyhow::Error::msg)?;
     broker.wait_for_log("broker serving");
-    let config = write_config(&dir, &kafka.addr, GROUP, "", "[[topic]]\nname = \"bench\"\nqueue = \"bench\"\njob_type = \"event\"\n");
+    let config = write_config(
+        &dir,
+        &kafka.addr,
+        GROUP,
+        "",
+        "[[topic]]\nname = \"bench\"\nqueue = \"bench\"\njob_type = \"event\"\n",
+    );
     let mut source_command = Command::new(sibling("sluice-kafka")?);
     source_command
         .arg("run")
@@ -89,7 +102,10 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
         .arg(&config)
         .args(["--broker", &broker.url(), "--member-id", "bench"])
         .env("RUST_LOG", "warn");
-    let cpu_before = (proc_stats::cpu_seconds(broker.process.pid())?, proc_stats::cpu_seconds(kafka.process.pid())?);
+    let cpu_before = (
+        proc_stats::cpu_seconds(broker.process.pid())?,
+        proc_stats::cpu_seconds(kafka.process.pid())?,
+    );
     let started = Instant::now();
     let source = Process::try_spawn(source_command).map_err(anyhow::Error::msg)?;
     let mut admin = AdminClient::new(broker.channel().await);
@@ -97,16 +113,25 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
     let mut last_log = Instant::now();
     loop {
         let listed = admin
-            .list_source_partitions(pb::ListSourcePartitionsRequest { group: GROUP.into() })
+            .list_source_partitions(pb::ListSourcePartitionsRequest {
+                group: GROUP.into(),
+            })
             .await?
             .into_inner();
         let done: i64 = listed.partitions.iter().filter_map(|p| p.position).sum();
         if done >= target {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(1800), "not done in 30 min:\n{}", source.log());
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(1800),
+            "not done in 30 min:\n{}",
+            source.log()
+        );
         if last_log.elapsed() > Duration::from_secs(5) {
-            eprintln!("  {done} of {target} after {:.1} s", started.elapsed().as_secs_f64());
+            eprintln!(
+                "  {done} of {target} after {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
             last_log = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -118,7 +143,11 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
     let rate = args.records as f64 / elapsed;
     println!(
         "kafka -> sluice ({}): {} records, {} partitions, {} B values: {elapsed:.2} s, {rate:.0} records/s",
-        if args.memory_only { "memory-only broker" } else { "--data-dir broker" },
+        if args.memory_only {
+            "memory-only broker"
+        } else {
+            "--data-dir broker"
+        },
         args.records,
         args.partitions,
         args.value_bytes
@@ -142,6 +171,10 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
 /// A binary beside this one (the release build's).
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?.with_file_name(name);
-    anyhow::ensure!(path.exists(), "{} is missing: cargo build --release --workspace", path.display());
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: cargo build --release --workspace",
+        path.display()
+    );
     Ok(path)
 }

@@ -19,3 +19,31 @@ pub mod kafka;
 pub mod mapping;
 pub mod metrics;
 pub mod source;
+
+#[cfg(test)]
+mod tests {
+    /// The source is a client of the contract, as the worker is: it never
+    /// imports the broker's crates (what it shares with the broker goes
+    /// through `sluice.v1`, the limits through `sluice-limits`).
+    #[test]
+    fn the_source_depends_on_the_contract_not_on_the_broker() {
+        let manifest = include_str!("../Cargo.toml");
+        let deps = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[").next())
+            .unwrap_or_default();
+        for forbidden in [
+            "sluice-broker",
+            "sluice-queue",
+            "sluice-schedule",
+            "sluice-e2e",
+        ] {
+            assert!(
+                !deps.contains(forbidden),
+                "sluice-kafka depends on {forbidden}"
+            );
+        }
+        assert!(deps.contains("sluice-proto"));
+    }
+}

@@ -57,6 +57,8 @@ pub struct SourceMetrics {
     pub dead_letters: Family<TopicLabels, Counter>,
     /// Commits made.
     pub commits: Family<TopicLabels, Counter>,
+    /// Records Kafka deleted before they were read (skipped, with a warning).
+    pub deleted_unread: Family<TopicLabels, Counter>,
     /// Records behind the high watermark, per partition held.
     pub lag: Family<PartitionLabels, Gauge>,
     /// Pauses of a partition.

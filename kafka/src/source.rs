@@ -57,6 +57,15 @@ const PAUSE_MAX: Duration = Duration::from_secs(5);
 /// Fetched batches waiting for their commit, per partition.
 const PREFETCH: usize = 2;
 
+/// What the fetcher hands the committer.
+enum Fetched {
+    /// Records from the position on, and the high watermark.
+    Records(Vec<RecordAndOffset>, i64),
+    /// Kafka no longer holds the records from the position up to this
+    /// offset (its retention deleted them before they were read).
+    Deleted(i64),
+}
+
 /// What every partition task shares.
 struct Shared {
     config: Checked,
@@ -317,7 +326,33 @@ async fn partition_work(
             partition: held.partition.to_string(),
         })
         .clone();
-    while let Some((mut records, high)) = fetched.recv().await {
+    while let Some(next) = fetched.recv().await {
+        let (mut records, high) = match next {
+            Fetched::Records(records, high) => (records, high),
+            Fetched::Deleted(earliest) => {
+                warn!(
+                    topic = %topic.name,
+                    partition = held.partition,
+                    from = position,
+                    to = earliest,
+                    "Kafka deleted records before they were read (the topic's retention): going on from its earliest offset"
+                );
+                let gone = u64::try_from(earliest - position).unwrap_or(0);
+                shared
+                    .metrics
+                    .deleted_unread
+                    .get_or_create(&TopicLabels {
+                        topic: topic.name.clone(),
+                        queue: topic.queue.clone(),
+                    })
+                    .inc_by(gone);
+                match committer.commit(Some(position), Vec::new(), earliest).await {
+                    Committed::To(p) => position = p,
+                    Committed::Ended(e) => return Ok(e),
+                }
+                continue;
+            }
+        };
         records.retain(|r| r.offset >= position);
         for chunk in chunks(
             records,
@@ -362,7 +397,7 @@ async fn fetch(
     topic: String,
     mut offset: i64,
     stop: CancellationToken,
-    batches: mpsc::Sender<(Vec<RecordAndOffset>, i64)>,
+    batches: mpsc::Sender<Fetched>,
 ) {
     let wait = i32::try_from(shared.config.fetch_wait.as_millis())
         .unwrap_or(i32::MAX)
@@ -393,10 +428,36 @@ async fn fetch(
                 };
                 offset = last.offset + 1;
                 read.inc_by(records.len() as u64);
-                if batches.send((records, high)).await.is_err() {
+                if batches.send(Fetched::Records(records, high)).await.is_err() {
                     return;
                 }
             }
+            Err(rskafka::client::error::Error::ServerError {
+                protocol_error: rskafka::client::error::ProtocolError::OffsetOutOfRange,
+                ..
+            }) => match kafka::bounds(&pc).await {
+                Ok((earliest, _)) if earliest > offset => {
+                    if batches.send(Fetched::Deleted(earliest)).await.is_err() {
+                        return;
+                    }
+                    offset = earliest;
+                }
+                bounds => {
+                    failures += 1;
+                    shared.metrics.paused(&topic, "kafka");
+                    warn!(
+                        topic,
+                        partition = pc.partition(),
+                        offset,
+                        ?bounds,
+                        "the position is past what Kafka holds; retrying"
+                    );
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(pause(failures)) => {}
+                    }
+                }
+            },
             Err(e) => {
                 failures += 1;
                 shared.metrics.paused(&topic, "kafka");

@@ -39,7 +39,10 @@ const FAULTS: usize = 8;
 const LIMIT: Duration = Duration::from_secs(900);
 
 fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// xorshift64*: the fault schedule, from the seed.
@@ -74,7 +77,11 @@ fn source(config: &Path, url: &str, member: &str) -> SourceProcess {
 
 /// Records committed into jobs so far, from the group's positions.
 async fn committed(url: &str) -> Option<i64> {
-    let channel = Endpoint::from_shared(url.to_owned()).ok()?.connect().await.ok()?;
+    let channel = Endpoint::from_shared(url.to_owned())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
     let listed = AdminClient::new(channel)
         .list_source_partitions(pb::ListSourcePartitionsRequest { group: "eo".into() })
         .await
@@ -98,7 +105,13 @@ async fn every_record_is_one_job_across_kills_of_sources_and_the_broker() {
     };
     let url = format!("http://{addr}");
     let mut broker = start_broker(&addr, &dir.join("broker"));
-    let config = write_config(&dir, &kafka.addr, "eo", "", "[[topic]]\nname = \"stream\"\nqueue = \"stream\"\njob_type = \"event\"\n");
+    let config = write_config(
+        &dir,
+        &kafka.addr,
+        "eo",
+        "",
+        "[[topic]]\nname = \"stream\"\nqueue = \"stream\"\njob_type = \"event\"\n",
+    );
 
     // The producer: every record's value is its partition and number.
     let produced = Arc::new(AtomicU64::new(0));
@@ -112,7 +125,11 @@ async fn every_record_is_one_job_across_kills_of_sources_and_the_broker() {
             for p in 0..PARTITIONS {
                 pcs.push(
                     client
-                        .partition_client("stream", p, rskafka::client::partition::UnknownTopicHandling::Retry)
+                        .partition_client(
+                            "stream",
+                            p,
+                            rskafka::client::partition::UnknownTopicHandling::Retry,
+                        )
                         .await
                         .unwrap(),
                 );
@@ -122,9 +139,21 @@ async fn every_record_is_one_job_across_kills_of_sources_and_the_broker() {
             while n < records {
                 let count = PRODUCE_BATCH.min(usize::try_from(records - n).unwrap());
                 let batch: Vec<_> = (0..count)
-                    .map(|i| sluice_e2e::kafka::record(None, format!("{p}:{}", n + i as u64).as_bytes(), &[]))
+                    .map(|i| {
+                        sluice_e2e::kafka::record(
+                            None,
+                            format!("{p}:{}", n + i as u64).as_bytes(),
+                            &[],
+                        )
+                    })
                     .collect();
-                pcs[p].produce(batch, rskafka::client::partition::Compression::NoCompression).await.unwrap();
+                pcs[p]
+                    .produce(
+                        batch,
+                        rskafka::client::partition::Compression::NoCompression,
+                    )
+                    .await
+                    .unwrap();
                 n += count as u64;
                 produced.store(n, Ordering::Relaxed);
                 p = (p + 1) % pcs.len();
@@ -139,7 +168,10 @@ async fn every_record_is_one_job_across_kills_of_sources_and_the_broker() {
     let tansu = Pid::from_raw(kafka.process.pid());
     // Faults while the records come and go in.
     while faults.len() < FAULTS || committed(&url).await.unwrap_or(0) < records as i64 {
-        assert!(started.elapsed() < LIMIT, "not done in {LIMIT:?}: {faults:?}");
+        assert!(
+            started.elapsed() < LIMIT,
+            "not done in {LIMIT:?}: {faults:?}"
+        );
         tokio::time::sleep(Duration::from_millis(1_000 + draw.next(3_000))).await;
         if faults.len() >= FAULTS {
             continue;
@@ -148,7 +180,10 @@ async fn every_record_is_one_job_across_kills_of_sources_and_the_broker() {
             0 | 1 => {
                 let i = draw.next(2) as usize;
                 sources[i].process.signal(Signal::SIGKILL);
-                sources[i].process.wait_exit(Duration::from_secs(10)).unwrap();
+                sources[i]
+                    .process
+                    .wait_exit(Duration::from_secs(10))
+                    .unwrap();
                 // Away long enough, at times, for its claims to run out.
                 tokio::time::sleep(Duration::from_millis(draw.next(4_000))).await;
                 generation += 1;
@@ -185,13 +220,18 @@ async fn every_record_is_one_job_across_kills_of_sources_and_the_broker() {
         *seen.entry((partition, offset)).or_default() += 1;
         *by_value.entry(job.payload.to_vec()).or_default() += 1;
     }
-    let duplicated = seen.values().filter(|n| **n > 1).count() + by_value.values().filter(|n| **n > 1).count();
+    let duplicated =
+        seen.values().filter(|n| **n > 1).count() + by_value.values().filter(|n| **n > 1).count();
     let client = kafka.client().await;
     let mut missing = 0i64;
     let mut total = 0i64;
     for p in 0..PARTITIONS {
         let pc = client
-            .partition_client("stream", p, rskafka::client::partition::UnknownTopicHandling::Error)
+            .partition_client(
+                "stream",
+                p,
+                rskafka::client::partition::UnknownTopicHandling::Error,
+            )
             .await
             .unwrap();
         let (_, high) = sluice_e2e::kafka::bounds(&pc).await;

@@ -20,10 +20,12 @@ struct FlagDoc {
     default: Option<String>,
 }
 
-/// The flags `binary --help` shows (without --help and --version).
+/// The flags `binary --help` shows (without --help and --version);
+/// `name` may name a subcommand after the binary (`sluice-kafka run`).
 fn help_flags(name: &str) -> BTreeMap<String, FlagDoc> {
-    let mut command = Command::new(binary(name));
-    command.arg("--help");
+    let mut words = name.split_whitespace();
+    let mut command = Command::new(binary(words.next().unwrap()));
+    command.args(words).arg("--help");
     // Set variables would show as `[env: NAME=value]` and change defaults.
     for (key, _) in std::env::vars() {
         if key.starts_with("SLUICE_") {
@@ -52,7 +54,9 @@ fn help_flags(name: &str) -> BTreeMap<String, FlagDoc> {
                     default: None,
                 },
             ));
-        } else if let Some((_, doc)) = current.as_mut() {
+        }
+        // A short help has the brackets on the flag's own line.
+        if let Some((_, doc)) = current.as_mut() {
             if let Some(env) = bracketed(trimmed, "[env: ") {
                 doc.env = Some(env.trim_end_matches('=').to_owned());
             }
@@ -161,6 +165,12 @@ fn worker_flag_table_matches_the_code() {
 #[test]
 fn cli_flag_table_matches_the_code() {
     check("sluice");
+}
+
+#[test]
+fn kafka_source_flag_tables_match_the_code() {
+    check("sluice-kafka run");
+    check("sluice-kafka reset");
 }
 
 #[test]
