@@ -52,7 +52,7 @@ const RELIST: Duration = Duration::from_secs(30);
 
 /// Shortest and longest pause before a refused commit is tried again.
 const PAUSE_MIN: Duration = Duration::from_millis(100);
-const PAUSE_MAX: Duration = Duration::from_secs(5);
+const PAUSE_MAX: Duration = Duration::from_secs(1);
 
 /// Fetched batches waiting for their commit, per partition.
 const PREFETCH: usize = 2;

@@ -9,6 +9,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
@@ -48,15 +49,86 @@ fn free_port() -> u16 {
 /// A Tansu server; killed on drop (it keeps nothing).
 pub struct Kafka {
     pub process: Process,
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT`: where clients connect (the TLS front, if any).
     pub addr: String,
+    /// The TLS front's client config, when started behind one.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    front: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        if let Some(front) = &self.front {
+            front.abort();
+        }
+    }
 }
 
 impl Kafka {
     /// Starts a server and waits until it answers.
     pub async fn start() -> Self {
         let port = free_port();
+        Self::start_with(port, port).await
+    }
+
+    /// Starts a server behind a TLS front (the server certificate of
+    /// `pki`, for 127.0.0.1): the server advertises the front's address,
+    /// so every connection of a client goes through TLS, as with a Kafka
+    /// cluster's TLS listener.
+    pub async fn start_behind_tls(pki: &crate::tls::TestPki) -> Self {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let (inner, front) = (free_port(), free_port());
+        let mut kafka = Self::start_with(inner, front).await;
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.server_cert)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&pki.server_key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", front))
+            .await
+            .unwrap();
+        kafka.front = Some(tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(socket).await else {
+                        return;
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", inner)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        }));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&pki.ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        kafka.tls = Some(Arc::new(client));
+        kafka.addr = format!("127.0.0.1:{front}");
+        kafka
+    }
+
+    /// Tansu listening on `port`, telling clients to connect to `advertised`.
+    async fn start_with(port: u16, advertised: u16) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         let bin = tansu_binary();
         let mut command = Command::new(&bin);
         command
@@ -65,7 +137,7 @@ impl Kafka {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
             ])
             .args(["--storage-engine", "memory://tansu/"])
             .env_remove("LISTENER_URL")
@@ -78,6 +150,8 @@ impl Kafka {
         let kafka = Self {
             process,
             addr: format!("127.0.0.1:{port}"),
+            tls: None,
+            front: None,
         };
         let deadline = Instant::now() + WAIT;
         while std::net::TcpStream::connect(&kafka.addr).is_err() {
@@ -92,12 +166,13 @@ impl Kafka {
         kafka
     }
 
-    /// A client of it.
+    /// A client of it (through its TLS front, if any).
     pub async fn client(&self) -> Client {
-        ClientBuilder::new(vec![self.addr.clone()])
-            .build()
-            .await
-            .unwrap()
+        let mut builder = ClientBuilder::new(vec![self.addr.clone()]);
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(tls.clone());
+        }
+        builder.build().await.unwrap()
     }
 
     /// Creates `topic` with `partitions` partitions.

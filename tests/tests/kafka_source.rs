@@ -209,19 +209,32 @@ async fn a_full_queue_pauses_the_partition_until_there_is_room() {
         "nothing past the queue's size"
     );
     // Make room: each job run and acked; the partition resumes.
-    let mut done = 0;
-    while done < 20 {
-        let leased = broker.lease_one("events", "event").await;
-        broker
-            .broker()
-            .await
+    let mut broker_client = broker.broker().await;
+    let mut stream = broker_client
+        .lease(pb::LeaseRequest {
+            worker_id: "test-worker".into(),
+            queues: vec!["events".into()],
+            max_in_flight: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..20 {
+        let leased = match tokio::time::timeout(WAIT, stream.message()).await {
+            Ok(Ok(Some(leased))) => leased,
+            other => panic!(
+                "no job leased: {other:?}; the source's log:\n{}",
+                source.process.log()
+            ),
+        };
+        broker_client
             .ack(pb::AckRequest {
                 job_id: leased.job.as_ref().unwrap().id.clone(),
                 lease_id: leased.lease_id.clone(),
             })
             .await
             .unwrap();
-        done += 1;
     }
     let jobs = all_jobs(&mut admin, "events").await;
     let offsets: Vec<i64> = offsets(&jobs).into_iter().map(|(_, o)| o).collect();
@@ -358,4 +371,163 @@ fn a_bad_config_refuses_to_start_naming_the_line() {
         stderr.contains("sluice-kafka.toml:12: topic \"t\": queue:"),
         "{stderr}"
     );
+}
+
+const PRODUCER_TOKEN: &str = "kafka-producer-token-0123456789";
+const OTHER_PRODUCER_TOKEN: &str = "other-producer-token-0123456789";
+const WORKER_TOKEN: &str = "kafka-worker-token-0123456789ab";
+const ADMIN_TOKEN: &str = "kafka-admin-token-0123456789abc";
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = tonic::metadata::AsciiMetadataValue::try_from(format!("Bearer {token}")).unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_tls_a_producer_token_of_the_queue_is_what_it_takes() {
+    let kafka = Kafka::start().await;
+    kafka.create_topic("payments", 1).await;
+    let client = kafka.client().await;
+    kafka
+        .produce(
+            &client,
+            "payments",
+            0,
+            vec![record(None, b"{}", &[]), record(None, b"{}", &[])],
+        )
+        .await;
+    let dir = scratch_dir("kafka-tls");
+    let pki = sluice_e2e::tls::TestPki::new(&dir.join("pki")).unwrap();
+    let tokens = dir.join("auth-tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "producer {PRODUCER_TOKEN} payments\nproducer {OTHER_PRODUCER_TOKEN} other\nworker {WORKER_TOKEN}\nadmin {ADMIN_TOKEN}\n"
+        ),
+    )
+    .unwrap();
+    let broker = BrokerProcess::start(&[
+        "--tls-cert",
+        pki.server_cert.to_str().unwrap(),
+        "--tls-key",
+        pki.server_key.to_str().unwrap(),
+        "--auth-tokens",
+        tokens.to_str().unwrap(),
+    ]);
+    let url = format!("https://{}", broker.addr);
+    let config = write_config(
+        &dir,
+        &kafka.addr,
+        "payments-bridge",
+        "",
+        "[[topic]]\nname = \"payments\"\nqueue = \"payments\"\njob_type = \"payment\"\n",
+    );
+    let start = |member: &str, token: &str| {
+        let mut command = SourceProcess::command(
+            &config,
+            &url,
+            member,
+            &["--tls-ca", pki.ca.to_str().unwrap()],
+        );
+        command.env("SLUICE_TOKEN", token);
+        sluice_e2e::process::Process::spawn(command)
+    };
+    // A worker's token may not claim; a producer of another queue may
+    // claim but not commit into this one: each is told why, nothing added.
+    let worker = start("w", WORKER_TOKEN);
+    worker.wait_for_log("the worker credential may not ClaimPartitions");
+    drop(worker);
+    let other = start("o", OTHER_PRODUCER_TOKEN);
+    other.wait_for_log("may not use queue \\\"payments\\\"");
+    drop(other);
+    // The producer of the queue reads the topic in.
+    let source = SourceProcess {
+        process: start("p", PRODUCER_TOKEN),
+    };
+    let ca = std::fs::read_to_string(&pki.ca).unwrap();
+    let channel = sluice_e2e::tls::channel(&broker.addr, sluice_e2e::tls::client_config(&ca, None))
+        .await
+        .unwrap();
+    let mut admin = AdminClient::new(channel);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = admin
+            .list_jobs(with_token(
+                pb::ListJobsRequest {
+                    queue: "payments".into(),
+                    ..Default::default()
+                },
+                ADMIN_TOKEN,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        if page.jobs.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} jobs; the source's log:\n{}",
+            page.jobs.len(),
+            source.process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // reset takes an admin of every queue: a producer's token is refused.
+    let reset = |token: &str| {
+        std::process::Command::new(binary("sluice-kafka"))
+            .arg("reset")
+            .arg("--config")
+            .arg(&config)
+            .args(["--broker", &url, "--tls-ca", pki.ca.to_str().unwrap()])
+            .args(["--topic", "payments", "--to", "earliest"])
+            .env("SLUICE_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let refused = reset(PRODUCER_TOKEN);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("SetSourcePositions"),
+        "{refused:?}"
+    );
+    let done = reset(ADMIN_TOKEN);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(
+        !source.process.log().contains(PRODUCER_TOKEN),
+        "the token is never logged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kafka_over_tls_with_the_configured_ca() {
+    let dir = scratch_dir("kafka-to-kafka-tls");
+    let pki = sluice_e2e::tls::TestPki::new(&dir.join("pki")).unwrap();
+    let kafka = Kafka::start_behind_tls(&pki).await;
+    kafka.create_topic("secure", 1).await;
+    let client = kafka.client().await;
+    kafka
+        .produce(&client, "secure", 0, vec![record(None, b"over tls", &[])])
+        .await;
+    let broker = BrokerProcess::start(&[]);
+    let config = dir.join("tls.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = [\"{}\"]\ntls = {{ ca_file = \"{}\" }}\n\n[source]\ngroup = \"secure-bridge\"\n\n[[topic]]\nname = \"secure\"\nqueue = \"secure\"\njob_type = \"s\"\n",
+            kafka.addr,
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+    let source = SourceProcess::start(&config, &broker.url(), "m1", &[]);
+    let mut admin = broker.admin().await;
+    let jobs = jobs_of(&mut admin, "secure", 1, &source).await;
+    assert_eq!(&jobs[0].payload[..], b"over tls");
 }
