@@ -1,15 +1,17 @@
-//! Exactly once under faults: records produced to a topic of 8
-//! partitions while two `sluice-kafka` sources read it into one broker
-//! (`--data-dir`), and a loop SIGKILLs a source or the broker at moments
-//! drawn from a seed, several times, and freezes Kafka (SIGSTOP, then
-//! SIGCONT) once. A killed source comes back under a new member id after
-//! a pause (so its partitions move to the other source first); a killed
-//! broker comes back on the same address and data directory. At the end,
-//! every offset of every partition must be exactly one job: none missing,
-//! none twice.
+//! Exactly once under faults, on every store: records produced to a topic
+//! of 8 partitions while two `sluice-kafka` sources read it into one
+//! broker (`--data-dir`, or over PostgreSQL or Redis), and a loop SIGKILLs
+//! a source or the broker at moments drawn from a seed, several times, and
+//! freezes Kafka (SIGSTOP, then SIGCONT) once. A killed source comes back
+//! under a new member id after a pause (so its partitions move to the
+//! other source first); a killed broker comes back on the same address
+//! and store. At the end, every offset of every partition must be exactly
+//! one job: none missing, none twice.
 //!
-//! `SLUICE_KAFKA_RECORDS` sets the record count (default below) and
-//! `SLUICE_KAFKA_SEED` replays a seed; the counts are printed.
+//! 1,000,000 records on the embedded store, 200,000 on each shared one
+//! (the tests' debug broker inserts them a row or a script at a time);
+//! `SLUICE_KAFKA_RECORDS` sets the count for all, `SLUICE_KAFKA_SEED`
+//! replays a seed; the counts are printed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -30,7 +32,6 @@ use sluice_proto::v1::admin_client::AdminClient;
 use tonic::transport::Endpoint;
 
 const PARTITIONS: i32 = 8;
-const DEFAULT_RECORDS: u64 = 1_000_000;
 /// Records per produce call.
 const PRODUCE_BATCH: usize = 2_000;
 /// Faults injected, at least.
@@ -57,11 +58,19 @@ impl Draw {
     }
 }
 
-fn start_broker(addr: &str, dir: &Path) -> BrokerProcess {
+/// Where the broker keeps its jobs.
+enum Store {
+    DataDir(std::path::PathBuf),
+    Shared(String),
+}
+
+fn start_broker(addr: &str, store: &Store) -> BrokerProcess {
     let mut command = Command::new(binary("sluice-broker"));
-    command
-        .args(["--addr", addr, "--data-dir", dir.to_str().unwrap()])
-        .env("RUST_LOG", "info");
+    command.args(["--addr", addr]).env("RUST_LOG", "info");
+    match store {
+        Store::DataDir(dir) => command.arg("--data-dir").arg(dir),
+        Store::Shared(url) => command.args(["--store", url]),
+    };
     let broker = BrokerProcess::spawn(command);
     broker.wait_for_log("broker serving");
     broker
@@ -91,20 +100,41 @@ async fn committed(url: &str) -> Option<i64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn every_record_is_one_job_across_kills_of_sources_and_the_broker() {
-    let records = env_or("SLUICE_KAFKA_RECORDS", DEFAULT_RECORDS);
+async fn embedded_every_record_is_one_job_across_kills_of_sources_and_the_broker() {
+    let dir = scratch_dir("kafka-exactly-once-store");
+    every_record_is_one_job(Store::DataDir(dir.join("broker")), 1_000_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_every_record_is_one_job_across_kills_of_sources_and_the_broker() {
+    let pg = sluice_e2e::postgres::shared().unwrap_or_else(|e| panic!("{e}"));
+    every_record_is_one_job(Store::Shared(pg.fresh_database()), 200_000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_every_record_is_one_job_across_kills_of_sources_and_the_broker() {
+    let redis = sluice_e2e::redis::shared().unwrap_or_else(|e| panic!("{e}"));
+    every_record_is_one_job(Store::Shared(redis.fresh_database()), 200_000).await;
+}
+
+async fn every_record_is_one_job(store: Store, default_records: u64) {
+    let records = env_or("SLUICE_KAFKA_RECORDS", default_records);
     let seed = env_or("SLUICE_KAFKA_SEED", u64::from(std::process::id()) | 1);
-    println!("seed {seed} (SLUICE_KAFKA_SEED replays it), {records} records");
+    let store_name = match &store {
+        Store::DataDir(_) => "embedded".to_owned(),
+        Store::Shared(url) => url.split(':').next().unwrap_or_default().to_owned(),
+    };
+    println!("{store_name}: seed {seed} (SLUICE_KAFKA_SEED replays it), {records} records");
     let started = Instant::now();
     let kafka = Kafka::start().await;
     kafka.create_topic("stream", PARTITIONS).await;
-    let dir = scratch_dir("kafka-exactly-once");
+    let dir = scratch_dir(&format!("kafka-exactly-once-{store_name}"));
     let addr = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
     let url = format!("http://{addr}");
-    let mut broker = start_broker(&addr, &dir.join("broker"));
+    let mut broker = start_broker(&addr, &store);
     let config = write_config(
         &dir,
         &kafka.addr,
@@ -194,7 +224,7 @@ async fn every_record_is_one_job_across_kills_of_sources_and_the_broker() {
             2 | 3 => {
                 broker.signal(Signal::SIGKILL);
                 broker.wait_exit(Duration::from_secs(10)).unwrap();
-                broker = start_broker(&addr, &dir.join("broker"));
+                broker = start_broker(&addr, &store);
                 faults.push("broker killed".to_owned());
             }
             _ if !faults.iter().any(|f| f.starts_with("kafka")) => {
@@ -239,8 +269,8 @@ async fn every_record_is_one_job_across_kills_of_sources_and_the_broker() {
         missing += (0..high).filter(|o| !seen.contains_key(&(p, *o))).count() as i64;
     }
     println!(
-        "records {records}, offsets {total}, jobs {}, missing {missing}, duplicated {duplicated}, \
-         faults {} ({}), {:.1}s",
+        "{store_name}: records {records}, offsets {total}, jobs {}, missing {missing}, \
+         duplicated {duplicated}, faults {} ({}), {:.1}s",
         jobs.len(),
         faults.len(),
         faults.join(", "),

@@ -283,10 +283,10 @@ fn brokers_started_together_migrate_once_and_a_newer_schema_is_refused() {
         let started: Vec<_> = (0..3).map(|_| s.spawn(|| broker_on(&url, &[]))).collect();
         started.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(pg.psql(&url, "SELECT count(*) FROM sluice_schema"), "2");
+    assert_eq!(pg.psql(&url, "SELECT count(*) FROM sluice_schema"), "3");
     let applied: usize = brokers
         .iter()
-        .filter(|b| b.log().contains("migrations_applied=2"))
+        .filter(|b| b.log().contains("migrations_applied=3"))
         .count();
     assert_eq!(applied, 1, "exactly one broker applies the migrations");
     drop(brokers);
@@ -298,7 +298,7 @@ fn brokers_started_together_migrate_once_and_a_newer_schema_is_refused() {
     assert_ne!(out.code, 0);
     assert!(
         out.stderr
-            .contains("version 99, newer than this broker's 2"),
+            .contains("version 99, newer than this broker's 3"),
         "{}",
         out.stderr
     );
