@@ -33,8 +33,8 @@ pub const KEY_HEADER: &str = "kafka-key";
 pub const KEY_BASE64_HEADER: &str = "kafka-key-base64";
 
 /// The job of `record` of `topic`'s `partition`. A record of more than
-/// `max_bytes` (value, key and headers) is sent without its value, marked
-/// invalid: no commit could carry it.
+/// `max_bytes` (value, key and headers) is sent with only its `kafka-*`
+/// coordinates, marked invalid: no commit could carry it.
 pub fn record_to_job(
     topic: &Topic,
     partition: i32,
@@ -102,6 +102,18 @@ pub fn record_to_job(
                 );
             }
         }
+    }
+    if size > max_bytes {
+        // Only its coordinates, so that no commit is too large for it.
+        headers.retain(|name, _| {
+            [
+                TOPIC_HEADER,
+                PARTITION_HEADER,
+                OFFSET_HEADER,
+                TIMESTAMP_HEADER,
+            ]
+            .contains(&name.as_str())
+        });
     }
     pb::SourceRecord {
         job: Some(pb::EnqueueRequest {
@@ -213,13 +225,25 @@ mod tests {
             1 << 20,
         );
         assert_eq!(binary.invalid, "record header \"blob\" is not UTF-8");
-        let big = record_to_job(&by_header, 0, record(None, &[("type", b"x")]), 8);
+        let big = record_to_job(&by_header, 0, record(Some(b"k"), &[("type", b"x")]), 8);
         assert!(
             big.invalid
-                .starts_with("the record is 13 bytes, over the 8"),
+                .starts_with("the record is 14 bytes, over the 8"),
             "{}",
             big.invalid
         );
-        assert!(big.job.unwrap().payload.is_empty());
+        let job = big.job.unwrap();
+        assert!(job.payload.is_empty());
+        let mut names: Vec<&str> = job.headers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "kafka-offset",
+                "kafka-partition",
+                "kafka-timestamp",
+                "kafka-topic"
+            ]
+        );
     }
 }

@@ -136,10 +136,21 @@ impl Source {
                 _ = tick.tick() => {}
             }
             if listed.elapsed() >= RELIST {
-                match kafka::partitions(&shared.kafka, config).await {
-                    Ok(now) => partitions = now,
-                    Err(e) => {
+                // Bounded: a slow Kafka must not hold up the claims.
+                let relisted = tokio::time::timeout(
+                    config.lease / 3,
+                    kafka::partitions(&shared.kafka, config),
+                )
+                .await;
+                match relisted {
+                    Ok(Ok(now)) => partitions = now,
+                    Ok(Err(e)) => {
                         warn!(error = %e, "listing the topics' partitions again failed; keeping the last list")
+                    }
+                    Err(_) => {
+                        warn!(
+                            "listing the topics' partitions again took too long; keeping the last list"
+                        )
                     }
                 }
                 listed = tokio::time::Instant::now();
@@ -354,27 +365,28 @@ async fn partition_work(
             }
         };
         records.retain(|r| r.offset >= position);
+        let mapped = records
+            .into_iter()
+            .map(|r| record_to_job(topic, held.partition, r, shared.config.batch_bytes))
+            .collect();
         for chunk in chunks(
-            records,
+            mapped,
             shared.config.batch_records,
             shared.config.batch_bytes,
         ) {
+            // Drain: the commit in flight was the last.
+            if stop.is_cancelled() {
+                return Ok(Ended::Stopped);
+            }
             let Some(last) = chunk.last() else {
                 continue;
             };
             let to = last.offset + 1;
-            let mapped = chunk
-                .into_iter()
-                .map(|r| record_to_job(topic, held.partition, r, shared.config.batch_bytes))
-                .collect();
-            match committer.commit(Some(position), mapped, to).await {
+            match committer.commit(Some(position), chunk, to).await {
                 Committed::To(p) => position = p,
                 Committed::Ended(e) => return Ok(e),
             }
             lag.set(high.saturating_sub(position).max(0));
-        }
-        if stop.is_cancelled() {
-            return Ok(Ended::Stopped);
         }
     }
     Ok(Ended::Stopped)
@@ -424,6 +436,15 @@ async fn fetch(
             Ok((records, high)) => {
                 failures = 0;
                 let Some(last) = records.last() else {
+                    // Nothing past the offset, or only control records
+                    // (transaction markers), which come back as nothing
+                    // and at once: wait as a fetch would have.
+                    if high > offset {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(shared.config.fetch_wait) => {}
+                        }
+                    }
                     continue;
                 };
                 offset = last.offset + 1;
@@ -472,18 +493,20 @@ async fn fetch(
 }
 
 /// `records` cut into commits of at most `max_records` and (unless one
-/// record alone) `max_bytes`.
+/// record alone, which the mapping keeps under `max_bytes`) `max_bytes`
+/// encoded: the broker takes a message of its `--max-payload` and 512
+/// KiB more, and `max_bytes` is at most its `--max-payload`.
 fn chunks(
-    records: Vec<RecordAndOffset>,
+    records: Vec<pb::SourceRecord>,
     max_records: usize,
     max_bytes: usize,
-) -> Vec<Vec<RecordAndOffset>> {
+) -> Vec<Vec<pb::SourceRecord>> {
     let mut out = Vec::new();
     let mut chunk = Vec::new();
     let mut bytes = 0;
     for record in records {
-        // A job's own fields and framing, beside what the record holds.
-        let size = record.record.approximate_size() + 160;
+        // The record's field in the request: its bytes and framing.
+        let size = prost::Message::encoded_len(&record) + 8;
         if !chunk.is_empty() && (chunk.len() >= max_records || bytes + size > max_bytes) {
             out.push(std::mem::take(&mut chunk));
             bytes = 0;

@@ -175,7 +175,16 @@ impl Process {
     /// # Errors
     /// Why `needle` never appeared, with the whole log.
     pub fn try_wait_for_log(&self, needle: &str) -> Result<String, String> {
-        let deadline = Instant::now() + WAIT;
+        self.try_wait_for_log_within(needle, WAIT)
+    }
+
+    /// Like [`Process::try_wait_for_log`], waiting up to `wait` (a broker
+    /// recovering a large data directory).
+    ///
+    /// # Errors
+    /// Why `needle` never appeared, with the whole log.
+    pub fn try_wait_for_log_within(&self, needle: &str, wait: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + wait;
         loop {
             let (log, closed) = {
                 let log = self.log.lock().unwrap();
@@ -191,7 +200,7 @@ impl Process {
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "log never contained {needle:?} in {WAIT:?}:\n{log}"
+                    "log never contained {needle:?} in {wait:?}:\n{log}"
                 ));
             }
             std::thread::sleep(Duration::from_millis(10));

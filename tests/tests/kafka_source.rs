@@ -375,6 +375,7 @@ fn a_bad_config_refuses_to_start_naming_the_line() {
 
 const PRODUCER_TOKEN: &str = "kafka-producer-token-0123456789";
 const OTHER_PRODUCER_TOKEN: &str = "other-producer-token-0123456789";
+const STRANGER_TOKEN: &str = "stranger-producer-token-0123456";
 const WORKER_TOKEN: &str = "kafka-worker-token-0123456789ab";
 const ADMIN_TOKEN: &str = "kafka-admin-token-0123456789abc";
 
@@ -404,7 +405,7 @@ async fn over_tls_a_producer_token_of_the_queue_is_what_it_takes() {
     std::fs::write(
         &tokens,
         format!(
-            "producer {PRODUCER_TOKEN} payments\nproducer {OTHER_PRODUCER_TOKEN} other\nworker {WORKER_TOKEN}\nadmin {ADMIN_TOKEN}\n"
+            "producer {PRODUCER_TOKEN} payments,payments-*\nproducer {OTHER_PRODUCER_TOKEN} other,payments-*\nproducer {STRANGER_TOKEN} other\nworker {WORKER_TOKEN}\nadmin {ADMIN_TOKEN}\n"
         ),
     )
     .unwrap();
@@ -434,11 +435,16 @@ async fn over_tls_a_producer_token_of_the_queue_is_what_it_takes() {
         command.env("SLUICE_TOKEN", token);
         sluice_e2e::process::Process::spawn(command)
     };
-    // A worker's token may not claim; a producer of another queue may
-    // claim but not commit into this one: each is told why, nothing added.
+    // A worker's token may not claim; a producer whose queues do not
+    // cover the group may not join it; one that covers the group but not
+    // the queue may claim but not commit into it: each is told why,
+    // nothing added.
     let worker = start("w", WORKER_TOKEN);
     worker.wait_for_log("the worker credential may not ClaimPartitions");
     drop(worker);
+    let stranger = start("s", STRANGER_TOKEN);
+    stranger.wait_for_log("may not use source group \\\"payments-bridge\\\"");
+    drop(stranger);
     let other = start("o", OTHER_PRODUCER_TOKEN);
     other.wait_for_log("may not use queue \\\"payments\\\"");
     drop(other);

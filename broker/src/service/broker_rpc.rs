@@ -356,8 +356,8 @@ impl Broker for BrokerService {
         request: Request<pb::ClaimPartitionsRequest>,
     ) -> std::result::Result<Response<pb::ClaimPartitionsResponse>, Status> {
         let result = async {
-            self.auth.check(&request, Call::ClaimPartitions)?;
-            self.sources.claim(request.into_inner()).await
+            let grant = self.auth.check(&request, Call::ClaimPartitions)?;
+            self.sources.claim(&grant, request.into_inner()).await
         };
         respond(result.await)
     }
@@ -378,8 +378,8 @@ impl Broker for BrokerService {
         request: Request<pb::LeaveSourceGroupRequest>,
     ) -> std::result::Result<Response<pb::LeaveSourceGroupResponse>, Status> {
         let result = async {
-            self.auth.check(&request, Call::LeaveSourceGroup)?;
-            self.sources.leave(request.into_inner()).await
+            let grant = self.auth.check(&request, Call::LeaveSourceGroup)?;
+            self.sources.leave(&grant, request.into_inner()).await
         };
         respond(result.await)
     }

@@ -72,6 +72,14 @@ pub enum RequestError {
         /// The group.
         group: String,
     },
+    /// A source group outside a scoped credential's queues.
+    #[error(
+        "the credential may not use source group {group:?}: a credential scoped to queues covers the source groups named as its queues are"
+    )]
+    GroupOutOfScope {
+        /// The group.
+        group: String,
+    },
     /// A call that moves a group's positions, by a credential scoped to
     /// some queues (a group is not a queue's).
     #[error("{what} needs a credential of every queue")]
@@ -111,7 +119,9 @@ impl From<RequestError> for Status {
             RequestError::UnknownSchedule { .. } => Code::NotFound,
             RequestError::ScheduleBusy { .. } | RequestError::SourceBusy { .. } => Code::Aborted,
             RequestError::PartitionMoved { .. } => Code::FailedPrecondition,
-            RequestError::NeedsEveryQueue { .. } => Code::PermissionDenied,
+            RequestError::NeedsEveryQueue { .. } | RequestError::GroupOutOfScope { .. } => {
+                Code::PermissionDenied
+            }
             RequestError::Backend(
                 BackendError::ShuttingDown(_)
                 | BackendError::Unavailable(_)

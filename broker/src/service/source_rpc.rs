@@ -64,12 +64,13 @@ impl SourceDesk {
         now_millis(&self.clock)
     }
 
-    /// ClaimPartitions.
+    /// ClaimPartitions, for `grant`.
     pub async fn claim(
         &self,
+        grant: &Grant,
         req: pb::ClaimPartitionsRequest,
     ) -> Result<pb::ClaimPartitionsResponse> {
-        let group = group_name(&req.group)?;
+        let group = scoped_group(grant, &req.group)?;
         let member = member_id(&req.member_id)?;
         if req.partitions.len() > MAX_BATCH {
             return Err(RequestError::invalid(
@@ -214,7 +215,7 @@ impl SourceDesk {
         grant: &Grant,
         req: pb::CommitPartitionRequest,
     ) -> Result<pb::CommitPartitionResponse> {
-        let group = group_name(&req.group)?.to_owned();
+        let group = scoped_group(grant, &req.group)?.to_owned();
         member_id(&req.member_id)?;
         let (stream, partition) = checked_partition(&req.stream, req.partition, "stream")?;
         if req.records.len() > MAX_BATCH {
@@ -222,6 +223,9 @@ impl SourceDesk {
                 "records",
                 format!("{} is over the limit of {MAX_BATCH}", req.records.len()),
             ));
+        }
+        if req.from_position.is_some_and(|p| p < 0) {
+            return Err(RequestError::invalid("from_position", "is 0 or more"));
         }
         let mut last = req.from_position.map_or(-1, |p| p - 1);
         let mut queue: Option<String> = None;
@@ -267,7 +271,11 @@ impl SourceDesk {
                 "must be past the last record's offset and at least from_position",
             ));
         }
-        let dead: Vec<bool> = jobs.iter().map(|(j, _)| j.dead_letter.is_some()).collect();
+        // The job type of each dead letter, for its log line.
+        let dead: Vec<Option<String>> = jobs
+            .iter()
+            .map(|(j, _)| j.dead_letter.is_some().then(|| j.job_type.clone()))
+            .collect();
         let commit = SourceCommit {
             key: partition_key(&stream, partition),
             epoch: req.epoch,
@@ -289,9 +297,9 @@ impl SourceDesk {
             .zip(dead)
             .map(|(answer, dead)| match answer {
                 Ok(e) => {
-                    if dead {
+                    if let Some(job_type) = dead {
                         dead_lettered += 1;
-                        warn!(job_id = %e.job_id, queue = queue.as_deref().unwrap_or_default(), source_group = %group, stream = %stream, partition, "a source record is kept as a dead letter");
+                        warn!(job_id = %e.job_id, job_type, queue = queue.as_deref().unwrap_or_default(), attempt = 0, source_group = %group, stream = %stream, partition, "a source record is kept as a dead letter");
                     }
                     pb::EnqueueResult {
                         job_id: e.job_id.to_string(),
@@ -345,12 +353,13 @@ impl SourceDesk {
         }
     }
 
-    /// LeaveSourceGroup.
+    /// LeaveSourceGroup, for `grant`.
     pub async fn leave(
         &self,
+        grant: &Grant,
         req: pb::LeaveSourceGroupRequest,
     ) -> Result<pb::LeaveSourceGroupResponse> {
-        let group = group_name(&req.group)?;
+        let group = scoped_group(grant, &req.group)?;
         let member = member_id(&req.member_id)?;
         let rows = self.shared.source_rows(group).await?;
         let mut writes = Vec::new();
@@ -418,6 +427,10 @@ impl SourceDesk {
             }
             wanted.insert(partition_key(&stream, partition), p.position);
         }
+        // Each partition is set once: a retry writes only those another
+        // writer changed between the read and the write (writing one that
+        // landed again would move it back over records committed since).
+        let mut set: Vec<SourceRow> = Vec::new();
         for _ in 0..ATTEMPTS {
             let rows = self.shared.source_rows(group).await?;
             let by_key: HashMap<&str, &SourceRow> =
@@ -445,13 +458,21 @@ impl SourceDesk {
                 })
                 .collect();
             let written = self.shared.put_source_rows(group, writes).await?;
-            if written.iter().all(|w| *w) {
-                info!(source_group = %group, partitions = written.len(), "source positions set");
+            for (row, landed) in written_rows.into_iter().zip(written) {
+                if landed {
+                    wanted.remove(&row.key);
+                    set.push(row);
+                }
+            }
+            if wanted.is_empty() {
+                info!(source_group = %group, partitions = set.len(), "source positions set");
+                set.sort_by(|a, b| a.key.cmp(&b.key));
                 return Ok(pb::SetSourcePositionsResponse {
-                    partitions: written_rows.iter().filter_map(partition_state).collect(),
+                    partitions: set.iter().filter_map(partition_state).collect(),
                 });
             }
         }
+        warn!(source_group = %group, set = set.len(), left = wanted.len(), "setting source positions gave up on partitions others kept changing");
         Err(RequestError::SourceBusy {
             group: group.to_owned(),
         })
@@ -521,6 +542,19 @@ fn partition_state(row: &SourceRow) -> Option<pb::SourcePartitionState> {
 
 fn group_name(group: &str) -> Result<&str> {
     check_source_group(group).map_err(|reason| RequestError::invalid("group", reason))?;
+    Ok(group)
+}
+
+/// A valid group that `grant` covers: a credential scoped to queues covers
+/// the groups its queue patterns match (`orders.*` covers the group
+/// `orders.bridge`), so one tenant cannot join or leave another's group.
+fn scoped_group<'a>(grant: &Grant, group: &'a str) -> Result<&'a str> {
+    let group = group_name(group)?;
+    if !grant.allows(group) {
+        return Err(RequestError::GroupOutOfScope {
+            group: group.to_owned(),
+        });
+    }
     Ok(group)
 }
 

@@ -128,6 +128,10 @@ every_backend! {
             .commit_partition(commit("a", p0, Some(10), vec![record(10, "orders"), record(11, "other")], 12))
             .await;
         assert!(two_queues.unwrap_err().message().starts_with("records.job.queue:"));
+        let negative = broker
+            .commit_partition(commit("a", p0, Some(-5), vec![], 0))
+            .await;
+        assert!(negative.unwrap_err().message().starts_with("from_position:"));
         let bad_group = broker
             .claim_partitions(pb::ClaimPartitionsRequest { group: "no spaces".into(), member_id: "a".into(), ..Default::default() })
             .await;

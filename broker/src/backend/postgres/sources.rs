@@ -156,7 +156,11 @@ pub(super) async fn commit(
             if let Ok(e) = answer
                 && !e.duplicate
             {
-                inner.counts.add(&job.queue, |c| c.enqueued += 1);
+                let dead = u64::from(job.dead_letter.is_some());
+                inner.counts.add(&job.queue, |c| {
+                    c.enqueued += 1;
+                    c.dead += dead;
+                });
             }
         }
         inner.streams.wake();

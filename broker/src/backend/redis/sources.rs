@@ -105,13 +105,21 @@ pub(super) async fn commit(
             let given = reply::at(parts, 2)?;
             let count = reply::items(given)?.len();
             let mut woken = false;
-            let answers = answers(inner, &queue, (0..count).collect(), given)?
+            let answers: Vec<_> = answers(inner, &queue, (0..count).collect(), given)?
                 .into_iter()
                 .map(|(_, answer, ready)| {
                     woken |= ready;
                     answer
                 })
                 .collect();
+            let dead = answers
+                .iter()
+                .zip(&commit.jobs)
+                .filter(|(answer, (job, _))| answer.is_ok() && job.dead_letter.is_some())
+                .count() as u64;
+            if dead > 0 {
+                inner.counts.add(&queue, |c| c.dead += dead);
+            }
             if woken {
                 inner.streams.wake();
             }
