@@ -18,7 +18,7 @@ use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::broker_client::BrokerClient;
 use sluice_worker::WorkerError;
-use sluice_worker::client::security::{PemSource, Security, TlsSources, token_from_env_or_file};
+use sluice_worker::client::security::Security;
 use sluice_worker::defaults;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -127,16 +127,13 @@ fn usage(e: WorkerError) -> CliError {
 /// [`CliError::Usage`] for unusable TLS files, token or URL;
 /// [`CliError::Unreachable`] when no connection can be made.
 pub async fn connect(args: &ConnectArgs) -> Result<Connection, CliError> {
-    let sources = TlsSources {
-        ca: args.tls_ca.clone().map(PemSource::File),
-        identity: args
-            .tls_cert
-            .clone()
-            .zip(args.tls_key.clone())
-            .map(|(cert, key)| (PemSource::File(cert), PemSource::File(key))),
-    };
-    let token = token_from_env_or_file(args.token_file.as_deref()).map_err(usage)?;
-    let security = Security::load(&args.broker, &sources, token.as_deref()).map_err(usage)?;
+    let security = Security::from_options(
+        &args.broker,
+        args.tls_ca.clone(),
+        args.tls_cert.clone().zip(args.tls_key.clone()),
+        args.token_file.as_deref(),
+    )
+    .map_err(usage)?;
     if let Some(warning) = security.token_in_the_clear(&args.broker) {
         eprintln!("sluice: warning: {warning}");
     }

@@ -23,7 +23,7 @@ use sluice_process::LogFormat;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
 use sluice_proto::v1::broker_client::BrokerClient;
-use sluice_worker::client::security::{PemSource, Security, TlsSources, token_from_env_or_file};
+use sluice_worker::client::security::Security;
 use sluice_worker::defaults;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -184,16 +184,12 @@ fn load(path: &std::path::Path) -> anyhow::Result<Checked> {
 async fn connect(
     args: &BrokerArgs,
 ) -> anyhow::Result<(tonic::transport::Channel, sluice_proto::Bearer)> {
-    let sources = TlsSources {
-        ca: args.tls_ca.clone().map(PemSource::File),
-        identity: args
-            .tls_cert
-            .clone()
-            .zip(args.tls_key.clone())
-            .map(|(cert, key)| (PemSource::File(cert), PemSource::File(key))),
-    };
-    let token = token_from_env_or_file(args.token_file.as_deref())?;
-    let security = Security::load(&args.broker, &sources, token.as_deref())?;
+    let security = Security::from_options(
+        &args.broker,
+        args.tls_ca.clone(),
+        args.tls_cert.clone().zip(args.tls_key.clone()),
+        args.token_file.as_deref(),
+    )?;
     if let Some(warning) = security.token_in_the_clear(&args.broker) {
         warn!("{warning}");
     }

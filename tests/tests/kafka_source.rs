@@ -41,6 +41,29 @@ async fn jobs_of(
     }
 }
 
+/// Kafka with `topic` of `partitions` and a client of it, a broker with
+/// `broker_args`, and a config file that reads the topic as the group
+/// `{topic}-bridge` with the `[[topic]]` table `table`.
+async fn setup(
+    topic: &str,
+    partitions: i32,
+    broker_args: &[&str],
+    table: &str,
+) -> (
+    Kafka,
+    rskafka::client::Client,
+    BrokerProcess,
+    std::path::PathBuf,
+) {
+    let kafka = Kafka::start().await;
+    kafka.create_topic(topic, partitions).await;
+    let client = kafka.client().await;
+    let broker = BrokerProcess::start(broker_args);
+    let dir = scratch_dir(&format!("kafka-{topic}"));
+    let config = write_config(&dir, &kafka.addr, &format!("{topic}-bridge"), "", table);
+    (kafka, client, broker, config)
+}
+
 fn offsets(jobs: &[pb::Job]) -> Vec<(String, i64)> {
     let mut out: Vec<(String, i64)> = jobs
         .iter()
@@ -57,18 +80,13 @@ fn offsets(jobs: &[pb::Job]) -> Vec<(String, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn records_become_jobs_and_bad_ones_dead_letters_with_metrics_and_health() {
-    let kafka = Kafka::start().await;
-    kafka.create_topic("orders", 2).await;
-    let client = kafka.client().await;
-    let broker = BrokerProcess::start(&["--max-payload", "1024"]);
-    let dir = scratch_dir("kafka-mapping");
-    let config = write_config(
-        &dir,
-        &kafka.addr,
-        "orders-bridge",
-        "",
+    let (kafka, client, broker, config) = setup(
+        "orders",
+        2,
+        &["--max-payload", "1024"],
         "[[topic]]\nname = \"orders\"\nqueue = \"orders\"\ntype_header = \"type\"\npriority = 4\nmax_attempts = 7\ntimeout = \"45s\"\n",
-    );
+    )
+    .await;
     let good = record(
         Some("customer-9"),
         b"{\"id\":1}",
@@ -169,18 +187,13 @@ async fn records_become_jobs_and_bad_ones_dead_letters_with_metrics_and_health()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_pauses_the_partition_until_there_is_room() {
-    let kafka = Kafka::start().await;
-    kafka.create_topic("events", 1).await;
-    let client = kafka.client().await;
-    let broker = BrokerProcess::start(&["--max-queue-size", "5"]);
-    let dir = scratch_dir("kafka-full");
-    let config = write_config(
-        &dir,
-        &kafka.addr,
-        "events-bridge",
-        "",
+    let (kafka, client, broker, config) = setup(
+        "events",
+        1,
+        &["--max-queue-size", "5"],
         "[[topic]]\nname = \"events\"\nqueue = \"events\"\njob_type = \"event\"\n",
-    );
+    )
+    .await;
     let records = (0..20)
         .map(|i| record(None, format!("{i}").as_bytes(), &[]))
         .collect();

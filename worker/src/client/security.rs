@@ -202,6 +202,28 @@ impl Security {
 }
 
 impl Security {
+    /// What a client program's connection options name, as the worker,
+    /// the CLI and the Kafka source spell them: the CA file (`--tls-ca`),
+    /// a client certificate and key (`--tls-cert`, `--tls-key`) and the
+    /// token from `SLUICE_TOKEN` or `token_file` (`--token-file`), for
+    /// `url`.
+    ///
+    /// # Errors
+    /// As [`token_from_env_or_file`] and [`Security::load`].
+    pub fn from_options(
+        url: &str,
+        ca: Option<PathBuf>,
+        identity: Option<(PathBuf, PathBuf)>,
+        token_file: Option<&Path>,
+    ) -> Result<Self, WorkerError> {
+        let sources = TlsSources {
+            ca: ca.map(PemSource::File),
+            identity: identity.map(|(cert, key)| (PemSource::File(cert), PemSource::File(key))),
+        };
+        let token = token_from_env_or_file(token_file)?;
+        Self::load(url, &sources, token.as_deref())
+    }
+
     /// The warning a client owes its user when it sends a token in
     /// plaintext to another host: an `http://` URL whose host is not a
     /// loopback name or address. `None` when there is nothing to say.
