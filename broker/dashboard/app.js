@@ -725,6 +725,48 @@ function schedulePage(name) {
   };
 }
 
+// A source group (the Kafka source's members): which member holds each
+// partition, its epoch and position. Groups are not listed by the broker:
+// the page asks for a name, kept in the URL (#/sources/NAME).
+function sourcesPage(group) {
+  const body = el("div");
+  const input = el("input", { type: "text", id: "source-group", name: "group", value: group || "", placeholder: "orders-bridge", "aria-label": "Source group" });
+  const form = el("form", { class: "toolbar", onsubmit: (event) => {
+    event.preventDefault();
+    if (input.value.trim()) location.hash = `#/sources/${enc(input.value.trim())}`;
+  } }, el("label", { for: "source-group" }, "Source group "), input, el("button", { type: "submit" }, "Show"));
+  replace(main(), el("h1", {}, group ? `Source group ${group}` : "Source groups"), form, body);
+  return {
+    key: `sources:${group || ""}`,
+    async refresh() {
+      if (!group) {
+        replace(body, el("p", { class: "muted", id: "sources-hint" }, "Name a source group (the ", el("code", {}, "group"),
+          " of a ", el("code", {}, "sluice-kafka"), " config) to see its partitions."));
+        return;
+      }
+      let g;
+      try {
+        g = await get(`/api/v1/sources/${enc(group)}`);
+      } catch (e) {
+        replace(body, el("p", { class: "error", role: "alert" }, e.toString()));
+        return;
+      }
+      replace(body,
+        el("p", { id: "source-members" }, g.members.length ? `Members: ${g.members.join(", ")}` : "No live member."),
+        g.partitions.length
+          ? table(["Stream", ["Partition", "num"], "Holder", ["Epoch", "num"], ["Position", "num"], "Held until"],
+            g.partitions.map((p) => el("tr", { "data-partition": `${p.stream}/${p.partition}` },
+              el("td", {}, p.stream),
+              el("td", { class: "num" }, String(p.partition)),
+              el("td", {}, p.holder || el("span", { class: "muted" }, "free")),
+              el("td", { class: "num" }, String(p.epoch)),
+              el("td", { class: "num position" }, p.position === null ? "-" : String(p.position)),
+              el("td", {}, when(p.held_until)))), { id: "source-partitions" })
+          : el("p", { class: "muted", id: "source-partitions" }, "No partition: no source has claimed one in this group."));
+    },
+  };
+}
+
 // ---- routing ------------------------------------------------------------
 
 function route() {
@@ -740,6 +782,7 @@ function route() {
   else if (parts[0] === "workers") { view = workersPage(); nav = "workers"; }
   else if (parts[0] === "schedules" && parts[1]) { view = schedulePage(parts[1]); nav = "schedules"; }
   else if (parts[0] === "schedules") { view = schedulesPage(); nav = "schedules"; }
+  else if (parts[0] === "sources") { view = sourcesPage(parts[1]); nav = "sources"; }
   else view = overview();
   for (const link of document.querySelectorAll("nav a[data-nav]")) {
     if (link.dataset.nav === nav && parts[0] !== "queues" && parts[0] !== "jobs") link.setAttribute("aria-current", "page");

@@ -28,6 +28,7 @@ use commands::enqueue::EnqueueArgs;
 use commands::jobs::JobsCommand;
 use commands::queue::QueueCommand;
 use commands::schedules::ScheduleCommand;
+use commands::sources::SourcesCommand;
 use connect::ConnectArgs;
 use error::CliError;
 use output::Format;
@@ -73,6 +74,10 @@ enum Command {
     /// applies schedules (periodic jobs).
     #[command(subcommand)]
     Schedules(ScheduleCommand),
+    /// Lists a source group's partitions (the Kafka source's claims and
+    /// positions) and sets one's position.
+    #[command(subcommand)]
+    Sources(SourcesCommand),
     /// A live view of queues, workers and failures (q to quit).
     Top(TopArgs),
     /// Prints a shell completion script (e.g. `sluice completions bash`).
@@ -132,6 +137,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Workers => commands::stats::workers(&mut conn, format).await,
                 Command::Jobs(jobs) => commands::jobs::run(&mut conn, jobs, format).await,
                 Command::Queue(queue) => commands::queue::run(&mut conn, queue, format).await,
+                Command::Sources(sources) => {
+                    commands::sources::run(&mut conn, sources, format).await
+                }
                 Command::Top(_) | Command::Completions { .. } | Command::Schedules(_) => Ok(()),
             }
         }),

@@ -5,7 +5,9 @@
 use clap::ValueEnum;
 use sluice_proto::v1 as pb;
 
-pub use sluice_proto::json::{Payload, job_json, sorted, state_name, stats_json, workers_json};
+pub use sluice_proto::json::{
+    Payload, job_json, sorted, source_group_json, state_name, stats_json, workers_json,
+};
 
 /// A job state as a flag value (`--state dead`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -192,6 +192,23 @@ pub fn worker_json(w: &pb::WorkerInfo) -> Value {
     })
 }
 
+/// A source group's partitions and live members as JSON (the Kafka
+/// source's claims and positions).
+pub fn source_group_json(group: &str, listed: &pb::ListSourcePartitionsResponse) -> Value {
+    json!({
+        "group": group,
+        "members": listed.members,
+        "partitions": listed.partitions.iter().map(|p| json!({
+            "stream": p.stream,
+            "partition": p.partition,
+            "holder": non_empty(&p.holder),
+            "epoch": p.epoch,
+            "position": p.position,
+            "held_until": timestamp_json(p.held_until.as_ref()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// The state named `name` (`dead` or `DEAD`, with or without the
 /// `JOB_STATE_` prefix); `None` for an unknown name or `UNSPECIFIED`.
 pub fn state_from_name(name: &str) -> Option<pb::JobState> {

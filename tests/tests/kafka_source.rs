@@ -343,6 +343,42 @@ async fn a_start_time_a_drain_and_a_reset_replay_what_they_say() {
             .collect();
         assert_eq!(of, [0, 1, 2, 3, 4, 4, 5, 5, 6, 6], "partition {partition}");
     }
+    // The CLI shows the group, and sets one partition's position by offset.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(binary("sluice"))
+            .args(["--broker", &broker.url(), "-o", "json", "sources"])
+            .args(args)
+            .env_remove("SLUICE_TOKEN")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let listed = cli(&["list", "audit-bridge"]);
+    assert_eq!(listed["members"], serde_json::json!(["m1"]));
+    let positions: Vec<i64> = (0..2)
+        .map(|i| listed["partitions"][i]["position"].as_i64().unwrap())
+        .collect();
+    assert_eq!(positions, [7, 7]);
+    let set = cli(&[
+        "set",
+        "audit-bridge",
+        "--stream",
+        "audit",
+        "--partition",
+        "1",
+        "--to",
+        "7",
+    ]);
+    assert_eq!(set["partitions"][0]["position"], 7);
+    assert!(
+        set["partitions"][0]["holder"].is_null(),
+        "the holder is fenced: {set}"
+    );
     // A bad --to is refused, naming it.
     let bad = std::process::Command::new(binary("sluice-kafka"))
         .arg("reset")

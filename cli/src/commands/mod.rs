@@ -7,4 +7,5 @@ pub mod jobs;
 pub mod queue;
 pub mod schedule_file;
 pub mod schedules;
+pub mod sources;
 pub mod stats;

@@ -936,3 +936,49 @@ every_backend! {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+every_backend! {
+    async fn a_source_group_reads_as_its_partitions_and_members() {
+        let (broker, api) = broker_with_api().await;
+        let held = broker
+            .broker
+            .clone()
+            .claim_partitions(pb::ClaimPartitionsRequest {
+                group: "orders-bridge".into(),
+                member_id: "m1".into(),
+                partitions: vec![pb::SourcePartition { stream: "orders".into(), partition: 0 }],
+                lease_duration: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .held;
+        broker
+            .broker
+            .clone()
+            .commit_partition(pb::CommitPartitionRequest {
+                group: "orders-bridge".into(),
+                member_id: "m1".into(),
+                stream: "orders".into(),
+                partition: 0,
+                epoch: held[0].epoch,
+                from_position: None,
+                records: vec![],
+                to_position: 42,
+            })
+            .await
+            .unwrap();
+        let group = api.get_ok("/api/v1/sources/orders-bridge").await;
+        assert_eq!(group["group"], "orders-bridge");
+        assert_eq!(group["members"], json!(["m1"]));
+        let partition = &group["partitions"][0];
+        assert_eq!(
+            (&partition["stream"], &partition["partition"], &partition["holder"], &partition["epoch"], &partition["position"]),
+            (&json!("orders"), &json!(0), &json!("m1"), &json!(1), &json!(42))
+        );
+        assert!(partition["held_until"].is_string());
+        let unknown = api.get_ok("/api/v1/sources/nobody").await;
+        assert_eq!(unknown["partitions"], json!([]));
+        assert_eq!(api.get("/api/v1/sources/no%20spaces").await.status, 400);
+    }
+}

@@ -75,7 +75,8 @@ pub fn routes(admin: AdminService, auth: Authorizer, hosts: Arc<AllowedHosts>) -
         .route("/api/v1/jobs/{id}", get(get_job))
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/schedules", get(list_schedules))
-        .route("/api/v1/schedules/{name}", get(get_schedule));
+        .route("/api/v1/schedules/{name}", get(get_schedule))
+        .route("/api/v1/sources/{group}", get(get_source_group));
     let actions = Router::new()
         .route("/api/v1/jobs/{id}/retry", post(retry_job))
         .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
@@ -393,6 +394,25 @@ async fn get_schedule(
         .await?
         .into_inner();
     Ok(Json(view::schedule_json(&schedule)))
+}
+
+async fn get_source_group(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    group: Result<Path<String>, PathRejection>,
+) -> Reply {
+    let group = segment(group, "group")?;
+    let listed = api
+        .admin
+        .list_source_partitions(admin_request(
+            &headers,
+            pb::ListSourcePartitionsRequest {
+                group: group.clone(),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(view::source_group_json(&group, &listed)))
 }
 
 async fn pause_schedule(
