@@ -95,7 +95,7 @@ impl SourceDesk {
             let now = self.now();
             let until = now.saturating_add(lease_ms);
             let rows = self.shared.source_rows(group).await?;
-            let live = live_members(&rows, member, now);
+            let live = live_members(&rows, Some(member), now);
             members = live.len();
             let dealt: HashSet<&(String, i32)> =
                 share(&partitions, &live, member).into_iter().collect();
@@ -391,10 +391,7 @@ impl SourceDesk {
         let now = self.now();
         Ok(pb::ListSourcePartitionsResponse {
             partitions: rows.iter().filter_map(partition_state).collect(),
-            members: live_members(&rows, "", now)
-                .into_iter()
-                .filter(|m| !m.is_empty())
-                .collect(),
+            members: live_members(&rows, None, now),
         })
     }
 
@@ -482,18 +479,17 @@ impl SourceDesk {
 /// The job type of a dead letter whose own is not valid.
 pub const INVALID_JOB_TYPE: &str = "sluice.invalid-record";
 
-/// The group's live members at `now` (by their rows), with `me`, sorted.
-fn live_members(rows: &[SourceRow], me: &str, now: Millis) -> Vec<String> {
+/// The group's live members at `now` (by their rows), with `me` (the
+/// member claiming) whatever its row says, sorted.
+fn live_members(rows: &[SourceRow], me: Option<&str>, now: Millis) -> Vec<String> {
     let mut live: Vec<String> = rows
         .iter()
         .filter_map(|row| match kind(&row.key) {
-            Some(RowKind::Member(m)) if m != me && Hold::decode(&row.body).until > now => {
-                Some(m.to_owned())
-            }
+            Some(RowKind::Member(m)) if Hold::decode(&row.body).until > now => Some(m.to_owned()),
             _ => None,
         })
         .collect();
-    live.push(me.to_owned());
+    live.extend(me.map(str::to_owned));
     live.sort();
     live.dedup();
     live
