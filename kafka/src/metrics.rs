@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use sluice_worker::metrics::{OPENMETRICS_CONTENT_TYPE, openmetrics_text};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -144,15 +145,9 @@ pub async fn serve(
             get(move || {
                 let registry = registry.clone();
                 async move {
-                    let mut text = String::new();
-                    // Writing into a String does not fail.
-                    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
                     (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        text,
+                        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+                        openmetrics_text(&registry),
                     )
                 }
             }),

@@ -204,19 +204,6 @@ impl Kafka {
     }
 }
 
-/// The partition's first offset and high watermark.
-pub async fn bounds(pc: &rskafka::client::partition::PartitionClient) -> (i64, i64) {
-    let earliest = pc
-        .get_offset(rskafka::client::partition::OffsetAt::Earliest)
-        .await
-        .unwrap();
-    // A fetch's high watermark (some servers answer ListOffsets `latest`
-    // with the last batch's start); not a 0 ms wait, which Tansu answers
-    // with no partition.
-    let (_, high) = pc.fetch_records(earliest, 1..1024, 10).await.unwrap();
-    (earliest, high)
-}
-
 /// A record of `value` with `headers`, timestamped now.
 pub fn record(key: Option<&str>, value: &[u8], headers: &[(&str, &str)]) -> Record {
     Record {

@@ -275,7 +275,7 @@ async fn every_record_is_one_job(store: Store, default_records: u64) {
             )
             .await
             .unwrap();
-        let (_, high) = sluice_e2e::kafka::bounds(&pc).await;
+        let (_, high) = sluice_kafka::kafka::bounds(&pc).await.unwrap();
         total += high;
         missing += (0..high).filter(|o| !seen.contains_key(&(p, *o))).count() as i64;
     }

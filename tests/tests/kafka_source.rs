@@ -64,6 +64,28 @@ async fn setup(
     (kafka, client, broker, config)
 }
 
+/// `sluice-kafka reset --config CONFIG --broker URL` with `args`, with the
+/// token `token` (none: no token); its output.
+fn reset(
+    config: &std::path::Path,
+    url: &str,
+    args: &[&str],
+    token: Option<&str>,
+) -> std::process::Output {
+    let mut command = std::process::Command::new(binary("sluice-kafka"));
+    command
+        .arg("reset")
+        .arg("--config")
+        .arg(config)
+        .args(["--broker", url])
+        .args(args)
+        .env_remove("SLUICE_TOKEN");
+    if let Some(token) = token {
+        command.env("SLUICE_TOKEN", token);
+    }
+    command.output().unwrap()
+}
+
 fn offsets(jobs: &[pb::Job]) -> Vec<(String, i64)> {
     let mut out: Vec<(String, i64)> = jobs
         .iter()
@@ -306,27 +328,18 @@ async fn a_start_time_a_drain_and_a_reset_replay_what_they_say() {
     assert!(status.success(), "{status:?}\n{}", source.process.log());
     assert!(source.process.log().contains("left the source group"));
     // Reset to earliest: the records are read again, the new ones too.
-    let reset = std::process::Command::new(binary("sluice-kafka"))
-        .arg("reset")
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "--broker",
-            &broker.url(),
-            "--topic",
-            "audit",
-            "--to",
-            "earliest",
-        ])
-        .env_remove("SLUICE_TOKEN")
-        .output()
-        .unwrap();
-    assert!(
-        reset.status.success(),
-        "{}",
-        String::from_utf8_lossy(&reset.stderr)
+    let done = reset(
+        &config,
+        &broker.url(),
+        &["--topic", "audit", "--to", "earliest"],
+        None,
     );
-    let printed = String::from_utf8_lossy(&reset.stdout);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let printed = String::from_utf8_lossy(&done.stdout);
     assert!(
         printed.contains("audit partition 0: position 0"),
         "{printed}"
@@ -380,20 +393,12 @@ async fn a_start_time_a_drain_and_a_reset_replay_what_they_say() {
         "the holder is fenced: {set}"
     );
     // A bad --to is refused, naming it.
-    let bad = std::process::Command::new(binary("sluice-kafka"))
-        .arg("reset")
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "--broker",
-            &broker.url(),
-            "--topic",
-            "audit",
-            "--to",
-            "yesterday",
-        ])
-        .output()
-        .unwrap();
+    let bad = reset(
+        &config,
+        &broker.url(),
+        &["--topic", "audit", "--to", "yesterday"],
+        None,
+    );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--to:"));
 }
@@ -531,24 +536,24 @@ async fn over_tls_a_producer_token_of_the_queue_is_what_it_takes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // reset takes an admin of every queue: a producer's token is refused.
-    let reset = |token: &str| {
-        std::process::Command::new(binary("sluice-kafka"))
-            .arg("reset")
-            .arg("--config")
-            .arg(&config)
-            .args(["--broker", &url, "--tls-ca", pki.ca.to_str().unwrap()])
-            .args(["--topic", "payments", "--to", "earliest"])
-            .env("SLUICE_TOKEN", token)
-            .output()
-            .unwrap()
+    let reset_as = |token: &str| {
+        let args = [
+            "--tls-ca",
+            pki.ca.to_str().unwrap(),
+            "--topic",
+            "payments",
+            "--to",
+            "earliest",
+        ];
+        reset(&config, &url, &args, Some(token))
     };
-    let refused = reset(PRODUCER_TOKEN);
+    let refused = reset_as(PRODUCER_TOKEN);
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("SetSourcePositions"),
         "{refused:?}"
     );
-    let done = reset(ADMIN_TOKEN);
+    let done = reset_as(ADMIN_TOKEN);
     assert!(
         done.status.success(),
         "{}",

@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 use sluice_process::LogFormat;
 use sluice_worker::client::security::token_from_env_or_file;
 use sluice_worker::exec::ExecHandler;
-use sluice_worker::metrics::WorkerMetrics;
+use sluice_worker::metrics::{OPENMETRICS_CONTENT_TYPE, WorkerMetrics, openmetrics_text};
 use sluice_worker::{Worker, defaults, supervisor, timing};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -208,15 +208,9 @@ async fn serve_metrics(listener: TcpListener, registry: Registry, stop: Cancella
         get(move || {
             let registry = registry.clone();
             async move {
-                let mut text = String::new();
-                // Writing into a String does not fail.
-                let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
                 (
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    text,
+                    [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+                    openmetrics_text(&registry),
                 )
             }
         }),

@@ -20,6 +20,19 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use sluice_limits::{JOB_SECONDS_BUCKETS, LabelCap, MAX_JOB_TYPE_LABELS};
 
+/// The `Content-Type` of a `GET /metrics` answer.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `registry` as OpenMetrics text, the body of a `GET /metrics` answer
+/// (of `sluice-worker --http-addr` and of `sluice-kafka --http-addr`).
+pub fn openmetrics_text(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing into a String does not fail.
+    let _ = prometheus_client::encoding::text::encode(&mut text, registry);
+    text
+}
+
 /// How an attempt ended, as counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {
