@@ -15,9 +15,9 @@
 //!    back by HTTP/2 flow control (at most the connection's window, 8 MiB).
 //! 3. **A deadline for its request** (`--request-timeout`), from the
 //!    moment it has its place: a request not received in full by then is
-//!    answered DEADLINE_EXCEEDED and gives its place up. For reflection,
-//!    whose request is a stream, the deadline and the place end with its
-//!    first data.
+//!    answered DEADLINE_EXCEEDED and gives its place up. For a call whose
+//!    request is a stream (reflection, EnqueueStream, Work), the deadline
+//!    and the place end with its first data.
 //!
 //! Health is open to all, as the README promises; it passes 2 and 3.
 
@@ -99,10 +99,12 @@ const REFLECTION: [&str; 2] = [
 impl Gate {
     fn guard(&self, path: &str) -> (Guard, Request) {
         if let Some(method) = path.strip_prefix(BROKER) {
-            return (
-                Call::broker(method).map_or(Guard::Open, Guard::Call),
-                Request::Unary,
-            );
+            let call = Call::broker(method);
+            let kind = match call {
+                Some(Call::EnqueueStream | Call::Work) => Request::Stream,
+                _ => Request::Unary,
+            };
+            return (call.map_or(Guard::Open, Guard::Call), kind);
         }
         if let Some(method) = path.strip_prefix(ADMIN) {
             return (

@@ -39,6 +39,10 @@ pub const RUN_LIMIT: RangeInclusive<Duration> = MIN_RUN_LIMIT..=MAX_DURATION;
 pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(366 * 24 * 3600);
 /// Most jobs or acks in one batch call (EnqueueBatch, AckBatch).
 pub const MAX_BATCH: usize = 10_000;
+/// Most requests an EnqueueStream or a Work session has read and not yet
+/// answered: the broker reads no further until it answers, so a client
+/// with more outstanding waits on the stream's flow control.
+pub const STREAM_WINDOW: usize = 1024;
 /// Largest message the Admin service reads: its requests are ids, names
 /// and page tokens, far below this.
 pub const MAX_ADMIN_MESSAGE: usize = 64 * 1024;

@@ -24,6 +24,7 @@
 //!   fresh database.
 //! - [`scale_out`]: brokers, workers and producers for the scale-out
 //!   tests of every shared store.
+//! - [`streams`]: clients of EnqueueStream and Work sessions.
 //! - [`proxy`]: a TCP proxy a test can cut, to drop a client's connections
 //!   while the broker stays up.
 //! - [`tls`]: test certificates (rcgen), as PEM or as files ([`tls::TestPki`]),
@@ -45,6 +46,7 @@ pub mod process;
 pub mod proxy;
 pub mod redis;
 pub mod scale_out;
+pub mod streams;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

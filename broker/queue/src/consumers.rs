@@ -138,6 +138,18 @@ impl Queue {
         id
     }
 
+    /// Sets how many unresolved jobs `consumer` may hold from now on (a
+    /// Work session's credit), and leases it ready jobs up to that. A
+    /// window below its jobs in flight takes none back: it gets no more
+    /// until enough are resolved. Unknown consumers are ignored.
+    pub fn set_window(&mut self, consumer: ConsumerId, window: u32, now: Timestamp) {
+        let Some(c) = self.consumers.get_mut(&consumer) else {
+            return;
+        };
+        c.max_in_flight = window;
+        self.fill(consumer, now);
+    }
+
     /// Moves a current lease of the same worker to `consumer` if it has a
     /// free slot for it; other held leases stay where they are.
     fn adopt_lease(&mut self, consumer: ConsumerId, job_id: Uuid, lease_id: Uuid, now: Timestamp) {

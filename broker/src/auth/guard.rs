@@ -306,6 +306,14 @@ impl fmt::Debug for StreamGuard {
 }
 
 impl StreamGuard {
+    /// The stream's credential as the last reload left it: a stream that
+    /// names queues per message (EnqueueStream, Work) checks each one
+    /// against this, so a reload that narrows a scope applies to the next
+    /// message.
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
     /// Ready with the reason once a reload no longer lets the stream's
     /// credential make its call on its queues; pending until then.
     pub fn poll_revoked(&mut self, cx: &mut std::task::Context<'_>) -> Poll<AuthError> {
@@ -322,7 +330,9 @@ impl StreamGuard {
         }
     }
 
-    fn recheck(&self, credentials: &Credentials) -> Result<(), AuthError> {
+    /// Checks the stream against `credentials`, and keeps its credential
+    /// from them when it still may.
+    fn recheck(&mut self, credentials: &Credentials) -> Result<(), AuthError> {
         let Some(old) = &self.grant.credential else {
             return Ok(());
         };
@@ -343,6 +353,7 @@ impl StreamGuard {
         for queue in &self.queues {
             grant.check_queue(queue)?;
         }
+        self.grant = grant;
         Ok(())
     }
 }

@@ -7,10 +7,10 @@ use std::fmt;
 /// What a credential is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Enqueue, EnqueueBatch and the source calls (ClaimPartitions,
+    /// Enqueue, EnqueueBatch, EnqueueStream and the source calls (ClaimPartitions,
     /// CommitPartition, LeaveSourceGroup).
     Producer,
-    /// Lease, LeaseBatches and resolving leased jobs.
+    /// Lease, LeaseBatches, Work and resolving leased jobs.
     Worker,
     /// Everything, including the Admin service and (with
     /// `--reflection admin`) reflection.
@@ -54,6 +54,7 @@ impl Role {
                 call,
                 Call::Enqueue
                     | Call::EnqueueBatch
+                    | Call::EnqueueStream
                     | Call::ClaimPartitions
                     | Call::CommitPartition
                     | Call::LeaveSourceGroup
@@ -64,6 +65,7 @@ impl Role {
                 call,
                 Call::Lease
                     | Call::LeaseBatches
+                    | Call::Work
                     | Call::Ack
                     | Call::AckBatch
                     | Call::Nack
@@ -93,10 +95,14 @@ pub enum Call {
     Enqueue,
     /// `Broker/EnqueueBatch`.
     EnqueueBatch,
+    /// `Broker/EnqueueStream`.
+    EnqueueStream,
     /// `Broker/Lease`.
     Lease,
     /// `Broker/LeaseBatches`.
     LeaseBatches,
+    /// `Broker/Work`.
+    Work,
     /// `Broker/Ack`.
     Ack,
     /// `Broker/AckBatch`.
@@ -149,7 +155,9 @@ impl Call {
         Some(match method {
             "Enqueue" => Self::Enqueue,
             "EnqueueBatch" => Self::EnqueueBatch,
+            "EnqueueStream" => Self::EnqueueStream,
             "Lease" => Self::Lease,
+            "Work" => Self::Work,
             "LeaseBatches" => Self::LeaseBatches,
             "Ack" => Self::Ack,
             "AckBatch" => Self::AckBatch,
@@ -180,7 +188,9 @@ impl fmt::Display for Call {
         f.write_str(match self {
             Self::Enqueue => "Enqueue",
             Self::EnqueueBatch => "EnqueueBatch",
+            Self::EnqueueStream => "EnqueueStream",
             Self::Lease => "Lease",
+            Self::Work => "Work",
             Self::LeaseBatches => "LeaseBatches",
             Self::Ack => "Ack",
             Self::AckBatch => "AckBatch",
@@ -216,6 +226,10 @@ mod tests {
     fn each_role_may_make_only_its_calls() {
         assert!(Role::Producer.may(Call::EnqueueBatch));
         assert!(!Role::Producer.may(Call::Lease));
+        assert!(Role::Producer.may(Call::EnqueueStream));
+        assert!(!Role::Producer.may(Call::Work));
+        assert!(Role::Worker.may(Call::Work));
+        assert!(!Role::Worker.may(Call::EnqueueStream));
         assert!(Role::Producer.may(Call::CommitPartition));
         assert!(!Role::Worker.may(Call::ClaimPartitions));
         assert!(!Role::Producer.may(Call::Admin("SetSourcePositions")));

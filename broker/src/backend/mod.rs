@@ -112,21 +112,31 @@ pub struct GaugeReading {
     pub store: Option<StoreStats>,
 }
 
-/// The jobs of one Lease stream: the backend sends each job it leases to
-/// `jobs`; when the stream ends, [`FeedCloser::close`] gets back every job
-/// that was taken but never sent.
+/// The jobs of one Lease stream or Work session: the backend sends each
+/// job it leases to `jobs`; [`FeedCloser::set_window`] changes how many
+/// it may hold (a session's credit); when the stream ends,
+/// [`FeedCloser::close`] gets back every job that was taken but never sent.
 pub struct LeaseFeed {
     /// Leased jobs (each with its lease), in the order leased.
     pub jobs: mpsc::Receiver<JobSnapshot>,
     /// Ends the stream's consumer.
-    pub closer: Box<dyn FeedCloser>,
+    /// Steers and ends the stream's consumer (shared by a Work session's
+    /// reports, which set its window).
+    pub closer: Arc<dyn FeedCloser>,
 }
 
-/// Ends a Lease stream's consumer in its backend.
-pub trait FeedCloser: Send {
+/// Steers and ends a Lease stream's consumer in its backend.
+pub trait FeedCloser: Send + Sync {
+    /// The consumer may hold at most `window` unresolved jobs from now on
+    /// (at most its opening `max_in_flight`, which its channel is sized
+    /// to): more are leased to it at once if that leaves room; a lower
+    /// window takes none back.
+    fn set_window(&self, window: u32);
+
     /// The stream is gone: take no more jobs for it, and make the jobs of
     /// `unsent` (leased to it, never sent) ready again with no attempt used.
-    fn close(self: Box<Self>, unsent: Vec<LeaseRef>);
+    /// Called once, when the stream is dropped.
+    fn close(&self, unsent: Vec<LeaseRef>);
 }
 
 /// Where jobs live; see the module doc. Every method that changes a job

@@ -3,9 +3,11 @@
 //! v1alpha), the scheduler task, and the drain.
 //!
 //! Drain, on `shutdown`: health turns NOT_SERVING, Enqueue and Lease are
-//! refused with UNAVAILABLE, every Lease stream ends, and the listener keeps
-//! serving Ack/Nack/Extend/Release (over old and new connections) until no
-//! job is leased or the drain timeout passes. Then the server stops, bounded
+//! refused with UNAVAILABLE, every Lease stream ends, each Work session
+//! says `draining` and takes no more jobs, and the listener keeps serving
+//! Ack/Nack/Extend/Release (over old and new connections, and on the open
+//! Work sessions) until no job is leased or the drain timeout passes. Then
+//! the EnqueueStream and Work streams end, and the server stops, bounded
 //! by a deadline of its own because graceful HTTP/2 shutdown waits for
 //! every open call, and the store writes what it holds and closes. A
 //! failure of the broker (see [`crate::fatal`]) cancels `shutdown` itself:
@@ -171,12 +173,18 @@ pub async fn run(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
+    // Ends the EnqueueStream and Work streams once the drain is over.
+    let end_streams = CancellationToken::new();
     let broker = BrokerServer::new(BrokerService::new(
         shared.clone(),
         limits,
         config.auth.clone(),
-        config.max_lease_streams,
-        config.max_lease_streams_per_credential,
+        (
+            config.max_lease_streams,
+            config.max_lease_streams_per_credential,
+        ),
+        tasks.clone(),
+        end_streams.clone(),
     ))
     .max_decoding_message_size(max_message);
     let admin = AdminServer::new(admin).max_decoding_message_size(sluice_limits::MAX_ADMIN_MESSAGE);
@@ -277,6 +285,7 @@ pub async fn run(
         );
     }
 
+    end_streams.cancel();
     stop_serving.cancel();
     if tokio::time::timeout(STOP_TIMEOUT, &mut serving)
         .await

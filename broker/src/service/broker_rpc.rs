@@ -14,10 +14,14 @@ use std::time::Duration;
 
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::broker_server::Broker;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
 use super::convert::{self, Limits};
+use super::enqueue_stream::{EnqueueResults, EnqueueStreamTask};
 use super::error::RequestError;
 use super::lease_permits::LeasePermits;
 use super::lease_stream::{LeaseBatchStream, LeaseStream};
@@ -26,6 +30,7 @@ use super::respond;
 use super::source_rpc::SourceDesk;
 use super::trace_spans;
 use super::visibility;
+use super::work_session::{ReportsTask, WorkStream};
 use crate::auth::{Authorizer, Call, Grant};
 use crate::backend::{LeaseRef, SharedBackend};
 use crate::clock::{Clock, TokioClock};
@@ -45,18 +50,24 @@ pub struct BrokerService {
     lease_permits: Arc<LeasePermits>,
     /// The source calls.
     sources: SourceDesk,
+    /// The tasks of EnqueueStream and Work, which end when `streams_end`
+    /// is cancelled (the drain is over).
+    stream_tasks: TaskTracker,
+    streams_end: CancellationToken,
 }
 
 impl BrokerService {
     /// Serves `shared` with the given limits, checking calls with `auth`,
     /// with at most `max_lease_streams` Lease streams open at once, and
-    /// `max_per_credential` of one credential.
+    /// `max_per_credential` of one credential. The tasks of its streams
+    /// run on `stream_tasks` and end once `streams_end` is cancelled.
     pub fn new(
         shared: SharedBackend,
         limits: Limits,
         auth: Authorizer,
-        max_lease_streams: usize,
-        max_per_credential: usize,
+        (max_lease_streams, max_per_credential): (usize, usize),
+        stream_tasks: TaskTracker,
+        streams_end: CancellationToken,
     ) -> Self {
         Self {
             shared: shared.clone(),
@@ -65,6 +76,8 @@ impl BrokerService {
             auth,
             lease_permits: Arc::new(LeasePermits::new(max_lease_streams, max_per_credential)),
             sources: SourceDesk::new(shared, limits),
+            stream_tasks,
+            streams_end,
         }
     }
 
@@ -76,18 +89,100 @@ impl BrokerService {
         call: Call,
     ) -> Result<(Grant, Vec<String>)> {
         let grant = self.auth.check(request, call)?;
-        let queues = match &request.get_ref().queues {
-            named if named.is_empty() => vec![sluice_limits::DEFAULT_QUEUE.to_owned()],
-            named => named
-                .iter()
-                .map(|q| match q.as_str() {
-                    "" => sluice_limits::DEFAULT_QUEUE.to_owned(),
-                    q => q.to_owned(),
-                })
-                .collect(),
-        };
-        check_queues(&grant, queues.iter().map(String::as_str))?;
+        let queues = lease_queues(&grant, request.get_ref())?;
         Ok((grant, queues))
+    }
+
+    async fn handle_lease(
+        &self,
+        request: Request<pb::LeaseRequest>,
+        call: Call,
+    ) -> Result<LeaseStream> {
+        let (grant, queues) = self.authorize_lease(&request, call)?;
+        self.open_lease(grant, call, queues, request.into_inner())
+            .await
+    }
+
+    /// Opens the consumer of a Lease stream or Work session.
+    async fn open_lease(
+        &self,
+        grant: Grant,
+        call: Call,
+        queues: Vec<String>,
+        request: pb::LeaseRequest,
+    ) -> Result<LeaseStream> {
+        let spec = convert::consumer_spec(request)?;
+        let permit = self.lease_permits.take(&grant)?;
+        let revocation = self.auth.guard_stream(&grant, call, queues);
+        let feed = self.shared.open_feed(spec).await?;
+        Ok(LeaseStream::new(feed, permit, revocation))
+    }
+
+    fn handle_enqueue_stream(
+        &self,
+        request: Request<Streaming<pb::EnqueueStreamRequest>>,
+    ) -> Result<EnqueueResults> {
+        let grant = self.auth.check(&request, Call::EnqueueStream)?;
+        let guard = self
+            .auth
+            .guard_stream(&grant, Call::EnqueueStream, Vec::new());
+        let task = EnqueueStreamTask {
+            service: self.clone(),
+            grant,
+            guard,
+            requests: request.into_inner(),
+            end: self.streams_end.clone(),
+        };
+        let (tx, rx) = mpsc::channel(2);
+        self.stream_tasks.spawn(task.run(tx));
+        Ok(EnqueueResults::new(rx))
+    }
+
+    async fn handle_work(
+        &self,
+        request: Request<Streaming<pb::WorkRequest>>,
+    ) -> Result<WorkStream> {
+        let grant = self.auth.check(&request, Call::Work)?;
+        let mut requests = request.into_inner();
+        let open = match tokio_stream::StreamExt::next(&mut requests).await {
+            Some(Ok(pb::WorkRequest {
+                kind: Some(pb::work_request::Kind::Open(open)),
+                ..
+            })) => open,
+            Some(Ok(_)) => {
+                return Err(RequestError::invalid(
+                    "open",
+                    "the first message of a Work session must open it",
+                ));
+            }
+            Some(Err(status)) => return Err(RequestError::invalid("open", status.message())),
+            None => {
+                return Err(RequestError::invalid(
+                    "open",
+                    "the stream ended before its first message",
+                ));
+            }
+        };
+        let queues = lease_queues(&grant, &open)?;
+        let max_window = open.max_in_flight;
+        // The session's revocation is watched by its reports task, which
+        // ends the session with the reason.
+        let guard = self.auth.guard_stream(&grant, Call::Work, queues.clone());
+        let jobs = self
+            .open_lease(grant.clone(), Call::Work, queues, open)
+            .await?;
+        let task = ReportsTask {
+            service: self.clone(),
+            feed: jobs.closer(),
+            grant,
+            guard,
+            requests,
+            max_window,
+            end: self.streams_end.clone(),
+        };
+        let (tx, rx) = mpsc::channel(2);
+        self.stream_tasks.spawn(task.run(tx));
+        Ok(WorkStream::new(jobs, rx))
     }
 
     async fn handle_enqueue(&self, req: pb::EnqueueRequest) -> Result<pb::EnqueueResponse> {
@@ -107,20 +202,7 @@ impl BrokerService {
         })
     }
 
-    async fn handle_lease(
-        &self,
-        request: Request<pb::LeaseRequest>,
-        call: Call,
-    ) -> Result<LeaseStream> {
-        let (grant, queues) = self.authorize_lease(&request, call)?;
-        let spec = convert::consumer_spec(request.into_inner())?;
-        let permit = self.lease_permits.take(&grant)?;
-        let revocation = self.auth.guard_stream(&grant, call, queues);
-        let feed = self.shared.open_feed(spec).await?;
-        Ok(LeaseStream::new(feed, permit, revocation))
-    }
-
-    async fn handle_enqueue_batch(
+    pub(super) async fn handle_enqueue_batch(
         &self,
         req: pb::EnqueueBatchRequest,
     ) -> Result<pb::EnqueueBatchResponse> {
@@ -175,7 +257,7 @@ impl BrokerService {
         Ok(pb::EnqueueBatchResponse { results })
     }
 
-    async fn handle_ack_batch(
+    pub(super) async fn handle_ack_batch(
         &self,
         grant: &Grant,
         req: pb::AckBatchRequest,
@@ -227,7 +309,11 @@ impl BrokerService {
         Ok(pb::AckResponse {})
     }
 
-    async fn handle_nack(&self, grant: &Grant, req: pb::NackRequest) -> Result<pb::NackResponse> {
+    pub(super) async fn handle_nack(
+        &self,
+        grant: &Grant,
+        req: pb::NackRequest,
+    ) -> Result<pb::NackResponse> {
         let lease = lease_ref(&req.job_id, &req.lease_id)?;
         visibility::check_visible(&self.shared, grant, lease.job_id).await?;
         let failure = Failure {
@@ -242,7 +328,7 @@ impl BrokerService {
         })
     }
 
-    async fn handle_extend(
+    pub(super) async fn handle_extend(
         &self,
         grant: &Grant,
         req: pb::ExtendRequest,
@@ -257,7 +343,7 @@ impl BrokerService {
         })
     }
 
-    async fn handle_release(
+    pub(super) async fn handle_release(
         &self,
         grant: &Grant,
         req: pb::ReleaseRequest,
@@ -272,9 +358,29 @@ impl BrokerService {
     }
 }
 
+/// The queues a Lease request names (none is the default queue), once
+/// `grant` covers each.
+fn lease_queues(grant: &Grant, request: &pb::LeaseRequest) -> Result<Vec<String>> {
+    let queues: Vec<String> = match &request.queues {
+        named if named.is_empty() => vec![sluice_limits::DEFAULT_QUEUE.to_owned()],
+        named => named
+            .iter()
+            .map(|q| match q.as_str() {
+                "" => sluice_limits::DEFAULT_QUEUE.to_owned(),
+                q => q.to_owned(),
+            })
+            .collect(),
+    };
+    check_queues(grant, queues.iter().map(String::as_str))?;
+    Ok(queues)
+}
+
 /// Refuses the request unless `grant` covers every queue named (an empty
 /// name, or none at all, is the default queue).
-fn check_queues<'a>(grant: &Grant, queues: impl IntoIterator<Item = &'a str>) -> Result<()> {
+pub(super) fn check_queues<'a>(
+    grant: &Grant,
+    queues: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
     if grant.every_queue() {
         return Ok(());
     }
@@ -305,7 +411,7 @@ fn check_batch(len: usize, field: &'static str) -> Result<()> {
 }
 
 /// A per-item status of a batch, as its unary call would have answered.
-fn item_status(result: Result<()>) -> (i32, String) {
+pub(super) fn item_status(result: Result<()>) -> (i32, String) {
     match result {
         Ok(()) => (0, String::new()),
         Err(err) => {
@@ -403,6 +509,24 @@ impl Broker for BrokerService {
     ) -> std::result::Result<Response<LeaseBatchStream>, Status> {
         let result = self.handle_lease(request, Call::LeaseBatches);
         respond(result.await.map(LeaseBatchStream::new))
+    }
+
+    type EnqueueStreamStream = EnqueueResults;
+
+    async fn enqueue_stream(
+        &self,
+        request: Request<Streaming<pb::EnqueueStreamRequest>>,
+    ) -> std::result::Result<Response<EnqueueResults>, Status> {
+        respond(self.handle_enqueue_stream(request))
+    }
+
+    type WorkStream = WorkStream;
+
+    async fn work(
+        &self,
+        request: Request<Streaming<pb::WorkRequest>>,
+    ) -> std::result::Result<Response<WorkStream>, Status> {
+        respond(self.handle_work(request).await)
     }
 
     type LeaseStream = LeaseStream;

@@ -12,6 +12,7 @@
 //! (and is dropped like any ended stream), before sending another job.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use sluice_proto::v1 as pb;
@@ -32,8 +33,8 @@ pub struct LeaseStream {
     receiver: tokio::sync::mpsc::Receiver<JobSnapshot>,
     /// Taken off the channel but not sent yet (batching only).
     pending: Vec<JobSnapshot>,
-    /// Taken on drop.
-    closer: Option<Box<dyn FeedCloser>>,
+    /// Called on drop.
+    closer: Arc<dyn FeedCloser>,
     /// Counts this stream against the stream caps until dropped.
     _permit: LeasePermit,
     /// Ends the stream when its credential is revoked; `None` when the
@@ -52,11 +53,47 @@ impl LeaseStream {
         Self {
             receiver: feed.jobs,
             pending: Vec::new(),
-            closer: Some(feed.closer),
+            closer: feed.closer,
             _permit: permit,
             revocation,
             ended: false,
         }
+    }
+
+    /// Steers the stream's consumer (a Work session sets its window).
+    pub(super) fn closer(&self) -> Arc<dyn FeedCloser> {
+        self.closer.clone()
+    }
+
+    /// The jobs ready to send now, packed for one message: `Ready(None)`
+    /// once the feed has ended (the broker drains, or the consumer was
+    /// closed).
+    pub(super) fn poll_batch(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<pb::LeasedJob>>> {
+        if self.pending.is_empty() {
+            match self
+                .receiver
+                .poll_recv_many(cx, &mut self.pending, MAX_BATCH)
+            {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(0) => return Poll::Ready(None),
+                Poll::Ready(_) => {}
+            }
+        }
+        // Sizes are estimated from the jobs before they become messages,
+        // so that what does not fit stays a job the drop can give back.
+        let mut size = 0;
+        let take = self
+            .pending
+            .iter()
+            .take_while(|job| {
+                size += estimated_len(job);
+                size <= MAX_BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        Poll::Ready(Some(
+            self.pending.drain(..take).filter_map(to_message).collect(),
+        ))
     }
 
     /// The status that ends the stream, once its credential no longer
@@ -116,9 +153,7 @@ impl Drop for LeaseStream {
         while let Ok(job) = self.receiver.try_recv() {
             unsent.extend(LeaseRef::of(&job));
         }
-        if let Some(closer) = self.closer.take() {
-            closer.close(unsent);
-        }
+        self.closer.close(unsent);
     }
 }
 
@@ -167,29 +202,7 @@ impl Stream for LeaseBatchStream {
         if let Poll::Ready(status) = inner.poll_revoked(cx) {
             return Poll::Ready(Some(Err(status)));
         }
-        if inner.pending.is_empty() {
-            match inner
-                .receiver
-                .poll_recv_many(cx, &mut inner.pending, MAX_BATCH)
-            {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(0) => return Poll::Ready(None),
-                Poll::Ready(_) => {}
-            }
-        }
-        // Sizes are estimated from the jobs before they become messages,
-        // so that what does not fit stays a job the drop can give back.
-        let mut size = 0;
-        let take = inner
-            .pending
-            .iter()
-            .take_while(|job| {
-                size += estimated_len(job);
-                size <= MAX_BATCH_BYTES
-            })
-            .count()
-            .max(1);
-        let jobs = inner.pending.drain(..take).filter_map(to_message).collect();
-        Poll::Ready(Some(Ok(pb::LeasedJobBatch { jobs })))
+        let jobs = std::task::ready!(inner.poll_batch(cx));
+        Poll::Ready(jobs.map(|jobs| Ok(pb::LeasedJobBatch { jobs })))
     }
 }

@@ -7,6 +7,7 @@
 mod admin_rpc;
 mod broker_rpc;
 pub mod convert;
+mod enqueue_stream;
 mod error;
 mod lease_permits;
 mod lease_stream;
@@ -16,13 +17,16 @@ mod schedule_rpc;
 mod source_rpc;
 mod trace_spans;
 mod visibility;
+mod work_session;
 
 pub use admin_rpc::AdminService;
 pub use broker_rpc::BrokerService;
+pub use enqueue_stream::EnqueueResults;
 pub use error::RequestError;
 pub use lease_stream::{LeaseBatchStream, LeaseStream};
 pub use schedule_rpc::ScheduleDesk;
 pub use source_rpc::{INVALID_JOB_TYPE, SourceDesk};
+pub use work_session::WorkStream;
 
 use tonic::{Response, Status};
 

@@ -10,6 +10,7 @@ use std::process::Command;
 use nix::sys::signal::Signal;
 use sluice_broker::auth::{Authorizer, ReflectionAccess};
 use sluice_e2e::in_process::test_config;
+use sluice_e2e::streams::{ProducerStream, WorkSession, end_code};
 use sluice_e2e::{BrokerProcess, TestBroker, binary, scratch_dir};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
@@ -90,6 +91,26 @@ async fn call(rpc: &str, channel: &Channel, token: Option<&str>, job_id: &str) -
         "EnqueueBatch" => {
             status!(broker.enqueue_batch(req(pb::EnqueueBatchRequest { jobs: vec![job()] }, token)))
         }
+        // A stream's open is its call's status; its one request's result
+        // answers for a request the credential may not make.
+        "EnqueueStream" => match ProducerStream::open(channel, token).await {
+            Ok(mut stream) => {
+                stream.send(1, Some(job())).await;
+                match stream.next().await {
+                    Ok(Some(reply)) => {
+                        let item = &reply.results[0];
+                        (Code::from(item.code), item.message.clone())
+                    }
+                    Ok(None) => (Code::Ok, String::new()),
+                    Err(s) => (s.code(), s.message().to_owned()),
+                }
+            }
+            Err(s) => (s.code(), s.message().to_owned()),
+        },
+        "Work" => match WorkSession::open(channel, token, lease()).await {
+            Ok(_) => (Code::Ok, String::new()),
+            Err(s) => (s.code(), s.message().to_owned()),
+        },
         "Lease" => status!(broker.lease(req(lease(), token))),
         "LeaseBatches" => status!(broker.lease_batches(req(lease(), token))),
         "Ack" => status!(broker.ack(req(
@@ -216,11 +237,13 @@ async fn call(rpc: &str, channel: &Channel, token: Option<&str>, job_id: &str) -
     }
 }
 
-const BROKER_RPCS: [&str; 9] = [
+const BROKER_RPCS: [&str; 11] = [
     "Enqueue",
     "EnqueueBatch",
+    "EnqueueStream",
     "Lease",
     "LeaseBatches",
+    "Work",
     "Ack",
     "AckBatch",
     "Nack",
@@ -295,7 +318,7 @@ const JOB_CALLS: [&str; 8] = [
 
 fn expected(rpc: &str, caller: &str) -> Expect {
     use Expect::{Allowed, Hidden, Refused};
-    let producer_call = matches!(rpc, "Enqueue" | "EnqueueBatch");
+    let producer_call = matches!(rpc, "Enqueue" | "EnqueueBatch" | "EnqueueStream");
     let worker_call = BROKER_RPCS.contains(&rpc) && !producer_call;
     let read = matches!(
         rpc,
@@ -880,4 +903,97 @@ every_backend! {
         })
         .await;
     }
+}
+
+every_backend! {
+    async fn an_enqueue_stream_checks_each_request_against_its_scope() {
+        let (b, _) = broker_with_tokens("auth-stream-scope").await;
+        let mut stream = ProducerStream::open(&b.channel, Some(PRODUCER_OTHER)).await.unwrap();
+        stream.send(1, Some(sluice_e2e::job_in("other", "t", b""))).await;
+        stream.send(2, Some(sluice_e2e::job_in("default", "t", b""))).await;
+        stream.send(3, Some(sluice_e2e::job_in("elsewhere.x", "t", b""))).await;
+        let results = stream.results(3).await;
+        assert_eq!(results[0].code, 0);
+        assert_eq!(results[1].code, Code::PermissionDenied as i32);
+        assert!(results[1].message.contains("may not use queue \"default\""), "{}", results[1].message);
+        assert_eq!(results[2].code, 0);
+        // A worker's credential opens no EnqueueStream, a producer's no session.
+        let refused = ProducerStream::open(&b.channel, Some(WORKER)).await.err().unwrap();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        let open = pb::LeaseRequest {
+            worker_id: "w".into(),
+            max_in_flight: 1,
+            ..Default::default()
+        };
+        let refused = WorkSession::open(&b.channel, Some(PRODUCER), open.clone()).await.err().unwrap();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        // A scoped worker opens no session on a queue outside its scope,
+        // and sees a job outside it as unknown.
+        let refused = WorkSession::open(&b.channel, Some(WORKER_OTHER), open).await.err().unwrap();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
+}
+
+#[tokio::test]
+async fn sighup_ends_the_enqueue_streams_and_work_sessions_of_revoked_credentials() {
+    let dir = scratch_dir("auth-revoke-streams");
+    let path = dir.join("tokens");
+    std::fs::write(
+        &path,
+        format!("admin {ADMIN}\nworker {WORKER}\nproducer {PRODUCER}\nproducer {PRODUCER_OTHER} orders,billing\n"),
+    )
+    .unwrap();
+    let broker = BrokerProcess::start(&["--auth-tokens", path.to_str().unwrap()]);
+    let channel = broker.channel().await;
+    let mut session = WorkSession::open(
+        &channel,
+        Some(WORKER),
+        pb::LeaseRequest {
+            worker_id: "revoked".into(),
+            queues: vec!["orders".into()],
+            max_in_flight: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut revoked = ProducerStream::open(&channel, Some(PRODUCER))
+        .await
+        .unwrap();
+    let mut narrowed = ProducerStream::open(&channel, Some(PRODUCER_OTHER))
+        .await
+        .unwrap();
+    narrowed
+        .send(1, Some(sluice_e2e::job_in("orders", "t", b"")))
+        .await;
+    assert_eq!(narrowed.results(1).await[0].code, 0);
+
+    std::fs::write(
+        &path,
+        format!("admin {ADMIN}\nproducer {PRODUCER_OTHER} billing\n"),
+    )
+    .unwrap();
+    broker.signal(Signal::SIGHUP);
+    broker.wait_for_log("token file reloaded");
+    assert_eq!(session.ended().await.0, Code::Unauthenticated);
+    assert_eq!(
+        end_code(&mut revoked.responses).await.0,
+        Code::Unauthenticated
+    );
+    // The narrowed credential's stream goes on, with its new scope for
+    // each request from now on.
+    narrowed
+        .send(2, Some(sluice_e2e::job_in("orders", "t", b"")))
+        .await;
+    narrowed
+        .send(3, Some(sluice_e2e::job_in("billing", "t", b"")))
+        .await;
+    let results = narrowed.results(2).await;
+    assert_eq!(
+        results[0].code,
+        Code::PermissionDenied as i32,
+        "{}",
+        results[0].message
+    );
+    assert_eq!(results[1].code, 0, "{}", results[1].message);
 }

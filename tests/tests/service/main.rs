@@ -25,5 +25,6 @@ mod leases;
 mod memory;
 mod schedules;
 mod sources;
+mod streams;
 mod validation;
 mod worker_library;

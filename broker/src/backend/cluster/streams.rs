@@ -202,6 +202,18 @@ impl Streams {
         }
     }
 
+    /// Sets how many unresolved jobs `stream` may hold from now on (a
+    /// Work session's credit) and wakes the claimer if that leaves room.
+    pub fn set_window(&self, stream: StreamId, window: u32) {
+        let room = self.lock().get_mut(&stream).is_some_and(|s| {
+            s.max_in_flight = window;
+            in_flight(s) < window
+        });
+        if room {
+            self.wake();
+        }
+    }
+
     /// Ends every stream (the drain, or a lost store).
     pub fn end_all(&self) {
         self.lock().clear();
@@ -320,7 +332,13 @@ impl<S: ClaimStore> Closer<S> {
 }
 
 impl<S: ClaimStore> FeedCloser for Closer<S> {
-    fn close(self: Box<Self>, unsent: Vec<LeaseRef>) {
+    fn set_window(&self, window: u32) {
+        if let Some(store) = self.store.upgrade() {
+            store.streams().set_window(self.stream, window);
+        }
+    }
+
+    fn close(&self, unsent: Vec<LeaseRef>) {
         let Some(store) = self.store.upgrade() else {
             return;
         };

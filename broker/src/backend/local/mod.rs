@@ -76,7 +76,11 @@ struct LocalCloser {
 }
 
 impl FeedCloser for LocalCloser {
-    fn close(self: Box<Self>, unsent: Vec<LeaseRef>) {
+    fn set_window(&self, window: u32) {
+        self.shared.set_window(self.consumer, window);
+    }
+
+    fn close(&self, unsent: Vec<LeaseRef>) {
         self.shared.close_consumer(self.consumer, unsent);
     }
 }
@@ -173,7 +177,7 @@ impl Backend for LocalBackend {
         let (consumer, jobs) = self.shared.open_consumer(spec)?;
         Ok(LeaseFeed {
             jobs,
-            closer: Box::new(LocalCloser {
+            closer: Arc::new(LocalCloser {
                 shared: self.shared.clone(),
                 consumer,
             }),

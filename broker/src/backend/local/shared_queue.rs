@@ -245,6 +245,15 @@ impl SharedQueue {
         });
     }
 
+    /// Sets how many unresolved jobs consumer `id` may hold from now on,
+    /// sending what that leases it.
+    pub(super) fn set_window(&self, id: ConsumerId, window: u32) {
+        let Ok(mut state) = self.lock() else { return };
+        self.apply(&mut state, |state, now| {
+            state.queue.set_window(id, window, now);
+        });
+    }
+
     /// Refuses new work from now on and ends every Lease stream (once each
     /// has sent what it holds). Leased jobs can still be resolved.
     pub fn begin_drain(&self) {

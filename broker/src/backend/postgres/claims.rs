@@ -54,7 +54,7 @@ pub(super) async fn open(inner: &Arc<Inner>, spec: ConsumerSpec) -> Result<Lease
     let jobs = inner.streams.open(stream, spec, lease, adopted);
     Ok(LeaseFeed {
         jobs,
-        closer: Box::new(Closer::new(inner, stream)),
+        closer: Arc::new(Closer::new(inner, stream)),
     })
 }
 

@@ -1,0 +1,222 @@
+//! `Broker.EnqueueStream`: one producer's stream of enqueues. A task per
+//! stream reads what has arrived (at most [`STREAM_WINDOW`] requests),
+//! checks each request's queue against the stream's credential as the
+//! last SIGHUP left it, enqueues the valid ones in one backend call (one
+//! commit), and sends their results in one message, tagged with each
+//! request's seq, once that commit is durable. What arrives meanwhile goes
+//! into the next group, so a producer with many requests in flight gets
+//! group commits without batching.
+//!
+//! A bad request gets its own status and the stream goes on. The stream
+//! ends with a status when its credential is revoked (UNAUTHENTICATED or
+//! PERMISSION_DENIED), and with UNAVAILABLE once the broker drains (after
+//! answering what it read, each UNAVAILABLE too); results already sent
+//! stand, and a request without a result may be sent again on a new
+//! stream (with its idempotency key it is then a duplicate).
+
+use sluice_limits::STREAM_WINDOW;
+use sluice_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+use tracing::debug;
+
+use super::broker_rpc::{BrokerService, check_queues, item_status};
+use super::error::RequestError;
+use crate::auth::{Grant, StreamGuard};
+
+/// The response stream tonic sends.
+pub type EnqueueResults = ReceiverStream<Result<pb::EnqueueStreamResponse, Status>>;
+
+/// One EnqueueStream's task: see the module doc.
+pub(super) struct EnqueueStreamTask {
+    pub service: BrokerService,
+    /// The credential the stream opened with (an open broker's grant).
+    pub grant: Grant,
+    /// Follows the token file's reloads; `None` on an open broker.
+    pub guard: Option<StreamGuard>,
+    pub requests: Streaming<pb::EnqueueStreamRequest>,
+    /// Cancelled when the broker's drain is over.
+    pub end: CancellationToken,
+}
+
+/// Why a group ended the stream after its results.
+enum After {
+    More,
+    /// The producer closed its side: every request is answered.
+    Closed,
+    /// The stream broke, or must end with this status.
+    End(Option<Status>),
+}
+
+impl EnqueueStreamTask {
+    /// Runs the stream until the producer closes it, goes away, or the
+    /// broker ends it; sends results and the final status to `out`.
+    pub async fn run(mut self, out: mpsc::Sender<Result<pb::EnqueueStreamResponse, Status>>) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                revoked = revoked(&mut self.guard) => {
+                    let _ = out.send(Err(Status::from(RequestError::from(revoked)))).await;
+                    return;
+                }
+                () = self.end.cancelled() => {
+                    let _ = out.send(Err(draining())).await;
+                    return;
+                }
+                () = out.closed() => return,
+                first = self.requests.next() => first,
+            };
+            let mut group = Vec::new();
+            let mut after = After::More;
+            match first {
+                Some(Ok(request)) => group.push(request),
+                None => return,
+                Some(Err(status)) => {
+                    debug!(%status, "enqueue stream broke");
+                    return;
+                }
+            }
+            // Whatever else has arrived, up to the window: polled without
+            // waiting, so the group is what came while the last one ran.
+            while group.len() < STREAM_WINDOW {
+                match next_if_arrived(&mut self.requests) {
+                    Some(Some(Ok(request))) => group.push(request),
+                    Some(None) => {
+                        after = After::Closed;
+                        break;
+                    }
+                    Some(Some(Err(status))) => {
+                        debug!(%status, "enqueue stream broke");
+                        after = After::End(None);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let (results, refused) = self.decide(group).await;
+            if refused.is_some() {
+                after = After::End(refused);
+            }
+            if out
+                .send(Ok(pb::EnqueueStreamResponse { results }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            match after {
+                After::More => {}
+                After::Closed => return,
+                After::End(status) => {
+                    if let Some(status) = status {
+                        let _ = out.send(Err(status)).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The results of `group`, in its order, and the status that ends the
+    /// stream when the backend refused the group as a whole (the drain, a
+    /// store out of reach, a failed broker).
+    async fn decide(
+        &mut self,
+        group: Vec<pb::EnqueueStreamRequest>,
+    ) -> (Vec<pb::EnqueueStreamResult>, Option<Status>) {
+        let grant = self.guard.as_ref().map_or(&self.grant, StreamGuard::grant);
+        let mut seqs = Vec::with_capacity(group.len());
+        let mut results: Vec<Option<pb::EnqueueStreamResult>> = Vec::with_capacity(group.len());
+        let mut jobs = Vec::with_capacity(group.len());
+        for request in group {
+            seqs.push(request.seq);
+            let checked = match request.job {
+                None => Err(RequestError::invalid("job", "is required")),
+                Some(job) => check_queues(grant, [job.queue.as_str()]).map(|()| job),
+            };
+            match checked {
+                Ok(job) => {
+                    jobs.push(job);
+                    results.push(None);
+                }
+                Err(err) => results.push(Some(failed(request.seq, err))),
+            }
+        }
+        let batch = pb::EnqueueBatchRequest { jobs };
+        let mut enqueued = match self.service.handle_enqueue_batch(batch).await {
+            Ok(response) => response.results.into_iter(),
+            Err(err) => {
+                // Refused as a whole: every request of the group gets
+                // that status, and so does the stream.
+                let status = Status::from(err);
+                let results = seqs
+                    .into_iter()
+                    .map(|seq| pb::EnqueueStreamResult {
+                        seq,
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                        ..Default::default()
+                    })
+                    .collect();
+                return (results, Some(status));
+            }
+        };
+        let results = results
+            .into_iter()
+            .zip(seqs)
+            .map(|(result, seq)| {
+                result.unwrap_or_else(|| {
+                    let r = enqueued.next().unwrap_or_default();
+                    pb::EnqueueStreamResult {
+                        seq,
+                        job_id: r.job_id,
+                        duplicate: r.duplicate,
+                        code: r.code,
+                        message: r.message,
+                    }
+                })
+            })
+            .collect();
+        (results, None)
+    }
+}
+
+/// The result of a request refused before it reached the backend.
+fn failed(seq: u64, err: RequestError) -> pb::EnqueueStreamResult {
+    let (code, message) = item_status(Err(err));
+    pb::EnqueueStreamResult {
+        seq,
+        code,
+        message,
+        ..Default::default()
+    }
+}
+
+/// How a stream ends once the broker drains.
+pub(super) fn draining() -> Status {
+    Status::unavailable("the broker is draining: reconnect to another broker or retry later")
+}
+
+/// The next request if one is there now; `None` if none has arrived.
+pub(super) fn next_if_arrived<S: tokio_stream::Stream + Unpin>(
+    stream: &mut S,
+) -> Option<Option<S::Item>> {
+    use std::task::{Context, Poll, Waker};
+    let mut cx = Context::from_waker(Waker::noop());
+    match std::pin::Pin::new(stream).poll_next(&mut cx) {
+        Poll::Ready(item) => Some(item),
+        Poll::Pending => None,
+    }
+}
+
+/// Resolves once `guard`'s credential no longer covers the stream; never
+/// on an open broker.
+pub(super) async fn revoked(guard: &mut Option<StreamGuard>) -> crate::auth::AuthError {
+    match guard {
+        Some(guard) => std::future::poll_fn(|cx| guard.poll_revoked(cx)).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,290 @@
+//! `Broker.Work`: a worker's session, Lease and the reports on one
+//! stream. The first message opens it with what Lease takes; from then
+//! on the session is two halves:
+//!
+//! - [`WorkStream`], the response stream: the jobs its feed leases (as
+//!   [`LeaseStream`] sends them, packed) and the results of reports, both
+//!   in one message when both are ready. When the feed ends because the
+//!   broker drains, its next message says `draining`.
+//! - [`ReportsTask`], a task that reads the worker's messages: the ones
+//!   that have arrived (at most [`STREAM_WINDOW`]) are decided in order,
+//!   runs of Acks in one backend call as AckBatch does, the others one by
+//!   one as their unary calls do, and their results go to the response
+//!   stream together.
+//!
+//! The session ends when the worker closes its side (once every report is
+//! answered), when the worker goes away, when its credential is revoked
+//! (the status says why), or when the broker's drain is over. Dropping the
+//! response stream gives back the jobs leased to it and never sent, as a
+//! Lease stream's drop does.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use sluice_limits::STREAM_WINDOW;
+use sluice_proto::v1 as pb;
+use sluice_proto::v1::work_request::Kind;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt as _};
+use tokio_util::sync::CancellationToken;
+use tonic::{Status, Streaming};
+use tracing::debug;
+
+use super::broker_rpc::{BrokerService, item_status};
+use super::enqueue_stream::{next_if_arrived, revoked};
+use super::error::RequestError;
+use super::lease_stream::LeaseStream;
+use crate::auth::{Grant, StreamGuard};
+use crate::backend::FeedCloser;
+
+/// What the reports task sends the response stream: results, or the
+/// status that ends the session.
+type Decided = Result<Vec<pb::WorkResult>, Status>;
+
+/// The response stream of one Work session.
+pub struct WorkStream {
+    jobs: LeaseStream,
+    results: mpsc::Receiver<Decided>,
+    /// The feed ended: the broker drains, and says so once.
+    feed_ended: bool,
+    draining_said: bool,
+    ended: bool,
+}
+
+impl WorkStream {
+    pub(super) fn new(jobs: LeaseStream, results: mpsc::Receiver<Decided>) -> Self {
+        Self {
+            jobs,
+            results,
+            feed_ended: false,
+            draining_said: false,
+            ended: false,
+        }
+    }
+}
+
+impl Stream for WorkStream {
+    type Item = Result<pb::WorkResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let mut response = pb::WorkResponse::default();
+        let mut reports_done = false;
+        loop {
+            match this.results.poll_recv(cx) {
+                Poll::Ready(Some(Ok(results))) => response.results.extend(results),
+                Poll::Ready(Some(Err(status))) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                Poll::Ready(None) => {
+                    reports_done = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if !this.feed_ended {
+            match this.jobs.poll_batch(cx) {
+                Poll::Ready(Some(jobs)) => response.jobs = jobs,
+                Poll::Ready(None) => this.feed_ended = true,
+                Poll::Pending => {}
+            }
+        }
+        if this.feed_ended && !this.draining_said {
+            this.draining_said = true;
+            response.draining = true;
+        }
+        if !response.results.is_empty() || !response.jobs.is_empty() || response.draining {
+            return Poll::Ready(Some(Ok(response)));
+        }
+        if reports_done {
+            this.ended = true;
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+}
+
+/// The task that decides one session's reports: see the module doc.
+pub(super) struct ReportsTask {
+    pub service: BrokerService,
+    /// The credential the session opened with (an open broker's grant).
+    pub grant: Grant,
+    /// Follows the token file's reloads; `None` on an open broker.
+    pub guard: Option<StreamGuard>,
+    pub requests: Streaming<pb::WorkRequest>,
+    /// Sets the session's window.
+    pub feed: Arc<dyn FeedCloser>,
+    /// The opening max_in_flight: the highest window.
+    pub max_window: u32,
+    /// Cancelled when the broker's drain is over.
+    pub end: CancellationToken,
+}
+
+/// The ack of a run of Acks, waiting for the run to end.
+struct PendingAck {
+    seq: u64,
+    ack: pb::AckRequest,
+}
+
+impl ReportsTask {
+    /// Reads and decides reports until the session ends.
+    pub async fn run(mut self, out: mpsc::Sender<Decided>) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                revoked = revoked(&mut self.guard) => {
+                    let _ = out.send(Err(Status::from(RequestError::from(revoked)))).await;
+                    return;
+                }
+                () = self.end.cancelled() => return,
+                () = out.closed() => return,
+                first = self.requests.next() => first,
+            };
+            let mut group = Vec::new();
+            let mut closed = false;
+            match first {
+                Some(Ok(request)) => group.push(request),
+                None => return,
+                Some(Err(status)) => {
+                    debug!(%status, "work session broke");
+                    return;
+                }
+            }
+            while group.len() < STREAM_WINDOW {
+                match next_if_arrived(&mut self.requests) {
+                    Some(Some(Ok(request))) => group.push(request),
+                    Some(Some(Err(_)) | None) => {
+                        closed = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let results = self.decide(group).await;
+            if out.send(Ok(results)).await.is_err() || closed {
+                return;
+            }
+        }
+    }
+
+    /// The results of `group`, in its order.
+    async fn decide(&mut self, group: Vec<pb::WorkRequest>) -> Vec<pb::WorkResult> {
+        let mut results = Vec::with_capacity(group.len());
+        let mut acks = Vec::new();
+        for request in group {
+            let seq = request.seq;
+            let Some(Kind::Ack(ack)) = request.kind else {
+                self.ack_run(&mut acks, &mut results).await;
+                results.push(self.decide_one(seq, request.kind).await);
+                continue;
+            };
+            acks.push(PendingAck { seq, ack });
+        }
+        self.ack_run(&mut acks, &mut results).await;
+        results
+    }
+
+    fn grant(&self) -> &Grant {
+        self.guard.as_ref().map_or(&self.grant, StreamGuard::grant)
+    }
+
+    /// Decides the run of Acks `acks` in one backend call, as AckBatch.
+    async fn ack_run(&self, acks: &mut Vec<PendingAck>, results: &mut Vec<pb::WorkResult>) {
+        if acks.is_empty() {
+            return;
+        }
+        let (seqs, acks): (Vec<u64>, Vec<pb::AckRequest>) =
+            acks.drain(..).map(|a| (a.seq, a.ack)).unzip();
+        let batch = pb::AckBatchRequest { acks };
+        match self.service.handle_ack_batch(self.grant(), batch).await {
+            Ok(response) => {
+                results.extend(response.results.into_iter().zip(seqs).map(|(r, seq)| {
+                    pb::WorkResult {
+                        seq,
+                        code: r.code,
+                        message: r.message,
+                        answer: None,
+                    }
+                }));
+            }
+            Err(err) => {
+                let status = Status::from(err);
+                results.extend(seqs.into_iter().map(|seq| pb::WorkResult {
+                    seq,
+                    code: status.code() as i32,
+                    message: status.message().to_owned(),
+                    answer: None,
+                }));
+            }
+        }
+    }
+
+    /// The result of one report other than an Ack.
+    async fn decide_one(&self, seq: u64, kind: Option<Kind>) -> pb::WorkResult {
+        use pb::work_result::Answer;
+        let grant = self.grant();
+        let answer = match kind {
+            Some(Kind::Credit(credit)) => self.set_window(credit.window).map(|()| None),
+            Some(Kind::Nack(nack)) => self
+                .service
+                .handle_nack(grant, nack)
+                .await
+                .map(|r| Some(Answer::Nack(r))),
+            Some(Kind::Extend(extend)) => self
+                .service
+                .handle_extend(grant, extend)
+                .await
+                .map(|r| Some(Answer::Extend(r))),
+            Some(Kind::Release(release)) => self
+                .service
+                .handle_release(grant, release)
+                .await
+                .map(|r| Some(Answer::Release(r))),
+            Some(Kind::Open(_)) => Err(RequestError::invalid(
+                "open",
+                "the session is open already: only its first message opens it",
+            )),
+            Some(Kind::Ack(_)) => unreachable!("acks are decided in runs"),
+            None => Err(RequestError::invalid(
+                "kind",
+                "is required: credit, ack, nack, extend or release",
+            )),
+        };
+        match answer {
+            Ok(answer) => pb::WorkResult {
+                seq,
+                answer,
+                ..Default::default()
+            },
+            Err(err) => {
+                let (code, message) = item_status(Err(err));
+                pb::WorkResult {
+                    seq,
+                    code,
+                    message,
+                    answer: None,
+                }
+            }
+        }
+    }
+
+    fn set_window(&self, window: u32) -> Result<(), RequestError> {
+        if window > self.max_window {
+            return Err(RequestError::invalid(
+                "credit.window",
+                format!(
+                    "{window} is over the session's max_in_flight of {}",
+                    self.max_window
+                ),
+            ));
+        }
+        self.feed.set_window(window);
+        Ok(())
+    }
+}
