@@ -28,6 +28,9 @@ pub enum Api {
     Unary,
     /// EnqueueBatch, LeaseBatches and AckBatch.
     Batch,
+    /// EnqueueStream (a result per job, --window unanswered per producer)
+    /// and Work sessions (an Ack report per job).
+    Stream,
 }
 
 /// What one run does.
@@ -236,14 +239,15 @@ pub async fn run(addrs: &[String], load: &Load) -> anyhow::Result<Measured> {
             per_producer
         };
         let client = BrokerClient::new(connect(at(id), &load.security, Role::Producer).await?);
-        producers.spawn(produce(
-            client,
-            count,
-            load.clone(),
-            progress.clone(),
-            epoch,
-            started,
-        ));
+        let (load, progress) = (load.clone(), progress.clone());
+        match load.api {
+            Api::Stream => producers.spawn(produce_stream(
+                client, count, load, progress, epoch, started,
+            )),
+            Api::Unary | Api::Batch => {
+                producers.spawn(produce(client, count, load, progress, epoch, started))
+            }
+        };
     }
     let mut enqueue_call_us = Histogram::<u64>::new(3)?;
     while let Some(result) = producers.join_next().await {
@@ -345,6 +349,132 @@ async fn wait_for_workers(addr: &str, security: &ClientSecurity, n: usize) -> an
     bail!("consumers did not register within 5s")
 }
 
+/// When job number `sent` of a producer is due (open loop), and the time
+/// to stamp it with: the send time, or its due time when it is sent more
+/// than [`STALL`] late (timer slop stays well under it), so that a
+/// producer held up by the broker shows in the latency rather than
+/// quietly offering less (as peerbench does).
+struct Pacing {
+    interval: Option<Duration>,
+    started: Instant,
+    epoch: Instant,
+}
+
+impl Pacing {
+    fn new(load: &Load, started: Instant, epoch: Instant) -> Self {
+        let interval = load
+            .rate
+            .map(|rate| Duration::from_secs_f64(load.producers as f64 / rate));
+        Self {
+            interval,
+            started,
+            epoch,
+        }
+    }
+
+    /// Waits until job `sent` is due (at once, closed loop).
+    async fn due(&self, sent: u64) {
+        if let Some(interval) = self.interval {
+            tokio::time::sleep_until(self.started + interval.mul_f64(sent as f64)).await;
+        }
+    }
+
+    fn stamp(&self, sent: u64) -> u64 {
+        let now = self.epoch.elapsed();
+        let due = self
+            .interval
+            .map(|i| (self.started + i.mul_f64(sent as f64)).duration_since(self.epoch));
+        match due {
+            Some(due) if now > due + STALL => due.as_nanos() as u64,
+            _ => now.as_nanos() as u64,
+        }
+    }
+}
+
+/// Waits while more than `--max-backlog` jobs are enqueued and not acked.
+async fn hold_backlog(load: &Load, progress: &Progress) {
+    if let Some(most) = load.max_backlog {
+        while progress.sent.load(Ordering::Acquire) > progress.acked.load(Ordering::Acquire) + most
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// A producer on one EnqueueStream with at most `--window` requests
+/// unanswered; the call time of each is its send to its result.
+async fn produce_stream(
+    mut client: BrokerClient<Conn>,
+    count: u64,
+    load: Load,
+    progress: Arc<Progress>,
+    epoch: Instant,
+    started: Instant,
+) -> anyhow::Result<Histogram<u64>> {
+    let pacing = Pacing::new(&load, started, epoch);
+    let (tx, rx) = tokio::sync::mpsc::channel(load.window.max(1));
+    let mut responses = client
+        .enqueue_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("EnqueueStream")?
+        .into_inner();
+    let window = Arc::new(tokio::sync::Semaphore::new(load.window.max(1)));
+    // Send times by seq, for the call times; results come in order.
+    let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
+    let reader = {
+        let (window, sent_at) = (window.clone(), sent_at.clone());
+        tokio::spawn(async move {
+            let mut call_us = Histogram::<u64>::new(3)?;
+            let mut answered = 0u64;
+            while answered < count {
+                let Some(response) = responses.message().await.context("EnqueueStream")? else {
+                    bail!("the EnqueueStream ended after {answered} of {count} results");
+                };
+                let now = epoch.elapsed().as_nanos() as u64;
+                for result in &response.results {
+                    if result.code != 0 {
+                        bail!("EnqueueStream request failed: {}", result.message);
+                    }
+                    let at = sent_at
+                        .get(result.seq as usize)
+                        .map_or(now, |a| a.load(Ordering::Acquire));
+                    call_us.record(now.saturating_sub(at) / 1000)?;
+                }
+                answered += response.results.len() as u64;
+                window.add_permits(response.results.len());
+            }
+            Ok(call_us)
+        })
+    };
+    for seq in 0..count {
+        window.acquire().await?.forget();
+        pacing.due(seq).await;
+        hold_backlog(&load, &progress).await;
+        let at = pacing.stamp(seq);
+        sent_at[seq as usize].store(epoch.elapsed().as_nanos() as u64, Ordering::Release);
+        let job = pb::EnqueueRequest {
+            queue: load.queue.clone(),
+            job_type: "bench".into(),
+            payload: payload(load.payload, at),
+            ..Default::default()
+        };
+        if tx
+            .send(pb::EnqueueStreamRequest {
+                seq,
+                job: Some(job),
+            })
+            .await
+            .is_err()
+        {
+            break;
+        }
+        progress.sent.fetch_add(1, Ordering::AcqRel);
+    }
+    let call_us = reader.await??;
+    drop(tx);
+    Ok(call_us)
+}
+
 /// A payload stamped with `at`, nanoseconds since the run's epoch.
 fn payload(size: usize, at: u64) -> bytes::Bytes {
     let mut p = vec![0u8; size.max(8)];
@@ -378,42 +508,21 @@ async fn produce(
 ) -> anyhow::Result<Histogram<u64>> {
     let mut calls = JoinSet::new();
     let mut call_us = Histogram::<u64>::new(3)?;
-    let interval = load
-        .rate
-        .map(|rate| Duration::from_secs_f64(load.producers as f64 / rate));
+    let pacing = Pacing::new(&load, started, epoch);
     let request = |at: u64| pb::EnqueueRequest {
         queue: load.queue.clone(),
         job_type: "bench".into(),
         payload: payload(load.payload, at),
         ..Default::default()
     };
-    // Stamped when sent, as peerbench does. Open loop: a job sent more than
-    // STALL after it was due (timer slop stays well under it) is stamped
-    // with its due time instead, so a producer held up by the broker shows
-    // in the latency rather than quietly offering less.
-    let stamp = |sent: u64| {
-        let now = epoch.elapsed();
-        let due = interval.map(|i| (started + i.mul_f64(sent as f64)).duration_since(epoch));
-        match due {
-            Some(due) if now > due + STALL => due.as_nanos() as u64,
-            _ => now.as_nanos() as u64,
-        }
-    };
+    let stamp = |sent: u64| pacing.stamp(sent);
     let mut sent = 0u64;
     while sent < count {
         if calls.len() >= load.window {
             call_us.record(calls.join_next().await.context("a call")???)?;
         }
-        if let Some(interval) = interval {
-            tokio::time::sleep_until(started + interval.mul_f64(sent as f64)).await;
-        }
-        if let Some(most) = load.max_backlog {
-            while progress.sent.load(Ordering::Acquire)
-                > progress.acked.load(Ordering::Acquire) + most
-            {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
+        pacing.due(sent).await;
+        hold_backlog(&load, &progress).await;
         match load.api {
             Api::Unary => {
                 let mut c = client.clone();
@@ -444,6 +553,7 @@ async fn produce(
                 sent += n;
                 progress.sent.fetch_add(n, Ordering::AcqRel);
             }
+            Api::Stream => bail!("a stream producer is produce_stream"),
         }
     }
     while let Some(result) = calls.join_next().await {
@@ -474,6 +584,44 @@ async fn consume(
         }
     };
     match load.api {
+        Api::Stream => {
+            let (tx, rx) = tokio::sync::mpsc::channel(load.in_flight as usize + 1);
+            let open = pb::WorkRequest {
+                seq: 0,
+                kind: Some(pb::work_request::Kind::Open(request)),
+            };
+            tx.send(open).await.context("Work")?;
+            let mut session = client
+                .work(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .context("Work")?
+                .into_inner();
+            let mut seq = 0;
+            loop {
+                tokio::select! {
+                    () = progress.done.cancelled() => break,
+                    message = session.message() => {
+                        let Some(response) = message? else { break };
+                        let mut ok = 0;
+                        for result in &response.results {
+                            if result.code != 0 {
+                                bail!("Ack on the session failed: {}", result.message);
+                            }
+                            ok += 1;
+                        }
+                        if ok > 0 {
+                            finished(ok);
+                        }
+                        for job in response.jobs {
+                            latency.record(latency_of(&job, epoch))?;
+                            seq += 1;
+                            let ack = pb::AckRequest { job_id: job.job.map(|j| j.id).unwrap_or_default(), lease_id: job.lease_id };
+                            tx.send(pb::WorkRequest { seq, kind: Some(pb::work_request::Kind::Ack(ack)) }).await.context("Work")?;
+                        }
+                    }
+                }
+            }
+        }
         Api::Unary => {
             let mut stream = client.lease(request).await?.into_inner();
             loop {

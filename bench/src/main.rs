@@ -123,7 +123,8 @@ struct LoadArgs {
     /// max_in_flight of each consumer's stream.
     #[arg(short = 'k', long, default_value_t = 64)]
     in_flight: u32,
-    /// Enqueue calls in flight per producer.
+    /// Enqueue calls in flight per producer (--api stream: requests
+    /// unanswered on its stream).
     #[arg(short = 'w', long, default_value_t = 64)]
     window: usize,
     /// Jobs per EnqueueBatch call (--api batch).
@@ -346,8 +347,8 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         "jobs, producers and consumers must be above 0"
     );
     anyhow::ensure!(
-        args.rate.is_none() || args.api == Api::Unary || args.batch == 1,
-        "--rate paces job by job: use --api unary, or --batch 1"
+        args.rate.is_none() || args.api != Api::Batch || args.batch == 1,
+        "--rate paces job by job: use --api unary or stream, or --batch 1"
     );
     // `generated` keeps --secure's files until the run is over.
     let (security, generated) = args.secure.resolve()?;

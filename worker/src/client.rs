@@ -3,8 +3,11 @@
 //! error every call returns, [`BrokerError`].
 //!
 //! No protobuf or tonic type crosses this boundary. [`BrokerLink`] (in
-//! `grpc`) is the only implementation that talks to a broker: it converts
-//! to and from the wire, retries resolutions across connection loss, and
+//! `grpc`) is the only implementation that talks to a broker: it opens
+//! each Lease stream as a Work session (`session`), over which every
+//! report goes while it is open (the unary calls carry them between
+//! sessions), converts to and from the wire, retries resolutions across
+//! connection loss, and
 //! classifies every gRPC status into a [`BrokerErrorKind`] in one place, so
 //! the code above it decides on kinds (lease lost, refused, unavailable),
 //! never on status codes. Unit tests of the runner and the job task put a
@@ -15,6 +18,7 @@ mod error;
 pub(crate) mod fake;
 mod grpc;
 pub mod security;
+mod session;
 
 use std::future::Future;
 use std::pin::Pin;

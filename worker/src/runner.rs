@@ -1,5 +1,6 @@
-//! The worker's main loop: one Lease stream sized to the worker's
-//! concurrency, reconnected with backoff when it breaks, each job run in a
+//! The worker's main loop: one Lease stream (a Work session, see
+//! `client/session.rs`) sized to the worker's concurrency, reconnected
+//! with backoff when it breaks or the broker drains, each job run in a
 //! tracked task; and the drain on shutdown. It reaches the broker only
 //! through a [`Link`], so its tests run it against a scripted one.
 

@@ -161,3 +161,39 @@ impl Drop for DropSignal {
         let _ = self.0.try_send(());
     }
 }
+
+every_backend! {
+    async fn the_library_runs_jobs_and_reports_over_one_work_session() {
+        let s = TestBroker::with_http(test_config()).await;
+        let _worker = run(sluice_worker::Worker::builder(s.url())
+            .concurrency(4)
+            .handler("t", |_: Job, _: JobContext| async { Ok(()) })
+            .handler("fails", |_: Job, _: JobContext| async {
+                Err(JobError::permanent("no"))
+            }));
+        let mut ids = Vec::new();
+        for _ in 0..20 {
+            ids.push(s.enqueue_req(job("t")).await);
+        }
+        let failing = s.enqueue_req(job("fails")).await;
+        for id in &ids {
+            s.wait_for_state(id, pb::JobState::Succeeded).await;
+        }
+        s.wait_for_state(&failing, pb::JobState::Dead).await;
+        // Every job was leased and resolved on the session: one Work call,
+        // and none of the calls a worker made before it.
+        let url = format!("http://{}/metrics", s.http_addr.unwrap());
+        let scrape = tokio::task::spawn_blocking(move || sluice_e2e::metrics::scrape(&url))
+            .await
+            .unwrap();
+        let calls = |method: &str| {
+            scrape
+                .get("sluice_rpc_duration_seconds_count", &[("method", method)])
+                .unwrap_or(0.0)
+        };
+        assert_eq!(calls("Broker/Work"), 1.0);
+        for unary in ["Lease", "LeaseBatches", "Ack", "AckBatch", "Nack", "Extend", "Release"] {
+            assert_eq!(calls(&format!("Broker/{unary}")), 0.0, "{unary}");
+        }
+    }
+}

@@ -4,20 +4,22 @@
 //! It also turns the checked [`Security`] into tonic's TLS config and puts
 //! the token on every call (sluice-proto's [`Bearer`] interceptor).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sluice_proto::Bearer;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::broker_client::BrokerClient;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use sluice_proto::v1::work_request::Kind;
+use sluice_proto::v1::work_result::Answer;
 use tokio::time::Instant;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Code, Status, Streaming};
+use tonic::{Code, Status};
 use tracing::{debug, warn};
 
 use super::security::{Security, Tls, TlsSources};
+use super::session::{self, SessionHandle};
 use super::{
     BoxFuture, BrokerError, BrokerErrorKind, Extended, LeaseSpec, LeaseStream, LeasedJob, Link,
     Report, Resolved,
@@ -32,13 +34,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest message accepted from the broker.
 const MAX_MESSAGE: usize = 256 << 20;
-
-/// AckBatch calls in flight at once: while some wait for the broker, the
-/// next acks go out instead of waiting a round trip.
-const ACK_CALLS_IN_FLIGHT: usize = 4;
-
-/// Most acks in one AckBatch call.
-const MAX_ACK_BATCH: usize = 1024;
 
 /// A job's timeout when the broker sent none (it always does).
 const FALLBACK_JOB_TIMEOUT: Duration = Duration::from_secs(60);
@@ -103,21 +98,14 @@ pub fn endpoint(url: &str, security: &Security) -> Result<Endpoint, WorkerError>
     Ok(endpoint)
 }
 
-/// An ack waiting for the batcher, with where to send its result.
-struct PendingAck {
-    ack: pb::AckRequest,
-    reply: oneshot::Sender<Result<(), BrokerError>>,
-}
-
 /// A cheap, cloneable handle on the broker's `sluice.v1.Broker` service.
 /// The connection is made lazily and re-made after it breaks.
 #[derive(Clone)]
 pub struct BrokerLink {
     client: Client,
-    /// Acks go to one batcher task, started on first use: while its
-    /// AckBatch calls are in flight the next acks gather, so a busy worker
-    /// sends many per call and an idle one waits for none.
-    acks: Arc<OnceLock<mpsc::Sender<PendingAck>>>,
+    /// The Work session opened last, while it is open: reports go over it
+    /// (see `session.rs`); between sessions they go by the unary calls.
+    session: Arc<Mutex<Option<Arc<SessionHandle>>>>,
 }
 
 impl BrokerLink {
@@ -138,36 +126,37 @@ impl BrokerLink {
             // A leased job is as large as the broker's --max-payload allows.
             client: BrokerClient::with_interceptor(channel, bearer(security)?)
                 .max_decoding_message_size(MAX_MESSAGE),
-            acks: Arc::new(OnceLock::new()),
+            session: Arc::default(),
         })
     }
 
-    /// Acks through the batcher.
-    async fn ack(&self, ack: pb::AckRequest) -> Result<(), BrokerError> {
-        let sender = self.acks.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(4 * MAX_ACK_BATCH);
-            tokio::spawn(batch_acks(self.client.clone(), rx));
-            tx
-        });
-        let (reply, answer) = oneshot::channel();
-        let stopped = || classify(Code::Unavailable, "the ack batcher stopped");
-        // Queued behind other batches: bounded like a call of its own, so a
-        // broker that stopped answering does not hold the job's retries up.
-        let queued = async {
-            sender
-                .send(PendingAck { ack, reply })
-                .await
-                .map_err(|_| stopped())?;
-            answer.await.map_err(|_| stopped())?
-        };
-        tokio::time::timeout(2 * CALL_TIMEOUT, queued)
-            .await
-            .unwrap_or_else(|_| {
-                Err(classify(
+    /// The open session, if any.
+    fn session(&self) -> Option<Arc<SessionHandle>> {
+        self.session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|s| s.is_open())
+            .cloned()
+    }
+
+    /// `kind` over the open session; `None` when none is open or it ended
+    /// before answering. A result with a code becomes its error.
+    async fn over_session(&self, kind: Kind) -> Option<Result<Option<Answer>, BrokerError>> {
+        let session = self.session()?;
+        let result = match tokio::time::timeout(CALL_TIMEOUT, session.report(kind)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Some(Err(classify(
                     Code::DeadlineExceeded,
-                    "the ack was not answered in time",
-                ))
-            })
+                    "no answer from the broker in time",
+                )));
+            }
+        };
+        Some(match result.code {
+            0 => Ok(result.answer),
+            code => Err(classify(Code::from(code), &result.message)),
+        })
     }
 
     async fn resolve_once(
@@ -176,51 +165,68 @@ impl BrokerLink {
         lease_id: &str,
         report: &Report,
     ) -> Result<Resolved, BrokerError> {
-        let mut client = self.client.clone();
         let (job_id, lease_id) = (job_id.to_owned(), lease_id.to_owned());
-        match report {
-            Report::Ack => {
-                self.ack(pb::AckRequest { job_id, lease_id }).await?;
-                Ok(Resolved::Succeeded)
-            }
+        let kind = match report {
+            Report::Ack => Kind::Ack(pb::AckRequest { job_id, lease_id }),
             Report::Nack {
                 error,
                 retry_after,
                 dead,
-            } => {
-                let req = pb::NackRequest {
-                    job_id,
-                    lease_id,
-                    error: error.clone(),
-                    retry_after: retry_after.map(sluice_proto::duration_to_pb),
-                    dead: *dead,
-                };
-                let state = bounded(client.nack(timed(req))).await?.into_inner().state();
-                Ok(match state {
-                    pb::JobState::Scheduled | pb::JobState::Ready => Resolved::Retried,
-                    _ => Resolved::Failed,
-                })
+            } => Kind::Nack(pb::NackRequest {
+                job_id,
+                lease_id,
+                error: error.clone(),
+                retry_after: retry_after.map(sluice_proto::duration_to_pb),
+                dead: *dead,
+            }),
+            Report::Release => Kind::Release(pb::ReleaseRequest {
+                job_id,
+                lease_id,
+                delay: None,
+            }),
+        };
+        let nack_state = match self.over_session(kind.clone()).await {
+            Some(answer) => match answer? {
+                Some(Answer::Nack(nack)) => Some(nack.state()),
+                _ => None,
+            },
+            None => {
+                let mut client = self.client.clone();
+                match kind {
+                    Kind::Ack(req) => bounded(client.ack(timed(req))).await.map(|_| None)?,
+                    Kind::Nack(req) => {
+                        Some(bounded(client.nack(timed(req))).await?.into_inner().state())
+                    }
+                    Kind::Release(req) => {
+                        bounded(client.release(timed(req))).await.map(|_| None)?
+                    }
+                    _ => None,
+                }
             }
-            Report::Release => {
-                let req = pb::ReleaseRequest {
-                    job_id,
-                    lease_id,
-                    delay: None,
-                };
-                bounded(client.release(timed(req))).await?;
-                Ok(Resolved::Released)
-            }
-        }
+        };
+        Ok(match report {
+            Report::Ack => Resolved::Succeeded,
+            Report::Release => Resolved::Released,
+            Report::Nack { .. } => match nack_state {
+                Some(pb::JobState::Scheduled | pb::JobState::Ready) => Resolved::Retried,
+                _ => Resolved::Failed,
+            },
+        })
     }
 }
 
 impl Link for BrokerLink {
     fn lease(&self, spec: LeaseSpec) -> BoxFuture<'_, Result<Box<dyn LeaseStream>, BrokerError>> {
         Box::pin(async move {
-            let stream = bounded(self.client.clone().lease_batches(lease_request(spec)))
+            let (requests, handle) = session::requests(lease_request(spec));
+            let responses = bounded(self.client.clone().work(requests))
                 .await?
                 .into_inner();
-            Ok(Box::new(Batches(stream)) as Box<dyn LeaseStream>)
+            let jobs = session::start(responses, &handle, leased_from_pb, from_status);
+            // The session opened before stays open for its reports until
+            // its last one is answered, then closes with its handle.
+            *self.session.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+            Ok(jobs)
         })
     }
 
@@ -236,9 +242,20 @@ impl Link for BrokerLink {
                 lease_id: lease_id.to_owned(),
                 extend_by: Some(sluice_proto::duration_to_pb(by)),
             };
-            let reply = bounded(self.client.clone().extend(timed(req)))
-                .await?
-                .into_inner();
+            let reply = match self.over_session(Kind::Extend(req.clone())).await {
+                Some(answer) => match answer? {
+                    Some(Answer::Extend(reply)) => reply,
+                    _ => {
+                        return Err(classify(
+                            Code::Internal,
+                            "Extend answered without its answer",
+                        ));
+                    }
+                },
+                None => bounded(self.client.clone().extend(timed(req)))
+                    .await?
+                    .into_inner(),
+            };
             Ok(Extended {
                 lease_expires_at: reply
                     .lease_expires_at
@@ -273,24 +290,6 @@ impl Link for BrokerLink {
                     }
                     result => return result,
                 }
-            }
-        })
-    }
-}
-
-/// An open LeaseBatches stream.
-struct Batches(Streaming<pb::LeasedJobBatch>);
-
-impl LeaseStream for Batches {
-    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<LeasedJob>>, BrokerError>> {
-        // `Streaming::message` is cancel-safe, and so this is.
-        Box::pin(async move {
-            match self.0.message().await {
-                Ok(Some(batch)) => Ok(Some(
-                    batch.jobs.into_iter().filter_map(leased_from_pb).collect(),
-                )),
-                Ok(None) => Ok(None),
-                Err(status) => Err(from_status(&status)),
             }
         })
     }
@@ -336,58 +335,6 @@ fn leased_from_pb(leased: pb::LeasedJob) -> Option<LeasedJob> {
         },
         lease_id: leased.lease_id,
     })
-}
-
-/// Sends the acks that arrive as AckBatch calls, each with every ack that
-/// gathered since the last call went out, at most [`ACK_CALLS_IN_FLIGHT`]
-/// calls at a time, and answers each ack with its own result.
-async fn batch_acks(client: Client, mut pending: mpsc::Receiver<PendingAck>) {
-    let calls = Arc::new(Semaphore::new(ACK_CALLS_IN_FLIGHT));
-    let mut batch = Vec::with_capacity(MAX_ACK_BATCH);
-    loop {
-        // A free call first, so that acks keep gathering while all are busy.
-        let Ok(call) = calls.clone().acquire_owned().await else {
-            return;
-        };
-        if pending.recv_many(&mut batch, MAX_ACK_BATCH).await == 0 {
-            return;
-        }
-        let (acks, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|p| (p.ack, p.reply)).unzip();
-        let mut client = client.clone();
-        tokio::spawn(async move {
-            let _call = call;
-            let answer = bounded(client.ack_batch(timed(pb::AckBatchRequest { acks }))).await;
-            answer_acks(replies, answer);
-        });
-    }
-}
-
-/// Answers each ack of a batch with its item of the AckBatch response.
-fn answer_acks(
-    replies: Vec<oneshot::Sender<Result<(), BrokerError>>>,
-    answer: Result<tonic::Response<pb::AckBatchResponse>, BrokerError>,
-) {
-    match answer {
-        Ok(response) => {
-            let results = response.into_inner().results;
-            for (i, reply) in replies.into_iter().enumerate() {
-                let result = match results.get(i) {
-                    Some(r) if r.code == 0 => Ok(()),
-                    Some(r) => Err(classify(Code::from(r.code), &r.message)),
-                    None => Err(classify(
-                        Code::Internal,
-                        "AckBatch answered fewer results than acks",
-                    )),
-                };
-                let _ = reply.send(result);
-            }
-        }
-        Err(err) => {
-            for reply in replies {
-                let _ = reply.send(Err(err.clone()));
-            }
-        }
-    }
 }
 
 /// What a gRPC status means for the worker: the one place where codes are
