@@ -37,9 +37,9 @@ pub struct Config {
     pub reflection: ReflectionAccess,
     /// HTTP/2 streams (calls) open at once per connection.
     pub max_concurrent_streams: u32,
-    /// Lease and LeaseBatches streams open at once, over all connections.
+    /// Lease, LeaseBatches and Work streams open at once, over all connections.
     pub max_lease_streams: usize,
-    /// Lease and LeaseBatches streams of one credential open at once.
+    /// Lease, LeaseBatches and Work streams of one credential open at once.
     pub max_lease_streams_per_credential: usize,
     /// Largest HTTP/2 header list (metadata) accepted, in bytes.
     pub max_header_list_size: u32,

@@ -132,11 +132,11 @@ struct Args {
     #[arg(long, env = "SLUICE_MAX_CONCURRENT_STREAMS", default_value_t = defaults().max_concurrent_streams,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_concurrent_streams: u32,
-    /// Lease and LeaseBatches streams open at once, over all connections.
+    /// Lease, LeaseBatches and Work streams open at once, over all connections.
     #[arg(long, env = "SLUICE_MAX_LEASE_STREAMS", default_value_t = defaults().max_lease_streams as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_lease_streams: u64,
-    /// Lease and LeaseBatches streams of one credential open at once (with --auth-tokens).
+    /// Lease, LeaseBatches and Work streams of one credential open at once (with --auth-tokens).
     #[arg(long, env = "SLUICE_MAX_LEASE_STREAMS_PER_CREDENTIAL", default_value_t = defaults().max_lease_streams_per_credential as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     max_lease_streams_per_credential: u64,

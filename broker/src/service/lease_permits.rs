@@ -1,4 +1,4 @@
-//! How many Lease and LeaseBatches streams may be open: `--max-lease-streams`
+//! How many Lease, LeaseBatches and Work streams may be open: `--max-lease-streams`
 //! over all, and `--max-lease-streams-per-credential` for any one
 //! credential, so that one worker token cannot take the whole pool from
 //! the others. Each open stream holds a [`LeasePermit`], which gives its
