@@ -304,3 +304,79 @@ async fn worker_refuses_a_setting_out_of_range_before_it_connects() {
     let log = worker.process.log();
     assert!(log.contains("lease_duration: must be 1s to 24h"), "{log}");
 }
+
+#[tokio::test]
+async fn a_sigkilled_worker_leaves_no_process_of_its_eight_running_commands() {
+    let dir = scratch_dir("sigkill-eight");
+    let broker = BrokerProcess::start(&[]);
+    // Each command notes its shell (its group's leader), the sleep it
+    // waits for, and its parent (the supervisor).
+    let exec = format!(
+        "work=sleep 30 & echo \"$$ $! $PPID\" > {dir}/job-$SLUICE_JOB_ID.tmp; \
+         mv {dir}/job-$SLUICE_JOB_ID.tmp {dir}/job-$SLUICE_JOB_ID; wait",
+        dir = dir.display()
+    );
+    let worker = WorkerProcess::start(&broker, &["--concurrency", "8", "--exec", &exec]);
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(broker.enqueue(job("work", b"")).await);
+    }
+    let mut pids = Vec::new();
+    let mut supervisors = std::collections::HashSet::new();
+    for id in &ids {
+        let noted = wait_for_file(&dir.join(format!("job-{id}")));
+        let numbers: Vec<i32> = noted
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let [shell, sleep, parent] = numbers[..] else {
+            panic!("{noted:?}")
+        };
+        pids.extend([shell, sleep]);
+        supervisors.insert(parent);
+    }
+    assert_eq!(supervisors.len(), 1, "one supervisor runs every command");
+    let supervisor = *supervisors.iter().next().unwrap();
+    assert_ne!(supervisor, worker.process.pid());
+
+    worker.process.signal(Signal::SIGKILL);
+    for pid in pids.iter().chain([&supervisor]) {
+        assert!(
+            wait_gone(*pid, Duration::from_secs(3)),
+            "{pid} outlived its SIGKILLed worker"
+        );
+    }
+    for shell in pids.iter().step_by(2) {
+        assert!(!group_alive(*shell), "group {shell} outlived its worker");
+    }
+}
+
+#[tokio::test]
+async fn a_supervisor_outside_a_group_of_its_own_refuses_and_spares_its_callers_group() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = scratch_dir("supervisor-group");
+    // The shell leads a new group and runs the supervisor inside it: the
+    // supervisor is not its group's leader. The shell, the caller whose
+    // group it would share, lives on to write down what happened.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "\"$0\" __sluice_supervise < /dev/null 2> {d}/stderr; echo $? > {d}/code; echo alive > {d}/caller",
+            d = dir.display()
+        ))
+        .arg(sluice_e2e::binary("sluice-worker"))
+        .process_group(0)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(read_number(&dir.join("code")), 2);
+    let stderr = std::fs::read_to_string(dir.join("stderr")).unwrap();
+    assert!(
+        stderr.contains("refusing to run outside a process group of its own"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("caller")).unwrap().trim(),
+        "alive"
+    );
+}

@@ -39,8 +39,8 @@ pub enum WorkerError {
     },
     /// Exec handlers were asked for on a system other than Linux.
     #[error(
-        "exec handlers need Linux: their supervisor relies on PR_SET_PDEATHSIG and /proc to \
-         kill a job's processes when the worker dies"
+        "exec handlers need Linux: their supervisor relies on PR_SET_PDEATHSIG, a child \
+         subreaper and waitid to kill a job's processes when the worker dies"
     )]
     ExecNeedsLinux,
     /// The current executable, which supervises exec handlers, cannot be found.

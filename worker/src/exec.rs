@@ -1,12 +1,13 @@
 //! The exec handler: runs a shell command per job, as `sluice-worker
 //! --exec TYPE=COMMAND` does.
 //!
-//! The command runs as `sh -c COMMAND` under a [`crate::supervisor`], in a
-//! process group of its own, with the payload on standard input and the job
-//! in the environment (`SLUICE_JOB_ID`, `SLUICE_JOB_TYPE`, `SLUICE_QUEUE`,
-//! `SLUICE_ATTEMPT`, `SLUICE_MAX_ATTEMPTS`, `SLUICE_HEADER_<NAME>`, and
-//! `TRACEPARENT`/`TRACESTATE` from the job's trace headers), and
-//! without the worker's `SLUICE_TOKEN` (its credential, not the job's). Exit 0
+//! The command runs as `sh -c COMMAND`, started by the worker's one
+//! [`crate::supervisor`] in a process group of its own, with the payload
+//! on standard input and the job in the environment (`SLUICE_JOB_ID`,
+//! `SLUICE_JOB_TYPE`, `SLUICE_QUEUE`, `SLUICE_ATTEMPT`,
+//! `SLUICE_MAX_ATTEMPTS`, `SLUICE_HEADER_<NAME>`, and
+//! `TRACEPARENT`/`TRACESTATE` from the job's trace headers), and without
+//! the worker's `SLUICE_TOKEN` (its credential, not the job's). Exit 0
 //! acks; exit 65 (`EX_DATAERR`) fails the job for good; any other exit or a
 //! signal fails the attempt; the last 4 KiB of standard error become the
 //! error. When the attempt is stopped (timeout, cancel, shutdown) the group
@@ -18,20 +19,18 @@
 //! can be built only on Linux and only after
 //! [`crate::supervisor::run_if_requested`] ran.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-
-use sluice_trace::TraceContext;
+use std::ffi::OsString;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use sluice_trace::TraceContext;
+
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::process::Command;
 
 use crate::error::WorkerError;
 use crate::handler::{Handler, HandlerFuture, Job, JobContext, JobError, JobResult};
-use crate::supervisor::{self, PARENT_PID_ENV, SUPERVISE_ARG, exit_code};
+use crate::supervisor;
 
 /// The exit status that means "the input is bad, retrying cannot help".
 pub const EX_DATAERR: i32 = 65;
@@ -40,10 +39,32 @@ pub const STDERR_TAIL: usize = 4096;
 pub use crate::timing::KILL_GRACE;
 
 /// Runs `sh -c COMMAND` for each job.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExecHandler {
     command: String,
-    supervisor: PathBuf,
+    #[cfg(target_os = "linux")]
+    supervisor: Arc<supervisor::Supervisor>,
+}
+
+impl std::fmt::Debug for ExecHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecHandler")
+            .field("command", &self.command)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The worker's one supervisor, shared by every exec handler.
+#[cfg(target_os = "linux")]
+fn shared_supervisor() -> Result<Arc<supervisor::Supervisor>, WorkerError> {
+    static SUPERVISOR: OnceLock<Arc<supervisor::Supervisor>> = OnceLock::new();
+    if let Some(s) = SUPERVISOR.get() {
+        return Ok(s.clone());
+    }
+    let program = std::env::current_exe().map_err(WorkerError::CurrentExe)?;
+    Ok(SUPERVISOR
+        .get_or_init(|| Arc::new(supervisor::Supervisor::new(program)))
+        .clone())
 }
 
 impl ExecHandler {
@@ -66,18 +87,21 @@ impl ExecHandler {
 
     /// [`ExecHandler::new`], told whether the supervisor is installed (a
     /// test cannot rely on a process-wide flag).
+    #[cfg(target_os = "linux")]
     fn with_supervisor(command: String, installed: bool) -> Result<Self, WorkerError> {
-        if !cfg!(target_os = "linux") {
-            return Err(WorkerError::ExecNeedsLinux);
-        }
         if !installed {
             return Err(WorkerError::SupervisorNotInstalled);
         }
         crate::hardening::hide_from_handlers()?;
         Ok(Self {
             command,
-            supervisor: std::env::current_exe().map_err(WorkerError::CurrentExe)?,
+            supervisor: shared_supervisor()?,
         })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn with_supervisor(_command: String, _installed: bool) -> Result<Self, WorkerError> {
+        Err(WorkerError::ExecNeedsLinux)
     }
 }
 
@@ -87,36 +111,45 @@ impl Handler for ExecHandler {
     }
 }
 
-/// The process group of a running command: SIGTERM then SIGKILL to all of
-/// it if the attempt is dropped before the command exits.
-struct Group {
-    pgid: Pid,
-    exited: bool,
-}
-
-impl Group {
-    fn signal(&self, signal: Signal) {
-        // ESRCH (already gone) is fine.
-        let _ = killpg(self.pgid, signal);
+/// The command's environment beyond the supervisor's own: the job, its
+/// headers and its trace context.
+fn job_env(job: &Job) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("SLUICE_JOB_ID".into(), job.id.clone().into()),
+        ("SLUICE_JOB_TYPE".into(), job.job_type.clone().into()),
+        ("SLUICE_QUEUE".into(), job.queue.clone().into()),
+        ("SLUICE_ATTEMPT".into(), job.attempt.to_string().into()),
+        (
+            "SLUICE_MAX_ATTEMPTS".into(),
+            job.max_attempts.to_string().into(),
+        ),
+    ];
+    for (name, value) in &job.headers {
+        env.push((header_env_name(name).into(), value.into()));
     }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        if self.exited {
-            return;
+    // The producer's trace context, under the names OpenTelemetry's
+    // environment-variable propagation uses, so the handler's own spans
+    // join the trace; passed unchanged.
+    let headers = job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    if let Some(trace) = TraceContext::from_headers(headers) {
+        env.push(("TRACEPARENT".into(), trace.parent.as_str().into()));
+        if let Some(state) = trace.state {
+            env.push(("TRACESTATE".into(), state.into()));
         }
-        self.signal(Signal::SIGTERM);
-        let pgid = self.pgid;
-        // A thread, not a task: it must run even if the runtime is shutting down.
-        std::thread::spawn(move || {
-            std::thread::sleep(KILL_GRACE);
-            let _ = killpg(pgid, Signal::SIGKILL);
-        });
     }
+    env
 }
 
+#[cfg(not(target_os = "linux"))]
+async fn run(_handler: ExecHandler, _job: Job, _ctx: JobContext) -> JobResult {
+    Err(JobError::permanent("exec handlers need Linux"))
+}
+
+#[cfg(target_os = "linux")]
 async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
+    use nix::fcntl::OFlag;
+    use tokio::net::unix::pipe;
+
     // A broker refuses such headers now; a job kept from before would
     // fail to start on every attempt.
     if let Some((name, _)) = job.headers.iter().find(|(_, value)| value.contains('\0')) {
@@ -124,93 +157,62 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
             "header {name:?} holds a NUL byte, which no environment variable can carry"
         )));
     }
-    let mut command = Command::new(&handler.supervisor);
-    command
-        .args([SUPERVISE_ARG, "sh", "-c", &handler.command])
-        .process_group(0)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::piped())
-        // The worker's credential is not the job's.
-        .env_remove(crate::defaults::TOKEN_ENV)
-        .env(PARENT_PID_ENV, std::process::id().to_string())
-        .env("SLUICE_JOB_ID", &job.id)
-        .env("SLUICE_JOB_TYPE", &job.job_type)
-        .env("SLUICE_QUEUE", &job.queue)
-        .env("SLUICE_ATTEMPT", job.attempt.to_string())
-        .env("SLUICE_MAX_ATTEMPTS", job.max_attempts.to_string());
-    for (name, value) in &job.headers {
-        command.env(header_env_name(name), value);
-    }
-    // The producer's trace context, under the names OpenTelemetry's
-    // environment-variable propagation uses, so the handler's own spans
-    // join the trace; passed unchanged.
-    let headers = job.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
-    if let Some(trace) = TraceContext::from_headers(headers) {
-        command.env("TRACEPARENT", trace.parent.as_str());
-        if let Some(state) = trace.state {
-            command.env("TRACESTATE", state);
-        }
-    }
-    let mut child = command
-        .spawn()
-        .map_err(|e| JobError::retry(format!("cannot start the handler: {e}")))?;
-    let pid = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .ok_or_else(|| JobError::retry("handler exited at once"))?;
-    let mut group = Group {
-        pgid: Pid::from_raw(pid),
-        exited: false,
-    };
+    let cannot_start = |e: String| JobError::retry(format!("cannot start the handler: {e}"));
+    let (stdin_read, stdin_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| cannot_start(e.to_string()))?;
+    let (stderr_read, stderr_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| cannot_start(e.to_string()))?;
+    let mut stdin =
+        pipe::Sender::from_owned_fd(stdin_write).map_err(|e| cannot_start(e.to_string()))?;
+    let mut stderr =
+        pipe::Receiver::from_owned_fd(stderr_read).map_err(|e| cannot_start(e.to_string()))?;
+    let mut running = handler
+        .supervisor
+        .start(&handler.command, job_env(&job), stdin_read, stderr_write)
+        .await
+        .map_err(cannot_start)?;
 
-    if let Some(mut stdin) = child.stdin.take() {
-        let payload = job.payload.clone();
-        // A command that does not read its input closes the pipe: not an error.
-        tokio::spawn(async move {
-            let _ = stdin.write_all(&payload).await;
-        });
-    }
-    let mut stderr = child.stderr.take();
+    let payload = job.payload.clone();
+    // A command that does not read its input closes the pipe: not an error.
+    tokio::spawn(async move {
+        let _ = stdin.write_all(&payload).await;
+    });
     let tail = tokio::spawn(async move {
         let mut tail = Vec::new();
-        if let Some(stderr) = stderr.as_mut() {
-            let mut buf = [0u8; 8192];
-            while let Ok(n @ 1..) = stderr.read(&mut buf).await {
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > STDERR_TAIL {
-                    tail.drain(..tail.len() - STDERR_TAIL);
-                }
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = stderr.read(&mut buf).await {
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > STDERR_TAIL {
+                tail.drain(..tail.len() - STDERR_TAIL);
             }
         }
         tail
     });
 
-    let status = tokio::select! {
-        status = child.wait() => status,
+    let code = tokio::select! {
+        code = running.exited() => code,
         () = ctx.cancelled() => {
-            group.signal(Signal::SIGTERM);
-            let status = match tokio::time::timeout(KILL_GRACE, child.wait()).await {
-                Ok(status) => status,
+            running.signal(Signal::SIGTERM);
+            let code = match tokio::time::timeout(KILL_GRACE, running.exited()).await {
+                Ok(code) => code,
                 Err(_) => {
-                    group.signal(Signal::SIGKILL);
-                    child.wait().await
+                    running.signal(Signal::SIGKILL);
+                    running.exited().await
                 }
             };
-            group.exited = true;
-            return Err(JobError::retry(format!("stopped: {}", status.map_or_else(|e| e.to_string(), |s| s.to_string()))));
+            let how = match code {
+                Ok(code) => format!("exit status {code}"),
+                Err(e) => e,
+            };
+            return Err(JobError::retry(format!("stopped: {how}")));
         }
     };
-    // The supervisor killed what the command left running in its group;
-    // once it is reaped its pid (the group's id) may be reused, so the
-    // group is not signalled again.
-    group.exited = true;
-    let status = status.map_err(|e| JobError::retry(format!("waiting for the handler: {e}")))?;
+    let code = code.map_err(JobError::retry)?;
     let tail = match tokio::time::timeout(Duration::from_secs(1), tail).await {
         Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).trim().to_owned(),
         _ => String::new(),
     };
-    match exit_code(status) {
+    match code {
         0 => Ok(()),
         code => {
             let message = if tail.is_empty() {
