@@ -12,12 +12,14 @@
 //! brokers with both on and both off. `sluice-bench cross-ack` compares a
 //! worker acking through its stream's broker with one acking through
 //! another. `sluice-bench schedules` fires many schedules at once and
-//! reports each tick's lag and the broker's CPU. Output is a table, or
+//! reports each tick's lag and the broker's CPU. `sluice-bench exec`
+//! compares exec handlers with raw fork-exec. Output is a table, or
 //! JSON with `--json`.
 
 mod cost;
 mod cross;
 mod durable;
+mod exec;
 mod kafka;
 mod load;
 mod proc_stats;
@@ -78,6 +80,10 @@ enum Command {
     /// read by one sluice-kafka into one broker; records/s to durable
     /// jobs, with the CPU of the source, the broker and Kafka.
     Kafka(kafka::KafkaArgs),
+    /// Exec handlers against raw fork-exec: `sh -c COMMAND` spawned C at
+    /// a time by this process, and the same through a broker and one
+    /// sluice-worker --concurrency C --exec; the medians and their ratio.
+    Exec(exec::ExecArgs),
 }
 
 #[derive(Debug, Args)]
@@ -323,6 +329,7 @@ async fn main() -> anyhow::Result<()> {
         Command::CrossAck(args) => cross::run(args).await,
         Command::Schedules(args) => schedules::run(args).await,
         Command::Kafka(args) => kafka::run(args).await,
+        Command::Exec(args) => exec::run(args).await,
         Command::MetricsCost(args) => {
             let broker_bin = broker_binary(args.broker_bin.clone())?;
             let metrics = cost::Side {
