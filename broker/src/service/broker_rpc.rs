@@ -196,6 +196,9 @@ impl BrokerService {
             .pop()
             .unwrap_or_else(|| unreachable!("one answer per job"))?;
         span.record("job_id", tracing::field::display(enqueued.job_id));
+        // As EnqueueStream does (see there): the push this job may have
+        // woken runs before the answer's wake-up can move it elsewhere.
+        tokio::task::yield_now().await;
         Ok(pb::EnqueueResponse {
             job_id: enqueued.job_id.to_string(),
             duplicate: enqueued.duplicate,

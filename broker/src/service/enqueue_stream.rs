@@ -97,6 +97,10 @@ impl EnqueueStreamTask {
                 }
             }
             let (results, refused) = self.decide(group).await;
+            // The jobs just enqueued may have woken a Lease stream or a
+            // Work session: let that push run first, on this thread, rather
+            // than have the results' wake-up move it to another.
+            tokio::task::yield_now().await;
             if refused.is_some() {
                 after = After::End(refused);
             }
