@@ -1,5 +1,5 @@
 //! `Broker.EnqueueStream`: one producer's stream of enqueues. A task per
-//! stream reads what has arrived (at most [`STREAM_WINDOW`] requests),
+//! stream reads what has arrived (a group, see `stream_groups.rs`),
 //! checks each request's queue against the stream's credential as the
 //! last SIGHUP left it, enqueues the valid ones in one backend call (one
 //! commit), and sends their results in one message, tagged with each
@@ -14,17 +14,15 @@
 //! stand, and a request without a result may be sent again on a new
 //! stream (with its idempotency key it is then a duplicate).
 
-use sluice_limits::STREAM_WINDOW;
 use sluice_proto::v1 as pb;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
-use tracing::debug;
 
 use super::broker_rpc::{BrokerService, check_queues, item_status};
 use super::error::RequestError;
+use super::stream_groups::{Next, next_group, revoked_status};
 use crate::auth::{Grant, StreamGuard};
 
 /// The response stream tonic sends.
@@ -42,84 +40,39 @@ pub(super) struct EnqueueStreamTask {
     pub end: CancellationToken,
 }
 
-/// Why a group ended the stream after its results.
-enum After {
-    More,
-    /// The producer closed its side: every request is answered.
-    Closed,
-    /// The stream broke, or must end with this status.
-    End(Option<Status>),
-}
-
 impl EnqueueStreamTask {
     /// Runs the stream until the producer closes it, goes away, or the
     /// broker ends it; sends results and the final status to `out`.
     pub async fn run(mut self, out: mpsc::Sender<Result<pb::EnqueueStreamResponse, Status>>) {
         loop {
-            let first = tokio::select! {
-                biased;
-                revoked = revoked(&mut self.guard) => {
-                    let _ = out.send(Err(Status::from(RequestError::from(revoked)))).await;
+            let next = next_group(&mut self.requests, &mut self.guard, &self.end, out.closed());
+            let (group, last) = match next.await {
+                Next::Group { requests, last } => (requests, last),
+                Next::Revoked(revoked) => {
+                    let _ = out.send(Err(revoked_status(revoked))).await;
                     return;
                 }
-                () = self.end.cancelled() => {
+                Next::Drained => {
                     let _ = out.send(Err(draining())).await;
                     return;
                 }
-                () = out.closed() => return,
-                first = self.requests.next() => first,
+                Next::Gone => return,
             };
-            let mut group = Vec::new();
-            let mut after = After::More;
-            match first {
-                Some(Ok(request)) => group.push(request),
-                None => return,
-                Some(Err(status)) => {
-                    debug!(%status, "enqueue stream broke");
-                    return;
-                }
-            }
-            // Whatever else has arrived, up to the window: polled without
-            // waiting, so the group is what came while the last one ran.
-            while group.len() < STREAM_WINDOW {
-                match next_if_arrived(&mut self.requests) {
-                    Some(Some(Ok(request))) => group.push(request),
-                    Some(None) => {
-                        after = After::Closed;
-                        break;
-                    }
-                    Some(Some(Err(status))) => {
-                        debug!(%status, "enqueue stream broke");
-                        after = After::End(None);
-                        break;
-                    }
-                    None => break,
-                }
-            }
             let (results, refused) = self.decide(group).await;
             // The jobs just enqueued may have woken a Lease stream or a
             // Work session: let that push run first, on this thread, rather
             // than have the results' wake-up move it to another.
             tokio::task::yield_now().await;
-            if refused.is_some() {
-                after = After::End(refused);
-            }
-            if out
-                .send(Ok(pb::EnqueueStreamResponse { results }))
-                .await
-                .is_err()
-            {
+            let answered = out.send(Ok(pb::EnqueueStreamResponse { results })).await;
+            if answered.is_err() {
                 return;
             }
-            match after {
-                After::More => {}
-                After::Closed => return,
-                After::End(status) => {
-                    if let Some(status) = status {
-                        let _ = out.send(Err(status)).await;
-                    }
-                    return;
-                }
+            if let Some(status) = refused {
+                let _ = out.send(Err(status)).await;
+                return;
+            }
+            if last {
+                return;
             }
         }
     }
@@ -202,25 +155,4 @@ fn failed(seq: u64, err: RequestError) -> pb::EnqueueStreamResult {
 /// How a stream ends once the broker drains.
 pub(super) fn draining() -> Status {
     Status::unavailable("the broker is draining: reconnect to another broker or retry later")
-}
-
-/// The next request if one is there now; `None` if none has arrived.
-pub(super) fn next_if_arrived<S: tokio_stream::Stream + Unpin>(
-    stream: &mut S,
-) -> Option<Option<S::Item>> {
-    use std::task::{Context, Poll, Waker};
-    let mut cx = Context::from_waker(Waker::noop());
-    match std::pin::Pin::new(stream).poll_next(&mut cx) {
-        Poll::Ready(item) => Some(item),
-        Poll::Pending => None,
-    }
-}
-
-/// Resolves once `guard`'s credential no longer covers the stream; never
-/// on an open broker.
-pub(super) async fn revoked(guard: &mut Option<StreamGuard>) -> crate::auth::AuthError {
-    match guard {
-        Some(guard) => std::future::poll_fn(|cx| guard.poll_revoked(cx)).await,
-        None => std::future::pending().await,
-    }
 }

@@ -15,6 +15,7 @@ pub mod outbound;
 pub mod rates;
 mod schedule_rpc;
 mod source_rpc;
+mod stream_groups;
 mod trace_spans;
 mod visibility;
 mod work_session;

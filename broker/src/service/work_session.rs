@@ -7,7 +7,7 @@
 //!   in one message when both are ready. When the feed ends because the
 //!   broker drains, its next message says `draining`.
 //! - [`ReportsTask`], a task that reads the worker's messages: the ones
-//!   that have arrived (at most [`STREAM_WINDOW`]) are decided in order,
+//!   that have arrived (a group, see `stream_groups.rs`) are decided in order,
 //!   runs of Acks in one backend call as AckBatch does, the others one by
 //!   one as their unary calls do, and their results go to the response
 //!   stream together.
@@ -22,19 +22,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use sluice_limits::STREAM_WINDOW;
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::work_request::Kind;
 use tokio::sync::mpsc;
-use tokio_stream::{Stream, StreamExt as _};
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
-use tracing::debug;
 
 use super::broker_rpc::{BrokerService, item_status};
-use super::enqueue_stream::{next_if_arrived, revoked};
 use super::error::RequestError;
 use super::lease_stream::LeaseStream;
+use super::stream_groups::{Next, next_group, revoked_status};
 use crate::auth::{Grant, StreamGuard};
 use crate::backend::FeedCloser;
 
@@ -49,6 +47,8 @@ pub struct WorkStream {
     /// The feed ended: the broker drains, and says so once.
     feed_ended: bool,
     draining_said: bool,
+    /// The status that ends the session, sent after the results before it.
+    ending: Option<Status>,
     ended: bool,
 }
 
@@ -59,6 +59,7 @@ impl WorkStream {
             results,
             feed_ended: false,
             draining_said: false,
+            ending: None,
             ended: false,
         }
     }
@@ -72,14 +73,21 @@ impl Stream for WorkStream {
         if this.ended {
             return Poll::Ready(None);
         }
+        if let Some(status) = this.ending.take() {
+            this.ended = true;
+            return Poll::Ready(Some(Err(status)));
+        }
         let mut response = pb::WorkResponse::default();
+        // The reports task is done (the worker closed its side, or the
+        // session must end): no more jobs go out.
         let mut reports_done = false;
         loop {
             match this.results.poll_recv(cx) {
                 Poll::Ready(Some(Ok(results))) => response.results.extend(results),
                 Poll::Ready(Some(Err(status))) => {
-                    this.ended = true;
-                    return Poll::Ready(Some(Err(status)));
+                    this.ending = Some(status);
+                    reports_done = true;
+                    break;
                 }
                 Poll::Ready(None) => {
                     reports_done = true;
@@ -88,7 +96,7 @@ impl Stream for WorkStream {
                 Poll::Pending => break,
             }
         }
-        if !this.feed_ended {
+        if !reports_done && !this.feed_ended {
             match this.jobs.poll_batch(cx) {
                 Poll::Ready(Some(jobs)) => response.jobs = jobs,
                 Poll::Ready(None) => this.feed_ended = true,
@@ -101,6 +109,10 @@ impl Stream for WorkStream {
         }
         if !response.results.is_empty() || !response.jobs.is_empty() || response.draining {
             return Poll::Ready(Some(Ok(response)));
+        }
+        if let Some(status) = this.ending.take() {
+            this.ended = true;
+            return Poll::Ready(Some(Err(status)));
         }
         if reports_done {
             this.ended = true;
@@ -136,38 +148,17 @@ impl ReportsTask {
     /// Reads and decides reports until the session ends.
     pub async fn run(mut self, out: mpsc::Sender<Decided>) {
         loop {
-            let first = tokio::select! {
-                biased;
-                revoked = revoked(&mut self.guard) => {
-                    let _ = out.send(Err(Status::from(RequestError::from(revoked)))).await;
+            let next = next_group(&mut self.requests, &mut self.guard, &self.end, out.closed());
+            let (group, last) = match next.await {
+                Next::Group { requests, last } => (requests, last),
+                Next::Revoked(revoked) => {
+                    let _ = out.send(Err(revoked_status(revoked))).await;
                     return;
                 }
-                () = self.end.cancelled() => return,
-                () = out.closed() => return,
-                first = self.requests.next() => first,
+                Next::Drained | Next::Gone => return,
             };
-            let mut group = Vec::new();
-            let mut closed = false;
-            match first {
-                Some(Ok(request)) => group.push(request),
-                None => return,
-                Some(Err(status)) => {
-                    debug!(%status, "work session broke");
-                    return;
-                }
-            }
-            while group.len() < STREAM_WINDOW {
-                match next_if_arrived(&mut self.requests) {
-                    Some(Some(Ok(request))) => group.push(request),
-                    Some(Some(Err(_)) | None) => {
-                        closed = true;
-                        break;
-                    }
-                    None => break,
-                }
-            }
             let results = self.decide(group).await;
-            if out.send(Ok(results)).await.is_err() || closed {
+            if out.send(Ok(results)).await.is_err() || last {
                 return;
             }
         }

@@ -58,6 +58,37 @@ fn max_in_flight_holds_and_ack_frees_one_slot() {
 }
 
 #[test]
+fn a_window_below_max_in_flight_holds_and_raising_it_leases_at_once() {
+    let mut q = Queue::new(config(), 1);
+    for _ in 0..6 {
+        enqueue(&mut q, job("t"), at(0));
+    }
+    let c = q.open_consumer(consumer(4), at(0));
+    let first = delivered(&mut q);
+    assert_eq!(first.len(), 4);
+    // A lower window takes nothing back, and no job comes until the
+    // consumer holds fewer than it.
+    q.set_window(c, 1, at(1));
+    let windows: Vec<(u32, u32)> = q
+        .workers()
+        .iter()
+        .map(|w| (w.in_flight, w.max_in_flight))
+        .collect();
+    assert_eq!(windows, [(4, 1)]);
+    for (id, lease) in &first[..3] {
+        q.ack(*id, *lease, at(2)).unwrap();
+    }
+    assert!(delivered(&mut q).is_empty(), "one held, the window");
+    q.ack(first[3].0, first[3].1, at(2)).unwrap();
+    assert_eq!(delivered(&mut q).len(), 1, "one at a time");
+    // Raised: the last ready job goes at once; window 0 takes none.
+    q.set_window(c, 0, at(3));
+    assert!(delivered(&mut q).is_empty());
+    q.set_window(c, 4, at(4));
+    assert_eq!(delivered(&mut q).len(), 1);
+}
+
+#[test]
 fn scheduled_job_waits_for_run_at() {
     let mut q = Queue::new(config(), 1);
     q.open_consumer(consumer(1), at(0));
