@@ -10,6 +10,18 @@ use std::process::Stdio;
 use serde_json::Value;
 use sluice_e2e::{BrokerProcess, grpcurl, grpcurl_command};
 
+/// A job's state, as Admin/GetJob tells grpcurl.
+fn job_state(addr: &str, job_id: &str) -> Value {
+    json(&grpcurl(&[
+        "-plaintext",
+        "-d",
+        &format!(r#"{{"job_id": "{job_id}"}}"#),
+        addr,
+        "sluice.v1.Admin/GetJob",
+    ]))["state"]
+        .clone()
+}
+
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -77,14 +89,7 @@ fn grpcurl_walkthrough_from_the_readme() {
 
     let ack = format!(r#"{{"job_id": "{job_id}", "lease_id": "{lease_id}"}}"#);
     grpcurl(&["-plaintext", "-d", &ack, addr, "sluice.v1.Broker/Ack"]);
-    let job = json(&grpcurl(&[
-        "-plaintext",
-        "-d",
-        &format!(r#"{{"job_id": "{job_id}"}}"#),
-        addr,
-        "sluice.v1.Admin/GetJob",
-    ]));
-    assert_eq!(job["state"], "JOB_STATE_SUCCEEDED");
+    assert_eq!(job_state(addr, &job_id), "JOB_STATE_SUCCEEDED");
 
     let stats = json(&grpcurl(&["-plaintext", addr, "sluice.v1.Admin/Stats"]));
     assert_eq!(stats["queues"][0]["queue"], "default");
@@ -192,12 +197,5 @@ fn grpcurl_streams_from_the_readme() {
     assert_eq!(answered["results"][0]["seq"], "1");
     assert!(answered["results"][0].get("code").is_none(), "{answered}");
     assert!(session.wait().unwrap().success());
-    let job = json(&grpcurl(&[
-        "-plaintext",
-        "-d",
-        &format!(r#"{{"job_id": "{job_id}"}}"#),
-        addr,
-        "sluice.v1.Admin/GetJob",
-    ]));
-    assert_eq!(job["state"], "JOB_STATE_SUCCEEDED");
+    assert_eq!(job_state(addr, &job_id), "JOB_STATE_SUCCEEDED");
 }
