@@ -302,3 +302,23 @@ async fn a_handler_cannot_read_the_workers_environment() {
     assert!(!env.contains(token), "{env}");
     assert!(!env.contains("SLUICE_SUPERVISOR_"), "{env}");
 }
+
+#[tokio::test]
+async fn a_payload_of_any_size_reaches_standard_input_whole() {
+    let dir = scratch_dir("payload-sizes");
+    let broker = BrokerProcess::start(&[]);
+    // Counts what arrives on standard input; `ignore` never reads it.
+    let count = format!("count=wc -c > {}/bytes-$SLUICE_JOB_ID", dir.display());
+    let _worker = WorkerProcess::start(&broker, &["--exec", &count, "--exec", "ignore=true"]);
+    // Below, at and above a pipe's page, and far above its 64 KiB.
+    for size in [0, 4095, 4096, 4097, 300_000] {
+        let payload = vec![b'x'; size];
+        let id = broker.enqueue(job("count", &payload)).await;
+        broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+        assert_eq!(read_number(&dir.join(format!("bytes-{id}"))), size as i32);
+        let ignored = broker.enqueue(job("ignore", &payload)).await;
+        broker
+            .wait_for_state(&ignored, pb::JobState::Succeeded)
+            .await;
+    }
+}

@@ -36,6 +36,10 @@ use crate::supervisor;
 pub const EX_DATAERR: i32 = 65;
 /// How much of standard error becomes the job's error.
 pub const STDERR_TAIL: usize = 4096;
+/// Payloads up to this size are written to the command's standard input
+/// at once, without a task: a new pipe holds at least one page.
+#[cfg(target_os = "linux")]
+const PIPE_BUF: usize = 4096;
 pub use crate::timing::KILL_GRACE;
 
 /// Runs `sh -c COMMAND` for each job.
@@ -162,21 +166,26 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| cannot_start(e.to_string()))?;
     let (stderr_read, stderr_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| cannot_start(e.to_string()))?;
-    let mut stdin =
-        pipe::Sender::from_owned_fd(stdin_write).map_err(|e| cannot_start(e.to_string()))?;
     let mut stderr =
         pipe::Receiver::from_owned_fd(stderr_read).map_err(|e| cannot_start(e.to_string()))?;
     let mut running = handler
         .supervisor
         .start(&handler.command, job_env(&job), stdin_read, stderr_write)
-        .await
         .map_err(cannot_start)?;
 
-    let payload = job.payload.clone();
     // A command that does not read its input closes the pipe: not an error.
-    tokio::spawn(async move {
-        let _ = stdin.write_all(&payload).await;
-    });
+    if job.payload.len() <= PIPE_BUF {
+        use std::io::Write as _;
+        // A new pipe holds at least a page: this write never waits.
+        let _ = std::fs::File::from(stdin_write).write_all(&job.payload);
+    } else {
+        let mut stdin =
+            pipe::Sender::from_owned_fd(stdin_write).map_err(|e| cannot_start(e.to_string()))?;
+        let payload = job.payload.clone();
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&payload).await;
+        });
+    }
     let tail = tokio::spawn(async move {
         let mut tail = Vec::new();
         let mut buf = [0u8; 8192];

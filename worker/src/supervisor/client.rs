@@ -28,23 +28,19 @@ use tracing::warn;
 use super::protocol::{self, Event, JobId, Request};
 use super::{PARENT_PID_ENV, SUPERVISE_ARG};
 
-/// What a job waits to hear.
-#[derive(Default)]
-struct Waiters {
-    started: Option<oneshot::Sender<Result<i32, String>>>,
-    exited: Option<oneshot::Sender<i32>>,
-}
+/// How a job ended: its exit code, or why it could not start.
+type Ended = Result<i32, String>;
 
 /// One running supervisor.
 struct Conn {
     socket: Mutex<UnixStream>,
-    waiting: Mutex<HashMap<JobId, Waiters>>,
+    waiting: Mutex<HashMap<JobId, oneshot::Sender<Ended>>>,
     next_id: AtomicU64,
     alive: AtomicBool,
 }
 
 impl Conn {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Waiters>> {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, oneshot::Sender<Ended>>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -98,27 +94,12 @@ impl Conn {
     }
 
     fn deliver(&self, event: Event) {
-        let mut waiting = self.waiting();
-        match event {
-            Event::Started { id, pid } => {
-                if let Some(started) = waiting.get_mut(&id).and_then(|w| w.started.take()) {
-                    let _ = started.send(Ok(pid));
-                }
-            }
-            Event::Failed { id, message } => {
-                if let Some(mut w) = waiting.remove(&id)
-                    && let Some(started) = w.started.take()
-                {
-                    let _ = started.send(Err(message));
-                }
-            }
-            Event::Exited { id, code } => {
-                if let Some(mut w) = waiting.remove(&id)
-                    && let Some(exited) = w.exited.take()
-                {
-                    let _ = exited.send(code);
-                }
-            }
+        let (id, ended) = match event {
+            Event::Failed { id, message } => (id, Err(message)),
+            Event::Exited { id, code } => (id, Ok(code)),
+        };
+        if let Some(waiter) = self.waiting().remove(&id) {
+            let _ = waiter.send(ended);
         }
     }
 }
@@ -134,7 +115,7 @@ pub struct Supervisor {
 pub struct RunningJob {
     id: JobId,
     conn: Arc<Conn>,
-    exited: oneshot::Receiver<i32>,
+    exited: oneshot::Receiver<Ended>,
     ended: bool,
 }
 
@@ -206,11 +187,12 @@ impl Supervisor {
     }
 
     /// Runs `sh -c command` with `env`, `stdin` and `stderr` (whose copies
-    /// here are closed once sent).
+    /// here are closed once sent). Does not wait for the start: a command
+    /// that cannot start ends at once, [`RunningJob::exited`] says why.
     ///
     /// # Errors
-    /// Why the command could not be started.
-    pub async fn start(
+    /// Why the supervisor could not be started or reached.
+    pub fn start(
         &self,
         command: &str,
         env: Vec<(OsString, OsString)>,
@@ -219,15 +201,8 @@ impl Supervisor {
     ) -> Result<RunningJob, String> {
         let conn = self.conn()?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
-        let (started_tx, started) = oneshot::channel();
-        let (exited_tx, exited) = oneshot::channel();
-        conn.waiting().insert(
-            id,
-            Waiters {
-                started: Some(started_tx),
-                exited: Some(exited_tx),
-            },
-        );
+        let (ended, exited) = oneshot::channel();
+        conn.waiting().insert(id, ended);
         let request = Request::Start {
             id,
             command: command.into(),
@@ -237,16 +212,12 @@ impl Supervisor {
             conn.waiting().remove(&id);
             return Err(format!("cannot reach the supervisor: {e}"));
         }
-        match started.await {
-            Ok(Ok(_pid)) => Ok(RunningJob {
-                id,
-                conn,
-                exited,
-                ended: false,
-            }),
-            Ok(Err(message)) => Err(message),
-            Err(_) => Err("the supervisor ended before starting the command".to_owned()),
-        }
+        Ok(RunningJob {
+            id,
+            conn,
+            exited,
+            ended: false,
+        })
     }
 }
 
@@ -266,13 +237,14 @@ impl RunningJob {
     /// group are gone.
     ///
     /// # Errors
-    /// The supervisor died first (its jobs' groups were killed with it).
+    /// The command could not start, or the supervisor died first (its
+    /// jobs' groups were killed with it).
     pub async fn exited(&mut self) -> Result<i32, String> {
-        let code = (&mut self.exited)
+        let ended = (&mut self.exited)
             .await
-            .map_err(|_| "the supervisor ended while the command ran".to_owned());
+            .unwrap_or_else(|_| Err("the supervisor ended while the command ran".to_owned()));
         self.ended = true;
-        code
+        ended
     }
 }
 

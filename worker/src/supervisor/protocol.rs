@@ -9,11 +9,14 @@
 //!   error. The command runs as `sh -c COMMAND` in a new process group.
 //! - `Signal { id, signal }`: to the job's process group, if it runs.
 //!
-//! Supervisor to worker:
-//! - `Started { id, pid }`, or `Failed { id, message }` when it could not
-//!   start;
+//! Supervisor to worker, one event per job:
+//! - `Failed { id, message }` when the command could not start;
 //! - `Exited { id, code }` once the command ended and its group was
 //!   killed: the code a shell reports (128 + N for signal N).
+//!
+//! A start is not acknowledged: the worker does not wait for one (one
+//! message and one wake-up fewer per job), and the requests of one job
+//! are served in the order they were sent.
 //!
 //! Descriptors travel in order with the bytes they were sent with, so the
 //! reader queues them as they arrive and each Start takes the next two.
@@ -44,7 +47,6 @@ pub enum Request {
 /// What the supervisor answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Started { id: JobId, pid: i32 },
     Failed { id: JobId, message: String },
     Exited { id: JobId, code: i32 },
 }
@@ -73,11 +75,6 @@ pub fn encode_request(request: &Request, out: &mut Vec<u8>) {
 /// Appends `event` to `out` as one frame.
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
     frame(out, |body| match event {
-        Event::Started { id, pid } => {
-            body.push(1);
-            body.extend_from_slice(&id.to_le_bytes());
-            body.extend_from_slice(&pid.to_le_bytes());
-        }
         Event::Failed { id, message } => {
             body.push(2);
             body.extend_from_slice(&id.to_le_bytes());
@@ -127,10 +124,6 @@ pub fn decode_request(buffer: &mut Vec<u8>) -> Result<Option<Request>, String> {
 pub fn decode_event(buffer: &mut Vec<u8>) -> Result<Option<Event>, String> {
     take_frame(buffer, |r| {
         Ok(match r.u8()? {
-            1 => Event::Started {
-                id: r.u64()?,
-                pid: r.i32()?,
-            },
             2 => Event::Failed {
                 id: r.u64()?,
                 message: String::from_utf8_lossy(&r.bytes()?).into_owned(),
@@ -249,7 +242,6 @@ mod tests {
         assert!(wire.is_empty());
 
         let events = [
-            Event::Started { id: 1, pid: 42 },
             Event::Failed {
                 id: 2,
                 message: "no sh".into(),

@@ -233,9 +233,6 @@ fn serve_request(request: Request, fds: &mut std::collections::VecDeque<OwnedFd>
                     let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
                     jobs.running.insert(pid, id);
                     jobs.spawns += 1;
-                    // Sent before the lock goes: the reaper, which looks the
-                    // job up under it, cannot report its exit first.
-                    shared.send(&Event::Started { id, pid });
                     drop(jobs);
                     shared.spawned.notify_one();
                 }
