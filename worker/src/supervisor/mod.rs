@@ -6,8 +6,8 @@
 //! The worker starts its own executable with [`SUPERVISE_ARG`] as the
 //! leader of a new process group, on the first exec job (`client.rs`).
 //! The supervisor (`serve.rs`) starts each command as `sh -c COMMAND`, the
-//! leader of a process group of its own, and tells the worker when it
-//! started and how it ended (`protocol.rs`). It guarantees:
+//! leader of a process group of its own, and tells the worker how it
+//! ended, or why it could not start (`protocol.rs`). It guarantees:
 //!
 //! - **No leftovers.** When a command's `sh` exits, the supervisor kills
 //!   its whole group before reaping `sh` (whose pid is the group's id, so
