@@ -301,7 +301,11 @@ impl BrokerService {
         Ok(pb::AckBatchResponse { results })
     }
 
-    async fn handle_ack(&self, grant: &Grant, req: pb::AckRequest) -> Result<pb::AckResponse> {
+    pub(super) async fn handle_ack(
+        &self,
+        grant: &Grant,
+        req: pb::AckRequest,
+    ) -> Result<pb::AckResponse> {
         let lease = lease_ref(&req.job_id, &req.lease_id)?;
         visibility::check_visible(&self.shared, grant, lease.job_id).await?;
         self.shared

@@ -102,42 +102,46 @@ impl EnqueueStreamTask {
                 Err(err) => results.push(Some(failed(request.seq, err))),
             }
         }
-        let batch = pb::EnqueueBatchRequest { jobs };
-        let mut enqueued = match self.service.handle_enqueue_batch(batch).await {
-            Ok(response) => response.results.into_iter(),
-            Err(err) => {
-                // Refused as a whole: every request of the group gets
-                // that status, and so does the stream.
-                let status = Status::from(err);
-                let results = seqs
-                    .into_iter()
-                    .map(|seq| pb::EnqueueStreamResult {
-                        seq,
-                        code: status.code() as i32,
-                        message: status.message().to_owned(),
-                        ..Default::default()
-                    })
-                    .collect();
-                return (results, Some(status));
+        // Refused as a whole (the drain, a store out of reach): each
+        // request not refused already gets that status, and so does the
+        // stream.
+        let (mut enqueued, refused) = if jobs.is_empty() {
+            (Vec::new().into_iter(), None)
+        } else {
+            let batch = pb::EnqueueBatchRequest { jobs };
+            match self.service.handle_enqueue_batch(batch).await {
+                Ok(response) => (response.results.into_iter(), None),
+                Err(err) => (Vec::new().into_iter(), Some(Status::from(err))),
             }
         };
         let results = results
             .into_iter()
             .zip(seqs)
             .map(|(result, seq)| {
-                result.unwrap_or_else(|| {
-                    let r = enqueued.next().unwrap_or_default();
-                    pb::EnqueueStreamResult {
+                result.unwrap_or_else(|| match (&refused, enqueued.next()) {
+                    (None, Some(r)) => pb::EnqueueStreamResult {
                         seq,
                         job_id: r.job_id,
                         duplicate: r.duplicate,
                         code: r.code,
                         message: r.message,
-                    }
+                    },
+                    (Some(status), _) => pb::EnqueueStreamResult {
+                        seq,
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                        ..Default::default()
+                    },
+                    (None, None) => pb::EnqueueStreamResult {
+                        seq,
+                        code: tonic::Code::Internal as i32,
+                        message: "the broker answered fewer jobs than it took".to_owned(),
+                        ..Default::default()
+                    },
                 })
             })
             .collect();
-        (results, None)
+        (results, refused)
     }
 }
 
@@ -153,6 +157,6 @@ fn failed(seq: u64, err: RequestError) -> pb::EnqueueStreamResult {
 }
 
 /// How a stream ends once the broker drains.
-pub(super) fn draining() -> Status {
+fn draining() -> Status {
     Status::unavailable("the broker is draining: reconnect to another broker or retry later")
 }

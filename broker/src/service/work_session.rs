@@ -216,7 +216,7 @@ impl ReportsTask {
         }
     }
 
-    /// The result of one report other than an Ack.
+    /// The result of one report.
     async fn decide_one(&self, seq: u64, kind: Option<Kind>) -> pb::WorkResult {
         use pb::work_result::Answer;
         let grant = self.grant();
@@ -241,7 +241,8 @@ impl ReportsTask {
                 "open",
                 "the session is open already: only its first message opens it",
             )),
-            Some(Kind::Ack(_)) => unreachable!("acks are decided in runs"),
+            // Runs of Acks are decided together (`ack_run`); one alone too.
+            Some(Kind::Ack(ack)) => self.service.handle_ack(grant, ack).await.map(|_| None),
             None => Err(RequestError::invalid(
                 "kind",
                 "is required: credit, ack, nack, extend or release",

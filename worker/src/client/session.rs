@@ -19,7 +19,7 @@
 //! the broker sends no more jobs; a job already on its way is released.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sluice_proto::v1 as pb;
@@ -31,8 +31,15 @@ use tracing::debug;
 
 use super::{BoxFuture, BrokerError, LeaseStream, LeasedJob};
 
-/// Reports sent and not yet answered, by seq.
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<pb::WorkResult>>>>;
+/// Reports sent and not yet answered, by seq, and whether the reader
+/// has ended (then no report is answered any more).
+#[derive(Default)]
+struct Waiting {
+    reports: Mutex<HashMap<u64, oneshot::Sender<pb::WorkResult>>>,
+    ended: AtomicBool,
+}
+
+type Pending = Arc<Waiting>;
 
 /// What the reader hands the runner's stream: jobs, or why it ended.
 type Jobs = Result<Vec<LeasedJob>, BrokerError>;
@@ -50,7 +57,7 @@ pub struct SessionHandle {
 impl SessionHandle {
     /// Whether the session still reads results (its reader is running).
     pub fn is_open(&self) -> bool {
-        !self.tx.is_closed()
+        !self.pending.ended.load(Ordering::Acquire) && !self.tx.is_closed()
     }
 
     /// Sends `kind` and waits for its result; `None` when the session
@@ -60,13 +67,19 @@ impl SessionHandle {
     pub async fn report(&self, kind: Kind) -> Option<pb::WorkResult> {
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let (reply, answer) = oneshot::channel();
-        lock(&self.pending).insert(seq, reply);
+        lock(&self.pending.reports).insert(seq, reply);
+        // Checked after the insert: a reader that ends from now on drops
+        // the reply's sender, and one that ended before will not.
+        if self.pending.ended.load(Ordering::Acquire) {
+            lock(&self.pending.reports).remove(&seq);
+            return None;
+        }
         let request = pb::WorkRequest {
             seq,
             kind: Some(kind),
         };
         if self.tx.send(request).await.is_err() {
-            lock(&self.pending).remove(&seq);
+            lock(&self.pending.reports).remove(&seq);
             return None;
         }
         answer.await.ok()
@@ -153,7 +166,7 @@ impl Reader {
                 }
             };
             for result in response.results {
-                if let Some(reply) = lock(&self.pending).remove(&result.seq) {
+                if let Some(reply) = lock(&self.pending.reports).remove(&result.seq) {
                     let _ = reply.send(result);
                 }
             }
@@ -173,7 +186,8 @@ impl Reader {
             }
         }
         // Reports still waiting get no answer: dropping their senders says so.
-        lock(&self.pending).clear();
+        self.pending.ended.store(true, Ordering::Release);
+        lock(&self.pending.reports).clear();
     }
 
     /// Gives back jobs that arrived after the runner's stream ended.
