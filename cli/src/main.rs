@@ -59,6 +59,9 @@ struct Cli {
 enum Command {
     /// Enqueues a job; prints its id.
     Enqueue(Box<EnqueueArgs>),
+    /// Enqueues many jobs, one JSON object per line of FILE or standard
+    /// input, over one stream; prints each job's line and id.
+    EnqueueLines(commands::enqueue_lines::EnqueueLinesArgs),
     /// Per queue: jobs ready, scheduled, leased, dead; paused; oldest
     /// ready age; rates over the last minute. Then the latest failures.
     Stats,
@@ -112,6 +115,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Enqueue(args) => Some(commands::enqueue::prepare(args)?),
         _ => None,
     };
+    let lines = match &cli.command {
+        Command::EnqueueLines(args) => Some(commands::enqueue_lines::prepare(args)?),
+        _ => None,
+    };
     let (command, schedules) = match cli.command {
         Command::Schedules(command) => (None, Some(commands::schedules::prepare(command)?)),
         command => (Some(command), None),
@@ -131,6 +138,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             match command {
                 Command::Enqueue(_) => match enqueue {
                     Some(request) => commands::enqueue::run(&mut conn, request, format).await,
+                    None => Ok(()),
+                },
+                Command::EnqueueLines(_) => match lines {
+                    Some(lines) => commands::enqueue_lines::run(&mut conn, lines, format).await,
                     None => Ok(()),
                 },
                 Command::Stats => commands::stats::stats(&mut conn, format).await,

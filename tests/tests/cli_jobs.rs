@@ -429,3 +429,86 @@ async fn jobs_get_shows_a_payloads_escape_sequences_instead_of_sending_them() {
     assert!(!json.stdout.contains('\x1b'));
     assert_eq!(json.json()["payload"]["value"], payload);
 }
+
+#[test]
+fn enqueue_lines_sends_a_file_over_one_stream_and_reports_each_job() {
+    let broker = BrokerProcess::start(&[]);
+    let dir = scratch_dir("enqueue-lines");
+    let file = dir.join("jobs.jsonl");
+    let jobs = concat!(
+        r#"{"type": "send", "queue": "mail", "json": {"to": "ada@example.com"}, "key": "k1", "headers": {"tenant": "acme"}}"#,
+        "\n\n",
+        r#"{"type": "", "payload": "a job without a type"}"#,
+        "\n",
+        r#"{"type": "send", "payload": "plain", "priority": 3, "delay": "1h", "max_attempts": 2, "timeout": "30s"}"#,
+        "\n"
+    );
+    std::fs::write(&file, jobs).unwrap();
+    let out = sluice(&broker, &["enqueue-lines", file.to_str().unwrap()]).exited(1);
+    let lines = out.lines();
+    assert_eq!(lines.len(), 3, "{out:#?}");
+    assert!(lines[0].starts_with("1  "), "{out:#?}");
+    assert!(lines[1].starts_with("4  "), "{out:#?}");
+    assert_eq!(lines[2], "enqueued 2 of 3 jobs");
+    assert!(
+        out.stderr.contains("line 3: INVALID_ARGUMENT: job_type"),
+        "{out:#?}"
+    );
+    let first = lines[0].trim_start_matches("1  ");
+    let job = sluice(&broker, &["-o", "json", "jobs", "get", first])
+        .ok()
+        .json();
+    assert_eq!(job["queue"], "mail");
+    assert_eq!(job["headers"]["tenant"], "acme");
+    assert_eq!(job["payload"]["value"], json!({"to": "ada@example.com"}));
+    let fourth = lines[1].trim_start_matches("4  ");
+    let job = sluice(&broker, &["-o", "json", "jobs", "get", fourth])
+        .ok()
+        .json();
+    assert_eq!(job["state"], "SCHEDULED");
+    assert_eq!(
+        (job["priority"].clone(), job["max_attempts"].clone()),
+        (json!(3), json!(2))
+    );
+
+    // Again, from standard input, as JSON: the keyed job is a duplicate.
+    let mut command = cli::command(&[
+        "--broker",
+        &broker.url(),
+        "-o",
+        "json",
+        "enqueue-lines",
+        "-",
+    ]);
+    command.env_remove("SLUICE_BROKER");
+    let again = cli::run(command, Some(jobs.as_bytes())).exited(1).json();
+    assert_eq!(again["enqueued"][0]["job_id"], first);
+    assert_eq!(again["enqueued"][0]["duplicate"], true);
+    assert_eq!(again["enqueued"][1]["duplicate"], false);
+    assert_eq!(again["failed"][0]["line"], 3);
+    assert_eq!(again["failed"][0]["code"], "INVALID_ARGUMENT");
+
+    // A line that is not a job refuses the whole input before connecting.
+    std::fs::write(
+        &file,
+        "{\"type\": \"send\"}\n{\"type\": \"send\", \"colour\": 1}\n",
+    )
+    .unwrap();
+    let refused = sluice(&broker, &["enqueue-lines", file.to_str().unwrap()]).exited(2);
+    assert!(
+        refused.stderr.contains("line 2: unknown field \"colour\""),
+        "{refused:#?}"
+    );
+    let stats = sluice(&broker, &["-o", "json", "stats"]).ok().json();
+    let enqueued: u64 = stats["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["enqueued_total"].as_u64().unwrap_or(0))
+        .sum();
+    // Two, then the unkeyed one again: nothing of the refused input.
+    assert_eq!(
+        enqueued, 3,
+        "nothing of the refused input was sent: {stats:#}"
+    );
+}

@@ -3,6 +3,7 @@
 //! [`crate::output`] and returning a [`crate::error::CliError`].
 
 pub mod enqueue;
+pub mod enqueue_lines;
 pub mod jobs;
 pub mod queue;
 pub mod schedule_file;
