@@ -87,6 +87,18 @@ pub async fn all_jobs(
     }
 }
 
+/// `message` as a gRPC request with `authorization: Bearer token` if
+/// there is a token.
+pub fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
 /// A job request of `job_type` with `payload`.
 pub fn job(job_type: &str, payload: &[u8]) -> pb::EnqueueRequest {
     pb::EnqueueRequest {

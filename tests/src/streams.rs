@@ -10,20 +10,10 @@ use sluice_proto::v1::work_request::Kind;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status, Streaming};
+use tonic::{Code, Status, Streaming};
 
 use crate::in_process::within;
-
-/// `stream` as a request with `authorization: Bearer token` if any.
-fn request<T>(stream: ReceiverStream<T>, token: Option<&str>) -> Request<ReceiverStream<T>> {
-    let mut request = Request::new(stream);
-    if let Some(token) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    request
-}
+use crate::with_token;
 
 /// How a response stream ended: OK, or its status's code.
 pub async fn end_code<T>(stream: &mut Streaming<T>) -> (Code, String) {
@@ -50,7 +40,7 @@ impl ProducerStream {
     pub async fn open(channel: &Channel, token: Option<&str>) -> Result<Self, Status> {
         let (tx, rx) = mpsc::channel(4096);
         let responses = BrokerClient::new(channel.clone())
-            .enqueue_stream(request(ReceiverStream::new(rx), token))
+            .enqueue_stream(with_token(ReceiverStream::new(rx), token))
             .await?
             .into_inner();
         Ok(Self {
@@ -116,7 +106,7 @@ impl WorkSession {
         .await
         .unwrap();
         let responses = BrokerClient::new(channel.clone())
-            .work(request(ReceiverStream::new(rx), token))
+            .work(with_token(ReceiverStream::new(rx), token))
             .await?
             .into_inner();
         Ok(Self {

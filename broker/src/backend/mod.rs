@@ -119,7 +119,6 @@ pub struct GaugeReading {
 pub struct LeaseFeed {
     /// Leased jobs (each with its lease), in the order leased.
     pub jobs: mpsc::Receiver<JobSnapshot>,
-    /// Ends the stream's consumer.
     /// Steers and ends the stream's consumer (shared by a Work session's
     /// reports, which set its window).
     pub closer: Arc<dyn FeedCloser>,

@@ -22,7 +22,7 @@ use tracing::Instrument as _;
 
 use super::convert::{self, Limits};
 use super::enqueue_stream::{EnqueueResults, EnqueueStreamTask};
-use super::error::RequestError;
+use super::error::{RequestError, item_status};
 use super::lease_permits::LeasePermits;
 use super::lease_stream::{LeaseBatchStream, LeaseStream};
 use super::outbound;
@@ -31,7 +31,7 @@ use super::source_rpc::SourceDesk;
 use super::trace_spans;
 use super::visibility;
 use super::work_session::{ReportsTask, WorkStream};
-use crate::auth::{Authorizer, Call, Grant};
+use crate::auth::{Authorizer, Call, Grant, StreamGuard};
 use crate::backend::{LeaseRef, SharedBackend};
 use crate::clock::{Clock, TokioClock};
 use sluice_queue::Failure;
@@ -99,21 +99,21 @@ impl BrokerService {
         call: Call,
     ) -> Result<LeaseStream> {
         let (grant, queues) = self.authorize_lease(&request, call)?;
-        self.open_lease(grant, call, queues, request.into_inner())
+        let revocation = self.auth.guard_stream(&grant, call, queues);
+        self.open_lease(&grant, request.into_inner(), revocation)
             .await
     }
 
-    /// Opens the consumer of a Lease stream or Work session.
+    /// Opens the consumer of a Lease stream or Work session; a Lease
+    /// stream ends itself through `revocation`.
     async fn open_lease(
         &self,
-        grant: Grant,
-        call: Call,
-        queues: Vec<String>,
+        grant: &Grant,
         request: pb::LeaseRequest,
+        revocation: Option<StreamGuard>,
     ) -> Result<LeaseStream> {
         let spec = convert::consumer_spec(request)?;
-        let permit = self.lease_permits.take(&grant)?;
-        let revocation = self.auth.guard_stream(&grant, call, queues);
+        let permit = self.lease_permits.take(grant)?;
         let feed = self.shared.open_feed(spec).await?;
         Ok(LeaseStream::new(feed, permit, revocation))
     }
@@ -166,11 +166,9 @@ impl BrokerService {
         let queues = lease_queues(&grant, &open)?;
         let max_window = open.max_in_flight;
         // The session's revocation is watched by its reports task, which
-        // ends the session with the reason.
-        let guard = self.auth.guard_stream(&grant, Call::Work, queues.clone());
-        let jobs = self
-            .open_lease(grant.clone(), Call::Work, queues, open)
-            .await?;
+        // ends the session with the reason (its jobs' stream has none).
+        let guard = self.auth.guard_stream(&grant, Call::Work, queues);
+        let jobs = self.open_lease(&grant, open, None).await?;
         let task = ReportsTask {
             service: self.clone(),
             feed: jobs.closer(),
@@ -415,17 +413,6 @@ fn check_batch(len: usize, field: &'static str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// A per-item status of a batch, as its unary call would have answered.
-pub(super) fn item_status(result: Result<()>) -> (i32, String) {
-    match result {
-        Ok(()) => (0, String::new()),
-        Err(err) => {
-            let status = Status::from(err);
-            (status.code() as i32, status.message().to_owned())
-        }
-    }
 }
 
 fn lease_ref(job_id: &str, lease_id: &str) -> Result<LeaseRef> {

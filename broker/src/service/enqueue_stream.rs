@@ -20,8 +20,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
-use super::broker_rpc::{BrokerService, check_queues, item_status};
-use super::error::RequestError;
+use super::broker_rpc::{BrokerService, check_queues};
+use super::error::{RequestError, item_status, status_item};
 use super::stream_groups::{Next, next_group, revoked_status};
 use crate::auth::{Grant, StreamGuard};
 
@@ -126,12 +126,15 @@ impl EnqueueStreamTask {
                         code: r.code,
                         message: r.message,
                     },
-                    (Some(status), _) => pb::EnqueueStreamResult {
-                        seq,
-                        code: status.code() as i32,
-                        message: status.message().to_owned(),
-                        ..Default::default()
-                    },
+                    (Some(status), _) => {
+                        let (code, message) = status_item(status);
+                        pb::EnqueueStreamResult {
+                            seq,
+                            code,
+                            message,
+                            ..Default::default()
+                        }
+                    }
                     (None, None) => pb::EnqueueStreamResult {
                         seq,
                         code: tonic::Code::Internal as i32,

@@ -3,7 +3,8 @@
 //! the backend (bad fields, credentials, stream caps) to the backend's own
 //! [`BackendError`] (draining, the queue's refusals, an unreachable or
 //! failed store). `impl From<RequestError> for Status` is the only place
-//! that picks status codes.
+//! that picks status codes; [`item_status`] and [`status_item`] put a
+//! status in an item of a batch or a stream's result.
 
 use sluice_queue::QueueError;
 
@@ -143,4 +144,18 @@ impl From<RequestError> for Status {
         };
         Status::new(code, err.to_string())
     }
+}
+
+/// A per-item status of a batch, as its unary call would have answered.
+pub(super) fn item_status(result: Result<(), RequestError>) -> (i32, String) {
+    match result {
+        Ok(()) => (0, String::new()),
+        Err(err) => status_item(&Status::from(err)),
+    }
+}
+
+/// `status` as an item's code and message (a status that answers several
+/// items of a batch or stream at once).
+pub(super) fn status_item(status: &Status) -> (i32, String) {
+    (status.code() as i32, status.message().to_owned())
 }

@@ -22,7 +22,7 @@ use sluice_queue::NewJob;
 use tracing::{info, warn};
 
 use super::convert::{self, Limits};
-use super::error::RequestError;
+use super::error::{RequestError, item_status};
 use crate::auth::Grant;
 use crate::backend::{Expect, Millis, RowWrite, SharedBackend, SourceCommit, SourceRow};
 use crate::clock::{Clock, TokioClock};
@@ -308,10 +308,10 @@ impl SourceDesk {
                     }
                 }
                 Err(err) => {
-                    let status = tonic::Status::from(RequestError::from(err));
+                    let (code, message) = item_status(Err(RequestError::from(err)));
                     pb::EnqueueResult {
-                        code: status.code() as i32,
-                        message: status.message().to_owned(),
+                        code,
+                        message,
                         ..Default::default()
                     }
                 }

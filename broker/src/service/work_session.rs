@@ -29,8 +29,8 @@ use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Status, Streaming};
 
-use super::broker_rpc::{BrokerService, item_status};
-use super::error::RequestError;
+use super::broker_rpc::BrokerService;
+use super::error::{RequestError, item_status};
 use super::lease_stream::LeaseStream;
 use super::stream_groups::{Next, next_group, revoked_status};
 use crate::auth::{Grant, StreamGuard};
@@ -205,11 +205,11 @@ impl ReportsTask {
                 }));
             }
             Err(err) => {
-                let status = Status::from(err);
+                let (code, message) = item_status(Err(err));
                 results.extend(seqs.into_iter().map(|seq| pb::WorkResult {
                     seq,
-                    code: status.code() as i32,
-                    message: status.message().to_owned(),
+                    code,
+                    message: message.clone(),
                     answer: None,
                 }));
             }

@@ -51,13 +51,7 @@ fn token_file(dir: &Path) -> std::path::PathBuf {
 
 /// `message` with `authorization: Bearer token` if there is a token.
 fn req<T>(message: T, token: Option<&str>) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Some(token) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    request
+    sluice_e2e::with_token(message, token)
 }
 
 /// The status of one call: OK, or the error's code and message.

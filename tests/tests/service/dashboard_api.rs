@@ -40,11 +40,7 @@ fn assert_same_refusal(reply: &Reply, status: &tonic::Status, http: StatusCode) 
 
 /// `message` with the bearer token `token`.
 fn with_token<T>(token: &str, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
+    sluice_e2e::with_token(message, Some(token))
 }
 
 /// `message` with the viewer's token.
