@@ -235,11 +235,7 @@ impl TestBroker {
     }
 
     pub async fn ack(&self, leased: &pb::LeasedJob) -> Result<(), tonic::Status> {
-        let req = pb::AckRequest {
-            job_id: job_id(leased).into(),
-            lease_id: leased.lease_id.clone(),
-        };
-        self.broker.clone().ack(req).await.map(|_| ())
+        self.broker.clone().ack(ack_of(leased)).await.map(|_| ())
     }
 
     pub async fn nack(
@@ -337,6 +333,14 @@ pub async fn connect(addr: SocketAddr) -> Channel {
         .connect()
         .await
         .unwrap()
+}
+
+/// The Ack of a leased job.
+pub fn ack_of(job: &pb::LeasedJob) -> pb::AckRequest {
+    pb::AckRequest {
+        job_id: job_id(job).into(),
+        lease_id: job.lease_id.clone(),
+    }
 }
 
 pub fn job_id(leased: &pb::LeasedJob) -> &str {

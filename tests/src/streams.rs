@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
-use crate::in_process::within;
+use crate::in_process::{ack_of, within};
 use crate::with_token;
 
 /// How a response stream ended: OK, or its status's code.
@@ -216,13 +216,5 @@ impl WorkSession {
                 Err(status) => return (status.code(), status.message().to_owned()),
             }
         }
-    }
-}
-
-/// The Ack of a leased job.
-pub fn ack_of(job: &pb::LeasedJob) -> pb::AckRequest {
-    pb::AckRequest {
-        job_id: crate::in_process::job_id(job).into(),
-        lease_id: job.lease_id.clone(),
     }
 }

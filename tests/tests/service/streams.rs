@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 
 use sluice_e2e::in_process::*;
-use sluice_e2e::streams::{ProducerStream, WorkSession, ack_of, end_code};
+use sluice_e2e::streams::{ProducerStream, WorkSession, end_code};
 use sluice_e2e::{job, job_in};
 use sluice_proto::v1 as pb;
 use sluice_proto::v1::work_request::Kind;
