@@ -54,7 +54,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<()> {
     let addr = started.addrs[0].clone();
     let worker_bin = match &args.worker_bin {
         Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("sluice-worker"),
+        None => crate::sibling("sluice-worker")?,
     };
     let mut worker = tokio::process::Command::new(&worker_bin)
         .args(["--broker", &format!("http://{addr}")])

@@ -7,7 +7,6 @@
 //! reports records/s and the CPU seconds of the source, the broker and
 //! Tansu over that window.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -79,7 +78,7 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("sluice-bench-kafka-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let mut broker_command = Command::new(sibling("sluice-broker")?);
+    let mut broker_command = Command::new(crate::sibling("sluice-broker")?);
     broker_command
         .args(["--addr", "127.0.0.1:0"])
         .env("RUST_LOG", "info");
@@ -95,7 +94,7 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
         "",
         "[[topic]]\nname = \"bench\"\nqueue = \"bench\"\njob_type = \"event\"\n",
     );
-    let mut source_command = Command::new(sibling("sluice-kafka")?);
+    let mut source_command = Command::new(crate::sibling("sluice-kafka")?);
     source_command
         .arg("run")
         .arg("--config")
@@ -166,15 +165,4 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
     drop(source);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-/// A binary beside this one (the release build's).
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::current_exe()?.with_file_name(name);
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: cargo build --release --workspace",
-        path.display()
-    );
-    Ok(path)
 }

@@ -211,6 +211,17 @@ fn start_broker(binary: &std::path::Path, args: &[String]) -> anyhow::Result<Bro
     BrokerProcess::launch(command).map_err(anyhow::Error::msg)
 }
 
+/// A binary beside this one (the release build's).
+pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::current_exe()?.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: cargo build --release --workspace",
+        path.display()
+    );
+    Ok(path)
+}
+
 /// The broker binary to start: `given`, or sluice-broker beside this one.
 fn broker_binary(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match given {
