@@ -320,14 +320,21 @@ impl BrokerProcess {
     }
 
     /// Leases the next job of `queue` and `job_type` on a stream of its own
-    /// (one slot), waiting at most [`WAIT`]. The stream ends when this
-    /// returns; the lease stays with the job.
+    /// (one slot), waiting at most [`WAIT`]. The stream has ended, as the
+    /// broker sees it, when this returns (ListWorkers no longer lists it), so
+    /// what the caller does next cannot race its closing; the lease stays
+    /// with the job.
     pub async fn lease_one(&self, queue: &str, job_type: &str) -> pb::LeasedJob {
+        static STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let worker_id = format!(
+            "lease-one-{}",
+            STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let mut stream = self
             .broker()
             .await
             .lease(pb::LeaseRequest {
-                worker_id: "test-worker".into(),
+                worker_id: worker_id.clone(),
                 queues: vec![queue.into()],
                 job_types: vec![job_type.into()],
                 max_in_flight: 1,
@@ -336,9 +343,29 @@ impl BrokerProcess {
             .await
             .unwrap()
             .into_inner();
-        match tokio::time::timeout(WAIT, stream.message()).await {
+        let leased = match tokio::time::timeout(WAIT, stream.message()).await {
             Ok(Ok(Some(leased))) => leased,
             other => panic!("no job of {queue}/{job_type} was leased in {WAIT:?}: {other:?}"),
+        };
+        drop(stream);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let workers = self
+                .admin()
+                .await
+                .list_workers(pb::ListWorkersRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .workers;
+            if !workers.iter().any(|w| w.worker_id == worker_id) {
+                return leased;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the broker still lists {worker_id} {WAIT:?} after its stream was dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
