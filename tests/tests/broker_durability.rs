@@ -283,8 +283,14 @@ async fn a_failed_write_refuses_work_stops_the_broker_and_keeps_what_was_acknowl
             Err(status) => break status,
         }
     };
+    // The write that fails may be the journal's (that Enqueue is refused,
+    // naming durability) or redb's after the journal took the group (the
+    // broker is stopping, or already gone, when the next call comes).
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    assert!(refused.message().contains("durable"), "{refused:?}");
+    assert!(
+        refused.message().contains("durable") || refused.message().contains("connect error"),
+        "{refused:?}"
+    );
     let status = broker.wait_exit(WAIT).expect("the broker stops");
     assert_eq!(status.code(), Some(1), "{status:?}");
     assert!(

@@ -24,6 +24,7 @@
 
 mod codec;
 mod compaction;
+mod journal;
 mod open;
 mod writer;
 
@@ -251,15 +252,20 @@ mod tests {
         let disk = FailingDisk::default();
         let fail = disk.fail.clone();
         let stopped = CancellationToken::new();
-        let db = Database::builder().create_with_backend(disk);
+        let db = Database::builder().create_with_backend(InMemoryBackend::new());
         let fatal = Fatal::new(stopped.clone());
         let ids = sluice_queue::IdSecret {
             instance: [7; 8],
             key: [9; 16],
         };
-        let (store, meta) = Store::start("memory".into(), db, ids, fatal.clone(), |_| {
-            Ok::<_, std::convert::Infallible>(())
-        })
+        let (store, meta) = Store::start(
+            "memory".into(),
+            db,
+            Box::new(disk),
+            ids,
+            fatal.clone(),
+            |_| Ok::<_, std::convert::Infallible>(()),
+        )
         .expect("opens");
         assert_eq!(meta.ids, Some(ids));
 

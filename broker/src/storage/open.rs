@@ -7,16 +7,17 @@
 //! to is used, with a warning.
 
 use std::fs::Permissions;
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend};
 use sluice_queue::{IdSecret, JobRecord, StoreMeta};
 
+use super::journal::{self, JOURNAL_FILE_NAME, JournalFile};
 use super::writer::write_loop;
 use super::{
     CACHE_BYTES, FILE_NAME, JOBS, META, PAUSED, PAYLOADS, SCHEDULES, SOURCES, Store, StoreError,
@@ -91,13 +92,34 @@ impl Store {
                 source: e.into(),
             });
         }
-        Self::start(path, db, new_ids, fatal, on_job)
+        let journal_path = dir.join(JOURNAL_FILE_NAME);
+        let journal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&journal_path)
+            .map_err(|e| StoreError::Open {
+                path: journal_path,
+                source: e.into(),
+            })?;
+        Self::start(
+            path,
+            db,
+            Box::new(JournalFile(journal)),
+            new_ids,
+            fatal,
+            on_job,
+        )
     }
 
-    /// Reads back the database `db` opened at `path` and starts its writer.
+    /// Replays `journal` into the database `db` opened at `path`, reads it
+    /// back and starts its writer.
     pub(super) fn start<E: std::error::Error + Send + Sync + 'static>(
         path: PathBuf,
         db: Result<Database, redb::DatabaseError>,
+        journal: Box<dyn StorageBackend>,
         new_ids: IdSecret,
         fatal: Fatal,
         on_job: impl FnMut(JobRecord) -> Result<(), E>,
@@ -115,6 +137,7 @@ impl Store {
             redb::DatabaseError::Storage(redb::StorageError::Io(e)) => open_err(e.into()),
             other => corrupt(other.to_string()),
         })?;
+        let journal = journal::recover(&db, journal, &path.with_file_name(JOURNAL_FILE_NAME))?;
         let meta = read_back(&db, new_ids, on_job).map_err(|e| match e {
             ReadError::Corrupt(what) => corrupt(what),
             ReadError::Redb(e) => corrupt(e.to_string()),
@@ -127,7 +150,7 @@ impl Store {
             let last_commit_micros = last_commit_micros.clone();
             std::thread::Builder::new()
                 .name("sluice-store".into())
-                .spawn(move || write_loop(db, &rx, &fatal, &last_commit_micros))
+                .spawn(move || write_loop(db, journal, &rx, &fatal, &last_commit_micros))
                 .map_err(|e| open_err(e.into()))?
         };
         Ok((

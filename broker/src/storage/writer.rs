@@ -1,21 +1,23 @@
-//! The writer thread: takes every batch waiting, writes them in one
-//! transaction and commits it with one fsync (group commit), then answers
-//! each batch's waiter. A failed commit fails the broker; it is never retried.
+//! The writer thread: takes every batch waiting, appends them to the
+//! journal as one frame with one fsync (group commit), answers each batch's
+//! waiter, then hands the same changes to redb without an fsync (see
+//! `journal`). A failed commit fails the broker; it is never retried.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use redb::Database;
-use sluice_queue::Change;
+use redb::{Database, Durability};
 
 use super::compaction::{COMPACT_AFTER_REMOVALS, IDLE, compact};
-use super::{Batch, JOBS, MAX_GROUP_CHANGES, META, PAUSED, PAYLOADS, SCHEDULES, SOURCES, codec};
+use super::journal::{self, Journal};
+use super::{Batch, MAX_GROUP_CHANGES};
 use crate::fatal::Fatal;
 
-/// The writer thread: one transaction and one fsync per group of batches.
+/// The writer thread: one journal frame and one fsync per group of batches.
 pub(super) fn write_loop(
     mut db: Database,
+    mut journal: Journal,
     rx: &mpsc::Receiver<Batch>,
     fatal: &Fatal,
     last_commit_micros: &AtomicU64,
@@ -27,6 +29,12 @@ pub(super) fn write_loop(
         let first = match rx.recv_timeout(IDLE) {
             Ok(batch) => batch,
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                if fatal.reason().is_some() {
+                    continue;
+                }
+                if !journal.is_empty() {
+                    checkpoint(&db, &mut journal, fatal);
+                }
                 // Idle: give the space of finished jobs back to the disk.
                 // (Under load the file keeps its high-water mark; redb
                 // reuses its free pages.)
@@ -49,19 +57,16 @@ pub(super) fn write_loop(
                 Err(_) => break,
             }
         }
-        removed += group
-            .iter()
-            .flat_map(|b| &b.changes)
-            .filter(|c| matches!(c, Change::Delete { .. }))
-            .count();
+        let entries = journal::entries(group.iter().flat_map(|b| &b.changes));
         let result = match fatal.reason() {
             Some(why) => Err(why),
             // Only waiters (calls that changed nothing): every change before
             // theirs is committed already.
-            None if group.iter().all(|b| b.changes.is_empty()) => Ok(()),
+            None if entries.is_empty() => Ok(()),
             None => {
                 let started = Instant::now();
-                let result = commit(&db, &group)
+                let result = journal
+                    .append(&entries)
                     .map_err(|e| fatal.fail(format!("writing the data directory failed: {e}")));
                 let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
                 last_commit_micros.store(micros.saturating_add(1), Ordering::Relaxed);
@@ -74,9 +79,39 @@ pub(super) fn write_loop(
                 let _ = done.send(result.clone());
             }
         }
+        if result.is_ok() && !entries.is_empty() {
+            // Answered already: the journal holds the group.
+            match apply_non_durable(&db, &entries) {
+                Ok(count) => removed += count,
+                Err(e) => {
+                    fatal.fail(format!("writing the data directory failed: {e}"));
+                    continue;
+                }
+            }
+            if journal.is_full() {
+                checkpoint(&db, &mut journal, fatal);
+            }
+        }
     }
     if fatal.reason().is_none() {
+        checkpoint(&db, &mut journal, fatal);
         compact(&mut db);
+    }
+}
+
+/// Writes a group into redb without an fsync; the journal has it.
+fn apply_non_durable(db: &Database, entries: &[journal::Entry]) -> Result<usize, redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::None)?;
+    let removed = journal::apply(&txn, entries)?;
+    txn.commit()?;
+    Ok(removed)
+}
+
+/// A checkpoint; a failure fails the broker.
+fn checkpoint(db: &Database, journal: &mut Journal, fatal: &Fatal) {
+    if let Err(e) = journal.checkpoint(db) {
+        fatal.fail(format!("writing the data directory failed: {e}"));
     }
 }
 
@@ -91,70 +126,4 @@ impl Drop for FailOnPanic<'_> {
             self.0.fail("the store's writer panicked");
         }
     }
-}
-
-fn commit(db: &Database, group: &[Batch]) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    {
-        let mut jobs = txn.open_table(JOBS)?;
-        let mut payloads = txn.open_table(PAYLOADS)?;
-        let mut paused = txn.open_table(PAUSED)?;
-        let mut schedules = txn.open_table(SCHEDULES)?;
-        let mut sources = txn.open_table(SOURCES)?;
-        let mut next_seq = None;
-        for change in group.iter().flat_map(|b| &b.changes) {
-            match change {
-                Change::Put { record, new } => {
-                    jobs.insert(record.seq, codec::encode(record).as_slice())?;
-                    if *new {
-                        payloads.insert(record.seq, record.payload.as_ref())?;
-                        next_seq = next_seq.max(Some(record.seq + 1));
-                    }
-                }
-                Change::Delete { seq } => {
-                    jobs.remove(seq)?;
-                    payloads.remove(seq)?;
-                }
-                Change::Paused {
-                    queue,
-                    paused: true,
-                } => {
-                    paused.insert(queue.as_str(), ())?;
-                }
-                Change::Paused { queue, .. } => {
-                    paused.remove(queue.as_str())?;
-                }
-                Change::Schedule {
-                    name,
-                    record: Some(record),
-                } => {
-                    schedules.insert(name.as_str(), record.as_slice())?;
-                }
-                Change::Schedule { name, record: None } => {
-                    schedules.remove(name.as_str())?;
-                }
-                Change::Source {
-                    group,
-                    key,
-                    record: Some(record),
-                } => {
-                    sources.insert((group.as_str(), key.as_str()), record.as_slice())?;
-                }
-                Change::Source {
-                    group,
-                    key,
-                    record: None,
-                } => {
-                    sources.remove((group.as_str(), key.as_str()))?;
-                }
-            }
-        }
-        if let Some(next_seq) = next_seq {
-            txn.open_table(META)?
-                .insert("next_seq", next_seq.to_be_bytes().as_slice())?;
-        }
-    }
-    // Durability::Immediate (the default): returns once fsynced.
-    txn.commit()?;
-    Ok(())
 }

@@ -159,11 +159,13 @@ impl SharedQueue {
         op: impl FnOnce(&mut Queue, Timestamp) -> (T, Vec<Change>),
     ) -> Result<(T, Option<Commit>), BackendError> {
         let mut state = self.lock()?;
-        if let Some(what) = refused_while_draining.filter(|_| state.draining) {
-            return Err(BackendError::ShuttingDown(what));
-        }
+        // A failed store drains the broker too: the failure is the reason
+        // to give.
         if let Some(why) = self.inner.fatal.reason() {
             return Err(BackendError::Failed(why));
+        }
+        if let Some(what) = refused_while_draining.filter(|_| state.draining) {
+            return Err(BackendError::ShuttingDown(what));
         }
         let (out, commit) =
             self.apply_with(&mut state, true, |state, now| op(&mut state.queue, now));
