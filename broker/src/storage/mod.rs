@@ -1,12 +1,14 @@
 //! Persistence for `--data-dir`: the queue's durable view (see
-//! [`sluice_queue::Change`]) in one redb file, written with group commit.
+//! [`sluice_queue::Change`]) in one redb file with a journal in front of
+//! it, written with group commit.
 //!
 //! The in-memory queue stays the source of truth for reads; the store only
 //! takes changes and gives them back on start. One writer thread takes every
-//! batch of changes waiting, writes them in one transaction, and commits it
-//! with an fsync, so concurrent requests share one fsync. A request that
-//! changed something is answered only after the commit holding its changes
-//! returned (the service awaits the [`Commit`]).
+//! batch of changes waiting, appends them to the journal as one frame and
+//! fdatasyncs it, so concurrent requests share one fsync; redb takes the
+//! same changes without an fsync and is made durable at checkpoints (see
+//! `journal`). A request that changed something is answered only after the
+//! journal holds its changes on disk (the service awaits the [`Commit`]).
 //!
 //! A failed write or fsync is never retried: the store fails the broker
 //! (see [`crate::fatal`]), which fails every waiting and later commit and
@@ -14,13 +16,15 @@
 //! on disk.
 //!
 //! Corruption: the file is opened with redb's integrity check, which verifies
-//! the checksum of every page; a damaged file, or a record that does not
-//! decode, stops the start with an error naming it. The broker never starts
-//! empty on a damaged directory.
+//! the checksum of every page, and the journal's frames carry CRC-32s; a
+//! damaged file, a damaged frame before an intact one, or a record that
+//! does not decode, stops the start with an error naming it. The broker
+//! never starts empty on a damaged directory.
 
-//! Files by role: `open.rs` opens the file and reads it back (recovery),
-//! `writer.rs` is the writer thread and its group commit, `compaction.rs`
-//! gives the space of finished jobs back, `codec.rs` is a record's bytes.
+//! Files by role: `open.rs` opens the files and reads them back (recovery),
+//! `journal.rs` is the journal (frames, replay, checkpoints), `writer.rs` is
+//! the writer thread and its group commit, `compaction.rs` gives the space
+//! of finished jobs back, `codec.rs` is a record's bytes.
 
 mod codec;
 mod compaction;
