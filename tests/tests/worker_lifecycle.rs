@@ -214,6 +214,40 @@ async fn idle_worker_reconnects_after_the_broker_restarts() {
     );
 }
 
+/// RESOURCE_EXHAUSTED on opening a session (every lease stream the broker
+/// allows is open) is a wait, not a refusal: the worker retries with its
+/// backoff, and runs jobs once a place frees.
+#[tokio::test]
+async fn a_worker_without_a_free_lease_stream_waits_for_one() {
+    let dir = scratch_dir("streams-full");
+    let broker = BrokerProcess::start(&["--max-lease-streams", "1"]);
+    let holder = broker
+        .broker()
+        .await
+        .lease(pb::LeaseRequest {
+            worker_id: "holder".into(),
+            queues: vec!["elsewhere".into()],
+            job_types: vec!["x".into()],
+            max_in_flight: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let exec = format!("work=echo $SLUICE_JOB_ID >> {}/runs", dir.display());
+    let mut worker = WorkerProcess::spawn(&broker, &["--exec", &exec]);
+    // Refused twice, so retried at least once after the refusal.
+    let log = worker.process.wait_for_log("attempt=2");
+    assert!(log.contains("--max-lease-streams"), "{log}");
+    assert!(worker.process.is_running(), "{}", worker.process.log());
+    drop(holder);
+    let id = broker.enqueue(job("work", b"")).await;
+    broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+    assert_eq!(
+        std::fs::read_to_string(dir.join("runs")).unwrap(),
+        format!("{id}\n")
+    );
+}
+
 #[tokio::test]
 async fn busy_worker_survives_a_broker_restart_and_frees_its_slot() {
     let dir = scratch_dir("restart-busy");

@@ -339,8 +339,10 @@ fn leased_from_pb(leased: pb::LeasedJob) -> Option<LeasedJob> {
 
 /// What a gRPC status means for the worker: the one place where codes are
 /// read. A stale lease or a job that is gone is a lost lease; errors that a
-/// retry over a new connection may cure are unavailability; the rest are
-/// refusals no retry can cure.
+/// retry over a new connection, or later, may cure are unavailability
+/// (RESOURCE_EXHAUSTED among them: the broker's lease streams are all
+/// taken, or its store is full, until others let go); the rest are refusals
+/// no retry can cure.
 fn classify(code: Code, message: &str) -> BrokerError {
     let kind = match code {
         Code::FailedPrecondition | Code::NotFound => BrokerErrorKind::LeaseLost,
@@ -348,12 +350,12 @@ fn classify(code: Code, message: &str) -> BrokerError {
         | Code::Unknown
         | Code::DeadlineExceeded
         | Code::Cancelled
-        | Code::Aborted => BrokerErrorKind::Unavailable,
+        | Code::Aborted
+        | Code::ResourceExhausted => BrokerErrorKind::Unavailable,
         Code::Ok
         | Code::InvalidArgument
         | Code::AlreadyExists
         | Code::PermissionDenied
-        | Code::ResourceExhausted
         | Code::OutOfRange
         | Code::Unimplemented
         | Code::Internal
@@ -416,7 +418,7 @@ mod tests {
     }
 
     #[test]
-    fn status_codes_are_classified_as_before() {
+    fn status_codes_are_classified() {
         use BrokerErrorKind::{LeaseLost, Refused, Unavailable};
         let cases = [
             (Code::FailedPrecondition, LeaseLost),
@@ -429,7 +431,7 @@ mod tests {
             (Code::InvalidArgument, Refused),
             (Code::PermissionDenied, Refused),
             (Code::Unauthenticated, Refused),
-            (Code::ResourceExhausted, Refused),
+            (Code::ResourceExhausted, Unavailable),
             (Code::Internal, Refused),
         ];
         for (code, kind) in cases {
