@@ -248,6 +248,34 @@ async fn a_worker_without_a_free_lease_stream_waits_for_one() {
     );
 }
 
+/// A broker that drains says so on the worker's session: the worker takes
+/// no more jobs from it, tries another session (refused while it drains),
+/// and reports the job it was running, so the broker stops as soon as
+/// that job is done, long before its drain timeout.
+#[tokio::test]
+async fn a_draining_broker_gets_the_running_job_reported() {
+    let dir = scratch_dir("broker-drains");
+    let data = dir.join("data");
+    let data_dir = data.to_str().unwrap();
+    let mut broker = BrokerProcess::start(&["--data-dir", data_dir, "--drain-timeout", "60s"]);
+    let exec = format!("work={}", held_open(&dir));
+    let worker = WorkerProcess::start(&broker, &["--exec", &exec]);
+    let id = broker.enqueue(job("work", b"")).await;
+    wait_for_file(&dir.join("started"));
+    broker.signal(Signal::SIGTERM);
+    worker.process.wait_for_log("reconnecting to the broker");
+    std::fs::write(dir.join("go"), "").unwrap();
+    let status = broker
+        .wait_exit(WAIT)
+        .expect("the broker stops once the job is reported");
+    assert!(status.success(), "{status:?}\n{}", broker.log());
+    assert!(broker.log().contains("still_leased=0"), "{}", broker.log());
+    let broker = BrokerProcess::start(&["--data-dir", data_dir]);
+    let done = broker.job(&id).await;
+    assert_eq!((done.state(), done.attempt), (pb::JobState::Succeeded, 1));
+    assert_eq!(attempts(&dir), "1\n");
+}
+
 #[tokio::test]
 async fn busy_worker_survives_a_broker_restart_and_frees_its_slot() {
     let dir = scratch_dir("restart-busy");
@@ -284,6 +312,28 @@ async fn long_job_is_kept_alive_by_heartbeats_and_runs_once() {
     let id = broker.enqueue(job("work", b"")).await;
     let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
     assert_eq!(done.attempt, 1);
+    assert_eq!(attempts(&dir), "1\n");
+    assert_eq!(broker.queue_stats("default").await.expired_total, 0);
+}
+
+/// Heartbeats go on while the worker drains: a job more than two lease
+/// durations long, signalled as it starts, finishes on its first lease.
+#[tokio::test]
+async fn heartbeats_go_on_while_the_worker_drains() {
+    let dir = scratch_dir("drain-heartbeat");
+    let broker = BrokerProcess::start(&[]);
+    let exec = format!("work={}", sleeper(&dir, "7"));
+    let mut worker = WorkerProcess::start(&broker, &["--lease-duration", "3s", "--exec", &exec]);
+    let id = broker.enqueue(job("work", b"")).await;
+    wait_for_attempts(&dir, 1).await;
+    worker.process.signal(Signal::SIGTERM);
+    let status = worker
+        .process
+        .wait_exit(WAIT)
+        .expect("the worker exits once its job is done");
+    assert!(status.success(), "{status:?}\n{}", worker.process.log());
+    let done = broker.job(&id).await;
+    assert_eq!((done.state(), done.attempt), (pb::JobState::Succeeded, 1));
     assert_eq!(attempts(&dir), "1\n");
     assert_eq!(broker.queue_stats("default").await.expired_total, 0);
 }
