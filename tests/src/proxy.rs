@@ -1,7 +1,9 @@
 //! A TCP proxy on 127.0.0.1 in front of a broker, that a test can cut: it
 //! drops every open connection and refuses new ones for a while, as a
 //! network partition or a restarting load balancer does, while the broker
-//! itself stays up. Runs on the test's tokio runtime, which must have
+//! itself stays up; or freeze the open connections: nothing passes any
+//! more, and nothing is closed either, as when a host vanishes or a NAT
+//! forgets a mapping (only keepalive tells). Runs on the test's tokio runtime, which must have
 //! worker threads of its own (`flavor = "multi_thread"`) if the test also
 //! blocks its thread.
 
@@ -12,6 +14,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// The proxy; stops (with every connection) on drop.
 pub struct Proxy {
@@ -26,6 +29,8 @@ struct State {
     connections: Vec<AbortHandle>,
     /// New connections are closed at once until then.
     refuse_until: Option<Instant>,
+    /// Cancelled to freeze the connections open now; new ones get a new one.
+    freeze: CancellationToken,
 }
 
 impl Proxy {
@@ -48,9 +53,17 @@ impl Proxy {
                         continue; // dropping it closes it
                     }
                     let target = target.clone();
+                    let frozen = state.lock().unwrap().freeze.clone();
                     let copy = tokio::spawn(async move {
                         if let Ok(mut server) = TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                () = frozen.cancelled() => {
+                                    // Hold both sockets open, passing nothing,
+                                    // until a cut or the proxy's drop.
+                                    std::future::pending::<()>().await;
+                                }
+                            }
                         }
                     });
                     let mut state = state.lock().unwrap();
@@ -69,6 +82,13 @@ impl Proxy {
     /// The proxy's URL, for a worker or client.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Freezes every open connection (see the module doc); new ones pass.
+    pub fn freeze(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.freeze.cancel();
+        state.freeze = CancellationToken::new();
     }
 
     /// Drops every open connection, and refuses new ones for `refuse`.

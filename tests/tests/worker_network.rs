@@ -1,6 +1,8 @@
 //! The real `sluice-worker` when its connection to a live broker drops (a
 //! TCP proxy between them is cut): the lease stream reconnects naming the
-//! leases it holds, and an Ack that fails is retried until it lands, once.
+//! leases it holds, and an Ack that fails is retried until it lands, once;
+//! and when the connection dies silently (the proxy freezes it), keepalive
+//! notices and the worker reconnects.
 //! Handlers wait for a file the test creates, so no step depends on how
 //! fast the machine is.
 
@@ -129,4 +131,57 @@ async fn an_ack_that_fails_on_a_dropped_connection_is_retried_and_lands_once() {
     // The broker records the Ack before it answers: the worker logs the
     // outcome once the answer arrives.
     worker.process.wait_for_log("job succeeded");
+}
+
+/// A connection that dies without a word (the proxy passes nothing and
+/// closes nothing, as when a host vanishes): an idle worker would wait on
+/// its session forever; its keepalive (a ping every 10 s, 10 s to answer)
+/// notices, and it reconnects and runs the next job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_dies_silently_is_noticed_and_replaced() {
+    let dir = scratch_dir("network-silent");
+    let broker = BrokerProcess::start(&[]);
+    let proxy = Proxy::start(&broker.addr).await;
+    let exec = format!("work=echo $SLUICE_JOB_ID >> {}/runs", dir.display());
+    let worker = WorkerProcess::start_at(
+        &proxy.url(),
+        &["--worker-id", "w-silent", "--exec", &exec],
+        &[],
+    );
+    wait_for_workers(&broker, "the worker's session", |w| w.len() == 1).await;
+
+    proxy.freeze();
+    // Two keepalive rounds at most, with room for a slow machine.
+    let keepalive = Duration::from_secs(45);
+    worker
+        .process
+        .try_wait_for_log_within("reconnecting to the broker", keepalive)
+        .unwrap();
+    worker
+        .process
+        .try_wait_for_log_within("lease stream open", keepalive)
+        .unwrap();
+    // The broker's own keepalive closes the frozen session: one is left.
+    let deadline = tokio::time::Instant::now() + keepalive;
+    let mut admin = broker.admin().await;
+    loop {
+        let workers = admin
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        if workers.len() == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{workers:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = broker.enqueue(job("work", b"")).await;
+    let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+    assert_eq!(done.attempt, 1);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("runs")).unwrap(),
+        format!("{id}\n")
+    );
 }
