@@ -179,6 +179,28 @@ async fn a_request_must_arrive_within_the_request_timeout() {
     assert!(started.elapsed() >= Duration::from_secs(1));
 }
 
+/// A Work session's first message is its request: a session that does not
+/// open within the timeout ends as a unary call that does not arrive.
+#[tokio::test]
+async fn a_work_session_must_open_within_the_request_timeout() {
+    let broker = BrokerProcess::start(&["--request-timeout", "1s"]);
+    let mut client = broker.broker().await;
+    let (open, requests) = tokio::sync::mpsc::channel::<pb::WorkRequest>(1);
+    let started = Instant::now();
+    let session = tokio::time::timeout(
+        WAIT,
+        client.work(tokio_stream::wrappers::ReceiverStream::new(requests)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        session.map(|_| ()).unwrap_err().code(),
+        tonic::Code::DeadlineExceeded
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    drop(open);
+}
+
 #[tokio::test]
 async fn a_connection_receives_at_most_64_requests_at_once() {
     let timeout = Duration::from_secs(3);

@@ -155,7 +155,7 @@ impl BrokerService {
                     "the first message of a Work session must open it",
                 ));
             }
-            Some(Err(status)) => return Err(RequestError::invalid("open", status.message())),
+            Some(Err(status)) => return Err(RequestError::Receiving(status)),
             None => {
                 return Err(RequestError::invalid(
                     "open",

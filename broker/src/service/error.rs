@@ -91,6 +91,11 @@ pub enum RequestError {
     /// The backend refused it, or could not do it.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// A stream's opening message could not be received: the status its
+    /// receiving gave (DEADLINE_EXCEEDED past `--request-timeout`, a
+    /// message that does not decode, a reset).
+    #[error("{}", .0.message())]
+    Receiving(Status),
 }
 
 impl From<QueueError> for RequestError {
@@ -130,6 +135,7 @@ impl From<RequestError> for Status {
             ) => Code::Unavailable,
             RequestError::Backend(BackendError::Internal) => Code::Internal,
             RequestError::Backend(BackendError::StoreFull(_)) => Code::ResourceExhausted,
+            RequestError::Receiving(status) => status.code(),
             RequestError::Backend(BackendError::Queue(q)) => match q {
                 QueueError::UnknownJob { .. } | QueueError::UnknownQueue { .. } => Code::NotFound,
                 QueueError::StaleLease { .. } | QueueError::WrongState { .. } => {
