@@ -1,0 +1,147 @@
+"""One ``Broker.Work`` session (docs/worker-protocol.md, section 2): the
+``open`` message, then reports and credit written one at a time, each with a
+``seq`` whose result a reader task hands back; jobs and the broker's
+``draining`` go to the worker's callbacks. When the session ends, every
+report still waiting fails with :class:`SessionEnded`, which callers treat
+as unavailability (and retry by the unary calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Callable, Dict, List, Optional, Tuple
+
+import grpc
+import grpc.aio
+
+from sluice_client._proto.sluice.v1 import broker_pb2, broker_pb2_grpc
+from sluice_client.producer import BrokerError, _code
+
+log = logging.getLogger("sluice_client")
+
+#: How long a report waits for its result before it counts as unavailable.
+RESULT_TIMEOUT = 5.0
+
+
+class SessionEnded(Exception):
+    """The session ended before a report's result came."""
+
+
+class Session:
+    """An open Work session; see the module doc."""
+
+    def __init__(
+        self,
+        call: grpc.aio.StreamStreamCall,
+        on_jobs: Callable[[List[broker_pb2.LeasedJob]], None],
+        on_draining: Callable[[], None],
+    ) -> None:
+        self._call = call
+        self._on_jobs = on_jobs
+        self._on_draining = on_draining
+        self._seqs = itertools.count(1)
+        self._pending: Dict[int, "asyncio.Future[broker_pb2.WorkResult]"] = {}
+        self._write_lock = asyncio.Lock()
+        self.ended = asyncio.Event()
+        self._reader: Optional["asyncio.Task[None]"] = None
+
+    @classmethod
+    async def open(
+        cls,
+        stub: broker_pb2_grpc.BrokerStub,
+        metadata: Tuple[Tuple[str, str], ...],
+        request: broker_pb2.LeaseRequest,
+        on_jobs: Callable[[List[broker_pb2.LeasedJob]], None],
+        on_draining: Callable[[], None],
+    ) -> "Session":
+        """Opens a session; raises :class:`BrokerError` when the broker
+        refuses it (its headers come once it has read ``open``)."""
+        call = stub.Work(metadata=metadata)
+        try:
+            await call.write(broker_pb2.WorkRequest(seq=0, open=request))
+            await call.initial_metadata()
+            if call.done():
+                await call.read()
+        except grpc.aio.AioRpcError as e:
+            raise BrokerError.of(e) from None
+        code = await call.code() if call.done() else None
+        if code is not None and code != grpc.StatusCode.OK:
+            raise BrokerError(code, await call.details() or "")
+        session = cls(call, on_jobs, on_draining)
+        session._reader = asyncio.create_task(session._read())
+        return session
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                response = await self._call.read()
+                if response is grpc.aio.EOF:
+                    break
+                for result in response.results:
+                    waiter = self._pending.pop(result.seq, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(result)
+                if response.jobs:
+                    self._on_jobs(list(response.jobs))
+                if response.draining:
+                    log.info("the broker drains: the session takes no more jobs")
+                    self._on_draining()
+        except grpc.aio.AioRpcError as e:
+            log.warning("the session broke: %s: %s", e.code().name, e.details())
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.ended.set()
+            for waiter in self._pending.values():
+                if not waiter.done():
+                    waiter.set_exception(SessionEnded())
+            self._pending.clear()
+
+    async def _write(self, request: broker_pb2.WorkRequest) -> None:
+        if self.ended.is_set():
+            raise SessionEnded()
+        async with self._write_lock:
+            try:
+                await self._call.write(request)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as e:
+                raise SessionEnded() from e
+
+    async def report(self, **kind: object) -> broker_pb2.WorkResult:
+        """Sends one report (``ack=``, ``nack=``, ``extend=``, ``release=`` or
+        ``credit=``) and returns its result; raises :class:`BrokerError` for a
+        refusal, :class:`SessionEnded` when no result can come."""
+        seq = next(self._seqs)
+        waiter: "asyncio.Future[broker_pb2.WorkResult]" = asyncio.get_running_loop().create_future()
+        self._pending[seq] = waiter
+        try:
+            await self._write(broker_pb2.WorkRequest(seq=seq, **kind))  # type: ignore[arg-type]
+            result = await asyncio.wait_for(waiter, RESULT_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise SessionEnded() from None
+        finally:
+            self._pending.pop(seq, None)
+        if result.code != 0:
+            raise BrokerError(_code(result.code), result.message)
+        return result
+
+    async def close(self) -> None:
+        """Closes the worker's side and waits for the broker to end the call."""
+        if not self.ended.is_set():
+            async with self._write_lock:
+                try:
+                    await self._call.done_writing()
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                    pass
+            try:
+                await asyncio.wait_for(self.ended.wait(), RESULT_TIMEOUT)
+            except asyncio.TimeoutError:
+                pass
+        self.cancel()
+
+    def cancel(self) -> None:
+        """Ends the session at once."""
+        self._call.cancel()
+        if self._reader is not None:
+            self._reader.cancel()

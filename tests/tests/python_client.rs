@@ -1,0 +1,293 @@
+//! The Python client (`clients/python`, package `sluice_client`) against the
+//! real broker: its committed stubs match proto/, its types check (mypy,
+//! strict), it installs with pip from its folder, the README's hello-world
+//! worker runs a job, its producers enqueue (blocking and asyncio, one job
+//! and a batch with a refusal), and its worker acks, retries, fails, times
+//! out, extends a long job's lease, stops a cancelled one, drains on
+//! SIGTERM and exits 130 on a second signal. Needs python3 with grpcio,
+//! grpcio-tools and mypy (`scripts/test` installs them).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nix::sys::signal::Signal;
+use sluice_e2e::{BrokerProcess, Process, WAIT, job, scratch_dir, wait_for_file};
+use sluice_proto::v1 as pb;
+
+fn client_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python")
+}
+
+/// `python3 ARGS` with the client on its path.
+fn python(args: &[&str]) -> Command {
+    let mut command = Command::new("python3");
+    command
+        .args(args)
+        .current_dir(client_dir())
+        .env("PYTHONPATH", client_dir())
+        .env("PYTHONUNBUFFERED", "1");
+    command
+}
+
+fn run(mut command: Command) -> Output {
+    let output = command.output().expect("python3 must be installed");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The scenario worker (clients/python/tests/scenario_worker.py) of
+/// `broker`, recording into `out`; started once its session is open.
+fn scenario_worker(broker: &BrokerProcess, out: &Path, lease: &str) -> Process {
+    let mut command = python(&["tests/scenario_worker.py", out.to_str().unwrap(), lease]);
+    command.env("SLUICE_BROKER", broker.url());
+    let worker = Process::spawn(command);
+    worker.wait_for_log("session open");
+    worker
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn typed(job_type: &str, max_attempts: u32, timeout_secs: i64) -> pb::EnqueueRequest {
+    pb::EnqueueRequest {
+        max_attempts,
+        timeout: Some(prost_types::Duration {
+            seconds: timeout_secs,
+            nanos: 0,
+        }),
+        ..job(job_type, b"")
+    }
+}
+
+#[test]
+fn the_committed_stubs_match_the_proto() {
+    let output = run(python(&["tests/check_stubs.py"]));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("4 stubs match proto/"));
+}
+
+#[test]
+fn the_package_type_checks() {
+    run(python(&[
+        "-m",
+        "mypy",
+        "sluice_client/__init__.py",
+        "sluice_client/settings.py",
+        "sluice_client/producer.py",
+        "sluice_client/session.py",
+        "sluice_client/worker.py",
+        "examples/hello_worker.py",
+        "tests/scenario_worker.py",
+        "tests/check_stubs.py",
+    ]));
+}
+
+#[test]
+fn the_package_installs_with_pip_from_its_folder() {
+    let target = scratch_dir("python-install");
+    run(python(&[
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        target.to_str().unwrap(),
+        ".",
+    ]));
+    // Imported from the installed copy, not the source folder.
+    let mut import = Command::new("python3");
+    import
+        .args([
+            "-c",
+            "import sluice_client, sys; print(sluice_client.__file__)",
+        ])
+        .current_dir(&target)
+        .env("PYTHONPATH", &target);
+    let output = run(import);
+    let file = String::from_utf8(output.stdout).unwrap();
+    assert!(file.starts_with(target.to_str().unwrap()), "{file}");
+    assert!(target.join("sluice_client/py.typed").exists());
+    assert!(
+        target
+            .join("sluice_client/_proto/sluice/v1/broker_pb2.pyi")
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn the_hello_world_worker_runs_a_job() {
+    let source = std::fs::read_to_string(client_dir().join("examples/hello_worker.py")).unwrap();
+    assert!(source.lines().count() <= 15, "{source}");
+    let broker = BrokerProcess::start(&[]);
+    let mut command = python(&["examples/hello_worker.py"]);
+    command.env("SLUICE_BROKER", broker.url());
+    let mut worker = Process::spawn(command);
+    worker.wait_for_log("session open");
+    let id = broker.enqueue(job("hello", b"world")).await;
+    broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+    worker.signal(Signal::SIGTERM);
+    assert!(
+        worker.wait_exit(WAIT).unwrap().success(),
+        "{}",
+        worker.log()
+    );
+    assert!(
+        worker.log().contains("worker stopped processed=1"),
+        "{}",
+        worker.log()
+    );
+}
+
+#[tokio::test]
+async fn the_producers_enqueue_one_job_and_a_batch() {
+    let broker = BrokerProcess::start(&[]);
+    let script = r#"
+import asyncio, sys
+from sluice_client import AsyncProducer, JobSpec, Producer
+url = sys.argv[1]
+with Producer(broker=url) as p:
+    first = p.enqueue("t", b"one", idempotency_key="k1", headers={"lang": "py"})
+    again = p.enqueue("t", b"one", idempotency_key="k1")
+    assert again.duplicate and again.job_id == first.job_id, again
+    print(first.job_id)
+async def main():
+    async with AsyncProducer(broker=url) as p:
+        one = await p.enqueue("t", b"two", queue="other", priority=5, timeout=90)
+        print(one.job_id)
+        batch = await p.enqueue_batch([JobSpec("t", b"three"), JobSpec("", b"bad")])
+        assert batch[0].error is None and batch[1].error is not None, batch
+        assert batch[1].error.code.name == "INVALID_ARGUMENT", batch[1].error
+        print(batch[0].job_id)
+asyncio.run(main())
+"#;
+    let output = run(python(&["-c", script, &broker.url()]));
+    let ids: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let first = broker.job(&ids[0]).await;
+    assert_eq!(first.payload.as_ref(), b"one");
+    assert_eq!(first.headers.get("lang").map(String::as_str), Some("py"));
+    let second = broker.job(&ids[1]).await;
+    assert_eq!((second.queue.as_str(), second.priority), ("other", 5));
+    assert_eq!(second.timeout.unwrap().seconds, 90);
+    assert_eq!(broker.job(&ids[2]).await.payload.as_ref(), b"three");
+}
+
+#[tokio::test]
+async fn the_worker_acks_retries_fails_and_times_out() {
+    let out = scratch_dir("python-outcomes");
+    let broker = BrokerProcess::start(&[]);
+    let worker = scenario_worker(&broker, &out, "30");
+    let ok = broker.enqueue(job("ok", b"")).await;
+    let sync = broker.enqueue(job("sync", b"")).await;
+    let flaky = broker.enqueue(typed("flaky", 3, 60)).await;
+    let boom = broker.enqueue(typed("boom", 1, 60)).await;
+    let dead = broker.enqueue(typed("dead", 5, 60)).await;
+    let slow = broker.enqueue(typed("slow", 1, 1)).await;
+
+    broker.wait_for_state(&ok, pb::JobState::Succeeded).await;
+    let done = broker.wait_for_state(&sync, pb::JobState::Succeeded).await;
+    assert_eq!(done.attempt, 1);
+    // The plain function ran in the pool, not on the loop's thread.
+    assert!(
+        lines(&out.join("sync"))[0].contains("sluice-job"),
+        "{:?}",
+        lines(&out.join("sync"))
+    );
+    let done = broker.wait_for_state(&flaky, pb::JobState::Succeeded).await;
+    assert_eq!(done.attempt, 2);
+    let failed = broker.wait_for_state(&boom, pb::JobState::Dead).await;
+    assert_eq!(failed.last_error, "RuntimeError: boom");
+    let failed = broker.wait_for_state(&dead, pb::JobState::Dead).await;
+    assert_eq!(
+        (failed.attempt, failed.last_error.as_str()),
+        (1, "no retry can help")
+    );
+    let failed = broker.wait_for_state(&slow, pb::JobState::Dead).await;
+    assert_eq!(failed.last_error, "timed out after 1s");
+    wait_for_file(&out.join("slow-cancelled"));
+    let log = worker.log();
+    assert!(log.contains("job succeeded"), "{log}");
+}
+
+#[tokio::test]
+async fn the_worker_extends_a_long_jobs_lease_and_stops_a_cancelled_one() {
+    let out = scratch_dir("python-leases");
+    let broker = BrokerProcess::start(&[]);
+    let _worker = scenario_worker(&broker, &out, "3");
+    // Held past two lease durations: only heartbeats keep it.
+    let long = broker.enqueue(typed("hold", 1, 60)).await;
+    wait_for_file(&out.join("started"));
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    assert_eq!(broker.job(&long).await.state(), pb::JobState::Leased);
+    std::fs::write(out.join("go"), "").unwrap();
+    let done = broker.wait_for_state(&long, pb::JobState::Succeeded).await;
+    assert_eq!(done.attempt, 1);
+    assert_eq!(broker.queue_stats("default").await.expired_total, 0);
+
+    std::fs::remove_file(out.join("go")).unwrap();
+    std::fs::remove_file(out.join("started")).unwrap();
+    let cancelled = broker.enqueue(typed("hold", 1, 60)).await;
+    wait_for_file(&out.join("started"));
+    broker
+        .admin()
+        .await
+        .cancel_job(pb::CancelJobRequest {
+            job_id: cancelled.clone(),
+        })
+        .await
+        .unwrap();
+    broker
+        .wait_for_state(&cancelled, pb::JobState::Cancelled)
+        .await;
+    wait_for_file(&out.join("hold-cancelled"));
+}
+
+#[tokio::test]
+async fn the_worker_drains_on_sigterm_and_exits_at_once_on_a_second_signal() {
+    let out = scratch_dir("python-drain");
+    let broker = BrokerProcess::start(&[]);
+    let mut worker = scenario_worker(&broker, &out, "30");
+    let running = broker.enqueue(typed("hold", 1, 60)).await;
+    wait_for_file(&out.join("started"));
+    worker.signal(Signal::SIGTERM);
+    worker.wait_for_log("draining");
+    // Leased nothing more while draining.
+    let waiting = broker.enqueue(job("ok", b"")).await;
+    std::fs::write(out.join("go"), "").unwrap();
+    let status = worker.wait_exit(WAIT).expect("exits once its job is done");
+    assert!(status.success(), "{status:?}\n{}", worker.log());
+    let done = broker.job(&running).await;
+    assert_eq!((done.state(), done.attempt), (pb::JobState::Succeeded, 1));
+    let untouched = broker.job(&waiting).await;
+    assert_eq!(
+        (untouched.state(), untouched.attempt),
+        (pb::JobState::Ready, 0)
+    );
+
+    let out = scratch_dir("python-second-signal");
+    let mut worker = scenario_worker(&broker, &out, "30");
+    broker.enqueue(typed("hold", 1, 60)).await;
+    wait_for_file(&out.join("started"));
+    worker.signal(Signal::SIGTERM);
+    worker.wait_for_log("draining");
+    worker.signal(Signal::SIGTERM);
+    let status = worker.wait_exit(WAIT).expect("exits at once");
+    assert_eq!(status.code(), Some(130), "{}", worker.log());
+}
