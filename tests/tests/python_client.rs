@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use nix::sys::signal::Signal;
+use sluice_e2e::tls::TestPki;
 use sluice_e2e::{BrokerProcess, Process, WAIT, job, scratch_dir, wait_for_file};
 use sluice_proto::v1 as pb;
 
@@ -45,11 +46,15 @@ fn run(mut command: Command) -> Output {
 /// The scenario worker (clients/python/tests/scenario_worker.py) of
 /// `broker`, recording into `out`; started once its session is open.
 fn scenario_worker(broker: &BrokerProcess, out: &Path, lease: &str) -> Process {
-    let mut command = python(&["tests/scenario_worker.py", out.to_str().unwrap(), lease]);
-    command.env("SLUICE_BROKER", broker.url());
-    let worker = Process::spawn(command);
+    let worker = Process::spawn(scenario_command(&broker.url(), out, lease));
     worker.wait_for_log("session open");
     worker
+}
+
+fn scenario_command(url: &str, out: &Path, lease: &str) -> Command {
+    let mut command = python(&["tests/scenario_worker.py", out.to_str().unwrap(), lease]);
+    command.env("SLUICE_BROKER", url);
+    command
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -131,6 +136,11 @@ fn the_package_installs_with_pip_from_its_folder() {
 async fn the_hello_world_worker_runs_a_job() {
     let source = std::fs::read_to_string(client_dir().join("examples/hello_worker.py")).unwrap();
     assert!(source.lines().count() <= 15, "{source}");
+    let readme = std::fs::read_to_string(client_dir().join("../../README.md")).unwrap();
+    assert!(
+        readme.contains(&source),
+        "the README shows the hello world as it is"
+    );
     let broker = BrokerProcess::start(&[]);
     let mut command = python(&["examples/hello_worker.py"]);
     command.env("SLUICE_BROKER", broker.url());
@@ -290,4 +300,107 @@ async fn the_worker_drains_on_sigterm_and_exits_at_once_on_a_second_signal() {
     worker.signal(Signal::SIGTERM);
     let status = worker.wait_exit(WAIT).expect("exits at once");
     assert_eq!(status.code(), Some(130), "{}", worker.log());
+}
+
+const PRODUCER_TOKEN: &str = "producer-token-0123456789abcdef";
+const WORKER_TOKEN: &str = "worker-token-0123456789abcdef";
+
+/// Over TLS with tokens (the worker also over mTLS): the same environment
+/// variables as the Rust worker; a worker without a token is refused and
+/// exits 1 saying so.
+#[tokio::test]
+async fn over_tls_with_tokens_jobs_run_and_a_worker_without_a_token_is_refused() {
+    let dir = scratch_dir("python-tls");
+    let pki = TestPki::new(&dir.join("pki")).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "producer {PRODUCER_TOKEN}\nworker {WORKER_TOKEN}\nadmin admin-token-0123456789abcdef\n"
+        ),
+    )
+    .unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let broker = BrokerProcess::start(&[
+        "--tls-cert",
+        &path(&pki.server_cert),
+        "--tls-key",
+        &path(&pki.server_key),
+        "--tls-client-ca",
+        &path(&pki.ca),
+        "--auth-tokens",
+        &path(&tokens),
+    ]);
+    let url = format!("https://{}", broker.addr);
+    let client = pki.client("python-worker").unwrap();
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let tls_env = |command: &mut Command| {
+        command
+            .env("SLUICE_TLS_CA", &pki.ca)
+            .env("SLUICE_TLS_CERT", &client.cert)
+            .env("SLUICE_TLS_KEY", &client.key);
+    };
+
+    let mut refused = scenario_command(&url, &out, "30");
+    tls_env(&mut refused);
+    let mut refused = Process::spawn(refused);
+    let status = refused.wait_exit(WAIT).expect("a refused worker exits");
+    assert_eq!(status.code(), Some(1), "{}", refused.log());
+    assert!(
+        refused.log().contains("UNAUTHENTICATED"),
+        "{}",
+        refused.log()
+    );
+
+    let mut command = scenario_command(&url, &out, "30");
+    tls_env(&mut command);
+    command.env("SLUICE_TOKEN", WORKER_TOKEN);
+    let worker = Process::spawn(command);
+    worker.wait_for_log("session open");
+    let script = r#"
+import sys
+from sluice_client import Producer
+with Producer(broker=sys.argv[1]) as p:
+    print(p.enqueue("ok", b"over tls").job_id)
+"#;
+    let mut produce = python(&["-c", script, &url]);
+    produce
+        .env("SLUICE_TLS_CA", &pki.ca)
+        .env("SLUICE_TLS_CERT", &client.cert)
+        .env("SLUICE_TLS_KEY", &client.key)
+        .env("SLUICE_TOKEN", PRODUCER_TOKEN);
+    let output = run(produce);
+    let id = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    wait_for_file(&out.join("ok"));
+    assert!(
+        lines(&out.join("ok"))[0].starts_with(&format!("{id} 1 ")),
+        "{:?}",
+        lines(&out.join("ok"))
+    );
+    assert!(
+        !worker.log().contains(WORKER_TOKEN),
+        "the token is never logged"
+    );
+}
+
+/// A broker that restarts on the same address is picked up again without
+/// restarting the worker.
+#[tokio::test]
+async fn the_worker_reconnects_after_the_broker_restarts() {
+    let out = scratch_dir("python-restart");
+    let mut broker = BrokerProcess::start(&[]);
+    let worker = scenario_worker(&broker, &out, "30");
+    let before = broker.enqueue(job("ok", b"")).await;
+    broker
+        .wait_for_state(&before, pb::JobState::Succeeded)
+        .await;
+    let addr = broker.addr.clone();
+    broker.signal(Signal::SIGKILL);
+    broker.wait_exit(WAIT).unwrap();
+    worker.wait_for_log("reconnecting to the broker");
+    let broker = BrokerProcess::start_on(&addr, &[]);
+    let after = broker.enqueue(job("ok", b"")).await;
+    broker.wait_for_state(&after, pb::JobState::Succeeded).await;
+    assert_eq!(lines(&out.join("ok")).len(), 2);
 }

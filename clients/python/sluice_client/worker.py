@@ -158,6 +158,8 @@ class Worker:
         self._session: Optional[Session] = None
         self._stub: Optional[broker_pb2_grpc.BrokerStub] = None
         self._draining = False
+        #: Why the broker refused the session for good, if it did.
+        self._refusal: Optional[BrokerError] = None
         self._drain_over = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="sluice-job")
         self.processed = self.failed = self.released = 0
@@ -177,8 +179,10 @@ class Worker:
     # -- running -------------------------------------------------------
 
     def run(self) -> int:
-        """Runs until SIGTERM or SIGINT and the drain; returns 0. A second
-        signal exits the process with status 130 at once."""
+        """Runs until SIGTERM or SIGINT and the drain; returns 0, or 1 when
+        the broker refused the session for good (a token, a role, a
+        setting). A second signal exits the process with status 130 at
+        once."""
         return asyncio.run(self._run_with_signals())
 
     async def _run_with_signals(self) -> int:
@@ -194,11 +198,16 @@ class Worker:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig.name)
-        await self.serve(stop)
+        try:
+            await self.serve(stop)
+        except BrokerError:
+            return 1
         return 0
 
     async def serve(self, stop: asyncio.Event) -> None:
-        """Runs jobs until ``stop`` is set, then drains (see the module doc)."""
+        """Runs jobs until ``stop`` is set, then drains (see the module doc).
+        Raises :class:`BrokerError` when the broker refused the session for
+        good."""
         if not self._handlers:
             raise ValueError("no handler is registered")
         channel = self.settings.aio_channel()
@@ -217,6 +226,8 @@ class Worker:
             self.failed,
             self.released,
         )
+        if self._refusal is not None:
+            raise self._refusal
 
     async def _sessions(self, stop: asyncio.Event) -> None:
         failures = 0
@@ -238,6 +249,7 @@ class Worker:
             except BrokerError as e:
                 if e.code not in UNAVAILABLE:
                     log.error("the broker refuses the session: %s", e)
+                    self._refusal = e
                     stop.set()
                     return
                 log.warning("could not open the session (attempt %d): %s", failures + 1, e)
