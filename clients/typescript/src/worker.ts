@@ -1,0 +1,523 @@
+// The worker: handlers registered by job type, run on one Work session
+// with the slots its credit grants (docs/worker-protocol.md).
+//
+// - A handler gets the job and an AbortSignal, aborted when the attempt must
+//   stop: the job's timeout, an operator's cancel (an Extend answered
+//   cancel_requested: the job is Nacked dead and ends CANCELLED), a lost
+//   lease (no report), the end of a drain (the job is Released).
+// - Each running job's lease is extended from a timer of its own every third
+//   of the lease duration, during a drain too.
+// - Resolving returns Ack; throwing Retry Nacks with its delay, Dead Nacks
+//   dead, anything else Nacks with `Name: message`. After a timeout the job
+//   is Nacked `timed out after ...` once the handler settled, or after a 3 s
+//   grace if it does not.
+// - SIGTERM or SIGINT drains: credit 0, running jobs finish within
+//   drainTimeout, the rest are aborted and released; run() resolves 0. A
+//   second signal exits 130 at once.
+// - The session reconnects with backoff (100 ms doubling to 5 s, +-25%)
+//   naming the leases it holds; reports go on the session, or by the unary
+//   calls between sessions, retried until the lease would expire.
+import { hostname } from "node:os";
+import * as grpc from "@grpc/grpc-js";
+import { BrokerClient, duration, secondsOf, type LeasedJob, type WorkResponse, type WorkResult } from "./proto.js";
+import { BrokerError } from "./producer.js";
+import { CHANNEL_OPTIONS, Settings, type SettingsInit } from "./settings.js";
+
+const STOP_GRACE = 3_000;
+const RESULT_TIMEOUT = 5_000;
+const LEASE_LOST = new Set([grpc.status.FAILED_PRECONDITION, grpc.status.NOT_FOUND]);
+const UNAVAILABLE = new Set([
+  grpc.status.UNAVAILABLE,
+  grpc.status.UNKNOWN,
+  grpc.status.DEADLINE_EXCEEDED,
+  grpc.status.CANCELLED,
+  grpc.status.ABORTED,
+  grpc.status.RESOURCE_EXHAUSTED,
+]);
+
+/** Throw to have the job retried after `after` seconds (not the broker's backoff). */
+export class Retry extends Error {
+  override name = "Retry";
+  constructor(
+    message: string,
+    readonly after?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Throw when no retry can help: the job is DEAD at once. */
+export class Dead extends Error {
+  override name = "Dead";
+}
+
+export interface Job {
+  id: string;
+  queue: string;
+  type: string;
+  payload: Buffer;
+  headers: Record<string, string>;
+  attempt: number;
+  maxAttempts: number;
+  /** Seconds. */
+  timeout: number;
+}
+
+export type Handler = (job: Job, signal: AbortSignal) => Promise<void> | void;
+
+export interface WorkerOptions extends SettingsInit {
+  queues?: string[];
+  concurrency?: number;
+  /** Seconds (30). */
+  leaseDuration?: number;
+  /** Seconds (25). */
+  drainTimeout?: number;
+  workerId?: string;
+  /** Where the worker logs (default: console.error); never a payload or token. */
+  log?: (message: string, fields?: Record<string, unknown>) => void;
+}
+
+export function backoff(failures: number): number {
+  return Math.min(100 * 2 ** failures, 5_000) * (0.75 + Math.random() * 0.5);
+}
+
+/** A duration as the Rust worker writes it: `1s`, `1m 30s`, `1500ms`. */
+export function humantime(seconds: number): string {
+  if (!Number.isInteger(seconds)) return `${Math.round(seconds * 1000)}ms`;
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  return [h ? `${h}h` : "", m ? `${m}m` : "", s ? `${s}s` : ""].filter(Boolean).join(" ") || "0s";
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A wait that does not keep the process alive: for the bound of a race
+ * whose other side does. */
+const bound = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
+/** `ms`, or less once `signal` aborts (the timer is cleared then). */
+function sleepUnless(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done);
+  });
+}
+
+type Reason = "timeout" | "cancel" | "lost" | "drain";
+
+interface Running {
+  job: Job;
+  leaseId: string;
+  /** Date.now() when the lease runs out unless extended. */
+  expiry: number;
+  done: Promise<void>;
+}
+
+/** One Work session: writes with a seq, results handed back by seq. */
+class Session {
+  private seq = 0;
+  private readonly pending = new Map<string, { resolve: (r: WorkResult) => void; reject: (e: Error) => void }>();
+  ended = false;
+  readonly closed: Promise<void>;
+
+  constructor(
+    private readonly call: grpc.ClientDuplexStream<unknown, WorkResponse>,
+    onJobs: (jobs: LeasedJob[]) => void,
+    onDraining: () => void,
+    log: (message: string) => void,
+  ) {
+    call.on("data", (response: WorkResponse) => {
+      for (const result of response.results) {
+        const waiter = this.pending.get(String(result.seq));
+        this.pending.delete(String(result.seq));
+        waiter?.resolve(result);
+      }
+      if (response.jobs.length) onJobs(response.jobs);
+      if (response.draining) {
+        log("the broker drains: the session takes no more jobs");
+        onDraining();
+      }
+    });
+    this.closed = new Promise((resolve) => {
+      const end = () => {
+        if (this.ended) return;
+        this.ended = true;
+        for (const waiter of this.pending.values()) waiter.reject(new BrokerError(grpc.status.UNAVAILABLE, "the session ended"));
+        this.pending.clear();
+        resolve();
+      };
+      call.on("error", (e: grpc.ServiceError) => {
+        if (e.code !== grpc.status.CANCELLED) log(`the session broke: ${grpc.status[e.code]}: ${e.details}`);
+        end();
+      });
+      call.on("end", end);
+      call.on("close", end);
+    });
+  }
+
+  /** Opens a session; rejects with BrokerError when the broker refuses it. */
+  static open(
+    client: grpc.Client,
+    metadata: grpc.Metadata,
+    open: unknown,
+    onJobs: (jobs: LeasedJob[]) => void,
+    onDraining: () => void,
+    log: (message: string) => void,
+  ): Promise<Session> {
+    const call = (client as unknown as { Work: (m: grpc.Metadata) => grpc.ClientDuplexStream<unknown, WorkResponse> }).Work(metadata);
+    return new Promise((resolve, reject) => {
+      const refused = (e: grpc.ServiceError) => reject(BrokerError.of(e));
+      call.once("error", refused);
+      call.once("metadata", () => {
+        call.removeListener("error", refused);
+        resolve(new Session(call, onJobs, onDraining, log));
+      });
+      call.write({ seq: 0, open });
+    });
+  }
+
+  /** One report (`{ack}`, `{nack}`, `{extend}`, `{release}`, `{credit}`) and its result. */
+  report(kind: Record<string, unknown>): Promise<WorkResult> {
+    if (this.ended) return Promise.reject(new BrokerError(grpc.status.UNAVAILABLE, "the session ended"));
+    const seq = String(++this.seq);
+    return new Promise<WorkResult>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(seq);
+        reject(new BrokerError(grpc.status.UNAVAILABLE, "no result from the broker in time"));
+      }, RESULT_TIMEOUT);
+      this.pending.set(seq, {
+        resolve: (r) => {
+          clearTimeout(timer);
+          r.code === 0 ? resolve(r) : reject(new BrokerError(r.code, r.message));
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.call.write({ seq, ...kind });
+    });
+  }
+
+  /** Closes the worker's side and waits (bounded) for the call to end. */
+  async close(): Promise<void> {
+    if (!this.ended) {
+      this.call.end();
+      await Promise.race([this.closed, bound(RESULT_TIMEOUT)]);
+    }
+    this.cancel();
+  }
+
+  cancel(): void {
+    this.call.cancel();
+  }
+}
+
+export class Worker {
+  readonly settings: Settings;
+  readonly queues: string[];
+  readonly concurrency: number;
+  readonly leaseDuration: number;
+  readonly drainTimeout: number;
+  readonly workerId: string;
+  processed = 0;
+  failed = 0;
+  released = 0;
+  private readonly handlers = new Map<string, Handler>();
+  private readonly running = new Map<string, Running>();
+  private readonly log: (message: string, fields?: Record<string, unknown>) => void;
+  private client?: grpc.Client;
+  private session?: Session;
+  private draining = false;
+  private readonly drainOver = new AbortController();
+  private refusal?: BrokerError;
+
+  constructor(options: WorkerOptions = {}) {
+    this.settings = Settings.fromEnv(options);
+    this.queues = options.queues ?? ["default"];
+    this.concurrency = options.concurrency ?? 1;
+    this.leaseDuration = options.leaseDuration ?? 30;
+    this.drainTimeout = options.drainTimeout ?? 25;
+    this.workerId = options.workerId ?? `${hostname()}-${process.pid}`;
+    this.log =
+      options.log ??
+      ((message, fields) => console.error(fields ? `${message} ${JSON.stringify(fields)}` : message));
+    if (!(this.concurrency >= 1 && this.concurrency <= 65_536)) throw new RangeError("concurrency must be 1 to 65536");
+    if (!(this.leaseDuration >= 1 && this.leaseDuration <= 86_400)) throw new RangeError("leaseDuration must be 1s to 24h");
+  }
+
+  /** Registers `handler` for `jobType`. */
+  handle(jobType: string, handler: Handler): this {
+    this.handlers.set(jobType, handler);
+    return this;
+  }
+
+  /** Runs until SIGTERM or SIGINT and the drain: 0, or 1 when the broker
+   * refused the session for good. A second signal exits 130 at once. */
+  async run(): Promise<number> {
+    const stop = new AbortController();
+    const onSignal = (name: string) => {
+      if (stop.signal.aborted) {
+        this.log(`second ${name}: exiting at once`);
+        process.exit(130);
+      }
+      this.log(`${name}: draining`);
+      stop.abort();
+    };
+    const term = () => onSignal("SIGTERM");
+    const int = () => onSignal("SIGINT");
+    process.on("SIGTERM", term);
+    process.on("SIGINT", int);
+    try {
+      await this.serve(stop.signal);
+      return 0;
+    } catch (e) {
+      if (e instanceof BrokerError) return 1;
+      throw e;
+    } finally {
+      process.removeListener("SIGTERM", term);
+      process.removeListener("SIGINT", int);
+    }
+  }
+
+  /** Runs jobs until `stop` aborts, then drains; rejects with BrokerError
+   * when the broker refused the session for good. */
+  async serve(stop: AbortSignal): Promise<void> {
+    if (this.handlers.size === 0) throw new Error("no handler is registered");
+    this.client = new BrokerClient(this.settings.target, this.settings.credentials(), CHANNEL_OPTIONS);
+    // Aborted by `stop`, or by a refusal of the session.
+    const halt = new AbortController();
+    if (stop.aborted) halt.abort();
+    stop.addEventListener("abort", () => halt.abort());
+    const stopped = new Promise<void>((r) => (halt.signal.aborted ? r() : halt.signal.addEventListener("abort", () => r())));
+    const sessions = this.sessions(halt, stopped);
+    await stopped;
+    await this.drain();
+    await this.session?.close();
+    await sessions;
+    this.client.close();
+    this.log(`worker stopped processed=${this.processed} failed=${this.failed} released=${this.released}`);
+    if (this.refusal) throw this.refusal;
+  }
+
+  private async sessions(halt: AbortController, stopped: Promise<void>): Promise<void> {
+    let failures = 0;
+    while (!halt.signal.aborted) {
+      const open = {
+        worker_id: this.workerId,
+        queues: this.queues,
+        job_types: [...this.handlers.keys()].sort(),
+        max_in_flight: this.concurrency,
+        lease_duration: duration(this.leaseDuration),
+        held_leases: [...this.running.values()].map((r) => ({ job_id: r.job.id, lease_id: r.leaseId })),
+      };
+      let draining!: () => void;
+      const drained = new Promise<void>((r) => (draining = r));
+      try {
+        const session = await Session.open(this.client!, this.settings.metadata(), open, (jobs) => this.onJobs(jobs), () => draining(), this.log);
+        this.log("session open");
+        failures = 0;
+        this.session?.cancel();
+        this.session = session;
+        await Promise.race([session.closed, drained, stopped]);
+        if (halt.signal.aborted) return;
+        // A draining broker's session keeps taking reports until a new one opens.
+        if (session.ended) this.session = undefined;
+      } catch (e) {
+        const err = BrokerError.of(e);
+        if (!UNAVAILABLE.has(err.code)) {
+          this.log(`the broker refuses the session: ${err.message}`);
+          this.refusal = err;
+          halt.abort();
+          return;
+        }
+        this.log(`could not open the session (attempt ${failures + 1}): ${err.message}`);
+      }
+      const delay = backoff(failures);
+      failures += 1;
+      this.log(`reconnecting to the broker attempt=${failures} delay=${Math.round(delay)}ms`);
+      await sleepUnless(delay, halt.signal);
+    }
+  }
+
+  private onJobs(jobs: LeasedJob[]): void {
+    for (const leased of jobs) {
+      const m = leased.job;
+      const job: Job = {
+        id: m.id,
+        queue: m.queue,
+        type: m.job_type,
+        payload: m.payload,
+        headers: m.headers,
+        attempt: m.attempt,
+        maxAttempts: m.max_attempts,
+        timeout: secondsOf(m.timeout),
+      };
+      const running: Running = { job, leaseId: leased.lease_id, expiry: Date.now() + this.leaseDuration * 1000, done: Promise.resolve() };
+      if (this.draining || !this.handlers.has(job.type)) {
+        void this.release(running);
+        continue;
+      }
+      this.running.set(job.id, running);
+      running.done = this.runJob(running).finally(() => this.running.delete(job.id));
+    }
+  }
+
+  private fields(job: Job): Record<string, unknown> {
+    return { job_id: job.id, job_type: job.type, queue: job.queue, attempt: job.attempt, worker_id: this.workerId };
+  }
+
+  private async runJob(running: Running): Promise<void> {
+    const { job } = running;
+    const abort = new AbortController();
+    let reason: Reason | undefined;
+    const halt = (why: Reason) => {
+      reason ??= why;
+      abort.abort(new Error(why));
+    };
+    let heartbeat: NodeJS.Timeout | undefined;
+    const beat = async () => {
+      const sent = Date.now();
+      try {
+        const result = await this.report({
+          extend: { job_id: job.id, lease_id: running.leaseId, extend_by: duration(this.leaseDuration) },
+        });
+        running.expiry = sent + this.leaseDuration * 1000;
+        if (result.extend?.cancel_requested) {
+          this.log("the job was cancelled", this.fields(job));
+          return halt("cancel");
+        }
+      } catch (e) {
+        const err = BrokerError.of(e);
+        if (LEASE_LOST.has(err.code)) return halt("lost");
+        this.log(`heartbeat failed; the job keeps running: ${err.message}`, this.fields(job));
+      }
+      if (Date.now() >= running.expiry) return halt("lost");
+      // Beats go on while a stopped handler has its grace.
+      heartbeat = setTimeout(beat, (this.leaseDuration * 1000) / 3);
+    };
+    heartbeat = setTimeout(beat, (this.leaseDuration * 1000) / 3);
+    const onDrainOver = () => halt("drain");
+    this.drainOver.signal.addEventListener("abort", onDrainOver);
+    const timeout = setTimeout(() => halt("timeout"), job.timeout * 1000);
+    this.log("job started", this.fields(job));
+    let error: unknown;
+    let settled = false;
+    const work = (async () => this.handlers.get(job.type)!(job, abort.signal))().then(
+      () => void (settled = true),
+      (e: unknown) => {
+        settled = true;
+        error = e;
+      },
+    );
+    try {
+      const aborted = new Promise<void>((r) => abort.signal.addEventListener("abort", () => r()));
+      await Promise.race([work, aborted]);
+      if (!settled) await Promise.race([work, bound(STOP_GRACE)]);
+      if (reason === "lost") {
+        this.log("lease lost: the job was stopped and is not reported", this.fields(job));
+      } else if (reason === "drain") {
+        await this.release(running);
+      } else if (reason === "cancel") {
+        await this.resolve(running, "nack", { error: "cancelled", dead: true });
+      } else if (reason === "timeout") {
+        await this.resolve(running, "nack", { error: `timed out after ${humantime(job.timeout)}` });
+      } else if (error === undefined) {
+        await this.resolve(running, "ack", {});
+      } else if (error instanceof Retry) {
+        const nack: Record<string, unknown> = { error: error.message };
+        if (error.after !== undefined) nack.retry_after = duration(error.after);
+        await this.resolve(running, "nack", nack);
+      } else if (error instanceof Dead) {
+        await this.resolve(running, "nack", { error: error.message, dead: true });
+      } else {
+        const e = error instanceof Error ? error : new Error(String(error));
+        await this.resolve(running, "nack", { error: `${e.name}: ${e.message}` });
+      }
+    } finally {
+      clearTimeout(heartbeat);
+      clearTimeout(timeout);
+      this.drainOver.signal.removeEventListener("abort", onDrainOver);
+    }
+  }
+
+  /** One report on the session, or by its unary call between sessions. */
+  private async report(kind: Record<string, Record<string, unknown>>): Promise<WorkResult> {
+    if (this.session && !this.session.ended) {
+      try {
+        return await this.session.report(kind);
+      } catch (e) {
+        const err = BrokerError.of(e);
+        if (err.code !== grpc.status.UNAVAILABLE || !this.session.ended) throw err;
+      }
+    }
+    const [name, req] = Object.entries(kind)[0];
+    const method = { ack: "Ack", nack: "Nack", extend: "Extend", release: "Release", credit: "" }[name];
+    if (!method) throw new BrokerError(grpc.status.UNAVAILABLE, "no session");
+    type Unary = (r: unknown, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, res: any) => void) => void;
+    const fn = (this.client as unknown as Record<string, Unary>)[method].bind(this.client);
+    const answer = await new Promise<unknown>((resolve, reject) =>
+      fn(req, this.settings.metadata(), { deadline: Date.now() + RESULT_TIMEOUT }, (e, res) => (e ? reject(BrokerError.of(e)) : resolve(res))),
+    );
+    return { seq: "0", code: 0, message: "", [name]: answer } as WorkResult;
+  }
+
+  /** Acks or Nacks, retrying unavailability until the lease would expire. */
+  private async resolve(running: Running, name: "ack" | "nack", fields: Record<string, unknown>): Promise<void> {
+    const { job } = running;
+    const req = { job_id: job.id, lease_id: running.leaseId, ...fields };
+    for (let failures = 0; ; failures++) {
+      try {
+        await this.report({ [name]: req });
+        break;
+      } catch (e) {
+        const err = BrokerError.of(e);
+        if (UNAVAILABLE.has(err.code) && Date.now() < running.expiry) {
+          await sleep(backoff(failures));
+          continue;
+        }
+        this.log(`could not report the job's outcome; its lease will expire: ${err.message}`, this.fields(job));
+        return;
+      }
+    }
+    if (name === "ack") {
+      this.processed++;
+      this.log("job succeeded", this.fields(job));
+    } else {
+      this.failed++;
+      this.log(`job failed: ${String(fields.error)}`, this.fields(job));
+    }
+  }
+
+  private async release(running: Running): Promise<void> {
+    try {
+      await this.report({ release: { job_id: running.job.id, lease_id: running.leaseId } });
+      this.released++;
+    } catch (e) {
+      this.log(`could not release the job: ${BrokerError.of(e).message}`, this.fields(running.job));
+    }
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
+    if (this.session && !this.session.ended) {
+      await this.session.report({ credit: { window: 0 } }).catch(() => undefined);
+    }
+    const jobs = [...this.running.values()].map((r) => r.done);
+    if (!jobs.length) return;
+    this.log(`draining: stopped leasing, waiting for ${jobs.length} running jobs`);
+    const all = Promise.all(jobs);
+    const timedOut = await Promise.race([all.then(() => false), bound(this.drainTimeout * 1000).then(() => true)]);
+    if (timedOut) {
+      this.drainOver.abort();
+      await Promise.race([all, bound(STOP_GRACE + 1000)]);
+    }
+  }
+}

@@ -1,0 +1,31 @@
+// Unit tests with Node's own runner (npm test): the parts that need no broker.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Settings, SettingsError, backoff, humantime } from "sluice-client";
+
+test("durations read as the Rust worker writes them", () => {
+  assert.equal(humantime(1), "1s");
+  assert.equal(humantime(90), "1m 30s");
+  assert.equal(humantime(3600), "1h");
+  assert.equal(humantime(1.5), "1500ms");
+});
+
+test("the backoff doubles from 100 ms to 5 s, within 25%", () => {
+  for (const [n, base] of [[0, 100], [1, 200], [5, 3200], [6, 5000], [20, 5000]]) {
+    for (let i = 0; i < 50; i++) {
+      const d = backoff(n);
+      assert.ok(d >= base * 0.75 && d <= base * 1.25, `${n}: ${d}`);
+    }
+  }
+});
+
+test("settings come from the environment, and bad ones are refused naming the problem", () => {
+  const s = Settings.fromEnv({}, { SLUICE_BROKER: "https://broker.example:7000", SLUICE_TOKEN: "t0k3n" });
+  assert.equal(s.target, "broker.example:7000");
+  assert.ok(s.tls);
+  assert.equal(s.metadata().get("authorization")[0], "Bearer t0k3n");
+  assert.throws(() => Settings.fromEnv({ tlsCa: "ca.pem" }, { SLUICE_BROKER: "http://127.0.0.1:1" }), /not https/);
+  assert.throws(() => Settings.fromEnv({ token: "two words" }, {}), SettingsError);
+  assert.throws(() => Settings.fromEnv({ tokenFile: "/nonexistent" }, { SLUICE_TOKEN: "x" }), /not both/);
+  assert.throws(() => Settings.fromEnv({ broker: "ftp://x" }, {}), /expected http/);
+});
