@@ -3,9 +3,13 @@
 //! runtime:
 //!
 //! - the **requests** thread reads the worker's socket (standard input):
-//!   a Start spawns `sh -c COMMAND` as the leader of a new process group,
-//!   with the two descriptors that came with it as its standard input and
-//!   standard error; a Signal goes to a running job's group. End of file
+//!   a Start spawns `sh -c COMMAND` (`posix_spawn`) as the leader of a new
+//!   process group, with the two descriptors that came with it as its
+//!   standard input and standard error, an empty signal mask and default
+//!   dispositions (the supervisor blocks the signals its signals thread
+//!   takes, and a mask is inherited: without this a command never saw the
+//!   SIGTERM that stops it, only the SIGKILL after it); a Signal goes to a
+//!   running job's group. End of file
 //!   (the worker is gone, however it died) kills every job's group and
 //!   exits.
 //! - the **reaper** thread waits for children without reaping them
@@ -25,15 +29,15 @@
 //! it holds the environment of the jobs it starts.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::io::{IoSliceMut, Write as _};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt as _;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
+use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawnp};
 use nix::sys::signal::{SigSet, Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, waitid, waitpid};
 use nix::unistd::{Pid, getpgrp, getpid, getppid};
@@ -213,35 +217,20 @@ fn serve_request(request: Request, fds: &mut std::collections::VecDeque<OwnedFd>
                 });
                 return;
             };
-            let mut sh = Command::new("sh");
-            for name in &shared.own_vars {
-                sh.env_remove(name);
-            }
-            sh.arg("-c")
-                .arg(&command)
-                .envs(env)
-                .process_group(0)
-                .stdin(Stdio::from(stdin))
-                .stdout(Stdio::inherit())
-                .stderr(Stdio::from(stderr));
             // Held across the spawn: the reaper must not take the new
             // child for an orphan before it is known.
             let mut jobs = shared.jobs();
-            match sh.spawn() {
-                Ok(child) => {
-                    // Reaped by the reaper, never by `Child`.
-                    let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
-                    jobs.running.insert(pid, id);
+            match spawn_sh(&command, env, &stdin, &stderr, &shared.own_vars) {
+                Ok(pid) => {
+                    // Reaped by the reaper.
+                    jobs.running.insert(pid.as_raw(), id);
                     jobs.spawns += 1;
                     drop(jobs);
                     shared.spawned.notify_one();
                 }
-                Err(e) => {
+                Err(message) => {
                     drop(jobs);
-                    shared.send(&Event::Failed {
-                        id,
-                        message: format!("cannot start sh: {e}"),
-                    });
+                    shared.send(&Event::Failed { id, message });
                 }
             }
         }
@@ -294,6 +283,71 @@ fn reap(shared: &Shared) {
 }
 
 /// Serves the blocked signals: see the module doc.
+/// Starts `sh -c COMMAND` with the job's `env` over the supervisor's own
+/// (less `own_vars`), `stdin` and `stderr` as descriptors 0 and 2 (1 is
+/// the supervisor's, the worker's standard output), as the leader of a new
+/// process group, with no signal blocked and SIGTERM, SIGINT, SIGHUP,
+/// SIGUSR1 and SIGPIPE at their default action.
+fn spawn_sh(
+    command: &OsString,
+    env: Vec<(OsString, OsString)>,
+    stdin: &OwnedFd,
+    stderr: &OwnedFd,
+    own_vars: &[OsString],
+) -> Result<Pid, String> {
+    let c_string = |bytes: Vec<u8>| {
+        CString::new(bytes).map_err(|_| "a NUL byte in the command or its environment".to_owned())
+    };
+    let args = [
+        c_string(b"sh".to_vec())?,
+        c_string(b"-c".to_vec())?,
+        c_string(command.as_bytes().to_vec())?,
+    ];
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(name, _)| !own_vars.contains(name))
+        .collect();
+    for (name, value) in env {
+        vars.retain(|(n, _)| *n != name);
+        vars.push((name, value));
+    }
+    let envp = vars
+        .into_iter()
+        .map(|(name, value)| {
+            let mut bytes = name.into_vec();
+            bytes.push(b'=');
+            bytes.extend(value.into_vec());
+            c_string(bytes)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let failed = |what: &str, e: nix::Error| format!("cannot start sh ({what}): {e}");
+    let mut actions = PosixSpawnFileActions::init().map_err(|e| failed("file actions", e))?;
+    actions
+        .add_dup2(stdin.as_raw_fd(), 0)
+        .and_then(|()| actions.add_dup2(stderr.as_raw_fd(), 2))
+        .map_err(|e| failed("file actions", e))?;
+    let mut attr = PosixSpawnAttr::init().map_err(|e| failed("attributes", e))?;
+    let mut defaults = SigSet::empty();
+    for signal in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGPIPE,
+    ] {
+        defaults.add(signal);
+    }
+    attr.set_flags(
+        PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+            | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+    )
+    .and_then(|()| attr.set_pgroup(Pid::from_raw(0)))
+    .and_then(|()| attr.set_sigmask(&SigSet::empty()))
+    .and_then(|()| attr.set_sigdefault(&defaults))
+    .map_err(|e| failed("attributes", e))?;
+    posix_spawnp(c"sh", &actions, &attr, &args, &envp).map_err(|e| failed("spawn", e))
+}
+
 fn wait_for_signals(shared: &Shared, signals: &SigSet) {
     loop {
         if let Ok(Signal::SIGUSR1) = signals.wait() {
