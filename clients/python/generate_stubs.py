@@ -7,7 +7,7 @@ The generated modules import each other as ``sluice.v1``; they are
 rewritten to import from ``sluice_client._proto.sluice.v1`` so that the
 package does not claim a top-level ``sluice`` module. The suite checks that
 the committed stubs describe the same files as proto/
-(tests/tests/python_client.rs).
+(tests/tests/clients.rs).
 """
 
 import pathlib

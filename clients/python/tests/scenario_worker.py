@@ -1,4 +1,4 @@
-"""The worker the suite drives (tests/tests/python_client.rs): one handler
+"""The worker the suite drives (tests/tests/clients.rs): one handler
 per scenario, each recording what it saw in the directory OUT.
 
     python3 scenario_worker.py OUT [LEASE_SECONDS]
@@ -20,7 +20,7 @@ worker = Worker(concurrency=4, lease_duration=lease, drain_timeout=20)
 
 def record(name: str, job: Job) -> None:
     with open(out / name, "a") as f:
-        f.write(f"{job.id} {job.attempt} {threading.current_thread().name}\n")
+        f.write(f"{job.id} {job.attempt}\n")
 
 
 @worker.handler("ok")
@@ -32,6 +32,7 @@ async def ok(job: Job) -> None:
 def sync(job: Job) -> None:
     # A plain function: runs in the pool, the loop goes on meanwhile.
     time.sleep(0.2)
+    (out / "sync-thread").write_text(threading.current_thread().name)
     record("sync", job)
 
 
@@ -57,7 +58,7 @@ async def slow(job: Job) -> None:
     try:
         await asyncio.sleep(60)
     except asyncio.CancelledError:
-        record("slow-cancelled", job)
+        record("slow-stopped", job)
         raise
 
 
@@ -69,7 +70,7 @@ async def hold(job: Job) -> None:
         while not (out / "go").exists():
             await asyncio.sleep(0.05)
     except asyncio.CancelledError:
-        record("hold-cancelled", job)
+        record("hold-stopped", job)
         raise
     record("held", job)
 

@@ -1,4 +1,4 @@
-// The worker the suite drives (tests/tests/typescript_client.rs): one
+// The worker the suite drives (tests/tests/clients.rs): one
 // handler per scenario, each recording what it saw in the directory OUT.
 //
 //     node scenarios/scenario_worker.mjs OUT [LEASE_SECONDS]
@@ -26,14 +26,14 @@ worker
   })
   .handle("slow", async (job, signal) => {
     await new Promise((resolve) => signal.addEventListener("abort", resolve));
-    record("slow-aborted", job);
+    record("slow-stopped", job);
   })
   .handle("hold", async (job, signal) => {
     // Runs until the test creates OUT/go, or the attempt is stopped.
     record("started", job);
     while (!existsSync(join(out, "go"))) {
       if (signal.aborted) {
-        record("hold-aborted", job);
+        record("hold-stopped", job);
         return;
       }
       await sleep(50);
