@@ -533,11 +533,12 @@ fn typescript_package_type_checks_and_its_unit_tests_pass() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("# fail 0"));
 }
 
-/// Three jobs each client's producers enqueued (`ids`): "one" with key
+/// The jobs each client's producers enqueued (`ids`): "one" with key
 /// `k1` and header `lang`, "two" on queue `other` with priority 5 and a
-/// 90 s timeout, "three" from a batch whose other job was refused.
+/// 90 s timeout, "three" from a batch whose other job was refused, "four"
+/// on a stream after 100 keyed jobs (50 keys) and a refusal.
 async fn check_produced(broker: &BrokerProcess, ids: &[String], lang: &str) {
-    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert_eq!(ids.len(), 4, "{ids:?}");
     let first = broker.job(&ids[0]).await;
     assert_eq!(first.payload.as_ref(), b"one");
     assert_eq!(first.headers.get("lang").map(String::as_str), Some(lang));
@@ -545,6 +546,10 @@ async fn check_produced(broker: &BrokerProcess, ids: &[String], lang: &str) {
     assert_eq!((second.queue.as_str(), second.priority), ("other", 5));
     assert_eq!(second.timeout.unwrap().seconds, 90);
     assert_eq!(broker.job(&ids[2]).await.payload.as_ref(), b"three");
+    assert_eq!(broker.job(&ids[3]).await.payload.as_ref(), b"four");
+    let streamed = broker.queue_stats("default").await;
+    // one, three, four, and 50 streamed jobs (the other 50 duplicates).
+    assert_eq!(streamed.enqueued_total, 53, "{streamed:?}");
 }
 
 fn ids_of(output: &Output) -> Vec<String> {
@@ -559,7 +564,7 @@ async fn python_producers_enqueue_one_job_and_a_batch() {
     let broker = BrokerProcess::start(&[]);
     let script = r#"
 import asyncio, sys
-from sluice_client import AsyncProducer, JobSpec, Producer
+from sluice_client import AsyncProducer, BrokerError, JobSpec, Producer
 url = sys.argv[1]
 with Producer(broker=url) as p:
     first = p.enqueue("t", b"one", idempotency_key="k1", headers={"lang": "py"})
@@ -574,6 +579,17 @@ async def main():
         assert batch[0].error is None and batch[1].error is not None, batch
         assert batch[1].error.code.name == "INVALID_ARGUMENT", batch[1].error
         print(batch[0].job_id)
+        # One stream, many jobs at once: a result each, a refusal alone.
+        async with p.stream() as s:
+            keyed = [s.enqueue("streamed", b"", idempotency_key=f"s{i % 50}") for i in range(100)]
+            results = await asyncio.gather(*keyed)
+            assert sum(not r.duplicate for r in results) == 50, results
+            try:
+                await s.enqueue("", b"bad")
+                raise AssertionError("a job without a type was enqueued")
+            except BrokerError as e:
+                assert e.code.name == "INVALID_ARGUMENT", e
+            print((await s.enqueue("t", b"four")).job_id)
 asyncio.run(main())
 "#;
     let output = run(Client::Python.command(&["-c", script, &broker.url()]));
@@ -594,7 +610,14 @@ const second = await p.enqueue({ jobType: "t", payload: "two", queue: "other", p
 const batch = await p.enqueueBatch([{ jobType: "t", payload: "three" }, { jobType: "", payload: "bad" }]);
 assert.equal(batch[0].error, undefined);
 assert.equal(batch[1].error.code, 3);
-console.log([first.jobId, second.jobId, batch[0].jobId].join("\n"));
+// One stream, many jobs at once: a result each, a refusal alone.
+const s = p.stream();
+const results = await Promise.all(Array.from({ length: 100 }, (_, i) => s.enqueue({ jobType: "streamed", idempotencyKey: `s${i % 50}` })));
+assert.equal(results.filter((r) => !r.duplicate).length, 50);
+await assert.rejects(s.enqueue({ jobType: "", payload: "bad" }), (e) => e.code === 3);
+const fourth = await s.enqueue({ jobType: "t", payload: "four" });
+await s.close();
+console.log([first.jobId, second.jobId, batch[0].jobId, fourth.jobId].join("\n"));
 p.close();
 "#;
     let output =

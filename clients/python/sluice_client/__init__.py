@@ -3,7 +3,7 @@
 docs/worker-protocol.md. Connection settings come from the same
 environment variables as the Rust worker (:class:`Settings`)."""
 
-from sluice_client.producer import AsyncProducer, BrokerError, EnqueueResult, JobSpec, Producer
+from sluice_client.producer import AsyncProducer, BrokerError, EnqueueResult, EnqueueStream, JobSpec, Producer
 from sluice_client.settings import Settings, SettingsError
 from sluice_client.worker import Dead, Job, Retry, Worker
 
@@ -12,6 +12,7 @@ __all__ = [
     "BrokerError",
     "Dead",
     "EnqueueResult",
+    "EnqueueStream",
     "Job",
     "JobSpec",
     "Producer",

@@ -1,5 +1,7 @@
 """Producers: :class:`AsyncProducer` (asyncio) and :class:`Producer`
-(blocking), each with ``enqueue`` and ``enqueue_batch``.
+(blocking), each with ``enqueue`` and ``enqueue_batch``; and
+:meth:`AsyncProducer.stream`, many jobs on one ``EnqueueStream``, a result
+per job as the broker makes it durable.
 
 A refused call raises :class:`BrokerError` with the broker's status code
 and message; in a batch each job gets its own result, refused jobs
@@ -8,6 +10,8 @@ included (``EnqueueResult.error``).
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Dict, List, Optional, Sequence
@@ -97,6 +101,69 @@ def _code(number: int) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+class EnqueueStream:
+    """Jobs sent on one ``Broker.EnqueueStream``: :meth:`enqueue` returns a
+    job's result once the broker made it durable, and many may be awaited
+    at once (the broker reads up to 1,024 ahead). A refused job raises
+    :class:`BrokerError` alone; the stream goes on. If the stream breaks,
+    every job still waiting raises UNAVAILABLE: send it again, with its
+    idempotency key, and it is enqueued once."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self._call = call
+        self._seqs = itertools.count(1)
+        self._pending: Dict[int, "asyncio.Future[broker_pb2.EnqueueStreamResult]"] = {}
+        self._write_lock = asyncio.Lock()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        error = BrokerError(grpc.StatusCode.UNAVAILABLE, "the stream ended")
+        try:
+            while True:
+                response = await self._call.read()
+                if response is grpc.aio.EOF:
+                    break
+                for result in response.results:
+                    waiter = self._pending.pop(result.seq, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(result)
+        except grpc.aio.AioRpcError as e:
+            error = BrokerError.of(e)
+        finally:
+            for waiter in self._pending.values():
+                if not waiter.done():
+                    waiter.set_exception(error)
+            self._pending.clear()
+
+    async def enqueue(self, job_type: str, payload: bytes = b"", **fields: object) -> EnqueueResult:
+        """Enqueues one job (``fields`` as :class:`JobSpec`'s) on the stream."""
+        spec = JobSpec(job_type, payload, **fields)  # type: ignore[arg-type]
+        seq = next(self._seqs)
+        waiter: "asyncio.Future[broker_pb2.EnqueueStreamResult]" = asyncio.get_running_loop().create_future()
+        self._pending[seq] = waiter
+        if self._reader.done():
+            self._pending.pop(seq, None)
+            raise BrokerError(grpc.StatusCode.UNAVAILABLE, "the stream ended")
+        async with self._write_lock:
+            await self._call.write(broker_pb2.EnqueueStreamRequest(seq=seq, job=spec.request()))
+        result = await waiter
+        if result.code != 0:
+            raise BrokerError(_code(result.code), result.message)
+        return EnqueueResult(result.job_id, result.duplicate)
+
+    async def close(self) -> None:
+        """Ends the stream once every job sent has its result."""
+        async with self._write_lock:
+            await self._call.done_writing()
+        await self._reader
+
+    async def __aenter__(self) -> "EnqueueStream":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+
 class AsyncProducer:
     """Enqueues from asyncio code. Use as ``async with AsyncProducer() as p``
     (or call :meth:`close`)."""
@@ -123,6 +190,11 @@ class AsyncProducer:
         except grpc.aio.AioRpcError as e:
             raise BrokerError.of(e) from None
         return _batch_results(response)
+
+    def stream(self) -> EnqueueStream:
+        """A stream for many jobs, each with its own result:
+        ``async with producer.stream() as s: await s.enqueue(...)``."""
+        return EnqueueStream(self._stub.EnqueueStream(metadata=self._settings.metadata()))
 
     async def close(self) -> None:
         await self._channel.close()

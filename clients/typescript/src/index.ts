@@ -1,6 +1,6 @@
 // Sluice's TypeScript client for Node: producers and a worker that follows
 // docs/worker-protocol.md. Connection settings come from the same
 // environment variables as the Rust worker.
-export { BrokerError, Producer, type EnqueueResult, type JobSpec } from "./producer.js";
+export { BrokerError, EnqueueStream, Producer, type EnqueueResult, type JobSpec } from "./producer.js";
 export { Settings, SettingsError, type SettingsInit } from "./settings.js";
 export { Dead, Retry, Worker, backoff, humantime, type Handler, type Job, type WorkerOptions } from "./worker.js";

@@ -1,5 +1,7 @@
 // Producers: enqueue one job, or many in one call (each job with its own
-// result, refusals included). A refused call rejects with BrokerError.
+// result, refusals included), or many on one EnqueueStream (stream(): a
+// result per job once the broker made it durable). A refused call rejects
+// with BrokerError.
 import * as grpc from "@grpc/grpc-js";
 import { BrokerClient, duration, type EnqueueRequest } from "./proto.js";
 import { CHANNEL_OPTIONS, Settings, type SettingsInit } from "./settings.js";
@@ -60,6 +62,65 @@ function request(spec: JobSpec): EnqueueRequest {
 
 type Unary = (req: unknown, metadata: grpc.Metadata, callback: (err: grpc.ServiceError | null, res: any) => void) => void;
 
+/** Jobs on one Broker.EnqueueStream: each enqueue() resolves once the
+ * broker made that job durable; many may be pending at once (the broker
+ * reads up to 1,024 ahead). A refused job rejects alone, the stream goes on.
+ * If the stream breaks, the jobs still pending reject with UNAVAILABLE:
+ * send them again with their idempotency keys and each is enqueued once. */
+export class EnqueueStream {
+  private seq = 0;
+  private readonly pending = new Map<string, { resolve: (r: EnqueueResult) => void; reject: (e: BrokerError) => void }>();
+  private ended?: BrokerError;
+  private readonly done: Promise<void>;
+
+  constructor(private readonly call: grpc.ClientDuplexStream<unknown, { results: StreamResult[] }>) {
+    call.on("data", (response: { results: StreamResult[] }) => {
+      for (const r of response.results) {
+        const waiter = this.pending.get(String(r.seq));
+        this.pending.delete(String(r.seq));
+        if (!waiter) continue;
+        if (r.code === 0) waiter.resolve({ jobId: r.job_id, duplicate: r.duplicate });
+        else waiter.reject(new BrokerError(r.code, r.message));
+      }
+    });
+    this.done = new Promise((resolve) => {
+      const end = (error: BrokerError) => {
+        if (this.ended) return;
+        this.ended = error;
+        for (const waiter of this.pending.values()) waiter.reject(error);
+        this.pending.clear();
+        resolve();
+      };
+      call.on("error", (e: grpc.ServiceError) => end(BrokerError.of(e)));
+      call.on("end", () => end(new BrokerError(grpc.status.UNAVAILABLE, "the stream ended")));
+    });
+  }
+
+  /** Enqueues one job on the stream. */
+  enqueue(spec: JobSpec): Promise<EnqueueResult> {
+    if (this.ended) return Promise.reject(this.ended);
+    const seq = String(++this.seq);
+    return new Promise((resolve, reject) => {
+      this.pending.set(seq, { resolve, reject });
+      this.call.write({ seq, job: request(spec) });
+    });
+  }
+
+  /** Ends the stream once every job sent has its result. */
+  async close(): Promise<void> {
+    this.call.end();
+    await this.done;
+  }
+}
+
+interface StreamResult {
+  seq: string;
+  job_id: string;
+  duplicate: boolean;
+  code: number;
+  message: string;
+}
+
 export class Producer {
   readonly settings: Settings;
   private readonly client: grpc.Client;
@@ -93,6 +154,13 @@ export class Producer {
         ? { jobId: x.job_id, duplicate: x.duplicate }
         : { jobId: "", duplicate: false, error: new BrokerError(x.code, x.message) },
     );
+  }
+
+  /** A stream for many jobs, each with its own result. */
+  stream(): EnqueueStream {
+    type Duplex = (m: grpc.Metadata) => grpc.ClientDuplexStream<unknown, { results: StreamResult[] }>;
+    const open = (this.client as unknown as Record<string, Duplex>).EnqueueStream.bind(this.client);
+    return new EnqueueStream(open(this.settings.metadata()));
   }
 
   close(): void {
