@@ -59,16 +59,21 @@ class Session:
         """Opens a session; raises :class:`BrokerError` when the broker
         refuses it (its headers come once it has read ``open``)."""
         call = stub.Work(metadata=metadata)
+        failed = False
         try:
             await call.write(broker_pb2.WorkRequest(seq=0, open=request))
             await call.initial_metadata()
-            if call.done():
-                await call.read()
-        except grpc.aio.AioRpcError as e:
-            raise BrokerError.of(e) from None
-        code = await call.code() if call.done() else None
-        if code is not None and code != grpc.StatusCode.OK:
-            raise BrokerError(code, await call.details() or "")
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            # A refusal can end the call while `open` is being written: the
+            # write then fails in grpc's own words (INTERNAL); the call's
+            # status, awaited below, is the broker's.
+            failed = True
+        if failed or call.done():
+            code = await call.code()
+            raise BrokerError(
+                code if code != grpc.StatusCode.OK else grpc.StatusCode.UNAVAILABLE,
+                await call.details() or "the session ended as it opened",
+            )
         session = cls(call, on_jobs, on_draining)
         session._reader = asyncio.create_task(session._read())
         return session

@@ -40,13 +40,15 @@ from google.protobuf import duration_pb2
 
 from sluice_client._proto.sluice.v1 import broker_pb2, broker_pb2_grpc
 from sluice_client.producer import BrokerError
-from sluice_client.session import Session, SessionEnded
+from sluice_client.session import RESULT_TIMEOUT, Session, SessionEnded
 from sluice_client.settings import Settings
 
 log = logging.getLogger("sluice_client")
 
 #: How long a handler has to stop once cancelled (timeout, cancel, drain).
 STOP_GRACE = 3.0
+#: How long a Release of a job that never started is retried.
+RELEASE_RETRY = 2.0
 #: Codes that mean the lease is gone: stop, never report.
 LEASE_LOST = frozenset({grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND})
 #: Codes a later try may cure (RESOURCE_EXHAUSTED: every stream taken, or
@@ -158,6 +160,8 @@ class Worker:
         self._session: Optional[Session] = None
         self._stub: Optional[broker_pb2_grpc.BrokerStub] = None
         self._draining = False
+        #: Releases of jobs that never started, awaited by the drain.
+        self._releases: "set[asyncio.Task[None]]" = set()
         #: Why the broker refused the session for good, if it did.
         self._refusal: Optional[BrokerError] = None
         self._drain_over = asyncio.Event()
@@ -213,6 +217,14 @@ class Worker:
         channel = self.settings.aio_channel()
         self._stub = broker_pb2_grpc.BrokerStub(channel)
         sessions = asyncio.create_task(self._sessions(stop))
+
+        def sessions_ended(task: "asyncio.Task[None]") -> None:
+            # A bug, never a refusal: say so and stop, rather than idle.
+            if not task.cancelled() and task.exception() is not None:
+                log.error("the session loop failed: %r", task.exception())
+                stop.set()
+
+        sessions.add_done_callback(sessions_ended)
         await stop.wait()
         await self._drain()
         sessions.cancel()
@@ -256,9 +268,16 @@ class Worker:
             else:
                 log.info("session open")
                 failures = 0
+                if self._draining:
+                    # Opened while the drain began: it takes no job either.
+                    try:
+                        await session.report(credit=broker_pb2.WorkCredit(window=0))
+                    except (BrokerError, SessionEnded):
+                        pass
                 old, self._session = self._session, session
                 if old is not None:
-                    old.cancel()
+                    # A draining broker's session answers what it read.
+                    self._track(old.close())
                 done = {asyncio.create_task(session.ended.wait()), asyncio.create_task(draining.wait())}
                 _, waiting = await asyncio.wait(done, return_when=asyncio.FIRST_COMPLETED)
                 for task in waiting:
@@ -293,10 +312,16 @@ class Worker:
             )
             running = _Running(job, lj.lease_id, loop.time() + self.lease_duration)
             if self._draining or job.type not in self._handlers:
-                asyncio.ensure_future(self._release(running))
+                self._track(self._release(running, retry_for=RELEASE_RETRY))
                 continue
             self._running[job.id] = running
             running.task = asyncio.ensure_future(self._run_job(running))
+
+    def _track(self, coroutine: Awaitable[None]) -> None:
+        """Runs ``coroutine`` as a task the drain waits for."""
+        task = asyncio.ensure_future(coroutine)
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     def _fields(self, job: Job) -> Dict[str, Any]:
         return {
@@ -336,7 +361,10 @@ class Worker:
             if work not in done:
                 if not stop.is_set():
                     halt("timeout")
-                work.cancel()
+                if inspect.iscoroutinefunction(handler):
+                    work.cancel()
+                # A plain function's thread cannot be cancelled: it has the
+                # grace to see job.cancelled and return.
                 await asyncio.wait({work}, timeout=STOP_GRACE)
             reason = why.get("reason")
             if reason == "lost":
@@ -368,7 +396,9 @@ class Worker:
         finally:
             heartbeat.cancel()
             drain.cancel()
-            self._running.pop(job.id, None)
+            # The same job may run again here under a new lease.
+            if self._running.get(job.id) is running:
+                del self._running[job.id]
 
     async def _heartbeat(self, running: _Running, halt: Callable[[str], None]) -> None:
         loop = asyncio.get_running_loop()
@@ -455,13 +485,23 @@ class Worker:
             self.failed += 1
             log.info("job failed: %s", request.error, extra=self._fields(job))
 
-    async def _release(self, running: _Running) -> None:
+    async def _release(self, running: _Running, retry_for: float = 0.0) -> None:
         release = broker_pb2.ReleaseRequest(job_id=running.job.id, lease_id=running.lease_id)
-        try:
-            await self._report(release=release)
-            self.released += 1
-        except BrokerError as e:
-            log.warning("could not release the job: %s", e, extra=self._fields(running.job))
+        loop = asyncio.get_running_loop()
+        until = loop.time() + retry_for
+        failures = 0
+        while True:
+            try:
+                await self._report(release=release)
+                self.released += 1
+                return
+            except BrokerError as e:
+                if e.code in UNAVAILABLE and loop.time() < until:
+                    await asyncio.sleep(backoff(failures))
+                    failures += 1
+                    continue
+                log.warning("could not release the job: %s", e, extra=self._fields(running.job))
+                return
 
     async def _drain(self) -> None:
         self._draining = True
@@ -477,4 +517,8 @@ class Worker:
             _, still = await asyncio.wait(tasks, timeout=self.drain_timeout)
             if still:
                 self._drain_over.set()
-                await asyncio.wait(still, timeout=STOP_GRACE + 1)
+                # Their stop, then their Release (a session result, or a
+                # unary call after it): bounded, never forever.
+                await asyncio.wait(still, timeout=STOP_GRACE + 2 * RESULT_TIMEOUT)
+        if self._releases:
+            await asyncio.wait(set(self._releases), timeout=RELEASE_RETRY + RESULT_TIMEOUT)

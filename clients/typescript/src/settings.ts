@@ -68,7 +68,7 @@ export class Settings {
 
   constructor(init: SettingsInit) {
     this.broker = init.broker ?? DEFAULT_BROKER;
-    this.token = init.token || undefined;
+    this.token = init.token;
     this.tlsCa = init.tlsCa || undefined;
     this.tlsCert = init.tlsCert || undefined;
     this.tlsKey = init.tlsKey || undefined;

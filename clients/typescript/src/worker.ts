@@ -25,6 +25,10 @@ import { CHANNEL_OPTIONS, Settings, type SettingsInit } from "./settings.js";
 
 const STOP_GRACE = 3_000;
 const RESULT_TIMEOUT = 5_000;
+/** How long a Release of a job that never started is retried. */
+const RELEASE_RETRY = 2_000;
+/** Monotonic milliseconds: lease expiry never follows the wall clock. */
+const now = () => performance.now();
 const LEASE_LOST = new Set([grpc.status.FAILED_PRECONDITION, grpc.status.NOT_FOUND]);
 const UNAVAILABLE = new Set([
   grpc.status.UNAVAILABLE,
@@ -115,7 +119,7 @@ type Reason = "timeout" | "cancel" | "lost" | "drain";
 interface Running {
   job: Job;
   leaseId: string;
-  /** Date.now() when the lease runs out unless extended. */
+  /** now() when the lease runs out unless extended. */
   expiry: number;
   done: Promise<void>;
 }
@@ -238,6 +242,8 @@ export class Worker {
   private draining = false;
   private readonly drainOver = new AbortController();
   private refusal?: BrokerError;
+  /** Releases of jobs that never started, awaited by the drain. */
+  private readonly releases = new Set<Promise<void>>();
 
   constructor(options: WorkerOptions = {}) {
     this.settings = Settings.fromEnv(options);
@@ -324,7 +330,12 @@ export class Worker {
         const session = await Session.open(this.client!, this.settings.metadata(), open, (jobs) => this.onJobs(jobs), () => draining(), this.log);
         this.log("session open");
         failures = 0;
-        this.session?.cancel();
+        if (this.draining) {
+          // Opened while the drain began: it takes no job either.
+          await session.report({ credit: { window: 0 } }).catch(() => undefined);
+        }
+        // A draining broker's old session answers what it read.
+        if (this.session) this.track(this.session.close());
         this.session = session;
         await Promise.race([session.closed, drained, stopped]);
         if (halt.signal.aborted) return;
@@ -360,14 +371,23 @@ export class Worker {
         maxAttempts: m.max_attempts,
         timeout: secondsOf(m.timeout),
       };
-      const running: Running = { job, leaseId: leased.lease_id, expiry: Date.now() + this.leaseDuration * 1000, done: Promise.resolve() };
+      const running: Running = { job, leaseId: leased.lease_id, expiry: now() + this.leaseDuration * 1000, done: Promise.resolve() };
       if (this.draining || !this.handlers.has(job.type)) {
-        void this.release(running);
+        this.track(this.release(running, RELEASE_RETRY));
         continue;
       }
       this.running.set(job.id, running);
-      running.done = this.runJob(running).finally(() => this.running.delete(job.id));
+      running.done = this.runJob(running).finally(() => {
+        // The same job may run again here under a new lease.
+        if (this.running.get(job.id) === running) this.running.delete(job.id);
+      });
     }
+  }
+
+  /** A task the drain waits for. */
+  private track(task: Promise<void>): void {
+    const tracked = task.finally(() => this.releases.delete(tracked));
+    this.releases.add(tracked);
   }
 
   private fields(job: Job): Record<string, unknown> {
@@ -383,8 +403,9 @@ export class Worker {
       abort.abort(new Error(why));
     };
     let heartbeat: NodeJS.Timeout | undefined;
+    let finished = false;
     const beat = async () => {
-      const sent = Date.now();
+      const sent = now();
       try {
         const result = await this.report({
           extend: { job_id: job.id, lease_id: running.leaseId, extend_by: duration(this.leaseDuration) },
@@ -399,7 +420,8 @@ export class Worker {
         if (LEASE_LOST.has(err.code)) return halt("lost");
         this.log(`heartbeat failed; the job keeps running: ${err.message}`, this.fields(job));
       }
-      if (Date.now() >= running.expiry) return halt("lost");
+      if (finished) return;
+      if (now() >= running.expiry) return halt("lost");
       // Beats go on while a stopped handler has its grace.
       heartbeat = setTimeout(beat, (this.leaseDuration * 1000) / 3);
     };
@@ -442,6 +464,7 @@ export class Worker {
         await this.resolve(running, "nack", { error: `${e.name}: ${e.message}` });
       }
     } finally {
+      finished = true;
       clearTimeout(heartbeat);
       clearTimeout(timeout);
       this.drainOver.signal.removeEventListener("abort", onDrainOver);
@@ -450,12 +473,14 @@ export class Worker {
 
   /** One report on the session, or by its unary call between sessions. */
   private async report(kind: Record<string, Record<string, unknown>>): Promise<WorkResult> {
-    if (this.session && !this.session.ended) {
+    const session = this.session;
+    if (session && !session.ended) {
       try {
-        return await this.session.report(kind);
+        return await session.report(kind);
       } catch (e) {
         const err = BrokerError.of(e);
-        if (err.code !== grpc.status.UNAVAILABLE || !this.session.ended) throw err;
+        // Only a session that ended sends the report by its unary call.
+        if (err.code !== grpc.status.UNAVAILABLE || !session.ended) throw err;
       }
     }
     const [name, req] = Object.entries(kind)[0];
@@ -479,7 +504,7 @@ export class Worker {
         break;
       } catch (e) {
         const err = BrokerError.of(e);
-        if (UNAVAILABLE.has(err.code) && Date.now() < running.expiry) {
+        if (UNAVAILABLE.has(err.code) && now() < running.expiry) {
           await sleep(backoff(failures));
           continue;
         }
@@ -496,12 +521,22 @@ export class Worker {
     }
   }
 
-  private async release(running: Running): Promise<void> {
-    try {
-      await this.report({ release: { job_id: running.job.id, lease_id: running.leaseId } });
-      this.released++;
-    } catch (e) {
-      this.log(`could not release the job: ${BrokerError.of(e).message}`, this.fields(running.job));
+  private async release(running: Running, retryFor = 0): Promise<void> {
+    const until = now() + retryFor;
+    for (let failures = 0; ; failures++) {
+      try {
+        await this.report({ release: { job_id: running.job.id, lease_id: running.leaseId } });
+        this.released++;
+        return;
+      } catch (e) {
+        const err = BrokerError.of(e);
+        if (UNAVAILABLE.has(err.code) && now() < until) {
+          await sleep(backoff(failures));
+          continue;
+        }
+        this.log(`could not release the job: ${err.message}`, this.fields(running.job));
+        return;
+      }
     }
   }
 
@@ -511,13 +546,16 @@ export class Worker {
       await this.session.report({ credit: { window: 0 } }).catch(() => undefined);
     }
     const jobs = [...this.running.values()].map((r) => r.done);
-    if (!jobs.length) return;
-    this.log(`draining: stopped leasing, waiting for ${jobs.length} running jobs`);
-    const all = Promise.all(jobs);
-    const timedOut = await Promise.race([all.then(() => false), bound(this.drainTimeout * 1000).then(() => true)]);
-    if (timedOut) {
-      this.drainOver.abort();
-      await Promise.race([all, bound(STOP_GRACE + 1000)]);
+    if (jobs.length) {
+      this.log(`draining: stopped leasing, waiting for ${jobs.length} running jobs`);
+      const all = Promise.all(jobs);
+      const timedOut = await Promise.race([all.then(() => false), bound(this.drainTimeout * 1000).then(() => true)]);
+      if (timedOut) {
+        this.drainOver.abort();
+        // Their stop, then their Release: bounded, never forever.
+        await Promise.race([all, bound(STOP_GRACE + 2 * RESULT_TIMEOUT)]);
+      }
     }
+    if (this.releases.size) await Promise.race([Promise.all(this.releases), bound(RELEASE_RETRY + RESULT_TIMEOUT)]);
   }
 }

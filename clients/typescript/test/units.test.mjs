@@ -26,6 +26,7 @@ test("settings come from the environment, and bad ones are refused naming the pr
   assert.equal(s.metadata().get("authorization")[0], "Bearer t0k3n");
   assert.throws(() => Settings.fromEnv({ tlsCa: "ca.pem" }, { SLUICE_BROKER: "http://127.0.0.1:1" }), /not https/);
   assert.throws(() => Settings.fromEnv({ token: "two words" }, {}), SettingsError);
+  assert.throws(() => Settings.fromEnv({}, { SLUICE_TOKEN: "" }), SettingsError);
   assert.throws(() => Settings.fromEnv({ tokenFile: "/nonexistent" }, { SLUICE_TOKEN: "x" }), /not both/);
   assert.throws(() => Settings.fromEnv({ broker: "ftp://x" }, {}), /expected http/);
 });
