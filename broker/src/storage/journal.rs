@@ -13,7 +13,10 @@
 //! Epochs: the epoch the journal is in is kept in redb's meta table
 //! (`journal_epoch`) and changed only by the durable commit that makes the
 //! journal's frames redundant, so frames of an earlier epoch further in the
-//! file are never replayed.
+//! file are never replayed. An epoch is 64 random bits, not a count: job
+//! payloads are written into frames byte for byte, and a payload shaped
+//! like a frame of the next epoch could otherwise pass for one (replayed,
+//! or taken for damage) once the journal's frames end where it sits.
 //!
 //! Recovery: on open, the journal's frames of the current epoch are applied
 //! to the redb file in one durable transaction that also starts the next
@@ -254,12 +257,23 @@ impl Journal {
     pub(super) fn checkpoint(&mut self, db: &Database) -> Result<(), redb::Error> {
         // A durable commit persists the non-durable ones before it.
         let txn = db.begin_write()?;
-        write_epoch(&txn, self.epoch + 1)?;
+        let next = new_epoch(self.epoch);
+        write_epoch(&txn, next)?;
         txn.commit()?;
-        self.epoch += 1;
+        self.epoch = next;
         self.len = 0;
         self.groups = 0;
         Ok(())
+    }
+}
+
+/// A new epoch: random (see the module doc), never the current one.
+fn new_epoch(current: u64) -> u64 {
+    loop {
+        let epoch = rand::random::<u64>();
+        if epoch != current {
+            return epoch;
+        }
     }
 }
 
@@ -428,7 +442,8 @@ pub(super) fn recover(
         );
     }
     apply(&txn, &recovered.entries).map_err(redb)?;
-    write_epoch(&txn, epoch + 1).map_err(redb)?;
+    let next = new_epoch(epoch);
+    write_epoch(&txn, next).map_err(redb)?;
     txn.commit().map_err(|e| redb(e.into()))?;
     let capacity = file.len().map_err(unreadable)?;
     Ok(Journal {
@@ -436,7 +451,7 @@ pub(super) fn recover(
         len: 0,
         capacity,
         groups: 0,
-        epoch: epoch + 1,
+        epoch: next,
     })
 }
 
@@ -510,6 +525,19 @@ mod tests {
         // Epoch 3 has written nothing yet.
         let read3 = read(&file_of(&old), 3).unwrap();
         assert!(read3.entries.is_empty() && !read3.unfinished);
+    }
+
+    #[test]
+    fn epochs_are_not_a_count() {
+        // A payload shaped as a frame of "the next epoch" must not be one.
+        let mut seen = std::collections::HashSet::new();
+        let mut epoch = 0;
+        for _ in 0..100 {
+            let next = new_epoch(epoch);
+            assert_ne!(next, epoch.wrapping_add(1));
+            assert!(seen.insert(next));
+            epoch = next;
+        }
     }
 
     #[test]
