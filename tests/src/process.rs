@@ -350,14 +350,7 @@ impl BrokerProcess {
         drop(stream);
         let deadline = Instant::now() + WAIT;
         loop {
-            let workers = self
-                .admin()
-                .await
-                .list_workers(pb::ListWorkersRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .workers;
+            let workers = self.workers().await;
             if !workers.iter().any(|w| w.worker_id == worker_id) {
                 return leased;
             }
@@ -367,6 +360,17 @@ impl BrokerProcess {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The open Lease streams and Work sessions (ListWorkers).
+    pub async fn workers(&self) -> Vec<pb::WorkerInfo> {
+        self.admin()
+            .await
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers
     }
 
     /// The Stats row of `queue`, which must exist.

@@ -194,14 +194,7 @@ async fn three_brokers_share_the_work_and_a_killed_brokers_jobs_run_elsewhere() 
     );
     // The survivors list only their own streams now (the victim's row goes
     // with its heartbeat).
-    let workers = brokers[0]
-        .admin()
-        .await
-        .list_workers(pb::ListWorkersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .workers;
+    let workers = brokers[0].workers().await;
     assert!(workers.iter().any(|w| w.worker_id == "w2a"), "{workers:?}");
 }
 

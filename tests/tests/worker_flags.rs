@@ -37,14 +37,7 @@ async fn queues_worker_id_exec_variable_and_json_logs_each_take_effect() {
         &[("SLUICE_EXEC", &exec)],
     );
 
-    let workers = broker
-        .admin()
-        .await
-        .list_workers(pb::ListWorkersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .workers;
+    let workers = broker.workers().await;
     assert_eq!(workers.len(), 1, "{workers:?}");
     assert_eq!(workers[0].worker_id, "eu-us-7");
     assert_eq!(workers[0].queues, ["eu", "us"]);

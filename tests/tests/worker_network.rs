@@ -31,8 +31,18 @@ async fn wait_for_workers(
     what: &str,
     check: impl Fn(&[pb::WorkerInfo]) -> bool,
 ) -> Vec<pb::WorkerInfo> {
+    wait_for_workers_within(broker, what, sluice_e2e::WAIT, check).await
+}
+
+/// [`wait_for_workers`], at most `within`.
+async fn wait_for_workers_within(
+    broker: &BrokerProcess,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&[pb::WorkerInfo]) -> bool,
+) -> Vec<pb::WorkerInfo> {
     let mut admin = broker.admin().await;
-    let deadline = tokio::time::Instant::now() + sluice_e2e::WAIT;
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let workers = admin
             .list_workers(pb::ListWorkersRequest {})
@@ -162,21 +172,10 @@ async fn a_connection_that_dies_silently_is_noticed_and_replaced() {
         .try_wait_for_log_within("lease stream open", keepalive)
         .unwrap();
     // The broker's own keepalive closes the frozen session: one is left.
-    let deadline = tokio::time::Instant::now() + keepalive;
-    let mut admin = broker.admin().await;
-    loop {
-        let workers = admin
-            .list_workers(pb::ListWorkersRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .workers;
-        if workers.len() == 1 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{workers:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_workers_within(&broker, "the frozen session to close", keepalive, |w| {
+        w.len() == 1
+    })
+    .await;
     let id = broker.enqueue(job("work", b"")).await;
     let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
     assert_eq!(done.attempt, 1);

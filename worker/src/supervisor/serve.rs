@@ -46,6 +46,15 @@ use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg}
 use super::protocol::{self, Event, JobId, Request};
 use super::{PARENT_PID_ENV, SUPERVISOR_ENV_PREFIX, exit_code_of};
 
+/// The signals only the signals thread takes (blocked in every other
+/// thread): the parent-death signal, and those a drain must not act on.
+const TAKEN_SIGNALS: [Signal; 4] = [
+    Signal::SIGUSR1,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+];
+
 /// Jobs running, by the pid of their leader (their group's id).
 #[derive(Default)]
 struct Jobs {
@@ -98,15 +107,7 @@ pub(super) fn serve() -> i32 {
     }
     // Before any thread: every thread inherits the mask, and only the
     // signals thread takes these.
-    let mut signals = SigSet::empty();
-    for signal in [
-        Signal::SIGUSR1,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ] {
-        signals.add(signal);
-    }
+    let signals: SigSet = TAKEN_SIGNALS.into_iter().collect();
     if signals.thread_block().is_err()
         || nix::sys::prctl::set_pdeathsig(Some(Signal::SIGUSR1)).is_err()
     {
@@ -326,16 +327,8 @@ fn spawn_sh(
         .and_then(|()| actions.add_dup2(stderr.as_raw_fd(), 2))
         .map_err(|e| failed("file actions", e))?;
     let mut attr = PosixSpawnAttr::init().map_err(|e| failed("attributes", e))?;
-    let mut defaults = SigSet::empty();
-    for signal in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-        Signal::SIGPIPE,
-    ] {
-        defaults.add(signal);
-    }
+    // Those the supervisor blocks, and SIGPIPE, which Rust ignores.
+    let defaults: SigSet = TAKEN_SIGNALS.into_iter().chain([Signal::SIGPIPE]).collect();
     attr.set_flags(
         PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
             | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
