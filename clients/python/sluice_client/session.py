@@ -23,6 +23,8 @@ log = logging.getLogger("sluice_client")
 
 #: How long a report waits for its result before it counts as unavailable.
 RESULT_TIMEOUT = 5.0
+#: grpc core's words for an error of its own (a stream reset it saw).
+GRPC_CORE_INTERNAL = "Internal error from Core"
 
 
 class SessionEnded(Exception):
@@ -70,10 +72,14 @@ class Session:
             failed = True
         if failed or call.done():
             code = await call.code()
-            raise BrokerError(
-                code if code != grpc.StatusCode.OK else grpc.StatusCode.UNAVAILABLE,
-                await call.details() or "the session ended as it opened",
-            )
+            details = await call.details() or "the session ended as it opened"
+            # grpc's core sometimes reports a refusal that raced the write of
+            # `open` as its own INTERNAL (not the broker's, whose INTERNAL
+            # says otherwise): a try like any unavailability, whose next
+            # attempt hears the broker's status.
+            if code == grpc.StatusCode.OK or (code == grpc.StatusCode.INTERNAL and details == GRPC_CORE_INTERNAL):
+                code = grpc.StatusCode.UNAVAILABLE
+            raise BrokerError(code, details)
         session = cls(call, on_jobs, on_draining)
         session._reader = asyncio.create_task(session._read())
         return session
