@@ -615,7 +615,7 @@ async fn consume(
                         for job in response.jobs {
                             latency.record(latency_of(&job, epoch))?;
                             seq += 1;
-                            let ack = pb::AckRequest { job_id: job.job.map(|j| j.id).unwrap_or_default(), lease_id: job.lease_id };
+                            let ack = pb::AckRequest { job_id: job.job.map(|j| j.id).unwrap_or_default(), lease_id: job.lease_id, ..Default::default() };
                             tx.send(pb::WorkRequest { seq, kind: Some(pb::work_request::Kind::Ack(ack)) }).await.context("Work")?;
                         }
                     }
@@ -632,7 +632,7 @@ async fn consume(
                         let Some(job) = message? else { break };
                         latency.record(latency_of(&job, epoch))?;
                         let mut c = acks_to.clone();
-                        let req = pb::AckRequest { job_id: job.job.map(|j| j.id).unwrap_or_default(), lease_id: job.lease_id };
+                        let req = pb::AckRequest { job_id: job.job.map(|j| j.id).unwrap_or_default(), lease_id: job.lease_id, ..Default::default() };
                         acks.spawn(async move { c.ack(req).await.context("Ack").map(|_| 1) });
                     }
                 }
@@ -649,7 +649,7 @@ async fn consume(
                         let mut ack_list = Vec::with_capacity(batch.jobs.len());
                         for job in batch.jobs {
                             latency.record(latency_of(&job, epoch))?;
-                            ack_list.push(pb::AckRequest { job_id: job.job.map(|j| j.id).unwrap_or_default(), lease_id: job.lease_id });
+                            ack_list.push(pb::AckRequest { job_id: job.job.map(|j| j.id).unwrap_or_default(), lease_id: job.lease_id, ..Default::default() });
                         }
                         let mut c = acks_to.clone();
                         acks.spawn(async move {

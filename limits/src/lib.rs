@@ -55,6 +55,14 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_NAMES: usize = 100_000;
 /// Longest `last_error` kept; longer errors keep their end, where the cause usually is.
 pub const MAX_ERROR_BYTES: usize = 4096;
+/// Largest result an Ack may carry: kept with the finished job for the
+/// broker's `--retention`, so it counts against `--max-memory` like a payload.
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+/// Longest progress message (a short text or a small JSON document) a
+/// worker may report on a running job.
+pub const MAX_PROGRESS_MESSAGE_BYTES: usize = 1024;
+/// Highest progress percentage.
+pub const MAX_PROGRESS_PERCENT: u32 = 100;
 
 /// Distinct job types that get a `job_type` label of their own in the
 /// broker's and the worker's metrics; later ones are counted under

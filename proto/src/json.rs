@@ -91,8 +91,9 @@ fn non_empty(s: &str) -> Value {
     }
 }
 
-/// A job as JSON; its payload only when `with_payload` (`jobs get`), its
-/// size always (`payload_bytes`).
+/// A job as JSON; its payload and result only when `with_payload` (`jobs
+/// get`), their sizes always (`payload_bytes`, `result_bytes`). The result
+/// is shown as a payload is.
 pub fn job_json(job: &pb::Job, with_payload: bool) -> Value {
     let headers: Map<String, Value> = sorted(&job.headers)
         .into_iter()
@@ -116,11 +117,29 @@ pub fn job_json(job: &pb::Job, with_payload: bool) -> Value {
         "cancel_requested": job.cancel_requested,
         "headers": headers,
         "payload_bytes": job.payload.len(),
+        "progress": job.progress.as_ref().map_or(Value::Null, progress_json),
+        "result_bytes": job.result.len(),
     });
     if with_payload && let Value::Object(map) = &mut value {
         map.insert("payload".into(), Payload::decode(&job.payload).to_json());
+        let result = if job.result.is_empty() {
+            Value::Null
+        } else {
+            Payload::decode(&job.result).to_json()
+        };
+        map.insert("result".into(), result);
     }
     value
+}
+
+/// A job's progress: `{"percent", "message", "attempt", "updated_at"}`.
+pub fn progress_json(p: &pb::JobProgress) -> Value {
+    json!({
+        "percent": p.percent,
+        "message": p.message,
+        "attempt": p.attempt,
+        "updated_at": timestamp_json(p.updated_at.as_ref()),
+    })
 }
 
 /// Headers in name order (the map's own order is random).

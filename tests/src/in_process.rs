@@ -340,6 +340,7 @@ pub fn ack_of(job: &pb::LeasedJob) -> pb::AckRequest {
     pb::AckRequest {
         job_id: job_id(job).into(),
         lease_id: job.lease_id.clone(),
+        ..Default::default()
     }
 }
 

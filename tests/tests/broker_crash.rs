@@ -154,6 +154,7 @@ async fn consume(addr: String, ran: Arc<Mutex<HashMap<u64, u32>>>, stop: Arc<Ato
             let ack = pb::AckRequest {
                 job_id: leased.job.map(|j| j.id).unwrap_or_default(),
                 lease_id: leased.lease_id,
+                ..Default::default()
             };
             // A failed ack (broker gone) leaves the job to run again.
             let _ = client.ack(ack).await;

@@ -72,6 +72,7 @@ async fn sigterm_drains_inflight_jobs() {
         .ack(pb::AckRequest {
             job_id,
             lease_id: leased.lease_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -117,6 +117,7 @@ async fn restart_keeps_every_job_as_it_was() {
         .ack(pb::AckRequest {
             job_id: succeeded.clone(),
             lease_id: leased.lease_id,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -168,6 +169,7 @@ async fn restart_keeps_every_job_as_it_was() {
             .ack(pb::AckRequest {
                 job_id: in_flight.clone(),
                 lease_id: in_flight_lease.lease_id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap_err();

@@ -63,6 +63,7 @@ async fn retention_forgets_finished_jobs_after_its_time() {
         .ack(pb::AckRequest {
             job_id: id.clone(),
             lease_id: leased.lease_id,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -116,7 +116,11 @@ async fn every_transition_is_counted_exactly() {
     for n in 0..2 {
         let (job_id, lease_id) = lease(n);
         client
-            .ack(pb::AckRequest { job_id, lease_id })
+            .ack(pb::AckRequest {
+                job_id,
+                lease_id,
+                ..Default::default()
+            })
             .await
             .unwrap();
     }

@@ -72,6 +72,7 @@ async fn ack(broker: &BrokerProcess, leased: &pb::LeasedJob) {
         .ack(pb::AckRequest {
             job_id: leased.job.as_ref().unwrap().id.clone(),
             lease_id: leased.lease_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -221,6 +222,7 @@ async fn every_acknowledged_change_survives_a_crash() {
         acks.push(pb::AckRequest {
             job_id: leased.job.unwrap().id,
             lease_id: leased.lease_id,
+            ..Default::default()
         });
     }
     let acked = client

@@ -164,7 +164,12 @@ fn shaped(kind: Kind, text: &str, n: i64, lease: Option<(Uuid, Uuid)>) -> Vec<u8
                 .collect(),
         }
         .encode_to_vec(),
-        Kind::Ack => pb::AckRequest { job_id, lease_id }.encode_to_vec(),
+        Kind::Ack => pb::AckRequest {
+            job_id,
+            lease_id,
+            ..Default::default()
+        }
+        .encode_to_vec(),
         Kind::Nack => pb::NackRequest {
             job_id,
             lease_id,

@@ -267,6 +267,7 @@ async fn a_full_queue_pauses_the_partition_until_there_is_room() {
             .ack(pb::AckRequest {
                 job_id: leased.job.as_ref().unwrap().id.clone(),
                 lease_id: leased.lease_id.clone(),
+                ..Default::default()
             })
             .await
             .unwrap();

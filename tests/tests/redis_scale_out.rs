@@ -462,6 +462,7 @@ async fn at_redis_maxmemory_enqueue_is_refused_and_jobs_still_finish() {
         .ack(pb::AckRequest {
             job_id: job.id,
             lease_id: leased.lease_id,
+            ..Default::default()
         })
         .await
         .expect("an ack at maxmemory");

@@ -24,6 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use tokio::time::Instant;
 
 pub use error::{BrokerError, BrokerErrorKind};
@@ -74,8 +75,8 @@ pub struct Extended {
 /// (Named apart from the broker's own `Resolution`, a different thing.)
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
-    /// It succeeded.
-    Ack,
+    /// It succeeded, with the result the handler set, if any.
+    Ack(Option<Bytes>),
     /// It failed.
     Nack {
         /// The job's new `last_error`.
@@ -121,6 +122,19 @@ pub trait Link: Send + Sync + 'static {
         lease_id: &'a str,
         by: Duration,
     ) -> BoxFuture<'a, Result<Extended, BrokerError>>;
+
+    /// Reports a running attempt's progress.
+    ///
+    /// # Errors
+    /// The broker's refusal, [`BrokerErrorKind::LeaseLost`] when the lease
+    /// is no longer current, or [`BrokerErrorKind::Unavailable`].
+    fn progress<'a>(
+        &'a self,
+        job_id: &'a str,
+        lease_id: &'a str,
+        percent: u32,
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>>;
 
     /// Reports an attempt's end, retrying through connection loss until
     /// `give_up_at` (when the lease would have expired anyway).

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -114,14 +114,19 @@ where
 pub type Registry = HashMap<String, Arc<dyn Handler>>;
 
 /// What a running handler can do besides its work: notice cancellation
-/// (timeout, operator cancel, forced shutdown) and extend its lease.
+/// (timeout, operator cancel, forced shutdown), extend its lease, report
+/// its progress and set the result its Ack carries.
 #[derive(Clone)]
 pub struct JobContext {
     cancel: CancellationToken,
     link: Arc<dyn Link>,
     job_id: String,
     lease_id: String,
+    result: ResultSlot,
 }
+
+/// Where a handler leaves its result for the Ack (see [`JobContext::set_result`]).
+pub(crate) type ResultSlot = Arc<Mutex<Option<Bytes>>>;
 
 impl JobContext {
     pub(crate) fn new(
@@ -129,13 +134,56 @@ impl JobContext {
         link: Arc<dyn Link>,
         job_id: String,
         lease_id: String,
+        result: ResultSlot,
     ) -> Self {
         Self {
             cancel,
             link,
             job_id,
             lease_id,
+            result,
         }
+    }
+
+    /// Sets the result the attempt's Ack carries if the handler then
+    /// returns `Ok` (a later call replaces it). The broker keeps it with
+    /// the SUCCEEDED job, shown by `sluice jobs get` and GetJob.
+    ///
+    /// # Errors
+    /// A permanent [`JobError`] when `result` is over
+    /// [`sluice_limits::MAX_RESULT_BYTES`], which the broker would refuse.
+    pub fn set_result(&self, result: impl Into<Bytes>) -> Result<(), JobError> {
+        let result = result.into();
+        if result.len() > sluice_limits::MAX_RESULT_BYTES {
+            return Err(JobError::permanent(format!(
+                "the result is {} bytes, over the limit of {} bytes",
+                result.len(),
+                sluice_limits::MAX_RESULT_BYTES
+            )));
+        }
+        *self.result.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+        Ok(())
+    }
+
+    /// Reports how far the job has come: `percent` (0 to 100) and a short
+    /// text or small JSON document (at most
+    /// [`sluice_limits::MAX_PROGRESS_MESSAGE_BYTES`]), shown by GetJob,
+    /// `sluice jobs get`, `sluice top` and the dashboard. It does not
+    /// extend the lease (the worker's heartbeats do).
+    ///
+    /// # Errors
+    /// [`BrokerError`]: refused (a percent over 100, a message too long),
+    /// of kind [`crate::client::BrokerErrorKind::LeaseLost`] when the lease
+    /// was lost, or unavailable.
+    pub async fn progress(
+        &self,
+        percent: u32,
+        message: impl Into<String>,
+    ) -> Result<(), BrokerError> {
+        let message = message.into();
+        self.link
+            .progress(&self.job_id, &self.lease_id, percent, &message)
+            .await
     }
 
     /// Resolves when the attempt must stop.

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, error, field, info, info_span, trace_span, warn};
 
 use crate::client::{BrokerError, BrokerErrorKind, Extended, LeasedJob, Link, Report, Resolved};
-use crate::handler::{Handler, Job, JobContext, JobError, Registry};
+use crate::handler::{Handler, Job, JobContext, JobError, Registry, ResultSlot};
 use crate::metrics::{Ended, WorkerMetrics};
 use crate::summary::Counters;
 use crate::timing::{ABORT_GRACE, HEARTBEATS_PER_LEASE, RELEASE_RETRY_FOR, STOP_GRACE};
@@ -142,7 +142,7 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
         .await;
     lock(&shared.running).remove(&job_id);
     let ended = match &report {
-        Report::Ack => Ended::Succeeded,
+        Report::Ack(_) => Ended::Succeeded,
         Report::Nack { .. } => Ended::Failed,
         Report::Release => Ended::Released,
     };
@@ -162,7 +162,7 @@ async fn run_attempt(job: Job, lease_id: String, shared: Shared) {
                     error, elapsed_ms, "job failed, will retry"
                 ),
                 (Report::Release, _) => info!(outcome = "released", elapsed_ms, "job released"),
-                (Report::Ack, _) => info!(outcome = "succeeded", elapsed_ms, "job succeeded"),
+                (Report::Ack(_), _) => info!(outcome = "succeeded", elapsed_ms, "job succeeded"),
             }
         }
         Err(err) => {
@@ -186,11 +186,13 @@ async fn attempt(
         .checked_add(timeout)
         .unwrap_or(started + Duration::from_secs(86_400));
     let cancel = CancellationToken::new();
+    let result = ResultSlot::default();
     let ctx = JobContext::new(
         cancel.clone(),
         shared.link.clone(),
         job.id.clone(),
         lease_id.to_owned(),
+        result.clone(),
     );
     let job_id = job.id.clone();
     // The call itself inside the task, so that a panic in its synchronous
@@ -204,7 +206,7 @@ async fn attempt(
     let stop = loop {
         tokio::select! {
             biased;
-            joined = &mut task => return (Outcome::Report(finished(joined)), false),
+            joined = &mut task => return (Outcome::Report(finished(joined, &result)), false),
             () = shared.force_stop.cancelled() => break (Outcome::Report(Report::Release), false),
             () = tokio::time::sleep_until(deadline) => {
                 break (Outcome::Report(nack(format!("timed out after {}", humantime::format_duration(timeout)), false)), true);
@@ -248,10 +250,13 @@ async fn attempt(
     stop
 }
 
-/// The report for a handler task that ended.
-fn finished(joined: Result<Result<(), JobError>, tokio::task::JoinError>) -> Report {
+/// The report for a handler task that ended, with the result it set.
+fn finished(
+    joined: Result<Result<(), JobError>, tokio::task::JoinError>,
+    result: &ResultSlot,
+) -> Report {
     match joined {
-        Ok(Ok(())) => Report::Ack,
+        Ok(Ok(())) => Report::Ack(lock(result).take()),
         Ok(Err(err)) => Report::Nack {
             error: err.message,
             retry_after: err.retry_after,

@@ -210,6 +210,8 @@ impl Queue {
         self.check_room(job.queue)?;
         self.make_room(0, Some(seq))?;
         self.unindex(seq);
+        // A new life: the last one's progress goes (it had no result).
+        self.jobs.change_extras(seq, true, |e| e.progress = None);
         let job = self.jobs.get_mut(seq).expect("seq_of() found it");
         job.attempt = 0;
         job.cancel_requested = false;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::job::{Headers, Job, JobState, Seq};
+use super::job::{Headers, Job, JobState, Progress, Seq};
 use super::{IdSecret, Queue, QueueConfig, Secrets};
 use crate::QueueError;
 use crate::Timestamp;
@@ -55,6 +55,11 @@ pub struct JobRecord {
     pub idempotency_key: Option<String>,
     /// An operator cancelled it while it was leased.
     pub cancel_requested: bool,
+    /// The last progress reported, as of this record (boxed: rare, and a
+    /// record travels in every [`Change::Put`]).
+    pub progress: Option<Box<Progress>>,
+    /// What the successful attempt's Ack carried.
+    pub result: Option<Bytes>,
 }
 
 /// One change to the durable view.
@@ -272,6 +277,8 @@ impl Queue {
             last_error: job.last_error().map(str::to_owned),
             idempotency_key: extras.and_then(|e| e.idempotency_key.as_deref().map(str::to_owned)),
             cancel_requested: job.cancel_requested,
+            progress: job.progress().cloned().map(Box::new),
+            result: job.result().cloned(),
         })
     }
 }

@@ -160,9 +160,30 @@ impl Job {
             run_at: record.run_at,
             finished_at: record.finished_at.unwrap_or_default(),
             lease: None,
-            extras: Extras::boxed_if_any(record.headers, record.last_error, record.idempotency_key),
+            extras: Extras {
+                headers: record.headers,
+                last_error: record.last_error.map(String::into_boxed_str),
+                idempotency_key: record.idempotency_key.map(String::into_boxed_str),
+                progress: record.progress.map(|p| *p),
+                result: record.result,
+            }
+            .boxed_if_any(),
         }
     }
+}
+
+/// How far a running job has come, as its worker reported it (see
+/// `sluice.v1.JobProgress`): it names the attempt it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// 0 to [`sluice_limits::MAX_PROGRESS_PERCENT`].
+    pub percent: u32,
+    /// At most [`sluice_limits::MAX_PROGRESS_MESSAGE_BYTES`].
+    pub message: String,
+    /// The attempt that reported it.
+    pub attempt: u32,
+    /// When the broker took the report.
+    pub updated_at: Timestamp,
 }
 
 /// The parts of a job that most jobs do not have.
@@ -171,22 +192,30 @@ pub(crate) struct Extras {
     pub headers: Headers,
     pub last_error: Option<Box<str>>,
     pub idempotency_key: Option<Box<str>>,
+    pub progress: Option<Progress>,
+    /// What the successful attempt's Ack carried.
+    pub result: Option<Bytes>,
 }
 
 impl Extras {
     /// The box of a job that has any of these; `None` for a plain job.
-    pub fn boxed_if_any(
-        headers: Headers,
-        last_error: Option<String>,
-        idempotency_key: Option<String>,
-    ) -> Option<Box<Extras>> {
-        (!headers.is_empty() || last_error.is_some() || idempotency_key.is_some()).then(|| {
-            Box::new(Extras {
-                headers,
-                last_error: last_error.map(String::into_boxed_str),
-                idempotency_key: idempotency_key.map(String::into_boxed_str),
-            })
-        })
+    pub fn boxed_if_any(self) -> Option<Box<Extras>> {
+        let any = !self.headers.is_empty()
+            || self.last_error.is_some()
+            || self.idempotency_key.is_some()
+            || self.progress.is_some()
+            || self.result.is_some();
+        any.then(|| Box::new(self))
+    }
+
+    /// The bytes of these that `max_memory` counts.
+    pub(crate) fn held_bytes(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        headers
+            + self.last_error.as_deref().map_or(0, str::len)
+            + 2 * self.idempotency_key.as_deref().map_or(0, str::len)
+            + self.progress.as_ref().map_or(0, |p| p.message.len())
+            + self.result.as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -205,8 +234,16 @@ impl Job {
         self.extras.as_deref().and_then(|e| e.last_error.as_deref())
     }
 
-    pub fn set_last_error(&mut self, error: Box<str>) {
-        self.extras.get_or_insert_default().last_error = Some(error);
+    pub fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_default()
+    }
+
+    pub fn progress(&self) -> Option<&Progress> {
+        self.extras.as_deref().and_then(|e| e.progress.as_ref())
+    }
+
+    pub fn result(&self) -> Option<&Bytes> {
+        self.extras.as_deref().and_then(|e| e.result.as_ref())
     }
 
     /// Its key in the retention set: when a finished job is forgotten.
@@ -304,6 +341,10 @@ pub struct JobView<'a> {
     pub last_error: Option<&'a str>,
     /// The current lease, while leased.
     pub lease: Option<&'a Lease>,
+    /// The last progress a worker reported.
+    pub progress: Option<&'a Progress>,
+    /// What the successful attempt's Ack carried.
+    pub result: Option<&'a Bytes>,
 }
 
 #[cfg(test)]

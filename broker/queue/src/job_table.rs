@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
 
-use super::job::{Job, Seq};
+use super::job::{Extras, Job, Seq};
 
 /// Seqs per page.
 const PAGE: usize = 16;
@@ -30,7 +30,7 @@ pub(crate) struct JobTable {
     /// since the last `take_changes`, repeats included.
     changes: Option<Vec<(Seq, bool)>>,
     /// The sum of [`Job::held_bytes`] over its jobs, kept exact by
-    /// `insert`, `remove` and `set_last_error` (a held job's size changes
+    /// `insert`, `remove` and `change_extras` (a held job's size changes
     /// only through the latter).
     held: u64,
 }
@@ -101,12 +101,16 @@ impl JobTable {
         self.held
     }
 
-    /// Records the error of job `seq`'s last failed attempt, noted as changed.
-    pub fn set_last_error(&mut self, seq: Seq, error: Box<str>) {
-        self.note(seq, false);
+    /// Changes the rarely present parts of job `seq` (its last error,
+    /// progress or result), keeping the count of held bytes exact; noted as
+    /// changed if `noted` (a progress report is not: see `Queue::progress`).
+    pub fn change_extras(&mut self, seq: Seq, noted: bool, change: impl FnOnce(&mut Extras)) {
+        if noted {
+            self.note(seq, false);
+        }
         if let Some(job) = self.get_mut_untracked(seq) {
             let before = job.held_bytes();
-            job.set_last_error(error);
+            change(job.extras_mut());
             let after = job.held_bytes();
             self.held = self.held - before + after;
         }

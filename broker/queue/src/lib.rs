@@ -57,7 +57,7 @@ pub use self::durable::{Change, JobRecord, Restorer, StoreMeta};
 pub use self::error::QueueError;
 use self::ids::JobIds;
 pub use self::ids::{IdSecret, Secrets};
-pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease};
+pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease, Progress};
 use self::job::{Job, Seq};
 use self::job_table::JobTable;
 pub use self::memory::JOB_OVERHEAD;
@@ -399,6 +399,8 @@ impl Queue {
             last_error: None,
             idempotency_key,
             cancel_requested: false,
+            progress: None,
+            result: None,
         };
         let job = Job::from_record(record, queue, job_type);
         self.make_room(job.held_bytes(), None)?;
@@ -427,7 +429,26 @@ impl Queue {
     /// # Errors
     /// [`QueueError::UnknownJob`], or [`QueueError::StaleLease`] when the lease is not current.
     pub fn ack(&mut self, job_id: Uuid, lease_id: Uuid, now: Timestamp) -> Result<(), QueueError> {
+        self.ack_with_result(job_id, lease_id, None, now)
+    }
+
+    /// [`Queue::ack`], keeping `result` with the SUCCEEDED job (the service
+    /// caps it at [`sluice_limits::MAX_RESULT_BYTES`]).
+    ///
+    /// # Errors
+    /// [`QueueError::UnknownJob`], or [`QueueError::StaleLease`] when the lease is not current.
+    pub fn ack_with_result(
+        &mut self,
+        job_id: Uuid,
+        lease_id: Uuid,
+        result: Option<Bytes>,
+        now: Timestamp,
+    ) -> Result<(), QueueError> {
         let seq = self.leased(job_id, lease_id)?;
+        if result.is_some() {
+            // Before `finish`, so that retention counts its bytes.
+            self.jobs.change_extras(seq, true, |e| e.result = result);
+        }
         let lease = self.end_lease(seq);
         self.queue_state(seq).counters.acked += 1;
         self.log_job(seq, Some(&lease), LogLevel::Debug, "job acked");
@@ -483,6 +504,37 @@ impl Queue {
             expires_at,
             cancel_requested: job.cancel_requested,
         })
+    }
+
+    /// Records how far the attempt under `lease_id` has come, replacing
+    /// what it reported before; answers whether an operator asked to cancel
+    /// the job. The lease is not extended. Not noted for the store: a
+    /// progress report is not worth a disk write of its own, so it reaches
+    /// `--data-dir` with the job's next change (its Ack, Nack or Release),
+    /// and a restart, which runs the attempt again, forgets it.
+    ///
+    /// # Errors
+    /// [`QueueError::UnknownJob`], or [`QueueError::StaleLease`] when the lease is not current.
+    pub fn progress(
+        &mut self,
+        job_id: Uuid,
+        lease_id: Uuid,
+        percent: u32,
+        message: String,
+        now: Timestamp,
+    ) -> Result<bool, QueueError> {
+        let seq = self.leased(job_id, lease_id)?;
+        let job = &self.jobs[seq];
+        let progress = Progress {
+            percent,
+            message,
+            attempt: u32::from(job.attempt),
+            updated_at: now,
+        };
+        let cancel_requested = job.cancel_requested;
+        self.jobs
+            .change_extras(seq, false, |e| e.progress = Some(progress));
+        Ok(cancel_requested)
     }
 
     /// Gives the job back without using an attempt; due again after `delay`.

@@ -4,13 +4,13 @@
 //! Counted per job, whatever its state (a DEAD job stays until RetryJob or
 //! PurgeQueue, so it counts too): its payload, header names and values,
 //! idempotency key (twice: the job's copy and the idempotency index's),
-//! last error, and [`JOB_OVERHEAD`] for the rest (the job record, its
+//! last error, progress message, result, and [`JOB_OVERHEAD`] for the rest (the job record, its
 //! indexes, the allocator's share). Not counted: interned names (at most
 //! `MAX_NAMES` of at most 128 bytes), consumers, and the service's buffers.
 //!
 //! The count is exact: the job table adds a job's bytes when it is inserted
-//! and takes them off when it is removed, and the one change to a held
-//! job's size, its last error, goes through the table too. The bytes of
+//! and takes them off when it is removed, and the changes to a held job's
+//! size (its last error, progress and result) go through the table too. The bytes of
 //! retained jobs (SUCCEEDED, CANCELLED) are counted apart as well, being
 //! the ones the queue may forget to make room.
 //!
@@ -19,7 +19,8 @@
 //! is refused with [`QueueError::OverMemory`] when forgetting all of them
 //! would not be enough; a refusal changes nothing. Leases, acks, nacks and
 //! admin calls are never refused: they free memory or keep it (a Nack's
-//! error, at most 4 KiB, may take the count a little past the mark). Jobs
+//! error, at most 4 KiB, a progress message, at most 1 KiB, and an Ack's
+//! result, at most 64 KiB, may take the count a little past the mark). Jobs
 //! restored from the store are never refused either: they were
 //! acknowledged, so a broker may start above the mark and refuse new work
 //! until its jobs drain.
@@ -39,12 +40,7 @@ pub const JOB_OVERHEAD: u64 = 180;
 impl Job {
     /// The bytes this job holds, as `max_memory` counts them.
     pub(crate) fn held_bytes(&self) -> u64 {
-        let extras = self.extras.as_deref().map_or(0, |e| {
-            let headers: usize = e.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
-            headers
-                + e.last_error.as_deref().map_or(0, str::len)
-                + 2 * e.idempotency_key.as_deref().map_or(0, str::len)
-        });
+        let extras = self.extras.as_deref().map_or(0, |e| e.held_bytes());
         JOB_OVERHEAD + self.payload.len() as u64 + extras as u64
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use uuid::Uuid;
 
-use crate::{Headers, JobState, JobView, Timestamp};
+use crate::{Headers, JobState, JobView, Progress, Timestamp};
 
 /// One job, with its lease while leased.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,10 @@ pub struct JobSnapshot {
     pub last_error: Option<String>,
     /// The current lease, while leased.
     pub lease: Option<LeaseSnapshot>,
+    /// The last progress a worker reported.
+    pub progress: Option<Progress>,
+    /// What the successful attempt's Ack carried.
+    pub result: Option<Bytes>,
 }
 
 /// The lease of a leased job.
@@ -80,6 +84,8 @@ impl From<JobView<'_>> for JobSnapshot {
                 worker_id: lease.worker_id.to_string(),
                 expires_at: lease.expires_at,
             }),
+            progress: job.progress.cloned(),
+            result: job.result.cloned(),
         }
     }
 }

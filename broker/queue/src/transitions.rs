@@ -53,7 +53,9 @@ impl Queue {
         failure: Failure,
         now: Timestamp,
     ) -> FailureOutcome {
-        self.jobs.set_last_error(seq, truncate_error(failure.error));
+        let error = truncate_error(failure.error);
+        self.jobs
+            .change_extras(seq, true, |e| e.last_error = Some(error));
         let job = &self.jobs[seq];
         let unit = self.rng.random::<f64>();
         let after = after_failure(
@@ -165,7 +167,8 @@ impl Queue {
     /// Counts a new job that arrives DEAD (see [`crate::NewJob::dead_letter`]).
     pub(super) fn bury_new(&mut self, seq: Seq, reason: Box<str>, now: Timestamp) {
         self.count_new(seq, JobState::Dead);
-        self.jobs.set_last_error(seq, reason);
+        self.jobs
+            .change_extras(seq, true, |e| e.last_error = Some(reason));
         self.queue_state(seq).counters.dead += 1;
         self.log_job(seq, None, LogLevel::Warn, "job dead on arrival");
         self.observe(seq, JobEvent::DeadLettered);
@@ -291,6 +294,8 @@ impl Queue {
             finished_at: job.finished(),
             last_error: job.last_error(),
             lease: job.lease.as_deref(),
+            progress: job.progress(),
+            result: job.result(),
         }
     }
 

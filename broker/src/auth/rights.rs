@@ -71,6 +71,7 @@ impl Role {
                     | Call::Nack
                     | Call::Extend
                     | Call::Release
+                    | Call::Progress
             ),
         }
     }
@@ -113,6 +114,8 @@ pub enum Call {
     Extend,
     /// `Broker/Release`.
     Release,
+    /// `Broker/Progress`.
+    Progress,
     /// `Broker/ClaimPartitions`.
     ClaimPartitions,
     /// `Broker/CommitPartition`.
@@ -164,6 +167,7 @@ impl Call {
             "Nack" => Self::Nack,
             "Extend" => Self::Extend,
             "Release" => Self::Release,
+            "Progress" => Self::Progress,
             "ClaimPartitions" => Self::ClaimPartitions,
             "CommitPartition" => Self::CommitPartition,
             "LeaveSourceGroup" => Self::LeaveSourceGroup,
@@ -197,6 +201,7 @@ impl fmt::Display for Call {
             Self::Nack => "Nack",
             Self::Extend => "Extend",
             Self::Release => "Release",
+            Self::Progress => "Progress",
             Self::ClaimPartitions => "ClaimPartitions",
             Self::CommitPartition => "CommitPartition",
             Self::LeaveSourceGroup => "LeaveSourceGroup",
@@ -237,6 +242,9 @@ mod tests {
         assert!(!Role::Viewer.may(Call::Admin("SetSourcePositions")));
         assert!(!Role::Producer.may(Call::Admin("Stats")));
         assert!(Role::Worker.may(Call::Release));
+        assert!(Role::Worker.may(Call::Progress));
+        assert!(!Role::Producer.may(Call::Progress));
+        assert!(!Role::Viewer.may(Call::Progress));
         assert!(!Role::Worker.may(Call::Enqueue));
         assert!(!Role::Worker.may(Call::Reflection));
         assert!(Role::Admin.may(Call::Reflection));

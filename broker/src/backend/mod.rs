@@ -39,6 +39,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use sluice_queue::{
     ConsumerSpec, Enqueued, Extended, FailedAttempt, Failure, FailureOutcome, JobFilter,
     JobSnapshot, JobState, NewJob, Observer, QueueConfig, QueueError, QueueStats, Timestamp,
@@ -76,6 +77,27 @@ impl LeaseRef {
             lease_id: job.lease.as_ref()?.lease_id,
         })
     }
+}
+
+/// An Ack: the lease it resolves, and the result the job keeps (at most
+/// [`sluice_limits::MAX_RESULT_BYTES`], checked by the service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The lease the attempt ran under.
+    pub lease: LeaseRef,
+    /// What the attempt produced, if anything.
+    pub result: Option<Bytes>,
+}
+
+/// A running job's progress, as a worker reports it (checked by the
+/// service: at most [`sluice_limits::MAX_PROGRESS_PERCENT`] and
+/// [`sluice_limits::MAX_PROGRESS_MESSAGE_BYTES`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressReport {
+    /// 0 to 100.
+    pub percent: u32,
+    /// A short text or a small JSON document.
+    pub message: String,
 }
 
 /// One page of ListJobs.
@@ -156,8 +178,8 @@ pub trait Backend: ScheduleStore + SourceStore + Send + Sync + 'static {
     /// Opens a Lease stream's consumer.
     async fn open_feed(&self, spec: ConsumerSpec) -> Result<LeaseFeed, BackendError>;
 
-    /// Acknowledges each lease.
-    async fn ack(&self, leases: Vec<LeaseRef>) -> Result<Batch<()>, BackendError>;
+    /// Acknowledges each lease, keeping its result with the job.
+    async fn ack(&self, acks: Vec<Ack>) -> Result<Batch<()>, BackendError>;
 
     /// Fails the attempt of `lease`.
     async fn nack(&self, lease: LeaseRef, failure: Failure)
@@ -166,6 +188,11 @@ pub trait Backend: ScheduleStore + SourceStore + Send + Sync + 'static {
     /// Extends `lease` by `by` (the stream's lease duration if `None`).
     async fn extend(&self, lease: LeaseRef, by: Option<Duration>)
     -> Result<Extended, BackendError>;
+
+    /// Records the progress of the attempt under `lease` (the lease is not
+    /// extended); answers whether an operator asked to cancel the job.
+    async fn progress(&self, lease: LeaseRef, report: ProgressReport)
+    -> Result<bool, BackendError>;
 
     /// Gives the job of `lease` back, ready again after `delay`.
     async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, BackendError>;

@@ -4,7 +4,7 @@
 //! operation, and its result goes through [`respond`], the one mapping of
 //! errors to statuses.
 //!
-//! Ack, AckBatch, Nack, Extend and Release name a job, not a queue: for a
+//! Ack, AckBatch, Nack, Extend, Release and Progress name a job, not a queue: for a
 //! credential scoped to some queues, a job outside them is answered as an
 //! unknown one (NOT_FOUND; see `visibility.rs`), per item in an AckBatch.
 //! A job id that does not parse is INVALID_ARGUMENT first, as always.
@@ -32,7 +32,7 @@ use super::trace_spans;
 use super::visibility;
 use super::work_session::{ReportsTask, WorkStream};
 use crate::auth::{Authorizer, Call, Grant, StreamGuard};
-use crate::backend::{LeaseRef, SharedBackend};
+use crate::backend::{Ack, LeaseRef, SharedBackend};
 use crate::clock::{Clock, TokioClock};
 use sluice_queue::Failure;
 
@@ -264,31 +264,29 @@ impl BrokerService {
         req: pb::AckBatchRequest,
     ) -> Result<pb::AckBatchResponse> {
         check_batch(req.acks.len(), "acks")?;
-        let mut parsed: Vec<Result<LeaseRef>> = req
-            .acks
-            .iter()
-            .map(|a| lease_ref(&a.job_id, &a.lease_id))
-            .collect();
-        let ids: Vec<uuid::Uuid> = parsed.iter().flatten().map(|l| l.job_id).collect();
+        let mut parsed: Vec<Result<Ack>> = req.acks.into_iter().map(ack_of).collect();
+        let ids: Vec<uuid::Uuid> = parsed.iter().flatten().map(|a| a.lease.job_id).collect();
         let mut visible = visibility::visible(&self.shared, grant, &ids)
             .await?
             .into_iter();
         for item in &mut parsed {
-            if let Ok(lease) = item
+            if let Ok(ack) = item
                 && visible.next() == Some(false)
             {
-                *item = Err(visibility::unknown(lease.job_id));
+                *item = Err(visibility::unknown(ack.lease.job_id));
             }
         }
-        let valid = parsed
-            .iter()
-            .filter_map(|l| l.as_ref().ok().copied())
+        // The valid acks go to the backend; each item keeps its place.
+        let mut valid = Vec::with_capacity(parsed.len());
+        let parsed: Vec<Result<()>> = parsed
+            .into_iter()
+            .map(|item| item.map(|ack| valid.push(ack)))
             .collect();
         let mut acked = self.shared.ack(valid).await?.into_iter();
         let results = parsed
             .into_iter()
-            .map(|lease| {
-                let (code, message) = item_status(lease.and_then(|_| {
+            .map(|checked| {
+                let (code, message) = item_status(checked.and_then(|()| {
                     Ok(acked
                         .next()
                         .unwrap_or_else(|| unreachable!("one answer per valid ack"))?)
@@ -304,10 +302,10 @@ impl BrokerService {
         grant: &Grant,
         req: pb::AckRequest,
     ) -> Result<pb::AckResponse> {
-        let lease = lease_ref(&req.job_id, &req.lease_id)?;
-        visibility::check_visible(&self.shared, grant, lease.job_id).await?;
+        let ack = ack_of(req)?;
+        visibility::check_visible(&self.shared, grant, ack.lease.job_id).await?;
         self.shared
-            .ack(vec![lease])
+            .ack(vec![ack])
             .await?
             .pop()
             .unwrap_or_else(|| unreachable!("one answer per ack"))?;
@@ -346,6 +344,18 @@ impl BrokerService {
             lease_expires_at: Some(outbound::timestamp_to_pb(extended.expires_at)),
             cancel_requested: extended.cancel_requested,
         })
+    }
+
+    pub(super) async fn handle_progress(
+        &self,
+        grant: &Grant,
+        req: pb::ProgressRequest,
+    ) -> Result<pb::ProgressResponse> {
+        let lease = lease_ref(&req.job_id, &req.lease_id)?;
+        let report = convert::progress_report(req.percent, req.message)?;
+        visibility::check_visible(&self.shared, grant, lease.job_id).await?;
+        let cancel_requested = self.shared.progress(lease, report).await?;
+        Ok(pb::ProgressResponse { cancel_requested })
     }
 
     pub(super) async fn handle_release(
@@ -413,6 +423,14 @@ fn check_batch(len: usize, field: &'static str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A validated Ack.
+fn ack_of(req: pb::AckRequest) -> Result<Ack> {
+    Ok(Ack {
+        lease: lease_ref(&req.job_id, &req.lease_id)?,
+        result: convert::ack_result(req.result)?,
+    })
 }
 
 fn lease_ref(job_id: &str, lease_id: &str) -> Result<LeaseRef> {
@@ -573,6 +591,17 @@ impl Broker for BrokerService {
         let result = async {
             let grant = self.auth.check(&request, Call::Release)?;
             self.handle_release(&grant, request.into_inner()).await
+        };
+        respond(result.await)
+    }
+
+    async fn progress(
+        &self,
+        request: Request<pb::ProgressRequest>,
+    ) -> std::result::Result<Response<pb::ProgressResponse>, Status> {
+        let result = async {
+            let grant = self.auth.check(&request, Call::Progress)?;
+            self.handle_progress(&grant, request.into_inner()).await
         };
         respond(result.await)
     }

@@ -10,10 +10,12 @@ use sluice_proto::v1 as pb;
 use uuid::Uuid;
 
 use super::error::RequestError;
+use crate::backend::ProgressReport;
 use crate::clock::Timestamp;
 use sluice_limits::{
     DEFAULT_QUEUE, MAX_ATTEMPTS, MAX_DURATION, MAX_HEADERS, MAX_IDEMPOTENCY_KEY_LEN, MAX_IN_FLIGHT,
-    MAX_LEASE_FILTERS, MAX_SCHEDULE_AHEAD, MIN_RUN_LIMIT,
+    MAX_LEASE_FILTERS, MAX_PROGRESS_MESSAGE_BYTES, MAX_PROGRESS_PERCENT, MAX_RESULT_BYTES,
+    MAX_SCHEDULE_AHEAD, MIN_RUN_LIMIT,
 };
 use sluice_queue::{ConsumerSpec, Headers, JobState, NewJob};
 
@@ -25,6 +27,40 @@ pub struct Limits {
 }
 
 type Result<T> = std::result::Result<T, RequestError>;
+
+/// A validated Ack's result: at most [`MAX_RESULT_BYTES`]; empty is none.
+pub fn ack_result(result: bytes::Bytes) -> Result<Option<bytes::Bytes>> {
+    if result.len() > MAX_RESULT_BYTES {
+        return Err(RequestError::invalid(
+            "result",
+            format!(
+                "{} bytes is over the limit of {MAX_RESULT_BYTES} bytes",
+                result.len()
+            ),
+        ));
+    }
+    Ok((!result.is_empty()).then_some(result))
+}
+
+/// A validated Progress report.
+pub fn progress_report(percent: u32, message: String) -> Result<ProgressReport> {
+    if percent > MAX_PROGRESS_PERCENT {
+        return Err(RequestError::invalid(
+            "percent",
+            format!("{percent} is over {MAX_PROGRESS_PERCENT}"),
+        ));
+    }
+    if message.len() > MAX_PROGRESS_MESSAGE_BYTES {
+        return Err(RequestError::invalid(
+            "message",
+            format!(
+                "{} bytes is over the limit of {MAX_PROGRESS_MESSAGE_BYTES} bytes",
+                message.len()
+            ),
+        ));
+    }
+    Ok(ProgressReport { percent, message })
+}
 
 /// A validated Enqueue.
 pub fn new_job(req: pb::EnqueueRequest, limits: Limits, now: Timestamp) -> Result<NewJob> {

@@ -59,6 +59,13 @@ pub fn job_to_pb(job: JobSnapshot) -> pb::Job {
         worker_id: job.lease.map(|l| l.worker_id).unwrap_or_default(),
         cancel_requested: job.cancel_requested,
         finished_at: job.finished_at.map(timestamp_to_pb),
+        progress: job.progress.map(|p| pb::JobProgress {
+            percent: p.percent,
+            message: p.message,
+            attempt: p.attempt,
+            updated_at: Some(timestamp_to_pb(p.updated_at)),
+        }),
+        result: job.result.unwrap_or_default(),
     }
 }
 

@@ -237,6 +237,11 @@ impl ReportsTask {
                 .handle_release(grant, release)
                 .await
                 .map(|r| Some(Answer::Release(r))),
+            Some(Kind::Progress(progress)) => self
+                .service
+                .handle_progress(grant, progress)
+                .await
+                .map(|r| Some(Answer::Progress(r))),
             Some(Kind::Open(_)) => Err(RequestError::invalid(
                 "open",
                 "the session is open already: only its first message opens it",
@@ -245,7 +250,7 @@ impl ReportsTask {
             Some(Kind::Ack(ack)) => self.service.handle_ack(grant, ack).await.map(|_| None),
             None => Err(RequestError::invalid(
                 "kind",
-                "is required: credit, ack, nack, extend or release",
+                "is required: credit, ack, nack, extend, release or progress",
             )),
         };
         match answer {

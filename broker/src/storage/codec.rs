@@ -8,7 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use sluice_queue::Timestamp;
-use sluice_queue::{JobRecord, JobState};
+use sluice_queue::{JobRecord, JobState, Progress};
 
 #[derive(Clone, PartialEq, Message)]
 struct StoredJob {
@@ -40,6 +40,22 @@ struct StoredJob {
     idempotency_key: Option<String>,
     #[prost(bool, tag = "14")]
     cancel_requested: bool,
+    #[prost(message, optional, tag = "15")]
+    progress: Option<StoredProgress>,
+    #[prost(bytes = "bytes", optional, tag = "16")]
+    result: Option<Bytes>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct StoredProgress {
+    #[prost(uint32, tag = "1")]
+    percent: u32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(uint32, tag = "3")]
+    attempt: u32,
+    #[prost(uint64, tag = "4")]
+    updated_at_us: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -87,6 +103,13 @@ pub(super) fn encode(record: &JobRecord) -> Vec<u8> {
         last_error: record.last_error.clone(),
         idempotency_key: record.idempotency_key.clone(),
         cancel_requested: record.cancel_requested,
+        progress: record.progress.as_ref().map(|p| StoredProgress {
+            percent: p.percent,
+            message: p.message.clone(),
+            attempt: p.attempt,
+            updated_at_us: p.updated_at.as_micros(),
+        }),
+        result: record.result.clone(),
     }
     .encode_to_vec()
 }
@@ -121,6 +144,15 @@ pub(super) fn decode(seq: u64, bytes: &[u8], payload: Bytes) -> Result<JobRecord
         last_error: stored.last_error,
         idempotency_key: stored.idempotency_key,
         cancel_requested: stored.cancel_requested,
+        progress: stored.progress.map(|p| {
+            Box::new(Progress {
+                percent: p.percent,
+                message: p.message,
+                attempt: p.attempt,
+                updated_at: Timestamp::from_micros(p.updated_at_us),
+            })
+        }),
+        result: stored.result,
     })
 }
 
@@ -147,6 +179,23 @@ mod tests {
             last_error: Some("smtp timeout".into()),
             idempotency_key: Some("user-7".into()),
             cancel_requested: true,
+            progress: Some(Box::new(Progress {
+                percent: 40,
+                message: "{\"rows\": 400}".into(),
+                attempt: 4,
+                updated_at: Timestamp::from_micros(4),
+            })),
+            result: None,
+        };
+        let bytes = encode(&record);
+        assert_eq!(
+            decode(42, &bytes, record.payload.clone()),
+            Ok(record.clone())
+        );
+        let record = JobRecord {
+            state: JobState::Succeeded,
+            result: Some(Bytes::from_static(b"\x00sent")),
+            ..record
         };
         let bytes = encode(&record);
         assert_eq!(decode(42, &bytes, record.payload.clone()), Ok(record));

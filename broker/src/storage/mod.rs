@@ -247,6 +247,8 @@ mod tests {
             last_error: None,
             idempotency_key: None,
             cancel_requested: false,
+            progress: None,
+            result: None,
         };
         vec![Change::Put { record, new: true }]
     }

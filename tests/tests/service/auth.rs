@@ -110,7 +110,8 @@ async fn call(rpc: &str, channel: &Channel, token: Option<&str>, job_id: &str) -
         "Ack" => status!(broker.ack(req(
             pb::AckRequest {
                 job_id: id,
-                lease_id
+                lease_id,
+                ..Default::default()
             },
             token
         ))),
@@ -121,6 +122,7 @@ async fn call(rpc: &str, channel: &Channel, token: Option<&str>, job_id: &str) -
                     acks: vec![pb::AckRequest {
                         job_id: id,
                         lease_id,
+                        ..Default::default()
                     }],
                 },
                 token,

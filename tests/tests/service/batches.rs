@@ -76,12 +76,14 @@ every_backend! {
             .map(|j| pb::AckRequest {
                 job_id: job_id(j).into(),
                 lease_id: j.lease_id.clone(),
+                ..Default::default()
             })
             .collect();
         acks.push(acks[0].clone());
         acks.push(pb::AckRequest {
             job_id: "nope".into(),
             lease_id: "nope".into(),
+            ..Default::default()
         });
         let results = b
             .broker
@@ -165,6 +167,7 @@ every_backend! {
             acks.extend(batch.jobs.iter().map(|j| pb::AckRequest {
                 job_id: job_id(j).into(),
                 lease_id: j.lease_id.clone(),
+                ..Default::default()
             }));
         }
         assert_eq!(acks.len(), 10_000, "no job leased twice");

@@ -127,6 +127,7 @@ every_backend! {
         let fresh = pb::AckRequest {
             job_id: id.clone(),
             lease_id: leased.lease_id.clone(),
+            ..Default::default()
         };
         sluice_proto::v1::broker_client::BrokerClient::new(connect(b.addr).await)
             .ack(fresh)

@@ -28,6 +28,7 @@ every_backend! {
         let wrong_lease = pb::AckRequest {
             job_id: id.clone(),
             lease_id: uuid_zero(),
+            ..Default::default()
         };
         assert_eq!(
             code(broker.ack(wrong_lease).await),
@@ -36,11 +37,13 @@ every_backend! {
         let unknown_job = pb::AckRequest {
             job_id: uuid_zero(),
             lease_id: leased.lease_id.clone(),
+            ..Default::default()
         };
         assert_eq!(code(broker.ack(unknown_job).await), Code::NotFound);
         let malformed = pb::AckRequest {
             job_id: "nope".into(),
             lease_id: leased.lease_id.clone(),
+            ..Default::default()
         };
         let status = broker.ack(malformed).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);

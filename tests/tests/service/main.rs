@@ -23,6 +23,7 @@ mod hostile;
 mod lease_stream;
 mod leases;
 mod memory;
+mod progress_results;
 mod schedules;
 mod sources;
 mod streams;

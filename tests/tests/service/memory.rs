@@ -102,6 +102,7 @@ async fn consume(broker: Arc<BrokerProcess>, stop: Arc<AtomicBool>) -> HashSet<S
         let ack = pb::AckRequest {
             job_id: job_id.clone(),
             lease_id: leased.lease_id,
+            ..Default::default()
         };
         client.ack(ack).await.unwrap();
         acked.insert(job_id);

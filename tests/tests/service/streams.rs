@@ -166,6 +166,7 @@ every_backend! {
             .send(Some(Kind::Ack(pb::AckRequest {
                 job_id: "not-a-uuid".into(),
                 lease_id: leased[3].lease_id.clone(),
+                ..Default::default()
             })))
             .await;
         let released = session

@@ -26,6 +26,11 @@ pub(crate) enum Call {
         job_id: String,
         by: Duration,
     },
+    Progress {
+        job_id: String,
+        percent: u32,
+        message: String,
+    },
     Resolve {
         job_id: String,
         lease_id: String,
@@ -145,6 +150,21 @@ impl Link for FakeLink {
         Box::pin(async move { reply })
     }
 
+    fn progress<'a>(
+        &'a self,
+        job_id: &'a str,
+        _lease_id: &'a str,
+        percent: u32,
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        self.record(Call::Progress {
+            job_id: job_id.to_owned(),
+            percent,
+            message: message.to_owned(),
+        });
+        Box::pin(async { Ok(()) })
+    }
+
     fn resolve<'a>(
         &'a self,
         job_id: &'a str,
@@ -158,7 +178,7 @@ impl Link for FakeLink {
             report: report.clone(),
         });
         let resolved = match report {
-            Report::Ack => Resolved::Succeeded,
+            Report::Ack(_) => Resolved::Succeeded,
             Report::Nack { dead: true, .. } => Resolved::Failed,
             Report::Nack { .. } => Resolved::Retried,
             Report::Release => Resolved::Released,

@@ -167,7 +167,11 @@ impl BrokerLink {
     ) -> Result<Resolved, BrokerError> {
         let (job_id, lease_id) = (job_id.to_owned(), lease_id.to_owned());
         let kind = match report {
-            Report::Ack => Kind::Ack(pb::AckRequest { job_id, lease_id }),
+            Report::Ack(result) => Kind::Ack(pb::AckRequest {
+                job_id,
+                lease_id,
+                result: result.clone().unwrap_or_default(),
+            }),
             Report::Nack {
                 error,
                 retry_after,
@@ -205,7 +209,7 @@ impl BrokerLink {
             }
         };
         Ok(match report {
-            Report::Ack => Resolved::Succeeded,
+            Report::Ack(_) => Resolved::Succeeded,
             Report::Release => Resolved::Released,
             Report::Nack { .. } => match nack_state {
                 Some(pb::JobState::Scheduled | pb::JobState::Ready) => Resolved::Retried,
@@ -262,6 +266,29 @@ impl Link for BrokerLink {
                     .and_then(|t| std::time::SystemTime::try_from(t).ok()),
                 cancel_requested: reply.cancel_requested,
             })
+        })
+    }
+
+    fn progress<'a>(
+        &'a self,
+        job_id: &'a str,
+        lease_id: &'a str,
+        percent: u32,
+        message: &'a str,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(async move {
+            let req = pb::ProgressRequest {
+                job_id: job_id.to_owned(),
+                lease_id: lease_id.to_owned(),
+                percent,
+                message: message.to_owned(),
+            };
+            match self.over_session(Kind::Progress(req.clone())).await {
+                Some(answer) => answer.map(|_| ()),
+                None => bounded(self.client.clone().progress(timed(req)))
+                    .await
+                    .map(|_| ()),
+            }
         })
     }
 

@@ -199,7 +199,7 @@ async fn transient_heartbeat_failure_is_retried_and_the_job_still_acks() {
     );
     assert_eq!(
         link.resolutions(),
-        [(start + LEASE + BEAT / 2, "j1".to_owned(), Report::Ack)]
+        [(start + LEASE + BEAT / 2, "j1".to_owned(), Report::Ack(None))]
     );
     assert_eq!(
         shared.counters.summary(),

@@ -82,7 +82,7 @@ async fn drain_stops_leasing_acks_jobs_that_finish_and_releases_those_past_the_d
     assert_eq!(
         resolutions(&link, start),
         [
-            (Duration::from_secs(5), "a".to_owned(), Report::Ack),
+            (Duration::from_secs(5), "a".to_owned(), Report::Ack(None)),
             (Duration::from_secs(11), "b".to_owned(), Report::Release),
         ]
     );
@@ -206,7 +206,7 @@ async fn lease_stream_reopens_after_loss_with_running_jobs_as_held_leases() {
     // The job outlived its stream and was still acked.
     assert_eq!(
         resolutions(&link, start),
-        [(Duration::from_secs(5), "j1".to_owned(), Report::Ack)]
+        [(Duration::from_secs(5), "j1".to_owned(), Report::Ack(None))]
     );
     assert_eq!(summary.processed, 1);
 }

@@ -83,6 +83,26 @@ fn ack_retains_and_retention_expiry_frees() {
 }
 
 #[test]
+fn progress_and_results_are_counted_and_retained_with_the_job() {
+    let mut q = Queue::new(config(), 1);
+    let id = enqueue(&mut q, job("t"), at(0));
+    let (_, lease) = lease_next(&mut q, at(1));
+    assert!(!q.progress(id, lease, 10, "ten".into(), at(1)).unwrap());
+    assert_eq!(held(&q), (PLAIN + 3, 0));
+    q.progress(id, lease, 50, "fifty!".into(), at(2)).unwrap();
+    assert_eq!(held(&q), (PLAIN + 6, 0), "a report replaces the last");
+    let result = Bytes::from(vec![1u8; 100]);
+    q.ack_with_result(id, lease, Some(result), at(3)).unwrap();
+    assert_eq!(
+        held(&q),
+        (PLAIN + 106, PLAIN + 106),
+        "retained with its result"
+    );
+    q.expire(at(3 + 3600));
+    assert_eq!(held(&q), (0, 0));
+}
+
+#[test]
 fn nack_counts_the_error_and_dead_jobs_stay_counted() {
     let mut q = Queue::new(config(), 1);
     let id = enqueue(&mut q, job("t"), at(0));

@@ -25,9 +25,9 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::{
-    Backend, BackendError, Batch, Expect, FeedCloser, Fired, GaugeReading, JobPage, LeaseFeed,
-    LeaseRef, Millis, OpenError, RowWrite, ScheduleStore, SourceCommit, SourceCommitted, SourceRow,
-    SourceStore, StatsReading, StoredSchedule, TickFire,
+    Ack, Backend, BackendError, Batch, Expect, FeedCloser, Fired, GaugeReading, JobPage, LeaseFeed,
+    LeaseRef, Millis, OpenError, ProgressReport, RowWrite, ScheduleStore, SourceCommit,
+    SourceCommitted, SourceRow, SourceStore, StatsReading, StoredSchedule, TickFire,
 };
 use crate::clock::TokioClock;
 use crate::fatal::Fatal;
@@ -184,12 +184,11 @@ impl Backend for LocalBackend {
         })
     }
 
-    async fn ack(&self, leases: Vec<LeaseRef>) -> Result<Batch<()>, BackendError> {
+    async fn ack(&self, acks: Vec<Ack>) -> Result<Batch<()>, BackendError> {
         self.shared
             .write(|queue, now| {
-                leases
-                    .into_iter()
-                    .map(|l| queue.ack(l.job_id, l.lease_id, now))
+                acks.into_iter()
+                    .map(|a| queue.ack_with_result(a.lease.job_id, a.lease.lease_id, a.result, now))
                     .collect()
             })
             .await
@@ -214,6 +213,23 @@ impl Backend for LocalBackend {
         Ok(self
             .shared
             .with_queue(|queue, now| queue.extend(lease.job_id, lease.lease_id, by, now))??)
+    }
+
+    async fn progress(
+        &self,
+        lease: LeaseRef,
+        report: ProgressReport,
+    ) -> Result<bool, BackendError> {
+        // Not a write: see `Queue::progress`.
+        Ok(self.shared.with_queue(|queue, now| {
+            queue.progress(
+                lease.job_id,
+                lease.lease_id,
+                report.percent,
+                report.message,
+                now,
+            )
+        })??)
     }
 
     async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, BackendError> {

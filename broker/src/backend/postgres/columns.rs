@@ -1,13 +1,15 @@
 //! The columns of a job as every job query selects them, by name, from
 //! the unfinished table (`sluice_jobs`) and the finished one
-//! (`sluice_finished`) alike, and a row of them as a [`JobSnapshot`];
+//! (`sluice_finished`) alike, and a row of them as a [`JobSnapshot`]
+//! (with its progress, a JSON object written by `leases.rs`);
 //! the names of the states in the `state` columns.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use sluice_queue::{JobSnapshot, JobState, LeaseSnapshot, Timestamp};
+use bytes::Bytes;
+use sluice_queue::{JobSnapshot, JobState, LeaseSnapshot, Progress, Timestamp};
 use tokio_postgres::Row;
 use tracing::error;
 use uuid::Uuid;
@@ -65,6 +67,8 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     ("worker_id", "worker_id", "NULL::text"),
     ("lease_expires_at", "lease_expires_at", "NULL::timestamptz"),
     ("finished_at", "NULL::timestamptz", "finished_at"),
+    ("progress", "progress::text", "progress::text"),
+    ("result", "NULL::bytea", "result"),
 ];
 
 /// The select list of a job query on `table`, each column named, its
@@ -168,6 +172,29 @@ pub fn job(row: &Row) -> Result<JobSnapshot, BackendError> {
         finished_at: get::<Option<SystemTime>>(row, "finished_at")?.map(timestamp),
         last_error: get(row, "last_error")?,
         lease,
+        progress: get::<Option<String>>(row, "progress")?
+            .as_deref()
+            .map(progress)
+            .transpose()?,
+        result: get::<Option<Vec<u8>>>(row, "result")?.map(Bytes::from),
+    })
+}
+
+/// The `progress` column, a JSON object as `leases.rs` writes it.
+fn progress(json: &str) -> Result<Progress, BackendError> {
+    let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let number = |name: &str| value.get(name).and_then(serde_json::Value::as_u64);
+    let parsed = (|| {
+        Some(Progress {
+            percent: u32::try_from(number("percent")?).ok()?,
+            message: value.get("message")?.as_str()?.to_owned(),
+            attempt: u32::try_from(number("attempt")?).ok()?,
+            updated_at: Timestamp::from_micros(number("at_us")?),
+        })
+    })();
+    parsed.ok_or_else(|| {
+        error!("job progress in the database is not the object Sluice writes");
+        BackendError::Internal
     })
 }
 

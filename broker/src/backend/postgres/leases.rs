@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::columns::{self, millis};
 use super::sql::{self, get};
 use super::{Inner, reads};
-use crate::backend::{BackendError, Batch, LeaseRef};
+use crate::backend::{Ack, BackendError, Batch, LeaseRef, ProgressReport};
 
 type Result<T> = std::result::Result<T, BackendError>;
 
@@ -36,10 +36,10 @@ type Result<T> = std::result::Result<T, BackendError>;
 pub(super) const FINISH: &str = "WITH gone AS (DELETE FROM sluice_jobs WHERE id = $1 RETURNING *)
     INSERT INTO sluice_finished (id, seq, queue, job_type, payload, headers, priority, state,
         attempt, max_attempts, timeout_ms, idempotency_key, last_error, created_at, run_at,
-        worker_id, finished_at)
+        worker_id, finished_at, progress)
     SELECT id, seq, queue, job_type, payload, headers, priority, $2, attempt, max_attempts,
         timeout_ms, idempotency_key, coalesce($3, last_error), created_at, run_at, worker_id,
-        now()
+        now(), progress
     FROM gone";
 
 /// What a fenced lease check found.
@@ -135,28 +135,32 @@ fn lease_ended(inner: &Inner, job: Uuid, broker_id: Option<Uuid>, stream_id: Opt
     }
 }
 
-pub(super) async fn ack(inner: &Inner, leases: Vec<LeaseRef>) -> Result<Batch<()>> {
-    if leases.is_empty() {
+pub(super) async fn ack(inner: &Inner, acks: Vec<Ack>) -> Result<Batch<()>> {
+    if acks.is_empty() {
         return Ok(Vec::new());
     }
-    let (jobs, ids): (Vec<Uuid>, Vec<Uuid>) = leases.iter().map(|l| (l.job_id, l.lease_id)).unzip();
-    // One statement: the fenced delete and the insert into the history.
+    let jobs: Vec<Uuid> = acks.iter().map(|a| a.lease.job_id).collect();
+    let ids: Vec<Uuid> = acks.iter().map(|a| a.lease.lease_id).collect();
+    let results: Vec<Option<&[u8]>> = acks.iter().map(|a| a.result.as_deref()).collect();
+    // One statement: the fenced delete and the insert into the history,
+    // with each ack's result.
     let sql = "WITH gone AS (
-             DELETE FROM sluice_jobs j USING unnest($1::uuid[], $2::uuid[]) AS a(id, lease_id)
+             DELETE FROM sluice_jobs j
+             USING unnest($1::uuid[], $2::uuid[], $3::bytea[]) AS a(id, lease_id, result)
              WHERE j.id = a.id AND j.lease_id = a.lease_id AND j.state = 'leased'
-             RETURNING j.*
+             RETURNING j.*, a.result
          ), kept AS (
              INSERT INTO sluice_finished (id, seq, queue, job_type, payload, headers,
                  priority, state, attempt, max_attempts, timeout_ms, idempotency_key,
-                 last_error, created_at, run_at, worker_id, finished_at)
+                 last_error, created_at, run_at, worker_id, finished_at, progress, result)
              SELECT id, seq, queue, job_type, payload, headers, priority, 'succeeded',
                  attempt, max_attempts, timeout_ms, idempotency_key, last_error,
-                 created_at, run_at, worker_id, now()
+                 created_at, run_at, worker_id, now(), progress, result
              FROM gone
          )
          SELECT id, queue, job_type, attempt, worker_id, broker_id, stream_id FROM gone";
     let client = sql::connection(&inner.pool).await?;
-    let rows = sql::query(&client, sql, &[&jobs, &ids]).await?;
+    let rows = sql::query(&client, sql, &[&jobs, &ids, &results]).await?;
     drop(client);
     let mut acked = std::collections::HashSet::with_capacity(rows.len());
     for row in &rows {
@@ -170,8 +174,8 @@ pub(super) async fn ack(inner: &Inner, leases: Vec<LeaseRef>) -> Result<Batch<()
         lease_ended(inner, id, get(row, "broker_id")?, get(row, "stream_id")?);
         acked.insert(id);
     }
-    let mut answers = Vec::with_capacity(leases.len());
-    for lease in leases {
+    let mut answers = Vec::with_capacity(acks.len());
+    for Ack { lease, .. } in acks {
         if acked.remove(&lease.job_id) {
             answers.push(Ok(()));
         } else {
@@ -301,6 +305,34 @@ pub(super) async fn extend(
             expires_at: columns::timestamp(get(&row, "lease_expires_at")?),
             cancel_requested: get(&row, "cancel_requested")?,
         }),
+        None => Err(refusal(inner, lease).await),
+    }
+}
+
+pub(super) async fn progress(
+    inner: &Inner,
+    lease: LeaseRef,
+    report: ProgressReport,
+) -> Result<bool> {
+    let client = sql::connection(&inner.pool).await?;
+    let row = sql::query_opt(
+        &client,
+        "UPDATE sluice_jobs
+             SET progress = jsonb_build_object('percent', $3::bigint, 'message', $4::text,
+                 'attempt', attempt, 'at_us', (extract(epoch FROM now()) * 1000000)::bigint)
+             WHERE id = $1 AND lease_id = $2 AND state = 'leased'
+             RETURNING cancel_requested",
+        &[
+            &lease.job_id,
+            &lease.lease_id,
+            &i64::from(report.percent),
+            &report.message,
+        ],
+    )
+    .await?;
+    drop(client);
+    match row {
+        Some(row) => Ok(get(&row, "cancel_requested")?),
         None => Err(refusal(inner, lease).await),
     }
 }

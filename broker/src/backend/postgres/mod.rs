@@ -52,8 +52,8 @@ use uuid::Uuid;
 
 use super::cluster::{Counts, Gauges, Health, Streams, timing};
 use super::{
-    Backend, BackendError, Batch, Expect, Fired, GaugeReading, JobPage, LeaseFeed, LeaseRef,
-    Millis, OpenError, ScheduleStore, StatsReading, StoredSchedule, TickFire,
+    Ack, Backend, BackendError, Batch, Expect, Fired, GaugeReading, JobPage, LeaseFeed, LeaseRef,
+    Millis, OpenError, ProgressReport, ScheduleStore, StatsReading, StoredSchedule, TickFire,
 };
 use crate::fatal::Fatal;
 
@@ -278,8 +278,8 @@ impl Backend for PostgresBackend {
         claims::open(&self.inner, spec).await
     }
 
-    async fn ack(&self, leases: Vec<LeaseRef>) -> Result<Batch<()>, BackendError> {
-        leases::ack(&self.inner, leases).await
+    async fn ack(&self, acks: Vec<Ack>) -> Result<Batch<()>, BackendError> {
+        leases::ack(&self.inner, acks).await
     }
 
     async fn nack(
@@ -296,6 +296,14 @@ impl Backend for PostgresBackend {
         by: Option<Duration>,
     ) -> Result<Extended, BackendError> {
         leases::extend(&self.inner, lease, by).await
+    }
+
+    async fn progress(
+        &self,
+        lease: LeaseRef,
+        report: ProgressReport,
+    ) -> Result<bool, BackendError> {
+        leases::progress(&self.inner, lease, report).await
     }
 
     async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, BackendError> {

@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_jobs.sql"),
     include_str!("migrations/0002_schedules.sql"),
     include_str!("migrations/0003_sources.sql"),
+    include_str!("migrations/0004_progress_results.sql"),
 ];
 
 /// The advisory lock key the migrations take ("sluice" in ASCII).

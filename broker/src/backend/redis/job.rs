@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::Value;
-use sluice_queue::{JobSnapshot, JobState, LeaseSnapshot, Timestamp};
+use sluice_queue::{JobSnapshot, JobState, LeaseSnapshot, Progress, Timestamp};
 use tracing::error;
 
 use super::scripts::{FIELDS, reply};
@@ -54,6 +54,19 @@ pub fn job(fields: &[Value]) -> Result<JobSnapshot, BackendError> {
         }),
     };
     let state = state_of(&reply::string(field("s")?)?)?;
+    let progress = match reply::number::<u32>(field("gp")?)? {
+        None => None,
+        Some(percent) => Some(Progress {
+            percent,
+            message: text("gm")?.unwrap_or_default(),
+            attempt: reply::number(field("ga")?)?.unwrap_or(0),
+            updated_at: micros("gt")?.unwrap_or(Timestamp::from_micros(0)),
+        }),
+    };
+    let result = match field("rs")? {
+        Value::Nil => None,
+        value => Some(reply::bytes(value)?.into()),
+    };
     Ok(JobSnapshot {
         id,
         queue: reply::string(field("q")?)?,
@@ -71,5 +84,7 @@ pub fn job(fields: &[Value]) -> Result<JobSnapshot, BackendError> {
         finished_at: micros("ft")?,
         last_error: text("e")?,
         lease: lease.filter(|_| state == JobState::Leased),
+        progress,
+        result,
     })
 }

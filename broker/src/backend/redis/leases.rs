@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::scripts::{reply, scripts};
 use super::{Inner, job};
-use crate::backend::{BackendError, Batch, LeaseRef};
+use crate::backend::{Ack, BackendError, Batch, LeaseRef, ProgressReport};
 
 type Result<T> = std::result::Result<T, BackendError>;
 
@@ -97,22 +97,24 @@ impl Peeked {
     }
 }
 
-pub(super) async fn ack(inner: &Inner, leases: Vec<LeaseRef>) -> Result<Batch<()>> {
-    if leases.is_empty() {
+pub(super) async fn ack(inner: &Inner, acks: Vec<Ack>) -> Result<Batch<()>> {
+    if acks.is_empty() {
         return Ok(Vec::new());
     }
-    let call = inner.call().args(
-        leases
-            .iter()
-            .flat_map(|l| [l.job_id.to_string(), l.lease_id.to_string()]),
-    );
+    let call = inner.call().args(acks.iter().flat_map(|a| {
+        [
+            a.lease.job_id.to_string().into_bytes(),
+            a.lease.lease_id.to_string().into_bytes(),
+            a.result.as_deref().unwrap_or_default().to_vec(),
+        ]
+    }));
     let answered = call.run(&inner.conn, &scripts().ack).await?;
     let answered = reply::items(&answered)?;
-    if answered.len() != leases.len() {
+    if answered.len() != acks.len() {
         return Err(reply::malformed("an answer per lease"));
     }
-    let mut out = Vec::with_capacity(leases.len());
-    for (lease, answer) in leases.into_iter().zip(answered) {
+    let mut out = Vec::with_capacity(acks.len());
+    for (Ack { lease, .. }, answer) in acks.into_iter().zip(answered) {
         let answer = reply::items(answer)?;
         if reply::string(reply::at(answer, 0)?)? != "ok" {
             out.push(Err(refusal(answer, lease)?));
@@ -271,6 +273,26 @@ pub(super) async fn extend(
         expires_at: job::timestamp(reply::int(reply::at(answer, 1)?)?),
         cancel_requested: reply::string(reply::at(answer, 2)?)? == "1",
     })
+}
+
+pub(super) async fn progress(
+    inner: &Inner,
+    lease: LeaseRef,
+    report: ProgressReport,
+) -> Result<bool> {
+    let answer = inner
+        .call()
+        .arg(lease.job_id.to_string())
+        .arg(lease.lease_id.to_string())
+        .arg(report.percent)
+        .arg(report.message)
+        .run(&inner.conn, &scripts().progress)
+        .await?;
+    let answer = reply::items(&answer)?;
+    if reply::string(reply::at(answer, 0)?)? != "ok" {
+        return Err(refusal(answer, lease)?.into());
+    }
+    Ok(reply::string(reply::at(answer, 1)?)? == "1")
 }
 
 pub(super) async fn release(inner: &Inner, lease: LeaseRef, delay: Duration) -> Result<JobState> {

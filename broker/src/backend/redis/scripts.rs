@@ -23,9 +23,11 @@ use super::connect::Connection;
 use crate::backend::BackendError;
 
 /// The fields of a job hash a script answers with, in this order.
-pub const FIELDS: [&str; 19] = [
+/// (`gp`, `gm`, `ga` and `gt` are the last progress: its percent, message,
+/// attempt and time; `rs` the result an Ack left.)
+pub const FIELDS: [&str; 24] = [
     "id", "q", "t", "p", "h", "pr", "s", "a", "m", "to", "c", "e", "ct", "ra", "sq", "li", "w",
-    "le", "ft",
+    "le", "ft", "gp", "gm", "ga", "gt", "rs",
 ];
 
 /// The fields the scripts read of a job to act on it (no payload).
@@ -53,6 +55,7 @@ pub struct Scripts {
     pub fail: Script,
     pub release: Script,
     pub extend: Script,
+    pub progress: Script,
     pub due: Script,
     pub maintain: Script,
     pub cancel: Script,
@@ -98,6 +101,7 @@ pub fn scripts() -> &'static Scripts {
             fail: even_when_full(include_str!("lua/fail.lua")),
             release: even_when_full(include_str!("lua/release.lua")),
             extend: even_when_full(include_str!("lua/extend.lua")),
+            progress: even_when_full(include_str!("lua/progress.lua")),
             due: script(include_str!("lua/due.lua")),
             maintain: even_when_full(include_str!("lua/maintain.lua")),
             cancel: even_when_full(include_str!("lua/cancel.lua")),

@@ -1,5 +1,6 @@
--- Ack: each (job id, lease id) pair of ARGV, fenced by the lease. Answers
--- per pair {'ok', queue, type, attempt, worker, broker, stream},
+-- Ack: each (job id, lease id, result) triple of ARGV, fenced by the
+-- lease; the result ('' for none) stays with the finished job. Answers
+-- per triple {'ok', queue, type, attempt, worker, broker, stream},
 -- {'unknown'} or {'stale', state}.
 DEFER = true
 local now = now_us()
@@ -8,14 +9,14 @@ local out = {}
 -- and the answer (fewer fields than LOADED: each is a lookup).
 local NEEDED = {'id', 's', 'li', 'sq', 't', 'a', 'w', 'b', 'st', 'k'}
 local ids = {}
-for i = 3, #ARGV, 2 do ids[#ids + 1] = ARGV[i] end
+for i = 3, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
 local queues = queues_of(ids)
 for n, id in ipairs(ids) do
   local q = queues[n]
   local refused
   local j
   if q then
-    q, j, refused = leased(id, ARGV[2 * n + 2], NEEDED, q)
+    q, j, refused = leased(id, ARGV[3 * n + 1], NEEDED, q)
   else
     refused = {'unknown'}
   end
@@ -23,7 +24,7 @@ for n, id in ipairs(ids) do
     out[#out + 1] = refused
   else
     end_lease(q, j)
-    finish(q, j, 'succeeded', now, nil)
+    finish(q, j, 'succeeded', now, nil, ARGV[3 * n + 2])
     out[#out + 1] = {'ok', q, j.t, j.a, j.w or '', j.b or '', j.st or ''}
   end
 end

@@ -233,10 +233,12 @@ local function free_key(q, j)
 end
 
 -- Finishes job j (taken out of its unfinished structures already) in
--- `state`, with `err` as its last error if given.
-local function finish(q, j, state, now, err)
+-- `state`, with `err` as its last error and `result` as its result if
+-- given (and not empty).
+local function finish(q, j, state, now, err, result)
   local fields = {'ft', int(now)}
-  if err then fields[3], fields[4] = 'e', err end
+  if err then fields[#fields + 1], fields[#fields + 2] = 'e', err end
+  if result and result ~= '' then fields[#fields + 1], fields[#fields + 2] = 'rs', result end
   move(q, j, state, fields)
   write('ZADD', qkey(q, 'f'), now, j.id)
   free_key(q, j)

@@ -18,7 +18,8 @@ if j.k then
   end
 end
 redis.call('HSET', key, 'a', 0)
-redis.call('HDEL', key, 'ft', 'c')
+-- A new life: no finish, cancel, progress or result of the last one.
+redis.call('HDEL', key, 'ft', 'c', 'gp', 'gm', 'ga', 'gt', 'rs')
 make_ready(q, j, now_us())
 wake(true, false)
 return {'ok', q, j.t}
