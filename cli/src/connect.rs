@@ -103,6 +103,22 @@ impl Connection {
             .map_err(|s| CliError::from_status(&s))
     }
 
+    /// Admin.ListJobs: the first `n` jobs running now (LEASED), of every queue.
+    ///
+    /// # Errors
+    /// The broker's refusal.
+    pub async fn running_jobs(&mut self, n: u32) -> Result<Vec<pb::Job>, CliError> {
+        self.admin
+            .list_jobs(pb::ListJobsRequest {
+                state: pb::JobState::Leased.into(),
+                page_size: n,
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.into_inner().jobs)
+            .map_err(|s| CliError::from_status(&s))
+    }
+
     /// Admin.ListSchedules: the `n` schedules that fire soonest.
     ///
     /// # Errors

@@ -1,4 +1,5 @@
-//! Job states as flag values (`--state dead`). The JSON documents of
+//! Job states as flag values (`--state dead`), and a job's progress in a
+//! table cell. The JSON documents of
 //! `--output json`, state names and payload decoding are the contract's
 //! own ([`sluice_proto::json`]), shared with the broker's HTTP API.
 
@@ -36,5 +37,14 @@ impl From<StateArg> for pb::JobState {
             StateArg::Dead => Self::Dead,
             StateArg::Cancelled => Self::Cancelled,
         }
+    }
+}
+
+/// A job's progress in `width` characters at most: `40% message`, or `-`.
+pub fn progress_cell(job: &pb::Job, width: usize) -> String {
+    match &job.progress {
+        None => "-".to_owned(),
+        Some(p) if p.message.is_empty() => format!("{}%", p.percent),
+        Some(p) => crate::output::one_line(&format!("{}% {}", p.percent, p.message), width),
     }
 }

@@ -282,16 +282,18 @@ fn jobs_list_filters_by_queue_and_state_with_a_limit() {
     let lines = table.lines();
     assert_eq!(
         lines[0].split_whitespace().collect::<Vec<_>>(),
-        ["ID", "QUEUE", "TYPE", "STATE", "ATTEMPT", "LAST", "ERROR"]
+        [
+            "ID", "QUEUE", "TYPE", "STATE", "ATTEMPT", "PROGRESS", "LAST", "ERROR"
+        ]
     );
     assert_eq!(lines.len(), 5, "{}", table.stdout);
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>(),
-        [a[0].as_str(), "a", "ta", "READY", "0/4"]
+        [a[0].as_str(), "a", "ta", "READY", "0/4", "-"]
     );
     assert_eq!(
         lines[4].split_whitespace().collect::<Vec<_>>(),
-        [later.as_str(), "a", "ta", "SCHEDULED", "0/4"]
+        [later.as_str(), "a", "ta", "SCHEDULED", "0/4", "-"]
     );
 
     let none = sluice(&broker, &["jobs", "list", "--state", "dead"]).ok();
@@ -428,6 +430,66 @@ async fn jobs_get_shows_a_payloads_escape_sequences_instead_of_sending_them() {
     let json = sluice(&broker, &["-o", "json", "jobs", "get", &id]).ok();
     assert!(!json.stdout.contains('\x1b'));
     assert_eq!(json.json()["payload"]["value"], payload);
+}
+
+#[tokio::test]
+async fn jobs_get_and_list_show_progress_and_the_result() {
+    let broker = BrokerProcess::start(&[]);
+    let id = broker.enqueue(sluice_e2e::job("import", b"")).await;
+    let leased = broker.lease_one("default", "import").await;
+    let mut client = broker.broker().await;
+    client
+        .progress(sluice_proto::v1::ProgressRequest {
+            job_id: id.clone(),
+            lease_id: leased.lease_id.clone(),
+            percent: 40,
+            message: "400 of 1000 rows\x1b[2J".into(),
+        })
+        .await
+        .unwrap();
+    let listed = sluice(&broker, &["jobs", "list"]).ok();
+    let row: Vec<&str> = listed.lines()[1].split_whitespace().collect();
+    assert_eq!(
+        row[..4],
+        [id.as_str(), "default", "import", "LEASED"],
+        "{}",
+        listed.stdout
+    );
+    assert_eq!(row[5..8], ["40%", "400", "of"], "{}", listed.stdout);
+
+    client
+        .ack(sluice_proto::v1::AckRequest {
+            job_id: id.clone(),
+            lease_id: leased.lease_id,
+            result: br#"{"rows": 1000}"#.to_vec().into(),
+        })
+        .await
+        .unwrap();
+    let shown = sluice(&broker, &["jobs", "get", &id]).ok().stdout;
+    let field = |name: &str| {
+        shown
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{shown}"))
+            .to_owned()
+    };
+    assert!(field("progress").contains("40% (attempt 1, "), "{shown}");
+    assert!(
+        shown.contains("progress message:\n400 of 1000 rows\\x1b[2J\n"),
+        "shown, its escape sequence not obeyed: {shown}"
+    );
+    assert!(
+        shown.ends_with("result (json, 14 bytes):\n{\n  \"rows\": 1000\n}\n"),
+        "{shown}"
+    );
+    let json = sluice(&broker, &["-o", "json", "jobs", "get", &id])
+        .ok()
+        .json();
+    assert_eq!(json["progress"]["percent"], 40);
+    assert_eq!(json["progress"]["attempt"], 1);
+    assert_eq!(json["result"]["encoding"], "json");
+    assert_eq!(json["result"]["value"]["rows"], 1000);
+    assert_eq!(json["result_bytes"], 14);
 }
 
 #[test]

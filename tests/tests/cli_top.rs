@@ -1,5 +1,6 @@
 //! `sluice top`: `--once` prints one plain-text frame (queues, workers,
-//! the schedules due soonest, recent failures from a worker whose jobs fail), and the live view runs
+//! the running jobs with their progress, the schedules due soonest, recent
+//! failures from a worker whose jobs fail), and the live view runs
 //! in a pseudo-terminal: it draws and refreshes, keeps running with an
 //! error line when the broker goes away, quits on `q` with status 0, and
 //! gives the terminal back (alternate screen left, cursor shown, cooked
@@ -67,9 +68,25 @@ fn row<'a>(frame: &'a str, first: &str) -> Vec<&'a str> {
         .collect()
 }
 
-#[test]
-fn top_once_prints_queues_workers_and_failures_as_plain_text() {
+#[tokio::test]
+async fn top_once_prints_queues_workers_and_failures_as_plain_text() {
     let (broker, _worker) = busy_broker();
+    // A running job that reported its progress.
+    let running = broker
+        .enqueue(sluice_e2e::job_in("imports", "csv", b""))
+        .await;
+    let leased = broker.lease_one("imports", "csv").await;
+    broker
+        .broker()
+        .await
+        .progress(sluice_proto::v1::ProgressRequest {
+            job_id: running.clone(),
+            lease_id: leased.lease_id,
+            percent: 40,
+            message: "400 of 1000 rows".into(),
+        })
+        .await
+        .unwrap();
     let frame = sluice(&broker, &["top", "--once"]).ok().stdout;
     assert!(!frame.contains('\x1b'), "escape codes in {frame:?}");
     assert!(frame.lines().all(|l| l.chars().count() <= 100), "{frame}");
@@ -98,6 +115,11 @@ fn top_once_prints_queues_workers_and_failures_as_plain_text() {
         assert_eq!(cells[1..5], ["flaky", "fail", "1", "yes"], "{frame}");
     }
     assert!(frame.contains("Recent failures"), "{frame}");
+    assert!(frame.contains("Running jobs"), "{frame}");
+    let job = row(&frame, &running);
+    assert_eq!(job[1..3], ["imports", "csv"], "{frame}");
+    assert!(job[3].starts_with("1/"), "{frame}");
+    assert_eq!(job[4..6], ["40%", "400"], "{frame}");
     // The schedule, due within the hour, its timing in words, no job yet.
     let schedule = frame
         .lines()

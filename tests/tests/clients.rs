@@ -5,8 +5,9 @@
 //! with an exec handler of each name, built by [`Client::scenario_command`])
 //! and the real broker, and a client passes only if every scenario does: the README's hello
 //! world, every outcome (ack, retry, an exception, dead, a timeout), a long
-//! job's heartbeats, an operator's cancel, the drain on SIGTERM and 130 on a
-//! second signal, TLS with tokens and a refusal, and a broker restart. Then
+//! job's heartbeats, an operator's cancel, progress and a result, the drain
+//! on SIGTERM and 130 on a second signal, TLS with tokens and a refusal, and
+//! a broker restart. Then
 //! what is each client's own: the Python package's stubs, types (mypy,
 //! strict) and pip install; the TypeScript package's types (tsc, strict)
 //! and unit tests; each one's producers.
@@ -186,6 +187,12 @@ fn exec_scenarios(out: &Path) -> Vec<String> {
             record("started"),
             stopped("hold-stopped"),
             record("held")
+        ),
+        // Progress and the result on descriptor 3 (see `sluice_worker::exec`).
+        format!(
+            "report=p=$(cat); echo \"progress 50 half of $p\" >&3; {}; \
+             while [ ! -e {out}/go-report ]; do sleep 0.05; done; echo \"result done: $p\" >&3",
+            record("report-started")
         ),
     ]
 }
@@ -377,6 +384,40 @@ async fn drains_on_sigterm_and_exits_at_once_on_a_second_signal(client: Client) 
     worker.signal(Signal::SIGTERM);
     let status = worker.wait_exit(WAIT).expect("exits at once");
     assert_eq!(status.code(), Some(130), "{}", worker.log());
+}
+
+every_client!(reports_progress_and_returns_a_result);
+/// A handler's progress shows on the running job, and what it returns is
+/// the SUCCEEDED job's result.
+async fn reports_progress_and_returns_a_result(client: Client) {
+    let out = scratch_dir(&format!("client-report-{client:?}"));
+    let broker = BrokerProcess::start(&[]);
+    let _worker = client.scenario_worker(&broker, &out, "30");
+    let id = broker.enqueue(job("report", b"x")).await;
+    wait_for_file(&out.join("report-started"));
+    // Sent by the client's own task, soon after the handler handed it over.
+    let deadline = std::time::Instant::now() + WAIT;
+    let running = loop {
+        let job = broker.job(&id).await;
+        if job.progress.is_some() || std::time::Instant::now() > deadline {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(running.state(), pb::JobState::Leased);
+    let progress = running.progress.expect("progress while it runs");
+    assert_eq!(
+        (
+            progress.percent,
+            progress.message.as_str(),
+            progress.attempt
+        ),
+        (50, "half of x", 1)
+    );
+    std::fs::write(out.join("go-report"), "").unwrap();
+    let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+    assert_eq!(String::from_utf8_lossy(&done.result), "done: x");
+    assert_eq!(done.progress.map(|p| p.percent), Some(50));
 }
 
 const PRODUCER_TOKEN: &str = "producer-token-0123456789abcdef";

@@ -10,7 +10,9 @@
 //! the worker's `SLUICE_TOKEN` (its credential, not the job's). Exit 0
 //! acks; exit 65 (`EX_DATAERR`) fails the job for good; any other exit or a
 //! signal fails the attempt; the last 4 KiB of standard error become the
-//! error. When the attempt is stopped (timeout, cancel, shutdown) the group
+//! error. Descriptor 3 is the command's report channel ([`reports`]): a
+//! line `progress PERCENT [MESSAGE]` reports its progress at once, and the
+//! last line `result TEXT` becomes the result its Ack carries. When the attempt is stopped (timeout, cancel, shutdown) the group
 //! gets SIGTERM, then SIGKILL after [`KILL_GRACE`] (which fits within the
 //! job task's stop grace, see [`crate::timing`]); when the command exits, the
 //! supervisor kills what is left of its group.
@@ -27,6 +29,10 @@ use sluice_trace::TraceContext;
 
 use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_util::task::AbortOnDropHandle;
+
+#[cfg(target_os = "linux")]
+mod reports;
 
 use crate::error::WorkerError;
 use crate::handler::{Handler, HandlerFuture, Job, JobContext, JobError, JobResult};
@@ -166,12 +172,26 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| cannot_start(e.to_string()))?;
     let (stderr_read, stderr_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| cannot_start(e.to_string()))?;
+    let (reports_read, reports_write) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| cannot_start(e.to_string()))?;
     let mut stderr =
         pipe::Receiver::from_owned_fd(stderr_read).map_err(|e| cannot_start(e.to_string()))?;
+    let reports =
+        pipe::Receiver::from_owned_fd(reports_read).map_err(|e| cannot_start(e.to_string()))?;
     let mut running = handler
         .supervisor
-        .start(&handler.command, job_env(&job), stdin_read, stderr_write)
+        .start(
+            &handler.command,
+            job_env(&job),
+            [stdin_read, stderr_write, reports_write],
+        )
         .map_err(cannot_start)?;
+    // Aborted if the attempt ends first: a descendant may hold descriptor 3.
+    let mut reports = AbortOnDropHandle::new(tokio::spawn(reports::read(
+        reports,
+        ctx.clone(),
+        job.id.clone(),
+    )));
 
     // A command that does not read its input closes the pipe: not an error.
     if job.payload.len() <= PIPE_BUF {
@@ -222,7 +242,14 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
         _ => String::new(),
     };
     match code {
-        0 => Ok(()),
+        0 => {
+            // As the tail: a descendant may hold descriptor 3 open.
+            match tokio::time::timeout(Duration::from_secs(1), &mut reports).await {
+                Ok(Ok(Ok(Some(result)))) => ctx.set_result(result),
+                Ok(Ok(Err(too_long))) => Err(too_long),
+                _ => Ok(()),
+            }
+        }
         code => {
             let message = if tail.is_empty() {
                 format!("exit status {code}")

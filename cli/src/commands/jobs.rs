@@ -13,7 +13,7 @@ use crate::output::{
     Format, Table, escape_controls, one_line, print, print_json, print_table, std_duration,
     timestamp_text,
 };
-use crate::view::{Payload, StateArg, job_json, sorted, state_name};
+use crate::view::{Payload, StateArg, job_json, progress_cell, sorted, state_name};
 
 /// `sluice jobs ...`.
 #[derive(Debug, Subcommand)]
@@ -165,7 +165,15 @@ fn print_list(jobs: &[pb::Job], format: Format) -> Result<(), CliError> {
             "jobs": jobs.iter().map(|j| job_json(j, false)).collect::<Vec<_>>(),
         })),
         Format::Table => {
-            let mut table = Table::new(&["ID", "QUEUE", "TYPE", "STATE", "ATTEMPT", "LAST ERROR"]);
+            let mut table = Table::new(&[
+                "ID",
+                "QUEUE",
+                "TYPE",
+                "STATE",
+                "ATTEMPT",
+                "PROGRESS",
+                "LAST ERROR",
+            ]);
             for job in jobs {
                 table.row(vec![
                     job.id.clone(),
@@ -173,6 +181,7 @@ fn print_list(jobs: &[pb::Job], format: Format) -> Result<(), CliError> {
                     one_line(&job.job_type, 12),
                     state_name(job.state()).to_owned(),
                     format!("{}/{}", job.attempt, job.max_attempts),
+                    progress_cell(job, 20),
                     one_line(&job.last_error, 24),
                 ]);
             }
@@ -181,7 +190,8 @@ fn print_list(jobs: &[pb::Job], format: Format) -> Result<(), CliError> {
     }
 }
 
-/// One job for a person: fields, headers, then the payload.
+/// One job for a person: fields, headers, the payload, then the progress
+/// message and the result if it has them.
 fn job_text(job: &pb::Job) -> String {
     let payload = Payload::decode(&job.payload);
     let mut fields = Table::new(&["FIELD", "VALUE"]);
@@ -223,6 +233,18 @@ fn job_text(job: &pb::Job) -> String {
             one_line(&job.last_error, 200)
         },
     );
+    field(
+        "progress",
+        match &job.progress {
+            None => "-".to_owned(),
+            Some(p) => format!(
+                "{}% (attempt {}, {})",
+                p.percent,
+                p.attempt,
+                timestamp_text(p.updated_at.as_ref())
+            ),
+        },
+    );
     if job.headers.is_empty() {
         field("headers", "-".to_owned());
     }
@@ -241,14 +263,32 @@ fn job_text(job: &pb::Job) -> String {
         payload.encoding(),
         job.payload.len()
     ));
-    // A text payload is the producer's bytes: its lines stay, its escape
-    // sequences are shown, not obeyed.
-    let text = escape_controls(&payload.to_text(), true);
+    push_bytes(&mut out, &payload);
+    if let Some(p) = job.progress.as_ref().filter(|p| !p.message.is_empty()) {
+        out.push_str("progress message:\n");
+        push_bytes(&mut out, &Payload::decode(p.message.as_bytes()));
+    }
+    if !job.result.is_empty() {
+        let result = Payload::decode(&job.result);
+        out.push_str(&format!(
+            "result ({}, {} bytes):\n",
+            result.encoding(),
+            job.result.len()
+        ));
+        push_bytes(&mut out, &result);
+    }
+    out
+}
+
+/// Bytes a client sent (a payload, a result, a progress message), as text
+/// on lines of their own: their lines stay, their escape sequences are
+/// shown, not obeyed.
+fn push_bytes(out: &mut String, bytes: &Payload) {
+    let text = escape_controls(&bytes.to_text(), true);
     out.push_str(&text);
     if !text.ends_with('\n') {
         out.push('\n');
     }
-    out
 }
 
 /// What became of each of several requests.

@@ -1,7 +1,8 @@
 //! One frame of `sluice top`, drawn from a [`TopState`] alone (no I/O):
 //! a title line, a status line that shows the refresh error while the
 //! broker cannot be reached, the queues (depth, rates, oldest ready age), the workers
-//! (in-flight counts), the schedules due soonest and the recent failures.
+//! (in-flight counts), the running jobs with their progress, the schedules
+//! due soonest and the recent failures.
 //!
 //! [`render_text`] draws the same frame into ratatui's `TestBackend` and
 //! returns its cells as plain lines: `--once` prints that, so scripts and
@@ -21,6 +22,7 @@ use super::state::TopState;
 use crate::commands::stats::{QUEUE_COLUMNS, queue_cells};
 use crate::error::CliError;
 use crate::output::{age_text, ago_text, one_line};
+use crate::view::progress_cell;
 use sluice_proto::json::{state_name, system_time};
 use sluice_proto::v1 as pb;
 
@@ -33,14 +35,15 @@ fn bold() -> Style {
 
 /// Draws the whole frame.
 pub fn draw(frame: &mut Frame<'_>, state: &TopState) {
-    let (queues, workers, schedules, failures) = match &state.snapshot {
+    let (queues, workers, running, schedules, failures) = match &state.snapshot {
         Some(s) => (
             s.stats.queues.as_slice(),
             s.workers.as_slice(),
+            s.running.as_slice(),
             s.schedules.as_slice(),
             s.stats.recent_failures.as_slice(),
         ),
-        None => (&[][..], &[][..], &[][..], &[][..]),
+        None => (&[][..], &[][..], &[][..], &[][..], &[][..]),
     };
     // A section is its title, its header and its rows (at least one line
     // for "none").
@@ -53,6 +56,7 @@ pub fn draw(frame: &mut Frame<'_>, state: &TopState) {
         status,
         queues_area,
         workers_area,
+        running_area,
         schedules_area,
         failures_area,
     ] = Layout::vertical([
@@ -60,6 +64,7 @@ pub fn draw(frame: &mut Frame<'_>, state: &TopState) {
         Constraint::Length(1),
         height(queues.len()),
         height(workers.len()),
+        height(running.len()),
         height(schedules.len()),
         Constraint::Min(3),
     ])
@@ -74,6 +79,7 @@ pub fn draw(frame: &mut Frame<'_>, state: &TopState) {
     );
     draw_queues(frame, queues_area, queues);
     draw_workers(frame, workers_area, workers);
+    draw_running(frame, running_area, running);
     draw_schedules(frame, schedules_area, schedules);
     draw_failures(frame, failures_area, failures);
     let (text, style) = match (&state.error, &state.snapshot) {
@@ -166,6 +172,39 @@ fn draw_workers(frame: &mut Frame<'_>, area: Rect, workers: &[sluice_proto::v1::
         ],
         rows,
         "no workers connected",
+    );
+}
+
+fn draw_running(frame: &mut Frame<'_>, area: Rect, jobs: &[pb::Job]) {
+    let rows = jobs
+        .iter()
+        .map(|j| {
+            Row::new(vec![
+                j.id.clone(),
+                j.queue.clone(),
+                j.job_type.clone(),
+                format!("{}/{}", j.attempt, j.max_attempts),
+                progress_cell(j, 40),
+                j.worker_id.clone(),
+            ])
+        })
+        .collect();
+    section(
+        frame,
+        area,
+        "Running jobs",
+        &["JOB", "QUEUE", "TYPE", "ATTEMPT", "PROGRESS", "WORKER"],
+        // The whole id (36) fits a 100-column terminal with the rest.
+        &[
+            Constraint::Length(36),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(7),
+            Constraint::Min(12),
+            Constraint::Length(12),
+        ],
+        rows,
+        "no jobs running",
     );
 }
 
@@ -302,6 +341,21 @@ mod tests {
                 max_in_flight: 4,
                 ..Default::default()
             }],
+            running: vec![pb::Job {
+                id: "0193a8f0-run-0000-0000-000000000000".into(),
+                queue: "imports".into(),
+                job_type: "csv".into(),
+                attempt: 1,
+                max_attempts: 5,
+                worker_id: "w-1".into(),
+                progress: Some(pb::JobProgress {
+                    percent: 40,
+                    message: "400 of 1000 rows".into(),
+                    attempt: 1,
+                    updated_at: None,
+                }),
+                ..Default::default()
+            }],
             schedules: vec![pb::Schedule {
                 name: "nightly".into(),
                 description: "every day at 03:00 (Europe/Berlin)".into(),
@@ -317,12 +371,19 @@ mod tests {
             taken_at: SystemTime::now(),
         }));
         state.update(Err(CliError::Local("the broker is gone".into())));
-        let text = render_text(&state, 100, 30).unwrap();
+        let text = render_text(&state, 100, 34).unwrap();
         assert!(text.contains("mail"), "{text}");
         assert!(text.contains("READY"), "{text}");
         assert!(text.contains("w-1"), "{text}");
         assert!(text.contains("1/4"), "{text}");
         assert!(text.contains("smtp down"), "{text}");
+        let running = text
+            .lines()
+            .find(|l| l.contains("0193a8f0-run-0000-0000-000000000000"))
+            .unwrap_or_default();
+        for part in ["imports", "csv", "1/5", "40% 400 of 1000", "w-1"] {
+            assert!(running.contains(part), "{part}: {text}");
+        }
         let schedule = text
             .lines()
             .find(|l| l.contains("nightly"))

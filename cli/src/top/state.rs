@@ -1,5 +1,6 @@
 //! What `sluice top` shows: the latest [`Snapshot`] of the broker (Stats,
-//! the workers and the schedules due soonest), and the error of the latest refresh, if it failed.
+//! the workers, the running jobs with their progress and the schedules due
+//! soonest), and the error of the latest refresh, if it failed.
 //! A failed refresh keeps the last snapshot on screen: the view goes on
 //! while the broker is away and catches up when it is back.
 
@@ -17,6 +18,8 @@ pub struct Snapshot {
     pub stats: pb::StatsResponse,
     /// The open Lease streams.
     pub workers: Vec<pb::WorkerInfo>,
+    /// The first running (LEASED) jobs, with their progress.
+    pub running: Vec<pb::Job>,
     /// The schedules that fire soonest, soonest first.
     pub schedules: Vec<pb::Schedule>,
     /// When it was taken.
@@ -60,17 +63,22 @@ impl TopState {
 /// How many of the schedules due soonest are shown.
 pub const SCHEDULES_SHOWN: u32 = 5;
 
-/// Fetches Stats, the workers and the schedules due soonest.
+/// How many running jobs are shown.
+pub const RUNNING_SHOWN: u32 = 8;
+
+/// Fetches Stats, the workers, the running jobs and the schedules due soonest.
 ///
 /// # Errors
 /// The broker's refusal, or UNAVAILABLE while it cannot be reached.
 pub async fn fetch(conn: &mut Connection) -> Result<Snapshot, CliError> {
     let stats = conn.stats().await?;
     let workers = conn.workers().await?;
+    let running = conn.running_jobs(RUNNING_SHOWN).await?;
     let schedules = conn.soonest_schedules(SCHEDULES_SHOWN).await?;
     Ok(Snapshot {
         stats,
         workers,
+        running,
         schedules,
         taken_at: SystemTime::now(),
     })
@@ -84,6 +92,7 @@ mod tests {
         Snapshot {
             stats: pb::StatsResponse::default(),
             workers: Vec::new(),
+            running: Vec::new(),
             schedules: Vec::new(),
             taken_at: SystemTime::UNIX_EPOCH,
         }

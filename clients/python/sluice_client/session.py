@@ -120,8 +120,8 @@ class Session:
                 raise SessionEnded() from e
 
     async def report(self, **kind: object) -> broker_pb2.WorkResult:
-        """Sends one report (``ack=``, ``nack=``, ``extend=``, ``release=`` or
-        ``credit=``) and returns its result; raises :class:`BrokerError` for a
+        """Sends one report (``ack=``, ``nack=``, ``extend=``, ``release=``,
+        ``progress=`` or ``credit=``) and returns its result; raises :class:`BrokerError` for a
         refusal, :class:`SessionEnded` when no result can come."""
         seq = next(self._seqs)
         waiter: "asyncio.Future[broker_pb2.WorkResult]" = asyncio.get_running_loop().create_future()

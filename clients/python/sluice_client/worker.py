@@ -10,8 +10,15 @@ with the slots the session's credit grants (docs/worker-protocol.md).
   cancels it without a report.
 - The job's ``timeout`` cancels the handler the same way; after a 3 s grace
   the job is Nacked ``timed out after ...`` whether or not it stopped.
-- A handler that returns is Acked; one that raises :class:`Retry` is Nacked
-  with its delay, :class:`Dead` dead, anything else with the exception.
+- A handler that returns is Acked, carrying what it returned as the job's
+  result (``bytes`` as they are, ``str`` as UTF-8, anything else but
+  ``None`` as JSON; at most 64 KiB, or the job is Nacked dead saying so);
+  one that raises :class:`Retry` is Nacked with its delay, :class:`Dead`
+  dead, anything else with the exception.
+- ``job.progress(percent, message)`` reports how far the job has come, from
+  a handler on the loop or in a thread alike, without waiting: a task of
+  the job's own sends the latest report (one at a time), and the Ack waits
+  for it.
 - SIGTERM or SIGINT drains: credit 0, running jobs finish within
   ``drain_timeout`` (their leases still extended), those still running then
   are cancelled and Released; exit 0. A second signal exits 130 at once.
@@ -25,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import json
 import logging
 import os
 import random
@@ -32,7 +40,7 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Union, cast
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import grpc
 import grpc.aio
@@ -93,9 +101,91 @@ class Job:
     #: Set when the attempt must stop (timeout, cancel, lost lease, drain):
     #: plain handlers poll it; async ones are cancelled as well.
     cancelled: threading.Event = field(default_factory=threading.Event)
+    _on_progress: Optional[Callable[[int, str], None]] = field(default=None, repr=False)
+
+    def progress(self, percent: int, message: Any = "") -> None:
+        """Reports how far the job has come: ``percent`` (0 to 100) and a
+        short text, or anything else as JSON (at most 1 KiB). Returns at
+        once, from the loop or a handler's thread; the broker shows the
+        latest report (``sluice jobs get``, the dashboard)."""
+        if not 0 <= percent <= MAX_PROGRESS_PERCENT:
+            raise ValueError(f"percent must be 0 to {MAX_PROGRESS_PERCENT}, not {percent}")
+        text = message if isinstance(message, str) else json.dumps(message)
+        if len(text.encode()) > MAX_PROGRESS_MESSAGE_BYTES:
+            raise ValueError(f"a progress message is at most {MAX_PROGRESS_MESSAGE_BYTES} bytes")
+        if self._on_progress is not None:
+            self._on_progress(percent, text)
 
 
-Handler = Callable[[Job], Union[None, Awaitable[None]]]
+#: A handler takes the job and returns its result (or an awaitable of it).
+Handler = Callable[[Job], Any]
+
+#: The largest result an Ack carries, and a progress report's bounds: the
+#: broker's (its limits crate).
+MAX_RESULT_BYTES = 64 * 1024
+MAX_PROGRESS_MESSAGE_BYTES = 1024
+MAX_PROGRESS_PERCENT = 100
+
+
+def result_bytes(value: Any) -> bytes:
+    """What a handler returned, as the bytes of its result: ``bytes`` as
+    they are, ``str`` as UTF-8, ``None`` as none, anything else as JSON."""
+    if value is None:
+        return b""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    return json.dumps(value).encode()
+
+
+class _Progress:
+    """Sends a job's latest progress, one report at a time, from a task of
+    its own: the handler's :meth:`Job.progress` only hands it over."""
+
+    def __init__(self, worker: "Worker", running: "_Running") -> None:
+        self._worker = worker
+        self._running = running
+        self._latest: Optional[Tuple[int, str]] = None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task = asyncio.create_task(self._send())
+
+    def hand_over(self, percent: int, message: str) -> None:
+        """On the loop: ``percent`` and ``message`` are the latest report."""
+        self._latest = (percent, message)
+        self._idle.clear()
+        self._wake.set()
+
+    async def _send(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            latest, self._latest = self._latest, None
+            if latest is not None:
+                request = broker_pb2.ProgressRequest(
+                    job_id=self._running.job.id,
+                    lease_id=self._running.lease_id,
+                    percent=latest[0],
+                    message=latest[1],
+                )
+                try:
+                    await self._worker._report(progress=request)
+                except BrokerError as e:
+                    log.debug("a progress report was not taken: %s", e, extra=self._worker._fields(self._running.job))
+            if self._latest is None:
+                self._idle.set()
+
+    async def flush(self) -> None:
+        """Waits (a bounded time) until the latest report was answered."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), RESULT_TIMEOUT)
+        except asyncio.TimeoutError:
+            pass
+
+    def stop(self) -> None:
+        self._task.cancel()
 
 
 def backoff(failures: int) -> float:
@@ -346,13 +436,20 @@ class Worker:
             stop.set()
 
         heartbeat = asyncio.create_task(self._heartbeat(running, halt))
+        progress = _Progress(self, running)
+        loop = asyncio.get_running_loop()
+
+        def on_progress(percent: int, message: str) -> None:
+            loop.call_soon_threadsafe(progress.hand_over, percent, message)
+
+        job._on_progress = on_progress
         drain = asyncio.create_task(self._drain_over.wait())
         drain.add_done_callback(lambda t: None if t.cancelled() else halt("drain"))
         work: "asyncio.Future[Any]"
         if inspect.iscoroutinefunction(handler):
-            work = asyncio.ensure_future(cast(Awaitable[None], handler(job)))
+            work = asyncio.ensure_future(cast(Awaitable[Any], handler(job)))
         else:
-            work = asyncio.get_running_loop().run_in_executor(self._pool, handler, job)
+            work = loop.run_in_executor(self._pool, handler, job)
         log.info("job started", extra=fields)
         try:
             stopper = asyncio.create_task(stop.wait())
@@ -381,8 +478,14 @@ class Worker:
                 await self._resolve(running, nack=broker_pb2.NackRequest(error=error))
                 return
             error_of = work.exception() if not work.cancelled() else None
+            await progress.flush()
             if error_of is None:
-                await self._resolve(running, ack=broker_pb2.AckRequest())
+                result = result_bytes(work.result())
+                if len(result) > MAX_RESULT_BYTES:
+                    error = f"the result is {len(result)} bytes, over the limit of {MAX_RESULT_BYTES} bytes"
+                    await self._resolve(running, nack=broker_pb2.NackRequest(error=error, dead=True))
+                else:
+                    await self._resolve(running, ack=broker_pb2.AckRequest(result=result))
             elif isinstance(error_of, Retry):
                 nack = broker_pb2.NackRequest(error=str(error_of))
                 if error_of.after is not None:
@@ -395,6 +498,7 @@ class Worker:
                 await self._resolve(running, nack=broker_pb2.NackRequest(error=message))
         finally:
             heartbeat.cancel()
+            progress.stop()
             drain.cancel()
             # The same job may run again here under a new lease.
             if self._running.get(job.id) is running:
@@ -446,6 +550,10 @@ class Worker:
                 return broker_pb2.WorkResult()
             if "nack" in kind:
                 return broker_pb2.WorkResult(nack=await self._stub.Nack(kind["nack"], metadata=metadata, timeout=5))
+            if "progress" in kind:
+                return broker_pb2.WorkResult(
+                    progress=await self._stub.Progress(kind["progress"], metadata=metadata, timeout=5)
+                )
             if "extend" in kind:
                 return broker_pb2.WorkResult(
                     extend=await self._stub.Extend(kind["extend"], metadata=metadata, timeout=5)

@@ -75,5 +75,16 @@ async def hold(job: Job) -> None:
     record("held", job)
 
 
+@worker.handler("report")
+def report(job: Job) -> str:
+    # From the pool's thread: progress, then a wait for OUT/go-report, then
+    # the result.
+    job.progress(50, f"half of {job.payload.decode()}")
+    record("report-started", job)
+    while not (out / "go-report").exists():
+        time.sleep(0.05)
+    return f"done: {job.payload.decode()}"
+
+
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 sys.exit(worker.run())

@@ -39,6 +39,13 @@ worker
       await sleep(50);
     }
     record("held", job);
+  })
+  .handle("report", async (job) => {
+    // Progress, then a wait for OUT/go-report, then the result.
+    job.progress(50, `half of ${job.payload}`);
+    record("report-started", job);
+    while (!existsSync(join(out, "go-report"))) await sleep(50);
+    return `done: ${job.payload}`;
   });
 
 process.exitCode = await worker.run();

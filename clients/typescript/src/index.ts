@@ -3,4 +3,16 @@
 // environment variables as the Rust worker.
 export { BrokerError, EnqueueStream, Producer, type EnqueueResult, type JobSpec } from "./producer.js";
 export { Settings, SettingsError, type SettingsInit } from "./settings.js";
-export { Dead, Retry, Worker, backoff, humantime, type Handler, type Job, type WorkerOptions } from "./worker.js";
+export {
+  Dead,
+  MAX_PROGRESS_MESSAGE_BYTES,
+  MAX_RESULT_BYTES,
+  Retry,
+  Worker,
+  backoff,
+  humantime,
+  resultBytes,
+  type Handler,
+  type Job,
+  type WorkerOptions,
+} from "./worker.js";

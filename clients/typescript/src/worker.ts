@@ -7,8 +7,14 @@
 //   lease (no report), the end of a drain (the job is Released).
 // - Each running job's lease is extended from a timer of its own every third
 //   of the lease duration, during a drain too.
-// - Resolving returns Ack; throwing Retry Nacks with its delay, Dead Nacks
-//   dead, anything else Nacks with `Name: message`. After a timeout the job
+// - Resolving Acks, carrying what the handler resolved to as the job's
+//   result (a Buffer or Uint8Array as it is, a string as UTF-8, anything
+//   else but undefined and null as JSON; at most 64 KiB, or the job is
+//   Nacked dead saying so); throwing Retry Nacks with its delay, Dead Nacks
+//   dead, anything else Nacks with `Name: message`.
+// - `job.progress(percent, message)` reports how far the job has come
+//   without waiting: the job's own sender sends the latest report, one at
+//   a time, and the Ack waits for it. After a timeout the job
 //   is Nacked `timed out after ...` once the handler settled, or after a 3 s
 //   grace if it does not.
 // - SIGTERM or SIGINT drains: credit 0, running jobs finish within
@@ -65,9 +71,67 @@ export interface Job {
   maxAttempts: number;
   /** Seconds. */
   timeout: number;
+  /** Reports how far the job has come: `percent` (0 to 100) and a short
+   * text, or anything else as JSON (at most 1 KiB). Returns at once; the
+   * broker shows the latest report (`sluice jobs get`, the dashboard). */
+  progress(percent: number, message?: unknown): void;
 }
 
-export type Handler = (job: Job, signal: AbortSignal) => Promise<void> | void;
+/** A handler resolves to the job's result (or to nothing). */
+export type Handler = (job: Job, signal: AbortSignal) => unknown;
+
+/** The broker's bounds (its limits crate). */
+export const MAX_RESULT_BYTES = 64 * 1024;
+export const MAX_PROGRESS_MESSAGE_BYTES = 1024;
+
+/** What a handler resolved to, as the bytes of its result: a Buffer or
+ * Uint8Array as it is, a string as UTF-8, undefined and null as none,
+ * anything else as JSON. */
+export function resultBytes(value: unknown): Buffer {
+  if (value === undefined || value === null) return Buffer.alloc(0);
+  if (value instanceof Uint8Array) return Buffer.from(value);
+  if (typeof value === "string") return Buffer.from(value, "utf8");
+  return Buffer.from(JSON.stringify(value), "utf8");
+}
+
+/** A progress report checked as the broker checks it. */
+function progressReport(percent: number, message: unknown): { percent: number; message: string } {
+  if (!Number.isInteger(percent) || percent < 0 || percent > 100) {
+    throw new RangeError(`percent must be an integer from 0 to 100, not ${percent}`);
+  }
+  const text = typeof message === "string" ? message : JSON.stringify(message);
+  if (Buffer.byteLength(text) > MAX_PROGRESS_MESSAGE_BYTES) {
+    throw new RangeError(`a progress message is at most ${MAX_PROGRESS_MESSAGE_BYTES} bytes`);
+  }
+  return { percent, message: text };
+}
+
+/** Sends a job's latest progress, one report at a time. */
+class ProgressSender {
+  private latest?: { percent: number; message: string };
+  private sending?: Promise<void>;
+
+  constructor(private readonly send: (report: { percent: number; message: string }) => Promise<void>) {}
+
+  handOver(report: { percent: number; message: string }): void {
+    this.latest = report;
+    this.sending ??= this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    while (this.latest) {
+      const report = this.latest;
+      this.latest = undefined;
+      await this.send(report).catch(() => undefined);
+    }
+    this.sending = undefined;
+  }
+
+  /** Waits (bounded) until the latest report was answered. */
+  async flush(): Promise<void> {
+    if (this.sending) await Promise.race([this.sending, bound(RESULT_TIMEOUT)]);
+  }
+}
 
 export interface WorkerOptions extends SettingsInit {
   queues?: string[];
@@ -122,6 +186,7 @@ interface Running {
   /** now() when the lease runs out unless extended. */
   expiry: number;
   done: Promise<void>;
+  progress: ProgressSender;
 }
 
 /** One Work session: writes with a seq, results handed back by seq. */
@@ -187,7 +252,7 @@ class Session {
     });
   }
 
-  /** One report (`{ack}`, `{nack}`, `{extend}`, `{release}`, `{credit}`) and its result. */
+  /** One report (`{ack}`, `{nack}`, `{extend}`, `{release}`, `{progress}`, `{credit}`) and its result. */
   report(kind: Record<string, unknown>): Promise<WorkResult> {
     if (this.ended) return Promise.reject(new BrokerError(grpc.status.UNAVAILABLE, "the session ended"));
     const seq = String(++this.seq);
@@ -361,6 +426,9 @@ export class Worker {
   private onJobs(jobs: LeasedJob[]): void {
     for (const leased of jobs) {
       const m = leased.job;
+      const progress = new ProgressSender(async (report) => {
+        await this.report({ progress: { job_id: m.id, lease_id: leased.lease_id, ...report } });
+      });
       const job: Job = {
         id: m.id,
         queue: m.queue,
@@ -370,8 +438,15 @@ export class Worker {
         attempt: m.attempt,
         maxAttempts: m.max_attempts,
         timeout: secondsOf(m.timeout),
+        progress: (percent, message = "") => progress.handOver(progressReport(percent, message)),
       };
-      const running: Running = { job, leaseId: leased.lease_id, expiry: now() + this.leaseDuration * 1000, done: Promise.resolve() };
+      const running: Running = {
+        job,
+        leaseId: leased.lease_id,
+        expiry: now() + this.leaseDuration * 1000,
+        done: Promise.resolve(),
+        progress,
+      };
       if (this.draining || !this.handlers.has(job.type)) {
         this.track(this.release(running, RELEASE_RETRY));
         continue;
@@ -431,9 +506,13 @@ export class Worker {
     const timeout = setTimeout(() => halt("timeout"), job.timeout * 1000);
     this.log("job started", this.fields(job));
     let error: unknown;
+    let value: unknown;
     let settled = false;
     const work = (async () => this.handlers.get(job.type)!(job, abort.signal))().then(
-      () => void (settled = true),
+      (resolved) => {
+        settled = true;
+        value = resolved;
+      },
       (e: unknown) => {
         settled = true;
         error = e;
@@ -443,6 +522,7 @@ export class Worker {
       const aborted = new Promise<void>((r) => abort.signal.addEventListener("abort", () => r()));
       await Promise.race([work, aborted]);
       if (!settled) await Promise.race([work, bound(STOP_GRACE)]);
+      await running.progress.flush();
       if (reason === "lost") {
         this.log("lease lost: the job was stopped and is not reported", this.fields(job));
       } else if (reason === "drain") {
@@ -452,7 +532,13 @@ export class Worker {
       } else if (reason === "timeout") {
         await this.resolve(running, "nack", { error: `timed out after ${humantime(job.timeout)}` });
       } else if (error === undefined) {
-        await this.resolve(running, "ack", {});
+        const result = resultBytes(value);
+        if (result.length > MAX_RESULT_BYTES) {
+          const error = `the result is ${result.length} bytes, over the limit of ${MAX_RESULT_BYTES} bytes`;
+          await this.resolve(running, "nack", { error, dead: true });
+        } else {
+          await this.resolve(running, "ack", { result });
+        }
       } else if (error instanceof Retry) {
         const nack: Record<string, unknown> = { error: error.message };
         if (error.after !== undefined) nack.retry_after = duration(error.after);
@@ -484,7 +570,7 @@ export class Worker {
       }
     }
     const [name, req] = Object.entries(kind)[0];
-    const method = { ack: "Ack", nack: "Nack", extend: "Extend", release: "Release", credit: "" }[name];
+    const method = { ack: "Ack", nack: "Nack", extend: "Extend", release: "Release", progress: "Progress", credit: "" }[name];
     if (!method) throw new BrokerError(grpc.status.UNAVAILABLE, "no session");
     type Unary = (r: unknown, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, res: any) => void) => void;
     const fn = (this.client as unknown as Record<string, Unary>)[method].bind(this.client);

@@ -1,7 +1,7 @@
 // Unit tests with Node's own runner (npm test): the parts that need no broker.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Settings, SettingsError, backoff, humantime } from "sluice-client";
+import { Settings, SettingsError, backoff, humantime, resultBytes } from "sluice-client";
 
 test("durations read as the Rust worker writes them", () => {
   assert.equal(humantime(1), "1s");
@@ -29,4 +29,13 @@ test("settings come from the environment, and bad ones are refused naming the pr
   assert.throws(() => Settings.fromEnv({}, { SLUICE_TOKEN: "" }), SettingsError);
   assert.throws(() => Settings.fromEnv({ tokenFile: "/nonexistent" }, { SLUICE_TOKEN: "x" }), /not both/);
   assert.throws(() => Settings.fromEnv({ broker: "ftp://x" }, {}), /expected http/);
+});
+
+test("a handler's value becomes its result's bytes", () => {
+  assert.deepEqual(resultBytes(undefined), Buffer.alloc(0));
+  assert.deepEqual(resultBytes(null), Buffer.alloc(0));
+  assert.deepEqual(resultBytes("héllo"), Buffer.from("héllo", "utf8"));
+  assert.deepEqual(resultBytes(new Uint8Array([0, 255])), Buffer.from([0, 255]));
+  assert.deepEqual(resultBytes({ sent: 3 }), Buffer.from('{"sent":3}'));
+  assert.deepEqual(resultBytes(7), Buffer.from("7"));
 });

@@ -49,7 +49,7 @@ impl Conn {
         let mut frame = Vec::new();
         protocol::encode_request(request, &mut frame);
         let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(AsFd::as_fd).collect();
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
             return Err(std::io::Error::other(
@@ -186,9 +186,10 @@ impl Supervisor {
         Ok(conn)
     }
 
-    /// Runs `sh -c command` with `env`, `stdin` and `stderr` (whose copies
-    /// here are closed once sent). Does not wait for the start: a command
-    /// that cannot start ends at once, [`RunningJob::exited`] says why.
+    /// Runs `sh -c command` with `env`, `stdin`, `stderr` and `reports`
+    /// (its descriptor 3), whose copies here are closed once sent. Does not
+    /// wait for the start: a command that cannot start ends at once,
+    /// [`RunningJob::exited`] says why.
     ///
     /// # Errors
     /// Why the supervisor could not be started or reached.
@@ -196,8 +197,7 @@ impl Supervisor {
         &self,
         command: &str,
         env: Vec<(OsString, OsString)>,
-        stdin: OwnedFd,
-        stderr: OwnedFd,
+        [stdin, stderr, reports]: [OwnedFd; 3],
     ) -> Result<RunningJob, String> {
         let conn = self.conn()?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
@@ -208,7 +208,7 @@ impl Supervisor {
             command: command.into(),
             env,
         };
-        if let Err(e) = conn.send(&request, &[stdin, stderr]) {
+        if let Err(e) = conn.send(&request, &[stdin, stderr, reports]) {
             conn.waiting().remove(&id);
             return Err(format!("cannot reach the supervisor: {e}"));
         }

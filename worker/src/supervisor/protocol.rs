@@ -4,9 +4,10 @@
 //! Integers are little-endian; a string is its length (u32) and its bytes.
 //!
 //! Worker to supervisor:
-//! - `Start { id, command, env }`, with two descriptors sent alongside
-//!   (`SCM_RIGHTS`): the command's standard input, then its standard
-//!   error. The command runs as `sh -c COMMAND` in a new process group.
+//! - `Start { id, command, env }`, with three descriptors sent alongside
+//!   (`SCM_RIGHTS`): the command's standard input, its standard error,
+//!   then its report descriptor (its descriptor 3, see `crate::exec`).
+//!   The command runs as `sh -c COMMAND` in a new process group.
 //! - `Signal { id, signal }`: to the job's process group, if it runs.
 //!
 //! Supervisor to worker, one event per job:
@@ -19,7 +20,7 @@
 //! are served in the order they were sent.
 //!
 //! Descriptors travel in order with the bytes they were sent with, so the
-//! reader queues them as they arrive and each Start takes the next two.
+//! reader queues them as they arrive and each Start takes the next three.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};

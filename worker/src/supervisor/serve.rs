@@ -4,8 +4,8 @@
 //!
 //! - the **requests** thread reads the worker's socket (standard input):
 //!   a Start spawns `sh -c COMMAND` (`posix_spawn`) as the leader of a new
-//!   process group, with the two descriptors that came with it as its
-//!   standard input and standard error, an empty signal mask and default
+//!   process group, with the three descriptors that came with it as its
+//!   standard input, standard error and descriptor 3, an empty signal mask and default
 //!   dispositions (the supervisor blocks the signals its signals thread
 //!   takes, and a mask is inherited: without this a command never saw the
 //!   SIGTERM that stops it, only the SIGKILL after it); a Signal goes to a
@@ -211,7 +211,9 @@ fn read_requests(socket: &UnixStream, shared: &Shared) {
 fn serve_request(request: Request, fds: &mut std::collections::VecDeque<OwnedFd>, shared: &Shared) {
     match request {
         Request::Start { id, command, env } => {
-            let (Some(stdin), Some(stderr)) = (fds.pop_front(), fds.pop_front()) else {
+            let (Some(stdin), Some(stderr), Some(reports)) =
+                (fds.pop_front(), fds.pop_front(), fds.pop_front())
+            else {
                 shared.send(&Event::Failed {
                     id,
                     message: "the supervisor got no descriptors for the job".into(),
@@ -221,7 +223,7 @@ fn serve_request(request: Request, fds: &mut std::collections::VecDeque<OwnedFd>
             // Held across the spawn: the reaper must not take the new
             // child for an orphan before it is known.
             let mut jobs = shared.jobs();
-            match spawn_sh(&command, env, &stdin, &stderr, &shared.own_vars) {
+            match spawn_sh(&command, env, [&stdin, &stderr, &reports], &shared.own_vars) {
                 Ok(pid) => {
                     // Reaped by the reaper.
                     jobs.running.insert(pid.as_raw(), id);
@@ -285,15 +287,14 @@ fn reap(shared: &Shared) {
 
 /// Serves the blocked signals: see the module doc.
 /// Starts `sh -c COMMAND` with the job's `env` over the supervisor's own
-/// (less `own_vars`), `stdin` and `stderr` as descriptors 0 and 2 (1 is
-/// the supervisor's, the worker's standard output), as the leader of a new
+/// (less `own_vars`), `stdin`, `stderr` and `reports` as descriptors 0, 2
+/// and 3 (1 is the supervisor's, the worker's standard output), as the leader of a new
 /// process group, with no signal blocked and SIGTERM, SIGINT, SIGHUP,
 /// SIGUSR1 and SIGPIPE at their default action.
 fn spawn_sh(
     command: &OsString,
     env: Vec<(OsString, OsString)>,
-    stdin: &OwnedFd,
-    stderr: &OwnedFd,
+    [stdin, stderr, reports]: [&OwnedFd; 3],
     own_vars: &[OsString],
 ) -> Result<Pid, String> {
     let c_string = |bytes: Vec<u8>| {
@@ -325,6 +326,7 @@ fn spawn_sh(
     actions
         .add_dup2(stdin.as_raw_fd(), 0)
         .and_then(|()| actions.add_dup2(stderr.as_raw_fd(), 2))
+        .and_then(|()| actions.add_dup2(reports.as_raw_fd(), 3))
         .map_err(|e| failed("file actions", e))?;
     let mut attr = PosixSpawnAttr::init().map_err(|e| failed("attributes", e))?;
     // Those the supervisor blocks, and SIGPIPE, which Rust ignores.

@@ -83,12 +83,14 @@ class LeasedJob(_message.Message):
     def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AckRequest(_message.Message):
-    __slots__ = ("job_id", "lease_id")
+    __slots__ = ("job_id", "lease_id", "result")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     lease_id: str
-    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ...) -> None: ...
+    result: bytes
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., result: _Optional[bytes] = ...) -> None: ...
 
 class AckResponse(_message.Message):
     __slots__ = ()
@@ -143,6 +145,24 @@ class ReleaseRequest(_message.Message):
     lease_id: str
     delay: _duration_pb2.Duration
     def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ProgressRequest(_message.Message):
+    __slots__ = ("job_id", "lease_id", "percent", "message")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    lease_id: str
+    percent: int
+    message: str
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., percent: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ProgressResponse(_message.Message):
+    __slots__ = ("cancel_requested",)
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    cancel_requested: bool
+    def __init__(self, cancel_requested: _Optional[bool] = ...) -> None: ...
 
 class ReleaseResponse(_message.Message):
     __slots__ = ("state",)
@@ -323,7 +343,7 @@ class EnqueueStreamResult(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., job_id: _Optional[str] = ..., duplicate: _Optional[bool] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class WorkRequest(_message.Message):
-    __slots__ = ("seq", "open", "credit", "ack", "nack", "extend", "release")
+    __slots__ = ("seq", "open", "credit", "ack", "nack", "extend", "release", "progress")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     OPEN_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
@@ -331,6 +351,7 @@ class WorkRequest(_message.Message):
     NACK_FIELD_NUMBER: _ClassVar[int]
     EXTEND_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     open: LeaseRequest
     credit: WorkCredit
@@ -338,7 +359,8 @@ class WorkRequest(_message.Message):
     nack: NackRequest
     extend: ExtendRequest
     release: ReleaseRequest
-    def __init__(self, seq: _Optional[int] = ..., open: _Optional[_Union[LeaseRequest, _Mapping]] = ..., credit: _Optional[_Union[WorkCredit, _Mapping]] = ..., ack: _Optional[_Union[AckRequest, _Mapping]] = ..., nack: _Optional[_Union[NackRequest, _Mapping]] = ..., extend: _Optional[_Union[ExtendRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ...) -> None: ...
+    progress: ProgressRequest
+    def __init__(self, seq: _Optional[int] = ..., open: _Optional[_Union[LeaseRequest, _Mapping]] = ..., credit: _Optional[_Union[WorkCredit, _Mapping]] = ..., ack: _Optional[_Union[AckRequest, _Mapping]] = ..., nack: _Optional[_Union[NackRequest, _Mapping]] = ..., extend: _Optional[_Union[ExtendRequest, _Mapping]] = ..., release: _Optional[_Union[ReleaseRequest, _Mapping]] = ..., progress: _Optional[_Union[ProgressRequest, _Mapping]] = ...) -> None: ...
 
 class WorkCredit(_message.Message):
     __slots__ = ("window",)
@@ -357,17 +379,19 @@ class WorkResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[LeasedJob, _Mapping]]] = ..., results: _Optional[_Iterable[_Union[WorkResult, _Mapping]]] = ..., draining: _Optional[bool] = ...) -> None: ...
 
 class WorkResult(_message.Message):
-    __slots__ = ("seq", "code", "message", "nack", "extend", "release")
+    __slots__ = ("seq", "code", "message", "nack", "extend", "release", "progress")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     NACK_FIELD_NUMBER: _ClassVar[int]
     EXTEND_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     code: int
     message: str
     nack: NackResponse
     extend: ExtendResponse
     release: ReleaseResponse
-    def __init__(self, seq: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., nack: _Optional[_Union[NackResponse, _Mapping]] = ..., extend: _Optional[_Union[ExtendResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ...) -> None: ...
+    progress: ProgressResponse
+    def __init__(self, seq: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., nack: _Optional[_Union[NackResponse, _Mapping]] = ..., extend: _Optional[_Union[ExtendResponse, _Mapping]] = ..., release: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., progress: _Optional[_Union[ProgressResponse, _Mapping]] = ...) -> None: ...

@@ -64,6 +64,11 @@ class BrokerStub:
                 request_serializer=sluice_dot_v1_dot_broker__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=sluice_dot_v1_dot_broker__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.Progress = channel.unary_unary(
+                '/sluice.v1.Broker/Progress',
+                request_serializer=sluice_dot_v1_dot_broker__pb2.ProgressRequest.SerializeToString,
+                response_deserializer=sluice_dot_v1_dot_broker__pb2.ProgressResponse.FromString,
+                _registered_method=True)
         self.EnqueueBatch = channel.unary_unary(
                 '/sluice.v1.Broker/EnqueueBatch',
                 request_serializer=sluice_dot_v1_dot_broker__pb2.EnqueueBatchRequest.SerializeToString,
@@ -152,6 +157,13 @@ class BrokerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Progress(self, request, context):
+        """Reports how far a running job has come; GetJob and ListJobs show it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EnqueueBatch(self, request, context):
         """Batched paths: the same operations, many per call, each with its own
         result. Far cheaper per job than one call each.
@@ -192,8 +204,9 @@ class BrokerServicer:
 
     def Work(self, request_iterator, context):
         """A worker's session: Lease and the reports on one stream. The first
-        message opens it (a LeaseRequest); then credit, Ack, Nack, Extend and
-        Release, each answered with its seq; jobs come as Lease sends them.
+        message opens it (a LeaseRequest); then credit, Ack, Nack, Extend,
+        Release and Progress, each answered with its seq; jobs come as Lease
+        sends them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -262,6 +275,11 @@ def add_BrokerServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=sluice_dot_v1_dot_broker__pb2.ReleaseRequest.FromString,
                     response_serializer=sluice_dot_v1_dot_broker__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'Progress': grpc.unary_unary_rpc_method_handler(
+                    servicer.Progress,
+                    request_deserializer=sluice_dot_v1_dot_broker__pb2.ProgressRequest.FromString,
+                    response_serializer=sluice_dot_v1_dot_broker__pb2.ProgressResponse.SerializeToString,
             ),
             'EnqueueBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.EnqueueBatch,
@@ -466,6 +484,33 @@ class Broker:
             '/sluice.v1.Broker/Release',
             sluice_dot_v1_dot_broker__pb2.ReleaseRequest.SerializeToString,
             sluice_dot_v1_dot_broker__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Progress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.v1.Broker/Progress',
+            sluice_dot_v1_dot_broker__pb2.ProgressRequest.SerializeToString,
+            sluice_dot_v1_dot_broker__pb2.ProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,
