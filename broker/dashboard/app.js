@@ -445,11 +445,12 @@ function queuePage(name, params) {
     if (!page.jobs.length) {
       replace(list, empty(el("p", {}, state ? `No ${state} jobs in this queue.` : "No jobs in this queue.")));
     } else {
-      replace(list, table(["Job", "Type", "State", "Attempt", "Run at", "Created", "Last error"], page.jobs.map((j) => el("tr", {},
+      replace(list, table(["Job", "Type", "State", "Attempt", "Progress", "Run at", "Created", "Last error"], page.jobs.map((j) => el("tr", {},
         el("td", {}, jobLink(j.id)),
         el("td", {}, j.job_type),
         el("td", {}, badge(j.state)),
         el("td", { class: "num" }, `${j.attempt} of ${j.max_attempts}`),
+        el("td", { class: "num" }, j.progress ? `${j.progress.percent}%` : "—"),
         el("td", {}, when(j.run_at)),
         el("td", {}, when(j.created_at)),
         el("td", { class: "error-cell", title: j.last_error || "" }, firstLine(j.last_error))))));
@@ -517,16 +518,46 @@ function jobPage(id) {
           field("Lease holder", job.worker_id || "—"),
           field("Lease expires", when(job.lease_expires_at)),
           job.cancel_requested ? field("Cancel", "requested: the worker is told to stop") : null,
-          field("Last error", job.last_error ? el("pre", { id: "job-error" }, job.last_error) : "none", { id: job.last_error ? null : "job-error" })),
+          field("Last error", job.last_error ? el("pre", { id: "job-error" }, job.last_error) : "none", { id: job.last_error ? null : "job-error" }),
+          field("Progress", progressOf(job.progress), { id: "job-progress" })),
+        job.progress && job.progress.message
+          ? [el("h2", {}, "Progress message"), el("pre", { id: "job-progress-message", tabindex: "0" }, shown(job.progress.message))]
+          : null,
         el("h2", {}, "Headers"),
         headers.length
           ? table(["Name", "Value"], headers.map(([k, v]) => el("tr", {}, el("td", {}, el("code", {}, k)), el("td", {}, v))))
           : el("p", { class: "muted" }, "No headers."),
         el("h2", {}, `Payload (${job.payload_bytes} bytes, ${job.payload.encoding === "json" ? "JSON" : job.payload.encoding})`),
-        el("pre", { id: "job-payload", tabindex: "0" },
-          job.payload.encoding === "json" ? JSON.stringify(job.payload.value, null, 2) : job.payload.value));
+        el("pre", { id: "job-payload", tabindex: "0" }, bytesText(job.payload)),
+        job.result
+          ? [el("h2", {}, `Result (${job.result_bytes} bytes, ${job.result.encoding === "json" ? "JSON" : job.result.encoding})`),
+            el("pre", { id: "job-result", tabindex: "0" }, bytesText(job.result))]
+          : null);
     },
   };
+}
+
+// A payload or result as the API gives it ({encoding, value}), as text.
+function bytesText(bytes) {
+  return bytes.encoding === "json" ? JSON.stringify(bytes.value, null, 2) : bytes.value;
+}
+
+// A progress message: pretty when it is a JSON document.
+function shown(message) {
+  try {
+    const value = JSON.parse(message);
+    return typeof value === "object" && value !== null ? JSON.stringify(value, null, 2) : message;
+  } catch {
+    return message;
+  }
+}
+
+// A job's last progress report: a bar, its percent, its attempt and age.
+function progressOf(p) {
+  if (!p) return "none";
+  return el("span", { class: "progress" },
+    el("progress", { max: "100", value: String(p.percent), "aria-label": `Progress ${p.percent}%` }),
+    ` ${p.percent}% · attempt ${p.attempt} · `, when(p.updated_at));
 }
 
 function deadPage() {

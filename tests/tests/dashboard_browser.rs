@@ -111,8 +111,17 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
     // first time (exit 65) and succeeds once retried.
     let marker = dir.join("charged-once");
     let charge_command = format!(
-        "charge=test -e {m} || {{ touch {m}; echo 'card declined: insufficient funds' >&2; exit 65; }}",
+        "charge=test -e {m} || {{ touch {m}; echo 'card declined: insufficient funds' >&2; exit 65; }}; \
+         echo 'result {{\"charged\": \"12.50\"}}' >&3",
         m = marker.display()
+    );
+    // Reports its progress twice, each step waiting for a file of the test.
+    let (step1, step2) = (dir.join("import-step-1"), dir.join("import-step-2"));
+    let import_command = format!(
+        "import=echo 'progress 30 {{\"rows\": 300}}' >&3; while [ ! -e {a} ]; do sleep 0.05; done; \
+         echo 'progress 80 writing' >&3; while [ ! -e {b} ]; do sleep 0.05; done; echo 'result imported' >&3",
+        a = step1.display(),
+        b = step2.display()
     );
     let _worker = WorkerProcess::start(
         &broker,
@@ -123,6 +132,8 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
             "email=true",
             "--exec",
             &charge_command,
+            "--exec",
+            &import_command,
         ],
     );
     browser
@@ -190,7 +201,38 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
         .into_inner()
         .state();
     assert_eq!(state, pb::JobState::Succeeded);
+    browser.wait_for_text("#job-result", "\"charged\": \"12.50\"").await;
     browser.screenshot(&shots, "06-job-succeeded").await;
+
+    // 5b. A running job's progress, live on its page; then its result.
+    let import = producer
+        .enqueue(job_in("billing", "import", b""))
+        .await
+        .unwrap()
+        .into_inner()
+        .job_id;
+    browser.run("window.sluiceMark = 43; return true;").await;
+    browser
+        .run(&format!("location.hash = '#/jobs/{import}'; return true;"))
+        .await;
+    browser.wait_for_text("#job-state", "LEASED").await;
+    browser.wait_for_text("#job-progress", "30% · attempt 1").await;
+    browser
+        .wait_for_text("#job-progress-message", "\"rows\": 300")
+        .await;
+    assert_contrast(&browser, "job running").await;
+    browser.screenshot(&shots, "06b-job-progress").await;
+    std::fs::write(&step1, "").unwrap();
+    browser.wait_for_text("#job-progress", "80% · attempt 1").await;
+    browser.wait_for_text("#job-progress-message", "writing").await;
+    std::fs::write(&step2, "").unwrap();
+    browser.wait_for_text("#job-state", "SUCCEEDED").await;
+    browser.wait_for_text("#job-result", "imported").await;
+    assert_eq!(
+        browser.run("return window.sluiceMark;").await,
+        json!(43),
+        "updated in place, not reloaded"
+    );
 
     // 6. Workers: the worker's Lease stream.
     browser.click(r#"nav a[data-nav="workers"]"#).await;
