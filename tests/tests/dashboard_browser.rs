@@ -201,7 +201,9 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
         .into_inner()
         .state();
     assert_eq!(state, pb::JobState::Succeeded);
-    browser.wait_for_text("#job-result", "\"charged\": \"12.50\"").await;
+    browser
+        .wait_for_text("#job-result", "\"charged\": \"12.50\"")
+        .await;
     browser.screenshot(&shots, "06-job-succeeded").await;
 
     // 5b. A running job's progress, live on its page; then its result.
@@ -216,15 +218,21 @@ async fn an_operator_finds_a_dead_job_retries_it_and_pauses_a_queue() {
         .run(&format!("location.hash = '#/jobs/{import}'; return true;"))
         .await;
     browser.wait_for_text("#job-state", "LEASED").await;
-    browser.wait_for_text("#job-progress", "30% · attempt 1").await;
+    browser
+        .wait_for_text("#job-progress", "30% · attempt 1")
+        .await;
     browser
         .wait_for_text("#job-progress-message", "\"rows\": 300")
         .await;
     assert_contrast(&browser, "job running").await;
     browser.screenshot(&shots, "06b-job-progress").await;
     std::fs::write(&step1, "").unwrap();
-    browser.wait_for_text("#job-progress", "80% · attempt 1").await;
-    browser.wait_for_text("#job-progress-message", "writing").await;
+    browser
+        .wait_for_text("#job-progress", "80% · attempt 1")
+        .await;
+    browser
+        .wait_for_text("#job-progress-message", "writing")
+        .await;
     std::fs::write(&step2, "").unwrap();
     browser.wait_for_text("#job-state", "SUCCEEDED").await;
     browser.wait_for_text("#job-result", "imported").await;

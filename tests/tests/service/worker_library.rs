@@ -1,6 +1,6 @@
 //! The worker library against an in-process broker: what handlers return,
-//! panics, permanent errors, retry_after, and timeouts of handlers that
-//! ignore cancellation.
+//! panics, permanent errors, retry_after, timeouts of handlers that ignore
+//! cancellation, and progress and results.
 
 #![allow(clippy::unwrap_used)]
 
@@ -30,6 +30,45 @@ fn job(job_type: &str) -> pb::EnqueueRequest {
     pb::EnqueueRequest {
         job_type: job_type.into(),
         ..Default::default()
+    }
+}
+
+every_backend! {
+    async fn a_handler_reports_progress_and_its_ack_carries_its_result() {
+        let s = setup().await;
+        let (seen_tx, mut seen) = tokio::sync::mpsc::channel::<()>(1);
+        let go = std::sync::Arc::new(tokio::sync::Notify::new());
+        let wait = go.clone();
+        let _worker = run(sluice_worker::Worker::builder(s.url())
+            .concurrency(2)
+            .handler("report", move |_: Job, ctx: JobContext| {
+                let (seen, wait) = (seen_tx.clone(), wait.clone());
+                async move {
+                    ctx.progress(60, r#"{"rows": 600}"#).await?;
+                    let refused = ctx.progress(101, "").await.unwrap_err();
+                    assert_eq!(refused.kind(), sluice_worker::BrokerErrorKind::Refused, "{refused}");
+                    seen.send(()).await.ok();
+                    wait.notified().await;
+                    ctx.set_result(&b"\x00six hundred"[..])?;
+                    Ok(())
+                }
+            })
+            .handler("too-big", |_: Job, ctx: JobContext| async move {
+                ctx.set_result(vec![0u8; sluice_limits::MAX_RESULT_BYTES + 1])?;
+                Ok(())
+            }));
+        let id = s.enqueue_req(job("report")).await;
+        seen.recv().await.unwrap();
+        let running = s.job(&id).await;
+        let progress = running.progress.unwrap();
+        assert_eq!((progress.percent, progress.message.as_str(), progress.attempt), (60, r#"{"rows": 600}"#, 1));
+        go.notify_one();
+        let done = s.wait_for_state(&id, pb::JobState::Succeeded).await;
+        assert_eq!(&done.result[..], b"\x00six hundred");
+
+        let id = s.enqueue_req(job("too-big")).await;
+        let dead = s.wait_for_state(&id, pb::JobState::Dead).await;
+        assert_eq!(dead.last_error, "the result is 65537 bytes, over the limit of 65536 bytes");
     }
 }
 
