@@ -13,9 +13,11 @@
 //! worker acking through its stream's broker with one acking through
 //! another. `sluice-bench schedules` fires many schedules at once and
 //! reports each tick's lag and the broker's CPU. `sluice-bench exec`
-//! compares exec handlers with raw fork-exec. Output is a table, or
+//! compares exec handlers with raw fork-exec; `sluice-bench clients` the
+//! worker clients (Rust, Python, TypeScript) with exec handlers. Output is a table, or
 //! JSON with `--json`.
 
+mod clients;
 mod cost;
 mod cross;
 mod durable;
@@ -84,6 +86,11 @@ enum Command {
     /// a time by this process, and the same through a broker and one
     /// sluice-worker --concurrency C --exec; the medians and their ratio.
     Exec(exec::ExecArgs),
+    /// The worker clients end to end with no-op handlers, one worker
+    /// process each (the Rust library, Python, TypeScript) beside
+    /// sluice-worker --exec, N rounds: jobs/s of each and its multiple of
+    /// the exec worker's.
+    Clients(clients::ClientsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -341,6 +348,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Schedules(args) => schedules::run(args).await,
         Command::Kafka(args) => kafka::run(args).await,
         Command::Exec(args) => exec::run(args).await,
+        Command::Clients(args) => clients::run(args).await,
         Command::MetricsCost(args) => {
             let broker_bin = broker_binary(args.broker_bin.clone())?;
             let metrics = cost::Side {

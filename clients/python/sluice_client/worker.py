@@ -25,6 +25,7 @@ with the slots the session's credit grants (docs/worker-protocol.md).
 - The session reconnects with backoff (100 ms doubling to 5 s, +-25%),
   naming the leases it still holds; reports go on the session, or by the
   unary calls while there is none, retried until the lease would expire.
+  Acks go in batches by ``AckBatch`` (:mod:`sluice_client.acks`).
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, cast
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import grpc
 import grpc.aio
 from google.protobuf import duration_pb2
 
 from sluice_client._proto.sluice.v1 import broker_pb2, broker_pb2_grpc
+from sluice_client.acks import AckBatches
 from sluice_client.producer import BrokerError
 from sluice_client.session import RESULT_TIMEOUT, Session, SessionEnded
 from sluice_client.settings import Settings
@@ -217,6 +219,10 @@ class _Running:
     #: By the loop's clock: when the lease runs out unless extended.
     expiry: float
     task: "Optional[asyncio.Task[None]]" = None
+    #: Stops the attempt, saying why (set once it runs).
+    halt: Callable[[str], None] = lambda reason: None
+    #: The next heartbeat: its timer, or the extend under way.
+    beat: "Union[asyncio.TimerHandle, asyncio.Future[None], None]" = None
 
 
 class Worker:
@@ -252,9 +258,9 @@ class Worker:
         self._draining = False
         #: Releases of jobs that never started, awaited by the drain.
         self._releases: "set[asyncio.Task[None]]" = set()
+        self._acks = AckBatches(lambda: self._stub, self.settings.metadata)
         #: Why the broker refused the session for good, if it did.
         self._refusal: Optional[BrokerError] = None
-        self._drain_over = asyncio.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(concurrency, thread_name_prefix="sluice-job")
         self.processed = self.failed = self.released = 0
 
@@ -426,25 +432,32 @@ class Worker:
         job = running.job
         fields = self._fields(job)
         handler = self._handlers[job.type]
-        stop = asyncio.Event()
-        why: Dict[str, str] = {}
+        loop = asyncio.get_running_loop()
+        # Its result is why the attempt must stop; the first reason wins.
+        # Timers and one future rather than a task each: per job, the
+        # loop's work is most of a no-op handler's cost.
+        stopped: "asyncio.Future[str]" = loop.create_future()
 
         def halt(reason: str) -> None:
-            if "reason" not in why:
-                why["reason"] = reason
             job.cancelled.set()
-            stop.set()
+            if not stopped.done():
+                stopped.set_result(reason)
 
-        heartbeat = asyncio.create_task(self._heartbeat(running, halt))
-        progress = _Progress(self, running)
-        loop = asyncio.get_running_loop()
+        running.halt = halt
+        running.beat = loop.call_later(self.lease_duration / 3, self._beat, running)
+        timeout = loop.call_later(job.timeout, halt, "timeout")
+        progress: Optional[_Progress] = None
+
+        def hand_over(percent: int, message: str) -> None:
+            nonlocal progress
+            if progress is None:
+                progress = _Progress(self, running)
+            progress.hand_over(percent, message)
 
         def on_progress(percent: int, message: str) -> None:
-            loop.call_soon_threadsafe(progress.hand_over, percent, message)
+            loop.call_soon_threadsafe(hand_over, percent, message)
 
         job._on_progress = on_progress
-        drain = asyncio.create_task(self._drain_over.wait())
-        drain.add_done_callback(lambda t: None if t.cancelled() else halt("drain"))
         work: "asyncio.Future[Any]"
         if inspect.iscoroutinefunction(handler):
             work = asyncio.ensure_future(cast(Awaitable[Any], handler(job)))
@@ -452,18 +465,14 @@ class Worker:
             work = loop.run_in_executor(self._pool, handler, job)
         log.info("job started", extra=fields)
         try:
-            stopper = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({work, stopper}, timeout=job.timeout, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if work not in done:
-                if not stop.is_set():
-                    halt("timeout")
+            await asyncio.wait({work, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
                 if inspect.iscoroutinefunction(handler):
                     work.cancel()
                 # A plain function's thread cannot be cancelled: it has the
                 # grace to see job.cancelled and return.
                 await asyncio.wait({work}, timeout=STOP_GRACE)
-            reason = why.get("reason")
+            reason = stopped.result() if stopped.done() else None
             if reason == "lost":
                 log.warning("lease lost: the job was stopped and is not reported", extra=fields)
                 return
@@ -478,7 +487,8 @@ class Worker:
                 await self._resolve(running, nack=broker_pb2.NackRequest(error=error))
                 return
             error_of = work.exception() if not work.cancelled() else None
-            await progress.flush()
+            if progress is not None:
+                await progress.flush()
             if error_of is None:
                 result = result_bytes(work.result())
                 if len(result) > MAX_RESULT_BYTES:
@@ -497,45 +507,51 @@ class Worker:
                 message = f"{type(error_of).__name__}: {error_of}"
                 await self._resolve(running, nack=broker_pb2.NackRequest(error=message))
         finally:
-            heartbeat.cancel()
-            progress.stop()
-            drain.cancel()
+            running.beat.cancel()
+            timeout.cancel()
+            if progress is not None:
+                progress.stop()
             # The same job may run again here under a new lease.
             if self._running.get(job.id) is running:
                 del self._running[job.id]
 
-    async def _heartbeat(self, running: _Running, halt: Callable[[str], None]) -> None:
+    def _beat(self, running: _Running) -> None:
+        """A heartbeat is due: extends the lease from a task of its own."""
+        running.beat = asyncio.ensure_future(self._extend(running))
+
+    async def _extend(self, running: _Running) -> None:
         loop = asyncio.get_running_loop()
-        beat = self.lease_duration / 3
-        while True:
-            await asyncio.sleep(beat)
-            sent = loop.time()
-            extend = broker_pb2.ExtendRequest(
-                job_id=running.job.id,
-                lease_id=running.lease_id,
-                extend_by=_duration(self.lease_duration),
-            )
-            try:
-                result = await self._report(extend=extend)
-            except BrokerError as e:
-                if e.code in LEASE_LOST:
-                    halt("lost")
-                    return
-                log.warning("heartbeat failed; the job keeps running: %s", e, extra=self._fields(running.job))
-            else:
-                running.expiry = sent + self.lease_duration
-                if result.extend.cancel_requested:
-                    log.info("the job was cancelled", extra=self._fields(running.job))
-                    halt("cancel")
-                    return
-            if loop.time() >= running.expiry:
-                halt("lost")
+        sent = loop.time()
+        extend = broker_pb2.ExtendRequest(
+            job_id=running.job.id,
+            lease_id=running.lease_id,
+            extend_by=_duration(self.lease_duration),
+        )
+        try:
+            result = await self._report(extend=extend)
+        except BrokerError as e:
+            if e.code in LEASE_LOST:
+                running.halt("lost")
                 return
+            log.warning("heartbeat failed; the job keeps running: %s", e, extra=self._fields(running.job))
+        else:
+            running.expiry = sent + self.lease_duration
+            if result.extend.cancel_requested:
+                log.info("the job was cancelled", extra=self._fields(running.job))
+                running.halt("cancel")
+                return
+        if loop.time() >= running.expiry:
+            running.halt("lost")
+            return
+        running.beat = loop.call_later(self.lease_duration / 3, self._beat, running)
 
     async def _report(self, **kind: Any) -> broker_pb2.WorkResult:
         """One report on the session, or by its unary call between
-        sessions; raises :class:`BrokerError` (UNAVAILABLE when neither
-        answered)."""
+        sessions (an Ack in this turn's batch, always); raises
+        :class:`BrokerError` (UNAVAILABLE when neither answered)."""
+        if "ack" in kind:
+            await self._acks.ack(kind["ack"])
+            return broker_pb2.WorkResult()
         session = self._session
         if session is not None and not session.ended.is_set():
             try:
@@ -545,9 +561,6 @@ class Worker:
         assert self._stub is not None
         metadata = self.settings.metadata()
         try:
-            if "ack" in kind:
-                await self._stub.Ack(kind["ack"], metadata=metadata, timeout=5)
-                return broker_pb2.WorkResult()
             if "nack" in kind:
                 return broker_pb2.WorkResult(nack=await self._stub.Nack(kind["nack"], metadata=metadata, timeout=5))
             if "progress" in kind:
@@ -624,7 +637,8 @@ class Worker:
             log.info("draining: stopped leasing, waiting for %d running jobs", len(tasks))
             _, still = await asyncio.wait(tasks, timeout=self.drain_timeout)
             if still:
-                self._drain_over.set()
+                for running in list(self._running.values()):
+                    running.halt("drain")
                 # Their stop, then their Release (a session result, or a
                 # unary call after it): bounded, never forever.
                 await asyncio.wait(still, timeout=STOP_GRACE + 2 * RESULT_TIMEOUT)

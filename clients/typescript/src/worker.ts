@@ -22,7 +22,8 @@
 //   second signal exits 130 at once.
 // - The session reconnects with backoff (100 ms doubling to 5 s, +-25%)
 //   naming the leases it holds; reports go on the session, or by the unary
-//   calls between sessions, retried until the lease would expire.
+//   calls between sessions, retried until the lease would expire. Acks go
+//   in batches by AckBatch.
 import { hostname } from "node:os";
 import * as grpc from "@grpc/grpc-js";
 import { BrokerClient, duration, secondsOf, type LeasedJob, type WorkResponse, type WorkResult } from "./proto.js";
@@ -187,6 +188,51 @@ interface Running {
   expiry: number;
   done: Promise<void>;
   progress: ProgressSender;
+  /** Stops the attempt, saying why (set once it runs). */
+  halt: (why: Reason) => void;
+}
+
+/** Acks in batches (docs/worker-protocol.md, S7): those made in one turn
+ * of the event loop go in one AckBatch call, each answered as its own Ack
+ * would be. A message per Ack on the session costs each its own
+ * serialization and frame; batched, the jobs set the pace. */
+class AckBatches {
+  private pending: { req: Record<string, unknown>; resolve: () => void; reject: (e: Error) => void }[] = [];
+
+  constructor(
+    private readonly client: () => grpc.Client | undefined,
+    private readonly metadata: () => grpc.Metadata,
+  ) {}
+
+  ack(req: Record<string, unknown>): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.pending.push({ req, resolve, reject });
+      if (this.pending.length === 1) setImmediate(() => this.flush());
+    });
+  }
+
+  private flush(): void {
+    const batch = this.pending;
+    this.pending = [];
+    const client = this.client();
+    const failAll = (e: BrokerError) => batch.forEach((a) => a.reject(e));
+    if (!client) return failAll(new BrokerError(grpc.status.UNAVAILABLE, "no channel to the broker"));
+    type AckBatch = (
+      r: unknown,
+      m: grpc.Metadata,
+      o: grpc.CallOptions,
+      cb: (e: grpc.ServiceError | null, res: { results: { code: number; message: string }[] }) => void,
+    ) => void;
+    const call = (client as unknown as { AckBatch: AckBatch }).AckBatch.bind(client);
+    call({ acks: batch.map((a) => a.req) }, this.metadata(), { deadline: Date.now() + RESULT_TIMEOUT }, (e, res) => {
+      if (e) return failAll(BrokerError.of(e));
+      batch.forEach((a, i) => {
+        const r = res.results[i];
+        if (r && r.code === 0) a.resolve();
+        else a.reject(new BrokerError(r ? r.code : grpc.status.INTERNAL, r ? r.message : "no result for this ack"));
+      });
+    });
+  }
 }
 
 /** One Work session: writes with a seq, results handed back by seq. */
@@ -305,10 +351,13 @@ export class Worker {
   private client?: grpc.Client;
   private session?: Session;
   private draining = false;
-  private readonly drainOver = new AbortController();
   private refusal?: BrokerError;
   /** Releases of jobs that never started, awaited by the drain. */
   private readonly releases = new Set<Promise<void>>();
+  private readonly acks = new AckBatches(
+    () => this.client,
+    () => this.settings.metadata(),
+  );
 
   constructor(options: WorkerOptions = {}) {
     this.settings = Settings.fromEnv(options);
@@ -446,6 +495,7 @@ export class Worker {
         expiry: now() + this.leaseDuration * 1000,
         done: Promise.resolve(),
         progress,
+        halt: () => undefined,
       };
       if (this.draining || !this.handlers.has(job.type)) {
         this.track(this.release(running, RELEASE_RETRY));
@@ -501,8 +551,7 @@ export class Worker {
       heartbeat = setTimeout(beat, (this.leaseDuration * 1000) / 3);
     };
     heartbeat = setTimeout(beat, (this.leaseDuration * 1000) / 3);
-    const onDrainOver = () => halt("drain");
-    this.drainOver.signal.addEventListener("abort", onDrainOver);
+    running.halt = halt;
     const timeout = setTimeout(() => halt("timeout"), job.timeout * 1000);
     this.log("job started", this.fields(job));
     let error: unknown;
@@ -553,12 +602,16 @@ export class Worker {
       finished = true;
       clearTimeout(heartbeat);
       clearTimeout(timeout);
-      this.drainOver.signal.removeEventListener("abort", onDrainOver);
     }
   }
 
-  /** One report on the session, or by its unary call between sessions. */
+  /** One report on the session, or by its unary call between sessions
+   * (an Ack in this turn's AckBatch, always). */
   private async report(kind: Record<string, Record<string, unknown>>): Promise<WorkResult> {
+    if (kind.ack) {
+      await this.acks.ack(kind.ack);
+      return { seq: "0", code: 0, message: "" };
+    }
     const session = this.session;
     if (session && !session.ended) {
       try {
@@ -570,7 +623,7 @@ export class Worker {
       }
     }
     const [name, req] = Object.entries(kind)[0];
-    const method = { ack: "Ack", nack: "Nack", extend: "Extend", release: "Release", progress: "Progress", credit: "" }[name];
+    const method = { nack: "Nack", extend: "Extend", release: "Release", progress: "Progress", credit: "" }[name];
     if (!method) throw new BrokerError(grpc.status.UNAVAILABLE, "no session");
     type Unary = (r: unknown, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, res: any) => void) => void;
     const fn = (this.client as unknown as Record<string, Unary>)[method].bind(this.client);
@@ -637,7 +690,7 @@ export class Worker {
       const all = Promise.all(jobs);
       const timedOut = await Promise.race([all.then(() => false), bound(this.drainTimeout * 1000).then(() => true)]);
       if (timedOut) {
-        this.drainOver.abort();
+        for (const running of this.running.values()) running.halt("drain");
         // Their stop, then their Release: bounded, never forever.
         await Promise.race([all, bound(STOP_GRACE + 2 * RESULT_TIMEOUT)]);
       }
