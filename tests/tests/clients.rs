@@ -22,6 +22,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use sluice_e2e::proxy::Proxy;
 use sluice_e2e::tls::TestPki;
 use sluice_e2e::{BrokerProcess, Process, WAIT, job, scratch_dir, wait_for_file};
 use sluice_proto::v1 as pb;
@@ -197,21 +198,23 @@ fn exec_scenarios(out: &Path) -> Vec<String> {
     ]
 }
 
-/// A test per client of `async fn $scenario(client: Client)`.
+/// A test per client of `async fn $scenario(client: Client)`, on a
+/// runtime with threads of its own: a test that waits for a log line
+/// blocks its thread, and a [`Proxy`] runs on the test's runtime.
 macro_rules! every_client {
     ($scenario:ident) => {
         mod $scenario {
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn python() {
                 super::$scenario(super::Client::Python).await;
             }
 
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn typescript() {
                 super::$scenario(super::Client::TypeScript).await;
             }
 
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn rust() {
                 super::$scenario(super::Client::Rust).await;
             }
@@ -509,6 +512,204 @@ async fn reconnects_after_the_broker_restarts(client: Client) {
     let after = broker.enqueue(job("ok", b"")).await;
     broker.wait_for_state(&after, pb::JobState::Succeeded).await;
     assert_eq!(lines(&out.join("ok")).len(), 2);
+}
+
+every_client!(never_holds_more_jobs_than_its_concurrency);
+/// Credit: twelve long jobs wait, and the worker (concurrency 4) holds and
+/// runs four at a time, never more, until they may end.
+async fn never_holds_more_jobs_than_its_concurrency(client: Client) {
+    let out = scratch_dir(&format!("client-credit-{client:?}"));
+    let broker = BrokerProcess::start(&[]);
+    let _worker = client.scenario_worker(&broker, &out, "30");
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(broker.enqueue(typed("hold", 1, 60)).await);
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while lines(&out.join("started")).len() < 4 {
+        assert!(std::time::Instant::now() < deadline, "four jobs start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Sampled a while: the count never passes the concurrency.
+    for _ in 0..20 {
+        assert_eq!(lines(&out.join("started")).len(), 4);
+        assert_eq!(broker.queue_stats("default").await.leased, 4);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let workers = broker.workers().await;
+    assert_eq!(
+        (workers[0].max_in_flight, workers[0].in_flight),
+        (4, 4),
+        "{workers:?}"
+    );
+    std::fs::write(out.join("go"), "").unwrap();
+    for id in &ids {
+        broker.wait_for_state(id, pb::JobState::Succeeded).await;
+    }
+    assert_eq!(lines(&out.join("held")).len(), 12);
+}
+
+every_client!(a_broker_restart_mid_job_in_memory);
+/// A memory-only broker killed while a job runs comes back without it:
+/// the attempt is stopped (its lease is unknown) and not reported, and the
+/// worker takes new jobs again.
+async fn a_broker_restart_mid_job_in_memory(client: Client) {
+    broker_restart_mid_job(client, false).await;
+}
+
+every_client!(a_broker_restart_mid_job_on_a_data_dir);
+/// A broker on `--data-dir` killed while a job runs gives the job back
+/// (leases are not durable): the old attempt is stopped without a report,
+/// and the job runs again, once, to its end.
+async fn a_broker_restart_mid_job_on_a_data_dir(client: Client) {
+    broker_restart_mid_job(client, true).await;
+}
+
+async fn broker_restart_mid_job(client: Client, durable: bool) {
+    let name = format!("client-restart-mid-job-{durable}-{client:?}");
+    let out = scratch_dir(&name);
+    let data = scratch_dir(&format!("{name}-data"));
+    let data = data.to_str().unwrap();
+    let flags: &[&str] = if durable { &["--data-dir", data] } else { &[] };
+    let mut broker = BrokerProcess::start(flags);
+    // Heartbeats every second: the lost lease is noticed at once.
+    let worker = client.scenario_worker(&broker, &out, "3");
+    let id = broker.enqueue(typed("hold", 3, 60)).await;
+    wait_for_file(&out.join("started"));
+    let addr = broker.addr.clone();
+    broker.signal(Signal::SIGKILL);
+    broker.wait_exit(WAIT).unwrap();
+    let broker = BrokerProcess::start_on(&addr, flags);
+    let back = std::time::Instant::now();
+    // The old attempt's heartbeat finds its lease unknown: it stops.
+    wait_for_file(&out.join("hold-stopped"));
+    if durable {
+        // The job runs again: a second start, then it may end.
+        let deadline = std::time::Instant::now() + WAIT;
+        while lines(&out.join("started")).len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "the job runs again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::write(out.join("go"), "").unwrap();
+        let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+        assert_eq!(done.attempt, 1, "the broker's death cost no attempt");
+        assert_eq!(lines(&out.join("held")), vec![format!("{id} 1")]);
+    } else {
+        assert_eq!(
+            broker
+                .admin()
+                .await
+                .get_job(pb::GetJobRequest { job_id: id.clone() })
+                .await
+                .unwrap_err()
+                .code(),
+            tonic::Code::NotFound
+        );
+    }
+    let next = broker.enqueue(job("ok", b"")).await;
+    broker.wait_for_state(&next, pb::JobState::Succeeded).await;
+    println!(
+        "{client:?}: taking jobs again {:.1} s after the broker was back",
+        back.elapsed().as_secs_f64()
+    );
+    let acked = broker.queue_stats("default").await.acked_total;
+    assert_eq!(acked, if durable { 2 } else { 1 }, "{}", worker.log());
+}
+
+every_client!(a_cut_connection_is_replaced_and_the_running_job_ends_once);
+/// A proxy drops the connection and refuses new ones for 2 s while a job
+/// runs: the worker reconnects, the job keeps its lease and is acked once.
+async fn a_cut_connection_is_replaced_and_the_running_job_ends_once(client: Client) {
+    let out = scratch_dir(&format!("client-cut-{client:?}"));
+    let broker = BrokerProcess::start(&[]);
+    let proxy = Proxy::start(&broker.addr).await;
+    let worker = Process::spawn(client.scenario_command(&proxy.url(), &out, "4"));
+    worker.wait_for_log(client.open_log());
+    let id = broker.enqueue(typed("hold", 1, 60)).await;
+    wait_for_file(&out.join("started"));
+    proxy.cut(Duration::from_secs(2));
+    worker.wait_for_log("reconnecting to the broker");
+    // Past the lease: only heartbeats that got through keep it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    std::fs::write(out.join("go"), "").unwrap();
+    let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+    assert_eq!(done.attempt, 1);
+    let stats = broker.queue_stats("default").await;
+    assert_eq!((stats.acked_total, stats.expired_total), (1, 0));
+    assert_eq!(lines(&out.join("held")), vec![format!("{id} 1")]);
+}
+
+every_client!(a_connection_that_dies_silently_is_noticed);
+/// A proxy freezes the connection (nothing passes, nothing closes): an idle
+/// worker's keepalive notices within two rounds, it reconnects, and the
+/// next job runs. A worker on a dead stream never sits idle for good.
+async fn a_connection_that_dies_silently_is_noticed(client: Client) {
+    let out = scratch_dir(&format!("client-silent-{client:?}"));
+    let broker = BrokerProcess::start(&[]);
+    let proxy = Proxy::start(&broker.addr).await;
+    let worker = Process::spawn(client.scenario_command(&proxy.url(), &out, "30"));
+    worker.wait_for_log(client.open_log());
+    proxy.freeze();
+    // Two keepalive rounds at most, with room for a slow machine.
+    let keepalive = Duration::from_secs(45);
+    worker
+        .try_wait_for_log_within("reconnecting to the broker", keepalive)
+        .unwrap();
+    // The new session opens; the broker's own keepalive closes the frozen
+    // one, which would otherwise be sent the next job.
+    let deadline = std::time::Instant::now() + keepalive;
+    loop {
+        let workers = broker.workers().await;
+        if workers.len() == 1 && worker.log().matches(client.open_log()).count() >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{workers:?}\n{}",
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = broker.enqueue(job("ok", b"")).await;
+    broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+    assert_eq!(lines(&out.join("ok")), vec![format!("{id} 1")]);
+}
+
+every_client!(a_stale_lease_after_a_pause_is_stopped_and_not_reported);
+/// A worker paused (SIGSTOP) past its job's lease: the broker gives the job
+/// to the next attempt; the resumed worker stops the stale one without a
+/// report, and the job succeeds once, on its second attempt.
+async fn a_stale_lease_after_a_pause_is_stopped_and_not_reported(client: Client) {
+    let out = scratch_dir(&format!("client-pause-{client:?}"));
+    let broker = BrokerProcess::start(&["--backoff-initial", "1s", "--backoff-max", "1s"]);
+    let worker = client.scenario_worker(&broker, &out, "2");
+    let id = broker.enqueue(typed("hold", 3, 60)).await;
+    wait_for_file(&out.join("started"));
+    worker.signal(Signal::SIGSTOP);
+    let deadline = std::time::Instant::now() + WAIT;
+    while broker.queue_stats("default").await.expired_total == 0 {
+        assert!(std::time::Instant::now() < deadline, "the lease expires");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.signal(Signal::SIGCONT);
+    wait_for_file(&out.join("hold-stopped"));
+    let deadline = std::time::Instant::now() + WAIT;
+    while lines(&out.join("started")).len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second attempt starts"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::write(out.join("go"), "").unwrap();
+    let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
+    assert_eq!(done.attempt, 2);
+    let stats = broker.queue_stats("default").await;
+    assert_eq!(
+        (stats.acked_total, stats.nacked_total, stats.expired_total),
+        (1, 0, 1)
+    );
+    assert_eq!(lines(&out.join("held")), vec![format!("{id} 2")]);
 }
 
 // What is each client's own.

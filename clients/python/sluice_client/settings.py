@@ -30,10 +30,16 @@ DEFAULT_BROKER = "http://127.0.0.1:50051"
 
 #: HTTP/2 keepalive as the Rust worker's (docs/worker-protocol.md, L1): a
 #: ping every 10 s, even without calls, and the connection dropped when one
-#: is not answered within 10 s. Messages up to 256 MiB are received.
+#: is not answered within 10 s. grpc's core enforces that through its ping
+#: timeout (a minute by default), not the keepalive timeout, so both are
+#: set: with the keepalive's alone, a connection that died silently went
+#: unnoticed for a minute (tests/tests/clients.rs,
+#: a_connection_that_dies_silently_is_noticed). Messages up to 256 MiB are
+#: received.
 CHANNEL_OPTIONS: Sequence[Tuple[str, int]] = (
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.ping_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 256 << 20),
