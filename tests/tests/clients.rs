@@ -623,14 +623,17 @@ async fn a_cut_connection_is_replaced_and_the_running_job_ends_once(client: Clie
     let out = scratch_dir(&format!("client-cut-{client:?}"));
     let broker = BrokerProcess::start(&[]);
     let proxy = Proxy::start(&broker.addr).await;
-    let worker = Process::spawn(client.scenario_command(&proxy.url(), &out, "4"));
+    // A heartbeat every 3.3 s: the channel's own reconnection after a
+    // refused connect (about a second in grpcio and grpc-js) fits between
+    // them with room on a loaded machine; a 4 s lease did not.
+    let worker = Process::spawn(client.scenario_command(&proxy.url(), &out, "10"));
     worker.wait_for_log(client.open_log());
     let id = broker.enqueue(typed("hold", 1, 60)).await;
     wait_for_file(&out.join("started"));
     proxy.cut(Duration::from_secs(2));
     worker.wait_for_log("reconnecting to the broker");
     // Past the lease: only heartbeats that got through keep it.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
     std::fs::write(out.join("go"), "").unwrap();
     let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
     assert_eq!(done.attempt, 1);

@@ -276,10 +276,14 @@ fn brokers_started_together_migrate_once_and_a_newer_schema_is_refused() {
         let started: Vec<_> = (0..3).map(|_| s.spawn(|| broker_on(&url, &[]))).collect();
         started.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert_eq!(pg.psql(&url, "SELECT count(*) FROM sluice_schema"), "3");
+    let version = sluice_broker::backend::postgres::schema::SCHEMA_VERSION;
+    assert_eq!(
+        pg.psql(&url, "SELECT count(*) FROM sluice_schema"),
+        version.to_string()
+    );
     let applied: usize = brokers
         .iter()
-        .filter(|b| b.log().contains("migrations_applied=3"))
+        .filter(|b| b.log().contains(&format!("migrations_applied={version}")))
         .count();
     assert_eq!(applied, 1, "exactly one broker applies the migrations");
     drop(brokers);
@@ -291,7 +295,7 @@ fn brokers_started_together_migrate_once_and_a_newer_schema_is_refused() {
     assert_ne!(out.code, 0);
     assert!(
         out.stderr
-            .contains("version 99, newer than this broker's 3"),
+            .contains(&format!("version 99, newer than this broker's {version}")),
         "{}",
         out.stderr
     );
