@@ -5,9 +5,12 @@
 //! with an exec handler of each name, built by [`Client::scenario_command`])
 //! and the real broker, and a client passes only if every scenario does: the README's hello
 //! world, every outcome (ack, retry, an exception, dead, a timeout), a long
-//! job's heartbeats, an operator's cancel, progress and a result, the drain
-//! on SIGTERM and 130 on a second signal, TLS with tokens and a refusal, and
-//! a broker restart. Then
+//! job's heartbeats, an operator's cancel, progress and a result, a payload
+//! past gRPC's default message limit, credit never exceeded, the drain on
+//! SIGTERM and 130 on a second signal, TLS with tokens and a refusal, a
+//! broker restart between jobs and mid-job (memory-only and on a data
+//! directory), a connection cut and one frozen by a proxy, and a stale
+//! lease after a pause. Then
 //! what is each client's own: the Python package's stubs, types (mypy,
 //! strict) and pip install; the TypeScript package's types (tsc, strict)
 //! and unit tests; each one's producers.
@@ -189,6 +192,7 @@ fn exec_scenarios(out: &Path) -> Vec<String> {
             stopped("hold-stopped"),
             record("held")
         ),
+        format!("size=echo \"$SLUICE_JOB_ID $(wc -c | tr -d ' ')\" >> {out}/size"),
         // Progress and the result on descriptor 3 (see `sluice_worker::exec`).
         format!(
             "report=p=$(cat); echo \"progress 50 half of $p\" >&3; {}; \
@@ -387,6 +391,26 @@ async fn drains_on_sigterm_and_exits_at_once_on_a_second_signal(client: Client) 
     worker.signal(Signal::SIGTERM);
     let status = worker.wait_exit(WAIT).expect("exits at once");
     assert_eq!(status.code(), Some(130), "{}", worker.log());
+}
+
+every_client!(receives_a_payload_past_grpcs_default_message_limit);
+/// A 6 MiB payload (the broker's `--max-payload` raised to 8 MiB) reaches
+/// the handler whole: a client keeping gRPC's default receive limit
+/// (4 MiB) would lose its session instead (protocol, C5).
+async fn receives_a_payload_past_grpcs_default_message_limit(client: Client) {
+    let out = scratch_dir(&format!("client-size-{client:?}"));
+    let broker = BrokerProcess::start(&["--max-payload", "8388608"]);
+    let _worker = client.scenario_worker(&broker, &out, "30");
+    let payload = vec![b'x'; 6 << 20];
+    let id = broker.enqueue(job("size", &payload)).await;
+    wait_for_file(&out.join("size"));
+    assert_eq!(lines(&out.join("size")), vec![format!("{id} {}", 6 << 20)]);
+    // (GetJob would answer with the payload, past this harness's own limit.)
+    let deadline = std::time::Instant::now() + WAIT;
+    while broker.queue_stats("default").await.acked_total == 0 {
+        assert!(std::time::Instant::now() < deadline, "the job is acked");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 every_client!(reports_progress_and_returns_a_result);

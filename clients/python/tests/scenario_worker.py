@@ -75,6 +75,12 @@ async def hold(job: Job) -> None:
     record("held", job)
 
 
+@worker.handler("size")
+async def size(job: Job) -> None:
+    with open(out / "size", "a") as f:
+        f.write(f"{job.id} {len(job.payload)}\n")
+
+
 @worker.handler("report")
 def report(job: Job) -> str:
     # From the pool's thread: progress, then a wait for OUT/go-report, then

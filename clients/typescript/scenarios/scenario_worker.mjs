@@ -40,6 +40,7 @@ worker
     }
     record("held", job);
   })
+  .handle("size", async (job) => appendFileSync(join(out, "size"), `${job.id} ${job.payload.length}\n`))
   .handle("report", async (job) => {
     // Progress, then a wait for OUT/go-report, then the result.
     job.progress(50, `half of ${job.payload}`);

@@ -179,6 +179,26 @@ async fn lease_that_runs_out_between_failed_heartbeats_is_lost() {
     assert_eq!(link.resolutions(), []);
 }
 
+/// H5: a refusal other than a lost lease (INVALID_ARGUMENT,
+/// PERMISSION_DENIED...) is logged; the job runs on until the lease runs
+/// out by the worker's own clock, as with unavailability.
+#[tokio::test(start_paused = true)]
+async fn refused_heartbeats_keep_the_job_until_the_lease_runs_out() {
+    let link = FakeLink::new();
+    for _ in 0..5 {
+        link.then_extend(Err(error(BrokerErrorKind::Refused)));
+    }
+    let seen = CancelSeen::default();
+    let shared = shared(&link, "t", seen.handler());
+    let start = Instant::now();
+
+    run(leased("j1", "t", Duration::from_secs(60)), shared).await;
+
+    assert_eq!(link.extends(), [start + BEAT, start + 2 * BEAT]);
+    assert_eq!(seen.at(), Some(start + LEASE));
+    assert_eq!(link.resolutions(), []);
+}
+
 #[tokio::test(start_paused = true)]
 async fn transient_heartbeat_failure_is_retried_and_the_job_still_acks() {
     let link = FakeLink::new();
