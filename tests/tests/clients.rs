@@ -25,6 +25,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use sluice_e2e::in_process::eventually;
 use sluice_e2e::proxy::Proxy;
 use sluice_e2e::tls::TestPki;
 use sluice_e2e::{BrokerProcess, Process, WAIT, job, scratch_dir, wait_for_file};
@@ -406,11 +407,10 @@ async fn receives_a_payload_past_grpcs_default_message_limit(client: Client) {
     wait_for_file(&out.join("size"));
     assert_eq!(lines(&out.join("size")), vec![format!("{id} {}", 6 << 20)]);
     // (GetJob would answer with the payload, past this harness's own limit.)
-    let deadline = std::time::Instant::now() + WAIT;
-    while broker.queue_stats("default").await.acked_total == 0 {
-        assert!(std::time::Instant::now() < deadline, "the job is acked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the job is acked", || async {
+        broker.queue_stats("default").await.acked_total == 1
+    })
+    .await;
 }
 
 every_client!(reports_progress_and_returns_a_result);
@@ -423,14 +423,11 @@ async fn reports_progress_and_returns_a_result(client: Client) {
     let id = broker.enqueue(job("report", b"x")).await;
     wait_for_file(&out.join("report-started"));
     // Sent by the client's own task, soon after the handler handed it over.
-    let deadline = std::time::Instant::now() + WAIT;
-    let running = loop {
-        let job = broker.job(&id).await;
-        if job.progress.is_some() || std::time::Instant::now() > deadline {
-            break job;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    eventually("the progress report", || async {
+        broker.job(&id).await.progress.is_some()
+    })
+    .await;
+    let running = broker.job(&id).await;
     assert_eq!(running.state(), pb::JobState::Leased);
     let progress = running.progress.expect("progress while it runs");
     assert_eq!(
@@ -549,11 +546,10 @@ async fn never_holds_more_jobs_than_its_concurrency(client: Client) {
     for _ in 0..12 {
         ids.push(broker.enqueue(typed("hold", 1, 60)).await);
     }
-    let deadline = std::time::Instant::now() + WAIT;
-    while lines(&out.join("started")).len() < 4 {
-        assert!(std::time::Instant::now() < deadline, "four jobs start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("four jobs start", || async {
+        lines(&out.join("started")).len() >= 4
+    })
+    .await;
     // Sampled a while: the count never passes the concurrency.
     for _ in 0..20 {
         assert_eq!(lines(&out.join("started")).len(), 4);
@@ -609,11 +605,10 @@ async fn broker_restart_mid_job(client: Client, durable: bool) {
     wait_for_file(&out.join("hold-stopped"));
     if durable {
         // The job runs again: a second start, then it may end.
-        let deadline = std::time::Instant::now() + WAIT;
-        while lines(&out.join("started")).len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "the job runs again");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the job runs again", || async {
+            lines(&out.join("started")).len() == 2
+        })
+        .await;
         std::fs::write(out.join("go"), "").unwrap();
         let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
         assert_eq!(done.attempt, 1, "the broker's death cost no attempt");
@@ -713,21 +708,16 @@ async fn a_stale_lease_after_a_pause_is_stopped_and_not_reported(client: Client)
     let id = broker.enqueue(typed("hold", 3, 60)).await;
     wait_for_file(&out.join("started"));
     worker.signal(Signal::SIGSTOP);
-    let deadline = std::time::Instant::now() + WAIT;
-    while broker.queue_stats("default").await.expired_total == 0 {
-        assert!(std::time::Instant::now() < deadline, "the lease expires");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the lease expires", || async {
+        broker.queue_stats("default").await.expired_total == 1
+    })
+    .await;
     worker.signal(Signal::SIGCONT);
     wait_for_file(&out.join("hold-stopped"));
-    let deadline = std::time::Instant::now() + WAIT;
-    while lines(&out.join("started")).len() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the second attempt starts"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the second attempt starts", || async {
+        lines(&out.join("started")).len() == 2
+    })
+    .await;
     std::fs::write(out.join("go"), "").unwrap();
     let done = broker.wait_for_state(&id, pb::JobState::Succeeded).await;
     assert_eq!(done.attempt, 2);

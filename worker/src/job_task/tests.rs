@@ -162,41 +162,27 @@ async fn lost_lease_cancels_the_handler_and_reports_nothing() {
     );
 }
 
+/// A heartbeat that fails for want of the broker (H4), or is refused for
+/// another reason than a lost lease (H5: INVALID_ARGUMENT,
+/// PERMISSION_DENIED...), leaves the job running until the lease runs out
+/// by the worker's own clock; then it is lost.
 #[tokio::test(start_paused = true)]
 async fn lease_that_runs_out_between_failed_heartbeats_is_lost() {
-    let link = FakeLink::new();
-    for _ in 0..5 {
-        link.then_extend(Err(error(BrokerErrorKind::Unavailable)));
+    for kind in [BrokerErrorKind::Unavailable, BrokerErrorKind::Refused] {
+        let link = FakeLink::new();
+        for _ in 0..5 {
+            link.then_extend(Err(error(kind)));
+        }
+        let seen = CancelSeen::default();
+        let shared = shared(&link, "t", seen.handler());
+        let start = Instant::now();
+
+        run(leased("j1", "t", Duration::from_secs(60)), shared).await;
+
+        assert_eq!(link.extends(), [start + BEAT, start + 2 * BEAT], "{kind:?}");
+        assert_eq!(seen.at(), Some(start + LEASE), "{kind:?}");
+        assert_eq!(link.resolutions(), [], "{kind:?}");
     }
-    let seen = CancelSeen::default();
-    let shared = shared(&link, "t", seen.handler());
-    let start = Instant::now();
-
-    run(leased("j1", "t", Duration::from_secs(60)), shared).await;
-
-    assert_eq!(link.extends(), [start + BEAT, start + 2 * BEAT]);
-    assert_eq!(seen.at(), Some(start + LEASE));
-    assert_eq!(link.resolutions(), []);
-}
-
-/// H5: a refusal other than a lost lease (INVALID_ARGUMENT,
-/// PERMISSION_DENIED...) is logged; the job runs on until the lease runs
-/// out by the worker's own clock, as with unavailability.
-#[tokio::test(start_paused = true)]
-async fn refused_heartbeats_keep_the_job_until_the_lease_runs_out() {
-    let link = FakeLink::new();
-    for _ in 0..5 {
-        link.then_extend(Err(error(BrokerErrorKind::Refused)));
-    }
-    let seen = CancelSeen::default();
-    let shared = shared(&link, "t", seen.handler());
-    let start = Instant::now();
-
-    run(leased("j1", "t", Duration::from_secs(60)), shared).await;
-
-    assert_eq!(link.extends(), [start + BEAT, start + 2 * BEAT]);
-    assert_eq!(seen.at(), Some(start + LEASE));
-    assert_eq!(link.resolutions(), []);
 }
 
 #[tokio::test(start_paused = true)]
