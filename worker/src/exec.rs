@@ -10,7 +10,7 @@
 //! the worker's `SLUICE_TOKEN` (its credential, not the job's). Exit 0
 //! acks; exit 65 (`EX_DATAERR`) fails the job for good; any other exit or a
 //! signal fails the attempt; the last 4 KiB of standard error become the
-//! error. Descriptor 3 is the command's report channel ([`reports`]): a
+//! error. Descriptor 3 is the command's report channel ([`output`]): a
 //! line `progress PERCENT [MESSAGE]` reports its progress at once, and the
 //! last line `result TEXT` becomes the result its Ack carries. When the attempt is stopped (timeout, cancel, shutdown) the group
 //! gets SIGTERM, then SIGKILL after [`KILL_GRACE`] (which fits within the
@@ -28,11 +28,11 @@ use std::time::Duration;
 use sluice_trace::TraceContext;
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio_util::task::AbortOnDropHandle;
 
 #[cfg(target_os = "linux")]
-mod reports;
+mod output;
 
 use crate::error::WorkerError;
 use crate::handler::{Handler, HandlerFuture, Job, JobContext, JobError, JobResult};
@@ -174,7 +174,7 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| cannot_start(e.to_string()))?;
     let (reports_read, reports_write) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| cannot_start(e.to_string()))?;
-    let mut stderr =
+    let stderr =
         pipe::Receiver::from_owned_fd(stderr_read).map_err(|e| cannot_start(e.to_string()))?;
     let reports =
         pipe::Receiver::from_owned_fd(reports_read).map_err(|e| cannot_start(e.to_string()))?;
@@ -186,8 +186,9 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
             [stdin_read, stderr_write, reports_write],
         )
         .map_err(cannot_start)?;
-    // Aborted if the attempt ends first: a descendant may hold descriptor 3.
-    let mut reports = AbortOnDropHandle::new(tokio::spawn(reports::read(
+    // Aborted if the attempt ends first: a descendant may hold a pipe open.
+    let mut output = AbortOnDropHandle::new(tokio::spawn(output::read(
+        stderr,
         reports,
         ctx.clone(),
         job.id.clone(),
@@ -206,18 +207,6 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
             let _ = stdin.write_all(&payload).await;
         });
     }
-    let tail = tokio::spawn(async move {
-        let mut tail = Vec::new();
-        let mut buf = [0u8; 8192];
-        while let Ok(n @ 1..) = stderr.read(&mut buf).await {
-            tail.extend_from_slice(&buf[..n]);
-            if tail.len() > STDERR_TAIL {
-                tail.drain(..tail.len() - STDERR_TAIL);
-            }
-        }
-        tail
-    });
-
     let code = tokio::select! {
         code = running.exited() => code,
         () = ctx.cancelled() => {
@@ -237,20 +226,21 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
         }
     };
     let code = code.map_err(JobError::retry)?;
-    let tail = match tokio::time::timeout(Duration::from_secs(1), tail).await {
-        Ok(Ok(bytes)) => String::from_utf8_lossy(&bytes).trim().to_owned(),
-        _ => String::new(),
+    // A descendant may hold the pipes open: a second at most.
+    let output = match tokio::time::timeout(Duration::from_secs(1), &mut output).await {
+        Ok(Ok(output)) => Some(output),
+        _ => None,
     };
     match code {
-        0 => {
-            // As the tail: a descendant may hold descriptor 3 open.
-            match tokio::time::timeout(Duration::from_secs(1), &mut reports).await {
-                Ok(Ok(Ok(Some(result)))) => ctx.set_result(result),
-                Ok(Ok(Err(too_long))) => Err(too_long),
-                _ => Ok(()),
-            }
-        }
+        0 => match output.map(|o| o.result) {
+            Some(Ok(Some(result))) => ctx.set_result(result),
+            Some(Err(too_long)) => Err(too_long),
+            _ => Ok(()),
+        },
         code => {
+            let tail = output.map_or_else(String::new, |o| {
+                String::from_utf8_lossy(&o.tail).trim().to_owned()
+            });
             let message = if tail.is_empty() {
                 format!("exit status {code}")
             } else {

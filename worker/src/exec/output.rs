@@ -1,5 +1,6 @@
-//! An exec command's report channel: its descriptor 3, on which it may
-//! write lines of two forms:
+//! What an exec command writes: the tail of its standard error, which
+//! becomes the error of a failed attempt, and its report channel, its
+//! descriptor 3, on which it may write lines of two forms:
 //!
 //! - `progress PERCENT [MESSAGE]`: the job's progress (PERCENT 0 to 100;
 //!   MESSAGE, a short text or a JSON document, cut to
@@ -10,8 +11,9 @@
 //!   last such line wins. TEXT over [`MAX_RESULT_BYTES`] fails the attempt
 //!   for good, as [`JobContext::set_result`] does.
 //!
-//! Any other line is logged and ignored. A command that never writes to
-//! descriptor 3 reports nothing.
+//! Any other line is logged and ignored. One task reads both pipes, and
+//! the progress reporter starts with the first progress line: a command
+//! that reports nothing costs nothing more than its standard error did.
 
 use bytes::Bytes;
 use sluice_limits::{MAX_PROGRESS_MESSAGE_BYTES, MAX_PROGRESS_PERCENT, MAX_RESULT_BYTES};
@@ -20,6 +22,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::STDERR_TAIL;
 use crate::handler::{JobContext, JobError};
 
 /// The longest line kept: a result at its limit and its keyword.
@@ -32,44 +35,96 @@ enum Line {
     Result(Bytes),
 }
 
-/// Reads `pipe` until the command and its group closed it, reporting
-/// progress through `ctx` as it comes (every report sent before this
-/// returns); answers the last result line, if any.
-///
-/// # Errors
-/// A permanent [`JobError`] for a result line over [`MAX_RESULT_BYTES`].
+/// What the command wrote, once both pipes closed.
+pub(super) struct Output {
+    /// The last [`STDERR_TAIL`] bytes of its standard error.
+    pub tail: Vec<u8>,
+    /// The last result line, if any; a permanent [`JobError`] for one over
+    /// [`MAX_RESULT_BYTES`].
+    pub result: Result<Option<Bytes>, JobError>,
+}
+
+/// Reads `stderr` and `reports` until the command and its group closed
+/// both, reporting progress through `ctx` as it comes (every report sent
+/// before this returns).
 pub(super) async fn read(
-    mut pipe: pipe::Receiver,
+    mut stderr: pipe::Receiver,
+    mut reports: pipe::Receiver,
     ctx: JobContext,
     job_id: String,
-) -> Result<Option<Bytes>, JobError> {
-    let (progress, latest) = watch::channel(None);
-    let reporter = tokio::spawn(report_progress(latest, ctx, job_id.clone()));
+) -> Output {
+    let mut tail = Vec::new();
     let mut lines = Lines::default();
-    let mut chunk = [0u8; 8192];
-    while let Ok(n @ 1..) = pipe.read(&mut chunk).await {
-        for piece in chunk[..n].split_inclusive(|&b| b == b'\n') {
-            match piece.strip_suffix(b"\n") {
-                Some(bytes) => {
-                    lines.extend(bytes);
-                    lines.end(&progress, &job_id);
+    let mut progress = Progress::Idle(ctx);
+    let (mut stderr_open, mut reports_open) = (true, true);
+    let (mut stderr_buf, mut reports_buf) = ([0u8; 8192], [0u8; 8192]);
+    while stderr_open || reports_open {
+        tokio::select! {
+            read = stderr.read(&mut stderr_buf), if stderr_open => match read {
+                Ok(n @ 1..) => {
+                    tail.extend_from_slice(&stderr_buf[..n]);
+                    if tail.len() > STDERR_TAIL {
+                        tail.drain(..tail.len() - STDERR_TAIL);
+                    }
                 }
-                None => lines.extend(piece),
-            }
+                _ => stderr_open = false,
+            },
+            read = reports.read(&mut reports_buf), if reports_open => match read {
+                Ok(n @ 1..) => {
+                    for piece in reports_buf[..n].split_inclusive(|&b| b == b'\n') {
+                        match piece.strip_suffix(b"\n") {
+                            Some(bytes) => {
+                                lines.extend(bytes);
+                                lines.end(&mut progress, &job_id);
+                            }
+                            None => lines.extend(piece),
+                        }
+                    }
+                }
+                _ => reports_open = false,
+            },
         }
     }
     // A last line without its newline counts too.
     if !lines.line.is_empty() {
-        lines.end(&progress, &job_id);
+        lines.end(&mut progress, &job_id);
     }
-    drop(progress);
-    let _ = reporter.await;
-    match lines.result {
+    if let Progress::Started { latest, reporter } = progress {
+        drop(latest);
+        let _ = reporter.await;
+    }
+    let result = match lines.result {
         None => Ok(None),
         Some(Ok(text)) => Ok(Some(text)),
         Some(Err(())) => Err(JobError::permanent(format!(
             "a result line on descriptor 3 is over the limit of {MAX_RESULT_BYTES} bytes"
         ))),
+    };
+    Output { tail, result }
+}
+
+/// The job's progress reporter: started by the first progress line.
+enum Progress {
+    Idle(JobContext),
+    Started {
+        latest: watch::Sender<Option<(u32, String)>>,
+        reporter: tokio::task::JoinHandle<()>,
+    },
+}
+
+impl Progress {
+    fn report(&mut self, percent: u32, message: String, job_id: &str) {
+        match self {
+            Progress::Started { latest, .. } => {
+                latest.send_replace(Some((percent, message)));
+            }
+            Progress::Idle(ctx) => {
+                let (latest, receiver) = watch::channel(Some((percent, message)));
+                let reporter =
+                    tokio::spawn(report_progress(receiver, ctx.clone(), job_id.to_owned()));
+                *self = Progress::Started { latest, reporter };
+            }
+        }
     }
 }
 
@@ -96,14 +151,14 @@ impl Lines {
     }
 
     /// The line is whole: acts on it.
-    fn end(&mut self, progress: &watch::Sender<Option<(u32, String)>>, job_id: &str) {
+    fn end(&mut self, progress: &mut Progress, job_id: &str) {
         let line = std::mem::take(&mut self.line);
         let too_long = std::mem::take(&mut self.too_long);
         match parse(&line) {
             Some(Line::Result(_)) if too_long => self.result = Some(Err(())),
             Some(Line::Result(text)) => self.result = Some(Ok(text)),
             Some(Line::Progress { percent, message }) => {
-                progress.send_replace(Some((percent, message)));
+                progress.report(percent, message, job_id);
             }
             None => warn!(
                 job_id,
@@ -120,6 +175,8 @@ async fn report_progress(
     ctx: JobContext,
     job_id: String,
 ) {
+    // The first report is in the channel's initial value.
+    latest.mark_changed();
     while latest.changed().await.is_ok() {
         let Some((percent, message)) = latest.borrow_and_update().clone() else {
             continue;
