@@ -41,7 +41,7 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
+from typing import Any, Awaitable, Callable, Coroutine, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import grpc
 import grpc.aio
@@ -88,6 +88,11 @@ class Dead(Exception):
     """Raise from a handler when no retry can help: the job is DEAD at once."""
 
 
+#: Guards the making of a job's `cancelled` event, which a handler's
+#: thread and the loop may both ask for first.
+_CANCELLED_LOCK = threading.Lock()
+
+
 @dataclass
 class Job:
     """A leased job, as a handler sees it."""
@@ -100,10 +105,22 @@ class Job:
     attempt: int
     max_attempts: int
     timeout: float
-    #: Set when the attempt must stop (timeout, cancel, lost lease, drain):
-    #: plain handlers poll it; async ones are cancelled as well.
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    _cancelled: Optional[threading.Event] = field(default=None, repr=False)
     _on_progress: Optional[Callable[[int, str], None]] = field(default=None, repr=False)
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the attempt must stop (timeout, cancel, lost lease,
+        drain): plain handlers poll it; async ones are cancelled as well.
+        Made on first use: most handlers never look, and an Event costs
+        more than a no-op job."""
+        event = self._cancelled
+        if event is None:
+            with _CANCELLED_LOCK:
+                if self._cancelled is None:
+                    self._cancelled = threading.Event()
+                event = self._cancelled
+        return event
 
     def progress(self, percent: int, message: Any = "") -> None:
         """Reports how far the job has come: ``percent`` (0 to 100) and a
@@ -411,7 +428,7 @@ class Worker:
                 self._track(self._release(running, retry_for=RELEASE_RETRY))
                 continue
             self._running[job.id] = running
-            running.task = asyncio.ensure_future(self._run_job(running))
+            running.task = loop.create_task(self._run_job(running))
 
     def _track(self, coroutine: Awaitable[None]) -> None:
         """Runs ``coroutine`` as a task the drain waits for."""
@@ -460,7 +477,7 @@ class Worker:
         job._on_progress = on_progress
         work: "asyncio.Future[Any]"
         if inspect.iscoroutinefunction(handler):
-            work = asyncio.ensure_future(cast(Awaitable[Any], handler(job)))
+            work = loop.create_task(cast(Coroutine[Any, Any, Any], handler(job)))
         else:
             work = loop.run_in_executor(self._pool, handler, job)
         log.info("job started", extra=fields)
