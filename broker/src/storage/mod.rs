@@ -72,6 +72,11 @@ const CACHE_BYTES: usize = 64 << 20;
 /// Most changes written in one transaction; more wait for the next.
 const MAX_GROUP_CHANGES: usize = 200_000;
 
+/// Payload bytes past which a group takes no more changes: a group is one
+/// journal frame, built in memory, and many large jobs arriving at once
+/// must not make it gigabytes.
+const MAX_GROUP_BYTES: usize = 64 << 20;
+
 /// Why the store could not open, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

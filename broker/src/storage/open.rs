@@ -4,7 +4,10 @@
 //!
 //! Data at rest is private: a directory the broker creates gets mode 0700
 //! and the database file 0600; an existing directory that others may write
-//! to is used, with a warning.
+//! to is used, with a warning. The directory is synced once its files
+//! exist (and its parent when the broker made it), before any commit is
+//! acknowledged: a new file's entry would not survive a power loss
+//! otherwise.
 
 use std::fs::Permissions;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
@@ -27,7 +30,8 @@ use crate::fatal::Fatal;
 
 /// Creates `dir` (and its missing parents) with mode 0700, or warns if it
 /// exists and is group- or world-writable.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+/// Returns whether it made the directory.
+fn private_dir(dir: &Path) -> std::io::Result<bool> {
     match std::fs::metadata(dir) {
         Ok(meta) => {
             let mode = meta.permissions().mode();
@@ -38,14 +42,22 @@ fn private_dir(dir: &Path) -> std::io::Result<()> {
                     "the data directory is writable by other users: they can change or delete jobs (chmod 700 it)"
                 );
             }
-            Ok(())
+            Ok(false)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir),
+            .create(dir)
+            .map(|()| true),
         Err(e) => Err(e),
     }
+}
+
+/// Makes the entries of `dir` durable: a file just created there (the
+/// database, the journal) is found after a power loss only once its
+/// directory is synced, whatever was synced inside the file.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl Store {
@@ -64,12 +76,15 @@ impl Store {
         on_job: impl FnMut(JobRecord) -> Result<(), E>,
     ) -> Result<(Store, StoreMeta), StoreError> {
         let path = dir.join(FILE_NAME);
-        if let Err(e) = private_dir(dir) {
-            return Err(StoreError::Open {
-                path,
-                source: e.into(),
-            });
-        }
+        let made = match private_dir(dir) {
+            Ok(made) => made,
+            Err(e) => {
+                return Err(StoreError::Open {
+                    path,
+                    source: e.into(),
+                });
+            }
+        };
         // redb takes an empty file for a new database: here it can only be
         // one that lost its contents.
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
@@ -104,6 +119,15 @@ impl Store {
                 path: journal_path,
                 source: e.into(),
             })?;
+        // Before the first commit is acknowledged: the files, and the
+        // directory itself if it is new.
+        let parent = dir.parent().filter(|p| made && !p.as_os_str().is_empty());
+        if let Err(e) = sync_dir(dir).and_then(|()| parent.map_or(Ok(()), sync_dir)) {
+            return Err(StoreError::Open {
+                path: dir.to_path_buf(),
+                source: e.into(),
+            });
+        }
         Self::start(
             path,
             db,

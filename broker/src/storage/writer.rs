@@ -8,10 +8,11 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use redb::{Database, Durability};
+use sluice_queue::Change;
 
 use super::compaction::{COMPACT_AFTER_REMOVALS, IDLE, compact};
 use super::journal::{self, Journal};
-use super::{Batch, MAX_GROUP_CHANGES};
+use super::{Batch, MAX_GROUP_BYTES, MAX_GROUP_CHANGES};
 use crate::fatal::Fatal;
 
 /// The writer thread: one journal frame and one fsync per group of batches.
@@ -46,12 +47,13 @@ pub(super) fn write_loop(
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        let mut changes = first.changes.len();
+        let (mut changes, mut bytes) = (first.changes.len(), payload_bytes(&first));
         group.push(first);
-        while changes < MAX_GROUP_CHANGES {
+        while changes < MAX_GROUP_CHANGES && bytes < MAX_GROUP_BYTES {
             match rx.try_recv() {
                 Ok(batch) => {
                     changes += batch.changes.len();
+                    bytes += payload_bytes(&batch);
                     group.push(batch);
                 }
                 Err(_) => break,
@@ -100,6 +102,28 @@ pub(super) fn write_loop(
 }
 
 /// Writes a group into redb without an fsync; the journal has it.
+/// The bytes of clients' data `batch` carries into its frame: new jobs'
+/// payloads, and the records of schedules and source rows (the rest of a
+/// change is small and bounded).
+fn payload_bytes(batch: &Batch) -> usize {
+    batch
+        .changes
+        .iter()
+        .map(|change| match change {
+            Change::Put { record, new: true } => record.payload.len(),
+            Change::Schedule {
+                record: Some(record),
+                ..
+            }
+            | Change::Source {
+                record: Some(record),
+                ..
+            } => record.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
 fn apply_non_durable(db: &Database, entries: &[journal::Entry]) -> Result<usize, redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::None)?;
@@ -125,5 +149,57 @@ impl Drop for FailOnPanic<'_> {
         if std::thread::panicking() {
             self.0.fail("the store's writer panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use sluice_queue::{JobRecord, JobState, Timestamp};
+
+    use super::*;
+
+    fn put(payload: &'static [u8], new: bool) -> Change {
+        Change::Put {
+            record: JobRecord {
+                seq: 1,
+                queue: "q".into(),
+                job_type: "t".into(),
+                payload: Bytes::from_static(payload),
+                headers: Vec::new(),
+                priority: 0,
+                state: JobState::Ready,
+                attempt: 0,
+                max_attempts: 1,
+                timeout: std::time::Duration::from_secs(1),
+                created_at: Timestamp::default(),
+                run_at: Timestamp::default(),
+                finished_at: None,
+                last_error: None,
+                idempotency_key: None,
+                cancel_requested: false,
+                progress: None,
+                result: None,
+            },
+            new,
+        }
+    }
+
+    #[test]
+    fn a_group_counts_the_payloads_it_carries() {
+        let batch = Batch {
+            changes: vec![
+                put(b"12345", true),
+                // A known job's record leaves its payload alone.
+                put(b"67890", false),
+                Change::Schedule {
+                    name: "s".into(),
+                    record: Some(vec![0; 3]),
+                },
+                Change::Delete { seq: 2 },
+            ],
+            done: None,
+        };
+        assert_eq!(payload_bytes(&batch), 8);
     }
 }
