@@ -11,7 +11,6 @@ included (``EnqueueResult.error``).
 from __future__ import annotations
 
 import asyncio
-import itertools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Dict, List, Optional, Sequence
@@ -22,6 +21,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from sluice_client._proto.sluice.v1 import broker_pb2, broker_pb2_grpc
 from sluice_client.settings import Settings
+from sluice_client.waiters import Waiters
 
 
 class BrokerError(Exception):
@@ -111,8 +111,7 @@ class EnqueueStream:
 
     def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
         self._call = call
-        self._seqs = itertools.count(1)
-        self._pending: Dict[int, "asyncio.Future[broker_pb2.EnqueueStreamResult]"] = {}
+        self._waiters: Waiters[broker_pb2.EnqueueStreamResult] = Waiters()
         self._write_lock = asyncio.Lock()
         self._reader = asyncio.create_task(self._read())
 
@@ -124,26 +123,18 @@ class EnqueueStream:
                 if response is grpc.aio.EOF:
                     break
                 for result in response.results:
-                    waiter = self._pending.pop(result.seq, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(result)
+                    self._waiters.resolve(result.seq, result)
         except grpc.aio.AioRpcError as e:
             error = BrokerError.of(e)
         finally:
-            for waiter in self._pending.values():
-                if not waiter.done():
-                    waiter.set_exception(error)
-            self._pending.clear()
+            self._waiters.fail_all(error)
 
     async def enqueue(self, job_type: str, payload: bytes = b"", **fields: object) -> EnqueueResult:
         """Enqueues one job (``fields`` as :class:`JobSpec`'s) on the stream."""
         spec = JobSpec(job_type, payload, **fields)  # type: ignore[arg-type]
-        seq = next(self._seqs)
-        waiter: "asyncio.Future[broker_pb2.EnqueueStreamResult]" = asyncio.get_running_loop().create_future()
-        self._pending[seq] = waiter
         if self._reader.done():
-            self._pending.pop(seq, None)
             raise BrokerError(grpc.StatusCode.UNAVAILABLE, "the stream ended")
+        seq, waiter = self._waiters.add()
         async with self._write_lock:
             await self._call.write(broker_pb2.EnqueueStreamRequest(seq=seq, job=spec.request()))
         result = await waiter

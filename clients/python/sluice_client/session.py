@@ -9,15 +9,15 @@ as unavailability (and retry by the unary calls).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import grpc
 import grpc.aio
 
 from sluice_client._proto.sluice.v1 import broker_pb2, broker_pb2_grpc
 from sluice_client.producer import BrokerError, _code
+from sluice_client.waiters import Waiters
 
 log = logging.getLogger("sluice_client")
 
@@ -43,8 +43,7 @@ class Session:
         self._call = call
         self._on_jobs = on_jobs
         self._on_draining = on_draining
-        self._seqs = itertools.count(1)
-        self._pending: Dict[int, "asyncio.Future[broker_pb2.WorkResult]"] = {}
+        self._waiters: Waiters[broker_pb2.WorkResult] = Waiters()
         self._write_lock = asyncio.Lock()
         self.ended = asyncio.Event()
         self._reader: Optional["asyncio.Task[None]"] = None
@@ -91,9 +90,7 @@ class Session:
                 if response is grpc.aio.EOF:
                     break
                 for result in response.results:
-                    waiter = self._pending.pop(result.seq, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(result)
+                    self._waiters.resolve(result.seq, result)
                 if response.jobs:
                     self._on_jobs(list(response.jobs))
                 if response.draining:
@@ -105,10 +102,7 @@ class Session:
             pass
         finally:
             self.ended.set()
-            for waiter in self._pending.values():
-                if not waiter.done():
-                    waiter.set_exception(SessionEnded())
-            self._pending.clear()
+            self._waiters.fail_all(SessionEnded())
 
     async def _write(self, request: broker_pb2.WorkRequest) -> None:
         if self.ended.is_set():
@@ -123,16 +117,14 @@ class Session:
         """Sends one report (``ack=``, ``nack=``, ``extend=``, ``release=``,
         ``progress=`` or ``credit=``) and returns its result; raises :class:`BrokerError` for a
         refusal, :class:`SessionEnded` when no result can come."""
-        seq = next(self._seqs)
-        waiter: "asyncio.Future[broker_pb2.WorkResult]" = asyncio.get_running_loop().create_future()
-        self._pending[seq] = waiter
+        seq, waiter = self._waiters.add()
         try:
             await self._write(broker_pb2.WorkRequest(seq=seq, **kind))  # type: ignore[arg-type]
             result = await asyncio.wait_for(waiter, RESULT_TIMEOUT)
         except asyncio.TimeoutError:
             raise SessionEnded() from None
         finally:
-            self._pending.pop(seq, None)
+            self._waiters.forget(seq)
         if result.code != 0:
             raise BrokerError(_code(result.code), result.message)
         return result

@@ -5,6 +5,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { BrokerClient, duration, type EnqueueRequest } from "./proto.js";
 import { CHANNEL_OPTIONS, Settings, type SettingsInit } from "./settings.js";
+import { Waiters } from "./waiters.js";
 
 /** The broker refused a call: its gRPC status code and message. */
 export class BrokerError extends Error {
@@ -68,27 +69,22 @@ type Unary = (req: unknown, metadata: grpc.Metadata, callback: (err: grpc.Servic
  * If the stream breaks, the jobs still pending reject with UNAVAILABLE:
  * send them again with their idempotency keys and each is enqueued once. */
 export class EnqueueStream {
-  private seq = 0;
-  private readonly pending = new Map<string, { resolve: (r: EnqueueResult) => void; reject: (e: BrokerError) => void }>();
+  private readonly waiters = new Waiters<EnqueueResult>();
   private ended?: BrokerError;
   private readonly done: Promise<void>;
 
   constructor(private readonly call: grpc.ClientDuplexStream<unknown, { results: StreamResult[] }>) {
     call.on("data", (response: { results: StreamResult[] }) => {
       for (const r of response.results) {
-        const waiter = this.pending.get(String(r.seq));
-        this.pending.delete(String(r.seq));
-        if (!waiter) continue;
-        if (r.code === 0) waiter.resolve({ jobId: r.job_id, duplicate: r.duplicate });
-        else waiter.reject(new BrokerError(r.code, r.message));
+        if (r.code === 0) this.waiters.resolve(String(r.seq), { jobId: r.job_id, duplicate: r.duplicate });
+        else this.waiters.reject(String(r.seq), new BrokerError(r.code, r.message));
       }
     });
     this.done = new Promise((resolve) => {
       const end = (error: BrokerError) => {
         if (this.ended) return;
         this.ended = error;
-        for (const waiter of this.pending.values()) waiter.reject(error);
-        this.pending.clear();
+        this.waiters.failAll(error);
         resolve();
       };
       call.on("error", (e: grpc.ServiceError) => end(BrokerError.of(e)));
@@ -99,11 +95,9 @@ export class EnqueueStream {
   /** Enqueues one job on the stream. */
   enqueue(spec: JobSpec): Promise<EnqueueResult> {
     if (this.ended) return Promise.reject(this.ended);
-    const seq = String(++this.seq);
-    return new Promise((resolve, reject) => {
-      this.pending.set(seq, { resolve, reject });
-      this.call.write({ seq, job: request(spec) });
-    });
+    const [seq, answered] = this.waiters.add();
+    this.call.write({ seq, job: request(spec) });
+    return answered;
   }
 
   /** Ends the stream once every job sent has its result. */

@@ -29,6 +29,7 @@ import * as grpc from "@grpc/grpc-js";
 import { BrokerClient, duration, secondsOf, type LeasedJob, type WorkResponse, type WorkResult } from "./proto.js";
 import { BrokerError } from "./producer.js";
 import { CHANNEL_OPTIONS, Settings, type SettingsInit } from "./settings.js";
+import { Waiters } from "./waiters.js";
 
 const STOP_GRACE = 3_000;
 const RESULT_TIMEOUT = 5_000;
@@ -237,8 +238,7 @@ class AckBatches {
 
 /** One Work session: writes with a seq, results handed back by seq. */
 class Session {
-  private seq = 0;
-  private readonly pending = new Map<string, { resolve: (r: WorkResult) => void; reject: (e: Error) => void }>();
+  private readonly waiters = new Waiters<WorkResult>();
   ended = false;
   readonly closed: Promise<void>;
 
@@ -249,11 +249,7 @@ class Session {
     log: (message: string) => void,
   ) {
     call.on("data", (response: WorkResponse) => {
-      for (const result of response.results) {
-        const waiter = this.pending.get(String(result.seq));
-        this.pending.delete(String(result.seq));
-        waiter?.resolve(result);
-      }
+      for (const result of response.results) this.waiters.resolve(String(result.seq), result);
       if (response.jobs.length) onJobs(response.jobs);
       if (response.draining) {
         log("the broker drains: the session takes no more jobs");
@@ -264,8 +260,7 @@ class Session {
       const end = () => {
         if (this.ended) return;
         this.ended = true;
-        for (const waiter of this.pending.values()) waiter.reject(new BrokerError(grpc.status.UNAVAILABLE, "the session ended"));
-        this.pending.clear();
+        this.waiters.failAll(new BrokerError(grpc.status.UNAVAILABLE, "the session ended"));
         resolve();
       };
       call.on("error", (e: grpc.ServiceError) => {
@@ -301,24 +296,23 @@ class Session {
   /** One report (`{ack}`, `{nack}`, `{extend}`, `{release}`, `{progress}`, `{credit}`) and its result. */
   report(kind: Record<string, unknown>): Promise<WorkResult> {
     if (this.ended) return Promise.reject(new BrokerError(grpc.status.UNAVAILABLE, "the session ended"));
-    const seq = String(++this.seq);
-    return new Promise<WorkResult>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(seq);
-        reject(new BrokerError(grpc.status.UNAVAILABLE, "no result from the broker in time"));
-      }, RESULT_TIMEOUT);
-      this.pending.set(seq, {
-        resolve: (r) => {
-          clearTimeout(timer);
-          r.code === 0 ? resolve(r) : reject(new BrokerError(r.code, r.message));
-        },
-        reject: (e) => {
-          clearTimeout(timer);
-          reject(e);
-        },
-      });
-      this.call.write({ seq, ...kind });
-    });
+    const [seq, answered] = this.waiters.add();
+    const timer = setTimeout(
+      () => this.waiters.reject(seq, new BrokerError(grpc.status.UNAVAILABLE, "no result from the broker in time")),
+      RESULT_TIMEOUT,
+    );
+    this.call.write({ seq, ...kind });
+    return answered.then(
+      (r) => {
+        clearTimeout(timer);
+        if (r.code !== 0) throw new BrokerError(r.code, r.message);
+        return r;
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        throw e;
+      },
+    );
   }
 
   /** Closes the worker's side and waits (bounded) for the call to end. */
