@@ -143,7 +143,7 @@ impl Collector for QueueGauges {
         if let Some(store) = store {
             ConstGauge::new(store.file_bytes).encode(encoder.encode_descriptor(
                 "store_file",
-                "Size of the --data-dir data file",
+                "Size of the --data-dir files: the database and its journal",
                 Some(&Unit::Bytes),
                 MetricType::Gauge,
             )?)?;

@@ -44,6 +44,7 @@ use tokio::sync::oneshot;
 use tracing::error;
 
 use crate::fatal::Fatal;
+use journal::JOURNAL_FILE_NAME;
 use sluice_queue::Change;
 
 /// Job records by seq (see `codec`).
@@ -114,7 +115,8 @@ struct Batch {
 /// What the store reports to metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreStats {
-    /// The data file's size on disk.
+    /// The size of the data directory's files (the database and its
+    /// journal) on disk.
     pub file_bytes: u64,
     /// How long the last commit took, fsync included; `None` before the first.
     pub last_commit: Option<Duration>,
@@ -137,13 +139,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// The data file's size and the last commit's duration.
+    /// The files' size and the last commit's duration.
     pub fn stats(&self) -> StoreStats {
         let micros = self.last_commit_micros.load(Ordering::Relaxed);
         StoreStats {
             // A file that cannot be read now counts as empty in metrics; a
             // failed write fails the broker through its own path.
-            file_bytes: std::fs::metadata(&self.path).map_or(0, |m| m.len()),
+            file_bytes: [
+                self.path.as_path(),
+                &self.path.with_file_name(JOURNAL_FILE_NAME),
+            ]
+            .iter()
+            .map(|path| std::fs::metadata(path).map_or(0, |m| m.len()))
+            .sum(),
             last_commit: micros.checked_sub(1).map(Duration::from_micros),
         }
     }
