@@ -12,7 +12,7 @@
 //! directory), a connection cut and one frozen by a proxy, and a stale
 //! lease after a pause. Then
 //! what is each client's own: the Python package's stubs, types (mypy,
-//! strict) and pip install; the TypeScript package's types (tsc, strict)
+//! strict), pip install and unit checks (tests/check_units.py); the TypeScript package's types (tsc, strict)
 //! and unit tests; each one's producers.
 //!
 //! Needs python3 with grpcio, grpcio-tools and mypy, and Node 20 with the
@@ -732,6 +732,12 @@ async fn a_stale_lease_after_a_pause_is_stopped_and_not_reported(client: Client)
 // What is each client's own.
 
 #[test]
+fn python_units_pass() {
+    let output = run(Client::Python.command(&["tests/check_units.py"]));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("units pass"));
+}
+
+#[test]
 fn python_stubs_match_the_proto() {
     let output = run(Client::Python.command(&["tests/check_stubs.py"]));
     assert!(String::from_utf8_lossy(&output.stdout).contains("4 stubs match proto/"));
@@ -739,19 +745,7 @@ fn python_stubs_match_the_proto() {
 
 #[test]
 fn python_package_type_checks() {
-    run(Client::Python.command(&[
-        "-m",
-        "mypy",
-        "sluice_client/__init__.py",
-        "sluice_client/settings.py",
-        "sluice_client/producer.py",
-        "sluice_client/session.py",
-        "sluice_client/worker.py",
-        "examples/hello_worker.py",
-        "tests/scenario_worker.py",
-        "tests/produce.py",
-        "tests/check_stubs.py",
-    ]));
+    run(Client::Python.command(&["-m", "mypy", "sluice_client", "examples", "tests"]));
 }
 
 #[test]

@@ -30,6 +30,8 @@ use sluice_trace::TraceContext;
 use nix::sys::signal::Signal;
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::task::AbortOnDropHandle;
+#[cfg(target_os = "linux")]
+use tracing::warn;
 
 #[cfg(target_os = "linux")]
 mod output;
@@ -46,6 +48,8 @@ pub const STDERR_TAIL: usize = 4096;
 /// at once, without a task: a new pipe holds at least one page.
 #[cfg(target_os = "linux")]
 const PIPE_BUF: usize = 4096;
+#[cfg(target_os = "linux")]
+use crate::timing::CALL_TIMEOUT;
 pub use crate::timing::KILL_GRACE;
 
 /// Runs `sh -c COMMAND` for each job.
@@ -227,15 +231,30 @@ async fn run(handler: ExecHandler, job: Job, ctx: JobContext) -> JobResult {
     };
     let code = code.map_err(JobError::retry)?;
     // A descendant may hold the pipes open: a second at most.
-    let output = match tokio::time::timeout(Duration::from_secs(1), &mut output).await {
+    let mut output = match tokio::time::timeout(Duration::from_secs(1), &mut output).await {
         Ok(Ok(output)) => Some(output),
         _ => None,
     };
+    if let Some(reporter) = output.as_mut().and_then(|o| o.reporter.take()) {
+        // The last progress report lands before the outcome, within a
+        // call's bound.
+        let _ = tokio::time::timeout(CALL_TIMEOUT, reporter).await;
+    }
     match code {
-        0 => match output.map(|o| o.result) {
-            Some(Ok(Some(result))) => ctx.set_result(result),
-            Some(Err(too_long)) => Err(too_long),
-            _ => Ok(()),
+        0 => match output {
+            Some(output) => match output.result {
+                Ok(Some(result)) => ctx.set_result(result),
+                Ok(None) => Ok(()),
+                Err(too_long) => Err(too_long),
+            },
+            None => {
+                warn!(
+                    job_id = job.id,
+                    "standard error or descriptor 3 was still open a second after the command \
+                     exited (a process it started holds it): the job is acked without a result"
+                );
+                Ok(())
+            }
         },
         code => {
             let tail = output.map_or_else(String::new, |o| {

@@ -59,6 +59,12 @@ pub const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// not the worker's to choose, but what its drain must fit in.
 pub const PROCESS_MANAGER_GRACE: Duration = Duration::from_secs(30);
 
+/// Longest a single unary call to the broker may take (enforced by the
+/// client: the grpc-timeout header alone binds only the server), and so
+/// the longest an exec job waits for its last progress report to be
+/// answered before its Ack.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Heartbeats per lease duration: a job's lease is extended every
 /// `lease_duration / HEARTBEATS_PER_LEASE`.
 pub const HEARTBEATS_PER_LEASE: u32 = 3;

@@ -59,6 +59,11 @@ pub fn progress_report(percent: u32, message: String) -> Result<ProgressReport> 
             ),
         ));
     }
+    // Text a store keeps as text (PostgreSQL's refuses NUL): one rule for
+    // every backend.
+    if message.contains('\0') {
+        return Err(RequestError::invalid("message", "holds a NUL byte"));
+    }
     Ok(ProgressReport { percent, message })
 }
 

@@ -5,8 +5,8 @@
 //! Data at rest is private: a directory the broker creates gets mode 0700
 //! and the database file 0600; an existing directory that others may write
 //! to is used, with a warning. The directory is synced once its files
-//! exist (and its parent when the broker made it), before any commit is
-//! acknowledged: a new file's entry would not survive a power loss
+//! exist, and so is the parent of each directory the broker made, before
+//! any commit is acknowledged: a new entry would not survive a power loss
 //! otherwise.
 
 use std::fs::Permissions;
@@ -30,8 +30,8 @@ use crate::fatal::Fatal;
 
 /// Creates `dir` (and its missing parents) with mode 0700, or warns if it
 /// exists and is group- or world-writable.
-/// Returns whether it made the directory.
-fn private_dir(dir: &Path) -> std::io::Result<bool> {
+/// Returns the directories it made, outermost first.
+fn private_dir(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     match std::fs::metadata(dir) {
         Ok(meta) => {
             let mode = meta.permissions().mode();
@@ -42,13 +42,22 @@ fn private_dir(dir: &Path) -> std::io::Result<bool> {
                     "the data directory is writable by other users: they can change or delete jobs (chmod 700 it)"
                 );
             }
-            Ok(false)
+            Ok(Vec::new())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut missing: Vec<PathBuf> = dir
+                .ancestors()
+                .filter(|a| !a.as_os_str().is_empty())
+                .take_while(|a| !a.exists())
+                .map(Path::to_path_buf)
+                .collect();
+            missing.reverse();
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            Ok(missing)
+        }
         Err(e) => Err(e),
     }
 }
@@ -119,10 +128,14 @@ impl Store {
                 path: journal_path,
                 source: e.into(),
             })?;
-        // Before the first commit is acknowledged: the files, and the
-        // directory itself if it is new.
-        let parent = dir.parent().filter(|p| made && !p.as_os_str().is_empty());
-        if let Err(e) = sync_dir(dir).and_then(|()| parent.map_or(Ok(()), sync_dir)) {
+        // Before the first commit is acknowledged: the directory's files,
+        // and each directory the broker made, in its parent.
+        let parents = made.iter().map(|made| match made.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        });
+        let synced = std::iter::once(dir).chain(parents).try_for_each(sync_dir);
+        if let Err(e) = synced {
             return Err(StoreError::Open {
                 path: dir.to_path_buf(),
                 source: e.into(),

@@ -101,16 +101,20 @@ pub(super) fn write_loop(
     }
 }
 
-/// Writes a group into redb without an fsync; the journal has it.
 /// The bytes of clients' data `batch` carries into its frame: new jobs'
-/// payloads, and the records of schedules and source rows (the rest of a
-/// change is small and bounded).
+/// payloads, results and progress messages, and the records of schedules
+/// and source rows (the rest of a change is small and bounded).
 fn payload_bytes(batch: &Batch) -> usize {
     batch
         .changes
         .iter()
         .map(|change| match change {
-            Change::Put { record, new: true } => record.payload.len(),
+            Change::Put { record, new } => {
+                let payload = if *new { record.payload.len() } else { 0 };
+                payload
+                    + record.result.as_ref().map_or(0, bytes::Bytes::len)
+                    + record.progress.as_ref().map_or(0, |p| p.message.len())
+            }
             Change::Schedule {
                 record: Some(record),
                 ..
@@ -124,6 +128,7 @@ fn payload_bytes(batch: &Batch) -> usize {
         .sum()
 }
 
+/// Writes a group into redb without an fsync; the journal has it.
 fn apply_non_durable(db: &Database, entries: &[journal::Entry]) -> Result<usize, redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::None)?;
@@ -161,27 +166,31 @@ mod tests {
 
     fn put(payload: &'static [u8], new: bool) -> Change {
         Change::Put {
-            record: JobRecord {
-                seq: 1,
-                queue: "q".into(),
-                job_type: "t".into(),
-                payload: Bytes::from_static(payload),
-                headers: Vec::new(),
-                priority: 0,
-                state: JobState::Ready,
-                attempt: 0,
-                max_attempts: 1,
-                timeout: std::time::Duration::from_secs(1),
-                created_at: Timestamp::default(),
-                run_at: Timestamp::default(),
-                finished_at: None,
-                last_error: None,
-                idempotency_key: None,
-                cancel_requested: false,
-                progress: None,
-                result: None,
-            },
+            record: record(payload),
             new,
+        }
+    }
+
+    fn record(payload: &'static [u8]) -> JobRecord {
+        JobRecord {
+            seq: 1,
+            queue: "q".into(),
+            job_type: "t".into(),
+            payload: Bytes::from_static(payload),
+            headers: Vec::new(),
+            priority: 0,
+            state: JobState::Ready,
+            attempt: 0,
+            max_attempts: 1,
+            timeout: std::time::Duration::from_secs(1),
+            created_at: Timestamp::default(),
+            run_at: Timestamp::default(),
+            finished_at: None,
+            last_error: None,
+            idempotency_key: None,
+            cancel_requested: false,
+            progress: None,
+            result: None,
         }
     }
 
@@ -190,8 +199,15 @@ mod tests {
         let batch = Batch {
             changes: vec![
                 put(b"12345", true),
-                // A known job's record leaves its payload alone.
-                put(b"67890", false),
+                // A known job's record leaves its payload alone; its
+                // result counts.
+                Change::Put {
+                    record: JobRecord {
+                        result: Some(Bytes::from_static(b"ok")),
+                        ..record(b"67890")
+                    },
+                    new: false,
+                },
                 Change::Schedule {
                     name: "s".into(),
                     record: Some(vec![0; 3]),
@@ -200,6 +216,6 @@ mod tests {
             ],
             done: None,
         };
-        assert_eq!(payload_bytes(&batch), 8);
+        assert_eq!(payload_bytes(&batch), 10);
     }
 }

@@ -10,7 +10,7 @@ clients``). Several batches may be in flight at once.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Set, Tuple
 
 import grpc
 import grpc.aio
@@ -20,6 +20,15 @@ from sluice_client.producer import BrokerError, _code
 
 #: How long a batch waits for its answer before its Acks count as unavailable.
 ACK_TIMEOUT = 5.0
+#: Most Acks in one AckBatch (the broker's limit).
+MAX_ACKS = 10_000
+#: Most bytes of results in one AckBatch: the broker takes a message of at
+#: most its --max-payload + 512 KiB, and a result may be 64 KiB.
+MAX_BATCH_BYTES = 512 * 1024
+#: What an Ack costs in a batch besides its result (two ids, framing).
+ACK_OVERHEAD = 100
+
+Pending = Tuple[broker_pb2.AckRequest, "asyncio.Future[None]"]
 
 
 class AckBatches:
@@ -32,7 +41,9 @@ class AckBatches:
     ) -> None:
         self._stub = stub
         self._metadata = metadata
-        self._pending: List[Tuple[broker_pb2.AckRequest, "asyncio.Future[None]"]] = []
+        self._pending: List[Pending] = []
+        #: Batches under way (the loop keeps only weak references to tasks).
+        self._sending: "Set[asyncio.Task[None]]" = set()
 
     def ack(self, request: broker_pb2.AckRequest) -> "asyncio.Future[None]":
         """Queues ``request`` for this turn's batch; the future fails with
@@ -45,10 +56,13 @@ class AckBatches:
         return answered
 
     def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        asyncio.ensure_future(self._send(batch))
+        pending, self._pending = self._pending, []
+        for batch in batches(pending):
+            task = asyncio.ensure_future(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: List[Tuple[broker_pb2.AckRequest, "asyncio.Future[None]"]]) -> None:
+    async def _send(self, batch: List[Pending]) -> None:
         stub = self._stub()
         try:
             if stub is None:
@@ -66,10 +80,28 @@ class AckBatches:
                 if not answered.done():
                     answered.set_exception(e)
             return
-        for (_, answered), result in zip(batch, answer.results):
+        results = list(answer.results)
+        for index, (_, answered) in enumerate(batch):
             if answered.done():
                 continue
-            if result.code:
-                answered.set_exception(BrokerError(_code(result.code), result.message))
+            if index >= len(results):
+                answered.set_exception(BrokerError(grpc.StatusCode.INTERNAL, "the broker answered fewer Acks than sent"))
+            elif results[index].code:
+                answered.set_exception(BrokerError(_code(results[index].code), results[index].message))
             else:
                 answered.set_result(None)
+
+
+def batches(pending: List[Pending]) -> List[List[Pending]]:
+    """``pending`` in order, cut into batches the broker takes: at most
+    :data:`MAX_ACKS` Acks and :data:`MAX_BATCH_BYTES` of results each."""
+    out: List[List[Pending]] = []
+    size = 0
+    for item in pending:
+        cost = len(item[0].result) + ACK_OVERHEAD
+        if not out or len(out[-1]) >= MAX_ACKS or size + cost > MAX_BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += cost
+    return out

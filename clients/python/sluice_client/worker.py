@@ -12,7 +12,8 @@ with the slots the session's credit grants (docs/worker-protocol.md).
   the job is Nacked ``timed out after ...`` whether or not it stopped.
 - A handler that returns is Acked, carrying what it returned as the job's
   result (``bytes`` as they are, ``str`` as UTF-8, anything else but
-  ``None`` as JSON; at most 64 KiB, or the job is Nacked dead saying so);
+  ``None`` as JSON; at most 64 KiB and JSON-able, or the job is Nacked
+  dead saying so);
   one that raises :class:`Retry` is Nacked with its delay, :class:`Dead`
   dead, anything else with the exception.
 - ``job.progress(percent, message)`` reports how far the job has come, from
@@ -127,8 +128,8 @@ class Job:
         short text, or anything else as JSON (at most 1 KiB). Returns at
         once, from the loop or a handler's thread; the broker shows the
         latest report (``sluice jobs get``, the dashboard)."""
-        if not 0 <= percent <= MAX_PROGRESS_PERCENT:
-            raise ValueError(f"percent must be 0 to {MAX_PROGRESS_PERCENT}, not {percent}")
+        if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= MAX_PROGRESS_PERCENT:
+            raise ValueError(f"percent must be an integer from 0 to {MAX_PROGRESS_PERCENT}, not {percent!r}")
         text = message if isinstance(message, str) else json.dumps(message)
         if len(text.encode()) > MAX_PROGRESS_MESSAGE_BYTES:
             raise ValueError(f"a progress message is at most {MAX_PROGRESS_MESSAGE_BYTES} bytes")
@@ -148,7 +149,8 @@ MAX_PROGRESS_PERCENT = 100
 
 def result_bytes(value: Any) -> bytes:
     """What a handler returned, as the bytes of its result: ``bytes`` as
-    they are, ``str`` as UTF-8, ``None`` as none, anything else as JSON."""
+    they are, ``str`` as UTF-8, ``None`` as none, anything else as JSON
+    (``TypeError`` or ``ValueError`` when it is not JSON-able)."""
     if value is None:
         return b""
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -191,7 +193,7 @@ class _Progress:
                 )
                 try:
                     await self._worker._report(progress=request)
-                except BrokerError as e:
+                except Exception as e:  # noqa: BLE001: the task must outlive any one report
                     log.debug("a progress report was not taken: %s", e, extra=self._worker._fields(self._running.job))
             if self._latest is None:
                 self._idle.set()
@@ -240,6 +242,8 @@ class _Running:
     halt: Callable[[str], None] = lambda reason: None
     #: The next heartbeat: its timer, or the extend under way.
     beat: "Union[asyncio.TimerHandle, asyncio.Future[None], None]" = None
+    #: The attempt is over (reported, or given up).
+    ended: bool = False
 
 
 class Worker:
@@ -467,6 +471,9 @@ class Worker:
 
         def hand_over(percent: int, message: str) -> None:
             nonlocal progress
+            if running.ended:
+                # From a thread that outlived its attempt: nothing to report.
+                return
             if progress is None:
                 progress = _Progress(self, running)
             progress.hand_over(percent, message)
@@ -507,7 +514,12 @@ class Worker:
             if progress is not None:
                 await progress.flush()
             if error_of is None:
-                result = result_bytes(work.result())
+                try:
+                    result = result_bytes(work.result())
+                except (TypeError, ValueError) as e:
+                    error = f"the handler's return value cannot be a result: {type(e).__name__}: {e}"
+                    await self._resolve(running, nack=broker_pb2.NackRequest(error=error, dead=True))
+                    return
                 if len(result) > MAX_RESULT_BYTES:
                     error = f"the result is {len(result)} bytes, over the limit of {MAX_RESULT_BYTES} bytes"
                     await self._resolve(running, nack=broker_pb2.NackRequest(error=error, dead=True))
@@ -524,6 +536,7 @@ class Worker:
                 message = f"{type(error_of).__name__}: {error_of}"
                 await self._resolve(running, nack=broker_pb2.NackRequest(error=message))
         finally:
+            running.ended = True
             running.beat.cancel()
             timeout.cancel()
             if progress is not None:

@@ -9,6 +9,7 @@ export {
   MAX_RESULT_BYTES,
   Retry,
   Worker,
+  ackBatches,
   backoff,
   humantime,
   resultBytes,

@@ -9,8 +9,8 @@
 //   of the lease duration, during a drain too.
 // - Resolving Acks, carrying what the handler resolved to as the job's
 //   result (a Buffer or Uint8Array as it is, a string as UTF-8, anything
-//   else but undefined and null as JSON; at most 64 KiB, or the job is
-//   Nacked dead saying so); throwing Retry Nacks with its delay, Dead Nacks
+//   else but undefined and null as JSON; at most 64 KiB, and JSON-able, or
+//   the job is Nacked dead saying so); throwing Retry Nacks with its delay, Dead Nacks
 //   dead, anything else Nacks with `Name: message`.
 // - `job.progress(percent, message)` reports how far the job has come
 //   without waiting: the job's own sender sends the latest report, one at
@@ -88,12 +88,15 @@ export const MAX_PROGRESS_MESSAGE_BYTES = 1024;
 
 /** What a handler resolved to, as the bytes of its result: a Buffer or
  * Uint8Array as it is, a string as UTF-8, undefined and null as none,
- * anything else as JSON. */
+ * anything else as JSON (a TypeError when it has none). */
 export function resultBytes(value: unknown): Buffer {
   if (value === undefined || value === null) return Buffer.alloc(0);
   if (value instanceof Uint8Array) return Buffer.from(value);
   if (typeof value === "string") return Buffer.from(value, "utf8");
-  return Buffer.from(JSON.stringify(value), "utf8");
+  // Throws on a cycle or a BigInt; a function or a symbol has no JSON.
+  const json: unknown = JSON.stringify(value);
+  if (typeof json !== "string") throw new TypeError(`a ${typeof value} has no JSON form`);
+  return Buffer.from(json, "utf8");
 }
 
 /** A progress report checked as the broker checks it. */
@@ -191,14 +194,49 @@ interface Running {
   progress: ProgressSender;
   /** Stops the attempt, saying why (set once it runs). */
   halt: (why: Reason) => void;
+  /** The attempt is over (reported, or given up). */
+  ended: boolean;
 }
 
 /** Acks in batches (docs/worker-protocol.md, S7): those made in one turn
  * of the event loop go in one AckBatch call, each answered as its own Ack
  * would be. A message per Ack on the session costs each its own
  * serialization and frame; batched, the jobs set the pace. */
+/** Most Acks in one AckBatch (the broker's limit). */
+const MAX_ACKS = 10_000;
+/** Most bytes of results in one AckBatch: the broker takes a message of at
+ * most its --max-payload + 512 KiB, and a result may be 64 KiB. */
+const MAX_BATCH_BYTES = 512 * 1024;
+/** What an Ack costs in a batch besides its result (two ids, framing). */
+const ACK_OVERHEAD = 100;
+
+/** `items` in order, cut into batches the broker takes: at most MAX_ACKS
+ * items and MAX_BATCH_BYTES of `size` each. */
+export function ackBatches<T>(items: T[], size: (item: T) => number): T[][] {
+  const out: T[][] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const cost = size(item) + ACK_OVERHEAD;
+    const last = out[out.length - 1];
+    if (!last || last.length >= MAX_ACKS || bytes + cost > MAX_BATCH_BYTES) {
+      out.push([item]);
+      bytes = cost;
+    } else {
+      last.push(item);
+      bytes += cost;
+    }
+  }
+  return out;
+}
+
+interface PendingAck {
+  req: Record<string, unknown>;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
 class AckBatches {
-  private pending: { req: Record<string, unknown>; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private pending: PendingAck[] = [];
 
   constructor(
     private readonly client: () => grpc.Client | undefined,
@@ -213,8 +251,13 @@ class AckBatches {
   }
 
   private flush(): void {
-    const batch = this.pending;
+    const pending = this.pending;
     this.pending = [];
+    const size = (a: PendingAck) => (a.req.result instanceof Uint8Array ? a.req.result.length : 0);
+    for (const batch of ackBatches(pending, size)) this.send(batch);
+  }
+
+  private send(batch: PendingAck[]): void {
     const client = this.client();
     const failAll = (e: BrokerError) => batch.forEach((a) => a.reject(e));
     if (!client) return failAll(new BrokerError(grpc.status.UNAVAILABLE, "no channel to the broker"));
@@ -481,7 +524,11 @@ export class Worker {
         attempt: m.attempt,
         maxAttempts: m.max_attempts,
         timeout: secondsOf(m.timeout),
-        progress: (percent, message = "") => progress.handOver(progressReport(percent, message)),
+        progress: (percent, message = "") => {
+          const report = progressReport(percent, message);
+          // From a callback that outlived its attempt: nothing to report.
+          if (!running.ended) progress.handOver(report);
+        },
       };
       const running: Running = {
         job,
@@ -490,16 +537,20 @@ export class Worker {
         done: Promise.resolve(),
         progress,
         halt: () => undefined,
+        ended: false,
       };
       if (this.draining || !this.handlers.has(job.type)) {
         this.track(this.release(running, RELEASE_RETRY));
         continue;
       }
       this.running.set(job.id, running);
-      running.done = this.runJob(running).finally(() => {
-        // The same job may run again here under a new lease.
-        if (this.running.get(job.id) === running) this.running.delete(job.id);
-      });
+      running.done = this.runJob(running)
+        .catch((e: unknown) => this.log(`the job's attempt failed: ${String(e)}`, this.fields(job)))
+        .finally(() => {
+          running.ended = true;
+          // The same job may run again here under a new lease.
+          if (this.running.get(job.id) === running) this.running.delete(job.id);
+        });
     }
   }
 
@@ -575,7 +626,14 @@ export class Worker {
       } else if (reason === "timeout") {
         await this.resolve(running, "nack", { error: `timed out after ${humantime(job.timeout)}` });
       } else if (error === undefined) {
-        const result = resultBytes(value);
+        let result: Buffer;
+        try {
+          result = resultBytes(value);
+        } catch (e) {
+          const why = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+          await this.resolve(running, "nack", { error: `the handler's value cannot be a result: ${why}`, dead: true });
+          return;
+        }
         if (result.length > MAX_RESULT_BYTES) {
           const error = `the result is ${result.length} bytes, over the limit of ${MAX_RESULT_BYTES} bytes`;
           await this.resolve(running, "nack", { error, dead: true });

@@ -1,7 +1,7 @@
 // Unit tests with Node's own runner (npm test): the parts that need no broker.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Settings, SettingsError, backoff, humantime, resultBytes } from "sluice-client";
+import { Settings, SettingsError, ackBatches, backoff, humantime, resultBytes } from "sluice-client";
 
 test("durations read as the Rust worker writes them", () => {
   assert.equal(humantime(1), "1s");
@@ -38,4 +38,21 @@ test("a handler's value becomes its result's bytes", () => {
   assert.deepEqual(resultBytes(new Uint8Array([0, 255])), Buffer.from([0, 255]));
   assert.deepEqual(resultBytes({ sent: 3 }), Buffer.from('{"sent":3}'));
   assert.deepEqual(resultBytes(7), Buffer.from("7"));
+  const cycle = {};
+  cycle.self = cycle;
+  assert.throws(() => resultBytes(cycle), TypeError);
+  assert.throws(() => resultBytes(10n), TypeError);
+  assert.throws(() => resultBytes(() => 1), TypeError);
+});
+
+test("acks are cut into batches the broker takes, in order", () => {
+  assert.deepEqual(ackBatches([], () => 0), []);
+  const big = Array.from({ length: 17 }, (_, i) => i);
+  const cut = ackBatches(big, () => 64 * 1024);
+  const perBatch = Math.floor((512 * 1024) / (64 * 1024 + 100));
+  assert.deepEqual(cut.map((b) => b.length), [perBatch, perBatch, 17 - 2 * perBatch]);
+  assert.deepEqual(cut.flat(), big);
+  const many = ackBatches(Array.from({ length: 20_000 }, (_, i) => i), () => 0);
+  assert.ok(many.every((b) => b.length <= 10_000));
+  assert.equal(many.flat().length, 20_000);
 });

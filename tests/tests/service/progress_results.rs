@@ -120,6 +120,10 @@ every_backend! {
         assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().starts_with("message"), "{}", status.message());
         assert!(status.message().contains("1024"), "{}", status.message());
+        // Text on every store: PostgreSQL's refuses NUL, so every backend does.
+        let status = broker.progress(progress_of(&leased, 5, "a\0b")).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with("message"), "{}", status.message());
 
         let big = vec![7u8; MAX_RESULT_BYTES + 1];
         let status = broker.ack(ack_with(&leased, &big)).await.unwrap_err();

@@ -27,10 +27,7 @@ use super::{
 use crate::backoff;
 use crate::error::WorkerError;
 use crate::handler::Job;
-
-/// Longest a single unary call may take, enforced here (the grpc-timeout
-/// header alone is enforced only by the server).
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::timing::CALL_TIMEOUT;
 
 /// Largest message accepted from the broker.
 const MAX_MESSAGE: usize = 256 << 20;

@@ -42,11 +42,14 @@ pub(super) struct Output {
     /// The last result line, if any; a permanent [`JobError`] for one over
     /// [`MAX_RESULT_BYTES`].
     pub result: Result<Option<Bytes>, JobError>,
+    /// The progress reporter, if a progress line came: done once the
+    /// last report was answered.
+    pub reporter: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Reads `stderr` and `reports` until the command and its group closed
-/// both, reporting progress through `ctx` as it comes (every report sent
-/// before this returns).
+/// both, reporting progress through `ctx` as it comes; the reporter goes
+/// on with the last report, for the caller to wait for.
 pub(super) async fn read(
     mut stderr: pipe::Receiver,
     mut reports: pipe::Receiver,
@@ -89,10 +92,11 @@ pub(super) async fn read(
     if !lines.line.is_empty() {
         lines.end(&mut progress, &job_id);
     }
-    if let Progress::Started { latest, reporter } = progress {
-        drop(latest);
-        let _ = reporter.await;
-    }
+    let reporter = match progress {
+        Progress::Idle(_) => None,
+        // The sender's drop lets the reporter end after its last report.
+        Progress::Started { reporter, .. } => Some(reporter),
+    };
     let result = match lines.result {
         None => Ok(None),
         Some(Ok(text)) => Ok(Some(text)),
@@ -100,7 +104,11 @@ pub(super) async fn read(
             "a result line on descriptor 3 is over the limit of {MAX_RESULT_BYTES} bytes"
         ))),
     };
-    Output { tail, result }
+    Output {
+        tail,
+        result,
+        reporter,
+    }
 }
 
 /// The job's progress reporter: started by the first progress line.
@@ -160,9 +168,10 @@ impl Lines {
             Some(Line::Progress { percent, message }) => {
                 progress.report(percent, message, job_id);
             }
+            // Its bytes are not logged: a mistyped result line is data.
             None => warn!(
                 job_id,
-                line = %String::from_utf8_lossy(&line[..line.len().min(80)]),
+                bytes = line.len(),
                 "descriptor 3 takes `progress PERCENT [MESSAGE]` or `result TEXT`; line ignored"
             ),
         }
