@@ -200,6 +200,31 @@ impl Store {
     }
 }
 
+/// A plain READY job of queue `q` and type `t`, for the store's tests.
+#[cfg(test)]
+fn test_record(seq: u64, payload: &'static [u8]) -> sluice_queue::JobRecord {
+    sluice_queue::JobRecord {
+        seq,
+        queue: "q".into(),
+        job_type: "t".into(),
+        payload: bytes::Bytes::from_static(payload),
+        headers: Vec::new(),
+        priority: 0,
+        state: sluice_queue::JobState::Ready,
+        attempt: 0,
+        max_attempts: 1,
+        timeout: Duration::from_secs(1),
+        created_at: sluice_queue::Timestamp::default(),
+        run_at: sluice_queue::Timestamp::default(),
+        finished_at: None,
+        last_error: None,
+        idempotency_key: None,
+        cancel_requested: false,
+        progress: None,
+        result: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -207,12 +232,10 @@ mod tests {
     use redb::StorageBackend;
     use redb::backends::InMemoryBackend;
 
-    use bytes::Bytes;
     use redb::Database;
     use tokio_util::sync::CancellationToken;
 
     use super::*;
-    use sluice_queue::{JobRecord, JobState, Timestamp};
 
     /// Memory that refuses every fsync once `fail` is set.
     #[derive(Debug, Default)]
@@ -243,27 +266,10 @@ mod tests {
     }
 
     fn put(seq: u64) -> Vec<Change> {
-        let record = JobRecord {
-            seq,
-            queue: "q".into(),
-            job_type: "t".into(),
-            payload: Bytes::from_static(b"p"),
-            headers: Vec::new(),
-            priority: 0,
-            state: JobState::Ready,
-            attempt: 0,
-            max_attempts: 1,
-            timeout: std::time::Duration::from_secs(1),
-            created_at: Timestamp::default(),
-            run_at: Timestamp::default(),
-            finished_at: None,
-            last_error: None,
-            idempotency_key: None,
-            cancel_requested: false,
-            progress: None,
-            result: None,
-        };
-        vec![Change::Put { record, new: true }]
+        vec![Change::Put {
+            record: test_record(seq, b"p"),
+            new: true,
+        }]
     }
 
     #[tokio::test]

@@ -160,37 +160,15 @@ impl Drop for FailOnPanic<'_> {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use sluice_queue::{JobRecord, JobState, Timestamp};
+    use sluice_queue::JobRecord;
 
+    use super::super::test_record;
     use super::*;
 
     fn put(payload: &'static [u8], new: bool) -> Change {
         Change::Put {
-            record: record(payload),
+            record: test_record(1, payload),
             new,
-        }
-    }
-
-    fn record(payload: &'static [u8]) -> JobRecord {
-        JobRecord {
-            seq: 1,
-            queue: "q".into(),
-            job_type: "t".into(),
-            payload: Bytes::from_static(payload),
-            headers: Vec::new(),
-            priority: 0,
-            state: JobState::Ready,
-            attempt: 0,
-            max_attempts: 1,
-            timeout: std::time::Duration::from_secs(1),
-            created_at: Timestamp::default(),
-            run_at: Timestamp::default(),
-            finished_at: None,
-            last_error: None,
-            idempotency_key: None,
-            cancel_requested: false,
-            progress: None,
-            result: None,
         }
     }
 
@@ -204,7 +182,7 @@ mod tests {
                 Change::Put {
                     record: JobRecord {
                         result: Some(Bytes::from_static(b"ok")),
-                        ..record(b"67890")
+                        ..test_record(1, b"67890")
                     },
                     new: false,
                 },
