@@ -296,6 +296,15 @@ impl BrokerProcess {
         self.process.wait_exit(timeout)
     }
 
+    /// Kills the broker with SIGKILL (a crash: no drain, no last write)
+    /// and waits for its exit; returns its address, for a broker started
+    /// again there with [`BrokerProcess::start_on`].
+    pub fn crash(&mut self) -> String {
+        self.signal(Signal::SIGKILL);
+        self.wait_exit(WAIT).expect("SIGKILL ends the broker");
+        self.addr.clone()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.process.is_running()
     }

@@ -167,7 +167,12 @@ impl Client {
     /// The scenario worker of `broker`, recording into `out`; started once
     /// its session is open.
     fn scenario_worker(self, broker: &BrokerProcess, out: &Path, lease: &str) -> Process {
-        let worker = Process::spawn(self.scenario_command(&broker.url(), out, lease));
+        self.scenario_worker_at(&broker.url(), out, lease)
+    }
+
+    /// [`Client::scenario_worker`] of the broker at `url` (a proxy's).
+    fn scenario_worker_at(self, url: &str, out: &Path, lease: &str) -> Process {
+        let worker = Process::spawn(self.scenario_command(url, out, lease));
         worker.wait_for_log(self.open_log());
         worker
     }
@@ -525,9 +530,7 @@ async fn reconnects_after_the_broker_restarts(client: Client) {
     broker
         .wait_for_state(&before, pb::JobState::Succeeded)
         .await;
-    let addr = broker.addr.clone();
-    broker.signal(Signal::SIGKILL);
-    broker.wait_exit(WAIT).unwrap();
+    let addr = broker.crash();
     worker.wait_for_log("reconnecting to the broker");
     let broker = BrokerProcess::start_on(&addr, &[]);
     let after = broker.enqueue(job("ok", b"")).await;
@@ -596,9 +599,7 @@ async fn broker_restart_mid_job(client: Client, durable: bool) {
     let worker = client.scenario_worker(&broker, &out, "3");
     let id = broker.enqueue(typed("hold", 3, 60)).await;
     wait_for_file(&out.join("started"));
-    let addr = broker.addr.clone();
-    broker.signal(Signal::SIGKILL);
-    broker.wait_exit(WAIT).unwrap();
+    let addr = broker.crash();
     let broker = BrokerProcess::start_on(&addr, flags);
     let back = std::time::Instant::now();
     // The old attempt's heartbeat finds its lease unknown: it stops.
@@ -645,8 +646,7 @@ async fn a_cut_connection_is_replaced_and_the_running_job_ends_once(client: Clie
     // A heartbeat every 3.3 s: the channel's own reconnection after a
     // refused connect (about a second in grpcio and grpc-js) fits between
     // them with room on a loaded machine; a 4 s lease did not.
-    let worker = Process::spawn(client.scenario_command(&proxy.url(), &out, "10"));
-    worker.wait_for_log(client.open_log());
+    let worker = client.scenario_worker_at(&proxy.url(), &out, "10");
     let id = broker.enqueue(typed("hold", 1, 60)).await;
     wait_for_file(&out.join("started"));
     proxy.cut(Duration::from_secs(2));
@@ -669,8 +669,7 @@ async fn a_connection_that_dies_silently_is_noticed(client: Client) {
     let out = scratch_dir(&format!("client-silent-{client:?}"));
     let broker = BrokerProcess::start(&[]);
     let proxy = Proxy::start(&broker.addr).await;
-    let worker = Process::spawn(client.scenario_command(&proxy.url(), &out, "30"));
-    worker.wait_for_log(client.open_log());
+    let worker = client.scenario_worker_at(&proxy.url(), &out, "30");
     proxy.freeze();
     // Two keepalive rounds at most, with room for a slow machine.
     let keepalive = Duration::from_secs(45);

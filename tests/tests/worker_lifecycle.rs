@@ -201,9 +201,7 @@ async fn idle_worker_reconnects_after_the_broker_restarts() {
         .wait_for_state(&before, pb::JobState::Succeeded)
         .await;
 
-    let addr = broker.addr.clone();
-    broker.signal(Signal::SIGKILL);
-    broker.wait_exit(WAIT).unwrap();
+    let addr = broker.crash();
     worker.process.wait_for_log("reconnecting to the broker");
     let broker = BrokerProcess::start_on(&addr, &[]);
     let after = broker.enqueue(job("work", b"")).await;
@@ -287,9 +285,7 @@ async fn busy_worker_survives_a_broker_restart_and_frees_its_slot() {
 
     // The memory-only broker forgets the running job; the worker's report
     // of it is refused, and its slot must not stay taken.
-    let addr = broker.addr.clone();
-    broker.signal(Signal::SIGKILL);
-    broker.wait_exit(WAIT).unwrap();
+    let addr = broker.crash();
     let broker = BrokerProcess::start_on(&addr, &[]);
     std::fs::write(dir.join("go"), "").unwrap();
     worker
