@@ -65,9 +65,10 @@ struct Jobs {
 }
 
 struct Shared {
-    /// The supervisor's own variables (`SLUICE_SUPERVISOR_*`), removed
-    /// from every command's environment.
-    own_vars: Vec<OsString>,
+    /// The commands' environment: the supervisor's, less its own variables
+    /// (`SLUICE_SUPERVISOR_*`), each as its name and its `NAME=VALUE`
+    /// entry, read and encoded once rather than for every job.
+    base_env: Vec<(OsString, CString)>,
     jobs: Mutex<Jobs>,
     /// Wakes the reaper when a child is spawned.
     spawned: Condvar,
@@ -141,12 +142,12 @@ pub(super) fn serve() -> i32 {
         }
     };
     // Its own variables are not the commands'.
-    let own_vars = std::env::vars_os()
-        .map(|(name, _)| name)
-        .filter(|name| name.to_string_lossy().starts_with(SUPERVISOR_ENV_PREFIX))
+    let base_env = std::env::vars_os()
+        .filter(|(name, _)| !name.to_string_lossy().starts_with(SUPERVISOR_ENV_PREFIX))
+        .filter_map(|(name, value)| Some((name.clone(), env_entry(name, value).ok()?)))
         .collect();
     let shared = Arc::new(Shared {
-        own_vars,
+        base_env,
         jobs: Mutex::default(),
         spawned: Condvar::new(),
         events: Mutex::new(events),
@@ -223,7 +224,7 @@ fn serve_request(request: Request, fds: &mut std::collections::VecDeque<OwnedFd>
             // Held across the spawn: the reaper must not take the new
             // child for an orphan before it is known.
             let mut jobs = shared.jobs();
-            match spawn_sh(&command, env, [&stdin, &stderr, &reports], &shared.own_vars) {
+            match spawn_sh(&command, env, [&stdin, &stderr, &reports], &shared.base_env) {
                 Ok(pid) => {
                     // Reaped by the reaper.
                     jobs.running.insert(pid.as_raw(), id);
@@ -285,9 +286,16 @@ fn reap(shared: &Shared) {
     }
 }
 
-/// Serves the blocked signals: see the module doc.
-/// Starts `sh -c COMMAND` with the job's `env` over the supervisor's own
-/// (less `own_vars`), `stdin`, `stderr` and `reports` as descriptors 0, 2
+/// `NAME=VALUE`, as an environment entry for `posix_spawn`.
+fn env_entry(name: OsString, value: OsString) -> Result<CString, std::ffi::NulError> {
+    let mut bytes = name.into_vec();
+    bytes.push(b'=');
+    bytes.extend(value.into_vec());
+    CString::new(bytes)
+}
+
+/// Starts `sh -c COMMAND` with the job's `env` over `base_env` (the
+/// supervisor's own, less its variables), `stdin`, `stderr` and `reports` as descriptors 0, 2
 /// and 3 (1 is the supervisor's, the worker's standard output), as the leader of a new
 /// process group, with no signal blocked and SIGTERM, SIGINT, SIGHUP,
 /// SIGUSR1 and SIGPIPE at their default action.
@@ -295,32 +303,23 @@ fn spawn_sh(
     command: &OsString,
     env: Vec<(OsString, OsString)>,
     [stdin, stderr, reports]: [&OwnedFd; 3],
-    own_vars: &[OsString],
+    base_env: &[(OsString, CString)],
 ) -> Result<Pid, String> {
-    let c_string = |bytes: Vec<u8>| {
-        CString::new(bytes).map_err(|_| "a NUL byte in the command or its environment".to_owned())
-    };
+    let nul = |_| "a NUL byte in the command or its environment".to_owned();
     let args = [
-        c_string(b"sh".to_vec())?,
-        c_string(b"-c".to_vec())?,
-        c_string(command.as_bytes().to_vec())?,
+        CString::new("sh").map_err(nul)?,
+        CString::new("-c").map_err(nul)?,
+        CString::new(command.as_bytes()).map_err(nul)?,
     ];
-    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
-        .filter(|(name, _)| !own_vars.contains(name))
+    // The job's variables win over the supervisor's of the same name.
+    let mut envp: Vec<CString> = base_env
+        .iter()
+        .filter(|(name, _)| !env.iter().any(|(n, _)| n == name))
+        .map(|(_, entry)| entry.clone())
         .collect();
     for (name, value) in env {
-        vars.retain(|(n, _)| *n != name);
-        vars.push((name, value));
+        envp.push(env_entry(name, value).map_err(nul)?);
     }
-    let envp = vars
-        .into_iter()
-        .map(|(name, value)| {
-            let mut bytes = name.into_vec();
-            bytes.push(b'=');
-            bytes.extend(value.into_vec());
-            c_string(bytes)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     let failed = |what: &str, e: nix::Error| format!("cannot start sh ({what}): {e}");
     let mut actions = PosixSpawnFileActions::init().map_err(|e| failed("file actions", e))?;
     actions
@@ -343,6 +342,7 @@ fn spawn_sh(
     posix_spawnp(c"sh", &actions, &attr, &args, &envp).map_err(|e| failed("spawn", e))
 }
 
+/// Serves the blocked signals: see the module doc.
 fn wait_for_signals(shared: &Shared, signals: &SigSet) {
     loop {
         if let Ok(Signal::SIGUSR1) = signals.wait() {
