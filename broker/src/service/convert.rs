@@ -28,17 +28,20 @@ pub struct Limits {
 
 type Result<T> = std::result::Result<T, RequestError>;
 
-/// A validated Ack's result: at most [`MAX_RESULT_BYTES`]; empty is none.
-pub fn ack_result(result: bytes::Bytes) -> Result<Option<bytes::Bytes>> {
-    if result.len() > MAX_RESULT_BYTES {
+/// Refuses `len` bytes of `field` past `max`, saying both.
+fn check_bytes(field: &'static str, len: usize, max: usize) -> Result<()> {
+    if len > max {
         return Err(RequestError::invalid(
-            "result",
-            format!(
-                "{} bytes is over the limit of {MAX_RESULT_BYTES} bytes",
-                result.len()
-            ),
+            field,
+            format!("{len} bytes is over the limit of {max} bytes"),
         ));
     }
+    Ok(())
+}
+
+/// A validated Ack's result: at most [`MAX_RESULT_BYTES`]; empty is none.
+pub fn ack_result(result: bytes::Bytes) -> Result<Option<bytes::Bytes>> {
+    check_bytes("result", result.len(), MAX_RESULT_BYTES)?;
     Ok((!result.is_empty()).then_some(result))
 }
 
@@ -50,15 +53,7 @@ pub fn progress_report(percent: u32, message: String) -> Result<ProgressReport> 
             format!("{percent} is over {MAX_PROGRESS_PERCENT}"),
         ));
     }
-    if message.len() > MAX_PROGRESS_MESSAGE_BYTES {
-        return Err(RequestError::invalid(
-            "message",
-            format!(
-                "{} bytes is over the limit of {MAX_PROGRESS_MESSAGE_BYTES} bytes",
-                message.len()
-            ),
-        ));
-    }
+    check_bytes("message", message.len(), MAX_PROGRESS_MESSAGE_BYTES)?;
     // Text a store keeps as text (PostgreSQL's refuses NUL): one rule for
     // every backend.
     if message.contains('\0') {
