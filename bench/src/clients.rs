@@ -11,17 +11,15 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
-use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
-use sluice_proto::v1::broker_client::BrokerClient;
 use tokio_util::sync::CancellationToken;
 
-use crate::Target;
+use crate::{Target, timed};
 
 /// Options of `clients`.
 #[derive(Debug, Args)]
@@ -105,7 +103,8 @@ pub async fn run(args: ClientsArgs) -> anyhow::Result<()> {
         "sluice-worker",
     )?;
     for name in WORKERS {
-        wait_for_worker(&mut admin, &queue_of(name)).await?;
+        // An interpreter's start.
+        timed::wait_for_worker(&mut admin, &queue_of(name), Duration::from_secs(30)).await?;
     }
 
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); WORKERS.len()];
@@ -118,7 +117,10 @@ pub async fn run(args: ClientsArgs) -> anyhow::Result<()> {
             } else {
                 args.jobs
             };
-            let rate = timed_run(&channel, &mut admin, &queue_of(name), jobs).await?;
+            let bound = Duration::from_secs(60 + jobs / 100);
+            let queue = queue_of(name);
+            let rate =
+                timed::jobs_per_second(&channel, &mut admin, (&queue, "noop"), jobs, bound).await?;
             eprintln!("round {} {name}: {rate:.0} jobs/s", round + 1);
             rates[index].push(rate);
         }
@@ -182,76 +184,4 @@ fn spawn(
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {command:?} (needs {needs})"))
-}
-
-/// Enqueues `jobs` to `queue` in batches; jobs/s until all are acked.
-async fn timed_run(
-    channel: &tonic::transport::Channel,
-    admin: &mut AdminClient<tonic::transport::Channel>,
-    queue: &str,
-    jobs: u64,
-) -> anyhow::Result<f64> {
-    let before = acked_total(admin, queue).await?;
-    let mut broker = BrokerClient::new(channel.clone());
-    let started = Instant::now();
-    let mut left = jobs;
-    while left > 0 {
-        let n = left.min(1000);
-        let batch = (0..n)
-            .map(|_| pb::EnqueueRequest {
-                queue: queue.to_owned(),
-                job_type: "noop".into(),
-                ..Default::default()
-            })
-            .collect();
-        broker
-            .enqueue_batch(pb::EnqueueBatchRequest { jobs: batch })
-            .await?;
-        left -= n;
-    }
-    let bound = Duration::from_secs(60 + jobs / 100);
-    loop {
-        let acked = acked_total(admin, queue).await? - before;
-        if acked >= jobs {
-            return Ok(jobs as f64 / started.elapsed().as_secs_f64());
-        }
-        if started.elapsed() > bound {
-            bail!("{queue}: only {acked} of {jobs} jobs acked within {bound:?}");
-        }
-        // Often enough to add under 1% to a run of seconds.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn acked_total(
-    admin: &mut AdminClient<tonic::transport::Channel>,
-    queue: &str,
-) -> anyhow::Result<u64> {
-    let stats = admin.stats(pb::StatsRequest {}).await?.into_inner();
-    Ok(stats
-        .queues
-        .iter()
-        .find(|q| q.queue == queue)
-        .map_or(0, |q| q.acked_total))
-}
-
-/// Waits (at most 30 s: an interpreter's start) for a worker on `queue`.
-async fn wait_for_worker(
-    admin: &mut AdminClient<tonic::transport::Channel>,
-    queue: &str,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let workers = admin.list_workers(pb::ListWorkersRequest {}).await?;
-        if workers
-            .into_inner()
-            .workers
-            .iter()
-            .any(|w| w.queues.iter().any(|q| q == queue))
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    bail!("no worker opened a session on {queue} within 30s")
 }

@@ -9,15 +9,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
-use sluice_proto::v1 as pb;
 use sluice_proto::v1::admin_client::AdminClient;
-use sluice_proto::v1::broker_client::BrokerClient;
 use tokio::task::JoinSet;
 
-use crate::Target;
+use crate::{Target, timed};
 
 /// Options of `exec`.
 #[derive(Debug, Args)]
@@ -69,10 +67,10 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<()> {
         .connect()
         .await?;
     let mut admin = AdminClient::new(channel.clone());
-    wait_for_worker(&mut admin).await?;
+    let queue = sluice_limits::DEFAULT_QUEUE;
+    timed::wait_for_worker(&mut admin, queue, Duration::from_secs(10)).await?;
 
     let (mut raw, mut through) = (Vec::new(), Vec::new());
-    let mut acked_before = 0;
     for round in 1..=args.rounds {
         for raw_first in [round % 2 == 1, round % 2 == 0] {
             if raw_first {
@@ -80,8 +78,15 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<()> {
                 eprintln!("round {round} raw: {rate:.0} commands/s");
                 raw.push(rate);
             } else {
-                let rate = end_to_end(&args, &channel, &mut admin, acked_before).await?;
-                acked_before += args.jobs;
+                let bound = Duration::from_secs(60.max(args.jobs / 50));
+                let rate = timed::jobs_per_second(
+                    &channel,
+                    &mut admin,
+                    (queue, "bench"),
+                    args.jobs,
+                    bound,
+                )
+                .await?;
                 eprintln!("round {round} end to end: {rate:.0} jobs/s");
                 through.push(rate);
             }
@@ -137,67 +142,4 @@ async fn spawn_raw(args: &ExecArgs) -> anyhow::Result<f64> {
         done??;
     }
     Ok(args.jobs as f64 / started.elapsed().as_secs_f64())
-}
-
-/// Jobs per second through the broker and the worker.
-async fn end_to_end(
-    args: &ExecArgs,
-    channel: &tonic::transport::Channel,
-    admin: &mut AdminClient<tonic::transport::Channel>,
-    acked_before: u64,
-) -> anyhow::Result<f64> {
-    let mut broker = BrokerClient::new(channel.clone());
-    let started = Instant::now();
-    let mut left = args.jobs;
-    while left > 0 {
-        let n = left.min(1000);
-        let jobs = (0..n)
-            .map(|_| pb::EnqueueRequest {
-                job_type: "bench".into(),
-                ..Default::default()
-            })
-            .collect();
-        broker
-            .enqueue_batch(pb::EnqueueBatchRequest { jobs })
-            .await?;
-        left -= n;
-    }
-    let target = acked_before + args.jobs;
-    let bound = Duration::from_secs(60.max(args.jobs / 50));
-    loop {
-        let acked = acked_total(admin).await?;
-        if acked >= target {
-            return Ok(args.jobs as f64 / started.elapsed().as_secs_f64());
-        }
-        if started.elapsed() > bound {
-            bail!(
-                "only {} of {} jobs acked within {bound:?}",
-                acked - acked_before,
-                args.jobs
-            );
-        }
-        // Rarely enough to cost the machine nothing next to the commands,
-        // often enough to add under 1% to a run of seconds.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn acked_total(admin: &mut AdminClient<tonic::transport::Channel>) -> anyhow::Result<u64> {
-    let stats = admin.stats(pb::StatsRequest {}).await?.into_inner();
-    Ok(stats
-        .queues
-        .iter()
-        .find(|q| q.queue == sluice_limits::DEFAULT_QUEUE)
-        .map_or(0, |q| q.acked_total))
-}
-
-async fn wait_for_worker(admin: &mut AdminClient<tonic::transport::Channel>) -> anyhow::Result<()> {
-    for _ in 0..1000 {
-        let workers = admin.list_workers(pb::ListWorkersRequest {}).await?;
-        if !workers.into_inner().workers.is_empty() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    bail!("the worker did not open its session within 10s")
 }

@@ -27,6 +27,7 @@ mod load;
 mod proc_stats;
 mod schedules;
 mod secure;
+mod timed;
 
 use std::path::PathBuf;
 use std::time::Instant;
