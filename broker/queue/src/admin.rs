@@ -9,7 +9,6 @@ use uuid::Uuid;
 
 use super::consumers::Filter;
 use super::job::{JobState, JobView, Seq};
-use super::ready_set::ReadySet;
 use super::{Action, JobEvent, LOG_TARGET, LogLevel, Queue};
 use crate::QueueError;
 use crate::Timestamp;
@@ -41,7 +40,7 @@ impl std::ops::AddAssign for Counters {
 }
 
 /// One queue's statistics.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueStats {
     /// Queue name.
     pub queue: String,
@@ -53,6 +52,9 @@ pub struct QueueStats {
     pub counters: Counters,
     /// When the READY job that has waited longest became due.
     pub oldest_ready_due: Option<Timestamp>,
+    /// Its limits and what they hold back (shared backends leave it
+    /// empty until they enforce limits).
+    pub flow: crate::FlowStats,
 }
 
 impl QueueStats {
@@ -147,21 +149,25 @@ impl Queue {
     }
 
     /// Statistics of every queue that holds or held a job or is paused, by name.
-    pub fn stats(&self) -> Vec<QueueStats> {
+    pub fn stats(&self, now: Timestamp) -> Vec<QueueStats> {
         let mut stats: Vec<QueueStats> = self
             .queues
             .iter()
             // `enqueued` alone would hide, after a restart (counters start
             // from zero), queues that hold restored jobs.
             .filter(|(_, qs)| {
-                qs.paused || qs.counters.enqueued > 0 || qs.counts.iter().any(|&n| n > 0)
+                qs.paused
+                    || qs.counters.enqueued > 0
+                    || qs.counts.iter().any(|&n| n > 0)
+                    || !qs.flow.limits.is_empty()
             })
             .map(|(&id, qs)| QueueStats {
                 queue: self.names.name(id).to_owned(),
                 paused: qs.paused,
                 counts: qs.counts,
                 counters: qs.counters,
-                oldest_ready_due: qs.ready.values().filter_map(ReadySet::oldest_due).min(),
+                oldest_ready_due: qs.ready.values().filter_map(|l| l.oldest_due()).min(),
+                flow: self.flow_stats(id, now),
             })
             .collect();
         stats.sort_by(|a, b| a.queue.cmp(&b.queue));
@@ -208,8 +214,8 @@ impl Queue {
         let state = job.state;
         Action::Retry.check(job_id, state)?;
         self.check_room(job.queue)?;
-        self.make_room(0, Some(seq))?;
-        self.unindex(seq);
+        self.make_room(0, Some(seq), now)?;
+        self.unindex(seq, now);
         // A new life: the last one's progress goes (it had no result).
         self.jobs.change_extras(seq, true, |e| e.progress = None);
         let job = self.jobs.get_mut(seq).expect("seq_of() found it");
@@ -243,7 +249,7 @@ impl Queue {
             return Ok(JobState::Leased);
         }
         self.observe(seq, JobEvent::Cancelled);
-        self.unindex(seq);
+        self.unindex(seq, now);
         self.finish(seq, JobState::Cancelled, now);
         Ok(JobState::Cancelled)
     }
@@ -262,6 +268,7 @@ impl Queue {
         state: JobState,
         after: Option<u64>,
         until: u64,
+        now: Timestamp,
     ) -> Result<(u64, Option<u64>), QueueError> {
         if state == JobState::Leased {
             return Err(QueueError::PurgeLeased);
@@ -291,7 +298,7 @@ impl Queue {
         let purged = doomed.len() as u64;
         for seq in doomed {
             self.observe(seq, JobEvent::Purged);
-            self.remove_job(seq);
+            self.remove_job(seq, now);
         }
         if purged > 0 {
             info!(target: LOG_TARGET, queue, %state, purged, "jobs purged");

@@ -240,7 +240,7 @@ impl Queue {
         job_type: NameId,
     ) -> Option<ConsumerId> {
         let qs = self.queues.get_mut(&queue)?;
-        if qs.paused {
+        if qs.paused || qs.flow.held {
             return None;
         }
         let n = qs.consumers.len();
@@ -255,12 +255,15 @@ impl Queue {
         None
     }
 
-    /// A slot of `consumer` freed (a lease ended): fill it, if the consumer is still open.
+    /// A slot of `consumer` freed (a lease ended): fill it, if the consumer
+    /// is still open, then deal what the lease's end freed of its key's
+    /// and its queue's limits to the other consumers.
     pub(super) fn free_slot(&mut self, consumer: ConsumerId, now: Timestamp) {
         if let Some(c) = self.consumers.get_mut(&consumer) {
             c.in_flight -= 1;
             self.fill(consumer, now);
         }
+        self.pump(now);
     }
 
     /// Leases ready jobs to `consumer` until it has no free slot or nothing it takes is ready.
@@ -277,20 +280,26 @@ impl Queue {
         }
     }
 
-    /// Every queue (not paused) and type the consumer takes is looked at:
-    /// the first key in ReadyKey order wins.
+    /// Every queue (not paused, not held by its limits) and type the
+    /// consumer takes is looked at: each offers the next job of the key
+    /// whose turn it is (see `lanes.rs`), and the first of those in
+    /// ReadyKey order wins.
     fn best_ready_for(&self, consumer: ConsumerId) -> Option<Seq> {
         let c = &self.consumers[&consumer];
-        let mut best: Option<&ReadyKey> = None;
+        let mut best: Option<ReadyKey> = None;
         for queue in &c.queues {
-            let Some(qs) = self.queues.get(queue).filter(|qs| !qs.paused) else {
+            let Some(qs) = self
+                .queues
+                .get(queue)
+                .filter(|qs| !qs.paused && !qs.flow.held)
+            else {
                 continue;
             };
-            let firsts: Box<dyn Iterator<Item = &ReadyKey>> = match &c.job_types {
-                None => Box::new(qs.ready.values().filter_map(|set| set.first())),
-                Some(types) => Box::new(types.iter().filter_map(|t| qs.ready.get(t)?.first())),
+            let nexts: Box<dyn Iterator<Item = ReadyKey>> = match &c.job_types {
+                None => Box::new(qs.ready.values().filter_map(|lanes| lanes.next())),
+                Some(types) => Box::new(types.iter().filter_map(|t| qs.ready.get(t)?.next())),
             };
-            for key in firsts {
+            for key in nexts {
                 if best.is_none_or(|b| key < b) {
                     best = Some(key);
                 }
@@ -307,6 +316,8 @@ impl Queue {
         let expires_at = now.saturating_add(lease_duration);
         let worker_id = c.worker_id.clone();
         let lease_id = self.new_uuid();
+        // Before it leaves its lane, whose turn it ends.
+        self.flow_leased(seq, now);
         // Not durable (see `durable`): the job's record stays as it was.
         let job = self.jobs.get_mut_untracked(seq).expect("job is known");
         debug_assert_eq!(job.state, JobState::Ready);
@@ -319,7 +330,7 @@ impl Queue {
             duration: lease_duration,
             leased_at: now,
         }));
-        self.unindex(seq);
+        self.unindex(seq, now);
         self.set_state_untracked(seq, JobState::Leased);
         self.leases.insert((expires_at, seq));
         self.outbox.push(super::Delivery {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::job::{Headers, Job, JobState, Progress, Seq};
-use super::{IdSecret, Queue, QueueConfig, Secrets};
+use super::{IdSecret, Queue, QueueConfig, QueueLimits, Secrets};
 use crate::QueueError;
 use crate::Timestamp;
 
@@ -53,6 +53,8 @@ pub struct JobRecord {
     pub last_error: Option<String>,
     /// Deduplicates enqueues within the queue.
     pub idempotency_key: Option<String>,
+    /// The flow-control key.
+    pub key: Option<String>,
     /// An operator cancelled it while it was leased.
     pub cancel_requested: bool,
     /// The last progress reported, as of this record (boxed: rare, and a
@@ -63,7 +65,7 @@ pub struct JobRecord {
 }
 
 /// One change to the durable view.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// The job's record is now this. `new`: it was just enqueued, so its
     /// payload is not stored yet (records of known jobs leave it alone).
@@ -84,6 +86,13 @@ pub enum Change {
         queue: String,
         /// Paused now.
         paused: bool,
+    },
+    /// A queue's limits were set (empty: cleared).
+    Limits {
+        /// Queue name.
+        queue: String,
+        /// Its limits now.
+        limits: QueueLimits,
     },
     /// A schedule was written or deleted. The queue never makes this
     /// change: the broker's schedules pass through the same group commit,
@@ -115,6 +124,8 @@ pub struct StoreMeta {
     pub next_seq: Seq,
     /// Paused queues.
     pub paused: Vec<String>,
+    /// Queues' limits.
+    pub limits: Vec<(String, QueueLimits)>,
     /// Every schedule's encoded record (see [`Change::Schedule`]), by name.
     pub schedules: Vec<(String, Vec<u8>)>,
     /// Every source row's encoded record (see [`Change::Source`]), by
@@ -177,12 +188,15 @@ impl Restorer {
         for name in &meta.paused {
             queue.pause(name)?;
         }
+        for (name, limits) in meta.limits {
+            queue.set_limits(&name, limits, now)?;
+        }
         // What changes from here on must reach the store too.
         queue.track_changes();
         for seq in cancelled {
             queue.finish(seq, JobState::Cancelled, now);
         }
-        queue.trim_retained();
+        queue.trim_retained(now);
         Ok(queue)
     }
 }
@@ -245,6 +259,12 @@ impl Queue {
                 paused,
             });
         }
+        for queue in std::mem::take(&mut self.limits_changed) {
+            out.push(Change::Limits {
+                queue: queue.to_string(),
+                limits: self.limits(&queue),
+            });
+        }
     }
 
     /// The secret of this queue's job ids, for its store to keep.
@@ -276,6 +296,7 @@ impl Queue {
             finished_at: job.finished(),
             last_error: job.last_error().map(str::to_owned),
             idempotency_key: extras.and_then(|e| e.idempotency_key.as_deref().map(str::to_owned)),
+            key: job.key().map(|k| k.to_string()),
             cancel_requested: job.cancel_requested,
             progress: job.progress().cloned().map(Box::new),
             result: job.result().cloned(),

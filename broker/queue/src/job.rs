@@ -112,7 +112,7 @@ pub struct Lease {
 }
 
 /// One job as stored, kept small because a broker holds millions: the
-/// rarely present parts (headers, an error, an idempotency key) share one
+/// rarely present parts (headers, an error, the keys) share one
 /// box, and a plain job pays one word for all of them.
 #[derive(Debug)]
 pub(crate) struct Job {
@@ -164,6 +164,7 @@ impl Job {
                 headers: record.headers,
                 last_error: record.last_error.map(String::into_boxed_str),
                 idempotency_key: record.idempotency_key.map(String::into_boxed_str),
+                key: record.key.map(Arc::from),
                 progress: record.progress.map(|p| *p),
                 result: record.result,
             }
@@ -192,6 +193,8 @@ pub(crate) struct Extras {
     pub headers: Headers,
     pub last_error: Option<Box<str>>,
     pub idempotency_key: Option<Box<str>>,
+    /// The flow-control key, shared with its queue's key state.
+    pub key: Option<Arc<str>>,
     pub progress: Option<Progress>,
     /// What the successful attempt's Ack carried.
     pub result: Option<Bytes>,
@@ -203,6 +206,7 @@ impl Extras {
         let any = !self.headers.is_empty()
             || self.last_error.is_some()
             || self.idempotency_key.is_some()
+            || self.key.is_some()
             || self.progress.is_some()
             || self.result.is_some();
         any.then(|| Box::new(self))
@@ -214,6 +218,7 @@ impl Extras {
         headers
             + self.last_error.as_deref().map_or(0, str::len)
             + 2 * self.idempotency_key.as_deref().map_or(0, str::len)
+            + self.key.as_deref().map_or(0, str::len)
             + self.progress.as_ref().map_or(0, |p| p.message.len())
             + self.result.as_ref().map_or(0, Bytes::len)
     }
@@ -236,6 +241,11 @@ impl Job {
 
     pub fn extras_mut(&mut self) -> &mut Extras {
         self.extras.get_or_insert_default()
+    }
+
+    /// Its flow-control key, if it has one.
+    pub fn key(&self) -> Option<&Arc<str>> {
+        self.extras.as_deref().and_then(|e| e.key.as_ref())
     }
 
     pub fn progress(&self) -> Option<&Progress> {
@@ -315,6 +325,8 @@ pub struct JobView<'a> {
     pub queue: &'a str,
     /// Job type name.
     pub job_type: &'a str,
+    /// The flow-control key, if any.
+    pub key: Option<&'a str>,
     /// Current state.
     pub state: JobState,
     /// Higher runs first.

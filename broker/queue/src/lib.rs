@@ -23,13 +23,16 @@ mod config;
 mod consumers;
 mod durable;
 mod error;
+mod flow;
 mod ids;
 mod job;
 mod job_table;
+mod lanes;
 mod memory;
 mod names;
 mod observer;
 mod policy;
+mod queue_flow;
 mod ready_set;
 mod scope;
 mod snapshot;
@@ -55,17 +58,20 @@ use self::consumers::Consumer;
 pub use self::consumers::ConsumerSpec;
 pub use self::durable::{Change, JobRecord, Restorer, StoreMeta};
 pub use self::error::QueueError;
+use self::flow::Flow;
+pub use self::flow::{HoldReason, KeyOverride, QueueLimits, RateLimit};
 use self::ids::JobIds;
 pub use self::ids::{IdSecret, Secrets};
 pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease, Progress};
 use self::job::{Job, Seq};
 use self::job_table::JobTable;
+use self::lanes::{KeyTag, Lanes};
 pub use self::memory::JOB_OVERHEAD;
 use self::names::{NameId, Names};
 use self::observer::Failures;
 pub use self::observer::{FailedAttempt, JobEvent, JobLabels, Observer, RECENT_FAILURES};
 pub use self::policy::{Action, AfterFailure, after_failure, check_room};
-use self::ready_set::ReadySet;
+pub use self::queue_flow::{FlowStats, KeyStats, TOP_KEYS};
 pub use self::scope::{QueuePattern, QueueScope};
 pub use self::snapshot::{JobSnapshot, LeaseSnapshot};
 pub use self::time::Timestamp;
@@ -100,6 +106,9 @@ pub struct NewJob {
     pub run_at: Option<Timestamp>,
     /// Deduplicates enqueues within the queue.
     pub idempotency_key: Option<String>,
+    /// The flow-control key (a customer, a tenant): the queue's key limits
+    /// and fair dispatch count jobs by it (see `flow.rs`).
+    pub key: Option<String>,
     /// Arrives DEAD with this reason as its last error, never run: a
     /// record a source could not turn into a runnable job, kept where
     /// operators look for failures. It holds no idempotency key and takes
@@ -177,9 +186,11 @@ struct QueueState {
     /// Lifetime totals (enqueued, acked, nacked, expired, dead) for Stats.
     counters: admin::Counters,
     /// Ready jobs by type, so a consumer's type filter looks only at its
-    /// types; a type's set is removed when it empties, so consumers without
-    /// a filter skip it.
-    ready: HashMap<NameId, ReadySet>,
+    /// types, and by key within a type (see `lanes.rs`); a type's lanes
+    /// are removed when they empty, so consumers without a filter skip them.
+    ready: HashMap<NameId, Lanes>,
+    /// Its limits, what is in flight, and its keys (see `flow.rs`).
+    flow: Flow,
     /// Consumers listening on this queue, tried round-robin from `cursor`
     /// so that streams share its jobs.
     consumers: Vec<ConsumerId>,
@@ -240,6 +251,12 @@ pub struct Queue {
     /// Queues paused or resumed since the last `take_changes`, for the
     /// store (by name: an id may be reclaimed meanwhile).
     paused_changed: Vec<std::sync::Arc<str>>,
+    /// Queues whose limits were set since the last `take_changes`.
+    limits_changed: Vec<std::sync::Arc<str>>,
+    /// When a held key (or a queue, with no key) may be dealt again.
+    flow_wakeups: BTreeSet<(Timestamp, NameId, KeyTag)>,
+    /// Queues a freed limit lets deal, to offer to their consumers.
+    to_pump: Vec<NameId>,
     /// Names that open consumers filter on and no job uses yet, with the
     /// consumers waiting for each: resolved when the name is interned.
     waiting: HashMap<std::sync::Arc<str>, Vec<(ConsumerId, consumers::Filter)>>,
@@ -272,6 +289,9 @@ impl Queue {
             next_consumer: 0,
             outbox: Vec::new(),
             paused_changed: Vec::new(),
+            limits_changed: Vec::new(),
+            flow_wakeups: BTreeSet::new(),
+            to_pump: Vec::new(),
             waiting: HashMap::new(),
             observer: None,
             failures: Failures::new(),
@@ -322,7 +342,12 @@ impl Queue {
     /// and no consumer; only its counters go.
     fn forget_name(&mut self, id: NameId) {
         if let Some(qs) = self.queues.remove(&id) {
-            debug_assert!(qs.consumers.is_empty() && !qs.paused && qs.unfinished() == 0);
+            debug_assert!(
+                qs.consumers.is_empty()
+                    && !qs.paused
+                    && qs.flow.limits.is_empty()
+                    && qs.unfinished() == 0
+            );
         }
         if let Some(observer) = self.observer.as_mut() {
             observer.name_forgotten(id.get());
@@ -398,12 +423,13 @@ impl Queue {
             finished_at: None,
             last_error: None,
             idempotency_key,
+            key: new.key,
             cancel_requested: false,
             progress: None,
             result: None,
         };
         let job = Job::from_record(record, queue, job_type);
-        self.make_room(job.held_bytes(), None)?;
+        self.make_room(job.held_bytes(), None, now)?;
         // Up to here only names were interned: a refusal leaves no other trace.
         self.queues.entry(queue).or_default().counters.enqueued += 1;
         self.next_seq += 1;
@@ -449,7 +475,7 @@ impl Queue {
             // Before `finish`, so that retention counts its bytes.
             self.jobs.change_extras(seq, true, |e| e.result = result);
         }
-        let lease = self.end_lease(seq);
+        let lease = self.end_lease(seq, now);
         self.queue_state(seq).counters.acked += 1;
         self.log_job(seq, Some(&lease), LogLevel::Debug, "job acked");
         let ran = now.saturating_since(lease.leased_at);
@@ -472,7 +498,7 @@ impl Queue {
         now: Timestamp,
     ) -> Result<FailureOutcome, QueueError> {
         let seq = self.leased(job_id, lease_id)?;
-        let lease = self.end_lease(seq);
+        let lease = self.end_lease(seq, now);
         self.queue_state(seq).counters.nacked += 1;
         let ran = now.saturating_since(lease.leased_at);
         self.observe(seq, JobEvent::Nacked { ran });
@@ -557,7 +583,7 @@ impl Queue {
     /// Ends the lease of leased job `seq` without using an attempt: READY
     /// (due after `delay`), or CANCELLED if an operator asked for it.
     fn give_back(&mut self, seq: Seq, delay: Duration, now: Timestamp) -> JobState {
-        let lease = self.end_lease(seq);
+        let lease = self.end_lease(seq, now);
         self.log_job(seq, Some(&lease), LogLevel::Debug, "job released");
         let job = self.jobs.get_mut(seq).expect("leased() found it");
         job.attempt -= 1;
@@ -592,7 +618,7 @@ impl Queue {
             if at > now {
                 break;
             }
-            let lease = self.end_lease(seq);
+            let lease = self.end_lease(seq, now);
             self.queue_state(seq).counters.expired += 1;
             let ran = now.saturating_since(lease.leased_at);
             self.observe(seq, JobEvent::Expired { ran });
@@ -607,8 +633,10 @@ impl Queue {
             if at > now {
                 break;
             }
-            self.remove_job(seq);
+            self.remove_job(seq, now);
         }
+        self.wake_flow(now);
+        self.pump(now);
     }
 
     /// The earliest time at which [`Queue::expire`] has something to do.
@@ -616,6 +644,7 @@ impl Queue {
         [&self.scheduled, &self.leases, &self.retained]
             .iter()
             .filter_map(|set| set.first().map(|&(at, _)| at))
+            .chain(self.flow_wakeups.first().map(|(at, _, _)| *at))
             .min()
     }
 

@@ -4,6 +4,7 @@
 //! Counted per job, whatever its state (a DEAD job stays until RetryJob or
 //! PurgeQueue, so it counts too): its payload, header names and values,
 //! idempotency key (twice: the job's copy and the idempotency index's),
+//! flow-control key,
 //! last error, progress message, result, and [`JOB_OVERHEAD`] for the rest (the job record, its
 //! indexes, the allocator's share). Not counted: interned names (at most
 //! `MAX_NAMES` of at most 128 bytes), consumers, and the service's buffers.
@@ -30,6 +31,7 @@ use tracing::debug;
 use super::job::{Job, JobState, Seq};
 use super::{LOG_TARGET, Queue};
 use crate::QueueError;
+use crate::Timestamp;
 
 /// Bytes counted per job beyond its payload, headers, key and error:
 /// the resident memory a queued job costs beyond its payload, measured with
@@ -88,7 +90,12 @@ impl Queue {
     /// # Errors
     /// [`QueueError::OverMemory`], with nothing forgotten, when forgetting
     /// every retained job but `keep` would not make room.
-    pub(super) fn make_room(&mut self, needed: u64, keep: Option<Seq>) -> Result<(), QueueError> {
+    pub(super) fn make_room(
+        &mut self,
+        needed: u64,
+        keep: Option<Seq>,
+        now: Timestamp,
+    ) -> Result<(), QueueError> {
         let Some(limit) = self.config.max_memory else {
             return Ok(());
         };
@@ -121,7 +128,7 @@ impl Queue {
         }
         debug!(target: LOG_TARGET, forgotten = doomed.len(), freed, "retained jobs forgotten under --max-memory");
         for seq in doomed {
-            self.remove_job(seq);
+            self.remove_job(seq, now);
         }
         Ok(())
     }

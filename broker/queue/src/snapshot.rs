@@ -18,6 +18,8 @@ pub struct JobSnapshot {
     pub queue: String,
     /// Job type name.
     pub job_type: String,
+    /// The flow-control key (a customer, a tenant), if any.
+    pub key: Option<String>,
     /// Current state.
     pub state: JobState,
     /// Higher runs first.
@@ -67,6 +69,7 @@ impl From<JobView<'_>> for JobSnapshot {
             id: job.id,
             queue: job.queue.to_owned(),
             job_type: job.job_type.to_owned(),
+            key: job.key.map(str::to_owned),
             state: job.state,
             priority: job.priority,
             attempt: job.attempt,

@@ -37,10 +37,11 @@ impl Queue {
 
     /// Takes the lease off a leased job; the caller then gives it a new state
     /// and frees the consumer's slot.
-    pub(super) fn end_lease(&mut self, seq: Seq) -> Box<Lease> {
+    pub(super) fn end_lease(&mut self, seq: Seq, now: Timestamp) -> Box<Lease> {
         let job = self.jobs.get_mut_untracked(seq).expect("job is known");
         let lease = job.lease.take().expect("job is leased");
         self.leases.remove(&(lease.expires_at, seq));
+        self.flow_lease_ended(seq, now);
         lease
     }
 
@@ -115,16 +116,23 @@ impl Queue {
         self.scheduled.insert((at, seq));
     }
 
-    /// Makes a job READY in its ready set, and leases it at once if a
-    /// consumer has a free slot for it.
+    /// Makes a job READY in its key's lane, and leases it at once if no
+    /// limit holds it and a consumer has a free slot for it.
     pub(super) fn make_ready(&mut self, seq: Seq, now: Timestamp) {
         self.set_state(seq, JobState::Ready);
+        let key_open = self.flow_ready(seq, now);
         let job = &self.jobs[seq];
-        let (queue, job_type) = (job.queue, job.job_type);
-        let key = job.ready_key(seq);
+        let (queue, job_type, key) = (job.queue, job.job_type, job.key().cloned());
+        let ready_key = job.ready_key(seq);
         let qs = self.queues.get_mut(&queue).expect("job's queue is known");
-        qs.ready.entry(job_type).or_default().insert(key);
-        if let Some(consumer) = self.consumer_with_slot_for(queue, job_type) {
+        qs.ready
+            .entry(job_type)
+            .or_default()
+            .insert(&key, ready_key, key_open);
+        if key_open
+            && !qs.flow.held
+            && let Some(consumer) = self.consumer_with_slot_for(queue, job_type)
+        {
             self.lease_to(consumer, seq, now);
         }
     }
@@ -136,16 +144,16 @@ impl Queue {
         job.finished_at = now;
         if state != JobState::Dead {
             self.retain(seq);
-            self.trim_retained();
+            self.trim_retained(now);
         }
     }
 
     /// Forgets the oldest retained jobs beyond `max_retained`.
-    pub(super) fn trim_retained(&mut self) {
+    pub(super) fn trim_retained(&mut self, now: Timestamp) {
         while self.retained.len() > self.config.max_retained {
             if let Some(&(_, oldest)) = self.retained.first() {
                 // Takes it out of the retention set too (`unindex`).
-                self.remove_job(oldest);
+                self.remove_job(oldest, now);
             }
         }
     }
@@ -176,12 +184,12 @@ impl Queue {
     }
 
     /// Forgets a job that is not leased, with every index entry it has.
-    pub(super) fn remove_job(&mut self, seq: Seq) {
+    pub(super) fn remove_job(&mut self, seq: Seq, now: Timestamp) {
         if !self.jobs.contains(seq) {
             return;
         }
         self.log_job(seq, None, LogLevel::Debug, "job forgotten");
-        self.unindex(seq);
+        self.unindex(seq, now);
         let job = self.jobs.remove(seq).expect("just checked");
         debug_assert!(job.lease.is_none(), "leased jobs are never removed");
         if let Some(key) = job.extras.and_then(|e| e.idempotency_key) {
@@ -200,26 +208,28 @@ impl Queue {
     /// its ready set, or the retained set. Its state and counts stay as
     /// they are; the caller moves it on. (A lease is ended by `end_lease`;
     /// DEAD jobs are in no index.)
-    pub(super) fn unindex(&mut self, seq: Seq) {
+    pub(super) fn unindex(&mut self, seq: Seq, now: Timestamp) {
         let job = &self.jobs[seq];
         match job.state {
             JobState::Scheduled => {
                 self.scheduled.remove(&(job.run_at, seq));
             }
             JobState::Ready => {
-                let (job_type, key) = (job.job_type, job.ready_key(seq));
+                let (job_type, ready_key) = (job.job_type, job.ready_key(seq));
+                let key = job.key().cloned();
                 let qs = self
                     .queues
                     .get_mut(&job.queue)
                     .expect("job's queue is known");
-                // A type's set is dropped when it empties, so that
-                // consumers without a type filter skip it.
-                if let Some(set) = qs.ready.get_mut(&job_type) {
-                    set.remove(&key);
-                    if set.is_empty() {
+                // A type's lanes are dropped when they empty, so that
+                // consumers without a type filter skip them.
+                if let Some(lanes) = qs.ready.get_mut(&job_type) {
+                    lanes.remove(&key, &ready_key);
+                    if lanes.is_empty() {
                         qs.ready.remove(&job_type);
                     }
                 }
+                self.flow_unready(seq, now);
             }
             JobState::Succeeded | JobState::Cancelled => self.unretain(seq),
             JobState::Leased | JobState::Dead => {}
@@ -281,6 +291,7 @@ impl Queue {
             id: self.job_id(seq),
             queue: self.names.name(job.queue),
             job_type: self.names.name(job.job_type),
+            key: job.key().map(|k| &**k),
             state: job.state,
             priority: job.priority,
             attempt: u32::from(job.attempt),

@@ -10,7 +10,7 @@ fn paused_queue_accepts_but_hands_out_nothing_until_resumed() {
     q.open_consumer(consumer(1), at(0));
     let id = enqueue(&mut q, job("t"), at(0));
     assert!(delivered(&mut q).is_empty());
-    assert!(q.stats()[0].paused);
+    assert!(q.stats(at(0))[0].paused);
     q.resume("default", at(1));
     assert_eq!(delivered(&mut q)[0].0, id);
 }
@@ -120,7 +120,7 @@ fn idempotency_key_returns_the_first_job_while_known() {
         )
         .unwrap();
     assert!(!other_queue.duplicate, "keys are per queue");
-    assert_eq!(q.stats()[0].counters.enqueued, 1);
+    assert_eq!(q.stats(at(0))[0].counters.enqueued, 1);
 
     q.cancel(first.job_id, at(2)).unwrap();
     assert!(
@@ -147,7 +147,7 @@ fn retained_jobs_are_bounded_by_count_too() {
     }
     assert!(q.job(ids[0]).is_err(), "oldest finished job dropped");
     assert!(q.job(ids[1]).is_ok() && q.job(ids[2]).is_ok());
-    assert_eq!(q.stats()[0].count(JobState::Cancelled), 2);
+    assert_eq!(q.stats(at(0))[0].count(JobState::Cancelled), 2);
 }
 
 #[test]
@@ -196,22 +196,22 @@ fn purge_deletes_one_state_and_never_leased_jobs() {
     let (leased, _) = delivered(&mut q)[0];
     assert_eq!(leased, a);
     assert_eq!(
-        q.purge_step("default", JobState::Leased, None, q.horizon()),
+        q.purge_step("default", JobState::Leased, None, q.horizon(), at(0)),
         Err(QueueError::PurgeLeased)
     );
     assert!(matches!(
-        q.purge_step("nope", JobState::Ready, None, q.horizon()),
+        q.purge_step("nope", JobState::Ready, None, q.horizon(), at(0)),
         Err(QueueError::UnknownQueue { .. })
     ));
     assert_eq!(
-        q.purge_step("default", JobState::Ready, None, q.horizon()),
+        q.purge_step("default", JobState::Ready, None, q.horizon(), at(0)),
         Ok((1, None))
     );
     assert!(q.job(b).is_err());
     let until = q.horizon();
     let late = enqueue(&mut q, job_at(20), at(1));
     assert_eq!(
-        q.purge_step("default", JobState::Scheduled, None, until),
+        q.purge_step("default", JobState::Scheduled, None, until, at(0)),
         Ok((1, None))
     );
     assert!(
@@ -266,7 +266,7 @@ fn stats_count_states_per_queue() {
         at(0),
     );
     q.open_consumer(consumer(1), at(0));
-    let stats = q.stats();
+    let stats = q.stats(at(0));
     assert_eq!(
         stats.iter().map(|s| s.queue.as_str()).collect::<Vec<_>>(),
         ["b", "default"]
@@ -387,7 +387,7 @@ fn a_dead_letter_arrives_dead_without_room_or_key_and_can_be_retried() {
     assert_eq!(view.state, JobState::Dead);
     assert_eq!(view.attempt, 0);
     assert_eq!(view.last_error, Some("header sluice-type is missing"));
-    let stats = q.stats();
+    let stats = q.stats(at(0));
     assert_eq!(stats[0].counts[JobState::Dead.index()], 2);
     q.open_consumer(consumer(2), at(2));
     let leased = delivered(&mut q);

@@ -9,6 +9,7 @@ use super::*;
 struct MapStore {
     jobs: BTreeMap<Seq, JobRecord>,
     paused: BTreeSet<String>,
+    limits: BTreeMap<String, QueueLimits>,
     payloads_written: u64,
 }
 
@@ -39,6 +40,13 @@ impl MapStore {
                         self.paused.remove(&queue);
                     }
                 }
+                Change::Limits { queue, limits } => {
+                    if limits.is_empty() {
+                        self.limits.remove(&queue);
+                    } else {
+                        self.limits.insert(queue, limits);
+                    }
+                }
                 Change::Schedule { .. } | Change::Source { .. } => {
                     unreachable!("the queue writes no schedule or source row")
                 }
@@ -57,6 +65,7 @@ impl MapStore {
             ids: Some(ids),
             next_seq: 0,
             paused: self.paused.iter().cloned().collect(),
+            limits: self.limits.clone().into_iter().collect(),
             schedules: Vec::new(),
             sources: Vec::new(),
         };
@@ -156,7 +165,7 @@ fn replaying_the_changes_rebuilds_every_state() {
     assert_eq!(restored.job(later).unwrap().state, JobState::Scheduled);
     assert_eq!(
         restored
-            .stats()
+            .stats(at(0))
             .iter()
             .find(|s| s.queue == "paused-queue")
             .map(|s| s.paused),
@@ -229,7 +238,7 @@ fn stats_of_a_restored_queue_show_its_jobs_though_its_counters_start_from_zero()
     }
     store.apply(&mut q);
     let restored = store.restore(q.id_secret(), at(1));
-    let stats = restored.stats();
+    let stats = restored.stats(at(0));
     assert_eq!(stats.len(), 1, "{stats:?}");
     assert_eq!(stats[0].queue, "default");
     assert_eq!(stats[0].count(JobState::Ready), 3);

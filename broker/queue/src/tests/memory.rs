@@ -141,10 +141,10 @@ fn cancel_retains_and_purge_frees() {
     );
     q.cancel(ready, at(3)).unwrap();
     let horizon = q.horizon();
-    q.purge_step("default", JobState::Cancelled, None, horizon)
+    q.purge_step("default", JobState::Cancelled, None, horizon, at(0))
         .unwrap();
     assert_eq!(held(&q), (PLAIN, 0));
-    q.purge_step("default", JobState::Scheduled, None, horizon)
+    q.purge_step("default", JobState::Scheduled, None, horizon, at(0))
         .unwrap();
     assert_eq!(held(&q), (0, 0));
 }
@@ -225,7 +225,7 @@ fn a_refused_enqueue_changes_nothing() {
     enqueue(&mut q, job("t"), at(0));
     let mut changes = Vec::new();
     q.take_changes(&mut changes);
-    let (stats, horizon) = (q.stats(), q.horizon());
+    let (stats, horizon) = (q.stats(at(0)), q.horizon());
     let keyed = NewJob {
         idempotency_key: Some("k".into()),
         ..job("t")
@@ -239,7 +239,7 @@ fn a_refused_enqueue_changes_nothing() {
         })
     );
     assert_eq!(held(&q), (2 * PLAIN, 0));
-    assert_eq!((q.stats(), q.horizon()), (stats, horizon));
+    assert_eq!((q.stats(at(0)), q.horizon()), (stats, horizon));
     changes.clear();
     q.take_changes(&mut changes);
     assert!(changes.is_empty(), "nothing reaches the store");

@@ -4,6 +4,7 @@
 mod admin;
 mod delivery;
 mod durable;
+mod flow;
 mod layering;
 mod memory;
 mod names;

@@ -33,8 +33,8 @@ fn a_lease_naming_unused_queues_and_types_takes_no_name_and_gets_their_jobs_late
     ));
     // Once names are free again, its waiting names come in, and it gets
     // their job.
-    while q.stats().iter().any(|s| s.count(JobState::Ready) > 0) {
-        q.purge_step("default", JobState::Ready, None, q.horizon())
+    while q.stats(at(0)).iter().any(|s| s.count(JobState::Ready) > 0) {
+        q.purge_step("default", JobState::Ready, None, q.horizon(), at(0))
             .unwrap();
     }
     let id = enqueue(
@@ -63,11 +63,11 @@ fn a_full_table_forgets_an_unused_queue_for_a_new_name() {
         q.enqueue(job("fresh"), at(1)),
         Err(QueueError::TooManyNames { .. })
     ));
-    assert!(q.stats().iter().any(|s| s.queue == "old"));
+    assert!(q.stats(at(0)).iter().any(|s| s.queue == "old"));
     // Resumed, "old" holds nothing: the next new name takes its place.
     q.resume("old", at(2));
     enqueue(&mut q, job("fresh"), at(2));
-    assert!(!q.stats().iter().any(|s| s.queue == "old"));
+    assert!(!q.stats(at(0)).iter().any(|s| s.queue == "old"));
     assert!(matches!(
         q.enqueue(job("fresher"), at(2)),
         Err(QueueError::TooManyNames { .. })

@@ -120,7 +120,7 @@ fn release_cancel_and_purge_are_counted_once_each() {
     // A leased job is cancelled when its worker gives it back, not before.
     q.cancel(leased, at(1)).unwrap();
     q.release(leased, lease, Duration::ZERO, at(2)).unwrap();
-    q.purge_step("default", JobState::Scheduled, None, q.horizon())
+    q.purge_step("default", JobState::Scheduled, None, q.horizon(), at(0))
         .unwrap();
     let e = events.take();
     assert_eq!(
@@ -180,8 +180,8 @@ fn stats_show_when_the_oldest_ready_job_became_due() {
         at(8),
     );
     enqueue(&mut q, job_at(2), at(1)); // due at 2, before both
-    assert_eq!(q.stats()[0].oldest_ready_due, Some(at(5)));
+    assert_eq!(q.stats(at(0))[0].oldest_ready_due, Some(at(5)));
     q.expire(at(9));
     // Promoted at 9 but due since 2: it has waited longest.
-    assert_eq!(q.stats()[0].oldest_ready_due, Some(at(2)));
+    assert_eq!(q.stats(at(0))[0].oldest_ready_due, Some(at(2)));
 }

@@ -8,6 +8,7 @@
 //! private indexes, which this module may as a descendant of the crate root.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};
@@ -29,6 +30,22 @@ enum Op {
         run_in: Option<u64>,
         max_attempts: Option<u32>,
         key: Option<u8>,
+        flow_key: Option<u8>,
+    },
+    /// Sets a queue's limits (all `None`: clears them).
+    SetLimits {
+        queue: usize,
+        max_in_flight: Option<u32>,
+        rate: Option<(u8, u32)>,
+        key_max_in_flight: Option<u32>,
+        key_rate: Option<(u8, u32)>,
+        /// A key's override: its in-flight limit and weight.
+        over: Option<(u8, Option<u32>, Option<u32>)>,
+    },
+    /// Holds the key of a leased job (`key_delay`), then releases it.
+    HoldKey {
+        lease: usize,
+        delay: u64,
     },
     Open {
         worker: usize,
@@ -74,15 +91,40 @@ fn op() -> impl Strategy<Value = Op> {
         proptest::option::of(0u64..20_000),
         proptest::option::of(1u32..4),
         proptest::option::of(0u8..4),
+        proptest::option::of(0u8..4),
     )
         .prop_map(
-            |(queue, job_type, priority, run_in, max_attempts, key)| Op::Enqueue {
+            |(queue, job_type, priority, run_in, max_attempts, key, flow_key)| Op::Enqueue {
                 queue,
                 job_type,
                 priority,
                 run_in,
                 max_attempts,
                 key,
+                flow_key,
+            },
+        );
+    let rate = || proptest::option::of((1u8..5, 1u32..3));
+    let set_limits = (
+        0..QUEUES.len(),
+        proptest::option::of(1u32..5),
+        rate(),
+        proptest::option::of(0u32..3),
+        rate(),
+        proptest::option::of((
+            0u8..4,
+            proptest::option::of(0u32..4),
+            proptest::option::of(1u32..4),
+        )),
+    )
+        .prop_map(
+            |(queue, max_in_flight, rate, key_max_in_flight, key_rate, over)| Op::SetLimits {
+                queue,
+                max_in_flight,
+                rate,
+                key_max_in_flight,
+                key_rate,
+                over,
             },
         );
     let open = (
@@ -107,6 +149,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => enqueue,
         2 => open,
+        2 => set_limits,
+        1 => (idx(), 0u64..5_000).prop_map(|(lease, delay)| Op::HoldKey { lease, delay }),
         1 => idx().prop_map(Op::Close),
         4 => idx().prop_map(Op::Ack),
         2 => (idx(), proptest::option::of(0u64..5_000), any::<bool>())
@@ -137,6 +181,10 @@ struct Run {
     /// Consumers ever opened, with their worker: a closed one may still
     /// hold leases.
     worker_of: HashMap<ConsumerId, &'static str>,
+    /// Jobs leased per (queue, key) after the last step, and per queue
+    /// (key `None`): a count may pass its limit only by the limit being
+    /// lowered, never by a lease.
+    leased_before: HashMap<(String, Option<String>), u32>,
 }
 
 fn pick<T: Copy>(items: &[T], i: usize) -> Option<T> {
@@ -166,6 +214,7 @@ fn apply(q: &mut Queue, run: &mut Run, op: &Op) -> Result<(), String> {
             run_in,
             max_attempts,
             key,
+            flow_key,
         } => {
             let new = NewJob {
                 queue: QUEUES[queue].into(),
@@ -174,6 +223,7 @@ fn apply(q: &mut Queue, run: &mut Run, op: &Op) -> Result<(), String> {
                 run_at: run_in.map(|ms| now.saturating_add(Duration::from_millis(ms))),
                 max_attempts,
                 idempotency_key: key.map(|k| format!("k{k}")),
+                key: flow_key.map(|k| format!("c{k}")),
                 ..NewJob::default()
             };
             match q.enqueue(new, now) {
@@ -290,6 +340,49 @@ fn apply(q: &mut Queue, run: &mut Run, op: &Op) -> Result<(), String> {
                 }
             }
         }
+        Op::SetLimits {
+            queue,
+            max_in_flight,
+            rate,
+            key_max_in_flight,
+            key_rate,
+            over,
+        } => {
+            let rate_limit = |(per_second, burst): (u8, u32)| RateLimit {
+                per_second: f64::from(per_second) / 2.0,
+                burst,
+            };
+            let mut limits = QueueLimits {
+                max_in_flight,
+                rate: rate.map(rate_limit),
+                key_max_in_flight,
+                key_rate: key_rate.map(rate_limit),
+                ..QueueLimits::default()
+            };
+            if let Some((key, max_in_flight, weight)) = over {
+                limits.overrides.insert(
+                    format!("c{key}"),
+                    KeyOverride {
+                        max_in_flight,
+                        weight,
+                        ..KeyOverride::default()
+                    },
+                );
+            }
+            q.set_limits(QUEUES[queue], limits, now)
+                .map_err(|e| e.to_string())?;
+        }
+        Op::HoldKey { lease: i, delay } => {
+            if let Some((job, l)) = lease(i) {
+                let current = is_current(q, job, l);
+                let held = q.hold_key(job, l, Duration::from_millis(delay), now);
+                stale_ok(held, current, "hold key")?;
+                if current {
+                    q.release(job, l, Duration::ZERO, now)
+                        .map_err(|e| format!("release after hold: {e}"))?;
+                }
+            }
+        }
         Op::Pause(i) => q.pause(QUEUES[i]).map_err(|e| e.to_string())?,
         Op::Resume(i) => q.resume(QUEUES[i], now),
         Op::Purge { queue, state } => {
@@ -297,7 +390,7 @@ fn apply(q: &mut Queue, run: &mut Run, op: &Op) -> Result<(), String> {
             let until = q.horizon();
             let mut after = None;
             loop {
-                match q.purge_step(QUEUES[queue], state, after, until) {
+                match q.purge_step(QUEUES[queue], state, after, until, now) {
                     Ok((_, Some(next))) => after = Some(next),
                     Ok((_, None)) => break,
                     Err(QueueError::PurgeLeased) if state == JobState::Leased => break,
@@ -332,16 +425,26 @@ fn stale_ok<T: std::fmt::Debug>(
     }
 }
 
-/// A ready job of an unpaused queue that consumer `c` takes, if any.
-fn ready_for(q: &Queue, c: &consumers::Consumer) -> Option<ReadyKey> {
+/// A ready job that consumer `c` takes, of an unpaused queue, that no
+/// limit holds at `now` (by the flow's rules, not its bookkeeping), if any.
+fn ready_for(q: &Queue, c: &consumers::Consumer, now: Timestamp) -> Option<ReadyKey> {
     c.queues
         .iter()
-        .filter_map(|queue| q.queues.get(queue).filter(|qs| !qs.paused))
+        .filter_map(|queue| {
+            q.queues
+                .get(queue)
+                .filter(|qs| !qs.paused && qs.flow.queue_hold(now).is_none())
+        })
         .flat_map(|qs| {
             qs.ready
                 .iter()
                 .filter(|(t, _)| c.job_types.as_ref().is_none_or(|types| types.contains(t)))
                 .flat_map(|(_, set)| set.live_keys())
+                .filter(|k| {
+                    q.jobs[k.seq()]
+                        .key()
+                        .is_none_or(|key| qs.flow.key_hold(key, now).is_none())
+                })
         })
         .next()
 }
@@ -366,6 +469,9 @@ fn check_name_references(q: &Queue) -> Result<(), String> {
         if qs.paused {
             *expected.entry(id).or_default() += 1;
         }
+        if !qs.flow.limits.is_empty() {
+            *expected.entry(id).or_default() += 1;
+        }
     }
     for consumer in q.consumers.values() {
         for &id in consumer
@@ -388,7 +494,125 @@ fn check_name_references(q: &Queue) -> Result<(), String> {
     Ok(())
 }
 
-fn check_invariants(q: &Queue, run: &Run) -> Result<(), String> {
+/// Flow control: the flow's counts are the jobs', its bookkeeping (open
+/// keys in the rings, held queues, wake-ups) follows its rules at `now`,
+/// and no lease took a key or a queue past its limit.
+fn check_flow(q: &Queue, run: &mut Run, now: Timestamp) -> Result<(), String> {
+    let mut leased: HashMap<(String, Option<String>), u32> = HashMap::new();
+    let mut ready: HashMap<(crate::names::NameId, Arc<str>), u64> = HashMap::new();
+    for (_, job) in q.jobs.range(..) {
+        let key = job.key().cloned();
+        let queue = q.names.name(job.queue).to_owned();
+        match job.state {
+            JobState::Leased => {
+                *leased.entry((queue.clone(), None)).or_default() += 1;
+                if let Some(key) = &key {
+                    *leased.entry((queue, Some(key.to_string()))).or_default() += 1;
+                }
+            }
+            JobState::Ready => {
+                if let Some(key) = key {
+                    *ready.entry((job.queue, key)).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let deadline = q.next_deadline();
+    for (&id, qs) in &q.queues {
+        let name = q.names.name(id).to_owned();
+        let in_flight = leased.get(&(name.clone(), None)).copied().unwrap_or(0);
+        if qs.flow.in_flight != in_flight {
+            return Err(format!(
+                "{name}: flow in flight {}, leased {in_flight}",
+                qs.flow.in_flight
+            ));
+        }
+        let hold = qs.flow.queue_hold(now);
+        if qs.flow.held != hold.is_some() {
+            return Err(format!(
+                "{name}: held {} but the rule says {hold:?}",
+                qs.flow.held
+            ));
+        }
+        if let Some(until) = hold.and_then(|h| h.until)
+            && deadline.is_none_or(|d| d > until)
+        {
+            return Err(format!(
+                "{name} is held until {until:?}, next deadline {deadline:?}"
+            ));
+        }
+        for (key, state) in &qs.flow.keys {
+            let leased_now = leased
+                .get(&(name.clone(), Some(key.to_string())))
+                .copied()
+                .unwrap_or(0);
+            let ready_now = ready.remove(&(id, key.clone())).unwrap_or(0);
+            if (state.in_flight, state.ready) != (leased_now, ready_now) {
+                return Err(format!(
+                    "{name}/{key}: flow says {} in flight and {} ready, jobs say {leased_now} and {ready_now}",
+                    state.in_flight, state.ready
+                ));
+            }
+            let hold = qs.flow.key_hold(key, now);
+            if state.open != hold.is_none() {
+                return Err(format!(
+                    "{name}/{key}: open {} but the rule says {hold:?}",
+                    state.open
+                ));
+            }
+            if let Some(until) = hold.and_then(|h| h.until)
+                && deadline.is_none_or(|d| d > until)
+            {
+                return Err(format!(
+                    "{name}/{key} is held until {until:?}, next deadline {deadline:?}"
+                ));
+            }
+            let tag = Some(key.clone());
+            for lanes in qs.ready.values() {
+                if lanes.is_open(&tag) && !state.open {
+                    return Err(format!("{name}/{key} is held but in a ring"));
+                }
+            }
+        }
+        // Limits: a count over its limit was there before this step.
+        let over = |count: u32, limit: Option<u32>, before: u32| {
+            limit.is_some_and(|max| count > max && count > before)
+        };
+        let before = |k: &(String, Option<String>)| run.leased_before.get(k).copied().unwrap_or(0);
+        let queue_key = (name.clone(), None);
+        if over(in_flight, qs.flow.limits.max_in_flight, before(&queue_key)) {
+            return Err(format!(
+                "{name}: a lease took it to {in_flight}, past {:?}",
+                qs.flow.limits.max_in_flight
+            ));
+        }
+        for ((queue, key), &count) in &leased {
+            if *queue != name {
+                continue;
+            }
+            if let Some(key) = key {
+                let limit = qs.flow.limits.key_max_in_flight(key);
+                if over(count, limit, before(&(queue.clone(), Some(key.clone())))) {
+                    return Err(format!(
+                        "{name}/{key}: a lease took it to {count}, past {limit:?}"
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(((_, key), n)) = ready.into_iter().next() {
+        return Err(format!(
+            "{n} ready jobs of key {key} that the flow does not know"
+        ));
+    }
+    run.leased_before = leased;
+    Ok(())
+}
+
+fn check_invariants(q: &Queue, run: &mut Run) -> Result<(), String> {
+    let now = at(0).saturating_add(Duration::from_millis(run.now));
+    check_flow(q, run, now)?;
     check_name_references(q)?;
     // Every job, through the public listing (a run never reaches SCAN_BUDGET).
     let all = q.list(&JobFilter::default(), None, usize::MAX);
@@ -498,7 +722,7 @@ fn check_invariants(q: &Queue, run: &Run) -> Result<(), String> {
         ));
     }
     // Per-queue per-state counts: Stats against the recount and ListJobs.
-    for stats in q.stats() {
+    for stats in q.stats(at(0)) {
         let mine = recount.remove(stats.queue.as_str()).unwrap_or_default();
         if stats.counts != mine {
             return Err(format!(
@@ -540,9 +764,10 @@ fn check_invariants(q: &Queue, run: &Run) -> Result<(), String> {
                 c.in_flight, c.max_in_flight
             ));
         }
-        // Push delivery: no free slot beside a ready job it takes.
+        // Push delivery: no free slot beside a ready job it takes that no
+        // limit holds.
         if c.in_flight < c.max_in_flight
-            && let Some(key) = ready_for(q, c)
+            && let Some(key) = ready_for(q, c, now)
         {
             return Err(format!(
                 "{id:?} has a free slot and job {} is ready for it",
@@ -615,7 +840,7 @@ proptest! {
         let mut q = Queue::new(small_config(), seed);
         let mut run = Run::default();
         for (step, op) in ops.iter().enumerate() {
-            let checked = apply(&mut q, &mut run, op).and_then(|()| check_invariants(&q, &run));
+            let checked = apply(&mut q, &mut run, op).and_then(|()| check_invariants(&q, &mut run));
             if let Err(broken) = checked {
                 prop_assert!(false, "step {step} ({op:?}): {broken}");
             }

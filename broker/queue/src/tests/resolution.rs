@@ -58,7 +58,7 @@ fn nack_schedules_retry_after_jittered_backoff_then_dead() {
         (view.state, view.attempt, view.last_error),
         (JobState::Dead, 3, Some("third"))
     );
-    assert_eq!(q.stats()[0].counters.dead, 1);
+    assert_eq!(q.stats(at(0))[0].counters.dead, 1);
     assert_eq!(q.next_deadline(), None, "dead jobs have no deadline");
 }
 
@@ -121,7 +121,7 @@ fn expired_lease_is_redelivered_with_an_attempt_counted() {
         (view.state, view.last_error),
         (JobState::Scheduled, Some(LEASE_EXPIRED))
     );
-    assert_eq!(q.stats()[0].counters.expired, 1);
+    assert_eq!(q.stats(at(0))[0].counters.expired, 1);
     assert!(matches!(
         q.ack(id, lease, at(31)),
         Err(QueueError::StaleLease { .. })
@@ -203,7 +203,7 @@ fn stale_and_unknown_leases_are_refused_without_change() {
     );
     assert!(q.nack(id, lease, Failure::default(), at(2)).is_err());
     assert!(q.extend(id, lease, None, at(2)).is_err());
-    assert_eq!(q.stats()[0].counters.acked, 1);
+    assert_eq!(q.stats(at(0))[0].counters.acked, 1);
 }
 
 #[test]
@@ -283,7 +283,7 @@ fn stale_delivery_is_not_returned_and_a_lost_job_does_not_panic() {
         JobState::Dead,
         "a stale delivery changes nothing"
     );
-    q.purge_step("default", JobState::Dead, None, q.horizon())
+    q.purge_step("default", JobState::Dead, None, q.horizon(), at(0))
         .unwrap();
     q.close_consumer(c);
     q.return_undelivered(out[0], at(32));
