@@ -15,6 +15,7 @@ pub mod exposure;
 pub mod fatal;
 pub mod gate;
 pub mod http;
+pub mod limits_record;
 pub mod listener;
 pub mod memory_limit;
 pub mod metrics;

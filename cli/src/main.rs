@@ -70,9 +70,11 @@ enum Command {
     /// Lists, shows, retries and cancels jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
-    /// Pauses, resumes and purges queues.
+    /// Pauses, resumes and purges queues; shows and sets their limits.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// A queue's busiest keys: jobs in flight and ready, and what holds them.
+    Keys(commands::limits::KeysArgs),
     /// Creates, shows, lists, pauses, resumes, triggers, deletes and
     /// applies schedules (periodic jobs).
     #[command(subcommand)]
@@ -148,6 +150,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Workers => commands::stats::workers(&mut conn, format).await,
                 Command::Jobs(jobs) => commands::jobs::run(&mut conn, jobs, format).await,
                 Command::Queue(queue) => commands::queue::run(&mut conn, queue, format).await,
+                Command::Keys(args) => commands::limits::keys(&mut conn, args, format).await,
                 Command::Sources(sources) => {
                     commands::sources::run(&mut conn, sources, format).await
                 }

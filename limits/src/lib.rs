@@ -23,6 +23,18 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_HEADER_VALUE_LEN: usize = 4096;
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+/// Most overrides of named keys in one queue's limits.
+pub const MAX_KEY_OVERRIDES: usize = 1000;
+/// Highest weight of a key in fair dispatch.
+pub const MAX_KEY_WEIGHT: u32 = 1000;
+/// Highest rate of a queue or a key, in jobs a second.
+pub const MAX_RATE_PER_SECOND: f64 = 1_000_000.0;
+/// Largest burst of a rate.
+pub const MAX_RATE_BURST: u32 = 1_000_000;
+/// Most keys one ListKeys answers with.
+pub const MAX_LIST_KEYS: u32 = 1000;
+/// Keys a ListKeys answers with when it names no limit.
+pub const DEFAULT_LIST_KEYS: u32 = 100;
 /// Most attempts a job may have.
 pub const MAX_ATTEMPTS: u32 = 10_000;
 /// Most queues or job types one Lease stream may name.
@@ -180,6 +192,15 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err("has control characters".to_owned());
     }
     Ok(())
+}
+
+/// Checks a job's flow-control key: the rules of a job type (1 to
+/// [`MAX_NAME_LEN`] bytes, no control characters).
+///
+/// # Errors
+/// Why the key is refused.
+pub fn check_job_key(key: &str) -> Result<(), String> {
+    check_name(key)
 }
 
 /// Checks a header value: at most [`MAX_HEADER_VALUE_LEN`] bytes, and no

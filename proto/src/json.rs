@@ -103,6 +103,7 @@ pub fn job_json(job: &pb::Job, with_payload: bool) -> Value {
         "id": job.id,
         "queue": job.queue,
         "job_type": job.job_type,
+        "key": non_empty(&job.key),
         "state": state_name(job.state()),
         "priority": job.priority,
         "attempt": job.attempt,
@@ -169,6 +170,54 @@ pub fn queue_stats_json(q: &pb::QueueStats) -> Value {
         "enqueued_per_second": q.enqueued_per_second,
         "acked_per_second": q.acked_per_second,
         "failed_per_second": q.failed_per_second,
+        "limits": q.limits.as_ref().map_or(Value::Null, limits_json),
+        "held": q.held.as_ref().map_or(Value::Null, held_json),
+        "top_keys": q.top_keys.iter().map(key_json).collect::<Vec<_>>(),
+    })
+}
+
+fn rate_json(rate: Option<&pb::RateLimit>) -> Value {
+    rate.map_or(
+        Value::Null,
+        |r| json!({"per_second": r.per_second, "burst": r.burst}),
+    )
+}
+
+/// A queue's flow-control limits as JSON: 0 and null are no limit.
+pub fn limits_json(l: &pb::QueueLimits) -> Value {
+    json!({
+        "queue": l.queue,
+        "max_in_flight": l.max_in_flight,
+        "rate": rate_json(l.rate.as_ref()),
+        "key_max_in_flight": l.key_max_in_flight,
+        "key_rate": rate_json(l.key_rate.as_ref()),
+        "overrides": l.overrides.iter().map(|o| json!({
+            "key": o.key,
+            "max_in_flight": o.max_in_flight,
+            "rate": rate_json(o.rate.as_ref()),
+            "weight": o.weight.max(1),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// READY jobs held back by limits, by reason, as JSON.
+pub fn held_json(h: &pb::HeldJobs) -> Value {
+    json!({
+        "key_limit": h.key_limit,
+        "queue_limit": h.queue_limit,
+        "rate": h.rate,
+        "key_delay": h.key_delay,
+    })
+}
+
+/// One key of a queue as JSON.
+pub fn key_json(k: &pb::KeyInfo) -> Value {
+    json!({
+        "key": k.key,
+        "in_flight": k.in_flight,
+        "ready": k.ready,
+        "held_by": non_empty(&k.held_by),
+        "held_until": timestamp_json(k.held_until.as_ref()),
     })
 }
 

@@ -148,6 +148,7 @@ async fn every_transition_is_counted_exactly() {
     let (job_id, lease_id) = lease(4);
     client
         .release(pb::ReleaseRequest {
+            key_delay: None,
             job_id,
             lease_id,
             delay: Some(prost_types::Duration {

@@ -237,6 +237,7 @@ async fn every_acknowledged_change_survives_a_crash() {
     let leased = broker.lease_one(QUEUE, "released").await;
     client
         .release(pb::ReleaseRequest {
+            key_delay: None,
             job_id: released.clone(),
             lease_id: leased.lease_id,
             delay: Some(prost_types::Duration {
@@ -394,6 +395,7 @@ async fn a_released_job_reads_the_same_before_and_after_a_restart() {
             .broker()
             .await
             .release(pb::ReleaseRequest {
+                key_delay: None,
                 job_id: id.clone(),
                 lease_id: leased.lease_id,
                 delay: Some(prost_types::Duration {

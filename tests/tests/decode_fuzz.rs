@@ -127,6 +127,7 @@ fn shaped(kind: Kind, text: &str, n: i64, lease: Option<(Uuid, Uuid)>) -> Vec<u8
     );
     match kind {
         Kind::Enqueue => pb::EnqueueRequest {
+            key: String::new(),
             queue: if n % 5 == 0 {
                 String::new()
             } else {
@@ -171,6 +172,7 @@ fn shaped(kind: Kind, text: &str, n: i64, lease: Option<(Uuid, Uuid)>) -> Vec<u8
         }
         .encode_to_vec(),
         Kind::Nack => pb::NackRequest {
+            key_delay: None,
             job_id,
             lease_id,
             error: text.into(),
@@ -185,6 +187,7 @@ fn shaped(kind: Kind, text: &str, n: i64, lease: Option<(Uuid, Uuid)>) -> Vec<u8
         }
         .encode_to_vec(),
         Kind::Release => pb::ReleaseRequest {
+            key_delay: None,
             job_id,
             lease_id,
             delay: duration(n),
@@ -293,6 +296,7 @@ fn apply(run: &mut Run, kind: Kind, bytes: &[u8]) -> Result<(), String> {
                     error: req.error,
                     retry_after,
                     dead: req.dead,
+                    key_delay: Duration::ZERO,
                 };
                 resolution(q.nack(j, l, failure, now))?;
             }
@@ -335,7 +339,7 @@ fn apply(run: &mut Run, kind: Kind, bytes: &[u8]) -> Result<(), String> {
             let until = q.horizon();
             let mut after = None;
             loop {
-                match q.purge_step(&name, state, after, until) {
+                match q.purge_step(&name, state, after, until, now) {
                     Ok((_, Some(next))) => after = Some(next),
                     Ok((_, None))
                     | Err(QueueError::PurgeLeased | QueueError::UnknownQueue { .. }) => break,
@@ -399,7 +403,7 @@ fn check(q: &Queue) -> Result<(), String> {
             return Err(format!("job {job:?}"));
         }
     }
-    for stats in q.stats() {
+    for stats in q.stats(Timestamp::from_micros(0)) {
         let mine = recount.remove(stats.queue.as_str()).unwrap_or_default();
         if stats.counts != mine {
             return Err(format!(

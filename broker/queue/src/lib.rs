@@ -134,6 +134,8 @@ pub struct Failure {
     pub retry_after: Option<Duration>,
     /// No more attempts.
     pub dead: bool,
+    /// Holds every job of the job's key this long (see [`Queue::hold_key`]).
+    pub key_delay: Duration,
 }
 
 /// Where a job went when its lease ended without success.
@@ -498,6 +500,8 @@ impl Queue {
         now: Timestamp,
     ) -> Result<FailureOutcome, QueueError> {
         let seq = self.leased(job_id, lease_id)?;
+        // Before the job may run again.
+        self.hold_key_of(seq, failure.key_delay, now);
         let lease = self.end_lease(seq, now);
         self.queue_state(seq).counters.nacked += 1;
         let ran = now.saturating_since(lease.leased_at);

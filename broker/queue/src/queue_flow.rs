@@ -13,14 +13,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::info;
 use uuid::Uuid;
 
+use super::Queue;
 use super::flow::{HoldReason, QueueLimits};
 use super::job::Seq;
 use super::lanes::KeyTag;
 use super::names::NameId;
-use super::{LOG_TARGET, Queue};
 use crate::{QueueError, Timestamp};
 
 /// One key of a queue, as `sluice keys` and Stats show it.
@@ -96,7 +95,6 @@ impl Queue {
         for key in keys {
             self.refresh_key(id, &key, now);
         }
-        info!(target: LOG_TARGET, queue, "queue limits set");
         self.pump(now);
         Ok(())
     }
@@ -133,12 +131,18 @@ impl Queue {
         now: Timestamp,
     ) -> Result<(), QueueError> {
         let seq = self.leased(job_id, lease_id)?;
+        self.hold_key_of(seq, delay, now);
+        Ok(())
+    }
+
+    /// [`Queue::hold_key`] for job `seq`.
+    pub(super) fn hold_key_of(&mut self, seq: Seq, delay: Duration, now: Timestamp) {
         let job = &self.jobs[seq];
         let (queue, Some(key)) = (job.queue, job.key().cloned()) else {
-            return Ok(());
+            return;
         };
         if delay.is_zero() {
-            return Ok(());
+            return;
         }
         let until = now.saturating_add(delay);
         if let Some(qs) = self.queues.get_mut(&queue) {
@@ -146,7 +150,6 @@ impl Queue {
         }
         self.log_job(seq, None, super::LogLevel::Info, "job's key held back");
         self.refresh_key(queue, &key, now);
-        Ok(())
     }
 
     /// The keys of `queue` with jobs ready or in flight, or held back:

@@ -23,11 +23,13 @@ pub enum Role {
 }
 
 /// The Admin calls that change nothing, which a [`Role::Viewer`] may make.
-pub const ADMIN_READS: [&str; 7] = [
+pub const ADMIN_READS: [&str; 9] = [
     "GetJob",
     "ListJobs",
     "Stats",
     "ListWorkers",
+    "GetQueueLimits",
+    "ListKeys",
     "GetSchedule",
     "ListSchedules",
     "ListSourcePartitions",
@@ -131,7 +133,7 @@ pub enum Call {
 }
 
 /// The Admin service's methods, as their paths name them.
-pub const ADMIN_METHODS: [&str; 18] = [
+pub const ADMIN_METHODS: [&str; 21] = [
     "GetJob",
     "ListJobs",
     "Stats",
@@ -141,6 +143,9 @@ pub const ADMIN_METHODS: [&str; 18] = [
     "PurgeQueue",
     "PauseQueue",
     "ResumeQueue",
+    "SetQueueLimits",
+    "GetQueueLimits",
+    "ListKeys",
     "CreateSchedule",
     "GetSchedule",
     "ListSchedules",

@@ -42,8 +42,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_queue::{
     ConsumerSpec, Enqueued, Extended, FailedAttempt, Failure, FailureOutcome, JobFilter,
-    JobSnapshot, JobState, NewJob, Observer, QueueConfig, QueueError, QueueStats, Timestamp,
-    WorkerInfo,
+    JobSnapshot, JobState, KeyStats, NewJob, Observer, QueueConfig, QueueError, QueueLimits,
+    QueueStats, Timestamp, WorkerInfo,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -194,8 +194,14 @@ pub trait Backend: ScheduleStore + SourceStore + Send + Sync + 'static {
     async fn progress(&self, lease: LeaseRef, report: ProgressReport)
     -> Result<bool, BackendError>;
 
-    /// Gives the job of `lease` back, ready again after `delay`.
-    async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, BackendError>;
+    /// Gives the job of `lease` back, ready again after `delay`, holding
+    /// every job of its key for `key_delay` first (flow control).
+    async fn release(
+        &self,
+        lease: LeaseRef,
+        delay: Duration,
+        key_delay: Duration,
+    ) -> Result<JobState, BackendError>;
 
     /// Each known job among `ids` with its queue (unknown ones are left
     /// out), for checking a scoped credential.
@@ -238,6 +244,17 @@ pub trait Backend: ScheduleStore + SourceStore + Send + Sync + 'static {
 
     /// Leases the jobs of `queue` again.
     async fn resume(&self, queue: String) -> Result<(), BackendError>;
+
+    /// Sets the flow-control limits of `queue` (empty limits clear them),
+    /// kept in the store and applied at once on every broker.
+    async fn set_limits(&self, queue: String, limits: QueueLimits) -> Result<(), BackendError>;
+
+    /// The limits of `queue` (empty if none).
+    async fn limits(&self, queue: String) -> Result<QueueLimits, BackendError>;
+
+    /// The keys of `queue` with jobs in flight or ready, or held back:
+    /// most jobs first, at most `limit`.
+    async fn keys(&self, queue: String, limit: usize) -> Result<Vec<KeyStats>, BackendError>;
 
     /// Refuses new work from now on and ends every Lease stream of this
     /// broker; leased jobs can still be resolved.

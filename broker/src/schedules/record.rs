@@ -150,6 +150,7 @@ pub fn tick_job(schedule: &pb::Schedule, tick: Millis, keyed: bool) -> NewJob {
         timeout: template.timeout.and_then(|d| Duration::try_from(d).ok()),
         run_at: None,
         idempotency_key: keyed.then(|| tick_key(&schedule.name, tick)),
+        key: (!template.key.is_empty()).then_some(template.key),
         dead_letter: None,
     }
 }

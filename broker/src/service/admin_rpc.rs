@@ -6,7 +6,9 @@
 //! PurgeQueue, PauseQueue, ResumeQueue and a ListJobs that names a queue
 //! are refused (PERMISSION_DENIED) for another queue; a ListJobs without
 //! one lists only the queues in scope; GetJob, RetryJob and CancelJob on a
-//! job outside them answer as for an unknown job (`visibility.rs`); Stats
+//! job outside them answer as for an unknown job (`visibility.rs`);
+//! SetQueueLimits, GetQueueLimits and ListKeys check their queue
+//! (`flow_rpc.rs`); Stats
 //! and ListWorkers leave out the queues outside (a worker row keeps only
 //! its queues in scope, and is left out if none is).
 
@@ -24,7 +26,7 @@ use super::respond;
 use super::schedule_rpc::ScheduleDesk;
 use super::source_rpc::SourceDesk;
 use super::visibility;
-use super::{convert, outbound};
+use super::{convert, flow_rpc, outbound};
 use crate::auth::{Authorizer, Call, Grant};
 use crate::backend::SharedBackend;
 use sluice_queue::{JobFilter, JobState};
@@ -121,9 +123,14 @@ impl AdminService {
                 .queues
                 .into_iter()
                 .filter(|s| grant.allows(&s.queue))
-                .map(|s| {
+                .map(|mut s| {
                     let rates = self.rates.of(&s, now);
+                    let (limits, held, top_keys) =
+                        flow_rpc::stats_to_pb(&s.queue, std::mem::take(&mut s.flow));
                     pb::QueueStats {
+                        limits,
+                        held,
+                        top_keys,
                         oldest_ready_age: s
                             .oldest_ready_due
                             .map(|due| sluice_proto::duration_to_pb(now.saturating_since(due))),
@@ -338,6 +345,39 @@ impl Admin for AdminService {
         let result = async {
             let grant = self.authorize(&request, "ResumeQueue")?;
             self.handle_resume_queue(&grant, request.into_inner()).await
+        };
+        respond(result.await)
+    }
+
+    async fn set_queue_limits(
+        &self,
+        request: Request<pb::SetQueueLimitsRequest>,
+    ) -> std::result::Result<Response<pb::QueueLimits>, Status> {
+        let result = async {
+            let grant = self.authorize(&request, "SetQueueLimits")?;
+            flow_rpc::set(&self.shared, &grant, request.into_inner()).await
+        };
+        respond(result.await)
+    }
+
+    async fn get_queue_limits(
+        &self,
+        request: Request<pb::GetQueueLimitsRequest>,
+    ) -> std::result::Result<Response<pb::QueueLimits>, Status> {
+        let result = async {
+            let grant = self.authorize(&request, "GetQueueLimits")?;
+            flow_rpc::get(&self.shared, &grant, request.into_inner()).await
+        };
+        respond(result.await)
+    }
+
+    async fn list_keys(
+        &self,
+        request: Request<pb::ListKeysRequest>,
+    ) -> std::result::Result<Response<pb::ListKeysResponse>, Status> {
+        let result = async {
+            let grant = self.authorize(&request, "ListKeys")?;
+            flow_rpc::list_keys(&self.shared, &grant, request.into_inner()).await
         };
         respond(result.await)
     }

@@ -323,6 +323,8 @@ impl BrokerService {
             error: req.error,
             retry_after: convert::duration_in(req.retry_after, "retry_after", Duration::ZERO)?,
             dead: req.dead,
+            key_delay: convert::duration_in(req.key_delay, "key_delay", Duration::ZERO)?
+                .unwrap_or_default(),
         };
         let outcome = self.shared.nack(lease, failure).await?;
         Ok(pb::NackResponse {
@@ -366,7 +368,9 @@ impl BrokerService {
         let lease = lease_ref(&req.job_id, &req.lease_id)?;
         visibility::check_visible(&self.shared, grant, lease.job_id).await?;
         let delay = convert::duration_in(req.delay, "delay", Duration::ZERO)?.unwrap_or_default();
-        let state = self.shared.release(lease, delay).await?;
+        let key_delay =
+            convert::duration_in(req.key_delay, "key_delay", Duration::ZERO)?.unwrap_or_default();
+        let state = self.shared.release(lease, delay, key_delay).await?;
         Ok(pb::ReleaseResponse {
             state: outbound::state_to_pb(state).into(),
         })

@@ -113,6 +113,13 @@ pub fn new_job(req: pb::EnqueueRequest, limits: Limits, now: Timestamp) -> Resul
             format!("is over {MAX_IDEMPOTENCY_KEY_LEN} bytes"),
         ));
     }
+    let key = match req.key {
+        key if key.is_empty() => None,
+        key => {
+            sluice_limits::check_job_key(&key).map_err(|r| RequestError::invalid("key", r))?;
+            Some(key)
+        }
+    };
     Ok(NewJob {
         queue,
         job_type,
@@ -135,6 +142,7 @@ pub fn new_job(req: pb::EnqueueRequest, limits: Limits, now: Timestamp) -> Resul
         timeout: duration_in(req.timeout, "timeout", MIN_RUN_LIMIT)?,
         run_at,
         idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
+        key,
         dead_letter: None,
     })
 }

@@ -9,6 +9,7 @@ mod broker_rpc;
 pub mod convert;
 mod enqueue_stream;
 mod error;
+mod flow_rpc;
 mod lease_permits;
 mod lease_stream;
 pub mod outbound;

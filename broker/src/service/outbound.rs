@@ -66,6 +66,7 @@ pub fn job_to_pb(job: JobSnapshot) -> pb::Job {
             updated_at: Some(timestamp_to_pb(p.updated_at)),
         }),
         result: job.result.unwrap_or_default(),
+        key: job.key.unwrap_or_default(),
     }
 }
 

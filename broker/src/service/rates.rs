@@ -125,7 +125,7 @@ mod tests {
                 expired,
                 dead: 0,
             },
-            oldest_ready_due: None,
+            ..QueueStats::default()
         }
     }
 

@@ -247,6 +247,7 @@ impl ScheduleDesk {
                 timeout: template.timeout,
                 run_at: None,
                 idempotency_key: String::new(),
+                key: template.key,
             },
             self.limits,
             self.clock.now(),
@@ -260,6 +261,7 @@ impl ScheduleDesk {
             priority: checked.priority,
             max_attempts: checked.max_attempts.unwrap_or(0),
             timeout: checked.timeout.map(sluice_proto::duration_to_pb),
+            key: checked.key.unwrap_or_default(),
         });
         if pb::CatchUp::try_from(s.catch_up).is_err() {
             return Err(RequestError::invalid(

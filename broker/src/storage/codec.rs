@@ -44,6 +44,9 @@ struct StoredJob {
     progress: Option<StoredProgress>,
     #[prost(bytes = "bytes", optional, tag = "16")]
     result: Option<Bytes>,
+    /// The flow-control key.
+    #[prost(string, optional, tag = "17")]
+    key: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -110,6 +113,7 @@ pub(super) fn encode(record: &JobRecord) -> Vec<u8> {
             updated_at_us: p.updated_at.as_micros(),
         }),
         result: record.result.clone(),
+        key: record.key.clone(),
     }
     .encode_to_vec()
 }
@@ -153,6 +157,7 @@ pub(super) fn decode(seq: u64, bytes: &[u8], payload: Bytes) -> Result<JobRecord
             })
         }),
         result: stored.result,
+        key: stored.key,
     })
 }
 
@@ -178,6 +183,7 @@ mod tests {
             finished_at: Some(Timestamp::from_micros(3)),
             last_error: Some("smtp timeout".into()),
             idempotency_key: Some("user-7".into()),
+            key: Some("tenant-3".into()),
             cancel_requested: true,
             progress: Some(Box::new(Progress {
                 percent: 40,

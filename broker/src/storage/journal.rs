@@ -37,7 +37,7 @@ use prost::Message;
 use redb::{Database, ReadableTable as _, StorageBackend, WriteTransaction};
 use sluice_queue::Change;
 
-use super::{JOBS, META, PAUSED, PAYLOADS, SCHEDULES, SOURCES, StoreError, codec};
+use super::{JOBS, LIMITS, META, PAUSED, PAYLOADS, SCHEDULES, SOURCES, StoreError, codec};
 
 /// The journal's file in the data directory.
 pub(super) const JOURNAL_FILE_NAME: &str = "sluice.journal";
@@ -66,7 +66,7 @@ struct Frame {
 /// One change, encoded once for both the journal and redb.
 #[derive(Clone, PartialEq, Message)]
 pub(super) struct Entry {
-    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "Kind", tags = "1, 2, 3, 4, 5, 6")]
     kind: Option<Kind>,
 }
 
@@ -83,6 +83,10 @@ enum Kind {
     Schedule(RowEntry),
     #[prost(message, tag = "5")]
     Source(RowEntry),
+    /// A queue's limits: `name` the queue, `record` as
+    /// `crate::limits_record` encodes them, `None` when cleared.
+    #[prost(message, tag = "6")]
+    Limits(RowEntry),
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -131,6 +135,12 @@ pub(super) fn entries<'a>(changes: impl Iterator<Item = &'a Change>) -> Vec<Entr
                     queue: queue.clone(),
                     paused: *paused,
                 }),
+                Change::Limits { queue, limits } => Kind::Limits(RowEntry {
+                    name: queue.clone(),
+                    key: String::new(),
+                    record: (!limits.is_empty())
+                        .then(|| crate::limits_record::encode(limits).into_bytes()),
+                }),
                 Change::Schedule { name, record } => Kind::Schedule(RowEntry {
                     name: name.clone(),
                     key: String::new(),
@@ -153,6 +163,7 @@ pub(super) fn apply(txn: &WriteTransaction, entries: &[Entry]) -> Result<usize, 
     let mut payloads = txn.open_table(PAYLOADS)?;
     let mut paused = txn.open_table(PAUSED)?;
     let mut schedules = txn.open_table(SCHEDULES)?;
+    let mut limits = txn.open_table(LIMITS)?;
     let mut sources = txn.open_table(SOURCES)?;
     let mut next_seq = None;
     let mut removed = 0;
@@ -182,6 +193,14 @@ pub(super) fn apply(txn: &WriteTransaction, entries: &[Entry]) -> Result<usize, 
                 }
                 None => {
                     schedules.remove(row.name.as_str())?;
+                }
+            },
+            Kind::Limits(row) => match &row.record {
+                Some(record) => {
+                    limits.insert(row.name.as_str(), record.as_slice())?;
+                }
+                None => {
+                    limits.remove(row.name.as_str())?;
                 }
             },
             Kind::Source(row) => match &row.record {

@@ -53,6 +53,8 @@ const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const PAYLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("payloads");
 /// Paused queues.
 const PAUSED: TableDefinition<&str, ()> = TableDefinition::new("paused");
+/// Queues' flow-control limits by queue, as `crate::limits_record` encodes them.
+const LIMITS: TableDefinition<&str, &[u8]> = TableDefinition::new("limits");
 /// Schedules by name: records the backend encodes (`backend/local/schedules.rs`).
 const SCHEDULES: TableDefinition<&str, &[u8]> = TableDefinition::new("schedules");
 /// Source rows by group and key: records the backend encodes
@@ -219,6 +221,7 @@ fn test_record(seq: u64, payload: &'static [u8]) -> sluice_queue::JobRecord {
         finished_at: None,
         last_error: None,
         idempotency_key: None,
+        key: None,
         cancel_requested: false,
         progress: None,
         result: None,

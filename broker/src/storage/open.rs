@@ -23,8 +23,8 @@ use sluice_queue::{IdSecret, JobRecord, StoreMeta};
 use super::journal::{self, JOURNAL_FILE_NAME, JournalFile};
 use super::writer::write_loop;
 use super::{
-    CACHE_BYTES, FILE_NAME, JOBS, META, PAUSED, PAYLOADS, SCHEDULES, SOURCES, Store, StoreError,
-    codec,
+    CACHE_BYTES, FILE_NAME, JOBS, LIMITS, META, PAUSED, PAYLOADS, SCHEDULES, SOURCES, Store,
+    StoreError, codec,
 };
 use crate::fatal::Fatal;
 
@@ -227,6 +227,7 @@ fn read_back<E>(
         txn.open_table(JOBS)?;
         txn.open_table(PAYLOADS)?;
         txn.open_table(PAUSED)?;
+        txn.open_table(LIMITS)?;
         txn.open_table(SCHEDULES)?;
         txn.open_table(SOURCES)?;
         let mut meta = txn.open_table(META)?;
@@ -279,6 +280,16 @@ fn read_back<E>(
     for entry in txn.open_table(PAUSED)?.iter()? {
         paused.push(entry?.0.value().to_owned());
     }
+    let mut limits = Vec::new();
+    for entry in txn.open_table(LIMITS)?.iter()? {
+        let (queue, record) = entry?;
+        let queue = queue.value().to_owned();
+        let record = std::str::from_utf8(record.value())
+            .map_err(|e| e.to_string())
+            .and_then(crate::limits_record::decode)
+            .map_err(|e| ReadError::Corrupt(format!("the limits of queue {queue}: {e}")))?;
+        limits.push((queue, record));
+    }
     let mut schedules = Vec::new();
     for entry in txn.open_table(SCHEDULES)?.iter()? {
         let (name, record) = entry?;
@@ -294,6 +305,7 @@ fn read_back<E>(
         ids: Some(IdSecret { instance, key }),
         next_seq,
         paused,
+        limits,
         schedules,
         sources,
     })

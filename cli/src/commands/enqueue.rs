@@ -52,10 +52,14 @@ pub struct EnqueueArgs {
     /// Per-attempt run limit (default: the broker's --default-timeout).
     #[arg(long)]
     timeout: Option<Human>,
+    /// The flow-control key (a customer, a tenant): the queue's per-key
+    /// limits and fair dispatch count jobs by it.
+    #[arg(long, value_name = "K")]
+    key: Option<String>,
     /// Idempotency key: a second enqueue with the same key and queue
     /// returns the first job's id.
     #[arg(long, value_name = "K")]
-    key: Option<String>,
+    idempotency_key: Option<String>,
     /// A header, NAME=VALUE; repeatable.
     #[arg(long = "header", value_name = "NAME=VALUE", value_parser = parse_header)]
     headers: Vec<(String, String)>,
@@ -155,7 +159,8 @@ impl EnqueueArgs {
             max_attempts: self.max_attempts.unwrap_or(0),
             timeout: self.timeout.map(|t| sluice_proto::duration_to_pb(t.into())),
             run_at: run_at.map(prost_types::Timestamp::from),
-            idempotency_key: self.key.clone().unwrap_or_default(),
+            idempotency_key: self.idempotency_key.clone().unwrap_or_default(),
+            key: self.key.clone().unwrap_or_default(),
         })
     }
 }

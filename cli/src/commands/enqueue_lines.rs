@@ -6,9 +6,9 @@
 //!
 //! A line's fields are `sluice enqueue`'s flags: `type` (required),
 //! `queue`, `json` (the payload, any JSON value) or `payload` (the payload
-//! as text), `priority`, `key` (idempotency), `headers` (an object of
-//! strings), `delay` (`10s`, `5m`), `max_attempts`, `timeout`. Blank lines
-//! are skipped; a job is named by its line number.
+//! as text), `priority`, `key` (the flow-control key), `idempotency_key`,
+//! `headers` (an object of strings), `delay` (`10s`, `5m`), `max_attempts`,
+//! `timeout`. Blank lines are skipped; a job is named by its line number.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -33,13 +33,14 @@ pub struct EnqueueLinesArgs {
 }
 
 /// The fields a line may have.
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 11] = [
     "type",
     "queue",
     "json",
     "payload",
     "priority",
     "key",
+    "idempotency_key",
     "headers",
     "delay",
     "max_attempts",
@@ -139,7 +140,8 @@ fn parse_job(value: &Value) -> Result<pb::EnqueueRequest, String> {
         max_attempts,
         timeout: duration(fields, "timeout")?.map(sluice_proto::duration_to_pb),
         run_at: delay.map(|d| prost_types::Timestamp::from(SystemTime::now() + d)),
-        idempotency_key: text(fields, "key")?.unwrap_or_default(),
+        idempotency_key: text(fields, "idempotency_key")?.unwrap_or_default(),
+        key: text(fields, "key")?.unwrap_or_default(),
     })
 }
 

@@ -5,6 +5,7 @@
 pub mod enqueue;
 pub mod enqueue_lines;
 pub mod jobs;
+pub mod limits;
 pub mod queue;
 pub mod schedule_file;
 pub mod schedules;

@@ -1,4 +1,4 @@
-//! `sluice queue pause|resume|purge`. Purge deletes jobs for good, so it
+//! `sluice queue pause|resume|purge|limits` (limits: `limits.rs`). Purge deletes jobs for good, so it
 //! asks first on a terminal (`Purge N DEAD jobs of queue Q? [y/N]`) and,
 //! without a terminal to ask on, refuses unless `--yes` says so.
 
@@ -37,6 +37,8 @@ pub enum QueueCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Prints the queue's flow-control limits, or changes them with flags.
+    Limits(super::limits::LimitsArgs),
 }
 
 /// Runs a `queue` subcommand.
@@ -50,6 +52,7 @@ pub async fn run(
     format: Format,
 ) -> Result<(), CliError> {
     match command {
+        QueueCommand::Limits(args) => super::limits::run(conn, args, format).await,
         QueueCommand::Pause { queue } => {
             conn.admin
                 .pause_queue(pb::PauseQueueRequest {

@@ -31,7 +31,7 @@ use super::schedules::{ScheduleFields, parse_catch_up, parse_overlap, parse_time
 use crate::error::CliError;
 
 /// Every key a `[[schedule]]` table may hold.
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 17] = [
     "name",
     "cron",
     "every",
@@ -42,6 +42,7 @@ const KEYS: [&str; 16] = [
     "payload",
     "headers",
     "priority",
+    "key",
     "max_attempts",
     "timeout",
     "catch_up",
@@ -168,6 +169,7 @@ fn one(entry: &Table) -> Result<pb::Schedule, String> {
         priority: number("priority")?
             .map(|p| i32::try_from(p).map_err(|_| format!("priority: {p} is out of range")))
             .transpose()?,
+        key: text("key")?,
         max_attempts: number("max_attempts")?
             .map(|m| u32::try_from(m).map_err(|_| format!("max_attempts: {m} is out of range")))
             .transpose()?,

@@ -99,6 +99,9 @@ pub struct CreateArgs {
     /// Higher runs first.
     #[arg(long, allow_negative_numbers = true)]
     priority: Option<i32>,
+    /// The flow-control key of each tick's job.
+    #[arg(long, value_name = "K")]
+    key: Option<String>,
     /// Attempts before a job is DEAD (default: the broker's).
     #[arg(long)]
     max_attempts: Option<u32>,
@@ -173,6 +176,7 @@ pub struct ScheduleFields {
     pub payload: Option<String>,
     pub headers: Vec<(String, String)>,
     pub priority: Option<i32>,
+    pub key: Option<String>,
     pub max_attempts: Option<u32>,
     pub timeout: Option<Duration>,
     pub catch_up: Option<pb::CatchUp>,
@@ -211,6 +215,7 @@ impl ScheduleFields {
                 priority: self.priority.unwrap_or(0),
                 max_attempts: self.max_attempts.unwrap_or(0),
                 timeout: self.timeout.map(sluice_proto::duration_to_pb),
+                key: self.key.unwrap_or_default(),
             }),
             catch_up: self.catch_up.unwrap_or(pb::CatchUp::Skip).into(),
             overlap: self.overlap.unwrap_or(pb::Overlap::Allow).into(),
@@ -238,6 +243,7 @@ impl CreateArgs {
             payload: self.payload,
             headers: self.headers,
             priority: self.priority,
+            key: self.key,
             max_attempts: self.max_attempts,
             timeout: self.timeout.map(Into::into),
             catch_up: self.catch_up,

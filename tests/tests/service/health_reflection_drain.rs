@@ -170,6 +170,7 @@ every_backend! {
             "{r:?}"
         );
         let release = pb::ReleaseRequest {
+            key_delay: None,
             job_id: job_id(&released).into(),
             lease_id: released.lease_id.clone(),
             delay: None,

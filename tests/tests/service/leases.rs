@@ -233,6 +233,7 @@ every_backend! {
         // Once the stream is closed, nothing takes the released job again.
         let leased = b.lease_then_close_stream("w1").await;
         let release = pb::ReleaseRequest {
+            key_delay: None,
             job_id: id.clone(),
             lease_id: leased.lease_id.clone(),
             delay: None,
@@ -284,7 +285,12 @@ shared_backends! {
                         .await
                         .map(drop),
                     _ => broker
-                        .release(pb::ReleaseRequest { job_id, lease_id, delay: secs(3600) })
+                        .release(pb::ReleaseRequest {
+                            job_id,
+                            lease_id,
+                            delay: secs(3600),
+                            key_delay: None,
+                        })
                         .await
                         .map(drop),
                 }

@@ -159,6 +159,7 @@ every_backend! {
         broker.progress(progress_of(&first, 30, "first try")).await.unwrap();
         broker
             .nack(pb::NackRequest {
+                key_delay: None,
                 job_id: id.clone(),
                 lease_id: first.lease_id.clone(),
                 error: "boom".into(),
@@ -187,6 +188,7 @@ every_backend! {
         assert_eq!(progress(&b.job(&id).await), Some((60, "second try".into(), 2)));
         broker
             .release(pb::ReleaseRequest {
+                key_delay: None,
                 job_id: id.clone(),
                 lease_id: second.lease_id.clone(),
                 delay: None,

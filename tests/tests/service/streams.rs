@@ -171,6 +171,7 @@ every_backend! {
             .await;
         let released = session
             .send(Some(Kind::Release(pb::ReleaseRequest {
+                key_delay: None,
                 job_id: job_id(&leased[3]).into(),
                 lease_id: leased[3].lease_id.clone(),
                 delay: Some(prost_types::Duration { seconds: 3600, nanos: 0 }),

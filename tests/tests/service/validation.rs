@@ -215,6 +215,7 @@ every_backend! {
         };
         assert_invalid(broker.extend(extend).await, "extend_by");
         let release = pb::ReleaseRequest {
+            key_delay: None,
             job_id: id.clone(),
             lease_id: leased.lease_id.clone(),
             delay: too_long,
@@ -545,6 +546,7 @@ every_backend! {
         let b = TestBroker::start().await;
         let name = |i: usize| format!("{i:x>width$}", width = MAX_NAME_LEN);
         let req = pb::EnqueueRequest {
+            key: String::new(),
             queue: "q".repeat(MAX_NAME_LEN),
             job_type: name(0),
             payload: vec![0; max_payload].into(),

@@ -179,11 +179,13 @@ impl BrokerLink {
                 error: error.clone(),
                 retry_after: retry_after.map(sluice_proto::duration_to_pb),
                 dead: *dead,
+                key_delay: None,
             }),
             Report::Release => Kind::Release(pb::ReleaseRequest {
                 job_id,
                 lease_id,
                 delay: None,
+                key_delay: None,
             }),
         };
         let nack_state = match self.over_session(kind.clone()).await {

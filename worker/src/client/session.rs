@@ -207,6 +207,7 @@ fn release(tx: &mpsc::Sender<pb::WorkRequest>, jobs: Vec<LeasedJob>) {
             job_id: leased.job.id,
             lease_id: leased.lease_id,
             delay: None,
+            key_delay: None,
         };
         let _ = tx.try_send(pb::WorkRequest {
             seq: UNANSWERED,

@@ -255,6 +255,7 @@ fn retried_and_released_jobs_take_their_place_among_fresh_ones() {
         error: "again".into(),
         retry_after: Some(Duration::ZERO),
         dead: false,
+        ..Failure::default()
     };
     q.nack(retried, leases[&retried], failure, at(2)).unwrap();
     q.release(released, leases[&released], Duration::ZERO, at(2))

@@ -281,6 +281,7 @@ fn apply(q: &mut Queue, run: &mut Run, op: &Op) -> Result<(), String> {
                     error: "boom".into(),
                     retry_after: retry_after.map(Duration::from_millis),
                     dead,
+                    ..Failure::default()
                 };
                 stale_ok(q.nack(job, l, failure, now), current, "nack")?;
             }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use sluice_queue::{
     ConsumerId, ConsumerSpec, Enqueued, Extended, Failure, FailureOutcome, JobFilter, JobSnapshot,
-    JobState, NewJob, Observer, QueueConfig, WorkerInfo,
+    JobState, KeyStats, NewJob, Observer, QueueConfig, QueueLimits, WorkerInfo,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -232,10 +232,19 @@ impl Backend for LocalBackend {
         })??)
     }
 
-    async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, BackendError> {
+    async fn release(
+        &self,
+        lease: LeaseRef,
+        delay: Duration,
+        key_delay: Duration,
+    ) -> Result<JobState, BackendError> {
         Ok(self
             .shared
-            .write(|queue, now| queue.release(lease.job_id, lease.lease_id, delay, now))
+            .write(|queue, now| {
+                // The hold first: the job may be leased again at once.
+                queue.hold_key(lease.job_id, lease.lease_id, key_delay, now)?;
+                queue.release(lease.job_id, lease.lease_id, delay, now)
+            })
             .await??)
     }
 
@@ -270,7 +279,7 @@ impl Backend for LocalBackend {
 
     async fn stats(&self) -> Result<StatsReading, BackendError> {
         self.shared.with_queue(|queue, now| StatsReading {
-            queues: queue.stats(),
+            queues: queue.stats(now),
             recent_failures: queue.recent_failures().cloned().collect(),
             now,
         })
@@ -303,7 +312,7 @@ impl Backend for LocalBackend {
         loop {
             let (n, next) = self
                 .shared
-                .write(|queue, _| queue.purge_step(&queue_name, state, after, until))
+                .write(|queue, now| queue.purge_step(&queue_name, state, after, until, now))
                 .await??;
             purged += n;
             match next {
@@ -322,6 +331,22 @@ impl Backend for LocalBackend {
         self.shared
             .write(|queue, now| queue.resume(&name, now))
             .await
+    }
+
+    async fn set_limits(&self, name: String, limits: QueueLimits) -> Result<(), BackendError> {
+        Ok(self
+            .shared
+            .write(|queue, now| queue.set_limits(&name, limits, now))
+            .await??)
+    }
+
+    async fn limits(&self, name: String) -> Result<QueueLimits, BackendError> {
+        self.shared.with_queue(|queue, _| queue.limits(&name))
+    }
+
+    async fn keys(&self, name: String, limit: usize) -> Result<Vec<KeyStats>, BackendError> {
+        self.shared
+            .with_queue(|queue, now| queue.keys(&name, limit, now))
     }
 
     fn begin_drain(&self) {
@@ -364,7 +389,7 @@ impl Backend for LocalBackend {
             .shared
             .with_queue(|queue, now| GaugeReading {
                 stats: StatsReading {
-                    queues: queue.stats(),
+                    queues: queue.stats(now),
                     recent_failures: Vec::new(),
                     now,
                 },

@@ -54,14 +54,15 @@ pub(super) async fn retry(inner: &Inner, id: Uuid) -> Result<()> {
         &tx,
         "WITH back AS (DELETE FROM sluice_finished WHERE id = $1 RETURNING *)
          INSERT INTO sluice_jobs (id, seq, queue, job_type, payload, headers, priority, state,
-             attempt, max_attempts, timeout_ms, idempotency_key, last_error, created_at, run_at)
+             attempt, max_attempts, timeout_ms, idempotency_key, last_error, created_at, run_at,
+             key)
          OVERRIDING SYSTEM VALUE
          SELECT id, seq, queue, job_type, payload, headers, priority, 'ready', 0, max_attempts,
              timeout_ms,
              CASE WHEN EXISTS (SELECT 1 FROM sluice_jobs j WHERE j.queue = back.queue
                                AND j.idempotency_key = back.idempotency_key)
                   THEN NULL ELSE idempotency_key END,
-             last_error, created_at, now()
+             last_error, created_at, now(), key
          FROM back",
         &[&id],
     )

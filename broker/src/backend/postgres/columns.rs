@@ -69,6 +69,7 @@ const COLUMNS: &[(&str, &str, &str)] = &[
     ("finished_at", "NULL::timestamptz", "finished_at"),
     ("progress", "progress::text", "progress::text"),
     ("result", "NULL::bytea", "result"),
+    ("key", "key", "key"),
 ];
 
 /// The select list of a job query on `table`, each column named, its
@@ -159,6 +160,7 @@ pub fn job(row: &Row) -> Result<JobSnapshot, BackendError> {
         id: get(row, "id")?,
         queue: get(row, "queue")?,
         job_type: get(row, "job_type")?,
+        key: get(row, "key")?,
         state: state(row)?,
         priority: get(row, "priority")?,
         attempt: non_negative(get(row, "attempt")?),

@@ -45,14 +45,16 @@ const WAITING_CALLS: usize = 4096;
 /// queue inserts nothing (the unique index).
 const INSERT: &str =
     "INSERT INTO sluice_jobs (id, queue, job_type, payload, headers, priority, state,
-                 max_attempts, timeout_ms, idempotency_key, created_at, run_at)
+                 max_attempts, timeout_ms, idempotency_key, created_at, run_at, key)
              SELECT id, queue, job_type, payload, headers::jsonb, priority,
                  CASE WHEN run_at > now() THEN 'scheduled' ELSE 'ready' END,
-                 max_attempts, timeout_ms, key, now(), greatest(coalesce(run_at, now()), now())
+                 max_attempts, timeout_ms, idem, now(), greatest(coalesce(run_at, now()), now()),
+                 flow_key
              FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[], $5::text[],
-                 $6::int[], $7::int[], $8::bigint[], $9::timestamptz[], $10::text[])
+                 $6::int[], $7::int[], $8::bigint[], $9::timestamptz[], $10::text[],
+                 $11::text[])
                  AS j(id, queue, job_type, payload, headers, priority, max_attempts,
-                      timeout_ms, run_at, key)
+                      timeout_ms, run_at, idem, flow_key)
              ON CONFLICT (queue, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
              RETURNING id, state";
 
@@ -417,6 +419,7 @@ async fn insert_admitted(
     let (mut queues, mut types, mut payloads, mut headers) = (vec![], vec![], vec![], vec![]);
     let (mut priorities, mut attempts, mut timeouts, mut run_ats, mut keys) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let mut flow_keys = Vec::with_capacity(jobs.len());
     for job in jobs {
         // Time-ordered to the millisecond (the key index grows at its right
         // edge), and otherwise 74 bits from the operating system's
@@ -442,6 +445,7 @@ async fn insert_admitted(
                 .as_deref()
                 .filter(|_| job.dead_letter.is_none()),
         );
+        flow_keys.push(job.key.as_deref());
     }
     let inserted = sql::query(
         tx,
@@ -457,6 +461,7 @@ async fn insert_admitted(
             &timeouts,
             &run_ats,
             &keys,
+            &flow_keys,
         ],
     )
     .await?;

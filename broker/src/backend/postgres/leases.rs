@@ -36,10 +36,10 @@ type Result<T> = std::result::Result<T, BackendError>;
 pub(super) const FINISH: &str = "WITH gone AS (DELETE FROM sluice_jobs WHERE id = $1 RETURNING *)
     INSERT INTO sluice_finished (id, seq, queue, job_type, payload, headers, priority, state,
         attempt, max_attempts, timeout_ms, idempotency_key, last_error, created_at, run_at,
-        worker_id, finished_at, progress)
+        worker_id, finished_at, progress, key)
     SELECT id, seq, queue, job_type, payload, headers, priority, $2, attempt, max_attempts,
         timeout_ms, idempotency_key, coalesce($3, last_error), created_at, run_at, worker_id,
-        now(), progress
+        now(), progress, key
     FROM gone";
 
 /// What a fenced lease check found.
@@ -152,10 +152,10 @@ pub(super) async fn ack(inner: &Inner, acks: Vec<Ack>) -> Result<Batch<()>> {
          ), kept AS (
              INSERT INTO sluice_finished (id, seq, queue, job_type, payload, headers,
                  priority, state, attempt, max_attempts, timeout_ms, idempotency_key,
-                 last_error, created_at, run_at, worker_id, finished_at, progress, result)
+                 last_error, created_at, run_at, worker_id, finished_at, progress, result, key)
              SELECT id, seq, queue, job_type, payload, headers, priority, 'succeeded',
                  attempt, max_attempts, timeout_ms, idempotency_key, last_error,
-                 created_at, run_at, worker_id, now(), progress, result
+                 created_at, run_at, worker_id, now(), progress, result, key
              FROM gone
          )
          SELECT id, queue, job_type, attempt, worker_id, broker_id, stream_id FROM gone";

@@ -42,7 +42,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use sluice_queue::{
     ConsumerSpec, Enqueued, Extended, Failure, FailureOutcome, JobFilter, JobSnapshot, JobState,
-    NewJob, Observer, QueueConfig, WorkerInfo,
+    KeyStats, NewJob, Observer, QueueConfig, QueueLimits, WorkerInfo,
 };
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -306,7 +306,13 @@ impl Backend for PostgresBackend {
         leases::progress(&self.inner, lease, report).await
     }
 
-    async fn release(&self, lease: LeaseRef, delay: Duration) -> Result<JobState, BackendError> {
+    async fn release(
+        &self,
+        lease: LeaseRef,
+        delay: Duration,
+        key_delay: Duration,
+    ) -> Result<JobState, BackendError> {
+        let _ = key_delay;
         leases::release(&self.inner, lease, delay).await
     }
 
@@ -357,6 +363,18 @@ impl Backend for PostgresBackend {
 
     async fn resume(&self, queue: String) -> Result<(), BackendError> {
         admin::pause(&self.inner, queue, false).await
+    }
+
+    async fn set_limits(&self, _queue: String, _limits: QueueLimits) -> Result<(), BackendError> {
+        Err(BackendError::Unavailable("flow control"))
+    }
+
+    async fn limits(&self, _queue: String) -> Result<QueueLimits, BackendError> {
+        Ok(QueueLimits::default())
+    }
+
+    async fn keys(&self, _queue: String, _limit: usize) -> Result<Vec<KeyStats>, BackendError> {
+        Ok(Vec::new())
     }
 
     fn begin_drain(&self) {

@@ -197,7 +197,7 @@ pub(super) async fn counters(inner: &Inner) -> Result<StatsReading> {
             paused: get(&row, "paused")?,
             counts: [0; 6],
             counters: Counters::default(),
-            oldest_ready_due: None,
+            ..QueueStats::default()
         };
         queues.insert(queue, stats);
     }

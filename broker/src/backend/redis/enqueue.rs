@@ -127,7 +127,8 @@ pub(super) fn enqueue_args<'a>(
                     .map_or_else(String::new, |reason| {
                         sluice_queue::truncate_error(reason.to_owned()).into()
                     }),
-            );
+            )
+            .arg(job.key.as_deref().unwrap_or(""));
     }
     call
 }

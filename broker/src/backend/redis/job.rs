@@ -71,6 +71,7 @@ pub fn job(fields: &[Value]) -> Result<JobSnapshot, BackendError> {
         id,
         queue: reply::string(field("q")?)?,
         job_type: reply::string(field("t")?)?,
+        key: text("fk")?,
         state,
         priority: reply::int(field("pr")?)?,
         attempt: reply::number(field("a")?)?.unwrap_or(0),

@@ -153,7 +153,7 @@ fn queue_stats(row: &[Value], counts: bool) -> Result<QueueStats> {
         paused: reply::string(reply::at(row, 1)?)? == "1",
         counts: [0; 6],
         counters: Counters::default(),
-        oldest_ready_due: None,
+        ..QueueStats::default()
     };
     if counts {
         for state in JobState::ALL {

@@ -25,9 +25,9 @@ use crate::backend::BackendError;
 /// The fields of a job hash a script answers with, in this order.
 /// (`gp`, `gm`, `ga` and `gt` are the last progress: its percent, message,
 /// attempt and time; `rs` the result an Ack left.)
-pub const FIELDS: [&str; 24] = [
+pub const FIELDS: [&str; 25] = [
     "id", "q", "t", "p", "h", "pr", "s", "a", "m", "to", "c", "e", "ct", "ra", "sq", "li", "w",
-    "le", "ft", "gp", "gm", "ga", "gt", "rs",
+    "le", "ft", "gp", "gm", "ga", "gt", "rs", "fk",
 ];
 
 /// The fields the scripts read of a job to act on it (no payload).

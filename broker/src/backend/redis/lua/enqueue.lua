@@ -1,16 +1,16 @@
 -- Enqueue: the jobs of one queue. ARGV: queue, max unfinished jobs ('' for
--- no limit), most queues, then ten per job: id, type, payload, headers,
+-- no limit), most queues, then eleven per job: id, type, payload, headers,
 -- priority, max attempts, timeout ms, due time in us ('' for now),
 -- idempotency key ('' for none), dead-letter reason ('' for a runnable
 -- job; else the job arrives DEAD with it, holding no key and taking no
--- room). Answers per job: {'ok', id, state}, {'dup', id of the job
+-- room), flow-control key ('' for none). Answers per job: {'ok', id, state}, {'dup', id of the job
 -- holding the key}, {'full'} or {'queues'}.
 DEFER = true
 local q, limit, max_queues = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local out = {}
 if redis.call('SISMEMBER', QUEUES, q) == 0 then
   if redis.call('SCARD', QUEUES) >= max_queues then
-    for i = 6, #ARGV, 10 do out[#out + 1] = {'queues'} end
+    for i = 6, #ARGV, 11 do out[#out + 1] = {'queues'} end
     return out
   end
   redis.call('SADD', QUEUES, q)
@@ -19,12 +19,12 @@ local now = now_us()
 local held = unfinished(q)
 local ready, scheduled = false, false
 -- One enqueue position per job offered, taken at once.
-local jobs = (#ARGV - 5) / 10
+local jobs = (#ARGV - 5) / 11
 local seq = redis.call('INCRBY', SEQ, jobs) - jobs
 local seen = {}
-for i = 6, #ARGV, 10 do
+for i = 6, #ARGV, 11 do
   seq = seq + 1
-  local id, key, dead = ARGV[i], ARGV[i + 8], ARGV[i + 9]
+  local id, key, dead, fk = ARGV[i], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10]
   if dead ~= '' then key = '' end
   local holder = key ~= '' and redis.call('HGET', qkey(q, 'k'), key)
   if holder then
@@ -34,6 +34,7 @@ for i = 6, #ARGV, 10 do
     move(q, j, 'dead', {'id', id, 'q', q, 't', j.t, 'p', ARGV[i + 2], 'h', ARGV[i + 3],
       'pr', j.pr, 'a', 0, 'm', ARGV[i + 5], 'to', ARGV[i + 6], 'ct', int(now), 'sq', j.sq,
       'ra', int(now), 'ft', int(now), 'e', dead})
+    if fk ~= '' then redis.call('HSET', job_key(q, id), 'fk', fk) end
     write('HSET', JOBS, id, q)
     write('ZADD', qkey(q, 'f'), now, id)
     due_at(q, now + RETENTION_US)
@@ -47,6 +48,11 @@ for i = 6, #ARGV, 10 do
     local j = {id = id, t = ARGV[i + 1], pr = ARGV[i + 4], sq = int(seq)}
     local fields = {'id', id, 'q', q, 't', j.t, 'p', ARGV[i + 2], 'h', ARGV[i + 3],
       'pr', j.pr, 'a', 0, 'm', ARGV[i + 5], 'to', ARGV[i + 6], 'ct', int(now), 'sq', j.sq}
+    if fk ~= '' then
+      j.fk = fk
+      fields[#fields + 1] = 'fk'
+      fields[#fields + 1] = fk
+    end
     if key ~= '' then
       j.k = key
       fields[#fields + 1] = 'k'
