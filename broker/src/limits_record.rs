@@ -138,6 +138,7 @@ mod tests {
         );
         assert_eq!(decode(&record).unwrap(), limits);
         assert_eq!(decode("{}").unwrap(), QueueLimits::default());
-        assert!(decode("[1]").is_err());
+        assert!(decode("\"text\"").is_err());
+        assert!(decode(r#"{"max_in_flight": -1}"#).is_err());
     }
 }
