@@ -130,16 +130,22 @@ impl HoldReason {
 /// Why something deals no job now, and until when if that is known (a
 /// slot frees only when a lease ends, which has no time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Hold {
+pub struct Hold {
+    /// What holds it.
     pub reason: HoldReason,
+    /// When it may deal again, if a time says so.
     pub until: Option<Timestamp>,
 }
 
-/// A token bucket's state: `tokens` as of `at`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Bucket {
-    tokens: f64,
-    at: Timestamp,
+/// A token bucket's state: `tokens` as of `at`. Every backend keeps its
+/// buckets in this form (a shared store in two columns or fields) and
+/// applies its rules through these methods.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Tokens as of `at`.
+    pub tokens: f64,
+    /// When `tokens` was counted.
+    pub at: Timestamp,
 }
 
 /// Tokens short of a whole one that still count as one: the float sums of
@@ -147,7 +153,8 @@ pub(crate) struct Bucket {
 const TOKEN_SLACK: f64 = 1e-9;
 
 impl Bucket {
-    fn full(rate: RateLimit, now: Timestamp) -> Self {
+    /// A full bucket, as a rate's first use finds it.
+    pub fn full(rate: RateLimit, now: Timestamp) -> Self {
         Self {
             tokens: f64::from(rate.burst),
             at: now,
@@ -159,8 +166,13 @@ impl Bucket {
         (self.tokens + elapsed * rate.per_second).min(f64::from(rate.burst))
     }
 
+    /// Whole tokens there at `now`.
+    pub fn whole_tokens(&self, rate: RateLimit, now: Timestamp) -> u64 {
+        (self.tokens_at(rate, now) + TOKEN_SLACK).floor() as u64
+    }
+
     /// When a whole token is there: `None` if it is now.
-    fn wait(&self, rate: RateLimit, now: Timestamp) -> Option<Timestamp> {
+    pub fn wait(&self, rate: RateLimit, now: Timestamp) -> Option<Timestamp> {
         let missing = 1.0 - self.tokens_at(rate, now);
         (missing > TOKEN_SLACK).then(|| {
             // Rounded up to the microsecond, so that the wake-up finds it.
@@ -169,7 +181,8 @@ impl Bucket {
         })
     }
 
-    fn take(&mut self, rate: RateLimit, now: Timestamp) {
+    /// Takes one token (the caller checked there is one).
+    pub fn take(&mut self, rate: RateLimit, now: Timestamp) {
         self.tokens = (self.tokens_at(rate, now) - 1.0).max(0.0);
         self.at = now;
     }
@@ -212,42 +225,18 @@ pub(crate) struct Flow {
 impl Flow {
     /// Why the queue deals nothing now, if it does not.
     pub fn queue_hold(&self, now: Timestamp) -> Option<Hold> {
-        if self
-            .limits
-            .max_in_flight
-            .is_some_and(|max| self.in_flight >= max)
-        {
-            return Some(Hold {
-                reason: HoldReason::QueueLimit,
-                until: None,
-            });
-        }
-        rate_hold(self.limits.rate, self.bucket.as_ref(), now)
+        queue_hold(&self.limits, self.in_flight, self.bucket.as_ref(), now)
     }
 
     /// Why jobs of `key` are not dealt now, if they are not (the queue's
     /// own hold aside).
     pub fn key_hold(&self, key: &str, now: Timestamp) -> Option<Hold> {
         let state = self.keys.get(key);
-        if let Some(until) = state.and_then(|s| s.held_until).filter(|&t| t > now) {
-            return Some(Hold {
-                reason: HoldReason::KeyDelay,
-                until: Some(until),
-            });
-        }
-        let in_flight = state.map_or(0, |s| s.in_flight);
-        if self
-            .limits
-            .key_max_in_flight(key)
-            .is_some_and(|max| in_flight >= max)
-        {
-            return Some(Hold {
-                reason: HoldReason::KeyLimit,
-                until: None,
-            });
-        }
-        rate_hold(
-            self.limits.key_rate(key),
+        key_hold(
+            &self.limits,
+            key,
+            state.map_or(0, |s| s.in_flight),
+            state.and_then(|s| s.held_until),
             state.and_then(|s| s.bucket.as_ref()),
             now,
         )
@@ -319,6 +308,54 @@ impl Flow {
             self.keys.remove(key);
         }
     }
+}
+
+/// The rule for a queue: why it deals nothing now, with `in_flight` jobs
+/// leased and its bucket as it is, if it does not. One definition for
+/// every backend.
+pub fn queue_hold(
+    limits: &QueueLimits,
+    in_flight: u32,
+    bucket: Option<&Bucket>,
+    now: Timestamp,
+) -> Option<Hold> {
+    if limits.max_in_flight.is_some_and(|max| in_flight >= max) {
+        return Some(Hold {
+            reason: HoldReason::QueueLimit,
+            until: None,
+        });
+    }
+    rate_hold(limits.rate, bucket, now)
+}
+
+/// The rule for a key: why its jobs are not dealt now (the queue's own
+/// hold aside), with `in_flight` of them leased, held back by a worker
+/// until `held_until` and its bucket as it is, if they are not. One
+/// definition for every backend.
+pub fn key_hold(
+    limits: &QueueLimits,
+    key: &str,
+    in_flight: u32,
+    held_until: Option<Timestamp>,
+    bucket: Option<&Bucket>,
+    now: Timestamp,
+) -> Option<Hold> {
+    if let Some(until) = held_until.filter(|&t| t > now) {
+        return Some(Hold {
+            reason: HoldReason::KeyDelay,
+            until: Some(until),
+        });
+    }
+    if limits
+        .key_max_in_flight(key)
+        .is_some_and(|max| in_flight >= max)
+    {
+        return Some(Hold {
+            reason: HoldReason::KeyLimit,
+            until: None,
+        });
+    }
+    rate_hold(limits.key_rate(key), bucket, now)
 }
 
 /// The hold of an empty bucket.

@@ -59,7 +59,9 @@ pub use self::consumers::ConsumerSpec;
 pub use self::durable::{Change, JobRecord, Restorer, StoreMeta};
 pub use self::error::QueueError;
 use self::flow::Flow;
-pub use self::flow::{HoldReason, KeyOverride, QueueLimits, RateLimit};
+pub use self::flow::{
+    Bucket, Hold, HoldReason, KeyOverride, QueueLimits, RateLimit, key_hold, queue_hold,
+};
 use self::ids::JobIds;
 pub use self::ids::{IdSecret, Secrets};
 pub use self::job::{ConsumerId, Headers, JobState, JobView, Lease, Progress};

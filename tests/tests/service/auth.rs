@@ -187,6 +187,27 @@ async fn call(rpc: &str, channel: &Channel, token: Option<&str>, job_id: &str) -
             },
             token
         ))),
+        // The default queue's limits, set again as they are (none).
+        "SetQueueLimits" => status!(admin.set_queue_limits(req(
+            pb::SetQueueLimitsRequest {
+                queue: "default".into(),
+                limits: None,
+            },
+            token
+        ))),
+        "GetQueueLimits" => status!(admin.get_queue_limits(req(
+            pb::GetQueueLimitsRequest {
+                queue: "default".into()
+            },
+            token
+        ))),
+        "ListKeys" => status!(admin.list_keys(req(
+            pb::ListKeysRequest {
+                queue: "default".into(),
+                limit: 0,
+            },
+            token
+        ))),
         // The matrix's schedule, written again as it is (nothing changes).
         "CreateSchedule" => status!(admin.create_schedule(req(
             pb::CreateScheduleRequest {
@@ -246,7 +267,7 @@ const BROKER_RPCS: [&str; 11] = [
     "Extend",
     "Release",
 ];
-const ADMIN_RPCS: [&str; 16] = [
+const ADMIN_RPCS: [&str; 19] = [
     "GetJob",
     "ListJobs",
     "Stats",
@@ -256,6 +277,9 @@ const ADMIN_RPCS: [&str; 16] = [
     "PurgeQueue",
     "PauseQueue",
     "ResumeQueue",
+    "SetQueueLimits",
+    "GetQueueLimits",
+    "ListKeys",
     "CreateSchedule",
     "GetSchedule",
     "ListSchedules",
@@ -318,7 +342,14 @@ fn expected(rpc: &str, caller: &str) -> Expect {
     let worker_call = BROKER_RPCS.contains(&rpc) && !producer_call;
     let read = matches!(
         rpc,
-        "GetJob" | "ListJobs" | "Stats" | "ListWorkers" | "GetSchedule" | "ListSchedules"
+        "GetJob"
+            | "ListJobs"
+            | "Stats"
+            | "ListWorkers"
+            | "GetSchedule"
+            | "ListSchedules"
+            | "GetQueueLimits"
+            | "ListKeys"
     );
     let (role, scoped) = match caller.split_once('@') {
         Some((role, _)) => (role, true),

@@ -18,6 +18,7 @@ mod auth;
 mod batches;
 mod bounds;
 mod dashboard_api;
+mod flow_control;
 mod health_reflection_drain;
 mod hostile;
 mod lease_stream;

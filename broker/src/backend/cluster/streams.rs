@@ -80,6 +80,9 @@ pub struct Streams {
     backlog: AtomicBool,
     /// Wakes the claimer.
     wake: Notify,
+    /// When the claimer must run a round even if nothing wakes it: a
+    /// queue or key that flow control holds until then.
+    wake_at: Mutex<Option<tokio::time::Instant>>,
     /// The next round recounts the streams' leases first.
     recount: AtomicBool,
     /// Where give-backs run (the server's tasks, once started).
@@ -168,6 +171,39 @@ impl Streams {
     /// Wakes the claimer.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// Has the claimer run a round at `at` (or earlier, if an earlier one
+    /// is asked for already): flow control holds jobs until then.
+    pub fn wake_at(&self, at: tokio::time::Instant) {
+        let mut wake_at = self
+            .wake_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if wake_at.is_none_or(|t| at < t) {
+            *wake_at = Some(at);
+            drop(wake_at);
+            self.wake();
+        }
+    }
+
+    /// The timed round asked for, if any.
+    fn next_wake(&self) -> Option<tokio::time::Instant> {
+        *self
+            .wake_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The timed round is running: forget it (a claim asks again).
+    fn timed_wake_done(&self) {
+        let mut wake_at = self
+            .wake_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if wake_at.is_some_and(|t| t <= tokio::time::Instant::now()) {
+            *wake_at = None;
+        }
     }
 
     /// Asks the claimer to recount the streams' leases, then claim:
@@ -371,10 +407,15 @@ pub async fn run_claimer<S: ClaimStore>(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let streams = store.streams();
     loop {
+        let timed = streams.next_wake();
         let polled = tokio::select! {
             biased;
             () = stop.cancelled() => return,
             () = streams.wake.notified() => false,
+            () = sleep_until(timed) => {
+                streams.timed_wake_done();
+                false
+            }
             _ = ticks.tick() => true,
         };
         if !*serving.borrow() || streams.count() == 0 {
@@ -390,6 +431,13 @@ pub async fn run_claimer<S: ClaimStore>(
             debug!(error = %e, "claim round failed");
             health_check.notify_one();
         }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,8 +3,9 @@
 //! with one `FOR UPDATE SKIP LOCKED` statement, in the contract's order
 //! (priority, then run_at, then enqueue order), skipping paused queues
 //! and other job types: brokers never wait on each other's claims, a row
-//! another broker is claiming is skipped. A stream that opens adopts the
-//! leases its worker says it still holds.
+//! another broker is claiming is skipped. Queues with limits are left to
+//! their own claim, one broker at a time (`flow.rs`). A stream that opens
+//! adopts the leases its worker says it still holds.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use super::columns::{self, Table, millis, select_list};
 use super::sql::{self, get};
-use super::{Inner, leases};
+use super::{Inner, flow, leases};
 use crate::backend::cluster::{ClaimStore, Closer, StreamId, Streams, Want};
 use crate::backend::{BackendError, LeaseFeed, LeaseRef};
 
@@ -94,17 +95,28 @@ impl ClaimStore for Inner {
         // flush, the job is READY again and runs again (at least once, as
         // after an expired lease); every Ack, Nack and Enqueue waits.
         let tx = sql::transaction(&mut client).await?;
+        let queues: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&want.queues];
         // Sent together: tokio-postgres pipelines the requests polled at once.
-        let (_, rows) = tokio::try_join!(
+        let (_, rows, limited) = tokio::try_join!(
             sql::execute(
                 &tx,
                 "SELECT set_config('synchronous_commit', 'off', true)",
                 &[]
             ),
             sql::query(&tx, claim_sql(), &params),
+            sql::query(
+                &tx,
+                "SELECT queue FROM sluice_limits WHERE queue = ANY($1)",
+                &queues
+            ),
         )?;
         sql::commit(tx).await?;
         drop(client);
+        let limited: HashSet<String> = limited
+            .iter()
+            .map(|row| get(row, "queue"))
+            .collect::<Result<_>>()?;
+        flow::note_limited(self, &want.queues, &limited);
         let mut jobs = rows
             .iter()
             .map(|row| Ok((columns::seq(row)?, columns::job(row)?)))
@@ -116,7 +128,19 @@ impl ClaimStore for Inner {
                 .then(a.run_at.cmp(&b.run_at))
                 .then(seq_a.cmp(seq_b))
         });
-        Ok(jobs.into_iter().map(|(_, job)| job).collect())
+        let mut jobs: Vec<JobSnapshot> = jobs.into_iter().map(|(_, job)| job).collect();
+        // The queues with limits, each by its own claim (`flow.rs`), in
+        // the stream's order of queues.
+        for queue in want.queues.iter().filter(|q| limited.contains(*q)) {
+            let credit = want
+                .credit
+                .saturating_sub(u32::try_from(jobs.len()).unwrap_or(u32::MAX));
+            if credit == 0 {
+                break;
+            }
+            jobs.extend(flow::claim(self, want, queue, credit).await?);
+        }
+        Ok(jobs)
     }
 
     async fn held(&self) -> Result<HashMap<StreamId, HashSet<Uuid>>> {
@@ -155,6 +179,7 @@ fn claim_sql() -> &'static str {
                      SELECT j.tid FROM (
                          SELECT unnest($1::text[]) AS queue
                          EXCEPT SELECT queue FROM sluice_paused
+                         EXCEPT SELECT queue FROM sluice_limits
                      ) q CROSS JOIN LATERAL (
                          SELECT ctid AS tid, priority, run_at, seq FROM sluice_jobs
                          WHERE state = 'ready' AND queue = q.queue

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::columns::{self, millis};
 use super::sql::{self, get};
-use super::{Inner, reads};
+use super::{Inner, flow, reads};
 use crate::backend::{Ack, BackendError, Batch, LeaseRef, ProgressReport};
 
 type Result<T> = std::result::Result<T, BackendError>;
@@ -123,6 +123,14 @@ async fn refusal(inner: &Inner, lease: LeaseRef) -> BackendError {
     }
 }
 
+/// A lease of a job of `queue` ended (committed): if the queue has
+/// limits, the slot it held may let a job go on any broker.
+fn slot_freed(inner: &Inner, queue: &str) {
+    if flow::has_limits(inner, queue) {
+        flow::freed(inner);
+    }
+}
+
 /// The lease of `job` ended (committed): a slot of its stream is free,
 /// here or, told, on the stream's broker.
 fn lease_ended(inner: &Inner, job: Uuid, broker_id: Option<Uuid>, stream_id: Option<i64>) {
@@ -171,6 +179,7 @@ pub(super) async fn ack(inner: &Inner, acks: Vec<Ack>) -> Result<Batch<()>> {
         let worker_id: Option<String> = get(row, "worker_id")?;
         debug!(job_id = %id, %queue, %job_type, attempt, worker_id = worker_id.as_deref().unwrap_or(""), "job acked");
         inner.counts.add(&queue, |c| c.acked += 1);
+        slot_freed(inner, &queue);
         lease_ended(inner, id, get(row, "broker_id")?, get(row, "stream_id")?);
         acked.insert(id);
     }
@@ -201,11 +210,13 @@ pub(super) async fn nack(
         return Err(refusal(inner, lease).await);
     };
     inner.counts.add(&held.queue, |c| c.nacked += 1);
+    flow::hold_key(&tx, held.job_id, failure.key_delay).await?;
     let error = truncate_error(failure.error);
     let after = held.after_failure(inner, failure.dead, failure.retry_after);
     let outcome = settle_failure(inner, &tx, &held, &error, after).await?;
     sql::commit(tx).await?;
     inner.notifier.job_now(outcome.state);
+    slot_freed(inner, &held.queue);
     lease_ended(inner, held.job_id, held.broker_id, held.stream_id);
     Ok(outcome)
 }
@@ -337,7 +348,12 @@ pub(super) async fn progress(
     }
 }
 
-pub(super) async fn release(inner: &Inner, lease: LeaseRef, delay: Duration) -> Result<JobState> {
+pub(super) async fn release(
+    inner: &Inner,
+    lease: LeaseRef,
+    delay: Duration,
+    key_delay: Duration,
+) -> Result<JobState> {
     let mut client = sql::connection(&inner.pool).await?;
     let tx = sql::transaction(&mut client).await?;
     let Some(held) = hold(&tx, lease).await? else {
@@ -345,9 +361,11 @@ pub(super) async fn release(inner: &Inner, lease: LeaseRef, delay: Duration) -> 
         drop(client);
         return Err(refusal(inner, lease).await);
     };
+    flow::hold_key(&tx, held.job_id, key_delay).await?;
     let state = give_back(&tx, &held, delay).await?;
     sql::commit(tx).await?;
     inner.notifier.job_now(state);
+    slot_freed(inner, &held.queue);
     debug!(job_id = %lease.job_id, queue = %held.queue, job_type = %held.job_type,
         attempt = held.attempt - 1, worker_id = %held.worker_id, "job released");
     lease_ended(inner, held.job_id, held.broker_id, held.stream_id);

@@ -26,6 +26,7 @@ mod claims;
 mod columns;
 mod connect;
 mod enqueue;
+mod flow;
 mod leases;
 mod notify;
 mod reads;
@@ -114,6 +115,9 @@ struct Inner {
     poll_interval: Duration,
     /// The gauges of /metrics, read from the store once it is served.
     gauges: Gauges,
+    /// The queues with limits, as this broker's claims last read them
+    /// (see `flow.rs`).
+    flowed: std::sync::Mutex<std::collections::HashSet<String>>,
     fatal: Fatal,
 }
 
@@ -162,6 +166,7 @@ impl PostgresBackend {
             queue_sweep: settings.queue_sweep,
             poll_interval: settings.poll_interval,
             gauges: Gauges::default(),
+            flowed: std::sync::Mutex::default(),
             fatal,
         });
         registry::heartbeat(&inner)
@@ -312,8 +317,7 @@ impl Backend for PostgresBackend {
         delay: Duration,
         key_delay: Duration,
     ) -> Result<JobState, BackendError> {
-        let _ = key_delay;
-        leases::release(&self.inner, lease, delay).await
+        leases::release(&self.inner, lease, delay, key_delay).await
     }
 
     async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, BackendError> {
@@ -365,16 +369,16 @@ impl Backend for PostgresBackend {
         admin::pause(&self.inner, queue, false).await
     }
 
-    async fn set_limits(&self, _queue: String, _limits: QueueLimits) -> Result<(), BackendError> {
-        Err(BackendError::Unavailable("flow control"))
+    async fn set_limits(&self, queue: String, limits: QueueLimits) -> Result<(), BackendError> {
+        flow::set(&self.inner, queue, limits).await
     }
 
-    async fn limits(&self, _queue: String) -> Result<QueueLimits, BackendError> {
-        Ok(QueueLimits::default())
+    async fn limits(&self, queue: String) -> Result<QueueLimits, BackendError> {
+        flow::get_limits(&self.inner, &queue).await
     }
 
-    async fn keys(&self, _queue: String, _limit: usize) -> Result<Vec<KeyStats>, BackendError> {
-        Ok(Vec::new())
+    async fn keys(&self, queue: String, limit: usize) -> Result<Vec<KeyStats>, BackendError> {
+        flow::keys(&self.inner, &queue, limit).await
     }
 
     fn begin_drain(&self) {

@@ -171,6 +171,12 @@ pub(super) async fn stats(inner: &Inner) -> Result<StatsReading> {
             })
         })
         .collect::<Result<_>>()?;
+    drop(client);
+    for (queue, flow) in super::flow::stats(inner).await? {
+        if let Some(q) = queues.get_mut(&queue) {
+            q.flow = flow;
+        }
+    }
     reading.queues = queues.into_values().collect();
     Ok(reading)
 }

@@ -11,7 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_schedules.sql"),
     include_str!("migrations/0003_sources.sql"),
     include_str!("migrations/0004_progress_results.sql"),
-    include_str!("migrations/0005_job_keys.sql"),
+    include_str!("migrations/0005_flow_control.sql"),
 ];
 
 /// The advisory lock key the migrations take ("sluice" in ASCII).
