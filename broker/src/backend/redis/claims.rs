@@ -83,7 +83,16 @@ impl ClaimStore for Inner {
             .args(&want.job_types)
             .args((0..want.credit).map(|_| Uuid::new_v4().to_string()));
         let claimed = call.run(&self.conn, &scripts().claim).await?;
-        reply::items(&claimed)?
+        let claimed = reply::items(&claimed)?;
+        // A limit that held jobs ends then: a round at that time.
+        if let (Some(wake), Some(now)) = (
+            reply::number::<u64>(reply::at(claimed, 1)?)?,
+            reply::number::<u64>(reply::at(claimed, 2)?)?,
+        ) {
+            let delay = std::time::Duration::from_micros(wake.saturating_sub(now));
+            self.streams.wake_at(tokio::time::Instant::now() + delay);
+        }
+        reply::items(reply::at(claimed, 0)?)?
             .iter()
             .map(|fields| job::job(reply::items(fields)?))
             .collect()
@@ -104,7 +113,8 @@ impl ClaimStore for Inner {
         for lease in leases {
             // A lease that ended meanwhile (expired, resolved) is not ours
             // to give back: a refusal is fine.
-            match leases::release(self, lease, std::time::Duration::ZERO).await {
+            let zero = std::time::Duration::ZERO;
+            match leases::release(self, lease, zero, zero).await {
                 Ok(_) | Err(BackendError::Queue(_)) => {}
                 Err(e) => return Err(e),
             }

@@ -146,18 +146,13 @@ pub(super) async fn nack(
         return Err(refusal(peeked, lease)?.into());
     }
     let read = Peeked::of(&peeked[1..])?;
-    let error = truncate_error(failure.error).into();
-    fail(
-        inner,
-        lease,
-        read,
-        error,
-        failure.dead,
-        failure.retry_after,
-        false,
-    )
-    .await?
-    .map_err(BackendError::from)
+    let failure = Failure {
+        error: truncate_error(failure.error).into(),
+        ..failure
+    };
+    fail(inner, lease, read, failure, false)
+        .await?
+        .map_err(BackendError::from)
 }
 
 /// Ends a failed attempt of `lease` as the failure policy decides on what
@@ -168,11 +163,15 @@ async fn fail(
     inner: &Inner,
     lease: LeaseRef,
     read: Peeked,
-    error: String,
-    dead: bool,
-    retry_after: Option<Duration>,
+    failure: Failure,
     expired: bool,
 ) -> Result<std::result::Result<FailureOutcome, QueueError>> {
+    let Failure {
+        error,
+        retry_after,
+        dead,
+        key_delay,
+    } = failure;
     let ids = [lease.job_id.to_string(), lease.lease_id.to_string()];
     let after = after_failure(
         read.attempt,
@@ -195,6 +194,7 @@ async fn fail(
         .arg(decision)
         .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
         .arg(&error)
+        .arg(u64::try_from(key_delay.as_millis()).unwrap_or(u64::MAX))
         .run(&inner.conn, &scripts().fail)
         .await?;
     let answer = reply::items(&answer)?;
@@ -240,17 +240,11 @@ async fn fail(
 /// is still the job's: of brokers maintaining at once, one ends it.
 pub(super) async fn expire(inner: &Inner, lease: LeaseRef, read: Peeked) -> Result<()> {
     // A refusal means another broker ended it first.
-    fail(
-        inner,
-        lease,
-        read,
-        LEASE_EXPIRED.to_owned(),
-        false,
-        None,
-        true,
-    )
-    .await
-    .map(drop)
+    let failure = Failure {
+        error: LEASE_EXPIRED.to_owned(),
+        ..Failure::default()
+    };
+    fail(inner, lease, read, failure, true).await.map(drop)
 }
 
 pub(super) async fn extend(
@@ -295,12 +289,19 @@ pub(super) async fn progress(
     Ok(reply::string(reply::at(answer, 1)?)? == "1")
 }
 
-pub(super) async fn release(inner: &Inner, lease: LeaseRef, delay: Duration) -> Result<JobState> {
+pub(super) async fn release(
+    inner: &Inner,
+    lease: LeaseRef,
+    delay: Duration,
+    key_delay: Duration,
+) -> Result<JobState> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let answer = inner
         .call()
         .arg(lease.job_id.to_string())
         .arg(lease.lease_id.to_string())
-        .arg(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+        .arg(ms(delay))
+        .arg(ms(key_delay))
         .run(&inner.conn, &scripts().release)
         .await?;
     let answer = reply::items(&answer)?;

@@ -23,6 +23,7 @@ mod claims;
 mod connect;
 mod durability;
 mod enqueue;
+mod flow;
 mod job;
 mod leases;
 mod reads;
@@ -293,8 +294,7 @@ impl Backend for RedisBackend {
         delay: Duration,
         key_delay: Duration,
     ) -> Result<JobState, BackendError> {
-        let _ = key_delay;
-        leases::release(&self.inner, lease, delay).await
+        leases::release(&self.inner, lease, delay, key_delay).await
     }
 
     async fn queues_of(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String)>, BackendError> {
@@ -346,16 +346,16 @@ impl Backend for RedisBackend {
         admin::pause(&self.inner, queue, false).await
     }
 
-    async fn set_limits(&self, _queue: String, _limits: QueueLimits) -> Result<(), BackendError> {
-        Err(BackendError::Unavailable("flow control"))
+    async fn set_limits(&self, queue: String, limits: QueueLimits) -> Result<(), BackendError> {
+        flow::set(&self.inner, queue, limits).await
     }
 
-    async fn limits(&self, _queue: String) -> Result<QueueLimits, BackendError> {
-        Ok(QueueLimits::default())
+    async fn limits(&self, queue: String) -> Result<QueueLimits, BackendError> {
+        flow::get_limits(&self.inner, &queue).await
     }
 
-    async fn keys(&self, _queue: String, _limit: usize) -> Result<Vec<KeyStats>, BackendError> {
-        Ok(Vec::new())
+    async fn keys(&self, queue: String, limit: usize) -> Result<Vec<KeyStats>, BackendError> {
+        flow::keys(&self.inner, &queue, limit).await
     }
 
     fn begin_drain(&self) {

@@ -139,6 +139,13 @@ pub(super) async fn stats(inner: &Inner, counts: bool) -> Result<StatsReading> {
         }
     }
     add_counters(&mut queues, all);
+    if counts {
+        for (queue, flow) in super::flow::stats(inner).await? {
+            if let Some(q) = queues.get_mut(&queue) {
+                q.flow = flow;
+            }
+        }
+    }
     Ok(StatsReading {
         queues: queues.into_values().collect(),
         recent_failures,

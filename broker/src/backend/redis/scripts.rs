@@ -31,8 +31,9 @@ pub const FIELDS: [&str; 25] = [
 ];
 
 /// The fields the scripts read of a job to act on it (no payload).
-const LOADED: [&str; 17] = [
+const LOADED: [&str; 18] = [
     "id", "q", "t", "pr", "s", "a", "m", "c", "k", "ra", "sq", "li", "w", "b", "st", "lm", "le",
+    "fk",
 ];
 
 /// The channel every broker subscribes to: `ready` (a job became READY)
@@ -62,6 +63,9 @@ pub struct Scripts {
     pub retry: Script,
     pub purge: Script,
     pub pause: Script,
+    pub limits: Script,
+    pub flow_read: Script,
+    pub limited: Script,
     pub get: Script,
     pub list: Script,
     pub queues_of: Script,
@@ -108,6 +112,9 @@ pub fn scripts() -> &'static Scripts {
             retry: script(include_str!("lua/retry.lua")),
             purge: even_when_full(include_str!("lua/purge.lua")),
             pause: even_when_full(include_str!("lua/pause.lua")),
+            limits: even_when_full(include_str!("lua/limits.lua")),
+            flow_read: script(include_str!("lua/flow_read.lua")),
+            limited: script("return redis.call('SMEMBERS', LIMITED)"),
             get: script(include_str!("lua/get.lua")),
             list: script(include_str!("lua/list.lua")),
             queues_of: script(include_str!("lua/queues_of.lua")),

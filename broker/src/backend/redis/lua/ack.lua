@@ -7,7 +7,7 @@ local now = now_us()
 local out = {}
 -- What an ack reads of a job: the lease check, the lease's end, finish()
 -- and the answer (fewer fields than LOADED: each is a lookup).
-local NEEDED = {'id', 's', 'li', 'sq', 't', 'a', 'w', 'b', 'st', 'k'}
+local NEEDED = {'id', 's', 'li', 'sq', 't', 'a', 'w', 'b', 'st', 'k', 'fk'}
 local ids = {}
 for i = 3, #ARGV, 3 do ids[#ids + 1] = ARGV[i] end
 local queues = queues_of(ids)

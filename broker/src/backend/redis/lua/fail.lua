@@ -1,13 +1,17 @@
 -- Fail: ends a failed attempt (a Nack, or an expired lease), fenced by the
 -- lease, as the failure policy decided ('dead', or 'retry' after a delay);
 -- a job an operator asked to cancel is CANCELLED whatever was decided.
--- ARGV: job id, lease id, decision, delay ms, error. Answers {'ok', state,
+-- With a key delay, every job of its key is held back that long first.
+-- ARGV: job id, lease id, decision, delay ms, error, key delay ms ('' or
+-- 0 for none: an expired lease's failure has none). Answers {'ok', state,
 -- next due time in us or '', queue, type, attempt, worker, broker, stream},
 -- {'unknown'} or {'stale', state}.
 local q, j, refused = leased(ARGV[3], ARGV[4])
 if refused then return refused end
 local decision, delay_ms, err = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local key_delay_ms = tonumber(ARGV[8] or '0') or 0
 local now = now_us()
+if j.fk and key_delay_ms > 0 then hold_key(q, j.fk, now + key_delay_ms * 1000) end
 end_lease(q, j)
 local next_at = ''
 if j.c == '1' then

@@ -31,6 +31,17 @@
 --   sluice:{Q}:st:STATE ZSET  jobs in STATE by enqueue order (ListJobs;
 --                             its ZCARD is the state's count)
 --   sluice:{Q}:k        HASH  idempotency key -> the unfinished job holding it
+-- Flow control (a queue under it: one with limits, or a key held back):
+--   sluice:limited      SET   the queues under flow control
+--   sluice:{Q}:limits   STRING its limits (the broker's limits_record JSON)
+--   sluice:{Q}:flow     HASH  tokens, at (its bucket), turn (fair dispatch)
+--   sluice:{Q}:rk:N:TK  ZSET  ready jobs of type T (N its length) and key K,
+--                             as r:TYPE holds them; r:TYPE keeps those without
+--   sluice:{Q}:ring:T   ZSET  the keys ('' for none) with ready jobs of type
+--                             T, by the turn they were last dealt in
+--   sluice:{Q}:kf       HASH  key -> its jobs leased
+--   sluice:{Q}:kh       HASH  key -> held back until (us)
+--   sluice:{Q}:kb       HASH  key -> its bucket, "tokens at"
 -- Schedules (their bodies are the broker's, never read here):
 --   sluice:schedules     SET   every schedule's name
 --   sluice:schedules:due ZSET  name -> its next tick (ms), if it has one
@@ -60,6 +71,7 @@ local BROKERS = 'sluice:brokers'
 local EMPTY = 'sluice:empty'
 local SCHEDULES = 'sluice:schedules'
 local SCHEDULES_DUE = 'sluice:schedules:due'
+local LIMITED = 'sluice:limited'
 local FAILURES_KEPT = 500
 local UNFINISHED = {'scheduled', 'ready', 'leased'}
 local STATES = {'scheduled', 'ready', 'leased', 'succeeded', 'dead', 'cancelled'}
@@ -162,10 +174,40 @@ local function ready_member(ra, sq, id)
   return string.format('%016d%016d', ra, sq) .. id
 end
 
--- Adds ready job j to its type's set; `seen` (optional) the types of this
--- queue already noted in sluice:{Q}:types by the calling script.
+-- Flow control (see the key layout above, and the broker's flow.rs for
+-- the rules, which `key_hold` and the buckets here follow to the letter).
+local flowed_cache = {}
+local function flowed(q)
+  local f = flowed_cache[q]
+  if f == nil then
+    f = redis.call('EXISTS', qkey(q, 'limits')) == 1
+    flowed_cache[q] = f
+  end
+  return f
+end
+-- The set of type t's ready jobs of lane `lane` (a key, or '' for none).
+local function lane_key(q, t, lane)
+  if lane == '' then return ready_key(q, t) end
+  return qkey(q, 'rk:' .. #t .. ':' .. t .. lane)
+end
+local function ring_key(q, t) return qkey(q, 'ring:' .. t) end
+-- The turn a lane that gets ready jobs joins the ring at: after the others.
+local function current_turn(q)
+  return tonumber(redis.call('HGET', qkey(q, 'flow'), 'turn') or '0')
+end
+
+-- Adds ready job j to its type's set (its lane's, under flow control);
+-- `seen` (optional) the types of this queue already noted in
+-- sluice:{Q}:types by the calling script.
 local function add_ready(q, j, seen)
-  write('ZADD', ready_key(q, j.t), -tonumber(j.pr), ready_member(tonumber(j.ra), tonumber(j.sq), j.id))
+  local member = ready_member(tonumber(j.ra), tonumber(j.sq), j.id)
+  if flowed(q) then
+    local lane = j.fk or ''
+    write('ZADD', lane_key(q, j.t, lane), -tonumber(j.pr), member)
+    redis.call('ZADD', ring_key(q, j.t), 'NX', current_turn(q), lane)
+  else
+    write('ZADD', ready_key(q, j.t), -tonumber(j.pr), member)
+  end
   if not (seen and seen[j.t]) then
     write('SADD', qkey(q, 'types'), j.t)
     if seen then seen[j.t] = true end
@@ -174,11 +216,28 @@ end
 
 -- Forgets type t of queue q if it has no ready job left.
 local function drop_type_if_empty(q, t)
-  if redis.call('ZCARD', ready_key(q, t)) == 0 then redis.call('SREM', qkey(q, 'types'), t) end
+  if redis.call('ZCARD', ready_key(q, t)) == 0
+    and (not flowed(q) or redis.call('ZCARD', ring_key(q, t)) == 0) then
+    redis.call('SREM', qkey(q, 'types'), t)
+  end
+end
+
+-- Takes lane `lane` of type t out of the ring if it has no ready job left.
+local function drop_lane_if_empty(q, t, lane)
+  if redis.call('ZCARD', lane_key(q, t, lane)) == 0 then
+    redis.call('ZREM', ring_key(q, t), lane)
+  end
 end
 
 local function remove_ready(q, j)
-  redis.call('ZREM', ready_key(q, j.t), ready_member(tonumber(j.ra), tonumber(j.sq), j.id))
+  local member = ready_member(tonumber(j.ra), tonumber(j.sq), j.id)
+  if flowed(q) then
+    local lane = j.fk or ''
+    redis.call('ZREM', lane_key(q, j.t, lane), member)
+    drop_lane_if_empty(q, j.t, lane)
+  else
+    redis.call('ZREM', ready_key(q, j.t), member)
+  end
   drop_type_if_empty(q, j.t)
 end
 
@@ -208,8 +267,19 @@ end
 -- held set; the stream's broker is told if it is another. (The job's
 -- lease fields stay until the next lease: they are read only while it is
 -- LEASED.)
+local flow_woken = false
 local function end_lease(q, j)
   write('ZREM', qkey(q, 'l'), j.id)
+  if flowed(q) then
+    if j.fk and redis.call('HINCRBY', qkey(q, 'kf'), j.fk, -1) <= 0 then
+      redis.call('HDEL', qkey(q, 'kf'), j.fk)
+    end
+    -- Its slot may let a held job go, on any broker.
+    if not flow_woken then
+      redis.call('PUBLISH', WAKE_CHANNEL, 'ready')
+      flow_woken = true
+    end
+  end
   if j.b then
     local entry = j.st .. ':' .. j.id
     write('SREM', held_key(j.b), entry)
@@ -352,3 +422,119 @@ end
 -- and a set of each group's keys. Group names hold no '/'.
 local function source_set(group) return 'sluice:sources:' .. group end
 local function source_key(group, key) return 'sluice:source:' .. group .. '/' .. key end
+
+-- Flow control's rules, as the broker's (sluice_queue::flow) has them:
+-- a bucket {tokens, at} gains rate.per_second tokens a second up to
+-- rate.burst, and starts full; a key is held while a worker holds it back,
+-- while it has its limit in flight, or while its bucket lacks a token.
+local TOKEN_SLACK = 1e-9
+local function tokens_at(b, rate, now)
+  if not b then return rate.burst end
+  local t = b[1] + (now - b[2]) / 1e6 * rate.per_second
+  if t > rate.burst then t = rate.burst end
+  return t
+end
+-- When a whole token is there (nil: now).
+local function token_wait(b, rate, now)
+  local missing = 1 - tokens_at(b, rate, now)
+  if missing <= TOKEN_SLACK then return nil end
+  return now + math.ceil(missing / rate.per_second * 1e6)
+end
+local function take_token(b, rate, now)
+  local t = tokens_at(b, rate, now) - 1
+  if t < 0 then t = 0 end
+  return {t, now}
+end
+local function parse_bucket(text)
+  if not text then return nil end
+  local tokens, at = string.match(text, '^(%S+) (%S+)$')
+  if not tokens then return nil end
+  return {tonumber(tokens), tonumber(at)}
+end
+local function bucket_text(b) return string.format('%.17g %d', b[1], b[2]) end
+-- A key's in-flight limit, rate and weight.
+local function key_limits(L, key)
+  local o = L.overrides and L.overrides[key]
+  local max, rate, weight = L.key_max_in_flight, L.key_rate, 1
+  if o then
+    if o.max_in_flight ~= nil then max = o.max_in_flight end
+    if o.rate ~= nil then rate = o.rate end
+    if o.weight ~= nil and o.weight > 1 then weight = o.weight end
+  end
+  return max, rate, weight
+end
+-- Why key `key` is held ('key_delay', 'key_limit', 'rate') and until
+-- when, or nil.
+local function key_hold(L, key, in_flight, held_until, b, now)
+  if held_until and held_until > now then return 'key_delay', held_until end
+  local max, rate = key_limits(L, key)
+  if max ~= nil and in_flight >= max then return 'key_limit', nil end
+  if rate ~= nil then
+    local wait = token_wait(b, rate, now)
+    if wait then return 'rate', wait end
+  end
+  return nil, nil
+end
+
+-- Puts queue q under flow control with `limits` (JSON): its keyed ready
+-- jobs move to their lanes, every type's lanes join its ring, and its
+-- keys' jobs in flight are counted. O(its ready and leased jobs), once.
+local function make_flowed(q, limits)
+  if flowed(q) then
+    redis.call('SET', qkey(q, 'limits'), limits)
+    return
+  end
+  redis.call('SET', qkey(q, 'limits'), limits)
+  redis.call('SADD', LIMITED, q)
+  flowed_cache[q] = true
+  local turn = current_turn(q)
+  for _, t in ipairs(redis.call('SMEMBERS', qkey(q, 'types'))) do
+    local plain = ready_key(q, t)
+    local members = redis.call('ZRANGE', plain, 0, -1, 'WITHSCORES')
+    for i = 1, #members, 2 do
+      local member = members[i]
+      local fk = redis.call('HGET', job_key(q, string.sub(member, 33)), 'fk')
+      if fk then
+        redis.call('ZREM', plain, member)
+        redis.call('ZADD', lane_key(q, t, fk), members[i + 1], member)
+        redis.call('ZADD', ring_key(q, t), 'NX', turn, fk)
+      end
+    end
+    if redis.call('ZCARD', plain) > 0 then redis.call('ZADD', ring_key(q, t), 'NX', turn, '') end
+  end
+  for _, id in ipairs(redis.call('ZRANGE', qkey(q, 'l'), 0, -1)) do
+    local fk = redis.call('HGET', job_key(q, id), 'fk')
+    if fk then redis.call('HINCRBY', qkey(q, 'kf'), fk, 1) end
+  end
+end
+
+-- Takes queue q out of flow control: every ready job back in its type's
+-- set, the flow keys gone.
+local function make_plain(q)
+  if not flowed(q) then return end
+  for _, t in ipairs(redis.call('SMEMBERS', qkey(q, 'types'))) do
+    local plain = ready_key(q, t)
+    for _, lane in ipairs(redis.call('ZRANGE', ring_key(q, t), 0, -1)) do
+      if lane ~= '' then
+        local key = lane_key(q, t, lane)
+        local members = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+        for i = 1, #members, 2 do redis.call('ZADD', plain, members[i + 1], members[i]) end
+        redis.call('DEL', key)
+      end
+    end
+    redis.call('DEL', ring_key(q, t))
+  end
+  redis.call('DEL', qkey(q, 'limits'), qkey(q, 'flow'), qkey(q, 'kf'), qkey(q, 'kh'),
+    qkey(q, 'kb'))
+  redis.call('SREM', LIMITED, q)
+  flowed_cache[q] = false
+end
+
+-- Holds every job of key `key` of queue q until `till` (a later hold
+-- wins); the queue comes under flow control (with no limits) if it was not.
+local function hold_key(q, key, till)
+  if not flowed(q) then make_flowed(q, '{}') end
+  local held = tonumber(redis.call('HGET', qkey(q, 'kh'), key) or '0')
+  if till > held then redis.call('HSET', qkey(q, 'kh'), key, int(till)) end
+  redis.call('PUBLISH', WAKE_CHANNEL, 'ready')
+end

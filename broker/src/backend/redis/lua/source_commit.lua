@@ -3,7 +3,7 @@
 -- the epoch and position expected; all in this one script. ARGV: the
 -- call's two, then group, key, epoch, expected position ('' for none),
 -- the position once all are taken, the job count n, n offsets, then
--- enqueue.lua's three (queue, limit, most queues) and ten per job.
+-- enqueue.lua's three (queue, limit, most queues) and eleven per job.
 -- Answers {'stale'}, or {'done', position, answers} with enqueue.lua's
 -- answer of each job offered. enqueue() reads ARGV, so ARGV is set to one
 -- job's enqueue arguments in turn.
@@ -20,8 +20,8 @@ local position = to
 for j = 1, n do
   for k = #ARGV, 3, -1 do ARGV[k] = nil end
   ARGV[3], ARGV[4], ARGV[5] = given[base], given[base + 1], given[base + 2]
-  local at = base + 3 + (j - 1) * 10
-  for k = 0, 9 do ARGV[6 + k] = given[at + k] end
+  local at = base + 3 + (j - 1) * 11
+  for k = 0, 10 do ARGV[6 + k] = given[at + k] end
   local out = enqueue()
   answers[#answers + 1] = out[1]
   if out[1][1] ~= 'ok' and out[1][1] ~= 'dup' then

@@ -13,10 +13,19 @@ local cursor, counts = ARGV[3], ARGV[4] == '1'
 -- set is ordered by priority first, so the head of each priority band is
 -- read (the first 64 bands of each type: beyond that many distinct
 -- priorities among ready jobs the figure may be later than the truth).
+-- Under flow control, each lane of a type is such a set.
 local function oldest_ready(q)
   local best
+  local sets = {}
   for _, t in ipairs(redis.call('SMEMBERS', qkey(q, 'types'))) do
-    local key = ready_key(q, t)
+    sets[#sets + 1] = ready_key(q, t)
+    if flowed(q) then
+      for _, lane in ipairs(redis.call('ZRANGE', ring_key(q, t), 0, -1)) do
+        if lane ~= '' then sets[#sets + 1] = lane_key(q, t, lane) end
+      end
+    end
+  end
+  for _, key in ipairs(sets) do
     local head = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     local bands = 0
     while head[1] and bands < 64 do
