@@ -152,6 +152,7 @@ async fn one_run(
         report_every: None,
         max_backlog: None,
         ack_elsewhere: false,
+        keys: 0,
     };
     let measured = load::run(std::slice::from_ref(&broker.addr), &load).await;
     stop.cancel();

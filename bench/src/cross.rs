@@ -67,6 +67,7 @@ pub async fn run(mut args: CrossAckArgs) -> anyhow::Result<()> {
                 report_every: None,
                 max_backlog: None,
                 ack_elsewhere: side == 1,
+                keys: 0,
             };
             let busy_before = crate::proc_stats::machine_busy_seconds()?;
             let measured = load::run(&started.addrs, &load)

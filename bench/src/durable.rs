@@ -107,6 +107,7 @@ pub async fn run(broker_bin: &Path, dir: &Path, jobs: u64, json_out: bool) -> an
                     report_every: None,
                     max_backlog: None,
                     ack_elsewhere: false,
+                    keys: 0,
                 },
             )
             .await?;

@@ -63,6 +63,17 @@ pub struct Load {
     /// Raw consumers ack through the next broker of the run, not the one
     /// their stream is on (as behind a balancer that spreads calls).
     pub ack_elsewhere: bool,
+    /// Jobs carry one of this many flow-control keys, in turn (0: none).
+    pub keys: u32,
+}
+
+/// The flow-control key of a load's `n`-th job of a producer.
+fn key_of(load: &Load, n: u64) -> String {
+    if load.keys == 0 {
+        String::new()
+    } else {
+        format!("k{}", n % u64::from(load.keys))
+    }
 }
 
 /// How the load's clients reach the broker: TLS (an `https://` URL) and a
@@ -456,6 +467,7 @@ async fn produce_stream(
             queue: load.queue.clone(),
             job_type: "bench".into(),
             payload: payload(load.payload, at),
+            key: key_of(&load, seq),
             ..Default::default()
         };
         if tx
@@ -509,10 +521,11 @@ async fn produce(
     let mut calls = JoinSet::new();
     let mut call_us = Histogram::<u64>::new(3)?;
     let pacing = Pacing::new(&load, started, epoch);
-    let request = |at: u64| pb::EnqueueRequest {
+    let request = |at: u64, n: u64| pb::EnqueueRequest {
         queue: load.queue.clone(),
         job_type: "bench".into(),
         payload: payload(load.payload, at),
+        key: key_of(&load, n),
         ..Default::default()
     };
     let stamp = |sent: u64| pacing.stamp(sent);
@@ -526,7 +539,7 @@ async fn produce(
         match load.api {
             Api::Unary => {
                 let mut c = client.clone();
-                let req = request(stamp(sent));
+                let req = request(stamp(sent), sent);
                 calls.spawn(async move {
                     let at = Instant::now();
                     c.enqueue(req).await.context("Enqueue")?;
@@ -537,7 +550,7 @@ async fn produce(
             }
             Api::Batch => {
                 let n = (count - sent).min(load.batch as u64);
-                let jobs = (0..n).map(|_| request(stamp(sent))).collect();
+                let jobs = (0..n).map(|i| request(stamp(sent), sent + i)).collect();
                 let mut c = client.clone();
                 calls.spawn(async move {
                     let at = Instant::now();

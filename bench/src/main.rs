@@ -14,7 +14,8 @@
 //! another. `sluice-bench schedules` fires many schedules at once and
 //! reports each tick's lag and the broker's CPU. `sluice-bench exec`
 //! compares exec handlers with raw fork-exec; `sluice-bench clients` the
-//! worker clients (Rust, Python, TypeScript) with exec handlers. Output is a table, or
+//! worker clients (Rust, Python, TypeScript) with exec handlers;
+//! `sluice-bench flow` flow control's fairness, cost and rate. Output is a table, or
 //! JSON with `--json`.
 
 mod clients;
@@ -22,6 +23,7 @@ mod cost;
 mod cross;
 mod durable;
 mod exec;
+mod flow;
 mod kafka;
 mod load;
 mod proc_stats;
@@ -75,6 +77,10 @@ enum Command {
     /// first: jobs/s when it acks through the first and through the
     /// second, alternating, N rounds, and their ratio.
     CrossAck(cross::CrossAckArgs),
+    /// Flow control: fairness (a cold key's wait with and without a hot
+    /// key holding 90% of the backlog), the cost of a limit that never
+    /// binds, and a rate limit's accuracy over a minute.
+    Flow(flow::FlowArgs),
     /// Many schedules on one timing (default: 10,000 every minute): per
     /// tick, the jobs fired and the lag from the tick to each enqueue, with
     /// the brokers' CPU.
@@ -346,6 +352,7 @@ async fn main() -> anyhow::Result<()> {
             secure::security_cost(args, &broker_bin).await
         }
         Command::CrossAck(args) => cross::run(args).await,
+        Command::Flow(args) => flow::run(args).await,
         Command::Schedules(args) => schedules::run(args).await,
         Command::Kafka(args) => kafka::run(args).await,
         Command::Exec(args) => exec::run(args).await,
@@ -404,6 +411,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         report_every: args.report_every,
         max_backlog: args.max_backlog,
         ack_elsewhere: false,
+        keys: 0,
     };
     // CPU and memory of the brokers it started, summed.
     let cpu_of = |brokers: &[BrokerProcess]| -> anyhow::Result<Option<f64>> {

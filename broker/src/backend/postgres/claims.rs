@@ -78,6 +78,22 @@ impl ClaimStore for Inner {
     }
 
     async fn claim(&self, want: &Want) -> Result<Vec<JobSnapshot>> {
+        // Every queue of the stream has limits, as far as this broker
+        // knows: only their claims (one that finds its limits gone says
+        // so, and the next claim is the plain one again).
+        if want.queues.iter().all(|q| flow::has_limits(self, q)) {
+            let mut jobs = Vec::new();
+            for queue in &want.queues {
+                let credit = want
+                    .credit
+                    .saturating_sub(u32::try_from(jobs.len()).unwrap_or(u32::MAX));
+                if credit == 0 {
+                    break;
+                }
+                jobs.extend(flow::claim(self, want, queue, credit).await?);
+            }
+            return Ok(jobs);
+        }
         let job_types: Option<&Vec<String>> =
             (!want.job_types.is_empty()).then_some(&want.job_types);
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [

@@ -39,8 +39,8 @@ use crate::limits_record;
 
 type Result<T> = std::result::Result<T, BackendError>;
 
-/// Keys looked at per query of a claim's walk.
-const KEYS_PER_PAGE: i64 = 256;
+/// Keys looked at per query of a claim's walk, at most.
+const MAX_KEYS_PER_PAGE: u32 = 256;
 
 /// The key the jobs without one are dealt under.
 const NO_KEY: &str = "";
@@ -200,22 +200,25 @@ pub(super) async fn claim(
 ) -> Result<Vec<JobSnapshot>> {
     let mut client = sql::connection(&inner.pool).await?;
     let tx = sql::transaction(&mut client).await?;
-    sql::execute(
-        &tx,
-        "SELECT set_config('synchronous_commit', 'off', true)",
-        &[],
-    )
-    .await?;
-    let Some(row) = sql::query_opt(
-        &tx,
-        "SELECT limits::text AS limits, tokens, tokens_at, cursor, now() AS now,
-             queue IN (SELECT queue FROM sluice_paused) AS paused
-         FROM sluice_limits WHERE queue = $1 FOR UPDATE",
-        &[&queue],
-    )
-    .await?
-    else {
+    let lock = [&queue as &(dyn tokio_postgres::types::ToSql + Sync)];
+    // Sent together: tokio-postgres pipelines the requests polled at once.
+    let (_, row) = tokio::try_join!(
+        sql::execute(
+            &tx,
+            "SELECT set_config('synchronous_commit', 'off', true)",
+            &[]
+        ),
+        sql::query_opt(
+            &tx,
+            "SELECT limits::text AS limits, tokens, tokens_at, cursor, now() AS now,
+                 queue IN (SELECT queue FROM sluice_paused) AS paused
+             FROM sluice_limits WHERE queue = $1 FOR UPDATE",
+            &lock,
+        ),
+    )?;
+    let Some(row) = row else {
         // Cleared meanwhile: the plain claim takes its jobs from now on.
+        note_limited(inner, &[queue.to_owned()], &HashSet::new());
         return Ok(Vec::new());
     };
     if get::<bool>(&row, "paused")? {
@@ -225,16 +228,17 @@ pub(super) async fn claim(
     let now = Timestamp::from_system_time(get(&row, "now")?);
     let mut queue_bucket = bucket(get(&row, "tokens")?, get(&row, "tokens_at")?);
     let start: Option<String> = get(&row, "cursor")?;
-    let in_flight = u32::try_from(get::<i64>(
-        &sql::query_one(
+    let in_flight = if limits.max_in_flight.is_some() {
+        let row = sql::query_one(
             &tx,
             "SELECT count(*) AS n FROM sluice_jobs WHERE queue = $1 AND state = 'leased'",
             &[&queue],
         )
-        .await?,
-        "n",
-    )?)
-    .unwrap_or(u32::MAX);
+        .await?;
+        u32::try_from(get::<i64>(&row, "n")?).unwrap_or(u32::MAX)
+    } else {
+        0
+    };
     let mut wake: Option<Timestamp> = None;
     let mut note_wake = |at: Option<Timestamp>| {
         if let Some(at) = at {
@@ -268,7 +272,10 @@ pub(super) async fn claim(
     let mut idle: HashSet<String> = HashSet::new();
     let mut cursor = start;
     'walk: while budget > 0 {
-        let page = ready_keys(&tx, queue, job_types, cursor.as_deref()).await?;
+        // A page the size of what is left to deal: one job a key is the
+        // common case.
+        let size = i64::from(budget.clamp(8, MAX_KEYS_PER_PAGE));
+        let page = next_keys(&tx, queue, job_types, cursor.as_deref(), size, credit).await?;
         if page.is_empty() {
             if cursor.is_none() {
                 break;
@@ -276,81 +283,86 @@ pub(super) async fn claim(
             cursor = None;
             continue;
         }
-        let unknown: Vec<String> = page
-            .iter()
-            .filter(|k| !keys.contains_key(*k))
-            .cloned()
-            .collect();
-        read_keys(&tx, queue, job_types, credit, &unknown, &mut keys).await?;
-        for key in &page {
-            if idle.contains(key) {
+        let full = page.len() as i64 == size;
+        for (key, row) in page {
+            if idle.contains(&key) {
                 break 'walk;
             }
             cursor = Some(key.clone());
-            let state = keys.entry(key.clone()).or_default();
-            let n = deal(&limits, key, state, &mut budget, now, &mut note_wake);
+            // A key met again in a later pass keeps what this claim did.
+            let state = keys.entry(key.clone()).or_insert(row);
+            let n = deal(&limits, &key, state, &mut budget, now, &mut note_wake);
             if n == 0 {
-                idle.insert(key.clone());
+                idle.insert(key);
                 continue;
             }
             idle.clear();
-            match dealt_at.get(key) {
+            match dealt_at.get(&key) {
                 Some(&i) => dealt[i].1 += i32::try_from(n).unwrap_or(i32::MAX),
                 None => {
                     dealt_at.insert(key.clone(), dealt.len());
-                    dealt.push((key.clone(), i32::try_from(n).unwrap_or(i32::MAX)));
+                    dealt.push((key, i32::try_from(n).unwrap_or(i32::MAX)));
                 }
             }
             if budget == 0 {
                 break 'walk;
             }
         }
-        if page.len() < KEYS_PER_PAGE as usize {
+        if !full {
             // The last key: on from the first.
             cursor = None;
         }
     }
-    let jobs = lease(inner, &tx, want, queue, job_types, &dealt).await?;
-    // What the claim took of the buckets, and where the next one goes on.
-    let leased = u32::try_from(jobs.len()).unwrap_or(u32::MAX);
+    // What the claim takes of the buckets (each job dealt: one the lease
+    // finds gone meanwhile costs a token it did not use, never one more),
+    // and where the next claim goes on; written with the leases.
+    let dealt_total: i32 = dealt.iter().map(|(_, n)| *n).sum();
     if let Some(rate) = limits.rate
         && let Some(b) = queue_bucket.as_mut()
     {
-        for _ in 0..leased {
+        for _ in 0..dealt_total {
             b.take(rate, now);
         }
     }
-    sql::execute(
-        &tx,
-        "UPDATE sluice_limits SET tokens = $2, tokens_at = $3, cursor = $4 WHERE queue = $1",
-        &[
-            &queue,
-            &queue_bucket.map(|b| b.tokens),
-            &queue_bucket.map(|b| system_time(b.at)),
-            &cursor,
-        ],
-    )
-    .await?;
     let taken: Vec<(&String, Bucket)> = keys
         .iter()
         .filter(|(_, k)| k.taken)
         .filter_map(|(key, k)| Some((key, k.bucket?)))
         .collect();
-    if !taken.is_empty() {
-        let names: Vec<&str> = taken.iter().map(|(k, _)| k.as_str()).collect();
-        let tokens: Vec<f64> = taken.iter().map(|(_, b)| b.tokens).collect();
-        let ats: Vec<SystemTime> = taken.iter().map(|(_, b)| system_time(b.at)).collect();
+    let names: Vec<&str> = taken.iter().map(|(k, _)| k.as_str()).collect();
+    let tokens: Vec<f64> = taken.iter().map(|(_, b)| b.tokens).collect();
+    let ats: Vec<SystemTime> = taken.iter().map(|(_, b)| system_time(b.at)).collect();
+    let (queue_tokens, queue_at) = (
+        queue_bucket.map(|b| b.tokens),
+        queue_bucket.map(|b| system_time(b.at)),
+    );
+    let state: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&queue, &queue_tokens, &queue_at, &cursor];
+    let key_state: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&queue, &names, &tokens, &ats];
+    let (jobs, _, _) = tokio::try_join!(
+        lease(inner, &tx, want, queue, job_types, &dealt),
         sql::execute(
             &tx,
-            "INSERT INTO sluice_keys (queue, key, tokens, tokens_at)
-             SELECT $1, key, tokens, at FROM unnest($2::text[], $3::float8[], $4::timestamptz[])
-                 AS t(key, tokens, at)
-             ON CONFLICT (queue, key) DO UPDATE
-             SET tokens = EXCLUDED.tokens, tokens_at = EXCLUDED.tokens_at",
-            &[&queue, &names, &tokens, &ats],
-        )
-        .await?;
-    }
+            "UPDATE sluice_limits SET tokens = $2, tokens_at = $3, cursor = $4 WHERE queue = $1",
+            &state,
+        ),
+        async {
+            if names.is_empty() {
+                return Ok(0);
+            }
+            sql::execute(
+                &tx,
+                "INSERT INTO sluice_keys (queue, key, tokens, tokens_at)
+                 SELECT $1, key, tokens, at
+                 FROM unnest($2::text[], $3::float8[], $4::timestamptz[]) AS t(key, tokens, at)
+                 ON CONFLICT (queue, key) DO UPDATE
+                 SET tokens = EXCLUDED.tokens, tokens_at = EXCLUDED.tokens_at",
+                &key_state,
+            )
+            .await
+        },
+    )?;
     sql::commit(tx).await?;
     drop(client);
     if let Some(rate) = limits.rate
@@ -416,21 +428,57 @@ fn schedule_wake(inner: &Inner, at: Option<Timestamp>, now: Timestamp) {
     }
 }
 
-/// The next keys (at most a page) with ready jobs of `job_types` after
-/// `after` (from the first if `None`), in key order; '' is the jobs
-/// without a key. Skips from key to key down the index.
-async fn ready_keys(
+/// The next keys (at most `page`) with ready jobs of `job_types` after
+/// `after` (from the first if `None`), in key order ('' is the jobs
+/// without a key), skipping from key to key down the index; with each,
+/// its ready jobs (up to `most`), jobs in flight, hold and bucket. One
+/// round trip.
+async fn next_keys(
     tx: &Transaction<'_>,
     queue: &str,
     job_types: Option<&Vec<String>>,
     after: Option<&str>,
-) -> Result<Vec<String>> {
-    let rows = sql::query(
-        tx,
+    page: i64,
+    most: u32,
+) -> Result<Vec<(String, KeyRow)>> {
+    // Two statements, not one with `$3 IS NULL OR ...`: a generic plan
+    // of that could not start the index scan at the cursor.
+    static FROM_FIRST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static AFTER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = match after {
+        None => FROM_FIRST.get_or_init(|| next_keys_sql(false)),
+        Some(_) => AFTER.get_or_init(|| next_keys_sql(true)),
+    };
+    let most = i64::from(most);
+    let after = after.unwrap_or_default();
+    let rows = sql::query(tx, sql, &[&queue, &job_types, &after, &page, &most]).await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                get::<String>(row, "key")?,
+                KeyRow {
+                    ready: u32::try_from(get::<i64>(row, "ready")?).unwrap_or(u32::MAX),
+                    in_flight: u32::try_from(get::<i64>(row, "in_flight")?).unwrap_or(u32::MAX),
+                    held_until: stamp(get(row, "held_until")?),
+                    bucket: bucket(get(row, "tokens")?, get(row, "tokens_at")?),
+                    taken: false,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The statement of [`next_keys`]: from the first key, or after `$3`.
+fn next_keys_sql(after: bool) -> String {
+    let first = if after {
+        "coalesce(key, '') > $3"
+    } else {
+        "$3::text = ''"
+    };
+    format!(
         "WITH RECURSIVE k(key) AS (
              (SELECT coalesce(key, '') FROM sluice_jobs
-              WHERE queue = $1 AND state = 'ready'
-                AND ($3::text IS NULL OR coalesce(key, '') > $3)
+              WHERE queue = $1 AND state = 'ready' AND {first}
                 AND ($2::text[] IS NULL OR job_type = ANY($2))
               ORDER BY coalesce(key, '') LIMIT 1)
              UNION ALL
@@ -439,79 +487,19 @@ async fn ready_keys(
                        AND ($2::text[] IS NULL OR j.job_type = ANY($2))
                      ORDER BY coalesce(j.key, '') LIMIT 1)
              FROM k WHERE k.key IS NOT NULL
-         )
-         SELECT key FROM k WHERE key IS NOT NULL LIMIT $4",
-        &[&queue, &job_types, &after, &KEYS_PER_PAGE],
+         ), page AS (SELECT key FROM k WHERE key IS NOT NULL LIMIT $4)
+         SELECT p.key,
+             (SELECT count(*) FROM (
+                 SELECT 1 FROM sluice_jobs j
+                 WHERE j.queue = $1 AND j.state = 'ready' AND coalesce(j.key, '') = p.key
+                   AND ($2::text[] IS NULL OR j.job_type = ANY($2))
+                 LIMIT $5) r) AS ready,
+             (SELECT count(*) FROM sluice_jobs j
+              WHERE j.queue = $1 AND j.state = 'leased' AND coalesce(j.key, '') = p.key)
+                 AS in_flight,
+             s.held_until, s.tokens, s.tokens_at
+         FROM page p LEFT JOIN sluice_keys s ON s.queue = $1 AND s.key = p.key"
     )
-    .await?;
-    rows.iter().map(|r| get(r, "key")).collect()
-}
-
-/// Reads the ready jobs (up to `most`), jobs in flight, hold and bucket
-/// of each of `keys`.
-async fn read_keys(
-    tx: &Transaction<'_>,
-    queue: &str,
-    job_types: Option<&Vec<String>>,
-    most: u32,
-    keys: &[String],
-    into: &mut HashMap<String, KeyRow>,
-) -> Result<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    for key in keys {
-        into.entry(key.clone()).or_default();
-    }
-    let most = i64::from(most);
-    let ready_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&queue, &keys, &job_types, &most];
-    let key_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&queue, &keys];
-    let (ready, counts, states) = tokio::try_join!(
-        sql::query(
-            tx,
-            "SELECT k.key, (SELECT count(*) FROM (
-                     SELECT 1 FROM sluice_jobs j
-                     WHERE j.queue = $1 AND j.state = 'ready' AND coalesce(j.key, '') = k.key
-                       AND ($3::text[] IS NULL OR j.job_type = ANY($3))
-                     LIMIT $4) r) AS n
-             FROM unnest($2::text[]) AS k(key)",
-            &ready_params,
-        ),
-        sql::query(
-            tx,
-            "SELECT coalesce(key, '') AS key, count(*) AS n FROM sluice_jobs
-             WHERE queue = $1 AND state = 'leased' AND coalesce(key, '') = ANY($2)
-             GROUP BY 1",
-            &key_params,
-        ),
-        sql::query(
-            tx,
-            "SELECT key, held_until, tokens, tokens_at FROM sluice_keys
-             WHERE queue = $1 AND key = ANY($2)",
-            &key_params,
-        ),
-    )?;
-    for row in &ready {
-        let key: String = get(row, "key")?;
-        if let Some(k) = into.get_mut(&key) {
-            k.ready = u32::try_from(get::<i64>(row, "n")?).unwrap_or(u32::MAX);
-        }
-    }
-    for row in &counts {
-        let key: String = get(row, "key")?;
-        if let Some(k) = into.get_mut(&key) {
-            k.in_flight = u32::try_from(get::<i64>(row, "n")?).unwrap_or(u32::MAX);
-        }
-    }
-    for row in &states {
-        let key: String = get(row, "key")?;
-        if let Some(k) = into.get_mut(&key) {
-            k.held_until = stamp(get(row, "held_until")?);
-            k.bucket = bucket(get(row, "tokens")?, get(row, "tokens_at")?);
-        }
-    }
-    Ok(())
 }
 
 /// Leases `dealt` (per key, how many of its first ready jobs) to `want`'s

@@ -77,8 +77,11 @@ local function claim_flowed(q, budget)
   if budget <= 0 then return end
   local turn = tonumber(flow[3] or '0')
   local lanes, names, seen = {}, {}, {}
+  -- The lanes next in turn: about as many as jobs to deal (one a lane is
+  -- the common case; held lanes go to the back as they are met).
+  local want_lanes = math.min(MAX_LANES, budget * 2 + 8)
   for _, t in ipairs(types_of(q)) do
-    local ring = redis.call('ZRANGE', ring_key(q, t), 0, MAX_LANES - 1, 'WITHSCORES')
+    local ring = redis.call('ZRANGE', ring_key(q, t), 0, want_lanes - 1, 'WITHSCORES')
     for i = 1, #ring, 2 do
       lanes[#lanes + 1] = {tonumber(ring[i + 1]), ring[i], t}
       if ring[i] ~= '' and not seen[ring[i]] then
@@ -127,6 +130,12 @@ local function claim_flowed(q, budget)
           local why, untl = key_hold(L, name, k.in_flight, k.held, k.bucket, now)
           if why then
             note_wake(untl)
+            -- To the back of the ring: a claim looks at MAX_LANES lanes,
+            -- and held ones must not keep the others out of sight.
+            if n == 0 then
+              turn = turn + 1
+              redis.call('ZADD', ring_key(q, t), 'XX', turn, name)
+            end
             break
           end
           if rate ~= nil then
