@@ -134,8 +134,9 @@ pub async fn run(args: FlowArgs) -> anyhow::Result<()> {
         );
         let off = |n: f64| (n / args.rate - 1.0) * 100.0;
         println!(
-            "rate: limit {} jobs/s (burst 1), {} workers x {}, {} s counted",
+            "rate: limit {} jobs/s (burst {}), {} workers x {}, {} s counted",
             args.rate,
+            default_burst(args.rate),
             args.consumers,
             args.in_flight * 8,
             seconds.len()
@@ -170,6 +171,12 @@ async fn set_limits(
         .await
         .context("SetQueueLimits")?;
     Ok(())
+}
+
+/// The burst `sluice queue limits` gives a rate: a tenth of a second's
+/// jobs, which covers a timer's lateness.
+fn default_burst(rate: f64) -> u32 {
+    (rate / 10.0).ceil().max(1.0) as u32
 }
 
 /// A small deterministic generator, to shuffle the backlog the same way
@@ -435,7 +442,7 @@ async fn rate(
         pb::QueueLimits {
             rate: Some(pb::RateLimit {
                 per_second: args.rate,
-                burst: 1,
+                burst: default_burst(args.rate),
             }),
             ..Default::default()
         },

@@ -401,7 +401,8 @@ function queuePage(name, params) {
       searchError.textContent = e.toString();
     }
   } }, el("label", { for: "job-search" }, "Find a job"), search, el("button", { type: "submit" }, "Find"));
-  replace(main(), el("h1", {}, `Queue ${name}`), status, errors, el("div", { class: "toolbar" }, searchForm), searchError, tabs, list, pagerBar);
+  const flow = el("section", { id: "flow", "aria-label": "Flow control" });
+  replace(main(), el("h1", {}, `Queue ${name}`), status, errors, flow, el("div", { class: "toolbar" }, searchForm), searchError, tabs, list, pagerBar);
   const pages = pager(pagerBar, () => view.refresh());
   let row = null;
   let purgeState = PURGEABLE[0];
@@ -457,11 +458,54 @@ function queuePage(name, params) {
     }
     pages.draw(page.next_page_token);
   };
+  // Its limits, what they hold back, and its busiest keys: shown once it
+  // has limits or keyed jobs.
+  const drawFlow = (keys) => {
+    const limits = row && row.limits;
+    const held = (row && row.held) || {};
+    if (!limits && !keys.length) {
+      replace(flow);
+      return;
+    }
+    const rateText = (r) => (r ? `${r.per_second}/s (burst ${r.burst || 1})` : "none");
+    const count = (n) => (n ? String(n) : "none");
+    const parts = [el("h2", {}, "Flow control")];
+    if (limits) {
+      parts.push(el("dl", { id: "limits", class: "fields" },
+        el("dt", {}, "Max in flight"), el("dd", { id: "limit-max-in-flight" }, count(limits.max_in_flight)),
+        el("dt", {}, "Rate"), el("dd", { id: "limit-rate" }, rateText(limits.rate)),
+        el("dt", {}, "Key max in flight"), el("dd", { id: "limit-key-max-in-flight" }, count(limits.key_max_in_flight)),
+        el("dt", {}, "Key rate"), el("dd", { id: "limit-key-rate" }, rateText(limits.key_rate)),
+        el("dt", {}, "Overrides"), el("dd", { id: "limit-overrides" }, limits.overrides.length
+          ? limits.overrides.map((o) => `${o.key}: ${o.max_in_flight === null ? "" : `max ${o.max_in_flight} `}${o.rate ? `rate ${rateText(o.rate)} ` : ""}${o.weight > 1 ? `weight ${o.weight}` : ""}`.trim()).join("; ")
+          : "none"),
+        el("dt", {}, "Held back"), el("dd", { id: "held" },
+          `${held.key_limit || 0} by key limits, ${held.queue_limit || 0} by the queue limit, ${held.rate || 0} by rates, ${held.key_delay || 0} by key back-offs`)));
+    } else {
+      parts.push(el("p", { class: "muted", id: "limits" }, "No limits: set them with ",
+        el("code", {}, `sluice queue limits ${name} --key-max-in-flight 2`), "."));
+    }
+    parts.push(el("h3", {}, "Busiest keys"));
+    parts.push(keys.length
+      ? table(["Key", ["In flight", "num"], ["Ready", "num"], "Held by", "Held until"], keys.map((k) => el("tr", { "data-key": `key-${k.key}` },
+        el("th", { scope: "row" }, k.key),
+        el("td", { class: "num" }, String(k.in_flight)),
+        el("td", { class: "num" }, String(k.ready)),
+        el("td", {}, k.held_by || "—"),
+        el("td", {}, k.held_until ? when(k.held_until) : "—"))), { id: "busiest-keys" })
+      : el("p", { class: "muted" }, "No key has jobs in flight or ready."));
+    replace(flow, ...parts);
+  };
   const view = {
     key: `queue:${name}`,
     async refresh() {
       row = app.stats.queues.find((q) => q.queue === name) || null;
       drawStatus();
+      try {
+        drawFlow(row ? (await get(`/api/v1/queues/${enc(name)}/keys?limit=10`)).keys : []);
+      } catch (e) {
+        errors.textContent = e.toString();
+      }
       try {
         drawPage(await pageRows());
       } catch (e) {

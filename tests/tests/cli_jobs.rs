@@ -29,8 +29,10 @@ fn enqueue_sets_every_field_and_jobs_get_shows_them() {
             "7",
             "--timeout",
             "30s",
-            "--key",
+            "--idempotency-key",
             "order-1",
+            "--key",
+            "tenant-7",
             "--header",
             "tenant=acme",
             "--header",
@@ -47,6 +49,7 @@ fn enqueue_sets_every_field_and_jobs_get_shows_them() {
     assert_eq!(job["id"], id.as_str());
     assert_eq!(job["queue"], "mail");
     assert_eq!(job["job_type"], "send");
+    assert_eq!(job["key"], "tenant-7");
     assert_eq!(job["state"], "SCHEDULED");
     assert_eq!(job["priority"], -5);
     assert_eq!(job["attempt"], 0);
@@ -74,7 +77,15 @@ fn enqueue_sets_every_field_and_jobs_get_shows_them() {
     let again = sluice(
         &broker,
         &[
-            "-o", "json", "enqueue", "--queue", "mail", "--type", "send", "--key", "order-1",
+            "-o",
+            "json",
+            "enqueue",
+            "--queue",
+            "mail",
+            "--type",
+            "send",
+            "--idempotency-key",
+            "order-1",
         ],
     )
     .ok()
@@ -498,7 +509,7 @@ fn enqueue_lines_sends_a_file_over_one_stream_and_reports_each_job() {
     let dir = scratch_dir("enqueue-lines");
     let file = dir.join("jobs.jsonl");
     let jobs = concat!(
-        r#"{"type": "send", "queue": "mail", "json": {"to": "ada@example.com"}, "key": "k1", "headers": {"tenant": "acme"}}"#,
+        r#"{"type": "send", "queue": "mail", "json": {"to": "ada@example.com"}, "idempotency_key": "k1", "key": "acme", "headers": {"tenant": "acme"}}"#,
         "\n\n",
         r#"{"type": "", "payload": "a job without a type"}"#,
         "\n",
@@ -521,6 +532,7 @@ fn enqueue_lines_sends_a_file_over_one_stream_and_reports_each_job() {
         .ok()
         .json();
     assert_eq!(job["queue"], "mail");
+    assert_eq!(job["key"], "acme");
     assert_eq!(job["headers"]["tenant"], "acme");
     assert_eq!(job["payload"]["value"], json!({"to": "ada@example.com"}));
     let fourth = lines[1].trim_start_matches("4  ");

@@ -463,6 +463,86 @@ async fn an_operator_triggers_and_pauses_a_schedule() {
     browser.close().await;
 }
 
+/// A queue with limits: its page shows them, what they hold back, and its
+/// busiest keys, which change in place as a worker takes jobs.
+#[tokio::test]
+async fn an_operator_reads_a_queues_limits_and_busiest_keys() {
+    let shots = screenshots();
+    let broker = BrokerProcess::start(&["--http-addr", "127.0.0.1:0"]);
+    let http = broker.process.http_addr();
+    let mut admin = broker.admin().await;
+    admin
+        .set_queue_limits(pb::SetQueueLimitsRequest {
+            queue: "imports".into(),
+            limits: Some(pb::QueueLimits {
+                key_max_in_flight: 1,
+                rate: Some(pb::RateLimit {
+                    per_second: 5.0,
+                    burst: 10,
+                }),
+                overrides: vec![pb::KeyOverride {
+                    key: "acme".into(),
+                    max_in_flight: Some(2),
+                    weight: 3,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let mut producer = broker.broker().await;
+    for (key, n) in [("acme", 4), ("globex", 2)] {
+        for _ in 0..n {
+            producer
+                .enqueue(pb::EnqueueRequest {
+                    key: key.into(),
+                    ..job_in("imports", "import", b"{}")
+                })
+                .await
+                .unwrap();
+        }
+    }
+    let browser = Browser::start("flow").await;
+    browser
+        .goto(&format!("http://{http}/#/queues/imports"))
+        .await;
+    browser.wait_for_text("#limit-key-max-in-flight", "1").await;
+    browser.wait_for_text("#limit-rate", "5/s (burst 10)").await;
+    browser
+        .wait_for_text("#limit-overrides", "acme: max 2 weight 3")
+        .await;
+    browser
+        .wait_for_text(r#"#busiest-keys tr[data-key="key-acme"]"#, "4")
+        .await;
+    browser
+        .wait_for_text(r#"#busiest-keys tr[data-key="key-globex"]"#, "2")
+        .await;
+    // A worker holds jobs (and never acks them): acme has its 2 in
+    // flight, globex its 1, and the rest wait on their key limits.
+    let mut worker = broker.broker().await;
+    let mut stream = worker
+        .lease(pb::LeaseRequest {
+            worker_id: "dashboard".into(),
+            queues: vec!["imports".into()],
+            max_in_flight: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..3 {
+        stream.message().await.unwrap().unwrap();
+    }
+    browser
+        .wait_for_text(r#"#busiest-keys tr[data-key="key-acme"]"#, "key_limit")
+        .await;
+    browser.wait_for_text("#held", "3 by key limits").await;
+    assert_contrast(&browser, "queue with limits").await;
+    browser.screenshot(&shots, "15-queue-limits").await;
+    browser.close().await;
+}
+
 /// With tokens the page asks for one, keeps it only for the tab
 /// (sessionStorage, never localStorage), and shows a viewer no buttons.
 #[tokio::test]

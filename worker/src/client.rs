@@ -85,6 +85,8 @@ pub enum Report {
         retry_after: Option<Duration>,
         /// No more attempts.
         dead: bool,
+        /// Holds every job of its key this long.
+        key_delay: Option<Duration>,
     },
     /// Give it back without using an attempt.
     Release,

@@ -43,6 +43,9 @@ pub struct JobError {
     pub permanent: bool,
     /// Run again after this delay instead of the broker's backoff.
     pub retry_after: Option<Duration>,
+    /// Hold every job of this job's flow-control key this long, on every
+    /// broker (a limit hit downstream, such as an HTTP 429).
+    pub key_delay: Option<Duration>,
 }
 
 impl JobError {
@@ -52,6 +55,7 @@ impl JobError {
             message: message.into(),
             permanent: false,
             retry_after: None,
+            key_delay: None,
         }
     }
 
@@ -61,6 +65,7 @@ impl JobError {
             message: message.into(),
             permanent: true,
             retry_after: None,
+            key_delay: None,
         }
     }
 
@@ -68,6 +73,15 @@ impl JobError {
     #[must_use]
     pub fn with_retry_after(mut self, delay: Duration) -> Self {
         self.retry_after = Some(delay);
+        self
+    }
+
+    /// Holds every job of this job's key for `delay` on every broker
+    /// (the broker's flow control, `key_delay`): the downstream
+    /// said to slow down for this customer.
+    #[must_use]
+    pub fn with_key_delay(mut self, delay: Duration) -> Self {
+        self.key_delay = Some(delay);
         self
     }
 }

@@ -261,6 +261,7 @@ fn finished(
             error: err.message,
             retry_after: err.retry_after,
             dead: err.permanent,
+            key_delay: err.key_delay,
         },
         Err(join) if join.is_panic() => nack(
             format!("handler panicked: {}", panic_message(join.into_panic())),
@@ -275,6 +276,7 @@ fn nack(error: String, dead: bool) -> Report {
         error,
         retry_after: None,
         dead,
+        key_delay: None,
     }
 }
 

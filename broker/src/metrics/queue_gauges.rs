@@ -1,6 +1,7 @@
 //! Gauges read from the queue at scrape time, under one short lock: jobs
 //! per state, the age of the oldest READY job (queue latency) and the
-//! pause flag per queue, the open lease streams and their free slots, the
+//! pause flag per queue, the READY jobs flow control holds back per queue
+//! and reason, the open lease streams and their free slots, the
 //! bytes the jobs hold against `--max-memory`, and with `--data-dir` the
 //! data file's size and the last commit's duration.
 
@@ -100,6 +101,22 @@ impl Collector for QueueGauges {
         for (stats, _) in &queues {
             let labels = [("queue", stats.queue.as_str())];
             ConstGauge::new(i64::from(stats.paused)).encode(paused.encode_family(&labels)?)?;
+        }
+        let mut held_back = encoder.encode_descriptor(
+            "queue_held_jobs",
+            "READY jobs that flow control holds back now, per queue with limits and reason (key_limit, queue_limit, rate, key_delay)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (stats, _) in queues
+            .iter()
+            .filter(|(s, _)| !s.flow.limits.is_empty() || s.flow.waiting.iter().any(|&n| n > 0))
+        {
+            for reason in sluice_queue::HoldReason::ALL {
+                let labels = [("queue", stats.queue.as_str()), ("reason", reason.name())];
+                ConstGauge::new(stats.flow.waiting(reason))
+                    .encode(held_back.encode_family(&labels)?)?;
+            }
         }
         let streams = workers.len() as u64;
         let free: u64 = workers

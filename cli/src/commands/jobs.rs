@@ -199,6 +199,9 @@ fn job_text(job: &pb::Job) -> String {
     field("id", job.id.clone());
     field("queue", job.queue.clone());
     field("type", job.job_type.clone());
+    if !job.key.is_empty() {
+        field("key", escape_controls(&job.key, false));
+    }
     field("state", state_name(job.state()).to_owned());
     field("priority", job.priority.to_string());
     field(

@@ -26,7 +26,8 @@ pub struct LimitsArgs {
     /// The queue's jobs started per second (a token bucket); 0: no limit.
     #[arg(long, value_name = "PER_SECOND")]
     rate: Option<f64>,
-    /// Jobs the queue's rate lets start at once after a quiet spell (default 1).
+    /// Jobs the queue's rate lets start at once after a quiet spell
+    /// (default: a tenth of a second's, at least 1).
     #[arg(long, value_name = "N")]
     burst: Option<u32>,
     /// Each key's jobs in flight; 1 runs a key's jobs one at a time; 0: no limit.
@@ -35,7 +36,8 @@ pub struct LimitsArgs {
     /// Each key's jobs started per second; 0: no limit.
     #[arg(long, value_name = "PER_SECOND")]
     key_rate: Option<f64>,
-    /// Jobs each key's rate lets start at once (default 1).
+    /// Jobs each key's rate lets start at once (default: a tenth of a
+    /// second's, at least 1).
     #[arg(long, value_name = "N")]
     key_burst: Option<u32>,
     /// One key's own limits: `KEY=N` (its jobs in flight), or
@@ -103,7 +105,9 @@ fn rate(
         (Some(0.0), _) => Ok(None),
         (Some(per_second), burst) => Ok(Some(pb::RateLimit {
             per_second,
-            burst: burst.or(had.map(|h| h.burst)).unwrap_or(1),
+            burst: burst
+                .or(had.map(|h| h.burst))
+                .unwrap_or_else(|| default_burst(per_second)),
         })),
         (None, Some(burst)) => match had {
             Some(h) => Ok(Some(pb::RateLimit { burst, ..h })),
@@ -113,6 +117,12 @@ fn rate(
         },
         (None, None) => Ok(had),
     }
+}
+
+/// A rate's burst when none is given: a tenth of a second's jobs, at
+/// least 1, so that a timer that wakes a little late loses no token.
+fn default_burst(per_second: f64) -> u32 {
+    (per_second / 10.0).ceil().clamp(1.0, f64::from(u32::MAX)) as u32
 }
 
 /// `KEY=N`, `KEY=name=value,...` or `KEY=`.
@@ -154,7 +164,7 @@ fn parse_override(text: &str) -> Result<(String, Option<pb::KeyOverride>), Strin
                     .map_err(|_| format!("rate {value:?} is not a number"))?;
                 o.rate = Some(pb::RateLimit {
                     per_second,
-                    burst: 1,
+                    burst: default_burst(per_second),
                 });
             }
             other => {

@@ -1,6 +1,6 @@
 //! The worker library against an in-process broker: what handlers return,
-//! panics, permanent errors, retry_after, timeouts of handlers that ignore
-//! cancellation, and progress and results.
+//! panics, permanent errors, retry_after, a key delay, timeouts of
+//! handlers that ignore cancellation, and progress and results.
 
 #![allow(clippy::unwrap_used)]
 
@@ -234,5 +234,52 @@ every_backend! {
         for unary in ["Lease", "LeaseBatches", "Ack", "AckBatch", "Nack", "Extend", "Release"] {
             assert_eq!(calls(&format!("Broker/{unary}")), 0.0, "{unary}");
         }
+    }
+}
+
+every_backend! {
+    async fn a_key_delay_from_a_handler_holds_every_job_of_its_key() {
+        let s = setup().await;
+        let _worker = run(sluice_worker::Worker::builder(s.url())
+            .concurrency(4)
+            .handler("call-api", |job: Job, _: JobContext| async move {
+                if job.payload.as_ref() == b"429" {
+                    return Err(JobError::retry("429 Too Many Requests")
+                        .with_retry_after(Duration::ZERO)
+                        .with_key_delay(Duration::from_secs(3600)));
+                }
+                Ok(())
+            }));
+        let keyed = |key: &str, payload: &'static [u8]| pb::EnqueueRequest {
+            key: key.into(),
+            payload: payload.to_vec().into(),
+            ..job("call-api")
+        };
+        let throttled = s.enqueue_req(keyed("acme", b"429")).await;
+        // Nacked once: READY again, its key held back.
+        sluice_e2e::in_process::eventually("the 429 to be reported", || async {
+            let job = s.job(&throttled).await;
+            job.attempt == 1 && job.state() == pb::JobState::Ready
+        })
+        .await;
+        // The key is held back: its jobs wait; another key's run.
+        let waiting = s.enqueue_req(keyed("acme", b"ok")).await;
+        let other = s.enqueue_req(keyed("globex", b"ok")).await;
+        s.wait_for_state(&other, pb::JobState::Succeeded).await;
+        let held = s.job(&waiting).await;
+        assert_eq!((held.state(), held.attempt), (pb::JobState::Ready, 0));
+        let keys = s
+            .admin
+            .clone()
+            .list_keys(pb::ListKeysRequest {
+                queue: "default".into(),
+                limit: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .keys;
+        let acme = keys.iter().find(|k| k.key == "acme").unwrap();
+        assert_eq!(acme.held_by, "key_delay");
     }
 }

@@ -173,13 +173,14 @@ impl BrokerLink {
                 error,
                 retry_after,
                 dead,
+                key_delay,
             } => Kind::Nack(pb::NackRequest {
                 job_id,
                 lease_id,
                 error: error.clone(),
                 retry_after: retry_after.map(sluice_proto::duration_to_pb),
                 dead: *dead,
-                key_delay: None,
+                key_delay: key_delay.map(sluice_proto::duration_to_pb),
             }),
             Report::Release => Kind::Release(pb::ReleaseRequest {
                 job_id,

@@ -67,6 +67,7 @@ fn nack(error: &str, dead: bool) -> Report {
         error: error.to_owned(),
         retry_after: None,
         dead,
+        key_delay: None,
     }
 }
 

@@ -10,7 +10,8 @@
 //! |---|---|
 //! | `GET /api/v1/session` | who the token is: role and whether it may act |
 //! | `GET /api/v1/stats` | Stats |
-//! | `GET /api/v1/queues`, `GET /api/v1/queues/{queue}` | Stats, one queue's row |
+//! | `GET /api/v1/queues`, `GET /api/v1/queues/{queue}` | Stats, one queue's row (with its limits and top waiting keys) |
+//! | `GET /api/v1/queues/{queue}/keys?limit=` | ListKeys (the busiest keys) |
 //! | `GET /api/v1/jobs?queue=&state=&page_size=&page_token=` | ListJobs |
 //! | `GET /api/v1/jobs/{id}` | GetJob (with the payload) |
 //! | `GET /api/v1/workers` | ListWorkers |
@@ -71,6 +72,7 @@ pub fn routes(admin: AdminService, auth: Authorizer, hosts: Arc<AllowedHosts>) -
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/queues", get(queues))
         .route("/api/v1/queues/{queue}", get(queue))
+        .route("/api/v1/queues/{queue}/keys", get(queue_keys))
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{id}", get(get_job))
         .route("/api/v1/workers", get(workers))
@@ -202,6 +204,37 @@ async fn queue(
             ))
         })?;
     Ok(Json(view::queue_stats_json(row)))
+}
+
+async fn queue_keys(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    queue: Result<Path<String>, PathRejection>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Reply {
+    let queue = segment(queue, "queue")?;
+    let params = params.map_err(|e| Status::invalid_argument(e.body_text()))?;
+    let limit = match params.get("limit") {
+        None => 0,
+        Some(n) => n
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("limit: {n:?} is not a number")))?,
+    };
+    let keys = api
+        .admin
+        .list_keys(admin_request(
+            &headers,
+            pb::ListKeysRequest {
+                queue: queue.clone(),
+                limit,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "queue": queue,
+        "keys": keys.keys.iter().map(view::key_json).collect::<Vec<_>>(),
+    })))
 }
 
 async fn list_jobs(
