@@ -73,7 +73,7 @@ use self::names::{NameId, Names};
 use self::observer::Failures;
 pub use self::observer::{FailedAttempt, JobEvent, JobLabels, Observer, RECENT_FAILURES};
 pub use self::policy::{Action, AfterFailure, after_failure, check_room};
-pub use self::queue_flow::{FlowStats, KeyStats, TOP_KEYS};
+pub use self::queue_flow::{FlowStats, KeyStats, TOP_KEYS, busiest_first};
 pub use self::scope::{QueuePattern, QueueScope};
 pub use self::snapshot::{JobSnapshot, LeaseSnapshot};
 pub use self::time::Timestamp;

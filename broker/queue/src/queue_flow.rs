@@ -49,6 +49,38 @@ pub struct FlowStats {
 }
 
 impl FlowStats {
+    /// The figures of a queue with `limits`: its `keys` (each with what
+    /// holds it, if anything), the queue's own hold, and its ready jobs
+    /// without a key. A key's ready jobs wait on its own hold, else on the
+    /// queue's. One definition for every backend.
+    pub fn of(
+        limits: QueueLimits,
+        keys: Vec<KeyStats>,
+        queue_hold: Option<HoldReason>,
+        keyless_ready: u64,
+    ) -> Self {
+        let slot = |reason: HoldReason| HoldReason::ALL.iter().position(|&r| r == reason);
+        let mut waiting = [0u64; 4];
+        let mut top = Vec::new();
+        for mut key in keys.into_iter().filter(|k| k.ready > 0) {
+            key.held_by = key.held_by.or(queue_hold);
+            if let Some(i) = key.held_by.and_then(slot) {
+                waiting[i] += key.ready;
+            }
+            top.push(key);
+        }
+        if let Some(i) = queue_hold.and_then(slot) {
+            waiting[i] += keyless_ready;
+        }
+        top.sort_by(|a, b| b.ready.cmp(&a.ready).then_with(|| a.key.cmp(&b.key)));
+        top.truncate(TOP_KEYS);
+        Self {
+            limits,
+            waiting,
+            top_keys: top,
+        }
+    }
+
     /// Ready jobs held back for `reason`.
     pub fn waiting(&self, reason: HoldReason) -> u64 {
         self.waiting[HoldReason::ALL
@@ -60,6 +92,18 @@ impl FlowStats {
 
 /// Keys Stats lists per queue.
 pub const TOP_KEYS: usize = 10;
+
+/// `keys`, busiest first (jobs in flight and ready), at most `limit`: the
+/// order of ListKeys on every backend.
+pub fn busiest_first(mut keys: Vec<KeyStats>, limit: usize) -> Vec<KeyStats> {
+    keys.sort_by(|a, b| {
+        (u64::from(b.in_flight) + b.ready)
+            .cmp(&(u64::from(a.in_flight) + a.ready))
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    keys.truncate(limit);
+    keys
+}
 
 impl Queue {
     /// Sets the limits of `queue` (empty limits clear them). They apply at
@@ -158,7 +202,7 @@ impl Queue {
         let Some(qs) = self.names.get(queue).and_then(|id| self.queues.get(&id)) else {
             return Vec::new();
         };
-        let mut keys: Vec<KeyStats> = qs
+        let keys: Vec<KeyStats> = qs
             .flow
             .keys
             .iter()
@@ -170,51 +214,32 @@ impl Queue {
                 held_until: state.held_until.filter(|&t| t > now),
             })
             .collect();
-        keys.sort_by(|a, b| {
-            (u64::from(b.in_flight) + b.ready)
-                .cmp(&(u64::from(a.in_flight) + a.ready))
-                .then_with(|| a.key.cmp(&b.key))
-        });
-        keys.truncate(limit);
-        keys
+        busiest_first(keys, limit)
     }
 
     /// The flow figures of queue `id` for Stats.
     pub(super) fn flow_stats(&self, id: NameId, now: Timestamp) -> FlowStats {
         let qs = &self.queues[&id];
-        let mut waiting = [0u64; 4];
-        let slot = |reason: HoldReason| HoldReason::ALL.iter().position(|&r| r == reason);
-        let queue_hold = qs.flow.queue_hold(now).map(|h| h.reason);
-        let mut keyed_ready = 0;
-        let mut top: Vec<KeyStats> = Vec::new();
-        for (key, state) in &qs.flow.keys {
-            keyed_ready += state.ready;
-            if state.ready == 0 {
-                continue;
-            }
-            let held_by = qs.flow.key_hold(key, now).map(|h| h.reason).or(queue_hold);
-            if let Some(i) = held_by.and_then(slot) {
-                waiting[i] += state.ready;
-            }
-            top.push(KeyStats {
+        let keyed_ready: u64 = qs.flow.keys.values().map(|s| s.ready).sum();
+        let keyless_ready = qs.counts[crate::JobState::Ready.index()].saturating_sub(keyed_ready);
+        let keys = qs
+            .flow
+            .keys
+            .iter()
+            .map(|(key, state)| KeyStats {
                 key: key.to_string(),
                 in_flight: state.in_flight,
                 ready: state.ready,
-                held_by,
+                held_by: qs.flow.key_hold(key, now).map(|h| h.reason),
                 held_until: state.held_until.filter(|&t| t > now),
-            });
-        }
-        let keyless_ready = qs.counts[crate::JobState::Ready.index()].saturating_sub(keyed_ready);
-        if let Some(i) = queue_hold.and_then(slot) {
-            waiting[i] += keyless_ready;
-        }
-        top.sort_by(|a, b| b.ready.cmp(&a.ready).then_with(|| a.key.cmp(&b.key)));
-        top.truncate(TOP_KEYS);
-        FlowStats {
-            limits: qs.flow.limits.clone(),
-            waiting,
-            top_keys: top,
-        }
+            })
+            .collect();
+        FlowStats::of(
+            qs.flow.limits.clone(),
+            keys,
+            qs.flow.queue_hold(now).map(|h| h.reason),
+            keyless_ready,
+        )
     }
 
     /// Whether jobs of `key` in queue `id` may be dealt now: brings the

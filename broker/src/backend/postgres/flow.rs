@@ -25,9 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::Transaction;
-use sluice_queue::{
-    Bucket, HoldReason, JobSnapshot, KeyStats, QueueLimits, Timestamp, key_hold, queue_hold,
-};
+use sluice_queue::{Bucket, JobSnapshot, KeyStats, QueueLimits, Timestamp, key_hold, queue_hold};
 use uuid::Uuid;
 
 use super::Inner;
@@ -639,26 +637,10 @@ pub(super) async fn stats(inner: &Inner) -> Result<HashMap<String, sluice_queue:
         let b = bucket(get(row, "tokens")?, get(row, "tokens_at")?);
         let queue_hold = queue_hold(&limits, in_flight, b.as_ref(), now).map(|h| h.reason);
         let keys = keys(inner, &queue, usize::MAX).await?;
-        let mut waiting = [0u64; 4];
-        let slot = |r: HoldReason| HoldReason::ALL.iter().position(|&x| x == r);
-        for k in &keys {
-            if let Some(i) = k.held_by.or(queue_hold).and_then(slot) {
-                waiting[i] += k.ready;
-            }
-        }
-        if let Some(i) = queue_hold.and_then(slot) {
-            waiting[i] += u64::try_from(get::<i64>(row, "keyless_ready")?).unwrap_or(0);
-        }
-        let mut top: Vec<KeyStats> = keys.into_iter().filter(|k| k.ready > 0).collect();
-        top.sort_by(|a, b| b.ready.cmp(&a.ready).then_with(|| a.key.cmp(&b.key)));
-        top.truncate(sluice_queue::TOP_KEYS);
+        let keyless_ready = u64::try_from(get::<i64>(row, "keyless_ready")?).unwrap_or(0);
         out.insert(
             queue,
-            sluice_queue::FlowStats {
-                limits,
-                waiting,
-                top_keys: top,
-            },
+            sluice_queue::FlowStats::of(limits, keys, queue_hold, keyless_ready),
         );
     }
     Ok(out)

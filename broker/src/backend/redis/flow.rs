@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use sluice_queue::{Bucket, FlowStats, HoldReason, KeyStats, QueueLimits, Timestamp};
+use sluice_queue::{Bucket, FlowStats, KeyStats, QueueLimits, Timestamp};
 
 use super::Inner;
 use super::scripts::{reply, scripts};
@@ -109,14 +109,10 @@ pub(super) async fn get_limits(inner: &Inner, queue: &str) -> Result<QueueLimits
 /// The keys of `queue` (counted while it is under flow control), most
 /// jobs first.
 pub(super) async fn keys(inner: &Inner, queue: &str, limit: usize) -> Result<Vec<KeyStats>> {
-    let mut keys = read(inner, queue, true).await?.keys;
-    keys.sort_by(|a, b| {
-        (u64::from(b.in_flight) + b.ready)
-            .cmp(&(u64::from(a.in_flight) + a.ready))
-            .then_with(|| a.key.cmp(&b.key))
-    });
-    keys.truncate(limit);
-    Ok(keys)
+    Ok(sluice_queue::busiest_first(
+        read(inner, queue, true).await?.keys,
+        limit,
+    ))
 }
 
 /// The flow figures of Stats for each queue under flow control.
@@ -129,26 +125,9 @@ pub(super) async fn stats(inner: &Inner) -> Result<HashMap<String, FlowStats>> {
         let queue_hold =
             sluice_queue::queue_hold(&read.limits, read.in_flight, read.bucket.as_ref(), read.now)
                 .map(|h| h.reason);
-        let slot = |r: HoldReason| HoldReason::ALL.iter().position(|&x| x == r);
-        let mut waiting = [0u64; 4];
-        for k in &read.keys {
-            if let Some(i) = k.held_by.or(queue_hold).and_then(slot) {
-                waiting[i] += k.ready;
-            }
-        }
-        if let Some(i) = queue_hold.and_then(slot) {
-            waiting[i] += read.keyless_ready;
-        }
-        let mut top: Vec<KeyStats> = read.keys.into_iter().filter(|k| k.ready > 0).collect();
-        top.sort_by(|a, b| b.ready.cmp(&a.ready).then_with(|| a.key.cmp(&b.key)));
-        top.truncate(sluice_queue::TOP_KEYS);
         out.insert(
             queue,
-            FlowStats {
-                limits: read.limits,
-                waiting,
-                top_keys: top,
-            },
+            FlowStats::of(read.limits, read.keys, queue_hold, read.keyless_ready),
         );
     }
     Ok(out)
