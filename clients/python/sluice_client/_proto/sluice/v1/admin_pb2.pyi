@@ -72,7 +72,7 @@ class FailedAttempt(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., queue: _Optional[str] = ..., job_type: _Optional[str] = ..., attempt: _Optional[int] = ..., error: _Optional[str] = ..., failed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dead: _Optional[bool] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class QueueStats(_message.Message):
-    __slots__ = ("queue", "paused", "scheduled", "ready", "leased", "succeeded", "dead", "cancelled", "enqueued_total", "acked_total", "nacked_total", "expired_total", "dead_total", "oldest_ready_age", "enqueued_per_second", "acked_per_second", "failed_per_second")
+    __slots__ = ("queue", "paused", "scheduled", "ready", "leased", "succeeded", "dead", "cancelled", "enqueued_total", "acked_total", "nacked_total", "expired_total", "dead_total", "oldest_ready_age", "enqueued_per_second", "acked_per_second", "failed_per_second", "limits", "held", "top_keys")
     QUEUE_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     SCHEDULED_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,9 @@ class QueueStats(_message.Message):
     ENQUEUED_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     ACKED_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     FAILED_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    TOP_KEYS_FIELD_NUMBER: _ClassVar[int]
     queue: str
     paused: bool
     scheduled: int
@@ -107,7 +110,100 @@ class QueueStats(_message.Message):
     enqueued_per_second: float
     acked_per_second: float
     failed_per_second: float
-    def __init__(self, queue: _Optional[str] = ..., paused: _Optional[bool] = ..., scheduled: _Optional[int] = ..., ready: _Optional[int] = ..., leased: _Optional[int] = ..., succeeded: _Optional[int] = ..., dead: _Optional[int] = ..., cancelled: _Optional[int] = ..., enqueued_total: _Optional[int] = ..., acked_total: _Optional[int] = ..., nacked_total: _Optional[int] = ..., expired_total: _Optional[int] = ..., dead_total: _Optional[int] = ..., oldest_ready_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., enqueued_per_second: _Optional[float] = ..., acked_per_second: _Optional[float] = ..., failed_per_second: _Optional[float] = ...) -> None: ...
+    limits: QueueLimits
+    held: HeldJobs
+    top_keys: _containers.RepeatedCompositeFieldContainer[KeyInfo]
+    def __init__(self, queue: _Optional[str] = ..., paused: _Optional[bool] = ..., scheduled: _Optional[int] = ..., ready: _Optional[int] = ..., leased: _Optional[int] = ..., succeeded: _Optional[int] = ..., dead: _Optional[int] = ..., cancelled: _Optional[int] = ..., enqueued_total: _Optional[int] = ..., acked_total: _Optional[int] = ..., nacked_total: _Optional[int] = ..., expired_total: _Optional[int] = ..., dead_total: _Optional[int] = ..., oldest_ready_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., enqueued_per_second: _Optional[float] = ..., acked_per_second: _Optional[float] = ..., failed_per_second: _Optional[float] = ..., limits: _Optional[_Union[QueueLimits, _Mapping]] = ..., held: _Optional[_Union[HeldJobs, _Mapping]] = ..., top_keys: _Optional[_Iterable[_Union[KeyInfo, _Mapping]]] = ...) -> None: ...
+
+class RateLimit(_message.Message):
+    __slots__ = ("per_second", "burst")
+    PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    BURST_FIELD_NUMBER: _ClassVar[int]
+    per_second: float
+    burst: int
+    def __init__(self, per_second: _Optional[float] = ..., burst: _Optional[int] = ...) -> None: ...
+
+class QueueLimits(_message.Message):
+    __slots__ = ("queue", "max_in_flight", "rate", "key_max_in_flight", "key_rate", "overrides")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    KEY_MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    KEY_RATE_FIELD_NUMBER: _ClassVar[int]
+    OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    max_in_flight: int
+    rate: RateLimit
+    key_max_in_flight: int
+    key_rate: RateLimit
+    overrides: _containers.RepeatedCompositeFieldContainer[KeyOverride]
+    def __init__(self, queue: _Optional[str] = ..., max_in_flight: _Optional[int] = ..., rate: _Optional[_Union[RateLimit, _Mapping]] = ..., key_max_in_flight: _Optional[int] = ..., key_rate: _Optional[_Union[RateLimit, _Mapping]] = ..., overrides: _Optional[_Iterable[_Union[KeyOverride, _Mapping]]] = ...) -> None: ...
+
+class KeyOverride(_message.Message):
+    __slots__ = ("key", "max_in_flight", "rate", "weight")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    max_in_flight: int
+    rate: RateLimit
+    weight: int
+    def __init__(self, key: _Optional[str] = ..., max_in_flight: _Optional[int] = ..., rate: _Optional[_Union[RateLimit, _Mapping]] = ..., weight: _Optional[int] = ...) -> None: ...
+
+class SetQueueLimitsRequest(_message.Message):
+    __slots__ = ("queue", "limits")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    limits: QueueLimits
+    def __init__(self, queue: _Optional[str] = ..., limits: _Optional[_Union[QueueLimits, _Mapping]] = ...) -> None: ...
+
+class GetQueueLimitsRequest(_message.Message):
+    __slots__ = ("queue",)
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    def __init__(self, queue: _Optional[str] = ...) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ("queue", "limit")
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    queue: str
+    limit: int
+    def __init__(self, queue: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListKeysResponse(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[KeyInfo]
+    def __init__(self, keys: _Optional[_Iterable[_Union[KeyInfo, _Mapping]]] = ...) -> None: ...
+
+class HeldJobs(_message.Message):
+    __slots__ = ("key_limit", "queue_limit", "rate", "key_delay")
+    KEY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    KEY_DELAY_FIELD_NUMBER: _ClassVar[int]
+    key_limit: int
+    queue_limit: int
+    rate: int
+    key_delay: int
+    def __init__(self, key_limit: _Optional[int] = ..., queue_limit: _Optional[int] = ..., rate: _Optional[int] = ..., key_delay: _Optional[int] = ...) -> None: ...
+
+class KeyInfo(_message.Message):
+    __slots__ = ("key", "in_flight", "ready", "held_by", "held_until")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    HELD_BY_FIELD_NUMBER: _ClassVar[int]
+    HELD_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    in_flight: int
+    ready: int
+    held_by: str
+    held_until: _timestamp_pb2.Timestamp
+    def __init__(self, key: _Optional[str] = ..., in_flight: _Optional[int] = ..., ready: _Optional[int] = ..., held_by: _Optional[str] = ..., held_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ()

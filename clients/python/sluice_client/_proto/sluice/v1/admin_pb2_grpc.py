@@ -81,6 +81,21 @@ class AdminStub:
                 request_serializer=sluice_dot_v1_dot_admin__pb2.ResumeQueueRequest.SerializeToString,
                 response_deserializer=sluice_dot_v1_dot_admin__pb2.ResumeQueueResponse.FromString,
                 _registered_method=True)
+        self.SetQueueLimits = channel.unary_unary(
+                '/sluice.v1.Admin/SetQueueLimits',
+                request_serializer=sluice_dot_v1_dot_admin__pb2.SetQueueLimitsRequest.SerializeToString,
+                response_deserializer=sluice_dot_v1_dot_admin__pb2.QueueLimits.FromString,
+                _registered_method=True)
+        self.GetQueueLimits = channel.unary_unary(
+                '/sluice.v1.Admin/GetQueueLimits',
+                request_serializer=sluice_dot_v1_dot_admin__pb2.GetQueueLimitsRequest.SerializeToString,
+                response_deserializer=sluice_dot_v1_dot_admin__pb2.QueueLimits.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/sluice.v1.Admin/ListKeys',
+                request_serializer=sluice_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=sluice_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
         self.CreateSchedule = channel.unary_unary(
                 '/sluice.v1.Admin/CreateSchedule',
                 request_serializer=sluice_dot_v1_dot_schedule__pb2.CreateScheduleRequest.SerializeToString,
@@ -190,6 +205,28 @@ class AdminServicer:
 
     def ResumeQueue(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetQueueLimits(self, request, context):
+        """Flow control. A queue's limits replace what it had (an empty
+        QueueLimits clears them), apply at once on every broker and are kept in
+        the store. Setting needs an admin credential covering the queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueueLimits(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """A queue's keys with jobs in flight or ready, or held back: most jobs first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -310,6 +347,21 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ResumeQueue,
                     request_deserializer=sluice_dot_v1_dot_admin__pb2.ResumeQueueRequest.FromString,
                     response_serializer=sluice_dot_v1_dot_admin__pb2.ResumeQueueResponse.SerializeToString,
+            ),
+            'SetQueueLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetQueueLimits,
+                    request_deserializer=sluice_dot_v1_dot_admin__pb2.SetQueueLimitsRequest.FromString,
+                    response_serializer=sluice_dot_v1_dot_admin__pb2.QueueLimits.SerializeToString,
+            ),
+            'GetQueueLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueLimits,
+                    request_deserializer=sluice_dot_v1_dot_admin__pb2.GetQueueLimitsRequest.FromString,
+                    response_serializer=sluice_dot_v1_dot_admin__pb2.QueueLimits.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=sluice_dot_v1_dot_admin__pb2.ListKeysRequest.FromString,
+                    response_serializer=sluice_dot_v1_dot_admin__pb2.ListKeysResponse.SerializeToString,
             ),
             'CreateSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSchedule,
@@ -600,6 +652,87 @@ class Admin:
             '/sluice.v1.Admin/ResumeQueue',
             sluice_dot_v1_dot_admin__pb2.ResumeQueueRequest.SerializeToString,
             sluice_dot_v1_dot_admin__pb2.ResumeQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetQueueLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.v1.Admin/SetQueueLimits',
+            sluice_dot_v1_dot_admin__pb2.SetQueueLimitsRequest.SerializeToString,
+            sluice_dot_v1_dot_admin__pb2.QueueLimits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.v1.Admin/GetQueueLimits',
+            sluice_dot_v1_dot_admin__pb2.GetQueueLimitsRequest.SerializeToString,
+            sluice_dot_v1_dot_admin__pb2.QueueLimits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sluice.v1.Admin/ListKeys',
+            sluice_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+            sluice_dot_v1_dot_admin__pb2.ListKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EnqueueRequest(_message.Message):
-    __slots__ = ("queue", "job_type", "payload", "headers", "priority", "max_attempts", "timeout", "run_at", "idempotency_key")
+    __slots__ = ("queue", "job_type", "payload", "headers", "priority", "max_attempts", "timeout", "run_at", "idempotency_key", "key")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class EnqueueRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RUN_AT_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     queue: str
     job_type: str
     payload: bytes
@@ -38,7 +39,8 @@ class EnqueueRequest(_message.Message):
     timeout: _duration_pb2.Duration
     run_at: _timestamp_pb2.Timestamp
     idempotency_key: str
-    def __init__(self, queue: _Optional[str] = ..., job_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    key: str
+    def __init__(self, queue: _Optional[str] = ..., job_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., run_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
 
 class EnqueueResponse(_message.Message):
     __slots__ = ("job_id", "duplicate")
@@ -97,18 +99,20 @@ class AckResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class NackRequest(_message.Message):
-    __slots__ = ("job_id", "lease_id", "error", "retry_after", "dead")
+    __slots__ = ("job_id", "lease_id", "error", "retry_after", "dead", "key_delay")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
     DEAD_FIELD_NUMBER: _ClassVar[int]
+    KEY_DELAY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     lease_id: str
     error: str
     retry_after: _duration_pb2.Duration
     dead: bool
-    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., error: _Optional[str] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dead: _Optional[bool] = ...) -> None: ...
+    key_delay: _duration_pb2.Duration
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., error: _Optional[str] = ..., retry_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dead: _Optional[bool] = ..., key_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class NackResponse(_message.Message):
     __slots__ = ("state", "next_attempt_at")
@@ -137,14 +141,16 @@ class ExtendResponse(_message.Message):
     def __init__(self, lease_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
-    __slots__ = ("job_id", "lease_id", "delay")
+    __slots__ = ("job_id", "lease_id", "delay", "key_delay")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     LEASE_ID_FIELD_NUMBER: _ClassVar[int]
     DELAY_FIELD_NUMBER: _ClassVar[int]
+    KEY_DELAY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     lease_id: str
     delay: _duration_pb2.Duration
-    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    key_delay: _duration_pb2.Duration
+    def __init__(self, job_id: _Optional[str] = ..., lease_id: _Optional[str] = ..., delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., key_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class ProgressRequest(_message.Message):
     __slots__ = ("job_id", "lease_id", "percent", "message")

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x10\n\x08job_type\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12,\n\x07headers\x18\x05 \x03(\x0b\x32\x1b.sluice.v1.Job.HeadersEntry\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\"\n\x05state\x18\x07 \x01(\x0e\x32\x13.sluice.v1.JobState\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\x12\x14\n\x0cmax_attempts\x18\t \x01(\r\x12*\n\x07timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06run_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\r \x01(\t\x12\x34\n\x10lease_expires_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworker_id\x18\x0f \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x10 \x01(\x08\x12/\n\x0b\x66inished_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08progress\x18\x12 \x01(\x0b\x32\x16.sluice.v1.JobProgress\x12\x0e\n\x06result\x18\x13 \x01(\x0c\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"p\n\x0bJobProgress\x12\x0f\n\x07percent\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xaf\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_STATE_SCHEDULED\x10\x01\x12\x13\n\x0fJOB_STATE_READY\x10\x02\x12\x14\n\x10JOB_STATE_LEASED\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x12\n\x0eJOB_STATE_DEAD\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13sluice/v1/job.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x04\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05queue\x18\x02 \x01(\t\x12\x10\n\x08job_type\x18\x03 \x01(\t\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12,\n\x07headers\x18\x05 \x03(\x0b\x32\x1b.sluice.v1.Job.HeadersEntry\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\"\n\x05state\x18\x07 \x01(\x0e\x32\x13.sluice.v1.JobState\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\x12\x14\n\x0cmax_attempts\x18\t \x01(\r\x12*\n\x07timeout\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06run_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\r \x01(\t\x12\x34\n\x10lease_expires_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tworker_id\x18\x0f \x01(\t\x12\x18\n\x10\x63\x61ncel_requested\x18\x10 \x01(\x08\x12/\n\x0b\x66inished_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x08progress\x18\x12 \x01(\x0b\x32\x16.sluice.v1.JobProgress\x12\x0e\n\x06result\x18\x13 \x01(\x0c\x12\x0b\n\x03key\x18\x14 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"p\n\x0bJobProgress\x12\x0f\n\x07percent\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\r\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xaf\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_STATE_SCHEDULED\x10\x01\x12\x13\n\x0fJOB_STATE_READY\x10\x02\x12\x14\n\x10JOB_STATE_LEASED\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x12\n\x0eJOB_STATE_DEAD\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,12 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOB_HEADERSENTRY']._loaded_options = None
   _globals['_JOB_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=833
-  _globals['_JOBSTATE']._serialized_end=1008
+  _globals['_JOBSTATE']._serialized_start=846
+  _globals['_JOBSTATE']._serialized_end=1021
   _globals['_JOB']._serialized_start=100
-  _globals['_JOB']._serialized_end=716
-  _globals['_JOB_HEADERSENTRY']._serialized_start=670
-  _globals['_JOB_HEADERSENTRY']._serialized_end=716
-  _globals['_JOBPROGRESS']._serialized_start=718
-  _globals['_JOBPROGRESS']._serialized_end=830
+  _globals['_JOB']._serialized_end=729
+  _globals['_JOB_HEADERSENTRY']._serialized_start=683
+  _globals['_JOB_HEADERSENTRY']._serialized_end=729
+  _globals['_JOBPROGRESS']._serialized_start=731
+  _globals['_JOBPROGRESS']._serialized_end=843
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sluice_client._proto.sluice.v1 import job_pb2 as sluice_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sluice/v1/schedule.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\xf9\x01\n\x0bJobTemplate\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08job_type\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x34\n\x07headers\x18\x04 \x03(\x0b\x32#.sluice.v1.JobTemplate.HeadersEntry\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\r\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb4\x05\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12(\n\x05\x65very\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12#\n\x03job\x18\x05 \x01(\x0b\x32\x16.sluice.v1.JobTemplate\x12$\n\x08\x63\x61tch_up\x18\x06 \x01(\x0e\x32\x12.sluice.v1.CatchUp\x12#\n\x07overlap\x18\x07 \x01(\x0e\x32\x12.sluice.v1.Overlap\x12,\n\x08start_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x65nd_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06paused\x18\x14 \x01(\x08\x12\x30\n\x0cnext_fire_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_fired_at\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_job_id\x18\x17 \x01(\t\x12.\n\ncreated_at\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08upcoming\x18\x1a \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x1b \x01(\t\x12+\n\x0elast_job_state\x18\x1c \x01(\x0e\x32\x13.sluice.v1.JobState\x12+\n\x0brecent_runs\x18\x1d \x03(\x0b\x32\x16.sluice.v1.ScheduleRun\"\x87\x01\n\x0bScheduleRun\x12\x31\n\rscheduled_for\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\ttriggered\x18\x03 \x01(\x08\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.sluice.v1.JobState\"N\n\x15\x43reateScheduleRequest\x12%\n\x08schedule\x18\x01 \x01(\x0b\x32\x13.sluice.v1.Schedule\x12\x0e\n\x06upsert\x18\x02 \x01(\x08\"\"\n\x12GetScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x14ListSchedulesRequest\x12\x0f\n\x07soonest\x18\x01 \x01(\r\"?\n\x15ListSchedulesResponse\x12&\n\tschedules\x18\x01 \x03(\x0b\x32\x13.sluice.v1.Schedule\"%\n\x15\x44\x65leteScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"$\n\x14PauseScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"%\n\x15ResumeScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"&\n\x16TriggerScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x17TriggerScheduleResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t*Z\n\x07\x43\x61tchUp\x12\x18\n\x14\x43\x41TCH_UP_UNSPECIFIED\x10\x00\x12\x11\n\rCATCH_UP_SKIP\x10\x01\x12\x10\n\x0c\x43\x41TCH_UP_ONE\x10\x02\x12\x10\n\x0c\x43\x41TCH_UP_ALL\x10\x03*d\n\x07Overlap\x12\x17\n\x13OVERLAP_UNSPECIFIED\x10\x00\x12\x11\n\rOVERLAP_ALLOW\x10\x01\x12\x10\n\x0cOVERLAP_SKIP\x10\x02\x12\x1b\n\x17OVERLAP_CANCEL_PREVIOUS\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18sluice/v1/schedule.proto\x12\tsluice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13sluice/v1/job.proto\"\x86\x02\n\x0bJobTemplate\x12\r\n\x05queue\x18\x01 \x01(\t\x12\x10\n\x08job_type\x18\x02 \x01(\t\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x34\n\x07headers\x18\x04 \x03(\x0b\x32#.sluice.v1.JobTemplate.HeadersEntry\x12\x10\n\x08priority\x18\x05 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\r\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0b\n\x03key\x18\x08 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb4\x05\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x63ron\x18\x02 \x01(\t\x12(\n\x05\x65very\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12#\n\x03job\x18\x05 \x01(\x0b\x32\x16.sluice.v1.JobTemplate\x12$\n\x08\x63\x61tch_up\x18\x06 \x01(\x0e\x32\x12.sluice.v1.CatchUp\x12#\n\x07overlap\x18\x07 \x01(\x0e\x32\x12.sluice.v1.Overlap\x12,\n\x08start_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x65nd_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06paused\x18\x14 \x01(\x08\x12\x30\n\x0cnext_fire_at\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rlast_fired_at\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0blast_job_id\x18\x17 \x01(\t\x12.\n\ncreated_at\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08upcoming\x18\x1a \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x1b \x01(\t\x12+\n\x0elast_job_state\x18\x1c \x01(\x0e\x32\x13.sluice.v1.JobState\x12+\n\x0brecent_runs\x18\x1d \x03(\x0b\x32\x16.sluice.v1.ScheduleRun\"\x87\x01\n\x0bScheduleRun\x12\x31\n\rscheduled_for\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\ttriggered\x18\x03 \x01(\x08\x12\"\n\x05state\x18\x04 \x01(\x0e\x32\x13.sluice.v1.JobState\"N\n\x15\x43reateScheduleRequest\x12%\n\x08schedule\x18\x01 \x01(\x0b\x32\x13.sluice.v1.Schedule\x12\x0e\n\x06upsert\x18\x02 \x01(\x08\"\"\n\x12GetScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x14ListSchedulesRequest\x12\x0f\n\x07soonest\x18\x01 \x01(\r\"?\n\x15ListSchedulesResponse\x12&\n\tschedules\x18\x01 \x03(\x0b\x32\x13.sluice.v1.Schedule\"%\n\x15\x44\x65leteScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse\"$\n\x14PauseScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"%\n\x15ResumeScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"&\n\x16TriggerScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x17TriggerScheduleResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t*Z\n\x07\x43\x61tchUp\x12\x18\n\x14\x43\x41TCH_UP_UNSPECIFIED\x10\x00\x12\x11\n\rCATCH_UP_SKIP\x10\x01\x12\x10\n\x0c\x43\x41TCH_UP_ONE\x10\x02\x12\x10\n\x0c\x43\x41TCH_UP_ALL\x10\x03*d\n\x07Overlap\x12\x17\n\x13OVERLAP_UNSPECIFIED\x10\x00\x12\x11\n\rOVERLAP_ALLOW\x10\x01\x12\x10\n\x0cOVERLAP_SKIP\x10\x02\x12\x1b\n\x17OVERLAP_CANCEL_PREVIOUS\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,36 +36,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOBTEMPLATE_HEADERSENTRY']._loaded_options = None
   _globals['_JOBTEMPLATE_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_CATCHUP']._serialized_start=1657
-  _globals['_CATCHUP']._serialized_end=1747
-  _globals['_OVERLAP']._serialized_start=1749
-  _globals['_OVERLAP']._serialized_end=1849
+  _globals['_CATCHUP']._serialized_start=1670
+  _globals['_CATCHUP']._serialized_end=1760
+  _globals['_OVERLAP']._serialized_start=1762
+  _globals['_OVERLAP']._serialized_end=1862
   _globals['_JOBTEMPLATE']._serialized_start=126
-  _globals['_JOBTEMPLATE']._serialized_end=375
-  _globals['_JOBTEMPLATE_HEADERSENTRY']._serialized_start=329
-  _globals['_JOBTEMPLATE_HEADERSENTRY']._serialized_end=375
-  _globals['_SCHEDULE']._serialized_start=378
-  _globals['_SCHEDULE']._serialized_end=1070
-  _globals['_SCHEDULERUN']._serialized_start=1073
-  _globals['_SCHEDULERUN']._serialized_end=1208
-  _globals['_CREATESCHEDULEREQUEST']._serialized_start=1210
-  _globals['_CREATESCHEDULEREQUEST']._serialized_end=1288
-  _globals['_GETSCHEDULEREQUEST']._serialized_start=1290
-  _globals['_GETSCHEDULEREQUEST']._serialized_end=1324
-  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1326
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1365
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1367
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1430
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1432
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1469
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1471
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1495
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1497
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1533
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1535
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1572
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1574
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1612
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1614
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1655
+  _globals['_JOBTEMPLATE']._serialized_end=388
+  _globals['_JOBTEMPLATE_HEADERSENTRY']._serialized_start=342
+  _globals['_JOBTEMPLATE_HEADERSENTRY']._serialized_end=388
+  _globals['_SCHEDULE']._serialized_start=391
+  _globals['_SCHEDULE']._serialized_end=1083
+  _globals['_SCHEDULERUN']._serialized_start=1086
+  _globals['_SCHEDULERUN']._serialized_end=1221
+  _globals['_CREATESCHEDULEREQUEST']._serialized_start=1223
+  _globals['_CREATESCHEDULEREQUEST']._serialized_end=1301
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=1303
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=1337
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=1339
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=1378
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=1380
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=1443
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1445
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1482
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1484
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1508
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1510
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1546
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1548
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1585
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1587
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1625
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1627
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1668
 # @@protoc_insertion_point(module_scope)

@@ -35,7 +35,7 @@ OVERLAP_SKIP: Overlap
 OVERLAP_CANCEL_PREVIOUS: Overlap
 
 class JobTemplate(_message.Message):
-    __slots__ = ("queue", "job_type", "payload", "headers", "priority", "max_attempts", "timeout")
+    __slots__ = ("queue", "job_type", "payload", "headers", "priority", "max_attempts", "timeout", "key")
     class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,7 @@ class JobTemplate(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
     queue: str
     job_type: str
     payload: bytes
@@ -57,7 +58,8 @@ class JobTemplate(_message.Message):
     priority: int
     max_attempts: int
     timeout: _duration_pb2.Duration
-    def __init__(self, queue: _Optional[str] = ..., job_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    key: str
+    def __init__(self, queue: _Optional[str] = ..., job_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., headers: _Optional[_Mapping[str, str]] = ..., priority: _Optional[int] = ..., max_attempts: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., key: _Optional[str] = ...) -> None: ...
 
 class Schedule(_message.Message):
     __slots__ = ("name", "cron", "every", "time_zone", "job", "catch_up", "overlap", "start_at", "end_at", "paused", "next_fire_at", "last_fired_at", "last_job_id", "created_at", "updated_at", "upcoming", "description", "last_job_state", "recent_runs")
