@@ -5,8 +5,10 @@
 //! broker other than their own half the time, and one broker killed with
 //! SIGKILL mid-way. The test records every lease its workers get (from
 //! receipt until the Ack is sent, or until the lease's expiry for the
-//! jobs the killed broker's workers held) and checks that no key ever had
-//! more than 2 leases at once and that every job ran.
+//! jobs the killed broker's workers held and for an Ack whose answer was
+//! lost) and checks that no key ever had more than 2 leases at once and
+//! that every job ran (SUCCEEDED, as the surviving brokers count them: an
+//! Ack through the killed broker may have committed with its answer lost).
 //!
 //! `SLUICE_FLOW_JOBS` sets the backlog (100,000 by default).
 
@@ -217,15 +219,20 @@ async fn run_on(url: &str) {
     }
     brokers[1].crash();
     loop {
-        let done = record.lock().unwrap().acked.len() as u64;
+        let stats = admin.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        let done = stats
+            .queues
+            .iter()
+            .find(|q| q.queue == "fair")
+            .map_or(0, |q| q.succeeded);
         if done >= n {
             break;
         }
         assert!(
             started.elapsed() < bound,
-            "only {done} of {n} jobs ran within {bound:?}"
+            "only {done} of {n} jobs succeeded within {bound:?}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     workers.abort_all();
     let record = record.lock().unwrap();
@@ -239,7 +246,9 @@ async fn run_on(url: &str) {
         most <= KEY_LIMIT as usize,
         "key {key} had {most} leases at once"
     );
-    assert_eq!(record.acked.len() as u64, n, "every job ran");
+    // Every job was leased to a worker of the test at least once.
+    let leased: u64 = record.leases.len() as u64;
+    assert!(leased >= n, "{leased} leases for {n} jobs");
 }
 
 #[test]
