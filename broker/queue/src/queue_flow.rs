@@ -16,7 +16,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::Queue;
-use super::flow::{HoldReason, QueueLimits};
+use super::flow::{Flow, HoldReason, QueueLimits};
 use super::job::Seq;
 use super::lanes::KeyTag;
 use super::names::NameId;
@@ -92,6 +92,20 @@ impl FlowStats {
 
 /// Keys Stats lists per queue.
 pub const TOP_KEYS: usize = 10;
+
+/// Every key `flow` knows, as ListKeys and Stats show them at `now`.
+fn key_stats(flow: &Flow, now: Timestamp) -> Vec<KeyStats> {
+    flow.keys
+        .iter()
+        .map(|(key, state)| KeyStats {
+            key: key.to_string(),
+            in_flight: state.in_flight,
+            ready: state.ready,
+            held_by: flow.key_hold(key, now).map(|h| h.reason),
+            held_until: state.held_until.filter(|&t| t > now),
+        })
+        .collect()
+}
 
 /// `keys`, busiest first (jobs in flight and ready), at most `limit`: the
 /// order of ListKeys on every backend.
@@ -202,19 +216,7 @@ impl Queue {
         let Some(qs) = self.names.get(queue).and_then(|id| self.queues.get(&id)) else {
             return Vec::new();
         };
-        let keys: Vec<KeyStats> = qs
-            .flow
-            .keys
-            .iter()
-            .map(|(key, state)| KeyStats {
-                key: key.to_string(),
-                in_flight: state.in_flight,
-                ready: state.ready,
-                held_by: qs.flow.key_hold(key, now).map(|h| h.reason),
-                held_until: state.held_until.filter(|&t| t > now),
-            })
-            .collect();
-        busiest_first(keys, limit)
+        busiest_first(key_stats(&qs.flow, now), limit)
     }
 
     /// The flow figures of queue `id` for Stats.
@@ -222,21 +224,9 @@ impl Queue {
         let qs = &self.queues[&id];
         let keyed_ready: u64 = qs.flow.keys.values().map(|s| s.ready).sum();
         let keyless_ready = qs.counts[crate::JobState::Ready.index()].saturating_sub(keyed_ready);
-        let keys = qs
-            .flow
-            .keys
-            .iter()
-            .map(|(key, state)| KeyStats {
-                key: key.to_string(),
-                in_flight: state.in_flight,
-                ready: state.ready,
-                held_by: qs.flow.key_hold(key, now).map(|h| h.reason),
-                held_until: state.held_until.filter(|&t| t > now),
-            })
-            .collect();
         FlowStats::of(
             qs.flow.limits.clone(),
-            keys,
+            key_stats(&qs.flow, now),
             qs.flow.queue_hold(now).map(|h| h.reason),
             keyless_ready,
         )

@@ -207,13 +207,24 @@ fn claim_sql() -> &'static str {
                      ORDER BY j.priority DESC, j.run_at, j.seq
                      LIMIT $3
                  )
-                 UPDATE sluice_jobs j SET state = 'leased', attempt = attempt + 1,
-                     lease_id = gen_random_uuid(), worker_id = $4, broker_id = $5,
-                     stream_id = $6, leased_at = now(), lease_ms = $7::bigint,
-                     lease_expires_at = now() + $7::bigint * interval '1 millisecond'
-                 FROM picked WHERE j.ctid = picked.tid
-                 RETURNING {}",
-            select_list(Table::Unfinished, Some("j"))
+                 {}",
+            lease_picked()
         )
     })
+}
+
+/// The UPDATE that leases the rows of a `picked` CTE (their `tid`s) to a
+/// stream, returning them: `$4` the worker, `$5` this broker, `$6` the
+/// stream, `$7` the lease in ms. Both claims (this one and `flow.rs`'s)
+/// end with it.
+pub(super) fn lease_picked() -> String {
+    format!(
+        "UPDATE sluice_jobs j SET state = 'leased', attempt = attempt + 1,
+             lease_id = gen_random_uuid(), worker_id = $4, broker_id = $5,
+             stream_id = $6, leased_at = now(), lease_ms = $7::bigint,
+             lease_expires_at = now() + $7::bigint * interval '1 millisecond'
+         FROM picked WHERE j.ctid = picked.tid
+         RETURNING {}",
+        select_list(Table::Unfinished, Some("j"))
+    )
 }

@@ -29,7 +29,7 @@ use sluice_queue::{Bucket, JobSnapshot, KeyStats, QueueLimits, Timestamp, key_ho
 use uuid::Uuid;
 
 use super::Inner;
-use super::columns::{self, Table, millis, select_list};
+use super::columns::{self, millis};
 use super::sql::{self, get};
 use crate::backend::BackendError;
 use crate::backend::cluster::Want;
@@ -518,7 +518,7 @@ async fn lease(
     let sql = SQL.get_or_init(|| {
         format!(
             "WITH picked AS (
-                 SELECT j.tid FROM unnest($7::text[], $8::int[]) AS d(key, n)
+                 SELECT j.tid FROM unnest($3::text[], $8::int[]) AS d(key, n)
                  CROSS JOIN LATERAL (
                      SELECT ctid AS tid FROM sluice_jobs
                      WHERE queue = $1 AND state = 'ready' AND coalesce(key, '') = d.key
@@ -528,13 +528,8 @@ async fn lease(
                      FOR UPDATE SKIP LOCKED
                  ) j
              )
-             UPDATE sluice_jobs j SET state = 'leased', attempt = attempt + 1,
-                 lease_id = gen_random_uuid(), worker_id = $3, broker_id = $4,
-                 stream_id = $5, leased_at = now(), lease_ms = $6::bigint,
-                 lease_expires_at = now() + $6::bigint * interval '1 millisecond'
-             FROM picked WHERE j.ctid = picked.tid
-             RETURNING {}",
-            select_list(Table::Unfinished, Some("j"))
+             {}",
+            super::claims::lease_picked()
         )
     });
     let keys: Vec<&str> = dealt.iter().map(|(k, _)| k.as_str()).collect();
@@ -545,11 +540,11 @@ async fn lease(
         &[
             &queue,
             &job_types,
+            &keys,
             &want.worker_id,
             &inner.broker_id,
             &want.stream,
             &millis(want.lease),
-            &keys,
             &counts,
         ],
     )
